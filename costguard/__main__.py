@@ -1,0 +1,3 @@
+from costguard.cli import main
+
+main()

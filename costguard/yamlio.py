@@ -1,0 +1,250 @@
+"""Strict, line-aware loading of YAML/JSON inputs and validation into pydantic models.
+
+Every mapping and list loaded here remembers the line of each key/item, so a validation
+error deep inside a file can be reported as `file:line: key.path: message`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from costguard.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base for every input schema: unknown keys are errors, values are not coerced silently."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class LineDict(dict):
+    """A dict that knows the 1-based line of itself and of each key."""
+
+    line: int = 0
+    key_lines: dict[Any, int]
+
+
+class LineList(list):
+    """A list that knows the 1-based line of itself and of each item."""
+
+    line: int = 0
+    item_lines: list[int]
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys and records line numbers."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    result = LineDict()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise ConfigError(
+                "a mapping key must be a scalar", line=key_node.start_mark.line + 1
+            ) from None
+        if key in result:
+            raise ConfigError(
+                f"duplicate key {key!r} (first at line {result.key_lines[key]})",
+                line=key_node.start_mark.line + 1,
+                key=str(key),
+            )
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+def _construct_sequence(loader: _StrictLoader, node: yaml.SequenceNode) -> LineList:
+    result = LineList(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
+    result.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return result
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def read_text(path: Path) -> str:
+    """Read a UTF-8 text input; a missing or non-UTF-8 file is a one-line ConfigError."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=path) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, expected a file", file=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read file: {exc.strerror}", file=path) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the file as UTF-8",
+            file=path,
+            line=line,
+        ) from None
+
+
+def parse_yaml(text: str, *, file: str | Path) -> Any:
+    """Parse one YAML document with line tracking; syntax errors become ConfigError."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+    except ConfigError as exc:
+        exc.file = str(file)
+        raise ConfigError(exc.message, file=file, line=exc.line, key=exc.key) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"invalid YAML: {problem}", file=file, line=line) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=file) from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read and parse a YAML file (JSON is valid YAML too)."""
+    path = Path(path)
+    return parse_yaml(read_text(path), file=path)
+
+
+def parse_json_line(text: str, *, file: str | Path, line: int) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=file, line=line) from None
+
+
+def line_of(data: Any, loc: tuple[Any, ...]) -> int | None:
+    """The line of the deepest element of `loc` that the loaded data can locate."""
+    best = getattr(data, "line", None) or None
+    node = data
+    for part in loc:
+        if isinstance(node, LineDict) and part in node:
+            best = node.key_lines.get(part, best)
+            node = node[part]
+        elif isinstance(node, LineList) and isinstance(part, int) and 0 <= part < len(node):
+            best = node.item_lines[part]
+            node = node[part]
+        else:
+            break
+        inner = getattr(node, "line", None)
+        if inner and isinstance(node, LineList):
+            best = inner if best is None else best
+    return best
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """Follow `loc` through a model's field annotations to the model that owns the last key."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(part, int):
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(part)
+            if field is None:
+                # Alias lookup
+                for f in current.model_fields.values():
+                    if f.alias == part:
+                        field = f
+                        break
+            if field is None:
+                return None
+            current = field.annotation
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Optional/list/dict/Annotated wrappers down to a model class where there is one."""
+    for _ in range(6):
+        origin = typing.get_origin(tp)
+        if origin is None:
+            return tp
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        models = [a for a in args if isinstance(_unwrap(a), type) and issubclass(_unwrap(a), BaseModel)]
+        if models:
+            tp = models[0]
+        elif args:
+            tp = args[-1]
+        else:
+            return tp
+    return tp
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel]) -> tuple[tuple[Any, ...], str]:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    etype = err["type"]
+    if etype == "extra_forbidden":
+        key = loc[-1] if loc else "?"
+        parent = _model_at(model, loc[:-1])
+        msg = f"unknown key {key!r}"
+        if parent is not None:
+            names = [f.alias or n for n, f in parent.model_fields.items()]
+            close = difflib.get_close_matches(str(key), names, n=1)
+            if close:
+                msg += f" (did you mean {close[0]!r}?)"
+            else:
+                msg += f" (allowed: {', '.join(names)})"
+        return loc, msg
+    if etype == "missing":
+        return loc, "required key is missing"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if etype not in ("value_error", "assertion_error") and "input" in err and not isinstance(
+        err["input"], (dict, list)
+    ):
+        shown = repr(err["input"])
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        msg += f" (got {shown})"
+    return loc, msg
+
+
+def validate(model: type[M], data: Any, *, file: str | Path, prefix: tuple[Any, ...] = ()) -> M:
+    """Validate loaded YAML data into `model`; the first error becomes a one-line ConfigError.
+
+    `prefix` is the location of `data` inside the file (for line lookups on sub-documents
+    whose `data` object still carries its own line table).
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        # An unknown key usually explains the "missing" error beside it (a typo), so say it first.
+        errors.sort(key=lambda e: e["type"] != "extra_forbidden")
+        err = errors[0]
+        loc, msg = _describe(err, model)
+        if len(errors) > 1:
+            msg += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+        line = line_of(data, loc)
+        key = format_loc(prefix + loc) or None
+        raise ConfigError(msg, file=file, line=line, key=key) from None
