@@ -1,0 +1,268 @@
+"""The costguard API: load a project -> run it through the stack -> report -> check a policy.
+
+The CLI, the pytest plugin and the Action scripts are thin layers over these functions.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from costguard import __version__
+from costguard.config import LoadedStack, StackConfig, load_stack
+from costguard.errors import ConfigError
+from costguard.fixtures import Fixture, load_fixtures
+from costguard.pipeline import Pipeline, Progress, PromptTokens
+from costguard.policy import MetricContext, PolicyResult, evaluate, load_policy
+from costguard.pricing import TierPrice, resolve_price
+from costguard.projection import aggregate
+from costguard.report import SCHEMA_VERSION, RunReport
+from costguard.router import build_router, router_tokenizer_tier
+
+DEFAULT_CONFIG = "costguard.yaml"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class Project:
+    """A loaded stack config plus its fixtures, with lazily loaded tokenizers and prices."""
+
+    stack: LoadedStack
+    fixtures: list[Fixture]
+    fixture_paths: list[str]
+    _tokenizers: dict[str, Any] = field(default_factory=dict, repr=False)
+    _prices: dict[str, TierPrice] | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> StackConfig:
+        return self.stack.config
+
+    @property
+    def root(self) -> Path:
+        return self.stack.root
+
+    @property
+    def cache_dir(self) -> Path:
+        path = Path(self.config.cache_dir)
+        return path if path.is_absolute() else self.root / path
+
+    def tokenizer(self, tier_name: str) -> Any:
+        """The tier's ChatTokenizer (tiers with the same tokenizer spec share one instance)."""
+        if tier_name not in self._tokenizers:
+            from costguard.tokenization import load_tokenizer
+
+            index = next(i for i, t in enumerate(self.config.tiers) if t.name == tier_name)
+            spec = self.config.tiers[index].tokenizer
+            for other, tok in self._tokenizers.items():
+                if self.config.tier(other).tokenizer == spec:
+                    self._tokenizers[tier_name] = tok
+                    break
+            else:
+                self._tokenizers[tier_name] = load_tokenizer(
+                    spec, base_dir=self.root, where=self.stack.where("tiers", index, "tokenizer")
+                )
+        return self._tokenizers[tier_name]
+
+    def prices(self) -> dict[str, TierPrice]:
+        if self._prices is None:
+            prices = {}
+            for i, tier in enumerate(self.config.tiers):
+                assert tier.pricing is not None  # load_stack rejects unpriced tiers
+                prices[tier.name] = resolve_price(
+                    tier.name,
+                    tier.pricing,
+                    gpus=tier.hardware.gpus,
+                    base_dir=self.root,
+                    where=self.stack.where("tiers", i, "pricing"),
+                )
+            self._prices = prices
+        return self._prices
+
+    def input_hashes(self) -> dict[str, Any]:
+        files = sorted({fx.file for fx in self.fixtures})
+        templates = sorted({t for fx in self.fixtures for t in fx.templates})
+        rel = self._relative
+        return {
+            "config": {"path": rel(self.stack.path), "sha256": _sha256(self.stack.path)},
+            "fixtures": [{"path": f, "sha256": _sha256(self.root / f) if (self.root / f).exists() else None} for f in files],
+            "templates": [{"path": rel(Path(t)), "sha256": _sha256(Path(t))} for t in templates],
+        }
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return str(Path(path).resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
+
+def load_project(config: str | Path = DEFAULT_CONFIG, fixtures: Sequence[str | Path] | None = None) -> Project:
+    stack = load_stack(config)
+    paths = [str(p) for p in fixtures] if fixtures else list(stack.config.fixtures)
+    # Fixture paths given on the command line are relative to the working directory;
+    # those in costguard.yaml are relative to the config file.
+    root = Path.cwd() if fixtures else stack.root
+    loaded = load_fixtures(paths, root=root)
+    if fixtures:
+        for fx in loaded:
+            try:
+                fx.file = str((root / fx.file).resolve().relative_to(stack.root.resolve()))
+            except ValueError:
+                pass
+    _check_suites(stack, loaded)
+    return Project(stack=stack, fixtures=loaded, fixture_paths=paths)
+
+
+def _check_suites(stack: LoadedStack, fixtures: list[Fixture]) -> None:
+    suites = stack.config.suites
+    declared = {name for name, s in suites.items() if s.share is not None}
+    if declared:
+        missing = sorted({fx.suite for fx in fixtures} - declared)
+        if missing:
+            raise ConfigError(
+                f"fixtures use suite(s) {', '.join(missing)} that have no share in suites: "
+                "(give every suite a share, or none to take shares from fixture weights)",
+                file=stack.path,
+                key="suites",
+            )
+
+
+def count_prompt_tokens(project: Project, *, keep_ids: Sequence[str] = (), progress: Progress | None = None) -> PromptTokens:
+    """Prompt token counts per tier for every fixture, through the on-disk content-hash cache."""
+    from costguard.tokenization import TokenCountCache, encode_chat_cached
+
+    cache = TokenCountCache(project.cache_dir)
+    messages = [fx.messages for fx in project.fixtures]
+    counts: dict[str, list[int]] = {}
+    sources: dict[str, str] = {}
+    ids: dict[str, list[Sequence[int]]] = {}
+    by_fingerprint: dict[str, tuple[list[int], list[Sequence[int]] | None]] = {}
+    try:
+        for tier in project.config.tiers:
+            tok = project.tokenizer(tier.name)
+            sources[tier.name] = "exact" if tok.exact else "approximate"
+            need_ids = tier.name in keep_ids
+            hit = by_fingerprint.get(tok.fingerprint)
+            if hit is None or (need_ids and hit[1] is None):
+                if progress:
+                    progress(f"tokens:{tier.name}", 0, len(messages))
+                encoded = encode_chat_cached(tok, messages, cache)
+                hit = ([len(e) for e in encoded], encoded if need_ids else None)
+                by_fingerprint[tok.fingerprint] = hit
+                if progress:
+                    progress(f"tokens:{tier.name}", len(messages), len(messages))
+            counts[tier.name] = hit[0]
+            if need_ids and hit[1] is not None:
+                ids[tier.name] = hit[1]
+    finally:
+        close = getattr(cache, "close", None)
+        if close:
+            close()
+    return PromptTokens(counts=counts, sources=sources, ids=ids)
+
+
+def run(project: Project, *, backend: str = "offline", progress: Progress | None = None) -> RunReport:
+    """Replay every fixture through the stack and build the RunReport."""
+    started = time.perf_counter()
+    config = project.config
+    prices = project.prices()
+    tokens = count_prompt_tokens(project, progress=progress)
+    router = build_router(config, project=project)
+    if backend != "offline":
+        raise ConfigError(f"unknown backend {backend!r} (available: offline)")
+    from costguard.backends.offline import OfflineBackend
+
+    tier_backend = OfflineBackend(config)
+    pipeline = Pipeline(config, router=router, backend=tier_backend, prices=prices, tokens=tokens, progress=progress)
+    records = pipeline.run(project.fixtures)
+    sections = aggregate(records, config, prices)
+    return build_report(project, records, sections, backend=tier_backend.name, seconds=time.perf_counter() - started)
+
+
+def build_report(
+    project: Project,
+    records: Sequence[Any],
+    sections: dict[str, Any],
+    *,
+    backend: str,
+    seconds: float,
+    complete: bool = True,
+    incomplete_reason: str | None = None,
+) -> RunReport:
+    config = project.config
+    prices = project.prices()
+    tiers_summary = []
+    for tier in config.tiers:
+        tok = project.tokenizer(tier.name)
+        tiers_summary.append(
+            {
+                "name": tier.name,
+                "model": tier.model,
+                "quantization": tier.quantization,
+                "gpus": tier.hardware.gpus,
+                "gpu": tier.hardware.gpu,
+                "tokenizer": tok.description,
+                "tokenizer_exact": tok.exact,
+                "pricing": {"kind": prices[tier.name].kind, "basis": prices[tier.name].basis, "source": prices[tier.name].source},
+            }
+        )
+    record_dicts = []
+    for r in records:
+        d = r.to_dict()
+        d["cost_per_month"] = r.monthly_requests * r.cost_usd
+        record_dicts.append(d)
+    warnings = []
+    approx = [t["name"] for t in tiers_summary if not t["tokenizer_exact"]]
+    if approx:
+        warnings.append(f"approximate token counts (tokenizer fallback) on tier(s): {', '.join(approx)}")
+    est_out = sections["provenance"]["output_tokens"]
+    n_est = est_out.get("expected", 0) + est_out.get("prior", 0)
+    if n_est:
+        warnings.append(
+            f"output tokens are estimated for {n_est} of {sum(est_out.values())} calls "
+            "(expect.output_tokens or suite prior; record responses with a live backend to measure them)"
+        )
+    gpu_est = [t["name"] for t in tiers_summary if prices[t["name"]].estimated]
+    if gpu_est:
+        warnings.append(f"GPU-time costs use declared throughput (estimated) on tier(s): {', '.join(gpu_est)}")
+    data: dict[str, Any] = {
+        "kind": "run",
+        "schema_version": SCHEMA_VERSION,
+        "costguard_version": __version__,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "complete": complete,
+        "incomplete_reason": incomplete_reason,
+        "backend": backend,
+        "stack": {
+            "name": config.name,
+            "tiers": tiers_summary,
+            "router": config.router.kind if config.router else "single",
+            "router_tokenizer_tier": router_tokenizer_tier(config),
+            "largest_tier": config.largest.name,
+            "caches": config.caches.model_dump(),
+        },
+        "traffic": {
+            "requests_per_month": config.traffic.requests_per_month,
+            "seed": config.traffic.seed,
+            "suite_shares": {name: block["share"] for name, block in sections["suites"].items()},
+        },
+        "inputs": project.input_hashes(),
+        **sections,
+        "warnings": warnings,
+        "timing": {"seconds": round(seconds, 3)},
+        "records": record_dicts,
+    }
+    return RunReport(data)
+
+
+def check(report: RunReport, policy_path: str | Path, *, baseline: RunReport | None = None) -> PolicyResult:
+    """Evaluate a policy file against a report (and a baseline, for regression rules)."""
+    policy = load_policy(policy_path)
+    return evaluate(policy, MetricContext(report=report, baseline=baseline))

@@ -1,0 +1,446 @@
+"""Offline simulator of vLLM's automatic prefix caching (APC), one per tier instance.
+
+It answers "how many prompt tokens would vLLM have served from its KV cache?" for a sequence of
+requests, so a PR that breaks prefix reuse (a per-request value moved above a long shared system
+prompt, a reordered few-shot block) shows up as lost cached tokens.
+
+The accounting follows vLLM's V1 KV cache manager (checked against vllm-project/vllm main):
+
+* ``vllm/v1/core/kv_cache_utils.py`` ``hash_block_tokens``: a block's key chains the parent
+  block's key with the block's token ids (+ extra keys: LoRA on every block, ``cache_salt`` on the
+  first one).  Only full blocks have a key.
+* ``FullAttentionManager.find_longest_cache_hit``: walk the blocks from the start, stop at the
+  first miss, look at no more than ``max_cache_hit_length // block_size`` blocks.
+* ``KVCacheManager.get_computed_blocks``: ``max_cache_hit_length = request.num_tokens - 1``: a
+  fully cached prompt still recomputes its last block (the hit is block aligned).
+* ``BlockPool.touch``: a hit block that sits in the free queue is taken out of it (so allocating
+  the rest of the request can never evict it).
+* ``BlockPool.get_new_blocks``: new blocks are popped from the front of ``FreeKVCacheBlockQueue``;
+  popping a cached block evicts it (``_maybe_evict_cached_block``).
+* ``KVCacheManager.allocate_slots``: full blocks are cached up to
+  ``min(num_computed + num_new, request.num_tokens)``, prompt blocks and generated blocks alike.
+  The last sampled token is never fed back through the model (the request stops first), so a
+  request with P prompt and O >= 1 output tokens computes, holds and can cache
+  ``P + O - 1`` tokens: ``(P + O - 1) // block_size`` full blocks.
+* ``SingleTypeKVCacheManager.free`` / ``BlockPool.free_blocks``: a finished request's blocks are
+  freed in reverse order; blocks without a key go to the FRONT of the free queue (reused first,
+  they hold nothing), keyed blocks are appended to the back deepest-first, so the queue is an LRU
+  in which a request's tail blocks are evicted before its head.  (Releases before early 2026
+  appended every freed block; the difference only matters once the pool is full.)
+* ``BlockPool.__init__``: block 0 is the reserved null block, so ``num_gpu_blocks - 1`` blocks
+  hold KV data (``vllm:cache_config_info`` reports ``num_gpu_blocks`` including it).
+* ``BlockHashToBlockMap``: identical blocks are not de-duplicated.  Recomputing the last block of
+  a fully cached prompt, or regenerating the same output, stores a second copy under the same
+  key; a hit takes the oldest surviving copy.  Copies are modelled, so eviction matches exactly.
+* ``PrefixCacheStats.record``: ``queries += prompt tokens``, ``hits += matched tokens`` per request
+  (the ``vllm:prefix_cache_queries_total`` / ``vllm:prefix_cache_hits_total`` counters).
+
+Simplifications (deliberate, documented):
+
+* Requests run one at a time, from arrival to completion.  vLLM serves many concurrently, so
+  blocks held by running requests cannot be evicted and a request cannot hit blocks another
+  running request has not finished computing.  Here all blocks are free between requests and
+  capacity matters only through the eviction of freed blocks; high concurrency with a pool near
+  full evicts somewhat more in reality than here.
+* No preemption, chunked-prefill timing, sliding-window/Mamba groups, speculative decoding or
+  KV connectors.
+* A request needing more blocks than the whole pool (vLLM refuses to start when ``max_model_len``
+  does not fit, and never schedules such a request) is simulated as if its sequence were cut to
+  the pool: the first ``num_gpu_blocks - 1`` blocks are held and cached, the rest is not stored.
+  ``oversized_requests`` counts these.
+
+Keys: Python's built-in ``hash((parent_key, block_bytes))``.  The block's token ids are packed as
+little-endian uint32 and hashed as bytes with CPython's SipHash-1-3 (keyed per process by
+``PYTHONHASHSEED``), and the parent key is folded in with the tuple hash, which is a bijection in
+either element when the other is fixed.  Keys are 64-bit, so with N distinct blocks the chance of
+any false hit is about N**2 / 2**65 (1e-7 for two million blocks); results do not depend on the
+seed unless such a collision happens.  Measured on the 2-core CI machine it costs ~0.2 us per
+block, against ~1 us for ``hashlib.blake2b(digest_size=8)`` per block and ~0.9 us for hashing a
+tuple of the ids.  A vectorised polynomial hash mod 2**64 is faster still but has structured
+collisions (Thue-Morse sequences of blocks collide for every base), so it was rejected.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import takewhile
+
+import numpy as np
+
+_GIB = 1 << 30
+_MAX_TOKEN_ID = (1 << 32) - 1
+
+
+@dataclass(frozen=True)
+class PrefixLookup:
+    """What admitting one request did to one instance's prefix cache."""
+
+    prompt_tokens: int
+    cached_tokens: int  # served from cache: a multiple of block_size, <= prompt_tokens - 1
+    new_blocks: int  # blocks taken from the free queue for the rest of prompt + output
+    evicted_blocks: int  # cached blocks those allocations evicted
+
+    @property
+    def computed_prompt_tokens(self) -> int:
+        """Prompt tokens that went through prefill (what prefix caching did not save)."""
+        return self.prompt_tokens - self.cached_tokens
+
+
+def _as_u32(ids: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
+    """Token ids as a contiguous uint32 array (zero-copy for uint32 numpy input)."""
+    if isinstance(ids, np.ndarray):
+        if ids.ndim != 1:
+            raise ValueError(f"{what} must be one-dimensional, got shape {ids.shape}")
+        if ids.dtype == np.uint32:
+            return np.ascontiguousarray(ids)
+        if ids.size and ids.dtype.kind in "iu":
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi > _MAX_TOKEN_ID:
+                raise ValueError(f"{what}: token ids must be in [0, 2**32), got {lo}..{hi}")
+        elif ids.size:
+            raise TypeError(f"{what}: token ids must be integers, got dtype {ids.dtype}")
+        return ids.astype(np.uint32)
+    try:
+        packed = array("I", ids)
+    except OverflowError as exc:
+        raise ValueError(f"{what}: token ids must be in [0, 2**32)") from exc
+    except TypeError as exc:
+        raise TypeError(f"{what}: token ids must be integers ({exc})") from exc
+    return np.frombuffer(packed, dtype=np.uint32) if packed else np.empty(0, np.uint32)
+
+
+class PrefixCacheSimulator:
+    """vLLM's automatic prefix cache for one engine instance, fed requests one at a time.
+
+    ``num_gpu_blocks`` is the engine's pool size as vLLM reports it (including the null block);
+    ``None`` means unlimited capacity (nothing is ever evicted).  ``extra_key`` isolates a cache
+    namespace the way a LoRA adapter or ``cache_salt`` does: requests with different extra keys
+    never share blocks (str and its UTF-8 bytes are the same key).
+
+    Memory is bounded by the pool: only blocks that are still cached are tracked.
+    """
+
+    def __init__(
+        self,
+        *,
+        block_size: int = 16,
+        num_gpu_blocks: int | None = None,
+        extra_key: bytes | str | None = None,
+    ) -> None:
+        if not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+        if num_gpu_blocks is not None and (
+            not isinstance(num_gpu_blocks, int) or num_gpu_blocks < 1
+        ):
+            raise ValueError(
+                f"num_gpu_blocks must be a positive integer or None, got {num_gpu_blocks!r}"
+            )
+        if isinstance(extra_key, str):
+            extra_key = extra_key.encode()
+        if extra_key is not None and not isinstance(extra_key, bytes):
+            raise TypeError(f"extra_key must be bytes, str or None, got {type(extra_key).__name__}")
+        self.block_size = block_size
+        self.num_gpu_blocks = num_gpu_blocks
+        self.extra_key = extra_key
+        self._block_dtype = np.dtype(f"V{4 * block_size}")
+        self._root = hash(("costguard.prefix-cache.root", extra_key))
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        """Empty the cache (like vLLM's ``reset_prefix_cache``) and zero every counter."""
+        self.reset_counters()
+        # Unlimited capacity: the set of cached keys.  Nothing is evicted, so copies do not matter.
+        self._cached: set[int] = set()
+        # Limited capacity, between requests every block is free:
+        #   _fresh  blocks that hold no key (the front of vLLM's free queue),
+        #   _queue  block id -> key of cached blocks, in eviction order (front evicted first),
+        #   _first  key -> block id of its oldest surviving copy (the one a hit takes),
+        #   _copies key -> ids of younger copies, oldest first (rare: see module docstring).
+        # A key of None marks a block whose content is unknown (output given only as a count).
+        self._fresh = self.usable_blocks if self.num_gpu_blocks is not None else 0
+        self._queue: OrderedDict[int, int | None] = OrderedDict()
+        self._first: dict[int, int] = {}
+        self._copies: dict[int, list[int]] = {}
+        self._next_block_id = 0
+
+    def reset_counters(self) -> None:
+        """Zero the counters but keep the cached blocks (e.g. after a warm-up pass)."""
+        self.requests = 0
+        self.queries = 0  # prompt tokens looked up (vllm:prefix_cache_queries_total)
+        self.hits = 0  # prompt tokens served from cache (vllm:prefix_cache_hits_total)
+        self.evictions = 0  # cached blocks evicted to make room
+        self.oversized_requests = 0  # requests that needed more blocks than the pool has
+
+    @property
+    def hit_rate(self) -> float:
+        """Token hit rate, ``hits / queries`` (0.0 before any request), as vLLM logs it."""
+        return self.hits / self.queries if self.queries else 0.0
+
+    @property
+    def usable_blocks(self) -> int | None:
+        """Blocks that can hold KV data: ``num_gpu_blocks`` minus vLLM's null block."""
+        return None if self.num_gpu_blocks is None else self.num_gpu_blocks - 1
+
+    @property
+    def cached_blocks(self) -> int:
+        """Blocks currently holding a cached key (copies counted separately)."""
+        if self.num_gpu_blocks is None:
+            return len(self._cached)
+        return len(self._queue)
+
+    # ------------------------------------------------------------------ requests
+
+    def admit(
+        self,
+        prompt_ids: Sequence[int] | np.ndarray,
+        output_ids: Sequence[int] | np.ndarray = (),
+        *,
+        num_output_tokens: int | None = None,
+    ) -> PrefixLookup:
+        """Run one request from arrival to completion and return what the cache did.
+
+        ``output_ids`` are the generated tokens; their full blocks become cached, so a follow-up
+        turn that contains them can hit.  When only the number of generated tokens is known, pass
+        ``num_output_tokens`` instead: those blocks still take room (and evict), but can never hit.
+        """
+        prompt = _as_u32(prompt_ids, "prompt_ids")
+        n_prompt = len(prompt)
+        if n_prompt == 0:
+            raise ValueError("prompt_ids is empty (vLLM rejects empty prompts)")
+        output = _as_u32(output_ids, "output_ids")
+        if num_output_tokens is None:
+            n_output = len(output)
+        elif len(output):
+            raise ValueError("pass output_ids or num_output_tokens, not both")
+        elif not isinstance(num_output_tokens, int) or num_output_tokens < 0:
+            raise ValueError(
+                f"num_output_tokens must be a non-negative integer, got {num_output_tokens!r}"
+            )
+        else:
+            n_output = num_output_tokens
+
+        bs = self.block_size
+        # Tokens whose KV is computed and held: the prompt plus every output token except the
+        # last sampled one, which the model never reads back (the request stops first).
+        n_computed = n_prompt + max(n_output - 1, 0)
+        n_full = n_computed // bs
+        n_held = -(-n_computed // bs)
+        max_hit = (n_prompt - 1) // bs
+
+        # Keys of the full blocks whose tokens are known.
+        if len(output) and n_full * bs > n_prompt:
+            seq = np.concatenate((prompt, output[: n_full * bs - n_prompt]))
+        else:
+            seq = prompt
+        n_known = min(n_full, len(seq) // bs)
+        blocks = seq[: n_known * bs].view(self._block_dtype).tolist()
+        keys: list[int] = []
+        append = keys.append
+        key = self._root
+        for block in blocks:
+            key = hash((key, block))
+            append(key)
+
+        if self.num_gpu_blocks is None:
+            cached_blocks, new_blocks, evicted = self._admit_unlimited(keys, max_hit, n_held)
+        else:
+            cached_blocks, new_blocks, evicted = self._admit_pool(keys, max_hit, n_full, n_held)
+
+        cached_tokens = cached_blocks * bs
+        self.requests += 1
+        self.queries += n_prompt
+        self.hits += cached_tokens
+        self.evictions += evicted
+        return PrefixLookup(n_prompt, cached_tokens, new_blocks, evicted)
+
+    def admit_many(
+        self,
+        prompts: Iterable[Sequence[int] | np.ndarray],
+        outputs: Iterable[Sequence[int] | np.ndarray] | None = None,
+    ) -> list[PrefixLookup]:
+        """Admit requests in order (``outputs`` pairs up with ``prompts`` when given)."""
+        admit = self.admit
+        if outputs is None:
+            return [admit(p) for p in prompts]
+        return [admit(p, o) for p, o in zip(prompts, outputs, strict=True)]
+
+    # ------------------------------------------------------------------ internals
+
+    def _admit_unlimited(self, keys: list[int], max_hit: int, n_held: int) -> tuple[int, int, int]:
+        cached = self._cached
+        hit = len(list(takewhile(cached.__contains__, keys[:max_hit])))
+        cached.update(keys[hit:])
+        return hit, n_held - hit, 0
+
+    def _admit_pool(
+        self, keys: list[int], max_hit: int, n_full: int, n_held: int
+    ) -> tuple[int, int, int]:
+        usable = self.num_gpu_blocks - 1
+        if n_held > usable:  # cut the sequence to the pool (see module docstring)
+            self.oversized_requests += 1
+            n_held = usable
+            n_full = min(n_full, usable)
+            keys = keys[:n_full]
+            max_hit = min(max_hit, usable)
+        queue, first, copies = self._queue, self._first, self._copies
+
+        # Lookup: longest run of cached keys from the first block.
+        hit = len(list(takewhile(first.__contains__, keys[:max_hit])))
+        hit_keys = keys[:hit]
+        # Touch: hit blocks leave the free queue while the request holds them.
+        hit_ids = [first[k] for k in hit_keys]
+        for block_id in hit_ids:
+            del queue[block_id]
+
+        # Allocate the rest: key-less blocks first, then evict from the front of the queue.
+        new_blocks = n_held - hit
+        from_fresh = min(self._fresh, new_blocks)
+        self._fresh -= from_fresh
+        evicted = new_blocks - from_fresh
+        popitem = queue.popitem
+        if not copies:
+            for _ in range(evicted):
+                key = popitem(last=False)[1]
+                if key is not None:
+                    del first[key]
+        else:
+            for _ in range(evicted):
+                self._evict(*popitem(last=False))
+
+        # Cache the full blocks the request filled (prompt remainder and generated tokens).
+        new_keys: list[int | None] = keys[hit:n_full]
+        if len(new_keys) < n_full - hit:  # output known only by count: blocks that never hit
+            new_keys += [None] * (n_full - hit - len(new_keys))
+        start = self._next_block_id
+        self._next_block_id = start + len(new_keys)
+        new_ids = range(start, start + len(new_keys))
+        if first.keys().isdisjoint(new_keys):
+            first.update(zip(new_keys, new_ids, strict=True))
+            first.pop(None, None)
+        else:
+            for key, block_id in zip(new_keys, new_ids, strict=True):
+                if key is None:
+                    continue
+                if key in first:
+                    copies.setdefault(key, []).append(block_id)
+                else:
+                    first[key] = block_id
+
+        # Free in reverse order: the partial tail block (no key) to the front, keyed blocks to
+        # the back deepest first, so this request's tail is evicted before its head.
+        self._fresh += n_held - n_full
+        queue.update(zip(reversed(new_ids), reversed(new_keys), strict=True))
+        queue.update(zip(reversed(hit_ids), reversed(hit_keys), strict=True))
+        return hit, new_blocks, evicted
+
+    def _evict(self, block_id: int, key: int | None) -> None:
+        """Forget an evicted block; a younger copy of the same key becomes the one hits use."""
+        if key is None:
+            return
+        copies = self._copies
+        younger = copies.get(key)
+        if self._first[key] == block_id:
+            if younger:
+                self._first[key] = younger.pop(0)
+                if not younger:
+                    del copies[key]
+            else:
+                del self._first[key]
+        else:
+            assert younger is not None, "evicted a copy the key table does not know"
+            younger.remove(block_id)
+            if not younger:
+                del copies[key]
+
+
+def derive_num_gpu_blocks(
+    *,
+    gpu_memory_gb: float,
+    gpu_memory_utilization: float,
+    weights_gb: float,
+    num_layers: int,
+    num_kv_heads: int,
+    head_dim: int,
+    kv_dtype_bytes: int = 2,
+    block_size: int = 16,
+    tensor_parallel_size: int = 1,
+    overhead_gb: float = 2.0,
+    max_model_len: int | None = None,
+) -> int:
+    """Estimate the ``num_gpu_blocks`` vLLM would allocate per instance (per TP rank).
+
+    vLLM (``vllm/v1/worker/gpu_worker.py`` ``determine_available_memory``) computes
+    ``available = total_memory * gpu_memory_utilization - non_kv_cache_memory`` where
+    ``non_kv_cache_memory`` = weights + the activation peak of a profiling forward pass at
+    ``max_num_batched_tokens`` + non-torch memory (NCCL, cuBLAS workspaces), and newer versions
+    may also subtract a CUDA-graph pool estimate.  Then ``vllm/v1/core/kv_cache_utils.py``
+    ``get_num_blocks`` takes ``available // page_size // num_layers`` with
+    ``page_size = 2 (K and V) * block_size * kv_heads_per_rank * head_dim * dtype_bytes``.
+
+    Units are GiB (2**30 bytes) per GPU as CUDA reports them: an "80 GB" H100 is ~79.2 GiB.
+    ``weights_gb`` is the whole checkpoint, split evenly over the tensor-parallel ranks.
+    ``overhead_gb`` stands for the profiled activation peak + non-torch memory (+ graphs): 2 GiB
+    is typical of 7-8B models at default batch sizes (vLLM logs ~1-1.5 GiB activation peak and
+    ~0.1-0.5 GiB non-torch); take the real figure from the engine log when you have one.
+    With ``max_model_len`` it also checks, like vLLM at start-up, that one full-length sequence
+    fits.  Raises ValueError when the memory is insufficient.
+    """
+    for name, value in (
+        ("num_layers", num_layers),
+        ("num_kv_heads", num_kv_heads),
+        ("head_dim", head_dim),
+        ("kv_dtype_bytes", kv_dtype_bytes),
+        ("block_size", block_size),
+        ("tensor_parallel_size", tensor_parallel_size),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not 0 < gpu_memory_utilization <= 1:
+        raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
+    if gpu_memory_gb <= 0 or weights_gb < 0 or overhead_gb < 0:
+        raise ValueError("gpu_memory_gb must be positive; weights_gb and overhead_gb non-negative")
+
+    tp = tensor_parallel_size
+    # vLLM shards KV heads over TP ranks and replicates them when there are fewer heads than ranks.
+    if num_kv_heads >= tp:
+        if num_kv_heads % tp:
+            raise ValueError(
+                f"num_kv_heads={num_kv_heads} is not divisible by tensor_parallel_size={tp}"
+            )
+    elif tp % num_kv_heads:
+        raise ValueError(
+            f"tensor_parallel_size={tp} is not a multiple of num_kv_heads={num_kv_heads}"
+        )
+    kv_heads_per_rank = max(1, num_kv_heads // tp)
+    bytes_per_block = 2 * num_layers * kv_heads_per_rank * head_dim * kv_dtype_bytes * block_size
+
+    requested = gpu_memory_gb * gpu_memory_utilization
+    weights_per_rank = weights_gb / tp
+    available = requested - weights_per_rank - overhead_gb
+    if available <= 0:
+        raise ValueError(
+            f"no memory left for the KV cache: {gpu_memory_gb} GiB x {gpu_memory_utilization} = "
+            f"{requested:.2f} GiB, minus weights {weights_per_rank:.2f} GiB per GPU and overhead "
+            f"{overhead_gb:.2f} GiB leaves {available:.2f} GiB; raise gpu_memory_utilization, "
+            "use more tensor-parallel ranks or a quantized model"
+        )
+    num_blocks = int(available * _GIB // bytes_per_block)
+    if num_blocks < 2:  # one block is the reserved null block
+        raise ValueError(
+            f"{available:.3f} GiB holds {num_blocks} KV block(s) of {bytes_per_block} bytes; "
+            "vLLM needs at least 2 (one is reserved)"
+        )
+    if max_model_len is not None:
+        needed = -(-max_model_len // block_size)
+        if needed > num_blocks - 1:
+            raise ValueError(
+                f"max_model_len={max_model_len} needs {needed} KV blocks but only "
+                f"{num_blocks - 1} fit in {available:.2f} GiB; lower max_model_len or give the "
+                "KV cache more memory"
+            )
+    return num_blocks

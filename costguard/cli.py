@@ -1,0 +1,196 @@
+"""The `costguard` command line: parses arguments, calls `costguard.api`, renders, sets the exit code.
+
+Exit codes: 0 pass, 1 policy violation, 2 usage or input error (one line, no traceback).
+Heavy modules are imported inside commands so `costguard --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from costguard import __version__
+from costguard.errors import EXIT_USAGE, CostguardError
+
+DEFAULT_REPORT = "costguard-report.json"
+
+
+def _config_option(f: Any) -> Any:
+    return click.option(
+        "--config",
+        "-c",
+        "config",
+        default="costguard.yaml",
+        show_default=True,
+        type=click.Path(dir_okay=False),
+        help="Stack config (tiers, router, caches, traffic).",
+    )(f)
+
+
+def _fixtures_option(f: Any) -> Any:
+    return click.option(
+        "--fixtures",
+        "-f",
+        "fixtures",
+        multiple=True,
+        type=click.Path(),
+        help="Fixture files or directories (repeatable). Default: `fixtures:` in the config.",
+    )(f)
+
+
+def make_progress(enabled: bool) -> Any:
+    """A rich progress bar on stderr for long runs; None when stderr is not a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        return None, None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    return progress, update
+
+
+def run_projection(config: str, fixtures: tuple[str, ...], backend: str = "offline", show_progress: bool = True) -> Any:
+    from costguard import api
+
+    project = api.load_project(config, fixtures or None)
+    progress, update = make_progress(show_progress and len(project.fixtures) >= 2000)
+    if progress is None:
+        return api.run(project, backend=backend)
+    with progress:
+        return api.run(project, backend=backend, progress=update)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="costguard")
+def cli() -> None:
+    """Project and gate the token use, spend and quality of a routed LLM stack."""
+
+
+@cli.command()
+@_config_option
+@_fixtures_option
+@click.option("--out", "-o", default=DEFAULT_REPORT, show_default=True, type=click.Path(dir_okay=False),
+              help="Where to write the RunReport JSON.")
+@click.option("--backend", default="offline", show_default=True, help="offline | endpoint | vllm")
+@click.option("--format", "fmt", type=click.Choice(["terminal", "json"]), default="terminal", show_default=True,
+              help="What to print on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing; just write the report.")
+def run(config: str, fixtures: tuple[str, ...], out: str, backend: str, fmt: str, quiet: bool) -> None:
+    """Replay the fixtures through the stack and write the RunReport."""
+    report = run_projection(config, fixtures, backend)
+    report.write(out)
+    if quiet:
+        return
+    if fmt == "json":
+        click.echo(report.to_json(), nl=False)
+        return
+    from costguard.render.terminal import print_run
+
+    print_run(report)
+    click.echo(f"Report written to {out}")
+
+
+@cli.command()
+@click.option("--policy", "-p", "policy", required=True, type=click.Path(dir_okay=False), help="Policy YAML file.")
+@click.argument("report", required=False, type=click.Path(dir_okay=False))
+@_config_option
+@_fixtures_option
+@click.option("--format", "fmt", type=click.Choice(["terminal", "json"]), default="terminal", show_default=True)
+def check(policy: str, report: str | None, config: str, fixtures: tuple[str, ...], fmt: str) -> None:
+    """Check a RunReport against a policy (runs the offline projection when no REPORT is given).
+
+    Exit code 0: every rule passed (warnings allowed); 1: a `fail` rule was broken; 2: bad input.
+    """
+    from costguard import api
+    from costguard.report import load_report
+
+    if report is not None:
+        run_report = load_report(report)
+    else:
+        run_report = run_projection(config, fixtures)
+    result = api.check(run_report, policy)
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        from costguard.render.terminal import print_check
+
+        print_check(result)
+    sys.exit(result.exit_code)
+
+
+@cli.command()
+@click.option("--out-dir", "-o", default="schemas", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for the JSON Schema files.")
+def schema(out_dir: str) -> None:
+    """Write JSON Schemas for costguard.yaml, policy and fixture files (for editor validation)."""
+    from costguard.schema import write_schemas
+
+    for path in write_schemas(Path(out_dir)):
+        click.echo(f"wrote {path}")
+
+
+@cli.command("import-logs")
+@click.argument("log", type=click.Path(dir_okay=False))
+@click.option("--suite", required=True, help="Suite name for the imported fixtures.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Fixture file to write (.yaml or .jsonl).")
+@click.option("--id-prefix", default="log", show_default=True)
+@click.option("--dedupe", is_flag=True, help="Merge identical requests into one fixture with a higher weight.")
+def import_logs(log: str, suite: str, out: str, id_prefix: str, dedupe: bool) -> None:
+    """Turn OpenAI-format request logs (JSONL of chat-completion bodies) into fixtures."""
+    import json
+
+    import yaml
+
+    from costguard.fixtures import import_logs as do_import
+
+    fixtures = do_import(Path(log), suite=suite, id_prefix=id_prefix, dedupe=dedupe)
+    out_path = Path(out)
+    if out_path.suffix == ".jsonl":
+        text = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in fixtures)
+    else:
+        text = yaml.safe_dump({"suite": suite, "fixtures": fixtures}, sort_keys=False, allow_unicode=True, width=100)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {len(fixtures)} fixtures to {out_path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every CostguardError becomes one line on stderr and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="costguard", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("costguard: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except CostguardError as exc:
+        click.echo(f"costguard: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("costguard: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+__all__ = ["cli", "main", "EXIT_USAGE"]

@@ -1,0 +1,234 @@
+"""The stack configuration (`costguard.yaml`): tiers, router, caches, suites and traffic.
+
+One typed object, validated strictly (unknown keys are errors), with every error located as
+`file:line: key.path: message`. Nothing here talks to a model or a server.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from costguard.errors import ConfigError
+from costguard.pricing import PricingConfig
+from costguard.tokenization import TokenizerSpec
+from costguard.yamlio import StrictModel, line_of, load_yaml, validate
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class HardwareConfig(StrictModel):
+    gpu: str | None = Field(default=None, description="GPU type, e.g. L4, A100-80GB, H100-80GB")
+    gpus: int = Field(default=1, ge=1, description="GPUs per replica of this tier")
+    gpu_memory_gb: float | None = Field(default=None, gt=0)
+    replicas: int = Field(default=1, ge=1)
+
+
+class ServeConfig(StrictModel):
+    """How `vllm serve` is started for this tier (used by the vllm backend and `costguard stack`)."""
+
+    port: int | None = Field(default=None, ge=1, le=65535)
+    host: str = "127.0.0.1"
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    pipeline_parallel_size: int = Field(default=1, ge=1)
+    max_model_len: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    devices: list[int] | None = Field(default=None, description="CUDA_VISIBLE_DEVICES for this tier")
+    speculative: dict[str, Any] | None = Field(
+        default=None, description="passed as --speculative-config JSON (method, model, num_speculative_tokens)"
+    )
+    enable_prefix_caching: bool = True
+    engine_args: list[str] = Field(default_factory=list, description="extra `vllm serve` arguments, passed through")
+
+
+class EndpointConfig(StrictModel):
+    """An OpenAI-compatible server already running for this tier."""
+
+    base_url: str
+    api_key_env: str | None = Field(default=None, description="name of the env var holding the API key")
+
+
+class TierConfig(StrictModel):
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    model: str = Field(description="model id or path, as given to `vllm serve`")
+    served_model_name: str | None = None
+    tokenizer: TokenizerSpec
+    quantization: str | None = Field(
+        default=None,
+        description="awq, gptq, fp8, ... (informational for AWQ: vLLM picks awq_marlin itself)",
+    )
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    endpoint: EndpointConfig | None = None
+    pricing: PricingConfig | None = None
+
+    @property
+    def api_model_name(self) -> str:
+        return self.served_model_name or self.model
+
+
+class RuleCondition(StrictModel):
+    tier: str
+    suites: list[str] | None = None
+    regex: str | None = Field(default=None, description="matched against the last user message")
+    min_prompt_tokens: int | None = Field(default=None, ge=0)
+    max_prompt_tokens: int | None = Field(default=None, ge=0)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+
+class RulesRouterConfig(StrictModel):
+    kind: Literal["rules"]
+    default_tier: str
+    rules: list[RuleCondition] = Field(default_factory=list)
+    tokenizer_tier: str | None = Field(
+        default=None, description="tier whose tokenizer measures prompt length (default: first tier)"
+    )
+
+
+class LengthThreshold(StrictModel):
+    max_prompt_tokens: int = Field(ge=0)
+    tier: str
+
+
+class LengthRouterConfig(StrictModel):
+    """The known-bad baseline: route by prompt length only."""
+
+    kind: Literal["length"]
+    thresholds: list[LengthThreshold] = Field(min_length=1)
+    default_tier: str
+    tokenizer_tier: str | None = None
+
+
+RouterConfig = Annotated[RulesRouterConfig | LengthRouterConfig, Field(discriminator="kind")]
+
+
+class ExactCacheConfig(StrictModel):
+    enabled: bool = True
+    max_temperature: float = Field(default=0.1, ge=0)
+
+
+class CachesConfig(StrictModel):
+    exact: ExactCacheConfig = Field(default_factory=ExactCacheConfig)
+
+
+class SuiteConfig(StrictModel):
+    share: float | None = Field(default=None, ge=0, le=1, description="share of monthly requests")
+    output_tokens_prior: int | None = Field(
+        default=None, ge=0, description="expected output tokens when a fixture declares none (estimated)"
+    )
+
+
+class TrafficConfig(StrictModel):
+    requests_per_month: float = Field(gt=0)
+    seed: int = 0
+    arrival_rate_per_s: float | None = Field(default=None, gt=0)
+
+
+class StackConfig(StrictModel):
+    version: Literal[1] = 1
+    name: str = "stack"
+    tiers: list[TierConfig] = Field(min_length=1)
+    router: RouterConfig | None = None
+    caches: CachesConfig = Field(default_factory=CachesConfig)
+    suites: dict[str, SuiteConfig] = Field(default_factory=dict)
+    traffic: TrafficConfig
+    fixtures: list[str] = Field(default_factory=lambda: ["fixtures"])
+    largest_tier: str | None = Field(
+        default=None, description="tier for the 'everything on the largest tier' baseline (default: last)"
+    )
+    cache_dir: str = ".costguard/cache"
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> StackConfig:
+        names = [t.name for t in self.tiers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate tier name(s): {', '.join(dupes)}")
+        known = set(names)
+
+        def check(tier: str | None, where: str) -> None:
+            if tier is not None and tier not in known:
+                raise ValueError(f"{where} names unknown tier {tier!r} (tiers: {', '.join(names)})")
+
+        check(self.largest_tier, "largest_tier")
+        if self.router is not None:
+            check(self.router.default_tier, "router.default_tier")
+            check(self.router.tokenizer_tier, "router.tokenizer_tier")
+            items = self.router.rules if isinstance(self.router, RulesRouterConfig) else self.router.thresholds
+            for i, item in enumerate(items):
+                check(item.tier, f"router item {i}")
+        shares = [s.share for s in self.suites.values() if s.share is not None]
+        if shares and len(shares) != len(self.suites):
+            raise ValueError("suites: give a share for every suite or for none")
+        if shares and abs(sum(shares) - 1.0) > 1e-6:
+            raise ValueError(f"suites: shares must add up to 1 (they add up to {sum(shares):.4f})")
+        return self
+
+    def tier(self, name: str) -> TierConfig:
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    @property
+    def largest(self) -> TierConfig:
+        return self.tier(self.largest_tier) if self.largest_tier else self.tiers[-1]
+
+
+class LoadedStack:
+    """A validated stack config plus where it came from (for error messages and hashes)."""
+
+    def __init__(self, config: StackConfig, path: Path, raw: Any) -> None:
+        self.config = config
+        self.path = path
+        self.root = path.parent
+        self._raw = raw
+
+    def where(self, *loc: Any) -> str:
+        """`file:line: key.path` for a location inside the config, for errors raised later."""
+        from costguard.yamlio import format_loc
+
+        line = line_of(self._raw, loc)
+        return f"{self.path}{':' + str(line) if line else ''}: {format_loc(loc)}"
+
+
+def load_stack(path: str | Path) -> LoadedStack:
+    path = Path(path)
+    raw = load_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping with tiers, traffic, ... at the top level", file=path, line=1)
+    config = validate(StackConfig, raw, file=path)
+    loaded = LoadedStack(config, path, raw)
+    for i, tier in enumerate(config.tiers):
+        if tier.pricing is None:
+            raise ConfigError(
+                f"tier {tier.name!r} has no price: give token prices, a litellm price-map key, or GPU-time pricing "
+                "(a tier without a price is never treated as free)",
+                file=path,
+                line=line_of(raw, ("tiers", i)),
+                key=f"tiers[{i}].pricing",
+            )
+        if tier.pricing.kind == "gpu_time":
+            needed = tier.serve.tensor_parallel_size * tier.serve.pipeline_parallel_size
+            if tier.hardware.gpus < needed:
+                raise ConfigError(
+                    f"tier {tier.name!r} needs {needed} GPUs per replica for tensor x pipeline parallelism "
+                    f"but hardware.gpus is {tier.hardware.gpus}",
+                    file=path,
+                    line=line_of(raw, ("tiers", i, "hardware")),
+                    key=f"tiers[{i}].hardware.gpus",
+                )
+    return loaded

@@ -1,0 +1,131 @@
+"""Per-request records: what one fixture cost, on which tier, and how each number was obtained.
+
+Every token count and cost carries its source, so renderers can label what is measured,
+counted exactly, simulated or estimated — and never present an estimate as a measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Sources of a number. "exact" = counted with the tier's real tokenizer; "measured" = reported
+# by a live server / recorded response; "simulated" = cache simulator; the rest are estimates.
+INPUT_SOURCES = ("exact", "approximate", "measured")
+CACHED_SOURCES = ("none", "simulated", "measured")
+OUTPUT_SOURCES = ("measured", "expected", "prior")  # expected/prior are estimates
+ESTIMATED_OUTPUT = ("expected", "prior")
+
+
+@dataclass(slots=True)
+class TierCall:
+    """One model call on one tier (a cascaded request has two)."""
+
+    tier: str
+    stage: str  # "primary" | "escalation" | "counterfactual"
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    input_source: str
+    cached_source: str
+    output_source: str
+    cost_usd: float = 0.0
+    cost_estimated: bool = False  # GPU-time pricing from declared throughput
+    latency_s: float | None = None
+    latency_source: str | None = None
+    confidence: float | None = None
+    response_ref: str | None = None  # recorded-response key, when one was used
+
+    @property
+    def estimated(self) -> bool:
+        return (
+            self.output_source in ESTIMATED_OUTPUT
+            or self.input_source == "approximate"
+            or self.cost_estimated
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """The outcome of one fixture through the stack, with its share of monthly traffic."""
+
+    fixture_id: str
+    suite: str
+    location: str
+    content_hash: str
+    weight: float
+    monthly_requests: float
+    arrival_index: int
+    route_tier: str
+    route_reason: str
+    route_score: float | None = None
+    cache: str = "miss"  # "miss" | "exact" | "semantic" | "bypass"
+    cache_detail: str | None = None
+    calls: list[TierCall] = field(default_factory=list)  # what serving it on the stack costs
+    counterfactual: TierCall | None = None  # the same request on the largest tier, no caches
+    quality: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.cache in ("exact", "semantic")
+
+    @property
+    def billed_calls(self) -> list[TierCall]:
+        return [] if self.cache_hit else self.calls
+
+    @property
+    def served_by(self) -> str:
+        if self.cache_hit:
+            return f"cache:{self.cache}"
+        return self.calls[-1].tier if self.calls else self.route_tier
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(c.cost_usd for c in self.billed_calls)
+
+    @property
+    def saved_by_cache_usd(self) -> float:
+        return sum(c.cost_usd for c in self.calls) if self.cache_hit else 0.0
+
+    @property
+    def escalated(self) -> bool:
+        return any(c.stage == "escalation" for c in self.calls)
+
+    @property
+    def estimated(self) -> bool:
+        return any(c.estimated for c in self.billed_calls)
+
+    def tokens(self, kind: str) -> int:
+        return sum(getattr(c, f"{kind}_tokens") for c in self.billed_calls)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.fixture_id,
+            "suite": self.suite,
+            "location": self.location,
+            "content_hash": self.content_hash,
+            "weight": self.weight,
+            "monthly_requests": self.monthly_requests,
+            "arrival_index": self.arrival_index,
+            "route": {"tier": self.route_tier, "reason": self.route_reason, "score": self.route_score},
+            "cache": {"outcome": self.cache, "detail": self.cache_detail},
+            "served_by": self.served_by,
+            "escalated": self.escalated,
+            "input_tokens": self.tokens("input"),
+            "cached_tokens": self.tokens("cached"),
+            "output_tokens": self.tokens("output"),
+            "cost_usd": self.cost_usd,
+            "saved_by_cache_usd": self.saved_by_cache_usd,
+            "estimated": self.estimated,
+            "calls": [c.to_dict() for c in self.calls],
+            "counterfactual": self.counterfactual.to_dict() if self.counterfactual else None,
+        }
+        if self.quality is not None:
+            out["quality"] = self.quality
+        if self.extra:
+            out["extra"] = self.extra
+        return out

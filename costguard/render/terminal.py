@@ -1,0 +1,165 @@
+"""Terminal rendering (rich tables) of a RunReport and of policy verdicts. Reads, never recomputes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from costguard.policy import PolicyResult, format_value
+from costguard.report import RunReport
+
+EST = "*"  # marks a figure that rests on estimates; the legend under the tables says so
+
+
+def _money(value: float, estimated: bool = False) -> str:
+    return f"${value:,.2f}{EST if estimated else ''}"
+
+
+def _tokens(value: float) -> str:
+    if value >= 1e9:
+        return f"{value / 1e9:,.2f}B"
+    if value >= 1e6:
+        return f"{value / 1e6:,.2f}M"
+    if value >= 1e3:
+        return f"{value / 1e3:,.1f}k"
+    return f"{value:,.0f}"
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def make_console(**kwargs: Any) -> Any:
+    from rich.console import Console
+
+    return Console(**kwargs)
+
+
+def run_tables(report: RunReport) -> list[Any]:
+    """The rich renderables for a run: tiers, suites, totals (shared by the CLI and the pytest plugin)."""
+    from rich.table import Table
+
+    out: list[Any] = []
+    tiers = Table(title="Tiers", title_justify="left", header_style="bold")
+    for col in ("tier", "model", "share", "requests/mo", "input tok/mo", "cached tok/mo", "output tok/mo", "$/month", "cost basis"):
+        tiers.add_column(col, justify="left" if col in ("tier", "model", "cost basis") else "right")
+    for name, t in report.tiers.items():
+        tiers.add_row(
+            name,
+            t.get("model", ""),
+            _pct(t["share"]),
+            _tokens(t["requests_per_month"]),
+            _tokens(t["input_tokens_per_month"]),
+            _tokens(t["cached_tokens_per_month"]),
+            _tokens(t["output_tokens_per_month"]),
+            _money(t["cost_per_month"], t.get("estimated", False)),
+            t.get("cost_basis", ""),
+        )
+    cache = report.get("cache", {})
+    if cache.get("hit_rate", 0) > 0:
+        tiers.add_row("cache", "(served from cache)", _pct(report.get("routing", {}).get("cache_share", 0.0)),
+                      "", "", "", "", "$0.00", "")
+    out.append(tiers)
+
+    suites = Table(title="Suites", title_justify="left", header_style="bold")
+    for col in ("suite", "fixtures", "share", "requests/mo", "input tok/mo", "output tok/mo", "$/request", "$/month"):
+        suites.add_column(col, justify="left" if col == "suite" else "right")
+    for name, s in report.suites.items():
+        suites.add_row(
+            name,
+            str(s["fixtures"]),
+            _pct(s["share"]),
+            _tokens(s["requests_per_month"]),
+            _tokens(s["input_tokens_per_month"]),
+            _tokens(s["output_tokens_per_month"]),
+            f"${s['cost_per_request']:.6f}{EST if s.get('estimated') else ''}",
+            _money(s["cost_per_month"], s.get("estimated", False)),
+        )
+    out.append(suites)
+    return out
+
+
+def summary_lines(report: RunReport) -> list[str]:
+    """Plain-text headline lines (also used by the pytest terminal summary)."""
+    t = report.totals
+    est = t.get("estimated", False)
+    lines = [
+        f"Projected monthly spend: {_money(t['cost_per_month'], est)} for {_tokens(t['requests_per_month'])} requests/month "
+        f"(mean {format_value(t['cost_per_request']['mean'], 'usd_per_request')}, "
+        f"p95 {format_value(t['cost_per_request']['p95'], 'usd_per_request')} per request)",
+    ]
+    cf = report.get("counterfactual")
+    if cf:
+        lines.append(
+            f"Baseline, {cf['label']}: {_money(cf['cost_per_month'], est)} -> saving "
+            f"{_money(cf['saving_per_month'], est)} ({cf['saving_pct']:.1f}%)"
+        )
+    cache = report.get("cache", {})
+    exact = cache.get("exact", {})
+    if exact.get("enabled"):
+        lines.append(
+            f"Exact cache: {_pct(exact['hit_rate'])} of requests served from cache, saving "
+            f"{_money(exact['saved_per_month'], est)}/month"
+            + (f"; {_tokens(exact['bypassed_per_month'])} requests/month not cacheable" if exact.get("bypassed_per_month") else "")
+        )
+    routing = report.get("routing", {})
+    if routing.get("escalation_rate"):
+        lines.append(f"Cascade: {_pct(routing['escalation_rate'])} of requests escalated")
+    if not report.complete:
+        lines.append(f"INCOMPLETE RUN: {report.get('incomplete_reason') or 'stopped early'}")
+    if est:
+        lines.append(
+            f"{EST} estimated: {100 * t.get('estimated_share', 0):.0f}% of this spend rests on estimated "
+            "output tokens or declared GPU throughput (see warnings)"
+        )
+    for warning in report.get("warnings", []):
+        lines.append(f"warning: {warning}")
+    return lines
+
+
+def print_run(report: RunReport, console: Any | None = None) -> None:
+    console = console or make_console()
+    stack = report.get("stack", {})
+    console.print(
+        f"[bold]costguard[/bold] {report.get('backend', 'offline')} projection of stack "
+        f"[bold]{stack.get('name', '')}[/bold]: {report.totals['fixtures']} fixtures, "
+        f"router {stack.get('router', '?')}",
+        highlight=False,
+    )
+    for table in run_tables(report):
+        console.print(table)
+    for line in summary_lines(report):
+        console.print(line, highlight=False, markup=False)
+
+
+STATUS_LABEL = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP"}
+STATUS_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
+
+
+def print_check(result: PolicyResult, console: Any | None = None) -> None:
+    from rich.table import Table
+
+    console = console or make_console()
+    table = Table(title=f"Policy {result.policy}", title_justify="left", header_style="bold")
+    for col in ("", "rule", "metric", "actual", "limit", "level", "detail"):
+        table.add_column(col)
+    for v in result.verdicts:
+        actual = format_value(v.actual, v.unit) + (EST if v.estimated else "")
+        table.add_row(
+            f"[{STATUS_STYLE[v.status]}]{STATUS_LABEL[v.status]}[/]",
+            v.rule,
+            v.metric,
+            actual,
+            v.limit,
+            v.level,
+            v.message,
+        )
+    console.print(table)
+    n_fail, n_warn = len(result.failed), len(result.warned)
+    if n_fail:
+        console.print(f"[bold red]{n_fail} rule(s) failed[/], {n_warn} warning(s)")
+    elif n_warn:
+        console.print(f"[yellow]passed with {n_warn} warning(s)[/]")
+    else:
+        console.print("[green]all rules passed[/]")
+    if any(v.estimated for v in result.verdicts):
+        console.print(f"{EST} estimated (not measured)", highlight=False, markup=False)
