@@ -113,10 +113,11 @@ def parse_yaml(text: str, *, file: str | Path) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = " ".join(str(exc.problem or exc.context or "syntax error").split())
         raise ConfigError(f"invalid YAML: {problem}", file=file, line=line) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", file=file) from None
+    except yaml.YAMLError as exc:  # e.g. ReaderError: control characters
+        reason = getattr(exc, "reason", None) or " ".join(str(exc).split())
+        raise ConfigError(f"invalid YAML: {reason}", file=file) from None
 
 
 def load_yaml(path: str | Path) -> Any:

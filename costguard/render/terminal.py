@@ -29,8 +29,13 @@ def _pct(value: float) -> str:
 
 
 def make_console(**kwargs: Any) -> Any:
+    """A console that is wide enough for the tables in CI logs (not a terminal: 120 columns)."""
+    import sys
+
     from rich.console import Console
 
+    if "width" not in kwargs and not sys.stdout.isatty():
+        kwargs["width"] = 120
     return Console(**kwargs)
 
 
@@ -40,12 +45,11 @@ def run_tables(report: RunReport) -> list[Any]:
 
     out: list[Any] = []
     tiers = Table(title="Tiers", title_justify="left", header_style="bold")
-    for col in ("tier", "model", "share", "requests/mo", "input tok/mo", "cached tok/mo", "output tok/mo", "$/month", "cost basis"):
-        tiers.add_column(col, justify="left" if col in ("tier", "model", "cost basis") else "right")
+    for col in ("tier", "share", "requests/mo", "input tok/mo", "cached tok/mo", "output tok/mo", "$/month", "cost basis"):
+        tiers.add_column(col, justify="left" if col in ("tier", "cost basis") else "right")
     for name, t in report.tiers.items():
         tiers.add_row(
             name,
-            t.get("model", ""),
             _pct(t["share"]),
             _tokens(t["requests_per_month"]),
             _tokens(t["input_tokens_per_month"]),
@@ -56,8 +60,8 @@ def run_tables(report: RunReport) -> list[Any]:
         )
     cache = report.get("cache", {})
     if cache.get("hit_rate", 0) > 0:
-        tiers.add_row("cache", "(served from cache)", _pct(report.get("routing", {}).get("cache_share", 0.0)),
-                      "", "", "", "", "$0.00", "")
+        tiers.add_row("(cache)", _pct(report.get("routing", {}).get("cache_share", 0.0)),
+                      "", "", "", "", "$0.00", "served from cache")
     out.append(tiers)
 
     suites = Table(title="Suites", title_justify="left", header_style="bold")
@@ -87,6 +91,11 @@ def summary_lines(report: RunReport) -> list[str]:
         f"(mean {format_value(t['cost_per_request']['mean'], 'usd_per_request')}, "
         f"p95 {format_value(t['cost_per_request']['p95'], 'usd_per_request')} per request)",
     ]
+    tpr = t["tokens_per_request"]
+    lines.append(
+        f"Tokens per request: input mean {tpr['input']['mean']:,.0f} / p95 {tpr['input']['p95']:,.0f}, "
+        f"output mean {tpr['output']['mean']:,.0f}{EST if est else ''} / p95 {tpr['output']['p95']:,.0f}{EST if est else ''}"
+    )
     cf = report.get("counterfactual")
     if cf:
         lines.append(
@@ -125,6 +134,14 @@ def print_run(report: RunReport, console: Any | None = None) -> None:
         f"router {stack.get('router', '?')}",
         highlight=False,
     )
+    for tier in stack.get("tiers", []):
+        hw = f"{tier['gpus']}x {tier['gpu']}" if tier.get("gpu") else f"{tier['gpus']} GPU(s)"
+        quant = f", {tier['quantization']}" if tier.get("quantization") else ""
+        approx = "" if tier.get("tokenizer_exact", True) else " [approximate token counts]"
+        console.print(
+            f"  {tier['name']}: {tier['model']}{quant} on {hw}; {tier['pricing']['basis']} ({tier['pricing']['source']}){approx}",
+            highlight=False, markup=False,
+        )
     for table in run_tables(report):
         console.print(table)
     for line in summary_lines(report):

