@@ -1,0 +1,1 @@
+"""Test doubles: stand-ins for services costguard talks to (vLLM server and executable)."""
