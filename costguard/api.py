@@ -15,10 +15,11 @@ from typing import Any
 
 from costguard import __version__
 from costguard.config import LoadedStack, StackConfig, load_stack
-from costguard.errors import ConfigError
+from costguard.diff import Baseline, DiffReport, diff_reports
+from costguard.errors import ConfigError, UsageError
 from costguard.fixtures import Fixture, load_fixtures
 from costguard.pipeline import Pipeline, Progress, PromptTokens
-from costguard.policy import MetricContext, PolicyResult, evaluate, load_policy
+from costguard.policy import Acknowledgement, MetricContext, PolicyResult, evaluate, load_policy
 from costguard.pricing import TierPrice, resolve_price
 from costguard.projection import aggregate
 from costguard.report import SCHEMA_VERSION, RunReport
@@ -262,7 +263,52 @@ def build_report(
     return RunReport(data)
 
 
-def check(report: RunReport, policy_path: str | Path, *, baseline: RunReport | None = None) -> PolicyResult:
+def check(
+    report: RunReport,
+    policy_path: str | Path,
+    *,
+    baseline: RunReport | None = None,
+    diff: DiffReport | None = None,
+    acknowledgement: Acknowledgement | None = None,
+) -> PolicyResult:
     """Evaluate a policy file against a report (and a baseline, for regression rules)."""
     policy = load_policy(policy_path)
-    return evaluate(policy, MetricContext(report=report, baseline=baseline))
+    ctx = MetricContext(report=report, baseline=baseline, diff=diff.data if diff is not None else None)
+    return evaluate(policy, ctx, acknowledgement=acknowledgement)
+
+
+def load_baseline(
+    *,
+    path: str | Path | None = None,
+    base_ref: str | None = None,
+    config: str | Path = DEFAULT_CONFIG,
+    fixtures: Sequence[str | Path] | None = None,
+    cache_dir: Path | None = None,
+) -> Baseline:
+    """The baseline from a report file or artifact directory (`path`) or a git ref, or none."""
+    from costguard import baseline as store
+
+    if path is not None and base_ref is not None:
+        raise UsageError("give either a baseline file/directory or --base-ref, not both")
+    if path is not None:
+        return store.baseline_from_path(path)
+    if base_ref is not None:
+        return store.baseline_from_git_ref(base_ref, config=config, fixtures=fixtures, cache_dir=cache_dir)
+    return store.no_baseline("no baseline was given (pass --base-ref REF or --baseline FILE|DIR)")
+
+
+def compare(
+    head: RunReport,
+    baseline: Baseline,
+    *,
+    policy: str | Path | None = None,
+    acknowledgement: Acknowledgement | None = None,
+    head_source: str = "working tree",
+) -> tuple[DiffReport, PolicyResult | None]:
+    """Diff `head` against `baseline` and, with a policy, attach its verdicts to the DiffReport."""
+    diff = diff_reports(baseline, head, head_source=head_source)
+    result = None
+    if policy is not None:
+        result = check(head, policy, baseline=baseline.report, diff=diff, acknowledgement=acknowledgement)
+        diff.attach_policy(result.to_dict())
+    return diff, result

@@ -15,6 +15,7 @@ from costguard.errors import ConfigError
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_MAJOR = SCHEMA_VERSION.split(".")[0]
+DEFAULT_REPORT_FILE = "costguard-report.json"
 
 
 class RunReport:
@@ -57,35 +58,48 @@ class RunReport:
 
     def write(self, path: str | Path) -> Path:
         """Write atomically: a reader never sees a half-written report."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        self.path = path
-        return path
+        self.path = write_atomic(path, self.to_json())
+        return self.path
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file and a rename, so nothing is half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 REQUIRED_KEYS = ("schema_version", "complete", "totals", "tiers", "suites", "records")
 
 
-def load_report(path: str | Path) -> RunReport:
+def read_json(path: str | Path, *, missing_hint: str) -> Any:
+    """Parse a JSON file, turning every failure into a one-line ConfigError naming the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError("report not found (run `costguard run --out FILE` first)", file=path) from None
+        raise ConfigError(f"not found ({missing_hint})", file=path) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a JSON file", file=path) from None
     except UnicodeDecodeError:
-        raise ConfigError("report is not UTF-8 JSON", file=path) from None
+        raise ConfigError("not UTF-8 JSON", file=path) from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"report is not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
+        raise ConfigError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
+
+
+def load_report(path: str | Path) -> RunReport:
+    path = Path(path)
+    data = read_json(path, missing_hint="run `costguard run --out FILE` first")
     if not isinstance(data, dict) or data.get("kind", "run") != "run":
         raise ConfigError("not a costguard RunReport", file=path)
     missing = [k for k in REQUIRED_KEYS if k not in data]
