@@ -254,15 +254,18 @@ class GitHubClient:
             )
         self._token = raw
         api = (api_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL).strip().rstrip("/")
-        self.api_url = _check_url(api, "GITHUB_API_URL")
-        if graphql_url:
-            gql = graphql_url
-        elif api_url is None and os.environ.get("GITHUB_GRAPHQL_URL"):
-            # only trust the env var when the REST URL also came from the environment
-            gql = os.environ["GITHUB_GRAPHQL_URL"]
-        else:
-            gql = graphql_url_for(self.api_url)
-        self.graphql_url = _check_url(gql.strip().rstrip("/"), "GITHUB_GRAPHQL_URL")
+        try:
+            self.api_url = _check_url(api, "GITHUB_API_URL")
+            if graphql_url:
+                gql = graphql_url
+            elif api_url is None and os.environ.get("GITHUB_GRAPHQL_URL"):
+                # only trust the env var when the REST URL also came from the environment
+                gql = os.environ["GITHUB_GRAPHQL_URL"]
+            else:
+                gql = graphql_url_for(self.api_url)
+            self.graphql_url = _check_url(gql.strip().rstrip("/"), "GITHUB_GRAPHQL_URL")
+        except GitHubError as exc:  # a URL that quotes the token must not print it
+            raise GitHubError(self._scrub(str(exc))) from None
         self.max_retries = max(0, int(max_retries))
         self.backoff_s = float(backoff_s)
         self.max_wait_s = float(max_wait_s)

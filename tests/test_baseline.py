@@ -3,54 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from costguard.baseline import baseline_from_git_ref, baseline_from_path
 from costguard.errors import ConfigError, UsageError
-from tests.conftest import minilm_dir, run_cli
-
-TEMPLATE_V1 = "Summarise ticket {{ ticket }} for the on-call engineer."
-TEMPLATE_V2 = (
-    "Summarise ticket {{ ticket }} for the on-call engineer. List severity, affected customers, "
-    "the timeline so far and the next steps, as short bullet points."
-)
-TICKETS_YAML = """\
-suite: support
-fixtures:
-  - id: ticket-a
-    template: ../prompts/summary.jinja
-    vars: {ticket: "A-1"}
-    expect: {output_tokens: 80}
-  - id: ticket-b
-    template: ../prompts/summary.jinja
-    vars: {ticket: "B-22"}
-    expect: {output_tokens: 80}
-"""
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
-
-
-@pytest.fixture
-def repo(project_dir: Path) -> Path:
-    """The test project in a git repository: commit 1 with TEMPLATE_V1, HEAD edits the template."""
-    (project_dir / "prompts").mkdir()
-    (project_dir / "prompts" / "summary.jinja").write_text(TEMPLATE_V1)
-    (project_dir / "fixtures" / "tickets.yaml").write_text(TICKETS_YAML)
-    (project_dir / ".gitignore").write_text(".costguard/\n*.json\n")
-    git(project_dir, "init", "-q", "-b", "main")
-    git(project_dir, "add", "-A")
-    git(project_dir, "commit", "-qm", "add costguard")
-    (project_dir / "prompts" / "summary.jinja").write_text(TEMPLATE_V2)
-    git(project_dir, "commit", "-qam", "longer summary prompt")
-    return project_dir
+from tests.conftest import TEMPLATE_V1, TEMPLATE_V2, git, minilm_dir, run_cli
 
 
 def _count(text: str) -> int:
@@ -63,12 +22,12 @@ def _count(text: str) -> int:
     return len(tok.encode(f"<|user|>\n{text}\n<|assistant|>\n", add_special_tokens=False).ids)
 
 
-def test_diff_base_ref_reports_exactly_the_fixtures_the_template_edit_touched(repo: Path) -> None:
-    proc = run_cli("diff", "--base-ref", "HEAD~1", "--format", "json", "--out", "diff.json", cwd=repo)
+def test_diff_base_ref_reports_exactly_the_fixtures_the_template_edit_touched(git_project: Path) -> None:
+    proc = run_cli("diff", "--base-ref", "HEAD~1", "--format", "json", "--out", "diff.json", cwd=git_project)
     assert proc.returncode == 0, proc.stderr
     diff = json.loads(proc.stdout)
-    assert json.loads((repo / "diff.json").read_text()) == diff
-    sha = git(repo, "rev-parse", "HEAD~1").strip()
+    assert json.loads((git_project / "diff.json").read_text()) == diff
+    sha = git(git_project, "rev-parse", "HEAD~1").strip()
     assert diff["base"]["available"] is True and diff["base"]["source"] == f"git ref HEAD~1 ({sha[:12]})"
 
     items = {f["id"]: f for f in diff["fixtures"]["items"]}
@@ -88,48 +47,48 @@ def test_diff_base_ref_reports_exactly_the_fixtures_the_template_edit_touched(re
         total_delta += expected
     assert diff["totals"]["cost_per_month"]["delta"] == pytest.approx(total_delta)
     # the throw-away worktree is gone
-    assert git(repo, "worktree", "list").count("\n") == 1
+    assert git(git_project, "worktree", "list").count("\n") == 1
 
 
-def test_base_ref_without_costguard_config_is_no_baseline_yet(repo: Path) -> None:
-    (repo / "README.md").write_text("project\n")
-    git(repo, "checkout", "-q", "--orphan", "empty")
-    git(repo, "rm", "-rq", "--cached", ".")
-    git(repo, "add", "README.md")
-    git(repo, "commit", "-qm", "before costguard")
-    git(repo, "checkout", "-qf", "main")
-    proc = run_cli("diff", "--base-ref", "empty", "--format", "markdown", cwd=repo)
+def test_base_ref_without_costguard_config_is_no_baseline_yet(git_project: Path) -> None:
+    (git_project / "README.md").write_text("project\n")
+    git(git_project, "checkout", "-q", "--orphan", "empty")
+    git(git_project, "rm", "-rq", "--cached", ".")
+    git(git_project, "add", "README.md")
+    git(git_project, "commit", "-qm", "before costguard")
+    git(git_project, "checkout", "-qf", "main")
+    proc = run_cli("diff", "--base-ref", "empty", "--format", "markdown", cwd=git_project)
     assert proc.returncode == 0, proc.stderr
     assert "no baseline yet: costguard.yaml does not exist at empty" in proc.stderr
     assert "(no baseline yet)" in proc.stdout and "**No baseline yet:**" in proc.stdout
 
 
 def test_unknown_ref_and_no_repository_are_one_line_errors(
-    repo: Path, tmp_path_factory: pytest.TempPathFactory
+    git_project: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    proc = run_cli("diff", "--base-ref", "origin/nope", cwd=repo)
+    proc = run_cli("diff", "--base-ref", "origin/nope", cwd=git_project)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
     assert "git ref 'origin/nope' not found" in proc.stderr and "fetch-depth" in proc.stderr
-    outside = tmp_path_factory.mktemp("not-a-repo")
+    outside = tmp_path_factory.mktemp("not-a-git_project")
     with pytest.raises(UsageError, match="needs a git repository"):
         baseline_from_git_ref("HEAD", config=outside / "costguard.yaml")
 
 
-def test_bad_config_at_the_base_names_the_ref_and_line(repo: Path) -> None:
-    cfg = repo / "costguard.yaml"
+def test_bad_config_at_the_base_names_the_ref_and_line(git_project: Path) -> None:
+    cfg = git_project / "costguard.yaml"
     good = cfg.read_text()
     cfg.write_text(good.replace("traffic: {requests_per_month: 1000000, seed: 3}",
                                 "traffic: {requests_per_month: 1000000, seed: 3, bogus: 1}"))
-    git(repo, "commit", "-qam", "broken")
+    git(git_project, "commit", "-qam", "broken")
     cfg.write_text(good)
-    git(repo, "commit", "-qam", "fixed")
-    proc = run_cli("diff", "--base-ref", "HEAD~1", cwd=repo)
+    git(git_project, "commit", "-qam", "fixed")
+    proc = run_cli("diff", "--base-ref", "HEAD~1", cwd=git_project)
     assert proc.returncode == 2, proc.stdout
     line = proc.stderr.strip()
     assert line.startswith("costguard: error: HEAD~1:costguard.yaml:") and "bogus" in line
     assert "(in the base HEAD~1)" in line and "costguard-base-" not in line
-    assert git(repo, "worktree", "list").count("\n") == 1
+    assert git(git_project, "worktree", "list").count("\n") == 1
 
 
 def test_report_file_artifact_directory_and_missing_path(
