@@ -213,3 +213,22 @@ def test_ci_in_a_simulated_pull_request_workflow(git_project: Path, gh: GitHubAP
     assert quiet.returncode == 0, quiet.stderr
     assert "not commenting on the PR: GITHUB_TOKEN is not set" in quiet.stderr
     assert len(ours(gh, 9)) == 1
+
+
+def test_ci_keeps_going_when_the_token_cannot_comment(project_dir: Path, tmp_path_factory) -> None:
+    """A fork PR's read-only token: the comment fails, the verdict and outputs still stand."""
+    runner = tmp_path_factory.mktemp("runner")
+    write(project_dir / "policy.yaml", PASSING)
+    with GitHubAPI(token=TOKEN, read_only=True) as ro:
+        ro.add_pr("octo", "widgets", 7, labels=["cost-increase-ok"])
+        env = {"GITHUB_TOKEN": TOKEN, "GITHUB_API_URL": ro.url, "GITHUB_ACTIONS": "true",
+               "GITHUB_OUTPUT": str(runner / "output")}
+        proc = run_cli("ci", "--policy", "policy.yaml", "--baseline", "none.json", "--repo", REPO, "--pr", "7",
+                       "--acknowledge-label", "cost-increase-ok", cwd=project_dir, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "costguard: warning: could not post the PR comment: GitHub refused to comment" in proc.stderr
+        assert "::warning title=costguard::could not post the PR comment" in proc.stdout
+        assert TOKEN not in proc.stdout + proc.stderr
+        assert ro.comments("octo", "widgets", 7) == []
+    outputs = (runner / "output").read_text()
+    assert "verdict=pass\n" in outputs and "has-baseline=false\n" in outputs and "comment-url=\n" in outputs

@@ -163,13 +163,23 @@ def _pr_target(repo: str | None, pr: int | None, required: bool) -> tuple[str | 
     return repo, pr, ctx
 
 
-def _acknowledgement(label: str | None, client: Any, repo: str | None, pr: int | None, ctx: Any) -> Any:
+def _acknowledgement(
+    label: str | None, client: Any, repo: str | None, pr: int | None, ctx: Any, *, soft_fail: bool = False
+) -> Any:
     """The acknowledgement if the PR carries `label` (labels from the API, else from the event)."""
     if not label:
         return None
+    from costguard.errors import GitHubError
     from costguard.pull_request import find_acknowledgement
 
-    labels = client.pr_labels(repo, pr) if client is not None and repo and pr else ctx.labels
+    labels = ctx.labels
+    if client is not None and repo and pr:
+        try:
+            labels = client.pr_labels(repo, pr)
+        except GitHubError as exc:
+            if not soft_fail:
+                raise
+            click.echo(f"costguard: warning: could not read the PR labels ({exc}); using the event's", err=True)
     return find_acknowledgement(
         label, labels, event_action=ctx.action, event_label=ctx.label, event_sender=ctx.sender,
         client=client, repo=repo, pr=pr,
@@ -324,7 +334,7 @@ def ci_command(
         from costguard.github import GitHubClient
 
         client = GitHubClient()
-    ack = _acknowledgement(acknowledge_label, client, repo, pr, ctx)
+    ack = _acknowledgement(acknowledge_label, client, repo, pr, ctx, soft_fail=True)
     diff, _ = api.compare(head, base, policy=policy, acknowledgement=ack, head_source=head_source)
     diff.write(diff_out)
 
