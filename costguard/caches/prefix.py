@@ -63,15 +63,16 @@ collisions (Thue-Morse sequences of blocks collide for every base), so it was re
 from __future__ import annotations
 
 from array import array
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import takewhile
+from itertools import islice, takewhile
 
 import numpy as np
 
 _GIB = 1 << 30
 _MAX_TOKEN_ID = (1 << 32) - 1
+_consume = deque(maxlen=0).extend  # run an iterator of side effects at C speed
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,14 @@ def _as_u32(ids: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
     return np.frombuffer(packed, dtype=np.uint32) if packed else np.empty(0, np.uint32)
 
 
+def _as_extra_key(extra_key: bytes | str | None) -> bytes | None:
+    if isinstance(extra_key, str):
+        return extra_key.encode()
+    if extra_key is not None and not isinstance(extra_key, bytes):
+        raise TypeError(f"extra_key must be bytes, str or None, got {type(extra_key).__name__}")
+    return extra_key
+
+
 class PrefixCacheSimulator:
     """vLLM's automatic prefix cache for one engine instance, fed requests one at a time.
 
@@ -138,15 +147,11 @@ class PrefixCacheSimulator:
             raise ValueError(
                 f"num_gpu_blocks must be a positive integer or None, got {num_gpu_blocks!r}"
             )
-        if isinstance(extra_key, str):
-            extra_key = extra_key.encode()
-        if extra_key is not None and not isinstance(extra_key, bytes):
-            raise TypeError(f"extra_key must be bytes, str or None, got {type(extra_key).__name__}")
         self.block_size = block_size
         self.num_gpu_blocks = num_gpu_blocks
-        self.extra_key = extra_key
+        self.extra_key = _as_extra_key(extra_key)
         self._block_dtype = np.dtype(f"V{4 * block_size}")
-        self._root = hash(("costguard.prefix-cache.root", extra_key))
+        self._root = hash(("costguard.prefix-cache.root", self.extra_key))
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -158,14 +163,15 @@ class PrefixCacheSimulator:
         self._cached: set[int] = set()
         # Limited capacity, between requests every block is free:
         #   _fresh  blocks that hold no key (the front of vLLM's free queue),
-        #   _queue  block id -> key of cached blocks, in eviction order (front evicted first),
+        #   _queue  block id -> key of cached blocks in eviction order (front evicted first; a
+        #           plain dict: delete + re-insert moves an entry to the back),
         #   _first  key -> block id of its oldest surviving copy (the one a hit takes),
         #   _copies key -> ids of younger copies, oldest first (rare: see module docstring).
-        # A key of None marks a block whose content is unknown (output given only as a count).
+        # Blocks of unknown content (output given only as a count) get unique ("unknown", id) keys.
         self._fresh = self.usable_blocks if self.num_gpu_blocks is not None else 0
-        self._queue: OrderedDict[int, int | None] = OrderedDict()
-        self._first: dict[int, int] = {}
-        self._copies: dict[int, list[int]] = {}
+        self._queue: dict[int, Hashable] = {}
+        self._first: dict[Hashable, int] = {}
+        self._copies: dict[Hashable, list[int]] = {}
         self._next_block_id = 0
 
     def reset_counters(self) -> None:
@@ -188,7 +194,8 @@ class PrefixCacheSimulator:
 
     @property
     def cached_blocks(self) -> int:
-        """Blocks currently holding a cached key (copies counted separately)."""
+        """Blocks currently cached: with a pool, every copy (each takes a block); unlimited,
+        distinct blocks (copies never change a hit there, so they are not tracked)."""
         if self.num_gpu_blocks is None:
             return len(self._cached)
         return len(self._queue)
@@ -201,12 +208,15 @@ class PrefixCacheSimulator:
         output_ids: Sequence[int] | np.ndarray = (),
         *,
         num_output_tokens: int | None = None,
+        extra_key: bytes | str | None = None,
     ) -> PrefixLookup:
         """Run one request from arrival to completion and return what the cache did.
 
         ``output_ids`` are the generated tokens; their full blocks become cached, so a follow-up
         turn that contains them can hit.  When only the number of generated tokens is known, pass
         ``num_output_tokens`` instead: those blocks still take room (and evict), but can never hit.
+        ``extra_key`` (a LoRA adapter name, a ``cache_salt``) is added to the simulator's own:
+        requests with different extra keys share the pool but never each other's blocks.
         """
         prompt = _as_u32(prompt_ids, "prompt_ids")
         n_prompt = len(prompt)
@@ -242,6 +252,8 @@ class PrefixCacheSimulator:
         keys: list[int] = []
         append = keys.append
         key = self._root
+        if extra_key is not None:
+            key = hash((key, _as_extra_key(extra_key)))
         for block in blocks:
             key = hash((key, block))
             append(key)
@@ -293,39 +305,35 @@ class PrefixCacheSimulator:
         hit = len(list(takewhile(first.__contains__, keys[:max_hit])))
         hit_keys = keys[:hit]
         # Touch: hit blocks leave the free queue while the request holds them.
-        hit_ids = [first[k] for k in hit_keys]
-        for block_id in hit_ids:
-            del queue[block_id]
+        hit_ids = list(map(first.__getitem__, hit_keys))
+        _consume(map(queue.__delitem__, hit_ids))
 
         # Allocate the rest: key-less blocks first, then evict from the front of the queue.
         new_blocks = n_held - hit
         from_fresh = min(self._fresh, new_blocks)
         self._fresh -= from_fresh
         evicted = new_blocks - from_fresh
-        popitem = queue.popitem
-        if not copies:
-            for _ in range(evicted):
-                key = popitem(last=False)[1]
-                if key is not None:
-                    del first[key]
-        else:
-            for _ in range(evicted):
-                self._evict(*popitem(last=False))
+        if evicted:
+            victim_ids = list(islice(queue, evicted))
+            victim_keys = list(map(queue.pop, victim_ids))
+            if not copies:
+                _consume(map(first.__delitem__, victim_keys))
+            else:
+                for block_id, key in zip(victim_ids, victim_keys, strict=True):
+                    self._forget(block_id, key)
 
         # Cache the full blocks the request filled (prompt remainder and generated tokens).
-        new_keys: list[int | None] = keys[hit:n_full]
-        if len(new_keys) < n_full - hit:  # output known only by count: blocks that never hit
-            new_keys += [None] * (n_full - hit - len(new_keys))
         start = self._next_block_id
-        self._next_block_id = start + len(new_keys)
-        new_ids = range(start, start + len(new_keys))
+        self._next_block_id = start + n_full - hit
+        new_ids = range(start, start + n_full - hit)
+        new_keys: list[Hashable] = keys[hit:n_full]
+        if len(new_keys) < len(new_ids):
+            # Output known only by its length: blocks that hold room but can never hit.
+            new_keys += [("unknown", i) for i in new_ids[len(new_keys) :]]
         if first.keys().isdisjoint(new_keys):
             first.update(zip(new_keys, new_ids, strict=True))
-            first.pop(None, None)
         else:
             for key, block_id in zip(new_keys, new_ids, strict=True):
-                if key is None:
-                    continue
                 if key in first:
                     copies.setdefault(key, []).append(block_id)
                 else:
@@ -338,10 +346,8 @@ class PrefixCacheSimulator:
         queue.update(zip(reversed(hit_ids), reversed(hit_keys), strict=True))
         return hit, new_blocks, evicted
 
-    def _evict(self, block_id: int, key: int | None) -> None:
+    def _forget(self, block_id: int, key: Hashable) -> None:
         """Forget an evicted block; a younger copy of the same key becomes the one hits use."""
-        if key is None:
-            return
         copies = self._copies
         younger = copies.get(key)
         if self._first[key] == block_id:
