@@ -11,7 +11,8 @@ EST = "*"  # marks a figure that rests on estimates; the legend under the tables
 
 
 def _money(value: float, estimated: bool = False) -> str:
-    return f"${value:,.2f}{EST if estimated else ''}"
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value):,.2f}{EST if estimated else ''}"
 
 
 def _tokens(value: float) -> str:
@@ -139,7 +140,9 @@ def print_run(report: RunReport, console: Any | None = None) -> None:
         quant = f", {tier['quantization']}" if tier.get("quantization") else ""
         approx = "" if tier.get("tokenizer_exact", True) else " [approximate token counts]"
         console.print(
-            f"  {tier['name']}: {tier['model']}{quant} on {hw}; {tier['pricing']['basis']} ({tier['pricing']['source']}){approx}",
+            f"  {tier['name']}: {tier['model']}{quant} on {hw}; {tier['pricing']['basis']}"
+            + (f" ({tier['pricing']['source']})" if tier["pricing"]["kind"] == "token" else "")
+            + approx,
             highlight=False, markup=False,
         )
     for table in run_tables(report):
@@ -160,20 +163,22 @@ def print_check(result: PolicyResult | dict[str, Any], console: Any | None = Non
     verdicts = data["verdicts"]
     console = console or make_console()
     table = Table(title=f"Policy {data['policy']}", title_justify="left", header_style="bold")
-    for col in ("", "rule", "metric", "actual", "limit", "level", "detail"):
+    for col in ("", "rule", "metric", "actual", "limit", "level"):
         table.add_column(col)
     for v in verdicts:
-        actual = format_value(v["actual"], v["unit"]) + (EST if v.get("estimated") else "")
+        if v["status"] == "skip":
+            actual: Any = _plain(v["message"])
+        else:
+            actual = format_value(v["actual"], v["unit"]) + (EST if v.get("estimated") else "")
         table.add_row(
             f"[{STATUS_STYLE[v['status']]}]{STATUS_LABEL[v['status']]}[/]",
-            _plain(v["rule"]),
-            v["metric"],
-            actual,
-            v["limit"],
-            v["level"],
-            _plain(v["message"]),
+            _plain(v["rule"]), v["metric"], actual, v["limit"], v["level"],
         )
     console.print(table)
+    for v in verdicts:
+        if v["status"] in ("fail", "warn"):
+            where = f" ({v['file']}:{v['line']})" if v.get("file") and v.get("line") else ""
+            console.print(f"{STATUS_LABEL[v['status']]} {v['rule']}: {v['message']}{where}", highlight=False, markup=False)
     n_fail = sum(1 for v in verdicts if v["status"] == "fail")
     n_warn = sum(1 for v in verdicts if v["status"] == "warn")
     if n_fail:
