@@ -19,7 +19,7 @@ from typing import Any
 
 from costguard import __version__
 from costguard.errors import ConfigError
-from costguard.report import RunReport, read_json, write_atomic
+from costguard.report import RunReport, json_with_compact_rows, read_json, write_atomic
 
 DIFF_SCHEMA_VERSION = "1.0"
 DIFF_SCHEMA_MAJOR = DIFF_SCHEMA_VERSION.split(".")[0]
@@ -203,6 +203,15 @@ def _fixture_entry(b: dict[str, Any] | None, h: dict[str, Any] | None, has_base:
     return entry
 
 
+def _identical(b: dict[str, Any], h: dict[str, Any]) -> bool:
+    return (
+        b.get("content_hash") == h.get("content_hash")
+        and all(b.get(f) == h.get(f) for f in FIXTURE_FIELDS)
+        and all(b.get(k) == h.get(k) for k in FIXTURE_OUTCOMES)
+        and _record_quality(b) == _record_quality(h)
+    )
+
+
 def _mover_key(entry: dict[str, Any]) -> tuple[float, str]:
     delta = entry["cost_per_month"]["delta"] or 0.0
     return (-abs(delta), entry["id"])
@@ -216,7 +225,11 @@ def _fixtures(base: RunReport | None, head: RunReport) -> dict[str, Any]:
     counts = {"added": 0, "removed": 0, "changed": 0, "unchanged": 0}
     items = []
     for fid in ids:
-        entry = _fixture_entry(base_by_id.get(fid), head_by_id.get(fid), has_base)
+        b, h = base_by_id.get(fid), head_by_id.get(fid)
+        if b is not None and h is not None and _identical(b, h):
+            counts["unchanged"] += 1  # the common case, decided without building the entry
+            continue
+        entry = _fixture_entry(b, h, has_base)
         if entry["status"] in counts:
             counts[entry["status"]] += 1
         if entry["status"] in ("added", "removed", "changed"):
@@ -400,9 +413,8 @@ class DiffReport:
         self.data["policy"] = result
 
     def to_json(self) -> str:
-        import json
-
-        return json.dumps(self.data, indent=2, ensure_ascii=False) + "\n"
+        """Indented JSON with one compact line per changed fixture (fast and diffable at 100k)."""
+        return json_with_compact_rows(self.data, ("fixtures", "items"))
 
     def write(self, path: str | Path) -> Path:
         self.path = write_atomic(path, self.to_json())

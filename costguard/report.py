@@ -56,18 +56,36 @@ class RunReport:
     def to_json(self) -> str:
         """Indented JSON, except that each record sits compact on one line: readable, diffable,
         and fast for 100k-record reports (the indenting encoder is pure Python)."""
-        head = {k: v for k, v in self.data.items() if k != "records"}
-        text = json.dumps(head, indent=2, ensure_ascii=False)
-        records = self.data.get("records", [])
-        if not records:
-            return text[:-2] + ',\n  "records": []\n}\n'
-        lines = ",\n    ".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in records)
-        return text[:-2] + ',\n  "records": [\n    ' + lines + "\n  ]\n}\n"
+        return json_with_compact_rows(self.data, ("records",))
 
     def write(self, path: str | Path) -> Path:
         """Write atomically: a reader never sees a half-written report."""
         self.path = write_atomic(path, self.to_json())
         return self.path
+
+
+def json_with_compact_rows(data: dict[str, Any], path: tuple[str, ...]) -> str:
+    """`data` as indented JSON, except the list at `path` (e.g. the records): one compact row per line."""
+    rows: Any = data
+    for key in path:
+        rows = rows.get(key) if isinstance(rows, dict) else None
+    if not isinstance(rows, list) or not rows:
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    placeholder = "\u0000costguard-rows\u0000"
+    outer = _replaced(data, path, placeholder)
+    text = json.dumps(outer, indent=2, ensure_ascii=False)
+    quoted = json.dumps(placeholder)
+    at = text.index(quoted)
+    indent = " " * (at - text.rfind("\n", 0, at) - 1 - len(json.dumps(path[-1])) - 2)
+    inner = indent + "  "
+    body = (",\n" + inner).join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in rows)
+    return text[:at] + "[\n" + inner + body + "\n" + indent + "]" + text[at + len(quoted):] + "\n"
+
+
+def _replaced(data: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    out = dict(data)
+    out[path[0]] = value if len(path) == 1 else _replaced(data[path[0]], path[1:], value)
+    return out
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
