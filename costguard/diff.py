@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from costguard import __version__
-from costguard.errors import ConfigError
-from costguard.report import RunReport, json_with_compact_rows, read_json, write_atomic
+from costguard.report import RunReport, json_with_compact_rows, load_document, write_atomic
 
 DIFF_SCHEMA_VERSION = "1.0"
 DIFF_SCHEMA_MAJOR = DIFF_SCHEMA_VERSION.split(".")[0]
@@ -425,17 +424,8 @@ DIFF_REQUIRED_KEYS = ("schema_version", "base", "head", "totals", "tiers", "suit
 
 
 def load_diff(path: str | Path) -> DiffReport:
-    path = Path(path)
-    data = read_json(path, missing_hint="write one with `costguard diff ... --out FILE`")
-    if not isinstance(data, dict) or data.get("kind") != "diff":
-        raise ConfigError("not a costguard DiffReport (kind: diff)", file=path)
-    missing = [k for k in DIFF_REQUIRED_KEYS if k not in data]
-    if missing:
-        raise ConfigError(f"not a costguard DiffReport (missing {', '.join(missing)})", file=path)
-    version = str(data["schema_version"])
-    if version.split(".")[0] != DIFF_SCHEMA_MAJOR:
-        raise ConfigError(
-            f"diff schema_version {version} is not readable by this costguard (reads {DIFF_SCHEMA_MAJOR}.x)",
-            file=path,
-        )
-    return DiffReport(data, path)
+    data = load_document(
+        path, kind="diff", what="DiffReport", required=DIFF_REQUIRED_KEYS, schema_major=DIFF_SCHEMA_MAJOR,
+        missing_hint="write one with `costguard diff ... --out FILE`",
+    )
+    return DiffReport(data, Path(path))

@@ -123,19 +123,38 @@ def read_json(path: str | Path, *, missing_hint: str) -> Any:
         raise ConfigError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
 
 
-def load_report(path: str | Path) -> RunReport:
-    path = Path(path)
-    data = read_json(path, missing_hint="run `costguard run --out FILE` first")
-    if not isinstance(data, dict) or data.get("kind", "run") != "run":
-        raise ConfigError("not a costguard RunReport", file=path)
-    missing = [k for k in REQUIRED_KEYS if k not in data]
+def load_document(
+    path: str | Path,
+    *,
+    kind: str,
+    what: str,
+    required: tuple[str, ...],
+    schema_major: str,
+    missing_hint: str,
+    stale_hint: str = "re-create it with this version",
+    default_kind: str | None = None,
+) -> dict[str, Any]:
+    """Read a versioned costguard JSON document (RunReport, DiffReport), checking kind and major version."""
+    data = read_json(path, missing_hint=missing_hint)
+    if not isinstance(data, dict) or data.get("kind", default_kind) != kind:
+        raise ConfigError(f"not a costguard {what}", file=path)
+    missing = [k for k in required if k not in data]
     if missing:
-        raise ConfigError(f"not a costguard RunReport (missing {', '.join(missing)})", file=path)
+        raise ConfigError(f"not a costguard {what} (missing {', '.join(missing)})", file=path)
     version = str(data["schema_version"])
-    if version.split(".")[0] != SCHEMA_MAJOR:
+    if version.split(".")[0] != schema_major:
         raise ConfigError(
-            f"report schema_version {version} is not readable by this costguard (reads {SCHEMA_MAJOR}.x); "
-            "re-run the baseline with this version",
+            f"{what} schema_version {version} is not readable by this costguard (reads {schema_major}.x); "
+            + stale_hint,
             file=path,
         )
-    return RunReport(data, path)
+    return data
+
+
+def load_report(path: str | Path) -> RunReport:
+    data = load_document(
+        path, kind="run", what="RunReport", required=REQUIRED_KEYS, schema_major=SCHEMA_MAJOR,
+        missing_hint="run `costguard run --out FILE` first", stale_hint="re-run the baseline with this version",
+        default_kind="run",
+    )
+    return RunReport(data, Path(path))

@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from costguard.render.numbers import compact_count
+
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 MAX_TEXT = 200
 """Longest untrusted string shown in full; longer ones are cut with an ellipsis."""
@@ -112,17 +114,12 @@ def points(value: float | None) -> str:
 
 def count(value: float | None) -> str:
     """Tokens or requests, compact (1.2M, 35.0k, 812)."""
-    if value is None:
-        return "—"
-    v = abs(value)
-    sign = "−" if value < 0 else ""
-    if v >= 1e9:
-        return f"{sign}{v / 1e9:,.2f}B"
-    if v >= 1e6:
-        return f"{sign}{v / 1e6:,.2f}M"
-    if v >= 1e4:
-        return f"{sign}{v / 1e3:,.1f}k"
-    return f"{sign}{v:,.0f}"
+    return "—" if value is None else compact_count(value).replace("-", "−")
+
+
+def integer(value: float | None) -> str:
+    """An exact count (tokens per request, fixtures): 2,538."""
+    return "—" if value is None else f"{value:,.0f}".replace("-", "−")
 
 
 def count_delta(value: float | None) -> str:
@@ -130,7 +127,7 @@ def count_delta(value: float | None) -> str:
         return "—"
     if value == 0:
         return "±0"
-    return ("+" if value > 0 else "") + count(value)
+    return ("+" if value > 0 else "") + integer(value)
 
 
 def arrow(block: dict[str, Any] | None, fmt: str = "usd") -> str:
@@ -144,7 +141,7 @@ def arrow(block: dict[str, Any] | None, fmt: str = "usd") -> str:
     return f"{show(base)} → {show(head)}"
 
 
-_FORMATS = {"usd": usd, "rate": rate, "count": count}
+_FORMATS = {"usd": usd, "rate": rate, "count": count, "int": integer}
 
 
 def verdict_value(verdict: dict[str, Any]) -> str:
@@ -182,6 +179,7 @@ def _environment() -> Any:
         points=points,
         count=count,
         count_delta=count_delta,
+        integer=integer,
         arrow=arrow,
         icon=status_icon,
         verdict_value=verdict_value,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from costguard.policy import PolicyResult, format_value
+from costguard.render.numbers import compact_count
 from costguard.report import RunReport
 
 EST = "*"  # marks a figure that rests on estimates; the legend under the tables says so
@@ -16,13 +17,7 @@ def _money(value: float, estimated: bool = False) -> str:
 
 
 def _tokens(value: float) -> str:
-    if value >= 1e9:
-        return f"{value / 1e9:,.2f}B"
-    if value >= 1e6:
-        return f"{value / 1e6:,.2f}M"
-    if value >= 1e3:
-        return f"{value / 1e3:,.1f}k"
-    return f"{value:,.0f}"
+    return compact_count(value)
 
 
 def _pct(value: float) -> str:
@@ -278,8 +273,8 @@ def print_diff(diff: dict[str, Any], console: Any | None = None) -> None:
                     _plain(f["id"]),
                     _plain(f["suite"]),
                     f["status"] + (", prompt changed" if f["prompt_changed"] else ""),
-                    _pair(f["input_tokens"], _tokens),
-                    _pair(f["output_tokens"], _tokens),
+                    _pair(f["input_tokens"], "{:,.0f}".format),
+                    _pair(f["output_tokens"], "{:,.0f}".format),
                     _pair(f["cost_per_month"], _money),
                     _signed_money(f["cost_per_month"]["delta"]),
                 )
