@@ -101,16 +101,16 @@ def check(
     """
     from costguard import api
     from costguard.commands.compare import (
-        _emit_annotations,
-        _say_no_baseline,
+        emit_annotations,
         head_report,
         load_baseline,
+        say_no_baseline,
     )
 
     run_report, head_source = head_report(report, config, fixtures)
     base = load_baseline(baseline, base_ref, config, fixtures)
     if baseline is not None or base_ref is not None:
-        _say_no_baseline(base)
+        say_no_baseline(base)
     diff, result = api.compare(run_report, base, policy=policy, head_source=head_source)
     assert result is not None
     if fmt == "json":
@@ -123,7 +123,7 @@ def check(
         if base.available:
             click.echo(diff_headline(diff.data))
         print_check(result)
-    _emit_annotations(diff)
+    emit_annotations(diff)
     sys.exit(result.exit_code)
 
 

@@ -64,7 +64,7 @@ def load_baseline(baseline: str | None, base_ref: str | None, config: str, fixtu
     )
 
 
-def _say_no_baseline(base: Any) -> None:
+def say_no_baseline(base: Any) -> None:
     if not base.available:
         click.echo(f"costguard: no baseline yet: {base.reason}", err=True)
 
@@ -77,7 +77,7 @@ def _exit_code(verdict: str | None, fail_on: str = "fail") -> int:
     return 0
 
 
-def _emit_annotations(diff: Any) -> None:
+def emit_annotations(diff: Any) -> None:
     """Workflow-command annotations, only inside GitHub Actions (elsewhere they are noise)."""
     if os.environ.get("GITHUB_ACTIONS") != "true":
         return
@@ -124,7 +124,7 @@ def diff_command(
         raise UsageError("nothing to compare: give BASE [HEAD] reports or --base-ref REF")
     head, head_source = head_report(reports[1] if len(reports) == 2 else None, config, fixtures)
     base = load_baseline(reports[0] if reports else None, base_ref, config, fixtures)
-    _say_no_baseline(base)
+    say_no_baseline(base)
     diff, _ = api.compare(head, base, policy=policy, head_source=head_source)
     if out:
         diff.write(out)
@@ -232,7 +232,7 @@ def comment_github(
     else:
         head, head_source = head_report(report, config, fixtures)
         base = load_baseline(baseline, base_ref, config, fixtures)
-        _say_no_baseline(base)
+        say_no_baseline(base)
         diff, _ = api.compare(head, base, policy=policy, acknowledgement=ack, head_source=head_source)
     _publish(diff, client, repo, pr, tag=tag, mode=mode, skip_no_diff=skip_no_diff, dry_run=dry_run)
     sys.exit(_exit_code(diff.verdict))
@@ -326,7 +326,7 @@ def ci_command(
         base = dataclasses.replace(base, source=label)
     else:
         base = load_baseline(baseline, base_ref, config, fixtures)
-    _say_no_baseline(base)
+    say_no_baseline(base)
 
     want_comment = comment if comment is not None else bool(os.environ.get("GITHUB_TOKEN") and repo and pr)
     client = None
@@ -345,7 +345,7 @@ def ci_command(
                        soft_fail=True)
     elif comment is None and repo and pr:
         click.echo("costguard: not commenting on the PR: GITHUB_TOKEN is not set", err=True)
-    _emit_annotations(diff)
+    emit_annotations(diff)
     gha.write_outputs(gha.outputs(diff.data, report_path=report_path, diff_path=diff_out, comment_url=url))
     gha.append_summary(render_summary(diff.data))
     sys.exit(_exit_code(diff.verdict, fail_on))
