@@ -112,9 +112,10 @@ def _tier_for_model(project: Project, models: Sequence[str | None], location: st
             if model in (tier.api_model_name, tier.model, tier.name):
                 return tier.name
     file, line = _split_location(location)
-    named = ", ".join(repr(m) for m in models if m) or "no model"
+    named = " / ".join(repr(m) for m in dict.fromkeys(models) if m)
     tiers = ", ".join(f"{t.name} ({t.api_model_name})" for t in project.config.tiers)
-    raise UsageError(f"{named} matches no tier (tiers: {tiers}); pass tier=NAME", file=file, line=line)
+    what = f"{named} matches no tier" if named else "neither the request nor the response names a model"
+    raise UsageError(f"{what} (tiers: {tiers}); pass tier=NAME", file=file, line=line)
 
 
 def _known_tier(project: Project, tier: str, location: str) -> str:
