@@ -25,8 +25,9 @@ The accounting follows vLLM's V1 KV cache manager (checked against vllm-project/
 * ``SingleTypeKVCacheManager.free`` / ``BlockPool.free_blocks``: a finished request's blocks are
   freed in reverse order; blocks without a key go to the FRONT of the free queue (reused first,
   they hold nothing), keyed blocks are appended to the back deepest-first, so the queue is an LRU
-  in which a request's tail blocks are evicted before its head.  (Releases before early 2026
-  appended every freed block; the difference only matters once the pool is full.)
+  in which a request's tail blocks are evicted before its head.  (Releases older than this change,
+  proposed in vLLM PR #33710 in early 2026, append every freed block; it matters only once the
+  pool is full.)
 * ``BlockPool.__init__``: block 0 is the reserved null block, so ``num_gpu_blocks - 1`` blocks
   hold KV data (``vllm:cache_config_info`` reports ``num_gpu_blocks`` including it).
 * ``BlockHashToBlockMap``: identical blocks are not de-duplicated.  Recomputing the last block of
@@ -37,11 +38,11 @@ The accounting follows vLLM's V1 KV cache manager (checked against vllm-project/
 
 Simplifications (deliberate, documented):
 
-* Requests run one at a time, from arrival to completion.  vLLM serves many concurrently, so
-  blocks held by running requests cannot be evicted and a request cannot hit blocks another
-  running request has not finished computing.  Here all blocks are free between requests and
-  capacity matters only through the eviction of freed blocks; high concurrency with a pool near
-  full evicts somewhat more in reality than here.
+* Requests run one at a time, from arrival to completion, in the order given.  In vLLM, running
+  requests hold their blocks (those cannot be evicted, leaving less room for cached free blocks)
+  and overlapping requests interleave their allocations.  Here all blocks are free between
+  requests and capacity matters only through the eviction of freed blocks; with many requests
+  in flight and a pool near full, vLLM evicts more than this model does.
 * No preemption, chunked-prefill timing, sliding-window/Mamba groups, speculative decoding or
   KV connectors.
 * A request needing more blocks than the whole pool (vLLM refuses to start when ``max_model_len``
@@ -50,28 +51,30 @@ Simplifications (deliberate, documented):
   ``oversized_requests`` counts these.
 
 Keys: Python's built-in ``hash((parent_key, block_bytes))``.  The block's token ids are packed as
-little-endian uint32 and hashed as bytes with CPython's SipHash-1-3 (keyed per process by
-``PYTHONHASHSEED``), and the parent key is folded in with the tuple hash, which is a bijection in
-either element when the other is fixed.  Keys are 64-bit, so with N distinct blocks the chance of
-any false hit is about N**2 / 2**65 (1e-7 for two million blocks); results do not depend on the
-seed unless such a collision happens.  Measured on the 2-core CI machine it costs ~0.2 us per
-block, against ~1 us for ``hashlib.blake2b(digest_size=8)`` per block and ~0.9 us for hashing a
-tuple of the ids.  A vectorised polynomial hash mod 2**64 is faster still but has structured
-collisions (Thue-Morse sequences of blocks collide for every base), so it was rejected.
+uint32 (ids must be below 2**32) and hashed as bytes with CPython's SipHash-1-3, keyed per process
+(``PYTHONHASHSEED``); the tuple hash then mixes in the parent key (for a fixed parent it is a
+bijection of the block hash, and vice versa).  Keys are 64-bit, so with N distinct blocks the
+chance of any false hit is about N**2 / 2**65 (1e-7 for two million blocks), and results do not
+depend on the seed unless such a collision happens.  Measured on the 2-core CI machine: ~0.2 us
+per block (numpy slices the ids into per-block bytes in one call), against ~1 us per block for
+chaining ``hashlib.blake2b(digest_size=8)`` and ~0.75 us for ``hash((parent, tuple(ids)))``.
+A vectorised polynomial hash mod 2**64 is faster still but has structured collisions
+(Thue-Morse sequences of blocks collide for every base), so it was rejected.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import takewhile
+from itertools import islice, takewhile
 
 import numpy as np
 
 _GIB = 1 << 30
 _MAX_TOKEN_ID = (1 << 32) - 1
+_consume = deque(maxlen=0).extend  # run an iterator of side effects at C speed
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,14 @@ def _as_u32(ids: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
     return np.frombuffer(packed, dtype=np.uint32) if packed else np.empty(0, np.uint32)
 
 
+def _as_extra_key(extra_key: bytes | str | None) -> bytes | None:
+    if isinstance(extra_key, str):
+        return extra_key.encode()
+    if extra_key is not None and not isinstance(extra_key, bytes):
+        raise TypeError(f"extra_key must be bytes, str or None, got {type(extra_key).__name__}")
+    return extra_key
+
+
 class PrefixCacheSimulator:
     """vLLM's automatic prefix cache for one engine instance, fed requests one at a time.
 
@@ -138,15 +149,11 @@ class PrefixCacheSimulator:
             raise ValueError(
                 f"num_gpu_blocks must be a positive integer or None, got {num_gpu_blocks!r}"
             )
-        if isinstance(extra_key, str):
-            extra_key = extra_key.encode()
-        if extra_key is not None and not isinstance(extra_key, bytes):
-            raise TypeError(f"extra_key must be bytes, str or None, got {type(extra_key).__name__}")
         self.block_size = block_size
         self.num_gpu_blocks = num_gpu_blocks
-        self.extra_key = extra_key
+        self.extra_key = _as_extra_key(extra_key)
         self._block_dtype = np.dtype(f"V{4 * block_size}")
-        self._root = hash(("costguard.prefix-cache.root", extra_key))
+        self._root = hash(("costguard.prefix-cache.root", self.extra_key))
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -158,14 +165,16 @@ class PrefixCacheSimulator:
         self._cached: set[int] = set()
         # Limited capacity, between requests every block is free:
         #   _fresh  blocks that hold no key (the front of vLLM's free queue),
-        #   _queue  block id -> key of cached blocks, in eviction order (front evicted first),
+        #   _queue  block id -> key of cached blocks in eviction order (front evicted first).
+        #           An OrderedDict: a plain dict pops its front in time proportional to the
+        #           deleted slots before it, 2.4x slower with a 200k-block pool.
         #   _first  key -> block id of its oldest surviving copy (the one a hit takes),
         #   _copies key -> ids of younger copies, oldest first (rare: see module docstring).
-        # A key of None marks a block whose content is unknown (output given only as a count).
+        # Blocks of unknown content (output given only as a count) get unique ("unknown", id) keys.
         self._fresh = self.usable_blocks if self.num_gpu_blocks is not None else 0
-        self._queue: OrderedDict[int, int | None] = OrderedDict()
-        self._first: dict[int, int] = {}
-        self._copies: dict[int, list[int]] = {}
+        self._queue: OrderedDict[int, Hashable] = OrderedDict()
+        self._first: dict[Hashable, int] = {}
+        self._copies: dict[Hashable, list[int]] = {}
         self._next_block_id = 0
 
     def reset_counters(self) -> None:
@@ -188,7 +197,8 @@ class PrefixCacheSimulator:
 
     @property
     def cached_blocks(self) -> int:
-        """Blocks currently holding a cached key (copies counted separately)."""
+        """Blocks currently cached: with a pool, every copy (each takes a block); unlimited,
+        distinct blocks (copies never change a hit there, so they are not tracked)."""
         if self.num_gpu_blocks is None:
             return len(self._cached)
         return len(self._queue)
@@ -201,12 +211,15 @@ class PrefixCacheSimulator:
         output_ids: Sequence[int] | np.ndarray = (),
         *,
         num_output_tokens: int | None = None,
+        extra_key: bytes | str | None = None,
     ) -> PrefixLookup:
         """Run one request from arrival to completion and return what the cache did.
 
         ``output_ids`` are the generated tokens; their full blocks become cached, so a follow-up
         turn that contains them can hit.  When only the number of generated tokens is known, pass
         ``num_output_tokens`` instead: those blocks still take room (and evict), but can never hit.
+        ``extra_key`` (a LoRA adapter name, a ``cache_salt``) is added to the simulator's own:
+        requests with different extra keys share the pool but never each other's blocks.
         """
         prompt = _as_u32(prompt_ids, "prompt_ids")
         n_prompt = len(prompt)
@@ -242,6 +255,8 @@ class PrefixCacheSimulator:
         keys: list[int] = []
         append = keys.append
         key = self._root
+        if extra_key is not None:
+            key = hash((key, _as_extra_key(extra_key)))
         for block in blocks:
             key = hash((key, block))
             append(key)
@@ -292,56 +307,50 @@ class PrefixCacheSimulator:
         # Lookup: longest run of cached keys from the first block.
         hit = len(list(takewhile(first.__contains__, keys[:max_hit])))
         hit_keys = keys[:hit]
-        # Touch: hit blocks leave the free queue while the request holds them.
-        hit_ids = [first[k] for k in hit_keys]
-        for block_id in hit_ids:
-            del queue[block_id]
+        hit_ids = list(map(first.__getitem__, hit_keys))
 
-        # Allocate the rest: key-less blocks first, then evict from the front of the queue.
+        # The request holds its hit blocks plus new ones: key-less blocks first, then blocks
+        # evicted from the front of the free queue.
         new_blocks = n_held - hit
         from_fresh = min(self._fresh, new_blocks)
-        self._fresh -= from_fresh
         evicted = new_blocks - from_fresh
-        popitem = queue.popitem
-        if not copies:
-            for _ in range(evicted):
-                key = popitem(last=False)[1]
-                if key is not None:
-                    del first[key]
-        else:
-            for _ in range(evicted):
-                self._evict(*popitem(last=False))
-
-        # Cache the full blocks the request filled (prompt remainder and generated tokens).
-        new_keys: list[int | None] = keys[hit:n_full]
-        if len(new_keys) < n_full - hit:  # output known only by count: blocks that never hit
-            new_keys += [None] * (n_full - hit - len(new_keys))
+        # Of the new blocks, the full ones get keys (prompt remainder and generated tokens); the
+        # partial tail block goes back key-less.
+        self._fresh += n_held - n_full - from_fresh
         start = self._next_block_id
-        self._next_block_id = start + len(new_keys)
-        new_ids = range(start, start + len(new_keys))
+        self._next_block_id = start + n_full - hit
+        new_ids = range(start, start + n_full - hit)
+        new_keys: list[Hashable] = keys[hit:n_full]
+        if len(new_keys) < len(new_ids):
+            # Output known only by its length: blocks that hold room but can never hit.
+            new_keys += [("unknown", i) for i in new_ids[len(new_keys) :]]
         if first.keys().isdisjoint(new_keys):
             first.update(zip(new_keys, new_ids, strict=True))
-            first.pop(None, None)
         else:
             for key, block_id in zip(new_keys, new_ids, strict=True):
-                if key is None:
-                    continue
                 if key in first:
                     copies.setdefault(key, []).append(block_id)
                 else:
                     first[key] = block_id
 
-        # Free in reverse order: the partial tail block (no key) to the front, keyed blocks to
-        # the back deepest first, so this request's tail is evicted before its head.
-        self._fresh += n_held - n_full
+        # Freeing in reverse order puts the request's keyed blocks at the back of the queue,
+        # deepest first, hit blocks (touched: taken out of the queue) last.  Doing that before
+        # the evictions is equivalent and cheaper: the evictions come from the front, from
+        # blocks this request does not hold (there are enough, as n_held <= usable).
         queue.update(zip(reversed(new_ids), reversed(new_keys), strict=True))
-        queue.update(zip(reversed(hit_ids), reversed(hit_keys), strict=True))
+        _consume(map(queue.move_to_end, reversed(hit_ids)))
+        if evicted:
+            victim_ids = list(islice(queue, evicted))
+            victim_keys = list(map(queue.pop, victim_ids))
+            if not copies:
+                _consume(map(first.__delitem__, victim_keys))
+            else:
+                for block_id, key in zip(victim_ids, victim_keys, strict=True):
+                    self._forget(block_id, key)
         return hit, new_blocks, evicted
 
-    def _evict(self, block_id: int, key: int | None) -> None:
+    def _forget(self, block_id: int, key: Hashable) -> None:
         """Forget an evicted block; a younger copy of the same key becomes the one hits use."""
-        if key is None:
-            return
         copies = self._copies
         younger = copies.get(key)
         if self._first[key] == block_id:

@@ -11,7 +11,8 @@ EST = "*"  # marks a figure that rests on estimates; the legend under the tables
 
 
 def _money(value: float, estimated: bool = False) -> str:
-    return f"${value:,.2f}{EST if estimated else ''}"
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value):,.2f}{EST if estimated else ''}"
 
 
 def _tokens(value: float) -> str:
@@ -139,7 +140,9 @@ def print_run(report: RunReport, console: Any | None = None) -> None:
         quant = f", {tier['quantization']}" if tier.get("quantization") else ""
         approx = "" if tier.get("tokenizer_exact", True) else " [approximate token counts]"
         console.print(
-            f"  {tier['name']}: {tier['model']}{quant} on {hw}; {tier['pricing']['basis']} ({tier['pricing']['source']}){approx}",
+            f"  {tier['name']}: {tier['model']}{quant} on {hw}; {tier['pricing']['basis']}"
+            + (f" ({tier['pricing']['source']})" if tier["pricing"]["kind"] == "token" else "")
+            + approx,
             highlight=False, markup=False,
         )
     for table in run_tables(report):
@@ -157,20 +160,16 @@ def print_check(result: PolicyResult, console: Any | None = None) -> None:
 
     console = console or make_console()
     table = Table(title=f"Policy {result.policy}", title_justify="left", header_style="bold")
-    for col in ("", "rule", "metric", "actual", "limit", "level", "detail"):
+    for col in ("", "rule", "metric", "actual", "limit", "level"):
         table.add_column(col)
     for v in result.verdicts:
-        actual = format_value(v.actual, v.unit) + (EST if v.estimated else "")
-        table.add_row(
-            f"[{STATUS_STYLE[v.status]}]{STATUS_LABEL[v.status]}[/]",
-            v.rule,
-            v.metric,
-            actual,
-            v.limit,
-            v.level,
-            v.message,
-        )
+        actual = format_value(v.actual, v.unit) + (EST if v.estimated else "") if v.status != "skip" else v.message
+        table.add_row(f"[{STATUS_STYLE[v.status]}]{STATUS_LABEL[v.status]}[/]", v.rule, v.metric, actual, v.limit, v.level)
     console.print(table)
+    for v in result.verdicts:
+        if v.status in ("fail", "warn"):
+            where = f" ({v.file}:{v.line})" if v.file and v.line else ""
+            console.print(f"{STATUS_LABEL[v.status]} {v.rule}: {v.message}{where}", highlight=False, markup=False)
     n_fail, n_warn = len(result.failed), len(result.warned)
     if n_fail:
         console.print(f"[bold red]{n_fail} rule(s) failed[/], {n_warn} warning(s)")
