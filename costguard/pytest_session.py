@@ -293,9 +293,10 @@ class CostguardRun:
     def _project_fixtures(self) -> None:
         started = time.perf_counter()
         settings = self.settings = resolve_settings(self.config)
-        project = self.project = api.load_project(settings.config, settings.fixtures or None)
+        # Paths relative to the working directory where possible, so messages read like the CLI's.
+        project = self.project = api.load_project(_cwd_relative(settings.config), settings.fixtures or None)
         if settings.baseline is not None:
-            self.baseline = load_report(settings.baseline)
+            self.baseline = load_report(_cwd_relative(settings.baseline))
         self.records, backend = api.replay(project, backend=settings.backend)
         self.seconds = time.perf_counter() - started
         self.report = api.report_from_records(project, self.records, backend=backend, seconds=self.seconds)

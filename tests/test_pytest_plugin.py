@@ -393,3 +393,31 @@ def test_xdist_projects_once_and_writes_the_same_report(pytester: pytest.Pyteste
     props = {p.get("name"): p.get("value") for case in ET.parse(root / "j.xml").getroot().iter("testcase")
              if case.get("name") == "refactor" for p in case.iter("property")}
     assert props["tier"] == "large"  # properties travel from the workers to the controller's JUnit file
+
+
+def test_bundled_example_passes_its_default_policy_and_fails_the_strict_one(pytester: pytest.Pytester) -> None:
+    import shutil
+
+    for name in ("costguard.yaml", "fixtures", "policies", "tokenizers"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, pytester.path / name)
+    n_fixtures = len(api.load_project(pytester.path / "costguard.yaml").fixtures)
+
+    default = run(pytester, "--costguard", "--costguard-policy", "policies/default.yaml")
+    default.assert_outcomes(passed=n_fixtures + 7)
+    assert default.ret == pytest.ExitCode.OK
+
+    strict = run(pytester, "--costguard", "--costguard-policy", "policies/strict.yaml", "-m", "costguard", "-q")
+    strict.assert_outcomes(passed=n_fixtures + 1, failed=3)
+    strict.stdout.fnmatch_lines(
+        [
+            "rule monthly_spend: actual $* (estimated) breaks <= $1,000.00",
+            "  at policies/strict.yaml:6 (metric monthly_spend, level fail)",
+            "FAILED policies/strict.yaml::monthly_spend - *",
+            "FAILED policies/strict.yaml::p95_cost_per_request - *",
+            "FAILED policies/strict.yaml::large_tier_share - *",
+        ],
+        consecutive=False,
+    )
+    report = load_json(pytester.path / "costguard-report.json")
+    assert report["totals"]["fixtures"] == n_fixtures
