@@ -70,8 +70,9 @@ def make_project(pytester: pytest.Pytester, *, policy: str | None = POLICY_YAML,
     return root
 
 
-# Hypothesis's pytest plugin re-imports hypothesis in every in-process run (~3 s): not needed here.
-QUIET = ("-p", "no:hypothesispytest")
+# Plugins the inner runs do not need: hypothesis's re-imports hypothesis in every in-process run
+# (~3 s), pytest-benchmark's (when installed) warns about xdist in every run under `-n 2`.
+QUIET = ("-p", "no:hypothesispytest", "-p", "no:benchmark")
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
@@ -366,6 +367,10 @@ def _counted(*args, **kwargs):
 
 
 api.replay = _counted
+
+
+def pytest_unconfigure(config):
+    api.replay = _replay  # in-process runs share the module with the outer session
 """
 
 
@@ -375,9 +380,11 @@ def test_xdist_projects_once_and_writes_the_same_report(pytester: pytest.Pyteste
     (root / "tests" / "test_llm_b.py").write_text(RECORDING_TESTS.format(n=2, p=55, c=70))
     (root / "conftest.py").write_text(COUNT_REPLAYS)
     monkeypatch.setenv("PYTHONPATH", str(REPO))
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)  # when this suite itself runs under xdist
     args = ("--costguard", "--costguard-policy", "policies/default.yaml", "-p", "xdist")
 
-    serial = run_subprocess(pytester, *args, "-n", "0", "--costguard-report", "serial.json")
+    serial = run(pytester, *args, "-n", "0", "--costguard-report", "serial.json")
     serial.assert_outcomes(passed=11, failed=1, skipped=1, warnings=1)
     assert (root / "replays.log").read_text() == "main\n"
     (root / "replays.log").unlink()
