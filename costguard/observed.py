@@ -41,12 +41,7 @@ class ObservedCall:
     route_reason: str
     messages: list[dict[str, Any]]
     sampling: dict[str, Any]
-    input_tokens: int
-    cached_tokens: int
-    output_tokens: int
-    input_source: str
-    cached_source: str
-    output_source: str
+    served: CallResult  # token counts and their sources (what `price_call` prices)
     per_month: float = 0.0
     model: str | None = None
     expected_output_tokens: int | None = field(default=None, repr=False)
@@ -71,19 +66,12 @@ class ObservedCall:
             label=f"{self.kind} in {self.test}",
         )
 
-    def as_result(self) -> CallResult:
-        """The call as the backend result it stands for (what `price_call` prices)."""
-        return CallResult(
-            self.input_tokens, self.cached_tokens, self.output_tokens,
-            self.input_source, self.cached_source, self.output_source,
-        )
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ObservedCall:
-        return cls(**data)
+        return cls(**{**data, "served": CallResult(**data["served"])})
 
 
 def _split_location(location: str) -> tuple[str, int | None]:
@@ -177,12 +165,7 @@ def observe_response(
         route_reason="recorded response" if tier is None else "tier given by the test",
         messages=messages,
         sampling=_sampling(sampling, location),
-        input_tokens=prompt,
-        cached_tokens=cached,
-        output_tokens=completion,
-        input_source="measured",
-        cached_source="measured",
-        output_source="measured",
+        served=CallResult(prompt, cached, completion, "measured", "measured", "measured"),
         per_month=_check_per_month(per_month, location),
         model=model,
     )
@@ -213,8 +196,8 @@ def serve_request(
         raise UsageError(f"expected_output_tokens must be a count >= 0 (got {expected_output_tokens!r})", file=file, line=line)
     call = ObservedCall(
         test=test, seq=seq, location=location, kind="complete", suite=suite, tier="", route_reason="",
-        messages=messages, sampling=_sampling(sampling, location), input_tokens=0, cached_tokens=0, output_tokens=0,
-        input_source="", cached_source="", output_source="", per_month=_check_per_month(per_month, location),
+        messages=messages, sampling=_sampling(sampling, location), served=CallResult(0, 0, 0, "", "", ""),
+        per_month=_check_per_month(per_month, location),
         model=model, expected_output_tokens=expected_output_tokens,
     )
     fixture = call.as_fixture()
@@ -239,23 +222,23 @@ def serve_request(
         result = make_backend(backend, config).execute([planned])[0]
     except ConfigError as exc:  # e.g. no output-token expectation: say where the call is
         raise UsageError(exc.message + " (pass expected_output_tokens=N)", file=file, line=line) from None
-    call.input_tokens, call.cached_tokens, call.output_tokens = result.input_tokens, result.cached_tokens, result.output_tokens
-    call.input_source, call.cached_source, call.output_source = result.input_source, result.cached_source, result.output_source
+    call.served = result
     return call, result
 
 
 def _counterfactual(project: Project, call: ObservedCall) -> CallResult:
     """The same call on the largest tier with no caches: the baseline the report's savings use."""
     largest = project.config.largest.name
+    served = call.served
     if call.tier == largest:
-        return CallResult(call.input_tokens, 0, call.output_tokens, call.input_source, "none", call.output_source)
+        return CallResult(served.input_tokens, 0, served.output_tokens, served.input_source, "none", served.output_source)
     tokenizer = project.tokenizer(largest)
     # An output length seen on another tier is only an estimate of this tier's.
-    output_source = "expected" if call.output_source == "measured" else call.output_source
+    output_source = "expected" if served.output_source == "measured" else served.output_source
     return CallResult(
         input_tokens=tokenizer.count_chat(call.messages),
         cached_tokens=0,
-        output_tokens=call.output_tokens,
+        output_tokens=served.output_tokens,
         input_source="exact" if tokenizer.exact else "approximate",
         cached_source="none",
         output_source=output_source,
@@ -282,7 +265,7 @@ def observed_records(project: Project, calls: Sequence[ObservedCall], *, first_a
                 route_reason=call.route_reason,
                 cache="miss",
                 cache_detail="observed in a test (caches not consulted)",
-                calls=[price_call(prices[call.tier], call.tier, "primary", call.as_result())],
+                calls=[price_call(prices[call.tier], call.tier, "primary", call.served)],
                 counterfactual=price_call(prices[largest], largest, "counterfactual", _counterfactual(project, call)),
                 extra={"source": "pytest", "test": call.test, "kind": call.kind},
             )

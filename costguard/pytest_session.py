@@ -420,15 +420,15 @@ class TestCallRecorder:
 
     def _keep(self, call: ObservedCall) -> dict[str, Any]:
         project = self._run.call_project()
-        priced = price_call(project.prices()[call.tier], call.tier, "primary", call.as_result())
+        priced = price_call(project.prices()[call.tier], call.tier, "primary", call.served)
         self._run.calls.append(call)
         self.calls.append(call)
         return {
             "tier": call.tier,
-            "input_tokens": call.input_tokens,
-            "cached_tokens": call.cached_tokens,
-            "output_tokens": call.output_tokens,
-            "output_tokens_source": call.output_source,
+            "input_tokens": priced.input_tokens,
+            "cached_tokens": priced.cached_tokens,
+            "output_tokens": priced.output_tokens,
+            "output_tokens_source": priced.output_source,
             "cost_usd": priced.cost_usd,
             "estimated": priced.estimated,
         }
@@ -481,10 +481,10 @@ class TestCallRecorder:
             "model": tier_config.api_model_name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text}, "finish_reason": None}],
             "usage": {
-                "prompt_tokens": call.input_tokens,
-                "completion_tokens": call.output_tokens,
-                "total_tokens": call.input_tokens + call.output_tokens,
-                "prompt_tokens_details": {"cached_tokens": call.cached_tokens},
+                "prompt_tokens": result.input_tokens,
+                "completion_tokens": result.output_tokens,
+                "total_tokens": result.input_tokens + result.output_tokens,
+                "prompt_tokens_details": {"cached_tokens": result.cached_tokens},
             },
             "costguard": {**summary, "route_reason": call.route_reason},
         }

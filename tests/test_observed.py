@@ -91,12 +91,12 @@ def test_bad_request_body_names_the_call_site(project: api.Project) -> None:
 def test_served_request_is_routed_and_its_output_labelled_estimated(project: api.Project) -> None:
     call, result = serve_request(project, {"messages": MESSAGES}, suite="coding", expected_output_tokens=300, **WHERE)
     assert (call.tier, call.route_reason) == ("large", "rule 1")  # the rules router: suite coding -> large
-    assert call.input_tokens == project.tokenizer("large").count_chat(MESSAGES)
-    assert (call.input_source, call.output_tokens, call.output_source) == ("exact", 300, "expected")
+    assert call.served is result and result.input_tokens == project.tokenizer("large").count_chat(MESSAGES)
+    assert (result.input_source, result.output_tokens, result.output_source) == ("exact", 300, "expected")
     assert result.text is None  # offline: no response text is invented
 
     call, _ = serve_request(project, {"messages": MESSAGES, "max_tokens": 40}, suite="support", **WHERE)
-    assert (call.tier, call.output_tokens, call.output_source) == ("small", 40, "prior")  # prior 100, capped
+    assert (call.tier, call.served.output_tokens, call.served.output_source) == ("small", 40, "prior")  # prior 100, capped
     [record] = observed_records(project, [call], first_arrival=0)
     assert record.estimated and record.calls[0].output_source == "prior"
 
