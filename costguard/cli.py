@@ -14,8 +14,7 @@ import click
 
 from costguard import __version__
 from costguard.errors import EXIT_USAGE, CostguardError
-
-DEFAULT_REPORT = "costguard-report.json"
+from costguard.report import DEFAULT_REPORT
 
 
 def _config_option(f: Any) -> Any:

@@ -75,6 +75,7 @@ class CostguardPlugin:
 
     def __init__(self, run: CostguardRun) -> None:
         self.run = run
+        self.named_on_command_line = False
 
     @pytest.hookimpl(tryfirst=True)  # before xdist starts its workers: they read the plan
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -88,21 +89,22 @@ class CostguardPlugin:
         return self.run.header_lines()
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-        # Only when named on the command line (`pytest fixtures/support.yaml::refund-policy-3`);
+        # Only when named on the command line (`pytest fixtures/support.yaml::sup-refund-timing`);
         # otherwise the session adds every costguard file itself (see below).
-        if self.run.plan.has_file(file_path) and parent.session.isinitpath(file_path):
+        if parent.session.isinitpath(file_path) and self.run.plan.has_file(file_path):
+            self.named_on_command_line = True
             return CostguardFile.from_parent(parent, path=file_path)
         return None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_make_collect_report(self, collector: pytest.Collector) -> Generator[None, Any, Any]:
         report = yield
-        if isinstance(collector, pytest.Session) and report.passed:
-            files = self.run.plan.files
-            if not any(collector.isinitpath(Path(f.path)) for f in files):
-                report.result.extend(
-                    CostguardFile.from_parent(collector, path=Path(f.path), nodeid=f.nodeid) for f in files
-                )
+        # The session's own collection has resolved the command-line arguments by now (calling
+        # pytest_collect_file above for any costguard file named there).
+        if isinstance(collector, pytest.Session) and report.passed and not self.named_on_command_line:
+            report.result.extend(
+                CostguardFile.from_parent(collector, path=Path(f.path), nodeid=f.nodeid) for f in self.run.plan.files
+            )
         return report
 
     @pytest.hookimpl(optionalhook=True)

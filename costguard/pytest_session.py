@@ -34,10 +34,9 @@ from costguard.observed import (
 from costguard.pipeline import price_call
 from costguard.policy import PolicyResult, Verdict
 from costguard.records import ESTIMATED_OUTPUT, RequestRecord
-from costguard.report import RunReport, load_report
+from costguard.report import DEFAULT_REPORT, RunReport, load_report
 from costguard.settings import read_tool_settings
 
-DEFAULT_REPORT = "costguard-report.json"
 WORKER_CALLS = "costguard_calls"
 
 
@@ -127,10 +126,12 @@ class Plan:
     files: list[FileSpec]
 
     def has_file(self, path: Path) -> bool:
-        return any(f.path == str(path) for f in self.files)
+        resolved = str(path.resolve())
+        return any(f.path == resolved for f in self.files)
 
     def file(self, path: Path) -> FileSpec:
-        return next(f for f in self.files if f.path == str(path))
+        resolved = str(path.resolve())
+        return next(f for f in self.files if f.path == resolved)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
