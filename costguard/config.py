@@ -112,7 +112,140 @@ class LengthRouterConfig(StrictModel):
     tokenizer_tier: str | None = None
 
 
-RouterConfig = Annotated[RulesRouterConfig | LengthRouterConfig, Field(discriminator="kind")]
+BINARY_CLASSES = ("simple", "complex")  # fixture labels / exemplar classes, simplest first
+
+
+class ScoreThreshold(StrictModel):
+    max_score: float = Field(ge=0, le=10, description="requests scoring at most this go to `tier`")
+    tier: str
+
+
+class RouterPricing(StrictModel):
+    """What scoring a request costs (the router's own host), for the router-overhead figure."""
+
+    per_million_requests_usd: float | None = Field(default=None, ge=0, description="a declared price per 1M routed requests")
+    instance_hour_usd: float | None = Field(
+        default=None, ge=0, description="$/hour of the router's host; cost = measured scoring time x rate (estimated)"
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> RouterPricing:
+        if (self.per_million_requests_usd is None) == (self.instance_hour_usd is None):
+            raise ValueError("give exactly one of per_million_requests_usd or instance_hour_usd")
+        return self
+
+
+class EmbeddingRouterConfig(StrictModel):
+    """Settings shared by the embedding routers: the model, what is embedded, score thresholds."""
+
+    model: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="sentence-transformers model: a name resolved offline (bundled MiniLM, local HF cache) or a local path",
+    )
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="auto: bfloat16 autocast on CPUs with native bf16 units, else float32"
+    )
+    text: Literal["last_user", "conversation"] = Field(
+        default="last_user", description="what is embedded: the last user message, or every non-system message"
+    )
+    max_chars: int | None = Field(
+        default=1000,
+        ge=64,
+        description="longer texts are embedded from their first and last max_chars/2 characters, where "
+        "instructions and questions sit (the model reads only ~256 tokens); null: the whole text",
+    )
+    thresholds: list[ScoreThreshold] = Field(
+        min_length=1, description="score (0-10) cut points in non-decreasing order; above the last: default_tier"
+    )
+    default_tier: str
+    tokenizer_tier: str | None = Field(
+        default=None, description="tier whose tokenizer counts prompt length (for the length baseline)"
+    )
+    pricing: RouterPricing | None = None
+
+    @model_validator(mode="after")
+    def _increasing(self) -> EmbeddingRouterConfig:
+        scores = [t.max_score for t in self.thresholds]
+        if any(b < a for a, b in zip(scores, scores[1:], strict=False)):
+            raise ValueError(f"thresholds: max_score values must not decrease (got {', '.join(f'{s:g}' for s in scores)})")
+        return self
+
+
+class ComplexityRouterConfig(EmbeddingRouterConfig):
+    """Similarity to calibration exemplars -> a 0-10 complexity score -> a tier."""
+
+    kind: Literal["complexity"]
+    exemplars: dict[str, list[str]] = Field(
+        description="`simple:` and `complex:` example prompts, or one list per tier name from the cheapest tier up"
+    )
+    top_k: int = Field(default=3, ge=1, description="similarities averaged per exemplar class")
+    temperature: float = Field(default=0.05, gt=0, description="softmax temperature over the class similarities")
+
+    @model_validator(mode="after")
+    def _exemplars(self) -> ComplexityRouterConfig:
+        if len(self.exemplars) < 2:
+            raise ValueError("exemplars: give at least two classes (simple and complex, or two tiers)")
+        if set(self.exemplars) & set(BINARY_CLASSES) and set(self.exemplars) != set(BINARY_CLASSES):
+            raise ValueError("exemplars: use either `simple` and `complex`, or tier names, not a mix")
+        for name, texts in self.exemplars.items():
+            if not texts or any(not t.strip() for t in texts):
+                raise ValueError(f"exemplars.{name}: give at least one non-empty example prompt")
+        return self
+
+    @property
+    def classes(self) -> list[str]:
+        """Exemplar classes from the simplest to the most complex."""
+        if set(self.exemplars) == set(BINARY_CLASSES):
+            return list(BINARY_CLASSES)
+        return list(self.exemplars)
+
+
+class KnnRouterConfig(EmbeddingRouterConfig):
+    """Nearest labelled fixtures vote: the mean complexity of the k most similar -> a 0-10 score."""
+
+    kind: Literal["knn"]
+    train: list[str] | None = Field(
+        default=None, description="labelled fixture files/dirs (relative to this file); default: the run's fixtures"
+    )
+    k: int = Field(default=7, ge=1)
+    classes: list[str] = Field(
+        default_factory=lambda: list(BINARY_CLASSES),
+        min_length=2,
+        description="label values from the simplest to the most complex (simple, complex, or tier names)",
+    )
+
+    @model_validator(mode="after")
+    def _classes(self) -> KnnRouterConfig:
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes: each label once")
+        if set(self.classes) & set(BINARY_CLASSES) and self.classes != list(BINARY_CLASSES):
+            raise ValueError("classes: use [simple, complex] (in that order) or tier names, not a mix")
+        return self
+
+
+RouterConfig = Annotated[
+    RulesRouterConfig | LengthRouterConfig | ComplexityRouterConfig | KnnRouterConfig, Field(discriminator="kind")
+]
+
+
+class CascadeConfig(StrictModel):
+    """The small tier answers with a confidence; below `threshold` the request also goes to `to_tier`."""
+
+    enabled: bool = True
+    from_tier: str
+    to_tier: str
+    threshold: float = Field(ge=0, le=1, description="escalate when the confidence is below this")
+    estimate: Literal["router_score", "label", "none"] = Field(
+        default="router_score",
+        description="confidence where no recorded one exists: router_score (logistic fit of the router score "
+        "on labelled fixtures), label (simple = 1, complex = 0: an oracle), none (never escalate)",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CascadeConfig:
+        if self.from_tier == self.to_tier:
+            raise ValueError("cascade: from_tier and to_tier must differ")
+        return self
 
 
 class ExactCacheConfig(StrictModel):
@@ -143,6 +276,7 @@ class StackConfig(StrictModel):
     tiers: list[TierConfig] = Field(min_length=1)
     router: RouterConfig | None = None
     caches: CachesConfig = Field(default_factory=CachesConfig)
+    cascade: CascadeConfig | None = None
     suites: dict[str, SuiteConfig] = Field(default_factory=dict)
     traffic: TrafficConfig
     fixtures: list[str] = Field(default_factory=lambda: ["fixtures"])
@@ -170,6 +304,15 @@ class StackConfig(StrictModel):
             items = self.router.rules if isinstance(self.router, RulesRouterConfig) else self.router.thresholds
             for i, item in enumerate(items):
                 check(item.tier, f"router item {i}")
+            if isinstance(self.router, ComplexityRouterConfig) and set(self.router.exemplars) != set(BINARY_CLASSES):
+                for name in self.router.exemplars:
+                    check(name, "router.exemplars")
+            if isinstance(self.router, KnnRouterConfig) and self.router.classes != list(BINARY_CLASSES):
+                for name in self.router.classes:
+                    check(name, "router.classes")
+        if self.cascade is not None:
+            check(self.cascade.from_tier, "cascade.from_tier")
+            check(self.cascade.to_tier, "cascade.to_tier")
         shares = [s.share for s in self.suites.values() if s.share is not None]
         if shares and len(shares) != len(self.suites):
             raise ValueError("suites: give a share for every suite or for none")
@@ -203,6 +346,16 @@ class LoadedStack:
 
         line = line_of(self._raw, loc)
         return f"{self.path}{':' + str(line) if line else ''}: {format_loc(loc)}"
+
+    def line(self, *loc: Any) -> int | None:
+        """The line of `loc` inside the config file."""
+        return line_of(self._raw, loc)
+
+    def error(self, message: str, *loc: Any) -> ConfigError:
+        """A ConfigError located at `loc` inside the config (file, line, key path)."""
+        from costguard.yamlio import format_loc
+
+        return ConfigError(message, file=self.path, line=line_of(self._raw, loc), key=format_loc(loc) or None)
 
 
 def load_stack(path: str | Path) -> LoadedStack:

@@ -2,17 +2,27 @@
 
 A router sees the whole fixture batch at once (embedding routers encode in batches) and returns
 one decision per request. The rules router and the length router live here; the embedding
-complexity and kNN routers plug in through `build_router`.
+complexity and kNN routers (`costguard.complexity`) plug in through `build_router`.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
-from costguard.config import LengthRouterConfig, RulesRouterConfig, StackConfig
+from costguard.config import (
+    BINARY_CLASSES,
+    ComplexityRouterConfig,
+    KnnRouterConfig,
+    LengthRouterConfig,
+    RulesRouterConfig,
+    StackConfig,
+)
+from costguard.errors import ConfigError
 from costguard.fixtures import Fixture
 
 
@@ -29,10 +39,55 @@ class RouteDecision:
     score: float | None = None
 
 
+@dataclass
+class RouterOverhead:
+    """Per-request scoring latency of the router as deployed (one request at a time)."""
+
+    samples_s: list[float] = field(default_factory=list)
+    source: str = "measured"  # "measured" | "stored" (an earlier run's) | "not_measured"
+    method: str = ""
+
+
+@dataclass
+class RoutingRun:
+    """Run-level routing facts that the per-request records cannot hold (the report's routing section)."""
+
+    kind: str
+    description: str
+    score_range: tuple[float, float] | None = None  # None: scores are not on a fixed scale (or absent)
+    overhead: RouterOverhead | None = None
+    cascade: dict[str, Any] | None = None  # CascadeTally.summary()
+
+
 class Router(Protocol):
     kind: str
 
     def route(self, batch: Sequence[RouteInput]) -> list[RouteDecision]: ...
+
+
+OVERHEAD_PROBES = 64
+
+
+def overhead_probes(batch: Sequence[RouteInput], limit: int = OVERHEAD_PROBES) -> list[RouteInput]:
+    """A deterministic sample spread over the batch, for the router-overhead measurement."""
+    step = max(1, len(batch) // limit)
+    return list(batch[::step][:limit])
+
+
+def measure_overhead(router: Router, probes: Sequence[RouteInput]) -> RouterOverhead | None:
+    """The router's per-request latency on `probes`: its own measurement where it has one
+    (embedding routers), else each probe routed alone and timed."""
+    own = getattr(router, "measure_overhead", None)
+    if own is not None:
+        return own(probes)
+    if not probes:
+        return None
+    samples = []
+    for item in probes:
+        started = time.perf_counter()
+        router.route([item])
+        samples.append(time.perf_counter() - started)
+    return RouterOverhead(samples, "measured", f"each of {len(samples)} probe requests routed alone, in process")
 
 
 class SingleTierRouter:
@@ -96,13 +151,41 @@ class LengthRouter:
         return out
 
 
+def tiers_by_strength(config: StackConfig) -> list[str]:
+    """Tiers from the weakest to the strongest: config order, with the largest tier last."""
+    largest = config.largest.name
+    return [t.name for t in config.tiers if t.name != largest] + [largest]
+
+
+def sufficient_rank(label: str | None, order: Sequence[str]) -> int | None:
+    """The rank (in `order`) of the weakest tier that answers a request with this label well.
+
+    `simple` -> the weakest tier; `complex` -> only the strongest; a tier name -> that tier
+    (or any stronger). Other labels (and none) say nothing: None.
+    """
+    if label is None:
+        return None
+    if label == BINARY_CLASSES[0]:
+        return 0
+    if label == BINARY_CLASSES[1]:
+        return len(order) - 1
+    if label in order:
+        return list(order).index(label)
+    return None
+
+
 def router_tokenizer_tier(config: StackConfig) -> str:
     tier = getattr(config.router, "tokenizer_tier", None) if config.router else None
     return tier or config.tiers[0].name
 
 
-def build_router(config: StackConfig, **context: object) -> Router:
-    """The router for a stack config. `context` carries shared resources (e.g. the embedding cache)."""
+def build_router(config: StackConfig, **context: Any) -> Router:
+    """The router for a stack config.
+
+    `context`: `project` (an api.Project: its root, fixtures, cache directory and shared
+    embedding cache), or the pieces alone: `root`, `fixtures`, `embedding_cache`, `cache_dir`.
+    Without a cache the embedding routers keep vectors in memory only.
+    """
     rc = config.router
     if rc is None:
         return SingleTierRouter(config.tiers[0].name)
@@ -110,4 +193,31 @@ def build_router(config: StackConfig, **context: object) -> Router:
         return RulesRouter(rc)
     if isinstance(rc, LengthRouterConfig):
         return LengthRouter(rc)
+    if isinstance(rc, (ComplexityRouterConfig, KnnRouterConfig)):
+        return _embedding_router(rc, **context)
     raise TypeError(f"unsupported router kind {getattr(rc, 'kind', rc)!r}")
+
+
+def _embedding_router(rc: ComplexityRouterConfig | KnnRouterConfig, **context: Any) -> Router:
+    from costguard import complexity
+
+    project = context.get("project")
+    root = Path(context.get("root") or (project.root if project is not None else "."))
+    cache = context.get("embedding_cache") or (project.embedding_cache() if project is not None else None)
+    cache_dir = context.get("cache_dir") or (project.cache_dir if project is not None else None)
+    overhead_dir = Path(cache_dir) / "router-overhead" if cache_dir is not None else None
+    try:
+        embedder = complexity.make_embedder(rc, root=root, cache=cache)
+    except ConfigError as exc:
+        if project is None or exc.file is not None:
+            raise
+        raise project.stack.error(exc.message, "router", "model") from None
+    if isinstance(rc, ComplexityRouterConfig):
+        return complexity.ComplexityRouter(rc, embedder, overhead_dir=overhead_dir)
+    if rc.train is not None:
+        from costguard.fixtures import load_fixtures
+
+        training = load_fixtures(rc.train, root=root)
+    else:
+        training = context.get("fixtures") or (project.fixtures if project is not None else [])
+    return complexity.KnnRouter(rc, embedder, training, overhead_dir=overhead_dir)
