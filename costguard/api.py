@@ -25,7 +25,7 @@ from costguard.pricing import TierPrice, resolve_price
 from costguard.projection import aggregate
 from costguard.records import RequestRecord
 from costguard.report import SCHEMA_VERSION, RunReport
-from costguard.router import build_router, router_tokenizer_tier
+from costguard.router import RoutingRun, build_router, router_tokenizer_tier
 
 DEFAULT_CONFIG = "costguard.yaml"
 
@@ -43,6 +43,7 @@ class Project:
     fixture_paths: list[str]
     _tokenizers: dict[str, Any] = field(default_factory=dict, repr=False)
     _prices: dict[str, TierPrice] | None = field(default=None, repr=False)
+    _embedding_cache: Any = field(default=None, repr=False)
 
     @property
     def config(self) -> StackConfig:
@@ -56,6 +57,15 @@ class Project:
     def cache_dir(self) -> Path:
         path = Path(self.config.cache_dir)
         return path if path.is_absolute() else self.root / path
+
+    def embedding_cache(self) -> Any:
+        """The project's on-disk embedding cache (`<cache_dir>/embeddings`), one instance shared by
+        the embedding routers and the semantic cache."""
+        if self._embedding_cache is None:
+            from costguard.embeddings import EmbeddingCache
+
+            self._embedding_cache = EmbeddingCache(directory=self.cache_dir / "embeddings")
+        return self._embedding_cache
 
     def tokenizer(self, tier_name: str) -> Any:
         """The tier's ChatTokenizer (tiers with the same tokenizer spec share one instance)."""
@@ -180,8 +190,18 @@ def make_backend(name: str, config: StackConfig) -> Backend:
     return OfflineBackend(config)
 
 
-def replay(project: Project, *, backend: str = "offline", progress: Progress | None = None) -> tuple[list[RequestRecord], str]:
-    """Every fixture through the stack: one RequestRecord per fixture, and the backend's name.
+@dataclass
+class Replay:
+    """The outcome of replaying the fixtures: one record per fixture, the backend's name, and the
+    run-level routing facts (router overhead, cascade method) the records cannot hold."""
+
+    records: list[RequestRecord]
+    backend: str
+    routing: RoutingRun | None = None
+
+
+def replay(project: Project, *, backend: str = "offline", progress: Progress | None = None) -> Replay:
+    """Every fixture through the stack.
 
     Front ends that add records of their own (the pytest plugin's observed calls) aggregate
     them together with these through `report_from_records`.
@@ -192,20 +212,30 @@ def replay(project: Project, *, backend: str = "offline", progress: Progress | N
     tokens = count_prompt_tokens(project, progress=progress)
     router = build_router(config, project=project)
     pipeline = Pipeline(config, router=router, backend=tier_backend, prices=prices, tokens=tokens, progress=progress)
-    return pipeline.run(project.fixtures), tier_backend.name
+    records = pipeline.run(project.fixtures)
+    return Replay(records, tier_backend.name, pipeline.routing)
 
 
-def report_from_records(project: Project, records: Sequence[RequestRecord], *, backend: str, seconds: float) -> RunReport:
+def report_from_records(
+    project: Project,
+    records: Sequence[RequestRecord],
+    *,
+    backend: str,
+    seconds: float,
+    routing: RoutingRun | None = None,
+) -> RunReport:
     """Aggregate records (traffic x pricing) into the RunReport."""
-    sections = aggregate(records, project.config, project.prices())
+    sections = aggregate(records, project.config, project.prices(), routing=routing)
     return build_report(project, records, sections, backend=backend, seconds=seconds)
 
 
 def run(project: Project, *, backend: str = "offline", progress: Progress | None = None) -> RunReport:
     """Replay every fixture through the stack and build the RunReport."""
     started = time.perf_counter()
-    records, backend_name = replay(project, backend=backend, progress=progress)
-    return report_from_records(project, records, backend=backend_name, seconds=time.perf_counter() - started)
+    done = replay(project, backend=backend, progress=progress)
+    return report_from_records(
+        project, done.records, backend=done.backend, seconds=time.perf_counter() - started, routing=done.routing
+    )
 
 
 def build_report(

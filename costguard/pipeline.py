@@ -11,14 +11,26 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from costguard.backends import Backend, CallResult, PlannedCall
 from costguard.caches.exact import CacheOutcome, ExactResultCache
 from costguard.config import StackConfig, TierConfig
 from costguard.fixtures import Fixture
 from costguard.pricing import TierPrice
-from costguard.records import RequestRecord, TierCall
-from costguard.router import RouteDecision, RouteInput, Router, router_tokenizer_tier
+from costguard.records import ESTIMATED_OUTPUT, RequestRecord, RouteAlternatives, TierCall
+from costguard.router import (
+    RouteDecision,
+    RouteInput,
+    Router,
+    RoutingRun,
+    measure_overhead,
+    overhead_probes,
+    router_tokenizer_tier,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from costguard.cascade import CascadeTally
 
 Progress = Callable[[str, int, int], None]
 
@@ -91,6 +103,7 @@ def price_call(price: TierPrice, tier: str, stage: str, result: CallResult) -> T
         latency_s=result.latency_s,
         latency_source=result.latency_source,
         confidence=result.confidence,
+        confidence_source="recorded" if result.confidence is not None else None,
         response_ref=result.response_ref,
     )
 
@@ -121,6 +134,7 @@ class Pipeline:
         self.prices = prices
         self.tokens = tokens
         self.progress = progress or (lambda stage, done, total: None)
+        self.routing: RoutingRun | None = None  # set by run()
         self.exact_cache = (
             ExactResultCache(max_temperature=config.caches.exact.max_temperature)
             if config.caches.exact.enabled
@@ -128,12 +142,10 @@ class Pipeline:
         )
 
     # -- stages -------------------------------------------------------------------------
-    def _route(self, fixtures: Sequence[Fixture]) -> list[RouteDecision]:
-        counts = self.tokens.counts[router_tokenizer_tier(self.config)]
-        batch = [RouteInput(fx, counts[i]) for i, fx in enumerate(fixtures)]
+    def _route(self, batch: Sequence[RouteInput]) -> list[RouteDecision]:
         decisions = self.router.route(batch)
-        if len(decisions) != len(fixtures):
-            raise RuntimeError(f"router {self.router.kind} returned {len(decisions)} decisions for {len(fixtures)} requests")
+        if len(decisions) != len(batch):
+            raise RuntimeError(f"router {self.router.kind} returned {len(decisions)} decisions for {len(batch)} requests")
         return decisions
 
     def _cache(self, fixture: Fixture) -> CacheOutcome:
@@ -162,7 +174,9 @@ class Pipeline:
         order = arrival_order(fixtures, self.config.traffic.seed)
         monthly = monthly_requests(fixtures, self.config)
         self.progress("route", 0, n)
-        decisions = self._route(fixtures)
+        batch = self._route_batch(fixtures)
+        decisions = self._route(batch)
+        overhead = measure_overhead(self.router, overhead_probes(batch)) if batch else None
         self.progress("route", n, n)
 
         outcomes: dict[int, CacheOutcome] = {}
@@ -175,6 +189,9 @@ class Pipeline:
         results = self.backend.execute(planned)
         self.progress("serve", n, n)
 
+        primary = {i: self._priced(decisions[i].tier, "primary", results[arrival]) for arrival, i in enumerate(order)}
+        escalations, tally = self._cascade(fixtures, order, decisions, outcomes, primary)
+
         # The counterfactual: every request on the largest tier, no caches, no cascade.
         largest = self.config.largest
         cf_planned = []
@@ -183,14 +200,17 @@ class Pipeline:
             call.arrival_index = arrival
             cf_planned.append(call)
         cf_results = self._counterfactual_results(cf_planned)
+        alternatives = self._alternatives(fixtures, batch)
 
         records: list[RequestRecord | None] = [None] * n
         for arrival, i in enumerate(order):
             fx = fixtures[i]
             decision = decisions[i]
             outcome = outcomes[i]
-            primary = self._priced(decision.tier, "primary", results[arrival])
             cf = self._priced(largest.name, "counterfactual", cf_results[arrival])
+            calls = [primary[i]]
+            if i in escalations:
+                calls.append(escalations[i])
             records[i] = RequestRecord(
                 fixture_id=fx.id,
                 suite=fx.suite,
@@ -202,12 +222,82 @@ class Pipeline:
                 route_tier=decision.tier,
                 route_reason=decision.reason,
                 route_score=decision.score,
+                route_label=fx.label,
                 cache=outcome.outcome,
                 cache_detail=outcome.detail,
-                calls=[primary],
+                calls=calls,
                 counterfactual=cf,
+                alternatives=alternatives[i],
             )
+        self.routing = RoutingRun(
+            kind=self.router.kind,
+            description=getattr(self.router, "description", f"{self.router.kind} router"),
+            score_range=getattr(self.router, "score_range", None),
+            overhead=overhead,
+            cascade=tally.summary() if tally is not None else None,
+        )
         return [r for r in records if r is not None]
+
+    def _route_batch(self, fixtures: Sequence[Fixture]) -> list[RouteInput]:
+        counts = self.tokens.counts[router_tokenizer_tier(self.config)]
+        return [RouteInput(fx, counts[i]) for i, fx in enumerate(fixtures)]
+
+    def _cascade(
+        self,
+        fixtures: Sequence[Fixture],
+        order: Sequence[int],
+        decisions: Sequence[RouteDecision],
+        outcomes: dict[int, CacheOutcome],
+        primary: dict[int, TierCall],
+    ) -> tuple[dict[int, TierCall], CascadeTally | None]:
+        """Escalate the first tier's low-confidence answers: a second, priced call on the next tier."""
+        cc = self.config.cascade
+        if cc is None or not cc.enabled:
+            return {}, None
+        from costguard.cascade import CascadeTally, estimate_confidence
+
+        estimate = estimate_confidence(
+            cc,
+            self.config,
+            fixtures,
+            [d.score for d in decisions],
+            score_range=getattr(self.router, "score_range", None),
+            router_kind=self.router.kind,
+        )
+        tally = CascadeTally(cc, estimate.method)
+        planned: list[tuple[int, PlannedCall]] = []
+        to_tier = self.config.tier(cc.to_tier)
+        for arrival, i in enumerate(order):
+            if decisions[i].tier != cc.from_tier or outcomes[i].outcome in ("exact", "semantic"):
+                continue
+            call = primary[i]
+            escalate, confidence, source = tally.decide(call.confidence, estimate.values[i])
+            call.confidence, call.confidence_source = confidence, source
+            if escalate:
+                plan = self._plan(i, fixtures[i], to_tier, "escalation")
+                plan.arrival_index = arrival
+                planned.append((i, plan))
+        tally.escalated = [i for i, _ in planned]
+        results = self.backend.execute([plan for _, plan in planned]) if planned else []
+        return {i: self._priced(cc.to_tier, "escalation", r) for (i, _), r in zip(planned, results, strict=True)}, tally
+
+    def _alternatives(self, fixtures: Sequence[Fixture], batch: Sequence[RouteInput]) -> list[RouteAlternatives]:
+        """Each request priced on every tier with the offline output estimate, no caches: what the
+        routing baselines (all-small, all-large, random, length) are computed from."""
+        from costguard.backends.offline import OfflineBackend
+
+        offline = self.backend if isinstance(self.backend, OfflineBackend) else OfflineBackend(self.config)
+        out = []
+        for i, fx in enumerate(fixtures):
+            output, source = offline.output_tokens_for(fx)
+            costs = {}
+            estimated = source in ESTIMATED_OUTPUT
+            for tier in self.config.tiers:
+                price = self.prices[tier.name]
+                costs[tier.name] = price.cost(self.tokens.counts[tier.name][i], 0, output)
+                estimated = estimated or price.estimated or self.tokens.sources[tier.name] == "approximate"
+            out.append(RouteAlternatives(batch[i].prompt_tokens, costs, estimated))
+        return out
 
     def _counterfactual_results(self, calls: list[PlannedCall]) -> list[CallResult]:
         """No caches: the same output-token source as the served call, no cached prompt tokens."""

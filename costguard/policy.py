@@ -434,3 +434,4 @@ def acknowledge(result: dict[str, Any], ack: Acknowledgement) -> dict[str, Any]:
 
 # Metrics defined in their own modules register themselves on import (they import this module).
 from costguard import regression as _regression  # noqa: E402,F401
+from costguard import routing_metrics as _routing_metrics  # noqa: E402,F401

@@ -11,6 +11,8 @@ from typing import Any
 from costguard.config import StackConfig
 from costguard.pricing import TierPrice
 from costguard.records import RequestRecord
+from costguard.router import RoutingRun
+from costguard.routing_metrics import routing_details
 
 
 def weighted_percentile(values: Sequence[float], weights: Sequence[float], q: float) -> float:
@@ -53,8 +55,17 @@ def _usage_block() -> dict[str, float]:
     }
 
 
-def aggregate(records: Sequence[RequestRecord], config: StackConfig, prices: dict[str, TierPrice]) -> dict[str, Any]:
-    """The report's aggregate sections: totals, tiers, suites, cache, routing, counterfactual, provenance."""
+def aggregate(
+    records: Sequence[RequestRecord],
+    config: StackConfig,
+    prices: dict[str, TierPrice],
+    *,
+    routing: RoutingRun | None = None,
+) -> dict[str, Any]:
+    """The report's aggregate sections: totals, tiers, suites, cache, routing, counterfactual, provenance.
+
+    `routing`: the run-level routing facts (router overhead, cascade method) from the pipeline.
+    """
     weights = [r.monthly_requests for r in records]
     total_requests = sum(weights)
 
@@ -171,7 +182,7 @@ def aggregate(records: Sequence[RequestRecord], config: StackConfig, prices: dic
         },
         "hit_rate": (cache_hits["exact"] + cache_hits["semantic"]) / total_requests if total_requests else 0.0,
     }
-    routing = {
+    routing_block = {
         "shares": {name: tiers[name]["share"] for name in tiers},
         "cache_share": sum(v for k, v in served.items() if k.startswith("cache:")) / total_requests
         if total_requests
@@ -179,12 +190,13 @@ def aggregate(records: Sequence[RequestRecord], config: StackConfig, prices: dic
         "escalation_rate": escalated / total_requests if total_requests else 0.0,
         "escalation_cost_per_month": escalation_cost,
     }
+    routing_block.update(routing_details(records, config, prices, routing))
     return {
         "totals": totals,
         "tiers": tiers,
         "suites": dict(sorted(suites.items())),
         "cache": cache,
-        "routing": routing,
+        "routing": routing_block,
         "counterfactual": counterfactual,
         "provenance": provenance,
     }

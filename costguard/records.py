@@ -34,6 +34,7 @@ class TierCall:
     latency_s: float | None = None
     latency_source: str | None = None
     confidence: float | None = None
+    confidence_source: str | None = None  # "recorded" (the tier's own answer) | "estimated" (cascade)
     response_ref: str | None = None  # recorded-response key, when one was used
 
     @property
@@ -59,11 +60,23 @@ class TierCall:
             "cost_estimated": self.cost_estimated,
             "estimated": self.estimated,
         }
-        for key in ("latency_s", "latency_source", "confidence", "response_ref"):
+        for key in ("latency_s", "latency_source", "confidence", "confidence_source", "response_ref"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
         return out
+
+
+@dataclass(slots=True)
+class RouteAlternatives:
+    """The request priced on every tier (no caches, no cascade): the routing baselines' input.
+
+    Not written to the report (the routing section holds what is computed from it).
+    """
+
+    prompt_tokens: int  # counted with the router's tokenizer tier: the length baseline's input
+    tier_cost_usd: dict[str, float]
+    estimated: bool  # output tokens expected/prior, or GPU-time prices from declared throughput
 
 
 @dataclass(slots=True)
@@ -80,12 +93,14 @@ class RequestRecord:
     route_tier: str
     route_reason: str
     route_score: float | None = None
+    route_label: str | None = None  # the fixture's `label:` (simple / complex / a tier name)
     cache: str = "miss"  # "miss" | "exact" | "semantic" | "bypass"
     cache_detail: str | None = None
     calls: list[TierCall] = field(default_factory=list)  # what serving it on the stack costs
     counterfactual: TierCall | None = None  # the same request on the largest tier, no caches
     quality: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    alternatives: RouteAlternatives | None = None
 
     @property
     def cache_hit(self) -> bool:
@@ -129,7 +144,7 @@ class RequestRecord:
             "weight": self.weight,
             "monthly_requests": self.monthly_requests,
             "arrival_index": self.arrival_index,
-            "route": {"tier": self.route_tier, "reason": self.route_reason, "score": self.route_score},
+            "route": self._route_dict(),
             "cache": {"outcome": self.cache, "detail": self.cache_detail},
             "served_by": self.served_by,
             "escalated": self.escalated,
@@ -147,3 +162,9 @@ class RequestRecord:
         if self.extra:
             out["extra"] = self.extra
         return out
+
+    def _route_dict(self) -> dict[str, Any]:
+        route: dict[str, Any] = {"tier": self.route_tier, "reason": self.route_reason, "score": self.route_score}
+        if self.route_label is not None:
+            route["label"] = self.route_label
+        return route

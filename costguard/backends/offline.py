@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from costguard.backends import CallResult, PlannedCall
 from costguard.config import StackConfig
 from costguard.errors import ConfigError
+from costguard.fixtures import Fixture
 
 
 class OfflineBackend:
@@ -23,7 +24,16 @@ class OfflineBackend:
         self.config = config
 
     def output_tokens(self, call: PlannedCall) -> tuple[int, str]:
-        fx = call.fixture
+        return self.output_tokens_for(call.fixture)
+
+    def output_tokens_for(self, fx: Fixture) -> tuple[int, str]:
+        """(output tokens, source) for a fixture on any tier, capped by its max_tokens."""
+        output, source = self._uncapped(fx)
+        if fx.sampling.max_tokens is not None:
+            output = min(output, fx.sampling.max_tokens)
+        return output, source
+
+    def _uncapped(self, fx: Fixture) -> tuple[int, str]:
         if fx.expect.output_tokens is not None:
             return fx.expect.output_tokens, "expected"
         suite = self.config.suites.get(fx.suite)
@@ -42,8 +52,6 @@ class OfflineBackend:
         results = []
         for call in calls:
             output, source = self.output_tokens(call)
-            if call.fixture.sampling.max_tokens is not None:
-                output = min(output, call.fixture.sampling.max_tokens)
             results.append(
                 CallResult(
                     input_tokens=call.prompt_tokens,
