@@ -138,6 +138,59 @@ def schema(out_dir: str) -> None:
         click.echo(f"wrote {path}")
 
 
+@cli.command()
+@_config_option
+@_fixtures_option
+@click.option("--target-strong-share", type=click.FloatRange(0, 1), metavar="SHARE",
+              help="Share of requests (0-1) the strongest tier should get, e.g. 0.15.")
+@click.option("--target-share", "target_shares", multiple=True, metavar="TIER=SHARE",
+              help="Target share for one tier (repeatable); tiers without a target keep their current proportions.")
+@click.option("--holdout", multiple=True, type=click.Path(exists=True), metavar="PATH",
+              help="Fixture files or directories NOT used to calibrate: reports how far the shares drift on them.")
+@click.option("--write", is_flag=True, help="Write the new thresholds into the config file (only the numbers change).")
+@click.option("--format", "fmt", type=click.Choice(["terminal", "json"]), default="terminal", show_default=True)
+def calibrate(
+    config: str, fixtures: tuple[str, ...], target_strong_share: float | None, target_shares: tuple[str, ...],
+    holdout: tuple[str, ...], write: bool, fmt: str,
+) -> None:
+    """Pick router thresholds from the fixtures' score quantiles so each tier gets a target share."""
+    from costguard import api
+    from costguard.calibration import calibrate as run_calibration
+    from costguard.calibration import strong_tier, write_thresholds
+    from costguard.errors import UsageError
+
+    project = api.load_project(config, fixtures or None)
+    targets: dict[str, float] = {}
+    for item in target_shares:
+        tier, sep, value = item.partition("=")
+        try:
+            targets[tier.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not tier.strip():
+            raise UsageError(f"--target-share takes TIER=SHARE, e.g. large=0.15 (got {item!r})")
+    if target_strong_share is not None:
+        targets[strong_tier(project.config)] = target_strong_share
+    if not targets:
+        raise UsageError("give --target-strong-share SHARE or --target-share TIER=SHARE")
+    held = None
+    if holdout:
+        from costguard.fixtures import load_fixtures
+
+        held = load_fixtures(list(holdout), root=Path.cwd())
+    result = run_calibration(project, targets, holdout=held, holdout_paths=list(holdout))
+    if write:
+        write_thresholds(project.stack, result)
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps({**result.to_dict(), "written": write, "config": config}, indent=2))
+        return
+    from costguard.render.terminal import print_calibration
+
+    print_calibration(result.to_dict(), config=config, written=write)
+
+
 @cli.command("import-logs")
 @click.argument("log", type=click.Path(dir_okay=False))
 @click.option("--suite", required=True, help="Suite name for the imported fixtures.")

@@ -108,7 +108,11 @@ def summary_lines(report: RunReport) -> list[str]:
         )
     routing = report.get("routing", {})
     if routing.get("escalation_rate"):
-        lines.append(f"Cascade: {_pct(routing['escalation_rate'])} of requests escalated")
+        mark = EST if routing.get("escalation_estimated") else ""
+        lines.append(
+            f"Cascade: {_pct(routing['escalation_rate'])}{mark} of requests escalated, "
+            f"{_money(routing.get('escalation_cost_per_month', 0.0), est)}/month for the second calls"
+        )
     if not report.complete:
         lines.append(f"INCOMPLETE RUN: {report.get('incomplete_reason') or 'stopped early'}")
     if est:
@@ -142,8 +146,156 @@ def print_run(report: RunReport, console: Any | None = None) -> None:
         )
     for table in run_tables(report):
         console.print(table)
+    print_routing(report, console)
     for line in summary_lines(report):
         console.print(line, highlight=False, markup=False)
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:,.1f} ms"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else _pct(value)
+
+
+def routing_lines(routing: dict[str, Any]) -> list[str]:
+    """Plain lines of the routing section: routed shares, overhead, cascade, quality source."""
+    if not routing.get("routed_shares"):
+        return []
+    router = routing.get("router", {})
+    shares = " · ".join(f"{tier} {_pct(share)}" for tier, share in routing["routed_shares"].items())
+    lines = [f"Routing ({router.get('description') or router.get('kind', '?')}): {shares} of requests (before caches)"]
+    ov = routing.get("overhead") or {}
+    if ov.get("p99_s") is not None:
+        cost = ""
+        if ov.get("cost_per_month") is not None:
+            cost = f"; {_money(ov['cost_per_month'], ov.get('cost_estimated', False))}/month ({ov.get('price_basis', '')})"
+        where = "measured" if ov.get("source") == "measured" else "stored from an earlier run"
+        lines.append(
+            f"Router overhead: p50 {_ms(ov['p50_s'])}, p99 {_ms(ov['p99_s'])} per request ({where}: {ov.get('method', '')}){cost}"
+        )
+    elif ov:
+        lines.append(f"Router overhead: not measured ({ov.get('method', '')})")
+    esc = routing.get("escalation") or {}
+    if esc.get("enabled"):
+        mark = EST if esc.get("estimated") else ""
+        src = esc.get("confidence_sources", {})
+        lines.append(
+            f"Cascade {esc['from_tier']} -> {esc['to_tier']} below confidence {esc['threshold']:g}: "
+            f"{_pct(esc['rate'])}{mark} escalated, +{_money(esc['cost_per_month'])}/month; confidence recorded for "
+            f"{src.get('recorded', 0)}, estimated for {src.get('estimated', 0)}"
+            + (f" ({EST} estimated: {esc.get('method')})" if esc.get("estimated") else "")
+        )
+    return lines
+
+
+def routing_table(routing: dict[str, Any]) -> Any | None:
+    """The router against its baselines on the same fixtures (a rich Table), or None."""
+    from rich.table import Table
+
+    comparison = routing.get("comparison") or {}
+    if not comparison.get("available"):
+        return None
+    quality = comparison.get("quality") or {}
+    est = EST if comparison.get("estimated") else ""
+    table = Table(
+        title=f"Routing against baselines (same fixtures; each request on one tier, no caches, no cascade; "
+        f"{routing.get('strong_tier', 'strong')} = share on the strongest tier; quality from labels)",
+        title_justify="left", header_style="bold",
+    )
+    cols = ["baseline", routing.get("strong_tier", "strong"), "$/month", "router saves"]
+    if quality.get("available"):
+        cols += ["quality", "PGR", "APGR", "CPT(50%)", "CPT(80%)"]
+    for col in cols:
+        table.add_column(col, justify="left" if col == "baseline" else "right", no_wrap=True)
+    savings = comparison.get("savings", {})
+    short = {
+        "router": f"this router ({routing.get('router', {}).get('kind', '?')})",
+        "all_largest": f"all on {routing.get('strong_tier', 'largest')}",
+        "all_smallest": f"all on {routing.get('weak_tier', 'smallest')}",
+        "random": "random, same shares",
+        "length": "length, same shares",
+    }
+    for name, row in comparison["baselines"].items():
+        label = short.get(name, row["label"])
+        saved = savings.get(f"vs_{name}")
+        cells = [
+            _plain(label),
+            _pct(row["strong_share"]),
+            _money(row["cost_per_month"]) + est,
+            "" if saved is None else f"{_money(saved['saving_per_month'])} ({saved['saving_pct']:+.0f}%)",
+        ]
+        if quality.get("available"):
+            cells += [_ratio(row.get("quality")), _ratio(row.get("pgr")), _ratio(row.get("apgr")),
+                      _ratio(row.get("cpt50")), _ratio(row.get("cpt80"))]
+        table.add_row(*cells)
+    return table
+
+
+def print_routing(report: RunReport, console: Any) -> None:
+    """The routing section: routed shares, overhead, cascade, and the baselines table."""
+    routing = report.get("routing", {}) or {}
+    lines = routing_lines(routing)
+    if not lines:
+        return
+    table = routing_table(routing)
+    if table is not None:
+        console.print(table)
+        comparison = routing["comparison"]
+        quality = comparison.get("quality") or {}
+        if quality.get("available"):
+            console.print(
+                f"Baselines: random = {comparison['baselines']['random']['label']}; length = "
+                f"{comparison['baselines']['length']['label']}. Quality and PGR: {quality['note']} "
+                f"({quality['labelled_fixtures']} labelled fixtures, {_pct(quality['labelled_share'])} of traffic); "
+                "APGR over an 11-point strong-share sweep",
+                highlight=False, markup=False,
+            )
+            if quality.get("reason"):
+                console.print(f"PGR unavailable: {quality['reason']}", highlight=False, markup=False)
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+
+
+def print_calibration(result: dict[str, Any], *, config: str, written: bool, console: Any | None = None) -> None:
+    """`costguard calibrate`: old -> new thresholds, target and achieved shares, holdout drift."""
+    from rich.table import Table
+
+    console = console or make_console()
+    console.print(
+        f"Calibrated the {result['router']} router on {result['fixtures']} fixtures "
+        "(shares weighted by requests per month)",
+        highlight=False, markup=False,
+    )
+    table = Table(header_style="bold")
+    holdout = result.get("holdout")
+    cols = ["tier", "before", "target", "calibrated", f"{result['key']} (old -> new)"]
+    if holdout is not None:
+        cols += ["holdout", "drift"]
+    for col in cols:
+        table.add_column(col, justify="left" if col == "tier" else "right")
+    for k, tier in enumerate(result["tiers"]):
+        if k < len(result["new"]):
+            change = f"{result['old'][k]:g} -> {result['new'][k]:g}"
+        else:
+            change = "(above the last threshold)"
+        row = [tier, _pct(result["before"][tier]), _pct(result["targets"][tier]), _pct(result["achieved"][tier]), change]
+        if holdout is not None:
+            drift = result["drift"][tier]
+            row += [_pct(holdout[tier]), f"{100 * drift:+.1f} pts"]
+        table.add_row(*row)
+    console.print(table)
+    if holdout is not None:
+        console.print(
+            f"Holdout: {result['holdout_fixtures']} fixtures from {', '.join(result['holdout_paths'])} routed with the "
+            "new thresholds (not used to pick them)",
+            highlight=False, markup=False,
+        )
+    if written:
+        console.print(f"Wrote the new thresholds to {config}", highlight=False, markup=False)
+    else:
+        console.print(f"Not written: re-run with --write to save them to {config}", highlight=False, markup=False)
 
 
 STATUS_LABEL = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP"}
