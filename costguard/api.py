@@ -308,7 +308,7 @@ def build_report(
         "inputs": project.input_hashes(),
         **sections,
         "warnings": warnings,
-        "timing": {"seconds": round(seconds, 3)},
+        "timing": {**sections.get("timing", {}), "seconds": round(seconds, 3)},
         "records": record_dicts,
     }
     return RunReport(data)

@@ -130,10 +130,11 @@ def resolve_targets(targets: dict[str, float], current: dict[str, float], tiers:
 
 
 def _short(value: float, lo: float, hi: float) -> float:
-    """The shortest decimal in [lo, hi) (scores <= threshold stay below): readable YAML."""
+    """The shortest decimal strictly between two neighbouring scores: readable YAML, and never
+    on a score, where float noise in a re-computed embedding could flip the request."""
     for digits in range(0, 10):
         r = round(value, digits)
-        if lo <= r < hi:
+        if lo < r < hi:
             return r
     return value
 

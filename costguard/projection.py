@@ -12,7 +12,7 @@ from costguard.config import StackConfig
 from costguard.pricing import TierPrice
 from costguard.records import RequestRecord
 from costguard.router import RoutingRun
-from costguard.routing_metrics import routing_details
+from costguard.routing_metrics import router_overhead, routing_details
 
 
 def weighted_percentile(values: Sequence[float], weights: Sequence[float], q: float) -> float:
@@ -197,6 +197,7 @@ def aggregate(
         "suites": dict(sorted(suites.items())),
         "cache": cache,
         "routing": routing_block,
+        "timing": {"router_overhead": router_overhead(records, config, routing)},
         "counterfactual": counterfactual,
         "provenance": provenance,
     }

@@ -65,7 +65,7 @@ class Router(Protocol):
     def route(self, batch: Sequence[RouteInput]) -> list[RouteDecision]: ...
 
 
-OVERHEAD_PROBES = 64
+OVERHEAD_PROBES = 32
 
 
 def overhead_probes(batch: Sequence[RouteInput], limit: int = OVERHEAD_PROBES) -> list[RouteInput]:
@@ -214,10 +214,14 @@ def _embedding_router(rc: ComplexityRouterConfig | KnnRouterConfig, **context: A
         raise project.stack.error(exc.message, "router", "model") from None
     if isinstance(rc, ComplexityRouterConfig):
         return complexity.ComplexityRouter(rc, embedder, overhead_dir=overhead_dir)
-    if rc.train is not None:
-        from costguard.fixtures import load_fixtures
+    from costguard.fixtures import load_fixtures
 
+    if rc.train is not None:
         training = load_fixtures(rc.train, root=root)
     else:
+        # The run's fixtures; a project loaded without them (a pytest-xdist worker serving the
+        # tests' own calls) trains on the config's fixture paths.
         training = context.get("fixtures") or (project.fixtures if project is not None else [])
+        if not training and project is not None:
+            training = load_fixtures(project.config.fixtures, root=root)
     return complexity.KnnRouter(rc, embedder, training, overhead_dir=overhead_dir)

@@ -159,14 +159,14 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else _pct(value)
 
 
-def routing_lines(routing: dict[str, Any]) -> list[str]:
-    """Plain lines of the routing section: routed shares, overhead, cascade, quality source."""
+def routing_lines(routing: dict[str, Any], overhead: dict[str, Any] | None = None) -> list[str]:
+    """Plain lines of the routing section: routed shares, router overhead (from `timing`), cascade."""
     if not routing.get("routed_shares"):
         return []
     router = routing.get("router", {})
     shares = " · ".join(f"{tier} {_pct(share)}" for tier, share in routing["routed_shares"].items())
     lines = [f"Routing ({router.get('description') or router.get('kind', '?')}): {shares} of requests (before caches)"]
-    ov = routing.get("overhead") or {}
+    ov = overhead or {}
     if ov.get("p99_s") is not None:
         cost = ""
         if ov.get("cost_per_month") is not None:
@@ -236,7 +236,7 @@ def routing_table(routing: dict[str, Any]) -> Any | None:
 def print_routing(report: RunReport, console: Any) -> None:
     """The routing section: routed shares, overhead, cascade, and the baselines table."""
     routing = report.get("routing", {}) or {}
-    lines = routing_lines(routing)
+    lines = routing_lines(routing, (report.get("timing") or {}).get("router_overhead"))
     if not lines:
         return
     table = routing_table(routing)
