@@ -415,11 +415,13 @@ def test_bad_input_fails_at_the_costguard_step_and_the_artifacts_still_upload(pr
 def test_artifact_baseline_from_the_newest_run_on_the_base_branch(pr_repo, gh, tmp_path_factory) -> None:
     runner_dir = tmp_path_factory.mktemp("runner")
     job = Job(pr_repo, gh, runner_dir, base="HEAD~1")
-    # main's newest run (an older report of the v1 prompt), a fork's run on a branch named main,
-    # and a run on another branch: only the first may be the baseline
+    # main's run (a report of the v1 prompt), then newer ones that must not be the baseline:
+    # a fork's run on a branch it named main, a run on another branch, an expired artifact
     gh.add_artifact(OWNER, NAME, "costguard-live", run_id=501, head_branch="main")
     gh.add_artifact(OWNER, NAME, "costguard-live", run_id=502, head_branch="main", fork=True)
     gh.add_artifact(OWNER, NAME, "costguard-live", run_id=503, head_branch="feature")
+    gh.add_artifact(OWNER, NAME, "costguard-live", run_id=504, head_branch="main", expired=True)
+    gh.add_artifact(OWNER, NAME, "costguard-other", run_id=505, head_branch="main")
     git(pr_repo, "checkout", "-q", "HEAD~2")
     from costguard.cli import main as cli_main
 
@@ -470,3 +472,98 @@ def test_the_runner_double_evaluates_expressions_like_github() -> None:
     assert failed.condition("failure()") is True and failed.condition("true") is False
     with pytest.raises(Exception, match="unknown context 'input'"):
         ev.evaluate("input.backend")
+
+
+# -- hub tokenizers: keyed into the model cache, fetched before the projection ---------------------
+
+
+def test_hub_tokenizers_are_keyed_fetched_and_then_counted_offline(project_dir: Path, tmp_path: Path) -> None:
+    from tests.conftest import minilm_dir
+    from tests.doubles.hf_hub import HubDouble
+
+    tok = Path(minilm_dir())
+    stack = (project_dir / "costguard.yaml").read_text()
+    stack = stack.replace(f'hf: "{tok}", chat_template: chat.jinja', 'hf: "acme/tiny-chat"', 1)
+    stack = stack.replace(f'hf: "{tok}", chat_template: chat.jinja', 'hf: "acme/gated-chat"', 1)
+    (project_dir / "costguard.yaml").write_text(stack)
+    files = {"tokenizer.json": (tok / "tokenizer.json").read_bytes(),
+             "tokenizer_config.json": (tok / "tokenizer_config.json").read_bytes(),
+             "chat_template.jinja": (project_dir / "chat.jinja").read_bytes()}
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(REPO), "HF_HOME": str(tmp_path / "hf"),
+           "INPUT_CONFIG": "costguard.yaml", "GITHUB_OUTPUT": str(tmp_path / "out"), "RUNNER_OS": "Linux"}
+
+    def models(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "action" / "models.py"), *args], cwd=project_dir,
+                              env={**env, **extra}, capture_output=True, text=True, timeout=120)
+
+    from tests.doubles.actions_runner import parse_output_file
+
+    assert models("plan", INPUT_BACKEND="offline").returncode == 0
+    offline_key = parse_output_file((tmp_path / "out").read_text())["models-key"]
+    (tmp_path / "out").write_text("")
+    assert models("plan", INPUT_BACKEND="vllm").returncode == 0
+    planned = parse_output_file((tmp_path / "out").read_text())
+    assert offline_key.startswith("costguard-hf-Linux-") and planned["models-key"] != offline_key  # + weights
+    assert planned["models-paths"] == str(tmp_path / "hf")
+
+    with HubDouble() as hub:
+        hub.add_repo("acme/tiny-chat", files)
+        hub.add_repo("acme/gated-chat", files, gated_token="hf_granted")
+        denied = models("fetch-tokenizers", HF_ENDPOINT=hub.url)
+        assert denied.returncode == 2, denied.stderr
+        assert "costguard.yaml:" in denied.stderr and "tiers[1].tokenizer.hf" in denied.stderr
+        assert "'acme/gated-chat' is gated on the Hugging Face hub" in denied.stderr and "HF_TOKEN" in denied.stderr
+        assert "Traceback" not in denied.stderr and "::error title=costguard::" in denied.stdout
+        fetched = models("fetch-tokenizers", HF_ENDPOINT=hub.url, HF_TOKEN="hf_granted")
+        assert fetched.returncode == 0, fetched.stderr
+        assert "tokenizer acme/tiny-chat already in the Hugging Face cache" in fetched.stdout
+        assert "fetched the tokenizer of acme/gated-chat" in fetched.stdout
+        weights = [p for _, p in hub.requests if "model.safetensors" in p]
+        assert weights == []  # tokenizer files only, never the weights
+    # the projection now counts with the fetched tokenizers, without any network
+    proc = subprocess.run([sys.executable, "-m", "costguard", "run", "--quiet"], cwd=project_dir,
+                          env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((project_dir / "costguard-report.json").read_text())
+    assert report["complete"] is True
+
+
+def test_fork_flow_computes_without_commenting_then_the_workflow_run_job_comments(pr_repo, gh, tmp_path_factory) -> None:
+    job = Job(pr_repo, gh, tmp_path_factory.mktemp("runner"), base="HEAD~2")
+    [compute] = _action_steps(_yaml(EXAMPLES / "fork-pull-request.yml"))
+    result = job.run({**compute["with"], "install": "false"})
+    assert result.failed and job.ours() == []  # over budget, but a fork's token cannot comment
+    [upload] = job.uploads
+    artifact = Path(upload["path"])
+    assert (artifact / "pr-number").read_text() == f"{PR}\n"
+
+    # step 2, as fork-comment.yml runs it: the artifact downloaded to ./costguard, nothing checked out
+    workflow = _yaml(EXAMPLES / "fork-comment.yml")
+    steps = workflow["jobs"]["comment"]["steps"]
+    download = next(s for s in steps if s.get("uses", "").startswith("actions/download-artifact"))
+    assert download["with"]["name"] == upload["name"]
+    [comment_step] = [s for s in steps if s.get("name") == "Comment on the pull request"]
+    work = tmp_path_factory.mktemp("workflow-run")
+    shutil.copytree(artifact, work / download["with"]["path"])
+    shim = write(work / "bin" / "costguard", f'#!/bin/sh\nexec "{sys.executable}" -m costguard "$@"\n')
+    shim.chmod(0o755)
+
+    def comment(head_sha: str) -> subprocess.CompletedProcess:
+        github = {"token": TOKEN, "event": {"workflow_run": {"head_sha": head_sha, "id": 1001}}}
+        ev = Evaluator({"github": github}, lambda: False)
+        env = {k: ev.render(v) for k, v in comment_step["env"].items()}
+        env.update(PATH=f"{shim.parent}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(REPO), HOME=str(work),
+                   GITHUB_REPOSITORY=f"{OWNER}/{NAME}", GITHUB_API_URL=gh.url)
+        proc = subprocess.run(["bash", "-eo", "pipefail", "-c", comment_step["run"]], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert TOKEN not in proc.stdout + proc.stderr
+        return proc
+
+    stale = comment("f" * 40)  # the PR moved on (or the number was forged): no comment
+    assert stale.returncode == 0, stale.stderr
+    assert f"not commenting: pull request #{PR} is at commit {job.head_sha[:12]}" in stale.stderr
+    assert job.ours() == []
+    posted = comment(job.head_sha)
+    assert posted.returncode == 0, posted.stderr  # --fail-on never: the verdict is the compute job's
+    [c] = job.ours()
+    assert "❌ failed" in c["body"] and "posted the PR comment" in posted.stderr
