@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from costguard import __version__
+from costguard.backends import Backend
 from costguard.config import LoadedStack, StackConfig, load_stack
 from costguard.diff import Baseline, DiffReport, diff_reports
 from costguard.errors import ConfigError, UsageError
@@ -22,6 +23,7 @@ from costguard.pipeline import Pipeline, Progress, PromptTokens
 from costguard.policy import Acknowledgement, MetricContext, PolicyResult, evaluate, load_policy
 from costguard.pricing import TierPrice, resolve_price
 from costguard.projection import aggregate
+from costguard.records import RequestRecord
 from costguard.report import SCHEMA_VERSION, RunReport
 from costguard.router import build_router, router_tokenizer_tier
 
@@ -169,22 +171,41 @@ def count_prompt_tokens(project: Project, *, keep_ids: Sequence[str] = (), progr
     return PromptTokens(counts=counts, sources=sources, ids=ids)
 
 
+def make_backend(name: str, config: StackConfig) -> Backend:
+    """The tier backend called `name` (the one place backend names map to implementations)."""
+    if name != "offline":
+        raise ConfigError(f"unknown backend {name!r} (available: offline)")
+    from costguard.backends.offline import OfflineBackend
+
+    return OfflineBackend(config)
+
+
+def replay(project: Project, *, backend: str = "offline", progress: Progress | None = None) -> tuple[list[RequestRecord], str]:
+    """Every fixture through the stack: one RequestRecord per fixture, and the backend's name.
+
+    Front ends that add records of their own (the pytest plugin's observed calls) aggregate
+    them together with these through `report_from_records`.
+    """
+    config = project.config
+    prices = project.prices()
+    tier_backend = make_backend(backend, config)
+    tokens = count_prompt_tokens(project, progress=progress)
+    router = build_router(config, project=project)
+    pipeline = Pipeline(config, router=router, backend=tier_backend, prices=prices, tokens=tokens, progress=progress)
+    return pipeline.run(project.fixtures), tier_backend.name
+
+
+def report_from_records(project: Project, records: Sequence[RequestRecord], *, backend: str, seconds: float) -> RunReport:
+    """Aggregate records (traffic x pricing) into the RunReport."""
+    sections = aggregate(records, project.config, project.prices())
+    return build_report(project, records, sections, backend=backend, seconds=seconds)
+
+
 def run(project: Project, *, backend: str = "offline", progress: Progress | None = None) -> RunReport:
     """Replay every fixture through the stack and build the RunReport."""
     started = time.perf_counter()
-    config = project.config
-    prices = project.prices()
-    tokens = count_prompt_tokens(project, progress=progress)
-    router = build_router(config, project=project)
-    if backend != "offline":
-        raise ConfigError(f"unknown backend {backend!r} (available: offline)")
-    from costguard.backends.offline import OfflineBackend
-
-    tier_backend = OfflineBackend(config)
-    pipeline = Pipeline(config, router=router, backend=tier_backend, prices=prices, tokens=tokens, progress=progress)
-    records = pipeline.run(project.fixtures)
-    sections = aggregate(records, config, prices)
-    return build_report(project, records, sections, backend=tier_backend.name, seconds=time.perf_counter() - started)
+    records, backend_name = replay(project, backend=backend, progress=progress)
+    return report_from_records(project, records, backend=backend_name, seconds=time.perf_counter() - started)
 
 
 def build_report(
