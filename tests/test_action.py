@@ -253,7 +253,7 @@ def gh():
 @pytest.fixture
 def pr_repo(git_project: Path) -> Path:
     """Three commits: v1 of the prompt; v2 (longer, costs more); the policy and a README only."""
-    write(git_project / "policies" / "budget.yaml", POLICY)
+    write(git_project / readme_inputs()["policy"], POLICY)
     write(git_project / "README.md", "# widgets\n")
     git(git_project, "add", "-A")
     git(git_project, "commit", "-qm", "policy and readme")
@@ -378,7 +378,8 @@ def test_an_over_budget_pull_request_gets_the_comment_then_fails(pr_repo, gh, tm
     [comment] = job.ours()
     assert "❌ failed" in comment["body"] and "| ❌ | spend&#95;increase |" in comment["body"]
     line = POLICY.splitlines().index("  spend_increase:") + 1
-    assert f"::error file=policies/budget.yaml,line={line},title=costguard%3A spend_increase::" in ci.stdout
+    policy = readme_inputs()["policy"]
+    assert f"::error file={policy},line={line},title=costguard%3A spend_increase::" in ci.stdout
     out = result.outputs
     assert out["verdict"] == "fail" and out["changed"] == "true" and float(out["delta-usd"]) > 0.01
     assert result.summary.startswith("## 💰 Projected monthly spend +$")
@@ -393,7 +394,7 @@ def test_the_acknowledge_label_turns_the_failure_into_a_warning(pr_repo, gh, tmp
     body = job.ours()[0]["body"]
     assert "⚠️ passed with warnings" in body
     assert "Regressions acknowledged by the label cost-increase-ok (added by @&#8203;alice)" in body
-    assert "::warning file=policies/budget.yaml" in result.step("ci").stdout
+    assert f"::warning file={readme_inputs()['policy']}" in result.step("ci").stdout
     # fail-on: warn makes the same run fail
     strict = job.run({**readme_inputs(), "fail-on": "warn"})
     assert strict.failed and strict.step("Verdict").returncode == 1
@@ -401,12 +402,13 @@ def test_the_acknowledge_label_turns_the_failure_into_a_warning(pr_repo, gh, tmp
 
 def test_bad_input_fails_at_the_costguard_step_and_the_artifacts_still_upload(pr_repo, gh, tmp_path_factory) -> None:
     job = Job(pr_repo, gh, tmp_path_factory.mktemp("runner"), base="HEAD~1")
-    write(pr_repo / "policies" / "budget.yaml", "rules:\n  budget: {metric: monthly_spend, maxx: 1}\n")
+    policy = readme_inputs()["policy"]
+    write(pr_repo / policy, "rules:\n  budget: {metric: monthly_spend, maxx: 1}\n")
     result = job.run(readme_inputs())
     assert result.failed
     ci = result.step("ci")
     assert ci.outcome == "failure" and ci.returncode == 2
-    assert "policies/budget.yaml:2: rules.budget.maxx" in ci.stderr and "Traceback" not in ci.stderr
+    assert f"{policy}:2: rules.budget.maxx" in ci.stderr and "Traceback" not in ci.stderr
     assert result.step("Verdict").outcome == "skipped"
     assert result.step("Upload the report, diff and logs").outcome == "success"
     assert job.ours() == []
