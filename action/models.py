@@ -17,17 +17,21 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from step import guarded
 
+if TYPE_CHECKING:
+    from costguard.config import LoadedStack
 
-def _stack(config: str):  # -> costguard.config.LoadedStack
+
+def _stack(config: str) -> LoadedStack:
     from costguard.config import load_stack
 
     return load_stack(config)
 
 
-def hub_ids(stack, backend: str) -> list[str]:
+def hub_ids(stack: LoadedStack, backend: str) -> list[str]:
     """The Hugging Face repos this run reads: hub tokenizers, plus model weights for backend vllm."""
     from costguard.tokenization import hub_tokenizer_id
 
@@ -44,18 +48,13 @@ def hub_ids(stack, backend: str) -> list[str]:
     return sorted(ids)
 
 
-def _hf_home() -> Path:
-    if os.environ.get("HF_HOME"):
-        return Path(os.path.expanduser(os.environ["HF_HOME"]))
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(os.path.expanduser(xdg)) if xdg else Path.home() / ".cache") / "huggingface"
-
-
 def plan(config: str, backend: str, tag: str) -> dict[str, str]:
+    from costguard.tokenization import hf_hub_cache_dir
+
     stack = _stack(config)
     ids = hub_ids(stack, backend)
     runner_os = os.environ.get("RUNNER_OS", platform.system())
-    paths = [str(_hf_home())]
+    paths = [str(hf_hub_cache_dir())]
     if os.environ.get("TIKTOKEN_CACHE_DIR"):
         paths.append(str(Path(os.path.expanduser(os.environ["TIKTOKEN_CACHE_DIR"])).resolve()))
     models_key = ""

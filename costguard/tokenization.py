@@ -582,7 +582,8 @@ def _load_approximate(
 # -- Hugging Face ------------------------------------------------------------------------------
 
 
-def _hf_cache_dir() -> Path:
+def hf_hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, resolved as huggingface_hub does (where models and tokenizers land)."""
     env = os.environ
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         if env.get(var):
@@ -603,7 +604,7 @@ _MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?(@[\w.\-/]+)?$")
 def _find_in_hf_cache(model_id: str) -> tuple[Path | None, Path]:
     """(snapshot dir holding tokenizer.json or None, the repo dir that was looked at)."""
     repo_id, _, revision = model_id.partition("@")
-    repo_dir = _hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    repo_dir = hf_hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
     snapshots = repo_dir / "snapshots"
     candidates: list[Path] = []
     rev = revision or "main"
@@ -661,7 +662,7 @@ def fetch_hub_tokenizer(model_id: str, *, where: str = "tokenizer") -> Path:
     snapshot: Path | None = None
     for name in HUB_TOKENIZER_FILES:
         try:
-            got = hf_hub_download(repo_id, name, revision=revision or None, cache_dir=_hf_cache_dir())
+            got = hf_hub_download(repo_id, name, revision=revision or None, cache_dir=hf_hub_cache_dir())
         except EntryNotFoundError:
             if name == "tokenizer.json":
                 raise _error(

@@ -25,6 +25,7 @@ from costguard.github import is_ours, marker
 from tests.conftest import REPO, git, write
 from tests.doubles.actions_runner import ActionRun, CompositeRunner, Evaluator
 from tests.doubles.github_api import GitHubAPI
+from tests.test_pr_comment import OVER_BUDGET as POLICY
 
 ACTION_REF = "costguard/costguard@v1"
 EXAMPLES = REPO / "action" / "examples"
@@ -32,16 +33,6 @@ README_EXAMPLE = EXAMPLES / "pull-request.yml"
 TOKEN = "ghs_Act10nT0k3n_never_print_me_1234567890"
 OWNER, NAME = "octo", "widgets"
 PR = 7
-
-POLICY = """\
-rules:
-  budget:
-    metric: monthly_spend
-    max: 100000
-  spend_increase:
-    metric: monthly_spend_increase
-    max: 0.01
-"""
 
 
 def _yaml(path: Path) -> dict:
@@ -170,6 +161,10 @@ def _stack_invocations() -> dict[str, list[str]]:
 
 
 def test_vllm_steps_call_the_stack_commands_with_options_the_cli_accepts() -> None:
+    from tests.doubles.fake_vllm import DEFAULT_VERSION
+
+    # the vLLM the Action installs is the one the backend is tested against
+    assert _action()["inputs"]["vllm-version"]["default"] == DEFAULT_VERSION
     calls = _stack_invocations()
     assert set(calls) == {"up", "logs", "down"}
     assert calls["up"][:2] == ["stack", "up"] and "--config" in calls["up"] and "--timeout" in calls["up"]
@@ -506,7 +501,7 @@ def test_hub_tokenizers_are_keyed_fetched_and_then_counted_offline(project_dir: 
     assert models("plan", INPUT_BACKEND="vllm").returncode == 0
     planned = parse_output_file((tmp_path / "out").read_text())
     assert offline_key.startswith("costguard-hf-Linux-") and planned["models-key"] != offline_key  # + weights
-    assert planned["models-paths"] == str(tmp_path / "hf")
+    assert planned["models-paths"] == str(tmp_path / "hf" / "hub")
 
     with HubDouble() as hub:
         hub.add_repo("acme/tiny-chat", files)
