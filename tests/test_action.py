@@ -349,7 +349,7 @@ def test_a_pull_request_without_a_cost_change_passes_and_says_so(pr_repo, gh, tm
     assert result.summary.startswith("## 💰 Projected monthly spend unchanged")
     assert [s.name for s in result.steps if s.outcome == "skipped"] == [
         "Check the GPU", "Cache pip downloads",  # install: false
-        "Cache model weights and tokenizers",  # local tokenizer files, no hub ids
+        "Cache model weights and tokenizers", "Fetch tokenizers from the Hugging Face hub",  # local tokenizers
         "Start the vLLM stack", "Find the baseline artifact", "Download the baseline artifact",
         "Collect the vLLM logs", "Stop the vLLM stack"]
     [upload] = job.uploads
@@ -564,3 +564,15 @@ def test_fork_flow_computes_without_commenting_then_the_workflow_run_job_comment
     assert posted.returncode == 0, posted.stderr  # --fail-on never: the verdict is the compute job's
     [c] = job.ours()
     assert "❌ failed" in c["body"] and "posted the PR comment" in posted.stderr
+
+
+def test_backend_vllm_on_a_runner_without_a_gpu_stops_before_installing(pr_repo, gh, tmp_path_factory) -> None:
+    assert shutil.which("nvidia-smi") is None or pytest.skip("this machine has nvidia-smi")
+    job = Job(pr_repo, gh, tmp_path_factory.mktemp("runner"), base="HEAD~1")
+    result = job.run({**readme_inputs(), "backend": "vllm"})
+    assert result.failed
+    gpu = result.step("Check the GPU")
+    assert gpu.outcome == "failure" and "nvidia-smi is not on PATH" in gpu.stdout
+    ran = [s.name for s in result.steps if s.outcome != "skipped"]
+    assert ran == ["Set up Python", "Check the GPU"]  # no install, no stack to stop, nothing to upload
+    assert job.ours() == [] and job.uploads == []

@@ -32,6 +32,7 @@ import json
 import math
 import re
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -332,6 +333,7 @@ class StepResult:
     stderr: str = ""
     outputs: dict[str, str] = field(default_factory=dict)
     summary: str = ""
+    seconds: float = 0.0
 
 
 @dataclass
@@ -500,10 +502,12 @@ class CompositeRunner:
             "RUNNER_TEMP": str(self.temp),
         }
         cwd = self.workspace / ev.render(step.get("working-directory") or ".")
+        started = time.perf_counter()
         proc = subprocess.run(
             ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
             cwd=cwd, env=env, capture_output=True, text=True, timeout=self.timeout,
         )
+        result.seconds = time.perf_counter() - started
         result.returncode = proc.returncode
         result.stdout, result.stderr = proc.stdout, proc.stderr
         result.outputs = parse_output_file(output.read_text(encoding="utf-8"))
