@@ -224,7 +224,6 @@ class EmbeddingRouter:
         self.config = config
         self.embedder = embedder
         self.overhead_store = OverheadStore(overhead_dir)
-        self.last_scores: list[float] = []
 
     @property
     def description(self) -> str:
@@ -245,7 +244,6 @@ class EmbeddingRouter:
 
     def route(self, batch: Sequence[RouteInput]) -> list[RouteDecision]:
         scores = self.scores(self.texts(batch))
-        self.last_scores = scores
         out = []
         for s in scores:
             tier, reason = tier_for_score(s, self.config.thresholds, self.config.default_tier)

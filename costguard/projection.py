@@ -190,7 +190,7 @@ def aggregate(
         "escalation_rate": escalated / total_requests if total_requests else 0.0,
         "escalation_cost_per_month": escalation_cost,
     }
-    routing_block.update(routing_details(records, config, prices, routing))
+    routing_block.update(routing_details(records, config, routing))
     return {
         "totals": totals,
         "tiers": tiers,

@@ -26,7 +26,6 @@ from typing import Any
 
 from costguard.config import EmbeddingRouterConfig, StackConfig
 from costguard.policy import Metric, MetricContext, MetricValue, Rule, register_metric
-from costguard.pricing import TierPrice
 from costguard.records import RequestRecord
 from costguard.router import RoutingRun, sufficient_rank, tiers_by_strength
 
@@ -45,12 +44,7 @@ def _percentile(samples: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
-def routing_details(
-    records: Sequence[RequestRecord],
-    config: StackConfig,
-    prices: dict[str, TierPrice],
-    run: RoutingRun | None,
-) -> dict[str, Any]:
+def routing_details(records: Sequence[RequestRecord], config: StackConfig, run: RoutingRun | None) -> dict[str, Any]:
     """The routing section's fields beyond served shares and the escalation totals."""
     order = tiers_by_strength(config)
     strong, weak = order[-1], order[0]

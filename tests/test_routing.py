@@ -143,7 +143,7 @@ def test_baselines_price_the_same_fixtures_on_one_tier_each() -> None:
         record(2, "small", 1.0, "simple", 500),
         record(3, "small", 2.0, "simple", 900),
     ]
-    out = routing_details(records, config, {}, RoutingRun("complexity", "test router", (0.0, 10.0)))
+    out = routing_details(records, config, RoutingRun("complexity", "test router", (0.0, 10.0)))
     assert out["routed_shares"] == {"small": 0.5, "large": 0.5} and out["strong_share"] == 0.5
     cmp = out["comparison"]
     rows = cmp["baselines"]
@@ -164,10 +164,10 @@ def test_baselines_price_the_same_fixtures_on_one_tier_each() -> None:
 def test_quality_metrics_say_why_they_are_missing() -> None:
     config = stack()
     unlabelled = [record(0, "small", 1.0, None, 10), record(1, "large", 9.0, None, 10)]
-    cmp = routing_details(unlabelled, config, {}, None)["comparison"]
+    cmp = routing_details(unlabelled, config, None)["comparison"]
     assert cmp["quality"]["available"] is False and "label" in cmp["quality"]["reason"]
     no_scores = [record(0, "small", None, "simple", 10), record(1, "large", None, "complex", 10)]
-    rows = routing_details(no_scores, config, {}, None)["comparison"]["baselines"]
+    rows = routing_details(no_scores, config, None)["comparison"]["baselines"]
     assert rows["router"]["pgr"] == 1.0 and "apgr" not in rows["router"] and "no scores" in rows["router"]["sweep_reason"]
     assert rows["length"]["apgr"] is not None  # the length baseline always has a score: the prompt length
 
@@ -206,7 +206,7 @@ def test_routing_policy_metrics(tmp_path: Path) -> None:
     config = stack()
     records = [record(0, "large", 9.0, "complex", 10), record(1, "small", 1.0, "simple", 500)]
     run = RoutingRun("complexity", "r", (0, 10), RouterOverhead([0.2], "measured", "m"))
-    routing = routing_details(records, config, {}, run)
+    routing = routing_details(records, config, run)
     routing.update(escalation_rate=0.4, escalation_estimated=True, escalation={"method": "logistic fit"})
     timing = {"router_overhead": router_overhead(records, config, run)}
     report = RunReport({"complete": True, "routing": routing, "timing": timing, "totals": {}, "tiers": {}, "suites": {}, "records": []})
