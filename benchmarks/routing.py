@@ -66,7 +66,6 @@ def _inputs(texts: list[str]) -> list[object]:
 
 def _router(config: object, cache_dir: str | None, precision: str | None = None) -> object:
     from costguard.embeddings import EmbeddingCache
-
     from costguard.router import build_router
 
     if precision is not None:
@@ -171,9 +170,9 @@ print(json.dumps({"first_s": t2 - t1, "repeat_s": t3 - t2, "lat": lat, "n": len(
 
 def bench_warm(sizes: list[int], latency_samples: int) -> list[dict]:
     import numpy as np
-    from costguard.embeddings import EmbeddingCache
 
     from costguard.complexity import routed_text
+    from costguard.embeddings import EmbeddingCache
 
     project, _ = _bundled()
     config = project.config  # type: ignore[attr-defined]
