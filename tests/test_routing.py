@@ -283,3 +283,46 @@ def test_cascade_config_errors(tmp_path: Path, cascade: str, message: str) -> No
     path = write(tmp_path / "costguard.yaml", STACK + f"cascade: {cascade}\n")
     with pytest.raises(ConfigError, match=message):
         load_stack(path)
+
+
+# -- router overhead: measured with the model loaded, stored for warm runs ----------------------
+
+
+class FakeEmbedder:
+    """Stands in for Embedder where only the overhead bookkeeping is under test."""
+
+    model_id = "fake@0"
+    precision = "float32"
+
+    def __init__(self, loaded: bool) -> None:
+        self._model = object() if loaded else None
+        self.encoded = 0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.stack([unit(1.0, float(len(t) % 3)) for t in texts])
+
+    def encode_uncached(self, texts: list[str]) -> np.ndarray:
+        self.encoded += len(texts)
+        return self.embed(texts)
+
+
+def test_overhead_is_measured_when_the_model_is_loaded_and_stored_for_warm_runs(tmp_path: Path) -> None:
+    from costguard.complexity import ComplexityRouter
+    from costguard.config import ComplexityRouterConfig
+    from costguard.router import RouteInput, measure_overhead
+
+    config = ComplexityRouterConfig.model_validate(
+        {"kind": "complexity", "thresholds": [{"max_score": 5, "tier": "small"}], "default_tier": "large",
+         "exemplars": {"simple": ["hi"], "complex": ["prove it"]}}
+    )
+    probes = [RouteInput(Fixture(f"f{i}", "s", 1.0, [{"role": "user", "content": "x" * i}], Sampling(), Expect(), "f", 1), 0)
+              for i in range(1, 11)]
+    store = tmp_path / "router-overhead"
+    assert measure_overhead(ComplexityRouter(config, FakeEmbedder(False), overhead_dir=store), probes).source == "not_measured"  # type: ignore[arg-type]
+    cold = FakeEmbedder(True)
+    measured = measure_overhead(ComplexityRouter(config, cold, overhead_dir=store), probes)  # type: ignore[arg-type]
+    assert measured is not None and measured.source == "measured" and len(measured.samples_s) == 10 == cold.encoded
+    warm = FakeEmbedder(False)
+    stored = measure_overhead(ComplexityRouter(config, warm, overhead_dir=store), probes)  # type: ignore[arg-type]
+    assert stored is not None and stored.source == "stored" and stored.samples_s == measured.samples_s
+    assert warm.encoded == 0 and "measured earlier" in stored.method
