@@ -30,6 +30,7 @@ from costguard.router import (
 )
 
 SHARE_TOLERANCE = 1e-9
+THRESHOLD_SLACK = 0.005  # half a point of share traded for a threshold far from every fixture's score
 
 
 @dataclass
@@ -146,11 +147,14 @@ def quantile_thresholds(
     *,
     integer: bool = False,
     bounds: tuple[float, float] | None = None,
+    slack: float = 0.0,
 ) -> list[float]:
     """Cut points so that the weight share of scores <= cut k is as close as possible to cumulative[k].
 
     A cut sits between two distinct neighbouring scores (ties move together): midway for real
     scores, on the lower score for integer ones (length thresholds are inclusive token counts).
+    With `slack`, any cut whose share is within `slack` of the closest one may be taken, and the
+    one in the widest gap between neighbouring scores is.
     """
     pairs = sorted(zip(scores, weights, strict=True))
     total = sum(w for _, w in pairs)
@@ -166,14 +170,19 @@ def quantile_thresholds(
             values.append(s)
             acc.append(running / total)
     lo_bound, hi_bound = bounds if bounds is not None else (float("-inf"), float("inf"))
+
+    def gap(k: int) -> float:
+        """Room on both sides of a cut after values[k]: how far a score can move without crossing it."""
+        return float("inf") if k in (-1, len(values) - 1) else values[k + 1] - values[k]
+
     cuts: list[float] = []
     for target in cumulative:
         # candidate k: cut after values[k] (share acc[k]); k = -1: below everything (share 0)
-        best_k, best_err = -1, abs(target)
-        for k, share in enumerate(acc):
-            err = abs(share - target)
-            if err < best_err - 1e-12:
-                best_k, best_err = k, err
+        error = {-1: abs(target), **{k: abs(share - target) for k, share in enumerate(acc)}}
+        closest = min(error.values())
+        # Within `slack` of the closest share, take the widest gap between neighbouring scores, so
+        # a score that moves a little (another machine's BLAS, bf16 autocast) keeps its tier.
+        best_k = max((k for k, e in error.items() if e <= closest + slack + 1e-12), key=lambda k: (gap(k), -error[k]))
         if best_k == -1:  # below every score
             lo, hi = float("-inf"), values[0]
             cut = values[0] - 1.0
@@ -234,7 +243,9 @@ def calibrate(
         acc += full[tier]
         cumulative.append(min(acc, 1.0))
     bounds = getattr(router, "score_range", None)
-    new = quantile_thresholds(scores, weights, cumulative, integer=key == "max_prompt_tokens", bounds=bounds)
+    new = quantile_thresholds(
+        scores, weights, cumulative, integer=key == "max_prompt_tokens", bounds=bounds, slack=THRESHOLD_SLACK
+    )
     result = Calibration(
         router_kind=router.kind,
         key=key,

@@ -131,3 +131,14 @@ def test_calibrate_the_length_router(project_dir: Path) -> None:
     assert result.achieved == {"small": pytest.approx(0.4), "large": pytest.approx(0.6)}
     write(config, edit_thresholds(project.stack, result))
     assert f"max_prompt_tokens: {int(result.new[0])}, tier: small" in config.read_text()
+
+
+def test_slack_moves_a_cut_out_of_a_crowd_of_scores() -> None:
+    scores = [float(i) for i in range(200)]
+    scores[140] = 139.001  # the exact 70% cut would sit in a 0.001-wide gap
+    weights = [1.0] * 200
+    (tight,) = quantile_thresholds(scores, weights, [0.7])
+    assert 139 < tight < 139.001
+    (roomy,) = quantile_thresholds(scores, weights, [0.7], slack=0.005)
+    assert roomy == 140.0  # half a point more on the lower tier, and 1 score-unit of room each side
+    assert shares_at(scores, weights, [roomy], ["s", "l"])["s"] == pytest.approx(0.705)
