@@ -180,6 +180,29 @@ def make_backend(name: str, config: StackConfig) -> Backend:
     return OfflineBackend(config)
 
 
+def quality_scorer(project: Project, backend: Backend) -> Any:
+    """The QualityScorer of a run: `similar` embeds through the project's embedding cache, `judge`
+    requests go through the run's backend (offline: recorded judge replies), custom scorers are
+    imported from the project root. Every assertion is checked here, before the run starts."""
+    from costguard.quality import QualityScorer
+    from costguard.scorers.judge import Judge
+
+    def count_prompt(tier: str, messages: list[dict[str, Any]]) -> tuple[int, str]:
+        tok = project.tokenizer(tier)
+        return tok.count_chat(messages), "exact" if tok.exact else "approximate"
+
+    def embedder() -> Any:
+        from costguard.embeddings import Embedder, EmbeddingCache
+
+        return Embedder(cache=EmbeddingCache(directory=project.cache_dir / "embeddings"))
+
+    scorer = QualityScorer(
+        project.config, root=project.root, embedder=embedder, judge=Judge(project.config, backend, count_prompt)
+    )
+    scorer.prepare(project.fixtures)
+    return scorer
+
+
 def replay(project: Project, *, backend: str = "offline", progress: Progress | None = None) -> tuple[list[RequestRecord], str]:
     """Every fixture through the stack: one RequestRecord per fixture, and the backend's name.
 
@@ -191,7 +214,10 @@ def replay(project: Project, *, backend: str = "offline", progress: Progress | N
     tier_backend = make_backend(backend, config)
     tokens = count_prompt_tokens(project, progress=progress)
     router = build_router(config, project=project)
-    pipeline = Pipeline(config, router=router, backend=tier_backend, prices=prices, tokens=tokens, progress=progress)
+    scorer = quality_scorer(project, tier_backend)
+    pipeline = Pipeline(
+        config, router=router, backend=tier_backend, prices=prices, tokens=tokens, progress=progress, quality=scorer
+    )
     return pipeline.run(project.fixtures), tier_backend.name
 
 
@@ -251,6 +277,13 @@ def build_report(
             f"output tokens are estimated for {n_est} of {sum(est_out.values())} calls "
             "(expect.output_tokens or suite prior; record responses with a live backend to measure them)"
         )
+    quality = sections.get("quality")
+    if quality is not None:
+        from costguard.quality import unmeasured_warning
+
+        note = unmeasured_warning(quality)
+        if note:
+            warnings.append(note)
     gpu_est = [t["name"] for t in tiers_summary if prices[t["name"]].estimated]
     if gpu_est:
         warnings.append(f"GPU-time costs use declared throughput (estimated) on tier(s): {', '.join(gpu_est)}")

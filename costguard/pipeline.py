@@ -17,6 +17,7 @@ from costguard.caches.exact import CacheOutcome, ExactResultCache
 from costguard.config import StackConfig, TierConfig
 from costguard.fixtures import Fixture
 from costguard.pricing import TierPrice
+from costguard.quality import Answer, QualityScorer, Response
 from costguard.records import RequestRecord, TierCall
 from costguard.router import RouteDecision, RouteInput, Router, router_tokenizer_tier
 
@@ -114,12 +115,14 @@ class Pipeline:
         prices: dict[str, TierPrice],
         tokens: PromptTokens,
         progress: Progress | None = None,
+        quality: QualityScorer | None = None,
     ) -> None:
         self.config = config
         self.router = router
         self.backend = backend
         self.prices = prices
         self.tokens = tokens
+        self.quality = quality
         self.progress = progress or (lambda stage, done, total: None)
         self.exact_cache = (
             ExactResultCache(max_temperature=config.caches.exact.max_temperature)
@@ -185,13 +188,14 @@ class Pipeline:
         cf_results = self._counterfactual_results(cf_planned)
 
         records: list[RequestRecord | None] = [None] * n
+        answers: list[tuple[RequestRecord, Answer]] = []
         for arrival, i in enumerate(order):
             fx = fixtures[i]
             decision = decisions[i]
             outcome = outcomes[i]
             primary = self._priced(decision.tier, "primary", results[arrival])
             cf = self._priced(largest.name, "counterfactual", cf_results[arrival])
-            records[i] = RequestRecord(
+            record = records[i] = RequestRecord(
                 fixture_id=fx.id,
                 suite=fx.suite,
                 location=fx.location,
@@ -207,7 +211,30 @@ class Pipeline:
                 calls=[primary],
                 counterfactual=cf,
             )
+            answers.append((record, self.answer(fx, decision.tier, results[arrival])))
+        self._score(answers)
         return [r for r in records if r is not None]
+
+    def answer(self, fixture: Fixture, tier: str, result: CallResult) -> Answer:
+        """What the request got from the tier that answered it: the text to score, or why there is none."""
+        if result.text is None:
+            missing = (
+                f"no recorded response on tier {tier}" if self.backend.name == "offline"
+                else f"tier {tier} returned no text"
+            )
+            return Answer(fixture, None, tier, missing)
+        measured = result.output_tokens if result.output_source == "measured" else None
+        return Answer(fixture, Response(fixture, result.text, measured, tier, result.response_ref), tier)
+
+    def _score(self, answers: list[tuple[RequestRecord, Answer]]) -> None:
+        """Quality of every answer, in one batch (similarity and judge calls are batched)."""
+        if self.quality is None or not any(a.fixture.expect.assertions for _, a in answers):
+            return
+        self.progress("quality", 0, len(answers))
+        scores = self.quality.score_many([a for _, a in answers])
+        for (record, _), quality in zip(answers, scores, strict=True):
+            record.quality = quality
+        self.progress("quality", len(answers), len(answers))
 
     def _counterfactual_results(self, calls: list[PlannedCall]) -> list[CallResult]:
         """No caches: the same output-token source as the served call, no cached prompt tokens."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from costguard.config import StackConfig
 from costguard.pricing import TierPrice
+from costguard.quality import quality_section
 from costguard.records import RequestRecord
 
 
@@ -53,8 +54,31 @@ def _usage_block() -> dict[str, float]:
     }
 
 
+def latency_section(records: Sequence[RequestRecord]) -> dict[str, Any] | None:
+    """End-to-end latency of the requests a model served, where every call's latency was measured.
+
+    Cache hits are left out (no model call; their latency is not measured), and so are requests
+    with a call of unknown latency; `coverage` is the measured share of model-served traffic.
+    None when no latency was measured at all (offline without recorded responses).
+    """
+    served = [r for r in records if r.billed_calls]
+    measured = [r for r in served if all(c.latency_s is not None for c in r.billed_calls)]
+    if not measured:
+        return None
+    values = [sum(c.latency_s or 0.0 for c in r.billed_calls) for r in measured]
+    weights = [r.monthly_requests for r in measured]
+    served_traffic = sum(r.monthly_requests for r in served)
+    return {
+        "e2e_s": _dist(values, weights),
+        "measured_requests": len(measured),
+        "model_requests": len(served),
+        "coverage": sum(weights) / served_traffic if served_traffic else 0.0,
+    }
+
+
 def aggregate(records: Sequence[RequestRecord], config: StackConfig, prices: dict[str, TierPrice]) -> dict[str, Any]:
-    """The report's aggregate sections: totals, tiers, suites, cache, routing, counterfactual, provenance."""
+    """The report's aggregate sections: totals, tiers, suites, cache, routing, counterfactual,
+    provenance, and when there is anything to say, latency and quality."""
     weights = [r.monthly_requests for r in records]
     total_requests = sum(weights)
 
@@ -179,7 +203,7 @@ def aggregate(records: Sequence[RequestRecord], config: StackConfig, prices: dic
         "escalation_rate": escalated / total_requests if total_requests else 0.0,
         "escalation_cost_per_month": escalation_cost,
     }
-    return {
+    sections: dict[str, Any] = {
         "totals": totals,
         "tiers": tiers,
         "suites": dict(sorted(suites.items())),
@@ -188,3 +212,10 @@ def aggregate(records: Sequence[RequestRecord], config: StackConfig, prices: dic
         "counterfactual": counterfactual,
         "provenance": provenance,
     }
+    latency = latency_section(records)
+    if latency is not None:
+        sections["latency"] = latency
+    quality = quality_section(records)
+    if quality is not None:
+        sections["quality"] = quality
+    return sections

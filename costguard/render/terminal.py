@@ -75,7 +75,50 @@ def run_tables(report: RunReport) -> list[Any]:
             _money(s["cost_per_month"], s.get("estimated", False)),
         )
     out.append(suites)
+    quality = report.get("quality")
+    if quality and quality["measured"]:
+        out.append(quality_table(quality))
     return out
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else _pct(value)
+
+
+def quality_table(quality: dict[str, Any]) -> Any:
+    """Quality overall, per suite and per answering tier: score, pass rate and coverage."""
+    from rich.table import Table
+
+    table = Table(title="Quality", title_justify="left", header_style="bold")
+    for col in ("scope", "fixtures", "measured", "unmeasured", "partial", "score", "pass rate"):
+        table.add_column(col, justify="left" if col == "scope" else "right")
+    rows = [("all", quality)]
+    rows += [(f"suite {name}", block) for name, block in quality.get("suites", {}).items()]
+    rows += [(f"tier {name}", block) for name, block in quality.get("tiers", {}).items()]
+    for name, block in rows:
+        table.add_row(
+            _plain(name), str(block["fixtures"]), str(block["measured"]), str(block["unmeasured"]),
+            str(block["partial"]), _score(block["score"]), _score(block["pass_rate"]),
+        )
+    return table
+
+
+def quality_line(quality: dict[str, Any]) -> str:
+    """One line: the quality score and how many fixtures it rests on."""
+    measured, total = quality["measured"], quality["fixtures"]
+    if not measured:
+        head = f"Quality: not measured ({total} fixtures with assertions, none with a response to score)"
+    else:
+        head = (
+            f"Quality: {_score(quality['score'])} (pass rate {_score(quality['pass_rate'])}) over {measured} of "
+            f"{total} fixtures with assertions"
+        )
+    extra = []
+    if quality["unmeasured"] and measured:
+        extra.append(f"{quality['unmeasured']} unmeasured")
+    if quality["partial"]:
+        extra.append(f"{quality['partial']} partially measured")
+    return head + (f"; {', '.join(extra)}" if extra else "")
 
 
 def summary_lines(report: RunReport) -> list[str]:
@@ -106,6 +149,8 @@ def summary_lines(report: RunReport) -> list[str]:
             f"{_money(exact['saved_per_month'], est)}/month"
             + (f"; {_tokens(exact['bypassed_per_month'])} requests/month not cacheable" if exact.get("bypassed_per_month") else "")
         )
+    if report.get("quality"):
+        lines.append(quality_line(report.get("quality")))
     routing = report.get("routing", {})
     if routing.get("escalation_rate"):
         lines.append(f"Cascade: {_pct(routing['escalation_rate'])} of requests escalated")
