@@ -43,6 +43,7 @@ class Project:
     fixture_paths: list[str]
     _tokenizers: dict[str, Any] = field(default_factory=dict, repr=False)
     _prices: dict[str, TierPrice] | None = field(default=None, repr=False)
+    _shared: dict[str, Any] = field(default_factory=dict, repr=False)  # resources variants share (embedder)
 
     @property
     def config(self) -> StackConfig:
@@ -73,6 +74,27 @@ class Project:
                     spec, base_dir=self.root, where=self.stack.where("tiers", index, "tokenizer")
                 )
         return self._tokenizers[tier_name]
+
+    def embedder(self) -> Any:
+        """The sentence embedder (`similar` assertions, agreement), with the project's embedding cache."""
+        if "embedder" not in self._shared:
+            from costguard.embeddings import Embedder, EmbeddingCache
+
+            self._shared["embedder"] = Embedder(cache=EmbeddingCache(directory=self.cache_dir / "embeddings"))
+        return self._shared["embedder"]
+
+    def with_config(self, config: StackConfig) -> Project:
+        """The same project (fixtures, root) with another stack config: a variant for `frontier`.
+
+        Tokenizers of tiers whose tokenizer is unchanged and the embedder are shared.
+        """
+        stack = LoadedStack(config, self.stack.path, self.stack._raw)
+        tokenizers = {
+            name: tok for name, tok in self._tokenizers.items()
+            if any(t.name == name for t in config.tiers) and config.tier(name).tokenizer == self.config.tier(name).tokenizer
+        }  # fmt: skip
+        return Project(stack=stack, fixtures=self.fixtures, fixture_paths=self.fixture_paths,
+                       _tokenizers=tokenizers, _shared=self._shared)
 
     def prices(self) -> dict[str, TierPrice]:
         if self._prices is None:
@@ -191,13 +213,8 @@ def quality_scorer(project: Project, backend: Backend) -> Any:
         tok = project.tokenizer(tier)
         return tok.count_chat(messages), "exact" if tok.exact else "approximate"
 
-    def embedder() -> Any:
-        from costguard.embeddings import Embedder, EmbeddingCache
-
-        return Embedder(cache=EmbeddingCache(directory=project.cache_dir / "embeddings"))
-
     scorer = QualityScorer(
-        project.config, root=project.root, embedder=embedder, judge=Judge(project.config, backend, count_prompt)
+        project.config, root=project.root, embedder=project.embedder, judge=Judge(project.config, backend, count_prompt)
     )
     scorer.prepare(project.fixtures)
     return scorer

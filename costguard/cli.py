@@ -184,9 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(0)
 
 
-from costguard.commands.compare import register_commands  # noqa: E402 (needs `cli` defined above)
+from costguard.commands import compare as _compare  # noqa: E402 (needs `cli` defined above)
+from costguard.commands import frontier as _frontier  # noqa: E402
 
-register_commands(cli)
+for _module in (_compare, _frontier):
+    _module.register_commands(cli)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

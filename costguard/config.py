@@ -137,6 +137,18 @@ class TrafficConfig(StrictModel):
     arrival_rate_per_s: float | None = Field(default=None, gt=0)
 
 
+class FrontierConfig(StrictModel):
+    """`frontier:` in costguard.yaml: the stack variants `costguard frontier` compares (costguard/variants.py)."""
+
+    auto: bool = Field(default=True, description="include the standard variants (tiers alone, caches, thresholds)")
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="name -> {dotted.config.path: value}"
+    )
+    sweeps: dict[str, list[Any]] = Field(
+        default_factory=dict, description="dotted.config.path -> values (one variant per value)"
+    )
+
+
 class StackConfig(StrictModel):
     version: Literal[1] = 1
     name: str = "stack"
@@ -150,6 +162,7 @@ class StackConfig(StrictModel):
         default=None, description="tier for the 'everything on the largest tier' baseline (default: last)"
     )
     cache_dir: str = ".costguard/cache"
+    frontier: FrontierConfig = Field(default_factory=FrontierConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:

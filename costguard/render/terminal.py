@@ -329,3 +329,58 @@ def print_diff(diff: dict[str, Any], console: Any | None = None) -> None:
                       highlight=False, markup=False)
     if diff.get("policy"):
         print_check(diff["policy"], console)
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1000:,.0f} ms"
+
+
+def print_frontier(data: dict[str, Any], console: Any | None = None) -> None:
+    """The `costguard frontier` result: every variant, the frontier, the recommendation. Reads only."""
+    from rich.table import Table
+
+    console = console or make_console()
+    table = Table(title="Stack variants", title_justify="left", header_style="bold")
+    for col in ("variant", "$/month", "quality", "pass rate", "measured", "p95 latency", "policy", "frontier"):
+        table.add_column(col, justify="left" if col in ("variant", "policy", "frontier") else "right")
+    for v in data["variants"]:
+        if v["name"] == data["recommended"]:
+            place = "[bold green]recommended[/]"
+        elif v["on_frontier"]:
+            place = "[green]non-dominated[/]"
+        elif v["excluded"]:
+            place = "[dim]not compared[/]"
+        else:
+            place = f"[dim]dominated by {_escape(v['dominated_by'])}[/]"
+        table.add_row(
+            _plain(v["name"]),
+            _money(v["cost_per_month"], v["cost_estimated"]),
+            _score(v["quality"]),
+            _score(v["pass_rate"]),
+            f"{v['quality_measured']}/{v['quality_fixtures']}",
+            _seconds(v["latency_p95_s"]),
+            {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}.get(v["verdict"] or "", "-"),
+            place,
+        )
+    console.print(table)
+    objectives = ", ".join(o.replace("_per_month", "").replace("_p95_s", " p95") for o in data["objectives"])
+    frontier = ", ".join(data["frontier"]) or "(none)"
+    console.print(f"Non-dominated on {objectives}: {frontier}", highlight=False, markup=False)
+    if data["recommended"] is not None:
+        best = next(v for v in data["variants"] if v["name"] == data["recommended"])
+        console.print(
+            f"Recommended: {best['name']} ({best['description']}): {_money(best['cost_per_month'], best['cost_estimated'])}"
+            f"/month, quality {_score(best['quality'])} over {best['quality_measured']} of {best['quality_fixtures']} "
+            f"fixtures, the cheapest variant that meets {data['policy']}",
+            highlight=False, markup=False,
+        )
+    elif data["policy"] is None:
+        console.print("Give --policy to get the cheapest variant that meets its floors.", highlight=False, markup=False)
+    for note in data["notes"]:
+        console.print(f"note: {note}", highlight=False, markup=False)
+
+
+def _escape(text: Any) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))
