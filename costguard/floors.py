@@ -9,6 +9,7 @@ rules:
   small_quality:    {metric: quality_score, tier: small, min: 0.85}     # answers of one tier
   pass_rate:        {metric: quality_pass_rate, min: 0.80}              # share of fixtures passing every assertion
   all_measured:     {metric: quality_unmeasured, max: 0}                # fixtures without measured quality
+  small_agrees:     {metric: tier_agreement, tier: small, min: 0.8}     # small vs largest tier, same requests
 ```
 A floor is judged on the measured fixtures of its scope; how the unmeasured ones count is the
 policy's `quality.on_unmeasured` (see `costguard.policy.evaluate`). The drop against the
@@ -78,3 +79,23 @@ for _m in (
            _quality_unmeasured, ("suite", "tier"), check=_one_scope),
 ):
     register_metric(_m)
+
+
+def _tier_agreement(ctx: MetricContext, rule: Rule) -> MetricValue:
+    """Mean similarity of a tier's answers to the largest tier's (no tier: the lowest tier, named)."""
+    section = ctx.report.get("agreement")
+    if not section or not section.get("tiers"):
+        return MetricValue(None, note="no fixture has recorded responses on the largest tier and another tier")
+    tiers = section["tiers"]
+    reference = section.get("reference_tier")
+    if rule.tier is not None:
+        block = tiers.get(rule.tier)
+        if block is None:
+            return MetricValue(None, note=f"tier {rule.tier!r} has no fixtures recorded on it and on {reference}")
+        return MetricValue(block["mean"], note=f"over {block['fixtures']} fixtures, against {reference}")
+    name, block = min(tiers.items(), key=lambda kv: kv[1]["mean"])
+    return MetricValue(block["mean"], note=f"lowest: tier {name} over {block['fixtures']} fixtures, against {reference}")
+
+
+register_metric(Metric("tier_agreement", "ratio", "mean similarity of a tier's recorded answers to the largest "
+                       "tier's (no tier: the lowest)", _tier_agreement, ("tier",)))
