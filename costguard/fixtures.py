@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,11 +120,11 @@ class Assertion(StrictModel):
                 raise ValueError(f"invalid regular expression: {exc}") from None
         return self
 
-    @property
+    @cached_property
     def type(self) -> str:
         return next(t for t in ASSERTION_TYPES if getattr(self, "json_" if t == "json" else t) is not None)
 
-    @property
+    @cached_property
     def value(self) -> Any:
         return getattr(self, "json_" if self.type == "json" else self.type)
 

@@ -29,7 +29,7 @@ class Response:
     ref: str | None = None  # the recorded-response key it came from, if any
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AssertionScore:
     """The outcome of one assertion on one response."""
 
@@ -63,9 +63,9 @@ class AssertionScore:
         out: dict[str, Any] = {"type": self.type, "weight": self.weight, "measured": self.measured}
         if self.measured:
             out["passed"] = self.passed
-            out["score"] = round(self.score, 6) if self.score is not None else None
+            out["score"] = self.score if self.score in (0.0, 1.0) else round(self.score or 0.0, 6)
         if self.value is not None:
-            out["value"] = round(self.value, 6)
+            out["value"] = self.value if self.value.is_integer() else round(self.value, 6)
         out["message"] = self.message
         return out
 

@@ -60,9 +60,9 @@ def _json(assertion: Assertion, text: str) -> AssertionScore:
     if schema is None:
         return AssertionScore.check(assertion, True, "valid JSON")
     validator = _schema_validator(json.dumps(schema, sort_keys=True))
-    error = next(iter(sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))), None)
-    if error is None:
+    if validator.is_valid(data):
         return AssertionScore.check(assertion, True, "valid JSON matching the schema")
+    error = min(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"
     return AssertionScore.check(assertion, False, f"JSON does not match the schema at {where}: {error.message}")
 
