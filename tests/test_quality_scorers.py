@@ -300,3 +300,27 @@ def test_answers_without_a_response_keep_the_reason() -> None:
     fx = fixture({"contains": "x"})
     (q,) = QualityScorer(CONFIG, root=Path.cwd()).score_many([Answer(fx, None, "large", "tier large returned no text")])
     assert q is not None and q["reason"] == "tier large returned no text"
+
+
+# -- similar (the real MiniLM embedder) --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedder():  # noqa: ANN201
+    from costguard.embeddings import Embedder, EmbeddingCache
+
+    return Embedder(cache=EmbeddingCache.memory())
+
+
+def test_similar_compares_the_answer_with_the_reference(embedder) -> None:  # noqa: ANN001
+    scorer = QualityScorer(CONFIG, root=Path.cwd(), embedder=lambda: embedder)
+    fx = fixture({"similar": {"threshold": 0.7}}, {"similar": {"threshold": 0.7, "reference": "Paris is the capital of France."}},
+                 reference="Refunds reach your card within 5-7 business days after we inspect the return.")
+    q = score_response(fx, "After we inspect your return, the refund arrives on your card in 5-7 business days.",
+                       scorer=scorer)
+    assert q is not None
+    first, second = q["assertions"]
+    assert first["passed"] and first["value"] > 0.8
+    assert not second["passed"] and second["value"] < 0.3
+    assert second["message"].startswith(f"similarity {second['value']:.3f} to the reference < 0.7")
+    assert q["score"] == 0.5
