@@ -85,7 +85,7 @@ def bench_similar(n: int) -> list[tuple[str, str]]:
                       "small") for i, fx in enumerate(fxs)]
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label in ("cold cache", "warm cache (new process state)"):
+        for label in ("cold cache", "warm cache (a new cache object reading the shards)"):
             embedder = Embedder(cache=EmbeddingCache(directory=Path(tmp)))
             scorer = QualityScorer(CONFIG, root=REPO, embedder=lambda e=embedder: e)
             start = time.perf_counter()
