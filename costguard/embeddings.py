@@ -389,8 +389,9 @@ class EmbeddingCache:
         if not self._disk_warned:
             self._disk_warned = True
             self._warn(
-                f"cannot {what} {store.path} ({exc}); vectors are kept in memory for this run only. "
-                "Fix the permissions or point the cache at a writable directory."
+                f"cannot {what} {store.path} ({exc}); embeddings are kept in memory for this run "
+                "only and will be recomputed next time. Fix the permissions or point the cache at "
+                "a writable directory."
             )
 
     def _refresh(self, store: _Store, model_id: str) -> bool:
