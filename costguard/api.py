@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from costguard import __version__
+from costguard.backends import Backend
 from costguard.config import LoadedStack, StackConfig, load_stack
 from costguard.diff import Baseline, DiffReport, diff_reports
 from costguard.errors import ConfigError, UsageError
@@ -24,6 +25,7 @@ from costguard.pipeline import Pipeline, Progress, PromptTokens
 from costguard.policy import Acknowledgement, MetricContext, PolicyResult, evaluate, load_policy
 from costguard.pricing import TierPrice, resolve_price
 from costguard.projection import aggregate
+from costguard.records import RequestRecord
 from costguard.report import SCHEMA_VERSION, RunReport
 from costguard.router import build_router, router_tokenizer_tier
 
@@ -207,63 +209,51 @@ def count_prompt_tokens(project: Project, *, keep_ids: Sequence[str] = (), progr
 BACKENDS = ("offline", "endpoint", "vllm")
 
 
-def run(
-    project: Project,
-    *,
-    backend: str = "offline",
-    progress: Progress | None = None,
-    shard: tuple[int, int] | None = None,
-    replay: dict[str, Any] | None = None,
-    notify: Callable[[str], None] | None = None,
-) -> RunReport:
-    """Replay every fixture (or one shard of them) through the stack and build the RunReport.
+@dataclass
+class Replayed:
+    """The fixtures through the stack: records, and what the backend says beyond them."""
 
-    `backend`: offline (projection; recorded responses make outputs measured), endpoint (each
-    tier's endpoint.base_url, or the external router), vllm (the launched stack: reused when
-    `costguard stack up` is running, else started for the run and stopped after). `replay`
-    overrides `replay:` settings of the config (e.g. concurrency). A live run that stops early
-    returns a report with `complete: false`, which no policy passes.
-    """
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})")
-    started = time.perf_counter()
-    config = project.config
-    settings = config.replay.model_copy(update=replay or {})
-    prices = project.prices()
-    tokens = count_prompt_tokens(project, progress=progress)
-    live = backend != "offline"
-    router = build_router(config, project=project, live=live)
-    recordings = project.recordings() if (live and settings.record) or config.recordings.use else None
-    with _tier_backend(project, backend, recordings, settings, progress, notify) as tier_backend:
-        pipeline = Pipeline(config, router=router, backend=tier_backend, prices=prices, tokens=tokens, progress=progress)
-        records = pipeline.run(project.fixtures, shard=shard)
-    sections = aggregate(records, config, prices)
-    extra, warnings = _backend_sections(project, tier_backend, recordings, shard, complete=pipeline.incomplete_reason is None)
-    return build_report(
-        project, records, sections, backend=tier_backend.name, seconds=time.perf_counter() - started,
-        complete=pipeline.incomplete_reason is None, incomplete_reason=pipeline.incomplete_reason,
-        extra_sections=extra, extra_warnings=warnings,
-    )  # fmt: skip
+    records: list[RequestRecord]
+    backend: str
+    incomplete_reason: str | None = None  # set when a live backend stopped early
+    sections: dict[str, Any] = field(default_factory=dict)  # replay, server_metrics, recordings, shard, ...
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.incomplete_reason is None
 
 
 @contextmanager
-def _tier_backend(
+def open_backend(
     project: Project,
-    backend: str,
-    recordings: Any,
-    settings: Any,
-    progress: Progress | None,
-    notify: Callable[[str], None] | None,
-) -> Iterator[Any]:
-    """The tier backend for a run; for `vllm`, the stack it needs (stopped after if started here)."""
-    if backend == "offline":
+    name: str = "offline",
+    *,
+    settings: Any = None,
+    progress: Progress | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> Iterator[Backend]:
+    """The tier backend called `name` (the one place backend names map to implementations).
+
+    offline: the projection, answering from recorded responses where there are any; endpoint:
+    each tier's endpoint.base_url (or the external router); vllm: the launched stack, reused
+    when `costguard stack up` runs, else started here and stopped on exit. `settings` is the
+    ReplayConfig for live backends (default: the config's `replay:`).
+    """
+    if name not in BACKENDS:
+        raise UsageError(f"unknown backend {name!r} (available: {', '.join(BACKENDS)})")
+    config = project.config
+    settings = settings or config.replay
+    live = name != "offline"
+    recordings = project.recordings() if (live and settings.record) or config.recordings.use else None
+    if name == "offline":
         from costguard.backends.offline import OfflineBackend
 
-        yield OfflineBackend(project.config, recordings)
+        yield OfflineBackend(config, recordings)
         return
     from costguard.backends.live import LiveBackend, Target, endpoint_targets
 
-    if backend == "endpoint":
+    if name == "endpoint":
         yield LiveBackend(project.stack, endpoint_targets(project.stack), name="endpoint",
                           recordings=recordings, replay=settings, progress=progress)  # fmt: skip
         return
@@ -277,7 +267,7 @@ def _tier_backend(
         launched = state = stack_processes.start_stack(project.stack, notify=notify)
     targets = {}
     for proc in state.tiers:
-        tier = project.config.tier(proc.tier)
+        tier = config.tier(proc.tier)
         key = os.environ.get(tier.serve.api_key_env) if tier.serve.api_key_env else None
         targets[proc.tier] = Target(proc.base_url, tier.api_model_name, key)
     try:
@@ -287,8 +277,75 @@ def _tier_backend(
             stack_processes.stop_stack(launched, notify=notify)
 
 
+def replay(
+    project: Project,
+    *,
+    backend: str = "offline",
+    progress: Progress | None = None,
+    shard: tuple[int, int] | None = None,
+    replay_settings: dict[str, Any] | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> Replayed:
+    """Every fixture (or one shard of them) through the stack: one RequestRecord per request served.
+
+    `replay_settings` overrides the config's `replay:` for live backends (e.g. concurrency).
+    Front ends that add records of their own (the pytest plugin's observed calls) aggregate
+    them together with these through `report_from_records`.
+    """
+    config = project.config
+    settings = config.replay.model_copy(update=replay_settings or {})
+    prices = project.prices()
+    tokens = count_prompt_tokens(project, progress=progress)
+    router = build_router(config, project=project, live=backend != "offline")
+    with open_backend(project, backend, settings=settings, progress=progress, notify=notify) as tier_backend:
+        pipeline = Pipeline(config, router=router, backend=tier_backend, prices=prices, tokens=tokens, progress=progress)
+        records = pipeline.run(project.fixtures, shard=shard)
+    replayed = Replayed(records, tier_backend.name, pipeline.incomplete_reason)
+    replayed.sections, replayed.warnings = _backend_sections(project, tier_backend, shard, complete=replayed.complete)
+    return replayed
+
+
+def report_from_records(
+    project: Project,
+    records: Sequence[RequestRecord],
+    *,
+    backend: str,
+    seconds: float,
+    replayed: Replayed | None = None,
+) -> RunReport:
+    """Aggregate records (traffic x pricing) into the RunReport (with the replay's own sections)."""
+    sections = aggregate(records, project.config, project.prices())
+    return build_report(
+        project, records, sections, backend=backend, seconds=seconds,
+        complete=replayed.complete if replayed else True,
+        incomplete_reason=replayed.incomplete_reason if replayed else None,
+        extra_sections=replayed.sections if replayed else None,
+        extra_warnings=replayed.warnings if replayed else (),
+    )  # fmt: skip
+
+
+def run(
+    project: Project,
+    *,
+    backend: str = "offline",
+    progress: Progress | None = None,
+    shard: tuple[int, int] | None = None,
+    replay_settings: dict[str, Any] | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> RunReport:
+    """Replay every fixture (or one shard) through the stack and build the RunReport.
+
+    A live run that stops early returns a report with `complete: false`, which no policy passes.
+    """
+    started = time.perf_counter()
+    replayed = replay(project, backend=backend, progress=progress, shard=shard,
+                      replay_settings=replay_settings, notify=notify)  # fmt: skip
+    return report_from_records(project, replayed.records, backend=replayed.backend,
+                               seconds=time.perf_counter() - started, replayed=replayed)  # fmt: skip
+
+
 def _backend_sections(
-    project: Project, backend: Any, recordings: Any, shard: tuple[int, int] | None, *, complete: bool
+    project: Project, backend: Any, shard: tuple[int, int] | None, *, complete: bool
 ) -> tuple[dict[str, Any], list[str]]:
     """Report sections beyond the projection: replay and server metrics (live), recordings, shard."""
     extra: dict[str, Any] = dict(getattr(backend, "sections", {}))
@@ -302,6 +359,7 @@ def _backend_sections(
         stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         path = save_throughput(project.recordings_dir, {t: {**p, "measured_at": stamp} for t, p in profiles.items()})
         extra["throughput_profile"] = {"path": project._relative(path), "tiers": profiles}
+    recordings = getattr(backend, "recordings", None)
     if recordings is not None and (len(recordings) or recordings.added):
         from costguard.recordings import describe
 

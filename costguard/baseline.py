@@ -22,7 +22,7 @@ from pathlib import Path
 
 from costguard.diff import Baseline
 from costguard.errors import CostguardError, UsageError
-from costguard.report import DEFAULT_REPORT_FILE, load_report
+from costguard.report import DEFAULT_REPORT, load_report
 
 __all__ = ["Baseline", "baseline_from_path", "baseline_from_git_ref", "no_baseline"]
 
@@ -47,12 +47,12 @@ def baseline_from_path(path: str | Path) -> Baseline:
 
 
 def _find_report(directory: Path) -> Path | None:
-    named = sorted(directory.rglob(DEFAULT_REPORT_FILE))
+    named = sorted(directory.rglob(DEFAULT_REPORT))
     if len(named) == 1:
         return named[0]
     if len(named) > 1:
         raise UsageError(
-            f"artifact directory {directory} holds several {DEFAULT_REPORT_FILE} files "
+            f"artifact directory {directory} holds several {DEFAULT_REPORT} files "
             f"({', '.join(str(n) for n in named[:4])}); pass the one to compare with"
         )
     runs = [f for f in sorted(directory.rglob("*.json")) if _looks_like_run_report(f)]

@@ -17,7 +17,7 @@ from costguard.commands.options import baseline_options
 from costguard.commands.options import config_option as _config_option
 from costguard.commands.options import fixtures_option as _fixtures_option
 from costguard.errors import EXIT_USAGE, CostguardError
-from costguard.report import DEFAULT_REPORT_FILE as DEFAULT_REPORT
+from costguard.report import DEFAULT_REPORT
 
 
 def make_progress(enabled: bool) -> Any:
@@ -103,7 +103,9 @@ def run(
         replay["request_rate_per_s"] = request_rate
     if no_record:
         replay["record"] = False
-    report = run_projection(config, fixtures, backend, shard=parse_shard(shard) if shard else None, replay=replay)
+    report = run_projection(
+        config, fixtures, backend, shard=parse_shard(shard) if shard else None, replay_settings=replay
+    )
     report.write(out)
     if not quiet:
         if fmt == "json":

@@ -13,9 +13,9 @@ from typing import Any
 
 from costguard.errors import ConfigError
 
+DEFAULT_REPORT = "costguard-report.json"  # where front ends write the report unless told otherwise
 SCHEMA_VERSION = "1.0"
 SCHEMA_MAJOR = SCHEMA_VERSION.split(".")[0]
-DEFAULT_REPORT_FILE = "costguard-report.json"
 
 
 class RunReport:

@@ -22,7 +22,7 @@ from costguard.commands.options import (
     fixtures_option,
 )
 from costguard.errors import UsageError
-from costguard.report import DEFAULT_REPORT_FILE
+from costguard.report import DEFAULT_REPORT
 
 DEFAULT_DIFF_FILE = "costguard-diff.json"
 
@@ -283,7 +283,7 @@ def _publish(
 @fixtures_option
 @click.option("--policy", "-p", "policy", type=click.Path(dir_okay=False), help="Policy to gate on.")
 @baseline_options
-@click.option("--report-out", default=DEFAULT_REPORT_FILE, show_default=True, type=click.Path(dir_okay=False),
+@click.option("--report-out", default=DEFAULT_REPORT, show_default=True, type=click.Path(dir_okay=False),
               help="Where to write the head RunReport (when it is projected here).")
 @click.option("--diff-out", default=DEFAULT_DIFF_FILE, show_default=True, type=click.Path(dir_okay=False),
               help="Where to write the DiffReport JSON.")

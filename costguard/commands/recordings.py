@@ -10,7 +10,7 @@ import json
 import click
 
 from costguard.commands.options import config_option, fixtures_option
-from costguard.report import DEFAULT_REPORT_FILE
+from costguard.report import DEFAULT_REPORT
 
 
 @click.group("recordings")
@@ -73,7 +73,7 @@ def prune(config: str, fixtures: tuple[str, ...], keep_orphaned: bool) -> None:
 @click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @config_option
 @fixtures_option
-@click.option("--out", "-o", default=DEFAULT_REPORT_FILE, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--out", "-o", default=DEFAULT_REPORT, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--quiet", "-q", is_flag=True)
 def merge(reports: tuple[str, ...], config: str, fixtures: tuple[str, ...], out: str, quiet: bool) -> None:
     """Join the reports of `costguard run --shard i/n` into one RunReport."""
