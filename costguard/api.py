@@ -215,6 +215,7 @@ class Replayed:
 
     records: list[RequestRecord]
     backend: str
+    inputs: dict[str, Any]  # input hashes as the run started
     incomplete_reason: str | None = None  # set when a live backend stopped early
     sections: dict[str, Any] = field(default_factory=dict)  # replay, server_metrics, recordings, shard, ...
     warnings: list[str] = field(default_factory=list)
@@ -294,13 +295,14 @@ def replay(
     """
     config = project.config
     settings = config.replay.model_copy(update=replay_settings or {})
+    inputs = project.input_hashes()
     prices = project.prices()
     tokens = count_prompt_tokens(project, progress=progress)
     router = build_router(config, project=project, live=backend != "offline")
     with open_backend(project, backend, settings=settings, progress=progress, notify=notify) as tier_backend:
         pipeline = Pipeline(config, router=router, backend=tier_backend, prices=prices, tokens=tokens, progress=progress)
         records = pipeline.run(project.fixtures, shard=shard)
-    replayed = Replayed(records, tier_backend.name, pipeline.incomplete_reason)
+    replayed = Replayed(records, tier_backend.name, inputs, pipeline.incomplete_reason)
     replayed.sections, replayed.warnings = _backend_sections(project, tier_backend, shard, complete=replayed.complete)
     return replayed
 
@@ -321,6 +323,7 @@ def report_from_records(
         incomplete_reason=replayed.incomplete_reason if replayed else None,
         extra_sections=replayed.sections if replayed else None,
         extra_warnings=replayed.warnings if replayed else (),
+        inputs=replayed.inputs if replayed else None,
     )  # fmt: skip
 
 
@@ -392,7 +395,9 @@ def build_report(
     incomplete_reason: str | None = None,
     extra_sections: dict[str, Any] | None = None,
     extra_warnings: Sequence[str] = (),
+    inputs: dict[str, Any] | None = None,
 ) -> RunReport:
+    """`inputs`: the input hashes taken when the run started (a live run adds recordings)."""
     config = project.config
     prices = project.prices()
     tiers_summary = []
@@ -453,7 +458,7 @@ def build_report(
             "seed": config.traffic.seed,
             "suite_shares": {name: block["share"] for name, block in sections["suites"].items()},
         },
-        "inputs": project.input_hashes(),
+        "inputs": inputs or project.input_hashes(),
         **sections,
         **(extra_sections or {}),
         "warnings": warnings,
@@ -536,12 +541,16 @@ def merge_shards(project: Project, reports: Sequence[RunReport]) -> RunReport:
     indices = sorted(i for i, _, _ in shards)
     if any(n != count for _, n, _ in shards) or indices != list(range(1, count + 1)):
         raise UsageError(f"need shards 1..{count} of {count}, each once (got {', '.join(f'{i}/{n}' for i, n, _ in shards)})")
-    inputs = project.input_hashes()
+    # Recordings are left out: a live shard adds to them; each shard must share the rest.
+    def compared(hashes: Any) -> Any:
+        return {k: v for k, v in hashes.items() if k != "recordings"} if isinstance(hashes, dict) else hashes
+
+    inputs = compared(project.input_hashes())
     backends = {r.get("backend") for _, _, r in shards}
     for i, _, report in shards:
-        if report.get("inputs") != inputs:
+        if compared(report.get("inputs")) != inputs:
             raise ConfigError(
-                f"shard {i}/{count} was computed from other inputs (config, fixtures, templates or recordings) "
+                f"shard {i}/{count} was computed from other inputs (config, fixtures or templates) "
                 "than the working tree: merge shards of one commit",
                 file=str(report.path or "report"),
             )

@@ -178,6 +178,18 @@ class RecordingStore:
             self._append.close()
             self._append = None
 
+    def merge_from(self, other: RecordingStore) -> int:
+        """Take the other store's entries that are new here or recorded later (sharded CI jobs
+        each record their part); returns how many were taken. Call `save` after."""
+        taken = 0
+        for key, rec in other.entries.items():
+            mine = self.entries.get(key)
+            if mine is None or rec.recorded_at > mine.recorded_at:
+                self.entries[key] = rec
+                taken += 1
+        self._routes = None
+        return taken
+
     # -- housekeeping -------------------------------------------------------------------
     def audit(self, fixtures: Sequence[Fixture], config: StackConfig) -> RecordingAudit:
         by_id = {fx.id: fx for fx in fixtures}
@@ -270,6 +282,21 @@ def save_throughput(directory: Path, updates: dict[str, dict[str, Any]]) -> Path
     tiers.update(updates)
     text = json.dumps({"version": 1, "tiers": dict(sorted(tiers.items()))}, indent=2) + "\n"
     return write_atomic(directory / THROUGHPUT_FILE, text)
+
+
+def merge_throughput(directory: Path, others: Sequence[Path]) -> int:
+    """Fold other `throughput.json` files into this one: per tier, the profile measured over
+    the most requests wins. Returns how many tiers changed."""
+    mine = load_throughput(directory)
+    changed: dict[str, dict[str, Any]] = {}
+    for other in others:
+        for tier, entry in load_throughput(other).items():
+            current = changed.get(tier) or mine.get(tier)
+            if current is None or entry.get("requests", 0) > current.get("requests", 0):
+                changed[tier] = entry
+    if changed:
+        save_throughput(directory, changed)
+    return len(changed)
 
 
 def describe(audit: RecordingAudit) -> Iterable[str]:

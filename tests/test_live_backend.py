@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,10 +145,11 @@ def test_a_server_failing_mid_run_yields_an_incomplete_report_and_a_failing_chec
 def test_429_and_503_are_retried_and_counted(project_dir, servers):
     small, large = servers(small={"error_sequence": [429, 503]})
     configure(project_dir, small.base_url, large.base_url, "replay: {concurrency: 1}\n")
-    out = run_cli("run", "--backend", "endpoint", "-o", "r.json", cwd=project_dir)
+    out = run_cli("run", "--backend", "endpoint", "--no-record", "-o", "r.json", cwd=project_dir)
     assert out.returncode == 0, out.stderr
     report = read(project_dir / "r.json")
     assert report["complete"] is True and report["replay"]["requests"]["retries"] == 2
+    assert not recordings(project_dir)  # --no-record
 
 
 def test_ctrl_c_writes_a_partial_report_marked_incomplete(project_dir, servers):
@@ -414,19 +416,30 @@ def test_shards_merge_into_the_unsharded_run(project_dir):
     assert stale.returncode == 2 and "computed from other inputs" in stale.stderr
 
 
-def test_live_shards_keep_their_replay_figures_and_merge(project_dir, servers):
+def test_live_shards_on_separate_machines_merge_reports_and_recordings(project_dir, servers, tmp_path):
     small, large = servers()
-    configure(project_dir, small.base_url, large.base_url)
-    for i in (1, 2):
-        out = run_cli("run", "--backend", "endpoint", "--shard", f"{i}/2", "--no-record", "-o", f"s{i}.json", cwd=project_dir)
+    configure(project_dir, small.base_url, large.base_url, "replay: {min_profile_requests: 1}\n")
+    other = tmp_path / "job2"  # the second CI job: its own checkout of the same commit
+    shutil.copytree(project_dir, other)
+    for i, cwd in ((1, project_dir), (2, other)):
+        out = run_cli("run", "--backend", "endpoint", "--shard", f"{i}/2", "-o", f"s{i}.json", cwd=cwd)
         assert out.returncode == 0, out.stderr
-    assert not recordings(project_dir)  # --no-record
     assert len(small.requests) + len(large.requests) == 3  # every request served once over both shards
-    out = run_cli("merge", "s1.json", "s2.json", "-o", "m.json", "-q", cwd=project_dir)
+
+    out = run_cli("merge", "s1.json", str(other / "s2.json"), "-o", "m.json", "-q", cwd=project_dir)
     assert out.returncode == 0, out.stderr
     merged = read(project_dir / "m.json")
     assert merged["backend"] == "endpoint" and len(merged["records"]) == 4
     assert sum(s["replay"]["requests"]["planned"] for s in merged["shards"]) == 4
+
+    mine = len(recordings(project_dir))
+    out = run_cli("recordings", "merge", str(other / "recordings"), cwd=project_dir)
+    assert out.returncode == 0, out.stderr
+    assert len(recordings(project_dir)) == 3 > mine
+    profiles = read(project_dir / "recordings" / THROUGHPUT_FILE)["tiers"]
+    assert set(profiles) == {"small", "large"}  # large was measured by the other job only
+    assert run_cli("run", "-o", "o.json", cwd=project_dir).returncode == 0
+    assert read(project_dir / "o.json")["provenance"]["output_tokens"]["measured"] == 4
 
 
 # ---- the launched stack -------------------------------------------------------------------------------

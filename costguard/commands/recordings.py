@@ -69,6 +69,28 @@ def prune(config: str, fixtures: tuple[str, ...], keep_orphaned: bool) -> None:
     click.echo(f"dropped {dropped} of {before} recorded response(s); {len(store)} left in {store.path}")
 
 
+@recordings_group.command("merge")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
+@config_option
+def merge_recordings(sources: tuple[str, ...], config: str) -> None:
+    """Fold other recordings directories (e.g. from sharded CI jobs) into this project's."""
+    from pathlib import Path
+
+    from costguard.config import load_stack
+    from costguard.recordings import RESPONSES_FILE, RecordingStore, merge_throughput
+
+    stack = load_stack(config)
+    path = Path(stack.config.recordings.path)
+    directory = path if path.is_absolute() else stack.root / path
+    store = RecordingStore(directory)
+    dirs = [Path(s) if Path(s).is_dir() else Path(s).parent for s in sources]
+    taken = sum(store.merge_from(RecordingStore(d)) for d in dirs if (d / RESPONSES_FILE).exists())
+    if taken:
+        store.save()
+    tiers = merge_throughput(directory, dirs)
+    click.echo(f"took {taken} recorded response(s) and {tiers} throughput profile(s); {len(store)} in {store.path}")
+
+
 @click.command("merge")
 @click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @config_option
