@@ -98,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
 
     port = free_port()
@@ -114,8 +114,12 @@ def main() -> None:
         print(f"{'':>6} {'requests/s':^33} {'client CPU us/request':^33}")
         print(f"{'round':>6} {'bare':>10} {'costguard':>10} {'ratio':>11} {'bare':>10} {'costguard':>10} {'ratio':>11}")
         for r in range(args.rounds):
-            b = asyncio.run(bare_loop(url, bodies, args.concurrency))
-            c = asyncio.run(costguard_driver(url, bodies, args.concurrency))
+            if r % 2:  # ABBA order: neither client always runs first
+                c = asyncio.run(costguard_driver(url, bodies, args.concurrency))
+                b = asyncio.run(bare_loop(url, bodies, args.concurrency))
+            else:
+                b = asyncio.run(bare_loop(url, bodies, args.concurrency))
+                c = asyncio.run(costguard_driver(url, bodies, args.concurrency))
             bare.append(b)
             ours.append(c)
             print(f"{r + 1:>6} {b[0]:>10,.0f} {c[0]:>10,.0f} {c[0] / b[0]:>11.1%} "
@@ -124,6 +128,9 @@ def main() -> None:
         mc = [statistics.median(x[k] for x in ours) for k in (0, 1)]
         print(f"{'median':>6} {mb[0]:>10,.0f} {mc[0]:>10,.0f} {mc[0] / mb[0]:>11.1%} "
               f"{mb[1] * 1e6:>10,.0f} {mc[1] * 1e6:>10,.0f} {mb[1] / mc[1]:>11.1%}")
+        paired = statistics.median(c[0] / b[0] for b, c in zip(bare, ours, strict=True))
+        paired_cpu = statistics.median(b[1] / c[1] for b, c in zip(bare, ours, strict=True))
+        print(f"median of the per-round ratios: throughput {paired:.1%}, CPU {paired_cpu:.1%}")
         print("ratio = costguard's throughput / the bare loop's (CPU: bare cost / costguard cost); goal >= 90%")
     finally:
         server.terminate()

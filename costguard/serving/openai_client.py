@@ -370,6 +370,7 @@ async def _read_stream(
     done = False
     chunk_no = 0
     loads = json.loads
+    raw_decode = _JSON.raw_decode
     pending = b""
     stream = resp.content.iter_any().__aiter__()
     while not done:
@@ -404,20 +405,27 @@ async def _read_stream(
                         events.append(payload)
         for event in events:
             chunk_no += 1
-            if event[:1] != "{":
+            if event == "[DONE]":
+                done = True
+                break
+            try:
+                chunk, end = raw_decode(event)  # json.loads without its two whitespace scans
+                if end != len(event) and event[end:].strip():
+                    raise ValueError("extra data")
+            except ValueError:
                 event = event.strip()
                 if event == "[DONE]":
                     done = True
                     break
-                if event[:1] != "{":
+                try:
+                    chunk = loads(event)
+                except ValueError:
                     _bad_chunk(url, chunk_no, event)
-            try:
-                chunk = loads(event)
-            except ValueError:
-                _bad_chunk(url, chunk_no, event)
-            choices = chunk.get("choices")
-            if choices:
-                choice = choices[0] if choices.__class__ is list else None
+            try:  # the token chunk, as fast as it goes; anything else takes the checked path
+                choice = chunk["choices"][0]
+            except (KeyError, IndexError, TypeError):
+                choice = _other_chunk(chunk, url, chunk_no, event)
+            if choice is not None:
                 if choice.__class__ is not dict:
                     _bad_chunk(url, chunk_no, event)
                 if chat:
@@ -425,36 +433,29 @@ async def _read_stream(
                     if delta.__class__ is not dict:
                         raise MalformedReplyError(f"{url}: stream chunk {chunk_no} has no 'delta'", url=url)
                     piece = delta.get("content") or ""
-                    if not piece:
+                    if piece:
+                        carries_token = True
+                    else:
                         reasoning = delta.get("reasoning_content") or ""
                         if reasoning.__class__ is not str:
                             _bad_chunk(url, chunk_no, event)
-                        piece_or_reasoning = bool(reasoning)
-                    else:
-                        piece_or_reasoning = True
+                        carries_token = bool(reasoning)
                 else:
                     piece = choice.get("text") or ""
-                    piece_or_reasoning = bool(piece)
+                    carries_token = bool(piece)
                 if piece.__class__ is not str:
                     _bad_chunk(url, chunk_no, event)
                 finish = choice.get("finish_reason")
                 if finish is not None:
                     finish_reason = str(finish)
-                # A chunk carries a generated token if it has text, or ends the reply (EOS has none).
-                if piece_or_reasoning or finish is not None:
+                    carries_token = True  # EOS: the reply's last token has no text
+                if carries_token:
                     text_parts.append(piece)
                     if ttft is None:
                         ttft = now - started
                     else:
                         itl.append(now - last_token_at)
                     last_token_at = now
-            elif "error" in chunk:
-                status, message = _error_fields(chunk["error"])
-                raise BackendHTTPError(
-                    f"{url}: server error inside the stream: {message}", url=url, status=status
-                )
-            elif choices is None and "usage" not in chunk:
-                raise MalformedReplyError(f"{url}: stream chunk {chunk_no} has no 'choices'", url=url)
             if model is None:
                 value = chunk.get("model")
                 if value.__class__ is str:
@@ -488,6 +489,9 @@ async def _read_stream(
     )
 
 
+_JSON = json.JSONDecoder()
+
+
 def _normalize_newlines(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in data else data
 
@@ -498,6 +502,21 @@ def _sse_data(event: str) -> str | None:
         line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:")
     ]  # comments (":"), event:, id:, retry: carry nothing for us
     return "\n".join(lines) if lines else None
+
+
+def _other_chunk(chunk: Any, url: str, chunk_no: int, event: str) -> None:
+    """A chunk without a first choice: usage only (``"choices": []``), or an error, or malformed."""
+    if not isinstance(chunk, dict):
+        raise MalformedReplyError(f"{url}: stream chunk {chunk_no} is not a JSON object", url=url)
+    choices = chunk.get("choices")
+    if choices:
+        _bad_chunk(url, chunk_no, event)
+    if "error" in chunk:
+        status, message = _error_fields(chunk["error"])
+        raise BackendHTTPError(f"{url}: server error inside the stream: {message}", url=url, status=status)
+    if choices is None and "usage" not in chunk:
+        raise MalformedReplyError(f"{url}: stream chunk {chunk_no} has no 'choices'", url=url)
+    return None
 
 
 def _bad_chunk(url: str, chunk_no: int, event: str) -> NoReturn:
