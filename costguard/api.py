@@ -266,6 +266,13 @@ def open_backend(
         if state is not None:
             stack_processes.stop_stack(state, notify=notify)
         launched = state = stack_processes.start_stack(project.stack, notify=notify)
+    else:
+        planned = {c.tier: c.argv for c in stack_processes.plan_stack(project.stack)}
+        if planned != {t.tier: t.argv for t in state.tiers}:
+            raise UsageError(
+                "the running stack was started with other commands than costguard.yaml now gives "
+                "(`costguard stack up --dry-run` shows them): `costguard stack down` first"
+            )
     targets = {}
     for proc in state.tiers:
         tier = config.tier(proc.tier)
@@ -327,22 +334,14 @@ def report_from_records(
     )  # fmt: skip
 
 
-def run(
-    project: Project,
-    *,
-    backend: str = "offline",
-    progress: Progress | None = None,
-    shard: tuple[int, int] | None = None,
-    replay_settings: dict[str, Any] | None = None,
-    notify: Callable[[str], None] | None = None,
-) -> RunReport:
-    """Replay every fixture (or one shard) through the stack and build the RunReport.
+def run(project: Project, **options: Any) -> RunReport:
+    """Replay every fixture (or one shard) through the stack and build the RunReport; `options`
+    as for `replay` (backend, progress, shard, replay_settings, notify).
 
     A live run that stops early returns a report with `complete: false`, which no policy passes.
     """
     started = time.perf_counter()
-    replayed = replay(project, backend=backend, progress=progress, shard=shard,
-                      replay_settings=replay_settings, notify=notify)  # fmt: skip
+    replayed = replay(project, **options)
     return report_from_records(project, replayed.records, backend=replayed.backend,
                                seconds=time.perf_counter() - started, replayed=replayed)  # fmt: skip
 

@@ -7,16 +7,13 @@ fails every policy.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,6 +21,7 @@ import pytest
 from costguard.recordings import RESPONSES_FILE, THROUGHPUT_FILE
 from tests.conftest import REPO, STACK_YAML, minilm_dir, run_cli, write
 from tests.doubles.fake_vllm import FakeVLLM
+from tests.test_openai_client import tiny_server
 
 POLICY = "rules:\n  spend: {metric: monthly_spend, max: 1000000000}\n"
 
@@ -277,7 +275,6 @@ def test_measured_throughput_prices_gpu_time_tiers(project_dir, servers):
 # ---- routing by an external router ------------------------------------------------------------------
 
 
-@contextmanager
 def router_double(routes: dict[str, tuple[str, str]], default: tuple[str, str]):
     """A routing proxy in the manner of vLLM semantic-router: model "auto" in, a tier's model out.
 
@@ -286,53 +283,22 @@ def router_double(routes: dict[str, tuple[str, str]], default: tuple[str, str]):
     import aiohttp
     from aiohttp import web
 
-    state: dict = {}
-    ready = threading.Event()
-
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         assert body["model"] == "auto"
         text = body["messages"][-1]["content"]
         url, model = next((v for k, v in routes.items() if k in text), default)
         body["model"] = model
-        async with state["session"].post(f"{url}/v1/chat/completions", json=body) as upstream:
-            response = web.StreamResponse(status=upstream.status, headers={"Content-Type": upstream.content_type})
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
-            return response
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/v1/chat/completions", json=body) as upstream:
+                response = web.StreamResponse(status=upstream.status, headers={"Content-Type": upstream.content_type})
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
 
-    def serve() -> None:
-        loop = asyncio.new_event_loop()
-        state["loop"] = loop
-
-        async def main() -> None:
-            state["session"] = aiohttp.ClientSession()
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", handler)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            state["url"] = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            state["stop"] = asyncio.Event()
-            ready.set()
-            await state["stop"].wait()
-            await state["session"].close()
-            await runner.cleanup()
-
-        loop.run_until_complete(main())
-        loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
-        yield state["url"]
-    finally:
-        state["loop"].call_soon_threadsafe(state["stop"].set)
-        thread.join(10)
+    return tiny_server(handler)
 
 
 def use_external_router(project: Path, url: str) -> None:

@@ -23,6 +23,7 @@ from costguard.config import load_stack
 from costguard.errors import BackendError, ConfigError
 from costguard.stack import check_vllm_version, plan_stack, version_matches
 from tests.conftest import REPO, run_cli
+from tests.test_vllm_standin import group_pids
 
 BIN = REPO / "tests" / "doubles" / "bin"
 
@@ -43,22 +44,6 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, from /proc."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
 
 
 def pid_alive(pid: int) -> bool:
@@ -285,7 +270,7 @@ def test_up_ready_down_leaves_no_process_behind(stack_dir):
     assert not any(pid_alive(pid) for pid in children)  # the engine children went with their groups
     assert not (stack_dir / ".costguard/cache/stack/state.json").exists()
     after = run_cli("stack", "status", cwd=stack_dir, env=env)
-    assert after.returncode == 1 and "no stack is running" in after.stdout
+    assert after.returncode == 1 and "no stack is running" in after.stderr
 
 
 def test_a_tier_crashing_at_start_up_stops_the_others_and_shows_its_log_tail(stack_dir):

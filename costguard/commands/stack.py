@@ -21,6 +21,17 @@ def _load(config: str):  # -> LoadedStack
     return load_stack(config)
 
 
+def _running(config: str):  # -> StackState | None
+    """The state `stack up` left, or None (saying so on stderr)."""
+    from costguard import stack
+
+    loaded = _load(config)
+    state = stack.read_state(loaded)
+    if state is None:
+        _say(f"no stack is running (no state file in {stack.state_dir(loaded)})")
+    return state
+
+
 def _say(message: str) -> None:
     click.echo(f"costguard: {message}", err=True)
 
@@ -67,10 +78,8 @@ def down(config: str) -> None:
     """Stop every tier started by `stack up` (whole process groups), from any process."""
     from costguard import stack
 
-    loaded = _load(config)
-    state = stack.read_state(loaded)
+    state = _running(config)
     if state is None:
-        _say(f"no stack is running (no state file in {stack.state_dir(loaded)})")
         return
     stopped = stack.stop_stack(state, notify=_say)
     if not stopped:
@@ -83,10 +92,8 @@ def status(config: str) -> None:
     """Each tier's process and /health; exit 1 unless every tier is up and healthy."""
     from costguard import stack
 
-    loaded = _load(config)
-    state = stack.read_state(loaded)
+    state = _running(config)
     if state is None:
-        click.echo("no stack is running")
         sys.exit(1)
     healthy = True
     for proc in state.tiers:
