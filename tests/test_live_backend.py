@@ -430,3 +430,17 @@ def test_backend_vllm_launches_the_stack_for_the_run_and_stops_it(project_dir):
     assert len(pids) == 2 and all(group_pids(p) == [] for p in pids)
     assert not (project_dir / ".costguard" / "cache" / "stack" / "state.json").exists()
     assert len(recordings(project_dir)) == 3
+
+    # a stack already up is reused and left running; one started from other commands is refused
+    env = standin_env()
+    assert run_cli("stack", "up", cwd=project_dir, env=env).returncode == 0
+    try:
+        again = run_cli("run", "--backend", "vllm", "-o", "r2.json", cwd=project_dir, env=env)
+        assert again.returncode == 0, again.stderr
+        assert "started" not in again.stderr and read(project_dir / "r2.json")["complete"] is True
+        assert run_cli("stack", "status", cwd=project_dir, env=env).returncode == 0
+        config.write_text(config.read_text().replace("tensor_parallel_size: 4,", "tensor_parallel_size: 2,"))
+        other = run_cli("run", "--backend", "vllm", "-o", "r3.json", cwd=project_dir, env=env)
+        assert other.returncode == 2 and "started with other commands" in other.stderr
+    finally:
+        assert run_cli("stack", "down", cwd=project_dir, env=env).returncode == 0
