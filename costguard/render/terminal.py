@@ -173,8 +173,9 @@ def summary_lines(report: RunReport) -> list[str]:
 def print_run(report: RunReport, console: Any | None = None) -> None:
     console = console or make_console()
     stack = report.get("stack", {})
+    backend = report.get("backend", "offline")
     console.print(
-        f"[bold]costguard[/bold] {report.get('backend', 'offline')} projection of stack "
+        f"[bold]costguard[/bold] {backend} {'projection' if backend == 'offline' else 'run'} of stack "
         f"[bold]{stack.get('name', '')}[/bold]: {report.totals['fixtures']} fixtures, "
         f"router {stack.get('router', '?')}",
         highlight=False,
