@@ -260,6 +260,8 @@ def test_up_ready_down_leaves_no_process_behind(stack_dir):
     assert status.returncode == 0 and status.stdout.count("\tready\t") == 2
     logs = run_cli("stack", "logs", "large", "-n", "5", cwd=stack_dir, env=env)
     assert "Application startup complete" in logs.stdout
+    copied = run_cli("stack", "logs", "--out", "artifact", cwd=stack_dir, env=env)
+    assert copied.returncode == 0 and sorted(p.name for p in (stack_dir / "artifact").iterdir()) == ["large.log", "small.log"]
 
     # `down` runs in another process than `up`: it finds everything through the state file.
     down = run_cli("stack", "down", cwd=stack_dir / ".costguard", env=env)  # any cwd: the path is absolute

@@ -108,8 +108,12 @@ def status(config: str) -> None:
 @click.argument("tier", required=False)
 @click.option("--lines", "-n", default=40, show_default=True, help="Lines from the end of each log.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
-def logs(config: str, tier: str | None, lines: int, follow: bool) -> None:
-    """Print the end of each tier's server log (or one tier's)."""
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Copy the whole logs (and the previous start's) into this directory instead of printing.")
+def logs(config: str, tier: str | None, lines: int, follow: bool, out_dir: str | None) -> None:
+    """Print the end of each tier's server log (or one tier's), or copy the logs (--out)."""
+    import shutil
+
     from costguard import stack
     from costguard.errors import UsageError
 
@@ -118,8 +122,15 @@ def logs(config: str, tier: str | None, lines: int, follow: bool) -> None:
     if tier is not None and tier not in names:
         raise UsageError(f"unknown tier {tier!r} (tiers: {', '.join(names)})")
     directory = stack.state_dir(loaded)
-    paths = [directory / f"{name}.log" for name in ([tier] if tier else names)]
+    paths = [directory / f"{name}.log{suffix}" for name in ([tier] if tier else names) for suffix in ("", ".prev")]
     paths = [p for p in paths if p.exists()]
+    if out_dir is not None:  # for CI artifacts: never fails, says what it found
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            shutil.copy2(path, Path(out_dir) / path.name)
+        _say(f"copied {len(paths)} log file(s) from {directory} to {out_dir}")
+        return
+    paths = [p for p in paths if not p.name.endswith(".prev")]
     if not paths:
         raise UsageError(f"no logs in {directory} (run `costguard stack up` first)")
     for path in paths:
