@@ -42,7 +42,23 @@ class ServeConfig(StrictModel):
         default=None, description="passed as --speculative-config JSON (method, model, num_speculative_tokens)"
     )
     enable_prefix_caching: bool = True
+    api_key_env: str | None = Field(
+        default=None, description="env var holding an API key: given to vLLM as VLLM_API_KEY and sent by the client"
+    )
     engine_args: list[str] = Field(default_factory=list, description="extra `vllm serve` arguments, passed through")
+
+    @model_validator(mode="after")
+    def _devices_fit(self) -> ServeConfig:
+        needed = self.tensor_parallel_size * self.pipeline_parallel_size
+        if self.devices is not None:
+            if len(self.devices) != needed:
+                raise ValueError(
+                    f"devices lists {len(self.devices)} GPU(s) but tensor_parallel_size x pipeline_parallel_size "
+                    f"needs {needed}"
+                )
+            if len(set(self.devices)) != len(self.devices) or min(self.devices) < 0:
+                raise ValueError("devices must be distinct GPU indices >= 0")
+        return self
 
 
 class EndpointConfig(StrictModel):
@@ -112,7 +128,30 @@ class LengthRouterConfig(StrictModel):
     tokenizer_tier: str | None = None
 
 
-RouterConfig = Annotated[RulesRouterConfig | LengthRouterConfig, Field(discriminator="kind")]
+class ExternalRouterConfig(StrictModel):
+    """A router the team already runs (vLLM semantic-router, a production-stack router).
+
+    Live backends send every request to `base_url` with `model` (e.g. "auto") and attribute each
+    reply to a tier by the reply's `model` field; offline runs replay the recorded attribution.
+    """
+
+    kind: Literal["external"]
+    base_url: str
+    api_key_env: str | None = Field(default=None, description="name of the env var holding the API key")
+    model: str = Field(default="auto", description="model name sent to the router")
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="reply model name -> tier, for names that are not a tier's name, served_model_name or model",
+    )
+    default_tier: str | None = Field(
+        default=None, description="offline: tier for fixtures without a recorded route (otherwise an error)"
+    )
+    tokenizer_tier: str | None = None
+
+
+RouterConfig = Annotated[
+    RulesRouterConfig | LengthRouterConfig | ExternalRouterConfig, Field(discriminator="kind")
+]
 
 
 class ExactCacheConfig(StrictModel):
@@ -137,6 +176,49 @@ class TrafficConfig(StrictModel):
     arrival_rate_per_s: float | None = Field(default=None, gt=0)
 
 
+VLLM_VERSION = "0.11.0"
+"""The vLLM release whose flags, routes, usage fields and metric names costguard follows (DESIGN §4)."""
+
+
+class LaunchConfig(StrictModel):
+    """How `costguard stack up` (and `--backend vllm`) starts one `vllm serve` per tier."""
+
+    vllm_version: str | None = Field(
+        default=VLLM_VERSION, description="required `vllm --version` (a prefix: 0.11 accepts 0.11.x); null: no check"
+    )
+    executable: str = Field(default="vllm", description="the vllm executable (a name on PATH or a path)")
+    startup_timeout_s: float = Field(default=1200, gt=0, description="how long a tier may take to become healthy")
+    gpus: int | None = Field(default=None, ge=1, description="GPUs on the machine (checks automatic assignment)")
+    log_dir: str | None = Field(default=None, description="per-tier server logs (default: <cache_dir>/stack)")
+
+
+class ReplayConfig(StrictModel):
+    """How live backends replay the fixtures (the peer of `vllm bench serve`)."""
+
+    concurrency: int = Field(default=16, ge=1, description="requests in flight at most")
+    request_rate_per_s: float | None = Field(
+        default=None, gt=0, description="Poisson arrivals at this rate; unset: send as fast as concurrency allows"
+    )
+    timeout_s: float = Field(default=600, gt=0, description="per-request time limit (one attempt)")
+    max_attempts: int = Field(default=4, ge=1, description="attempts per request (retries on 429/5xx/connection errors)")
+    stream: bool = Field(default=True, description="stream replies (needed for TTFT, TPOT and ITL)")
+    scrape_metrics: bool = Field(default=True, description="diff each server's /metrics around the replay")
+    record: bool = Field(default=True, description="store every reply as a recorded response")
+    min_profile_requests: int = Field(
+        default=20, ge=1, description="replies a tier needs before its measured throughput is saved"
+    )
+
+
+class RecordingsConfig(StrictModel):
+    """Recorded responses: what live runs measured, reused by offline runs (commit them)."""
+
+    path: str = Field(default="recordings", description="directory, relative to costguard.yaml")
+    use: bool = Field(default=True, description="offline runs read recorded outputs (measured) when present")
+    measured_throughput: bool = Field(
+        default=True, description="GPU-time tiers use the recorded throughput profile when one matches"
+    )
+
+
 class StackConfig(StrictModel):
     version: Literal[1] = 1
     name: str = "stack"
@@ -150,6 +232,9 @@ class StackConfig(StrictModel):
         default=None, description="tier for the 'everything on the largest tier' baseline (default: last)"
     )
     cache_dir: str = ".costguard/cache"
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    recordings: RecordingsConfig = Field(default_factory=RecordingsConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:
@@ -167,9 +252,13 @@ class StackConfig(StrictModel):
         if self.router is not None:
             check(self.router.default_tier, "router.default_tier")
             check(self.router.tokenizer_tier, "router.tokenizer_tier")
-            items = self.router.rules if isinstance(self.router, RulesRouterConfig) else self.router.thresholds
-            for i, item in enumerate(items):
-                check(item.tier, f"router item {i}")
+            if isinstance(self.router, ExternalRouterConfig):
+                for reply_model, tier in self.router.models.items():
+                    check(tier, f"router.models[{reply_model!r}]")
+            else:
+                items = self.router.rules if isinstance(self.router, RulesRouterConfig) else self.router.thresholds
+                for i, item in enumerate(items):
+                    check(item.tier, f"router item {i}")
         shares = [s.share for s in self.suites.values() if s.share is not None]
         if shares and len(shares) != len(self.suites):
             raise ValueError("suites: give a share for every suite or for none")

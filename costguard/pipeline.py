@@ -121,6 +121,7 @@ class Pipeline:
         self.prices = prices
         self.tokens = tokens
         self.progress = progress or (lambda stage, done, total: None)
+        self.incomplete_reason: str | None = None
         self.exact_cache = (
             ExactResultCache(max_temperature=config.caches.exact.max_temperature)
             if config.caches.exact.enabled
@@ -157,7 +158,14 @@ class Pipeline:
         return price_call(self.prices[tier], tier, stage, result)
 
     # -- the run ------------------------------------------------------------------------
-    def run(self, fixtures: Sequence[Fixture]) -> list[RequestRecord]:
+    def run(self, fixtures: Sequence[Fixture], *, shard: tuple[int, int] | None = None) -> list[RequestRecord]:
+        """Records for every fixture, or for one shard's share of the arrival order.
+
+        Routing and the result caches always run over the whole fixture set, so a shard's
+        requests see the same cache outcomes as in an unsharded run; only the shard's calls
+        are served. A backend that stops early leaves out the requests it has no reply for
+        and sets `incomplete_reason`.
+        """
         n = len(fixtures)
         order = arrival_order(fixtures, self.config.traffic.seed)
         monthly = monthly_requests(fixtures, self.config)
@@ -166,31 +174,44 @@ class Pipeline:
         self.progress("route", n, n)
 
         outcomes: dict[int, CacheOutcome] = {}
-        planned: list[PlannedCall] = []
-        for arrival, i in enumerate(order):
+        for i in order:
             outcomes[i] = self._cache(fixtures[i])
+        arrivals = shard_arrivals(n, shard)
+        planned: list[PlannedCall] = []
+        for arrival in arrivals:
+            i = order[arrival]
             call = self._plan(i, fixtures[i], self.config.tier(decisions[i].tier), "primary")
             call.arrival_index = arrival
+            if outcomes[i].outcome in ("exact", "semantic"):
+                call.answered_by = outcomes[i].outcome
             planned.append(call)
         results = self.backend.execute(planned)
-        self.progress("serve", n, n)
+        self.incomplete_reason = getattr(self.backend, "incomplete_reason", None)
+        self.progress("serve", len(planned), len(planned))
 
         # The counterfactual: every request on the largest tier, no caches, no cascade.
         largest = self.config.largest
+        served = [(pos, arrival) for pos, arrival in enumerate(arrivals) if results[pos] is not None]
         cf_planned = []
-        for arrival, i in enumerate(order):
+        for _, arrival in served:
+            i = order[arrival]
             call = self._plan(i, fixtures[i], largest, "counterfactual")
             call.arrival_index = arrival
             cf_planned.append(call)
         cf_results = self._counterfactual_results(cf_planned)
 
         records: list[RequestRecord | None] = [None] * n
-        for arrival, i in enumerate(order):
+        for (pos, arrival), cf_result in zip(served, cf_results, strict=True):
+            i = order[arrival]
             fx = fixtures[i]
+            result = results[pos]
+            assert result is not None
             decision = decisions[i]
+            if result.tier is not None:  # an external router chose when it served the request
+                decision = RouteDecision(result.tier, "external router (reply model)")
             outcome = outcomes[i]
-            primary = self._priced(decision.tier, "primary", results[arrival])
-            cf = self._priced(largest.name, "counterfactual", cf_results[arrival])
+            primary = self._priced(decision.tier, "primary", result)
+            cf = self._priced(largest.name, "counterfactual", cf_result)
             records[i] = RequestRecord(
                 fixture_id=fx.id,
                 suite=fx.suite,
@@ -210,15 +231,40 @@ class Pipeline:
         return [r for r in records if r is not None]
 
     def _counterfactual_results(self, calls: list[PlannedCall]) -> list[CallResult]:
-        """No caches: the same output-token source as the served call, no cached prompt tokens."""
+        """No caches: projected offline (recorded replies of the largest tier where there are
+        any, else the expected/prior output), with no cached prompt tokens."""
         from costguard.backends.offline import OfflineBackend
 
         if isinstance(self.backend, OfflineBackend):
             counterfactual_backend = self.backend
         else:
-            counterfactual_backend = OfflineBackend(self.config)
-        results = counterfactual_backend.execute(calls)
-        for r in results:
+            counterfactual_backend = OfflineBackend(self.config, getattr(self.backend, "recordings", None))
+        results = []
+        for r in counterfactual_backend.execute(calls):
+            assert r is not None  # the offline backend answers every call
             r.cached_tokens = 0
             r.cached_source = "none"
+            results.append(r)
         return results
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`i/n` (1-based) -> (i, n)."""
+    from costguard.errors import UsageError
+
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text!r}: expected i/n, e.g. 2/4") from None
+    if count < 1 or not 1 <= index <= count:
+        raise UsageError(f"--shard {text!r}: need 1 <= i <= n")
+    return index, count
+
+
+def shard_arrivals(n: int, shard: tuple[int, int] | None) -> range:
+    """Arrival positions of one shard: a contiguous block of the arrival order, so requests that
+    arrive close together (a conversation's turns, bursts that share prefixes) stay on one server."""
+    if shard is None:
+        return range(n)
+    index, count = shard
+    return range((index - 1) * n // count, index * n // count)

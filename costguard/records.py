@@ -65,6 +65,11 @@ class TierCall:
                 out[key] = value
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TierCall:
+        """The inverse of `to_dict` (merging shard reports rebuilds records from their JSON)."""
+        return cls(**{name: data[name] for name in cls.__slots__ if name in data})  # type: ignore[attr-defined]
+
 
 @dataclass(slots=True)
 class RequestRecord:
@@ -147,3 +152,26 @@ class RequestRecord:
         if self.extra:
             out["extra"] = self.extra
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestRecord:
+        """The inverse of `to_dict`."""
+        cf = data.get("counterfactual")
+        return cls(
+            fixture_id=data["id"],
+            suite=data["suite"],
+            location=data["location"],
+            content_hash=data["content_hash"],
+            weight=data["weight"],
+            monthly_requests=data["monthly_requests"],
+            arrival_index=data["arrival_index"],
+            route_tier=data["route"]["tier"],
+            route_reason=data["route"]["reason"],
+            route_score=data["route"].get("score"),
+            cache=data["cache"]["outcome"],
+            cache_detail=data["cache"].get("detail"),
+            calls=[TierCall.from_dict(c) for c in data["calls"]],
+            counterfactual=TierCall.from_dict(cf) if cf else None,
+            quality=data.get("quality"),
+            extra=data.get("extra") or {},
+        )

@@ -75,6 +75,55 @@ def run_tables(report: RunReport) -> list[Any]:
             _money(s["cost_per_month"], s.get("estimated", False)),
         )
     out.append(suites)
+    out.extend(replay_tables(report))
+    return out
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def replay_tables(report: RunReport) -> list[Any]:
+    """A live run's latency per tier (vllm bench serve's figures) and the server-metrics check."""
+    from rich.table import Table
+
+    replay = report.get("replay")
+    if not replay:
+        return []
+    req = replay["requests"]
+    table = Table(
+        title=f"Replay: {req['completed']} of {req['sent']} requests in {replay['duration_s']:.1f} s "
+        f"at concurrency {replay['concurrency']} ({replay['request_throughput']:.1f} req/s, "
+        f"{req['retries']} retries, {req['answered_by_cache']} answered by cache)",
+        title_justify="left", header_style="bold",
+    )  # fmt: skip
+    cols = ("tier", "TTFT ms mean", "p99", "TPOT ms mean", "p99", "ITL ms mean", "E2EL ms mean", "p99")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "tier" else "right")
+    for tier, lat in replay["latency"].items():
+        table.add_row(
+            tier, _ms(lat["mean_ttft_ms"]), _ms(lat["p99_ttft_ms"]), _ms(lat["mean_tpot_ms"]), _ms(lat["p99_tpot_ms"]),
+            _ms(lat["mean_itl_ms"]), _ms(lat["mean_e2el_ms"]), _ms(lat["p99_e2el_ms"]),
+        )  # fmt: skip
+    out = [table]
+    metrics = report.get("server_metrics") or {}
+    if metrics:
+        check = Table(title="Server /metrics vs replies", title_justify="left", header_style="bold")
+        for col in ("tier", "prompt tok (server/replies)", "generated", "prefix hits", "result"):
+            check.add_column(col, justify="left" if col in ("tier", "result") else "right")
+        for tier, m in metrics.items():
+            if not m.get("available"):
+                check.add_row(tier, "", "", "", _plain(f"not scraped: {m.get('reason')}"))
+                continue
+            srv, cli = m["server"], m["client"]
+            check.add_row(
+                tier,
+                f"{srv['prompt_tokens']:,.0f} / {cli['prompt_tokens']:,}",
+                f"{srv['generation_tokens']:,.0f} / {cli['completion_tokens']:,}",
+                f"{srv['prefix_cache_hits']:,.0f} / {cli['cached_tokens']:,}",
+                "agree" if not m["discrepancies"] else _plain("; ".join(m["discrepancies"])),
+            )
+        out.append(check)
     return out
 
 
@@ -124,8 +173,9 @@ def summary_lines(report: RunReport) -> list[str]:
 def print_run(report: RunReport, console: Any | None = None) -> None:
     console = console or make_console()
     stack = report.get("stack", {})
+    backend = report.get("backend", "offline")
     console.print(
-        f"[bold]costguard[/bold] {report.get('backend', 'offline')} projection of stack "
+        f"[bold]costguard[/bold] {backend} {'projection' if backend == 'offline' else 'run'} of stack "
         f"[bold]{stack.get('name', '')}[/bold]: {report.totals['fixtures']} fixtures, "
         f"router {stack.get('router', '?')}",
         highlight=False,
