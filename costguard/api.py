@@ -135,7 +135,12 @@ def _check_suites(stack: LoadedStack, fixtures: list[Fixture]) -> None:
 
 
 def count_prompt_tokens(project: Project, *, keep_ids: Sequence[str] = (), progress: Progress | None = None) -> PromptTokens:
-    """Prompt token counts per tier for every fixture, through the on-disk content-hash cache."""
+    """Prompt token counts per tier for every fixture, through the on-disk content-hash cache.
+
+    For the tiers in `keep_ids` the token ids are kept too (compact uint32 arrays, shared by
+    tiers with the same tokenizer), with the ids of the replies that later fixtures of a
+    conversation show (so generated blocks can be reused by the follow-up turn).
+    """
     from costguard.tokenization import TokenCountCache, encode_chat_cached
 
     cache = TokenCountCache(project.cache_dir)
@@ -143,7 +148,10 @@ def count_prompt_tokens(project: Project, *, keep_ids: Sequence[str] = (), progr
     counts: dict[str, list[int]] = {}
     sources: dict[str, str] = {}
     ids: dict[str, list[Sequence[int]]] = {}
+    replies: dict[str, dict[int, Sequence[int]]] = {}
     by_fingerprint: dict[str, tuple[list[int], list[Sequence[int]] | None]] = {}
+    reply_texts: dict[int, str] | None = None
+    replies_by_fingerprint: dict[str, dict[int, Sequence[int]]] = {}
     try:
         for tier in project.config.tiers:
             tok = project.tokenizer(tier.name)
@@ -153,7 +161,7 @@ def count_prompt_tokens(project: Project, *, keep_ids: Sequence[str] = (), progr
             if hit is None or (need_ids and hit[1] is None):
                 if progress:
                     progress(f"tokens:{tier.name}", 0, len(messages))
-                encoded = encode_chat_cached(tok, messages, cache)
+                encoded = encode_chat_cached(tok, messages, cache, compact=True)
                 hit = ([len(e) for e in encoded], encoded if need_ids else None)
                 by_fingerprint[tok.fingerprint] = hit
                 if progress:
@@ -161,11 +169,52 @@ def count_prompt_tokens(project: Project, *, keep_ids: Sequence[str] = (), progr
             counts[tier.name] = hit[0]
             if need_ids and hit[1] is not None:
                 ids[tier.name] = hit[1]
+                if reply_texts is None:
+                    from costguard.caches.prefix_fleet import conversation_replies
+
+                    reply_texts = conversation_replies(project.fixtures)
+                if tok.fingerprint not in replies_by_fingerprint:
+                    import numpy as np
+
+                    # Templates trim message content (Llama 3, most others), and a model does not
+                    # generate surrounding whitespace before its stop token.
+                    replies_by_fingerprint[tok.fingerprint] = {
+                        i: np.asarray(tok.encode_text(text.strip()), dtype=np.uint32) for i, text in reply_texts.items()
+                    }
+                replies[tier.name] = replies_by_fingerprint[tok.fingerprint]
     finally:
         close = getattr(cache, "close", None)
         if close:
             close()
-    return PromptTokens(counts=counts, sources=sources, ids=ids)
+    return PromptTokens(counts=counts, sources=sources, ids=ids, replies=replies)
+
+
+def _prefix_fleet(project: Project) -> Any:
+    """The stack's prefix-cache simulators (None when the layer is off); capacity errors are located."""
+    from costguard.caches.prefix_fleet import PrefixCacheFleet, kv_capacity, simulated_tiers
+
+    tiers = simulated_tiers(project.config)
+    if not tiers:
+        return None
+    capacities = {}
+    for name in tiers:
+        index = next(i for i, t in enumerate(project.config.tiers) if t.name == name)
+        try:
+            capacities[name] = kv_capacity(project.config.tiers[index])
+        except ValueError as exc:
+            raise ConfigError(f"{exc}", key=project.stack.where("tiers", index, "kv_cache", "derive")) from None
+    return PrefixCacheFleet(project.config, capacities)
+
+
+def _semantic_embedder(project: Project) -> Any:
+    """texts -> normalised embeddings for the semantic cache (None when the layer is off)."""
+    semantic = project.config.caches.semantic
+    if not semantic.enabled:
+        return None
+    from costguard.embeddings import Embedder
+
+    embedder = Embedder(model=semantic.model, cache_dir=project.cache_dir)
+    return embedder.encode
 
 
 def run(project: Project, *, backend: str = "offline", progress: Progress | None = None) -> RunReport:
@@ -173,17 +222,36 @@ def run(project: Project, *, backend: str = "offline", progress: Progress | None
     started = time.perf_counter()
     config = project.config
     prices = project.prices()
-    tokens = count_prompt_tokens(project, progress=progress)
-    router = build_router(config, project=project)
     if backend != "offline":
         raise ConfigError(f"unknown backend {backend!r} (available: offline)")
+    fleet = _prefix_fleet(project)
+    clock = time.perf_counter()
+    tokens = count_prompt_tokens(project, keep_ids=list(fleet.instances) if fleet else (), progress=progress)
+    stages = {"tokens": round(time.perf_counter() - clock, 4)}
+    router = build_router(config, project=project)
     from costguard.backends.offline import OfflineBackend
 
     tier_backend = OfflineBackend(config)
-    pipeline = Pipeline(config, router=router, backend=tier_backend, prices=prices, tokens=tokens, progress=progress)
+    pipeline = Pipeline(
+        config,
+        router=router,
+        backend=tier_backend,
+        prices=prices,
+        tokens=tokens,
+        prefix=fleet,
+        embed=_semantic_embedder(project),
+        progress=progress,
+    )
     records = pipeline.run(project.fixtures)
-    sections = aggregate(records, config, prices)
-    return build_report(project, records, sections, backend=tier_backend.name, seconds=time.perf_counter() - started)
+    sections = aggregate(records, config, prices, simulation=pipeline.simulation)
+    return build_report(
+        project,
+        records,
+        sections,
+        backend=tier_backend.name,
+        seconds=time.perf_counter() - started,
+        stages={**stages, **pipeline.stage_seconds},
+    )
 
 
 def build_report(
@@ -195,6 +263,7 @@ def build_report(
     seconds: float,
     complete: bool = True,
     incomplete_reason: str | None = None,
+    stages: dict[str, float] | None = None,
 ) -> RunReport:
     config = project.config
     prices = project.prices()
@@ -256,7 +325,7 @@ def build_report(
         "inputs": project.input_hashes(),
         **sections,
         "warnings": warnings,
-        "timing": {"seconds": round(seconds, 3)},
+        "timing": {"seconds": round(seconds, 3), **({"stages": stages} if stages else {})},
         "records": record_dicts,
     }
     return RunReport(data)
