@@ -298,6 +298,12 @@ def build_report(
             f"output tokens are estimated for {n_est} of {sum(est_out.values())} calls "
             "(expect.output_tokens or suite prior; record responses with a live backend to measure them)"
         )
+    unbounded = [name for name, t in sections["cache"]["prefix"]["tiers"].items() if t.get("capacity_source") == "unbounded"]
+    if unbounded:
+        warnings.append(
+            f"prefix caches on tier(s) {', '.join(unbounded)} have no declared or derived capacity "
+            "(kv_cache.num_gpu_blocks or kv_cache.derive): simulated without eviction, an upper bound on reuse"
+        )
     gpu_est = [t["name"] for t in tiers_summary if prices[t["name"]].estimated]
     if gpu_est:
         warnings.append(f"GPU-time costs use declared throughput (estimated) on tier(s): {', '.join(gpu_est)}")

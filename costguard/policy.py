@@ -154,7 +154,7 @@ for _m in (
     Metric("suite_spend", "usd", "projected spend per month of one suite", _suite_spend, ("suite",), ("suite",)),
     Metric("tier_share", "ratio", "share of requests served by a tier (0..1)", _tier_share, ("tier",), ("tier",)),
     Metric("tier_spend", "usd", "projected spend per month on one tier", _tier_spend, ("tier",), ("tier",)),
-    Metric("cache_hit_rate", "ratio", "share of requests served from cache (layer: exact/semantic)", _cache_hit_rate, ("layer",)),
+    Metric("cache_hit_rate", "ratio", "share of requests served from cache (layer: exact/semantic; prefix: share of prompt tokens)", _cache_hit_rate, ("layer",)),
 ):
     register_metric(_m)
 
@@ -312,3 +312,7 @@ def evaluate(policy: Policy, ctx: MetricContext) -> PolicyResult:
             message += f"; {mv.note}"
         verdicts.append(Verdict(**base, status=status, actual=mv.value, message=message, estimated=mv.estimated))
     return PolicyResult(policy=str(policy.path), verdicts=verdicts)
+
+
+# Metrics owned by other modules register themselves on import.
+from costguard.caches import metrics as _cache_metrics  # noqa: E402,F401
