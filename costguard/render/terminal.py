@@ -132,7 +132,8 @@ def cache_tables(report: RunReport) -> list[Any]:
         tiers = Table(title="Prefix caches (simulated, per tier)", title_justify="left", header_style="bold")
         for col in ("tier", "replicas", "capacity each", "prompt tok/mo", "cached tok/mo",
                     "hit (tokens)", "hit (requests)", "evicted", "$ saved/month"):
-            tiers.add_column(col, justify="left" if col in ("tier", "capacity each") else "right")
+            tiers.add_column(col, justify="left" if col in ("tier", "capacity each") else "right",
+                             no_wrap=col == "capacity each")
         for name, block in prefix.get("tiers", {}).items():
             if not block.get("simulated"):
                 tiers.add_row(name, "", "prefix caching off", "", "", "", "", "", "")
