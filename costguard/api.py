@@ -189,7 +189,7 @@ def count_prompt_tokens(project: Project, *, keep_ids: Sequence[str] = (), progr
     return PromptTokens(counts=counts, sources=sources, ids=ids, replies=replies)
 
 
-def _prefix_fleet(project: Project) -> Any:
+def build_prefix_fleet(project: Project) -> Any:
     """The stack's prefix-cache simulators (None when the layer is off); capacity errors are located."""
     from costguard.caches.prefix_fleet import PrefixCacheFleet, kv_capacity, simulated_tiers
 
@@ -206,15 +206,15 @@ def _prefix_fleet(project: Project) -> Any:
     return PrefixCacheFleet(project.config, capacities)
 
 
-def _semantic_embedder(project: Project) -> Any:
+def build_semantic_embedder(project: Project) -> Any:
     """texts -> normalised embeddings for the semantic cache (None when the layer is off)."""
     semantic = project.config.caches.semantic
     if not semantic.enabled:
         return None
-    from costguard.embeddings import Embedder
+    from costguard.embeddings import DEFAULT_MODEL, Embedder, EmbeddingCache
 
-    embedder = Embedder(model=semantic.model, cache_dir=project.cache_dir)
-    return embedder.encode
+    embedder = Embedder(semantic.model or DEFAULT_MODEL, cache=EmbeddingCache(directory=project.cache_dir / "embeddings"))
+    return embedder.embed
 
 
 def run(project: Project, *, backend: str = "offline", progress: Progress | None = None) -> RunReport:
@@ -224,7 +224,7 @@ def run(project: Project, *, backend: str = "offline", progress: Progress | None
     prices = project.prices()
     if backend != "offline":
         raise ConfigError(f"unknown backend {backend!r} (available: offline)")
-    fleet = _prefix_fleet(project)
+    fleet = build_prefix_fleet(project)
     clock = time.perf_counter()
     tokens = count_prompt_tokens(project, keep_ids=list(fleet.instances) if fleet else (), progress=progress)
     stages = {"tokens": round(time.perf_counter() - clock, 4)}
@@ -239,7 +239,7 @@ def run(project: Project, *, backend: str = "offline", progress: Progress | None
         prices=prices,
         tokens=tokens,
         prefix=fleet,
-        embed=_semantic_embedder(project),
+        embed=build_semantic_embedder(project),
         progress=progress,
     )
     records = pipeline.run(project.fixtures)

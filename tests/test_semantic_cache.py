@@ -122,3 +122,85 @@ def test_scope_is_model_and_system_prompt() -> None:
     c = _fx("x", None, [])
     c.messages[0]["content"] = "Be verbose."
     assert semantic_scope(a) != semantic_scope(c)
+
+
+# -- the layer in a run (a small bag-of-words embedding stands in for a model) --------------
+
+SEMANTIC_FIXTURES = """\
+suite: support
+defaults:
+  sampling: {temperature: 0}
+  expect: {output_tokens: 20}
+fixtures:
+  - id: hours
+    messages: [{role: system, content: "Be brief."}, {role: user, content: "what are your opening hours"}]
+    expect: {output_tokens: 20, reference: "9 to 5.", assertions: [{contains: "9 to 5"}]}
+  - id: hours-para
+    messages: [{role: system, content: "Be brief."}, {role: user, content: "what are your opening hours today"}]
+    expect: {output_tokens: 20, reference: "9 to 5.", assertions: [{contains: "9 to 5"}]}
+  - id: hours-other-scope
+    messages: [{role: system, content: "Be verbose."}, {role: user, content: "what are your opening hours"}]
+  - id: hours-sampled
+    sampling: {temperature: 0.9}
+    messages: [{role: system, content: "Be brief."}, {role: user, content: "what are your opening hours"}]
+  - id: hours-pii
+    messages: [{role: system, content: "Be brief."}, {role: user, content: "what are your opening hours a@b.io"}]
+  - id: hours-closing
+    messages: [{role: system, content: "Be brief."}, {role: user, content: "what are your closing hours today"}]
+    expect: {output_tokens: 20, reference: "We close at 5.", assertions: [{contains: "close at 5"}]}
+  - id: rag-hours
+    suite: rag
+    messages: [{role: system, content: "Be brief."}, {role: user, content: "what are your opening hours"}]
+"""
+
+
+def _bag_of_words(texts: list[str]) -> np.ndarray:
+    vocab = sorted({w for t in texts for w in t.split()})
+    out = np.zeros((len(texts), len(vocab) + 1), dtype=np.float32)
+    for i, t in enumerate(texts):
+        for w in t.split():
+            out[i, vocab.index(w)] += 1
+        out[i, -1] = 1e-6  # never all zero
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_the_layer_in_a_run_respects_scope_gates_suites_and_judges_hits(project_dir) -> None:
+    from costguard import api
+    from costguard.backends.offline import OfflineBackend
+    from costguard.pipeline import Pipeline
+    from costguard.router import build_router
+    from tests.conftest import write
+
+    cfg = project_dir / "costguard.yaml"
+    text = cfg.read_text().replace("  coding: {output_tokens_prior: 400}", "  coding: {output_tokens_prior: 400}\n  rag: {output_tokens_prior: 50, semantic_cache: false}")
+    cfg.write_text(text + "caches:\n  semantic: {enabled: true, threshold: 0.85, sweep: [0.5, 0.8]}\n")
+    write(project_dir / "fixtures" / "support.yaml", SEMANTIC_FIXTURES)
+    project = api.load_project(cfg)
+    config = project.config
+    fleet = api.build_prefix_fleet(project)
+    pipeline = Pipeline(
+        config, router=build_router(config, project=project), backend=OfflineBackend(config), prices=project.prices(),
+        tokens=api.count_prompt_tokens(project, keep_ids=list(fleet.instances)), prefix=fleet, embed=_bag_of_words,
+    )
+    records = {r.fixture_id: r for r in pipeline.run(project.fixtures)}
+    # cos("what are your opening hours", "... today") = 5 / sqrt(5 x 6) = 0.913 >= 0.85: a hit, judged correct.
+    para = records["hours-para"]
+    assert para.cache == "semantic" and para.extra["semantic"]["source"] == "hours"
+    assert para.extra["semantic"]["correct"] is True and para.extra["semantic"]["answer_source"] == "reference"
+    assert records["hours-other-scope"].cache == "miss"  # another system prompt
+    assert records["hours-sampled"].cache == "bypass"  # temperature gate on both layers
+    assert records["hours-pii"].cache == "bypass" and records["hours-pii"].extra["pii"] == ["email"]
+    assert records["rag-hours"].cache == "exact" or records["rag-hours"].cache == "miss"  # semantic off for rag
+    assert "semantic" not in records["rag-hours"].extra
+    # "hours-para" was served from cache, so only "hours" is stored: cos("what are your closing
+    # hours today", "what are your opening hours") = 4 / sqrt(6 x 5) = 0.730. A miss at 0.85 and
+    # 0.8, a WRONG hit at 0.5 (served "9 to 5.", expected "close at 5").
+    assert records["hours-closing"].cache == "miss"
+    sweep = pipeline.simulation.semantic_sweep
+    closing = [(h.source, h.correct) for t in (0.8, 0.5) for h in sweep[t] if project.fixtures[h.index].id == "hours-closing"]
+    assert closing == [(0, False)]
+    assert sorted(sweep) == [0.5, 0.8, 0.85]
+    # The semantic hit never reached the small tier (nothing admitted), but is priced with what it
+    # would have reused there: the blocks "hours" left.
+    assert para.calls[0].cached_source == "simulated" and para.calls[0].cached_tokens > 0
+    assert "prefix" not in para.extra
