@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from costguard import __version__
+from costguard.backends import Backend
 from costguard.config import LoadedStack, StackConfig, load_stack
-from costguard.errors import ConfigError
+from costguard.diff import Baseline, DiffReport, diff_reports
+from costguard.errors import ConfigError, UsageError
 from costguard.fixtures import Fixture, load_fixtures
-from costguard.pipeline import Pipeline, Progress, PromptTokens
-from costguard.policy import MetricContext, PolicyResult, evaluate, load_policy
+from costguard.pipeline import CacheSimulation, Pipeline, Progress, PromptTokens
+from costguard.policy import Acknowledgement, MetricContext, PolicyResult, evaluate, load_policy
 from costguard.pricing import TierPrice, resolve_price
 from costguard.projection import aggregate
+from costguard.records import RequestRecord
 from costguard.report import SCHEMA_VERSION, RunReport
 from costguard.router import build_router, router_tokenizer_tier
 
@@ -217,21 +220,40 @@ def build_semantic_embedder(project: Project) -> Any:
     return embedder.embed
 
 
-def run(project: Project, *, backend: str = "offline", progress: Progress | None = None) -> RunReport:
-    """Replay every fixture through the stack and build the RunReport."""
-    started = time.perf_counter()
+def make_backend(name: str, config: StackConfig) -> Backend:
+    """The tier backend called `name` (the one place backend names map to implementations)."""
+    if name != "offline":
+        raise ConfigError(f"unknown backend {name!r} (available: offline)")
+    from costguard.backends.offline import OfflineBackend
+
+    return OfflineBackend(config)
+
+
+@dataclass
+class Replay:
+    """The fixtures replayed through the stack: one RequestRecord per fixture (in fixture order),
+    what the cache layers did beyond the records, and seconds per stage."""
+
+    records: list[RequestRecord]
+    backend: str
+    simulation: CacheSimulation | None = None
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+def replay(project: Project, *, backend: str = "offline", progress: Progress | None = None) -> Replay:
+    """Every fixture through the stack.
+
+    Front ends that add records of their own (the pytest plugin's observed calls) aggregate
+    them together with these through `report_from_records`.
+    """
     config = project.config
     prices = project.prices()
-    if backend != "offline":
-        raise ConfigError(f"unknown backend {backend!r} (available: offline)")
+    tier_backend = make_backend(backend, config)
     fleet = build_prefix_fleet(project)
     clock = time.perf_counter()
     tokens = count_prompt_tokens(project, keep_ids=list(fleet.instances) if fleet else (), progress=progress)
     stages = {"tokens": round(time.perf_counter() - clock, 4)}
     router = build_router(config, project=project)
-    from costguard.backends.offline import OfflineBackend
-
-    tier_backend = OfflineBackend(config)
     pipeline = Pipeline(
         config,
         router=router,
@@ -243,14 +265,35 @@ def run(project: Project, *, backend: str = "offline", progress: Progress | None
         progress=progress,
     )
     records = pipeline.run(project.fixtures)
-    sections = aggregate(records, config, prices, simulation=pipeline.simulation)
-    return build_report(
+    return Replay(records, tier_backend.name, pipeline.simulation, {**stages, **pipeline.stage_seconds})
+
+
+def report_from_records(
+    project: Project,
+    records: Sequence[RequestRecord],
+    *,
+    backend: str,
+    seconds: float,
+    simulation: CacheSimulation | None = None,
+    stages: dict[str, float] | None = None,
+) -> RunReport:
+    """Aggregate records (traffic x pricing) into the RunReport. `simulation` is the replay's
+    cache simulation; the fixtures' records must come first, in fixture order."""
+    sections = aggregate(records, project.config, project.prices(), simulation=simulation)
+    return build_report(project, records, sections, backend=backend, seconds=seconds, stages=stages)
+
+
+def run(project: Project, *, backend: str = "offline", progress: Progress | None = None) -> RunReport:
+    """Replay every fixture through the stack and build the RunReport."""
+    started = time.perf_counter()
+    replayed = replay(project, backend=backend, progress=progress)
+    return report_from_records(
         project,
-        records,
-        sections,
-        backend=tier_backend.name,
+        replayed.records,
+        backend=replayed.backend,
         seconds=time.perf_counter() - started,
-        stages={**stages, **pipeline.stage_seconds},
+        simulation=replayed.simulation,
+        stages=replayed.stages,
     )
 
 
@@ -337,7 +380,52 @@ def build_report(
     return RunReport(data)
 
 
-def check(report: RunReport, policy_path: str | Path, *, baseline: RunReport | None = None) -> PolicyResult:
+def check(
+    report: RunReport,
+    policy_path: str | Path,
+    *,
+    baseline: RunReport | None = None,
+    diff: DiffReport | None = None,
+    acknowledgement: Acknowledgement | None = None,
+) -> PolicyResult:
     """Evaluate a policy file against a report (and a baseline, for regression rules)."""
     policy = load_policy(policy_path)
-    return evaluate(policy, MetricContext(report=report, baseline=baseline))
+    ctx = MetricContext(report=report, baseline=baseline, diff=diff.data if diff is not None else None)
+    return evaluate(policy, ctx, acknowledgement=acknowledgement)
+
+
+def load_baseline(
+    *,
+    path: str | Path | None = None,
+    base_ref: str | None = None,
+    config: str | Path = DEFAULT_CONFIG,
+    fixtures: Sequence[str | Path] | None = None,
+    cache_dir: Path | None = None,
+) -> Baseline:
+    """The baseline from a report file or artifact directory (`path`) or a git ref, or none."""
+    from costguard import baseline as store
+
+    if path is not None and base_ref is not None:
+        raise UsageError("give either a baseline file/directory or --base-ref, not both")
+    if path is not None:
+        return store.baseline_from_path(path)
+    if base_ref is not None:
+        return store.baseline_from_git_ref(base_ref, config=config, fixtures=fixtures, cache_dir=cache_dir)
+    return store.no_baseline("no baseline was given (pass --base-ref REF or --baseline FILE|DIR)")
+
+
+def compare(
+    head: RunReport,
+    baseline: Baseline,
+    *,
+    policy: str | Path | None = None,
+    acknowledgement: Acknowledgement | None = None,
+    head_source: str = "working tree",
+) -> tuple[DiffReport, PolicyResult | None]:
+    """Diff `head` against `baseline` and, with a policy, attach its verdicts to the DiffReport."""
+    diff = diff_reports(baseline, head, head_source=head_source)
+    result = None
+    if policy is not None:
+        result = check(head, policy, baseline=baseline.report, diff=diff, acknowledgement=acknowledgement)
+        diff.attach_policy(result.to_dict())
+    return diff, result

@@ -13,32 +13,11 @@ from typing import Any
 import click
 
 from costguard import __version__
+from costguard.commands.options import baseline_options
+from costguard.commands.options import config_option as _config_option
+from costguard.commands.options import fixtures_option as _fixtures_option
 from costguard.errors import EXIT_USAGE, CostguardError
-
-DEFAULT_REPORT = "costguard-report.json"
-
-
-def _config_option(f: Any) -> Any:
-    return click.option(
-        "--config",
-        "-c",
-        "config",
-        default="costguard.yaml",
-        show_default=True,
-        type=click.Path(dir_okay=False),
-        help="Stack config (tiers, router, caches, traffic).",
-    )(f)
-
-
-def _fixtures_option(f: Any) -> Any:
-    return click.option(
-        "--fixtures",
-        "-f",
-        "fixtures",
-        multiple=True,
-        type=click.Path(),
-        help="Fixture files or directories (repeatable). Default: `fixtures:` in the config.",
-    )(f)
+from costguard.report import DEFAULT_REPORT
 
 
 def make_progress(enabled: bool) -> Any:
@@ -106,30 +85,45 @@ def run(config: str, fixtures: tuple[str, ...], out: str, backend: str, fmt: str
 @cli.command()
 @click.option("--policy", "-p", "policy", required=True, type=click.Path(dir_okay=False), help="Policy YAML file.")
 @click.argument("report", required=False, type=click.Path(dir_okay=False))
+@baseline_options
 @_config_option
 @_fixtures_option
 @click.option("--format", "fmt", type=click.Choice(["terminal", "json"]), default="terminal", show_default=True)
-def check(policy: str, report: str | None, config: str, fixtures: tuple[str, ...], fmt: str) -> None:
+def check(
+    policy: str, report: str | None, baseline: str | None, base_ref: str | None, config: str,
+    fixtures: tuple[str, ...], fmt: str,
+) -> None:
     """Check a RunReport against a policy (runs the offline projection when no REPORT is given).
 
+    Regression rules compare with --baseline (a RunReport file or artifact directory) or
+    --base-ref (a git ref projected offline); without one they are skipped ("no baseline yet").
     Exit code 0: every rule passed (warnings allowed); 1: a `fail` rule was broken; 2: bad input.
     """
     from costguard import api
-    from costguard.report import load_report
+    from costguard.commands.compare import (
+        emit_annotations,
+        head_report,
+        load_baseline,
+        say_no_baseline,
+    )
 
-    if report is not None:
-        run_report = load_report(report)
-    else:
-        run_report = run_projection(config, fixtures)
-    result = api.check(run_report, policy)
+    run_report, head_source = head_report(report, config, fixtures)
+    base = load_baseline(baseline, base_ref, config, fixtures)
+    if baseline is not None or base_ref is not None:
+        say_no_baseline(base)
+    diff, result = api.compare(run_report, base, policy=policy, head_source=head_source)
+    assert result is not None
     if fmt == "json":
         import json
 
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        from costguard.render.terminal import print_check
+        from costguard.render.terminal import diff_headline, print_check
 
+        if base.available:
+            click.echo(diff_headline(diff.data))
         print_check(result)
+    emit_annotations(diff)
     sys.exit(result.exit_code)
 
 
@@ -189,6 +183,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     sys.exit(0)
 
+
+from costguard.commands.compare import register_commands  # noqa: E402 (needs `cli` defined above)
+
+register_commands(cli)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -398,6 +398,34 @@ def load_fixtures(paths: list[str | Path], *, root: Path) -> list[Fixture]:
     return fixtures
 
 
+def parse_chat_request(body: Any, *, file: str | Path, line: int | None) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
+    """An OpenAI chat-completion request body -> (messages, sampling parameters, model).
+
+    Shared by log import and by calls observed in tests, so both read request bodies the same way:
+    text content parts are joined, `max_completion_tokens` stands in for `max_tokens`.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+        raise ConfigError("no chat `messages` list in this request body", file=file, line=line, key="messages")
+    messages = []
+    for j, m in enumerate(body["messages"]):
+        if not isinstance(m, dict) or "role" not in m:
+            raise ConfigError("message without a role", file=file, line=line, key=f"messages[{j}]")
+        content = m.get("content")
+        if isinstance(content, list):  # content parts: keep the text parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            raise ConfigError("message content must be text", file=file, line=line, key=f"messages[{j}].content")
+        messages.append({"role": m["role"], "content": content})
+    sampling_keys = set(Sampling.model_fields)
+    sampling = {k: v for k, v in body.items() if k in sampling_keys and v is not None}
+    if "max_completion_tokens" in body and "max_tokens" not in sampling:
+        sampling["max_tokens"] = body["max_completion_tokens"]
+    model = body.get("model") or None
+    return messages, sampling, model
+
+
 def import_logs(
     source: Path,
     *,
@@ -407,7 +435,6 @@ def import_logs(
 ) -> list[dict[str, Any]]:
     """Turn OpenAI-format request logs (JSONL of chat-completion request bodies, optionally with
     `usage` or wrapped as {"request": ..., "response": ...}) into fixture dicts."""
-    sampling_keys = set(Sampling.model_fields)
     out: list[dict[str, Any]] = []
     by_hash: dict[str, dict[str, Any]] = {}
     text = read_text(source)
@@ -420,28 +447,12 @@ def import_logs(
         body = data.get("request", data)
         response = data.get("response") if isinstance(data.get("response"), dict) else None
         usage = (response or {}).get("usage") or data.get("usage")
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
-            raise ConfigError("no chat `messages` list in this request body", file=source, line=n, key="messages")
-        messages = []
-        for j, m in enumerate(body["messages"]):
-            if not isinstance(m, dict) or "role" not in m:
-                raise ConfigError("message without a role", file=source, line=n, key=f"messages[{j}]")
-            content = m.get("content")
-            if isinstance(content, list):  # content parts: keep the text parts
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            if content is None:
-                content = ""
-            if not isinstance(content, str):
-                raise ConfigError("message content must be text", file=source, line=n, key=f"messages[{j}].content")
-            messages.append({"role": m["role"], "content": content})
+        messages, sampling, model = parse_chat_request(body, file=source, line=n)
         fixture: dict[str, Any] = {"id": f"{id_prefix}-{n:06d}", "suite": suite, "messages": messages}
-        sampling = {k: v for k, v in body.items() if k in sampling_keys and v is not None}
-        if "max_completion_tokens" in body and "max_tokens" not in sampling:
-            sampling["max_tokens"] = body["max_completion_tokens"]
         if sampling:
             fixture["sampling"] = sampling
-        if body.get("model"):
-            fixture["model"] = body["model"]
+        if model:
+            fixture["model"] = model
         if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
             fixture["expect"] = {"output_tokens": usage["completion_tokens"]}
         # Validate through the same schema the loader uses, so imported files always load.

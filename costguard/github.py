@@ -254,15 +254,18 @@ class GitHubClient:
             )
         self._token = raw
         api = (api_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL).strip().rstrip("/")
-        self.api_url = _check_url(api, "GITHUB_API_URL")
-        if graphql_url:
-            gql = graphql_url
-        elif api_url is None and os.environ.get("GITHUB_GRAPHQL_URL"):
-            # only trust the env var when the REST URL also came from the environment
-            gql = os.environ["GITHUB_GRAPHQL_URL"]
-        else:
-            gql = graphql_url_for(self.api_url)
-        self.graphql_url = _check_url(gql.strip().rstrip("/"), "GITHUB_GRAPHQL_URL")
+        try:
+            self.api_url = _check_url(api, "GITHUB_API_URL")
+            if graphql_url:
+                gql = graphql_url
+            elif api_url is None and os.environ.get("GITHUB_GRAPHQL_URL"):
+                # only trust the env var when the REST URL also came from the environment
+                gql = os.environ["GITHUB_GRAPHQL_URL"]
+            else:
+                gql = graphql_url_for(self.api_url)
+            self.graphql_url = _check_url(gql.strip().rstrip("/"), "GITHUB_GRAPHQL_URL")
+        except GitHubError as exc:  # a URL that quotes the token must not print it
+            raise GitHubError(self._scrub(str(exc))) from None
         self.max_retries = max(0, int(max_retries))
         self.backoff_s = float(backoff_s)
         self.max_wait_s = float(max_wait_s)
@@ -559,6 +562,22 @@ class GitHubClient:
         labels = self._paginate(f"/repos/{owner}/{name}/issues/{n}/labels", ctx)
         return [str(label.get("name")) for label in labels if isinstance(label, dict)]
 
+    def label_added_by(self, repo: str, pr: int, label: str) -> str | None:
+        """Login of whoever last added `label` to the PR (from its issue events), if known."""
+        owner, name = _split_repo(repo)
+        n = _pr_number(pr)
+        ctx = {"repo": repo, "pr": n, "what": f"read the events of pull request #{n}"}
+        events = self._paginate(f"/repos/{owner}/{name}/issues/{n}/events", ctx)
+        actor = None
+        for event in events:
+            if (
+                isinstance(event, dict)
+                and event.get("event") == "labeled"
+                and (event.get("label") or {}).get("name") == label
+            ):
+                actor = (event.get("actor") or {}).get("login") or actor
+        return actor
+
     # -- GraphQL -------------------------------------------------------------------------------
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None, *, what: str) -> Any:
@@ -721,6 +740,7 @@ def upsert_comment(
     tag: str = "default",
     mode: Mode = "update",
     skip_if_unchanged: bool = False,
+    create: bool = True,
 ) -> CommentResult:
     """Post or refresh costguard's comment for `tag` on pull request `pr` of `repo`.
 
@@ -730,8 +750,8 @@ def upsert_comment(
     then deletes the previous ones. The new comment is posted *before* the old ones are hidden
     or deleted, so a failure never leaves the PR without a report; clean-up failures come back
     as `warnings`. With `skip_if_unchanged`, nothing is written when our newest comment already
-    has exactly this body (action "unchanged"). "skipped" is never produced here; it is
-    reserved for front ends that decide not to post at all.
+    has exactly this body (action "unchanged"). With `create=False` an existing comment is
+    refreshed (as in `update` mode) but none is created: action "skipped" when there is none.
     """
     if mode not in MODES:
         raise GitHubError(f"unknown comment mode {mode!r}: use one of {', '.join(MODES)}")
@@ -752,6 +772,11 @@ def upsert_comment(
         log.info("PR comment %s is already up to date", newest.get("html_url"))
         return CommentResult("unchanged", newest.get("id"), newest.get("html_url"))
 
+    if not create:
+        if newest is None:
+            log.info("no PR comment to refresh; not creating one")
+            return CommentResult("skipped", None, None)
+        mode = "update"
     known = [int(c.get("id") or 0) for c in comments if isinstance(c, dict)]
     if mode == "update" and newest is not None:
         try:

@@ -106,6 +106,26 @@ def monthly_requests(fixtures: Sequence[Fixture], config: StackConfig) -> list[f
     return [per_month * shares[fx.suite] * fx.weight / suite_weight[fx.suite] for fx in fixtures]
 
 
+def price_call(price: TierPrice, tier: str, stage: str, result: CallResult) -> TierCall:
+    """A served call with its cost: the one place a CallResult is priced (fixtures and observed calls)."""
+    return TierCall(
+        tier=tier,
+        stage=stage,
+        input_tokens=result.input_tokens,
+        cached_tokens=result.cached_tokens,
+        output_tokens=result.output_tokens,
+        input_source=result.input_source,
+        cached_source=result.cached_source,
+        output_source=result.output_source,
+        cost_usd=price.cost(result.input_tokens, result.cached_tokens, result.output_tokens),
+        cost_estimated=price.estimated,
+        latency_s=result.latency_s,
+        latency_source=result.latency_source,
+        confidence=result.confidence,
+        response_ref=result.response_ref,
+    )
+
+
 @dataclass
 class PromptTokens:
     """Prompt token counts (and ids where a stage needs them) per tier for every fixture."""
@@ -287,23 +307,7 @@ class Pipeline:
         return notes
 
     def _priced(self, tier: str, stage: str, result: CallResult) -> TierCall:
-        price = self.prices[tier]
-        return TierCall(
-            tier=tier,
-            stage=stage,
-            input_tokens=result.input_tokens,
-            cached_tokens=result.cached_tokens,
-            output_tokens=result.output_tokens,
-            input_source=result.input_source,
-            cached_source=result.cached_source,
-            output_source=result.output_source,
-            cost_usd=price.cost(result.input_tokens, result.cached_tokens, result.output_tokens),
-            cost_estimated=price.estimated,
-            latency_s=result.latency_s,
-            latency_source=result.latency_source,
-            confidence=result.confidence,
-            response_ref=result.response_ref,
-        )
+        return price_call(self.prices[tier], tier, stage, result)
 
     def _timed(self, stage: str, started: float) -> float:
         now = time.perf_counter()

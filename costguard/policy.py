@@ -14,6 +14,7 @@ theirs with `register_metric`. Evaluation is a pure function of the report (and 
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,10 +52,30 @@ class Rule(StrictModel):
         return self
 
 
+class Waiver(StrictModel):
+    """A time-boxed exception: the named rule warns instead of failing until `expires`."""
+
+    rule: str = Field(description="name of the rule under `rules:` that this waiver covers")
+    reason: str = Field(min_length=1, description="why (shown in the PR comment and the terminal)")
+    expires: _dt.date = Field(description="last day the waiver applies (YYYY-MM-DD); after it the rule fails again")
+    approved_by: str | None = Field(default=None, description="who approved the exception")
+
+    @model_validator(mode="after")
+    def _reason_given(self) -> Waiver:
+        if not self.reason.strip():
+            raise ValueError("a waiver needs a reason")
+        return self
+
+    def describe(self) -> str:
+        who = f", approved by {self.approved_by}" if self.approved_by else ""
+        return f"waiver until {self.expires.isoformat()}{who}: {self.reason.strip()}"
+
+
 class PolicyFile(StrictModel):
     version: Literal[1] = 1
     description: str | None = None
     rules: dict[str, Rule] = Field(min_length=1)
+    waivers: list[Waiver] = Field(default_factory=list, description="time-boxed exceptions to rules")
     extra: dict[str, Any] = Field(default_factory=dict, description="settings owned by extensions")
 
 
@@ -63,6 +84,21 @@ class MetricContext:
     report: RunReport
     baseline: RunReport | None = None
     diff: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """A reviewer accepted this change's regressions (e.g. by a PR label): regression rules warn."""
+
+    label: str
+    by: str | None = None
+
+    def describe(self) -> str:
+        who = f" (added by {self.by})" if self.by else ""
+        return f"acknowledged by the label {self.label!r}{who}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "by": self.by}
 
 
 @dataclass(frozen=True)
@@ -168,6 +204,8 @@ class Policy:
     rules: dict[str, Rule]
     lines: dict[str, int | None]
     extra: dict[str, Any] = field(default_factory=dict)
+    waivers: list[Waiver] = field(default_factory=list)
+    waiver_lines: list[int | None] = field(default_factory=list)
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -197,7 +235,23 @@ def load_policy(path: str | Path) -> Policy:
         for sel in metric.required:
             if getattr(rule, sel) is None:
                 raise ConfigError(f"metric {rule.metric!r} needs {sel}:", key=f"rules.{name}", **where)
-    return Policy(path=path, rules=dict(parsed.rules), lines=lines, extra=parsed.extra)
+    waiver_lines = [line_of(raw, ("waivers", i)) for i in range(len(parsed.waivers))]
+    for i, waiver in enumerate(parsed.waivers):
+        if waiver.rule not in parsed.rules:
+            raise ConfigError(
+                f"waiver for unknown rule {waiver.rule!r} (rules: {', '.join(parsed.rules)})",
+                file=path,
+                line=line_of(raw, ("waivers", i, "rule")) or waiver_lines[i],
+                key=f"waivers[{i}].rule",
+            )
+    return Policy(
+        path=path,
+        rules=dict(parsed.rules),
+        lines=lines,
+        extra=parsed.extra,
+        waivers=list(parsed.waivers),
+        waiver_lines=waiver_lines,
+    )
 
 
 # -- evaluation ---------------------------------------------------------------------------------
@@ -226,6 +280,7 @@ class Verdict:
 class PolicyResult:
     policy: str
     verdicts: list[Verdict]
+    acknowledgement: Acknowledgement | None = None
 
     @property
     def failed(self) -> list[Verdict]:
@@ -248,7 +303,12 @@ class PolicyResult:
         return 1 if self.failed else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy, "verdict": self.verdict, "verdicts": [v.to_dict() for v in self.verdicts]}
+        return {
+            "policy": self.policy,
+            "verdict": self.verdict,
+            "verdicts": [v.to_dict() for v in self.verdicts],
+            "acknowledgement": self.acknowledgement.to_dict() if self.acknowledgement else None,
+        }
 
 
 def format_value(value: float | None, unit: str) -> str:
@@ -256,6 +316,8 @@ def format_value(value: float | None, unit: str) -> str:
         return "n/a"
     if unit == "usd":
         return f"${value:,.2f}"
+    if unit == "usd_delta":
+        return f"{'-' if value < 0 else '+'}${abs(value):,.2f}"
     if unit == "usd_per_request":
         return f"${value:,.6f}"
     if unit == "ratio":
@@ -280,8 +342,20 @@ def _limit_text(rule: Rule, unit: str) -> str:
     return " and ".join(parts)
 
 
-def evaluate(policy: Policy, ctx: MetricContext) -> PolicyResult:
-    """Every rule's verdict. An incomplete report fails every rule: it never passes a policy."""
+def evaluate(
+    policy: Policy,
+    ctx: MetricContext,
+    *,
+    acknowledgement: Acknowledgement | None = None,
+    today: _dt.date | None = None,
+) -> PolicyResult:
+    """Every rule's verdict. An incomplete report fails every rule: it never passes a policy.
+
+    A broken `fail` rule becomes a warning when a waiver for it is still valid on `today`
+    (UTC date by default), or, for regression rules (metrics that need a baseline), when the
+    change was acknowledged. An expired waiver never softens anything: the verdict says so.
+    """
+    today = today or _dt.datetime.now(_dt.timezone.utc).date()
     verdicts = []
     for name, rule in policy.rules.items():
         metric = METRICS[rule.metric]
@@ -310,9 +384,54 @@ def evaluate(policy: Policy, ctx: MetricContext) -> PolicyResult:
             message = f"{actual}{est} within {limit}"
         if mv.note:
             message += f"; {mv.note}"
-        verdicts.append(Verdict(**base, status=status, actual=mv.value, message=message, estimated=mv.estimated))
-    return PolicyResult(policy=str(policy.path), verdicts=verdicts)
+        verdict = Verdict(**base, status=status, actual=mv.value, message=message, estimated=mv.estimated)
+        _soften(verdict, policy, metric, acknowledgement, today)
+        verdicts.append(verdict)
+    return PolicyResult(policy=str(policy.path), verdicts=verdicts, acknowledgement=acknowledgement)
 
 
-# Metrics owned by other modules register themselves on import.
+def _soften(
+    verdict: Verdict, policy: Policy, metric: Metric, ack: Acknowledgement | None, today: _dt.date
+) -> None:
+    """Apply waivers and the acknowledgement to one verdict (in place)."""
+    waivers = [w for w in policy.waivers if w.rule == verdict.rule]
+    valid = [w for w in waivers if w.expires >= today]
+    expired = [w for w in waivers if w.expires < today]
+    if verdict.status == "fail" and valid:
+        waiver = max(valid, key=lambda w: w.expires)
+        verdict.status = "warn"
+        verdict.waived_by = waiver.describe()
+        verdict.message += f"; waived ({waiver.describe()})"
+        return
+    if expired and not valid:
+        latest = max(expired, key=lambda w: w.expires)
+        if verdict.status == "fail":
+            verdict.message += f"; the waiver expired on {latest.expires.isoformat()} ({latest.reason.strip()})"
+        elif verdict.status == "pass":
+            verdict.message += f"; note: the waiver for this rule expired on {latest.expires.isoformat()}: remove it"
+    if ack is not None:
+        _acknowledge(verdict, metric, ack)
+
+
+def _acknowledge(verdict: Verdict, metric: Metric, ack: Acknowledgement) -> None:
+    if verdict.status == "fail" and metric.needs_baseline:
+        verdict.status = "warn"
+        verdict.waived_by = ack.describe()
+        verdict.message += f"; {ack.describe()}"
+
+
+def acknowledge(result: dict[str, Any], ack: Acknowledgement) -> dict[str, Any]:
+    """A recorded PolicyResult dict (e.g. inside a DiffReport) with `ack` applied to it."""
+    verdicts = []
+    for data in result.get("verdicts", []):
+        verdict = Verdict(**data)
+        metric = METRICS.get(verdict.metric)
+        if metric is not None:
+            _acknowledge(verdict, metric, ack)
+        verdicts.append(verdict)
+    return PolicyResult(result.get("policy", ""), verdicts, ack).to_dict()
+
+
+# Metrics defined in their own modules register themselves on import (they import this module).
+from costguard import regression as _regression  # noqa: E402,F401
 from costguard.caches import metrics as _cache_metrics  # noqa: E402,F401

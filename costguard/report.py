@@ -13,6 +13,7 @@ from typing import Any
 
 from costguard.errors import ConfigError
 
+DEFAULT_REPORT = "costguard-report.json"  # where front ends write the report unless told otherwise
 SCHEMA_VERSION = "1.0"
 SCHEMA_MAJOR = SCHEMA_VERSION.split(".")[0]
 
@@ -55,55 +56,105 @@ class RunReport:
     def to_json(self) -> str:
         """Indented JSON, except that each record sits compact on one line: readable, diffable,
         and fast for 100k-record reports (the indenting encoder is pure Python)."""
-        head = {k: v for k, v in self.data.items() if k != "records"}
-        text = json.dumps(head, indent=2, ensure_ascii=False)
-        records = self.data.get("records", [])
-        if not records:
-            return text[:-2] + ',\n  "records": []\n}\n'
-        lines = ",\n    ".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in records)
-        return text[:-2] + ',\n  "records": [\n    ' + lines + "\n  ]\n}\n"
+        return json_with_compact_rows(self.data, ("records",))
 
     def write(self, path: str | Path) -> Path:
         """Write atomically: a reader never sees a half-written report."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        self.path = path
-        return path
+        self.path = write_atomic(path, self.to_json())
+        return self.path
+
+
+def json_with_compact_rows(data: dict[str, Any], path: tuple[str, ...]) -> str:
+    """`data` as indented JSON, except the list at `path` (e.g. the records): one compact row per line."""
+    rows: Any = data
+    for key in path:
+        rows = rows.get(key) if isinstance(rows, dict) else None
+    if not isinstance(rows, list) or not rows:
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    placeholder = "\u0000costguard-rows\u0000"
+    outer = _replaced(data, path, placeholder)
+    text = json.dumps(outer, indent=2, ensure_ascii=False)
+    quoted = json.dumps(placeholder)
+    at = text.index(quoted)
+    indent = " " * (at - text.rfind("\n", 0, at) - 1 - len(json.dumps(path[-1])) - 2)
+    inner = indent + "  "
+    body = (",\n" + inner).join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in rows)
+    return text[:at] + "[\n" + inner + body + "\n" + indent + "]" + text[at + len(quoted):] + "\n"
+
+
+def _replaced(data: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    out = dict(data)
+    out[path[0]] = value if len(path) == 1 else _replaced(data[path[0]], path[1:], value)
+    return out
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file and a rename, so nothing is half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 REQUIRED_KEYS = ("schema_version", "complete", "totals", "tiers", "suites", "records")
 
 
-def load_report(path: str | Path) -> RunReport:
+def read_json(path: str | Path, *, missing_hint: str) -> Any:
+    """Parse a JSON file, turning every failure into a one-line ConfigError naming the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError("report not found (run `costguard run --out FILE` first)", file=path) from None
+        raise ConfigError(f"not found ({missing_hint})", file=path) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a JSON file", file=path) from None
     except UnicodeDecodeError:
-        raise ConfigError("report is not UTF-8 JSON", file=path) from None
+        raise ConfigError("not UTF-8 JSON", file=path) from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"report is not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
-    if not isinstance(data, dict) or data.get("kind", "run") != "run":
-        raise ConfigError("not a costguard RunReport", file=path)
-    missing = [k for k in REQUIRED_KEYS if k not in data]
+        raise ConfigError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
+
+
+def load_document(
+    path: str | Path,
+    *,
+    kind: str,
+    what: str,
+    required: tuple[str, ...],
+    schema_major: str,
+    missing_hint: str,
+    stale_hint: str = "re-create it with this version",
+    default_kind: str | None = None,
+) -> dict[str, Any]:
+    """Read a versioned costguard JSON document (RunReport, DiffReport), checking kind and major version."""
+    data = read_json(path, missing_hint=missing_hint)
+    if not isinstance(data, dict) or data.get("kind", default_kind) != kind:
+        raise ConfigError(f"not a costguard {what}", file=path)
+    missing = [k for k in required if k not in data]
     if missing:
-        raise ConfigError(f"not a costguard RunReport (missing {', '.join(missing)})", file=path)
+        raise ConfigError(f"not a costguard {what} (missing {', '.join(missing)})", file=path)
     version = str(data["schema_version"])
-    if version.split(".")[0] != SCHEMA_MAJOR:
+    if version.split(".")[0] != schema_major:
         raise ConfigError(
-            f"report schema_version {version} is not readable by this costguard (reads {SCHEMA_MAJOR}.x); "
-            "re-run the baseline with this version",
+            f"{what} schema_version {version} is not readable by this costguard (reads {schema_major}.x); "
+            + stale_hint,
             file=path,
         )
-    return RunReport(data, path)
+    return data
+
+
+def load_report(path: str | Path) -> RunReport:
+    data = load_document(
+        path, kind="run", what="RunReport", required=REQUIRED_KEYS, schema_major=SCHEMA_MAJOR,
+        missing_hint="run `costguard run --out FILE` first", stale_hint="re-run the baseline with this version",
+        default_kind="run",
+    )
+    return RunReport(data, Path(path))

@@ -158,7 +158,9 @@ def format_loc(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            text = str(part)
+            # A key holding a newline or other control character would break the one-line error.
+            out += ("." if out else "") + (text if text.isprintable() else repr(text))
     return out
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 REPO = Path(__file__).resolve().parent.parent
 
 CHAT_TEMPLATE = (
@@ -105,3 +107,43 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
         text=True,
         timeout=timeout,
     )
+
+
+TEMPLATE_V1 = "Summarise ticket {{ ticket }} for the on-call engineer."
+TEMPLATE_V2 = (
+    "Summarise ticket {{ ticket }} for the on-call engineer. List severity, affected customers, "
+    "the timeline so far and the next steps, as short bullet points."
+)
+TICKETS_YAML = """\
+suite: support
+fixtures:
+  - id: ticket-a
+    template: ../prompts/summary.jinja
+    vars: {ticket: "A-1"}
+    expect: {output_tokens: 80}
+  - id: ticket-b
+    template: ../prompts/summary.jinja
+    vars: {ticket: "B-22"}
+    expect: {output_tokens: 80}
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def git_project(project_dir: Path) -> Path:
+    """The test project in a git repository: commit 1 with TEMPLATE_V1, HEAD edits the template."""
+    (project_dir / "prompts").mkdir()
+    (project_dir / "prompts" / "summary.jinja").write_text(TEMPLATE_V1)
+    (project_dir / "fixtures" / "tickets.yaml").write_text(TICKETS_YAML)
+    (project_dir / ".gitignore").write_text(".costguard/\n*.json\n")
+    git(project_dir, "init", "-q", "-b", "main")
+    git(project_dir, "add", "-A")
+    git(project_dir, "commit", "-qm", "add costguard")
+    (project_dir / "prompts" / "summary.jinja").write_text(TEMPLATE_V2)
+    git(project_dir, "commit", "-qam", "longer summary prompt")
+    return project_dir

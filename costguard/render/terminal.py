@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from costguard.policy import PolicyResult, format_value
+from costguard.render.numbers import compact_count
 from costguard.report import RunReport
 
 EST = "*"  # marks a figure that rests on estimates; the legend under the tables says so
@@ -16,13 +17,7 @@ def _money(value: float, estimated: bool = False) -> str:
 
 
 def _tokens(value: float) -> str:
-    if value >= 1e9:
-        return f"{value / 1e9:,.2f}B"
-    if value >= 1e6:
-        return f"{value / 1e6:,.2f}M"
-    if value >= 1e3:
-        return f"{value / 1e3:,.1f}k"
-    return f"{value:,.0f}"
+    return compact_count(value)
 
 
 def _pct(value: float) -> str:
@@ -244,27 +239,137 @@ STATUS_LABEL = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP"}
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
 
 
-def print_check(result: PolicyResult, console: Any | None = None) -> None:
+def print_check(result: PolicyResult | dict[str, Any], console: Any | None = None) -> None:
+    """The policy verdicts table (from a PolicyResult or its recorded dict form)."""
     from rich.table import Table
 
+    data = result.to_dict() if isinstance(result, PolicyResult) else result
+    verdicts = data["verdicts"]
     console = console or make_console()
-    table = Table(title=f"Policy {result.policy}", title_justify="left", header_style="bold")
+    table = Table(title=f"Policy {data['policy']}", title_justify="left", header_style="bold")
     for col in ("", "rule", "metric", "actual", "limit", "level"):
         table.add_column(col)
-    for v in result.verdicts:
-        actual = format_value(v.actual, v.unit) + (EST if v.estimated else "") if v.status != "skip" else v.message
-        table.add_row(f"[{STATUS_STYLE[v.status]}]{STATUS_LABEL[v.status]}[/]", v.rule, v.metric, actual, v.limit, v.level)
+    for v in verdicts:
+        if v["status"] == "skip":
+            actual: Any = _plain(v["message"])
+        else:
+            actual = format_value(v["actual"], v["unit"]) + (EST if v.get("estimated") else "")
+        table.add_row(
+            f"[{STATUS_STYLE[v['status']]}]{STATUS_LABEL[v['status']]}[/]",
+            _plain(v["rule"]), v["metric"], actual, v["limit"], v["level"],
+        )
     console.print(table)
-    for v in result.verdicts:
-        if v.status in ("fail", "warn"):
-            where = f" ({v.file}:{v.line})" if v.file and v.line else ""
-            console.print(f"{STATUS_LABEL[v.status]} {v.rule}: {v.message}{where}", highlight=False, markup=False)
-    n_fail, n_warn = len(result.failed), len(result.warned)
+    for v in verdicts:
+        if v["status"] in ("fail", "warn"):
+            where = f" ({v['file']}:{v['line']})" if v.get("file") and v.get("line") else ""
+            console.print(f"{STATUS_LABEL[v['status']]} {v['rule']}: {v['message']}{where}", highlight=False, markup=False)
+    n_fail = sum(1 for v in verdicts if v["status"] == "fail")
+    n_warn = sum(1 for v in verdicts if v["status"] == "warn")
     if n_fail:
         console.print(f"[bold red]{n_fail} rule(s) failed[/], {n_warn} warning(s)")
     elif n_warn:
         console.print(f"[yellow]passed with {n_warn} warning(s)[/]")
     else:
         console.print("[green]all rules passed[/]")
-    if any(v.estimated for v in result.verdicts):
+    ack = data.get("acknowledgement")
+    if ack:
+        by = f" (added by {ack['by']})" if ack.get("by") else ""
+        console.print(f"regressions acknowledged by the label {ack['label']!r}{by}: regression rules warn",
+                      highlight=False, markup=False)
+    if any(v.get("estimated") for v in verdicts):
         console.print(f"{EST} estimated (not measured)", highlight=False, markup=False)
+
+
+def _plain(text: Any) -> Any:
+    """User text shown literally (rich markup in a suite or rule name stays text)."""
+    from rich.text import Text
+
+    return Text(str(text))
+
+
+def _signed_money(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{'+' if value >= 0 else '-'}${abs(value):,.2f}"
+
+
+def _signed_pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1f}%"
+
+
+def _pair(block: dict[str, Any], fmt: Any) -> str:
+    base, head = block.get("base"), block.get("head")
+    if base is None or not block.get("delta"):
+        return fmt(head if head is not None else base) if (head is not None or base is not None) else "-"
+    if head is None:
+        return f"{fmt(base)} -> (removed)"
+    return f"{fmt(base)} -> {fmt(head)}"
+
+
+def diff_headline(diff: dict[str, Any]) -> str:
+    """One line: the monthly delta (or the head alone with the reason there is no baseline)."""
+    cost = diff["totals"]["cost_per_month"]
+    est = EST if diff.get("estimated") else ""
+    if not diff["base"]["available"]:
+        return f"Projected monthly spend {_money(cost['head'])}{est} (no baseline yet: {diff['base']['reason']})"
+    if not cost["delta"]:
+        return f"Projected monthly spend unchanged at {_money(cost['head'])}{est} (against {diff['base']['source']})"
+    pct = f" ({_signed_pct(cost['delta_pct'])})" if cost["delta_pct"] is not None else ""
+    return (
+        f"Projected monthly spend {_signed_money(cost['delta'])}{pct}{est}: {_money(cost['base'])} -> "
+        f"{_money(cost['head'])} per month (against {diff['base']['source']})"
+    )
+
+
+def print_diff(diff: dict[str, Any], console: Any | None = None) -> None:
+    """A DiffReport in the terminal: headline, tiers, suites, top movers, verdicts. Reads, never recomputes."""
+    from rich.table import Table
+
+    console = console or make_console()
+    console.print(diff_headline(diff), highlight=False, markup=False)
+    has_base = diff["base"]["available"]
+    for title, blocks in (("Tiers", diff["tiers"]), ("Suites", diff["suites"])):
+        table = Table(title=title, title_justify="left", header_style="bold")
+        for col in ("name", "share", "input tok/mo", "output tok/mo", "$/month", "delta $/month", "delta %"):
+            table.add_column(col, justify="left" if col == "name" else "right")
+        for name, b in blocks.items():
+            est = EST if (b["estimated"].get("head") or b["estimated"].get("base")) else ""
+            table.add_row(
+                _plain(name + ("" if b["status"] in ("changed", "unchanged", "head_only") else f" ({b['status']})")),
+                _pair(b.get("share", {}), _pct),
+                _pair(b.get("input_tokens_per_month", {}), _tokens),
+                _pair(b.get("output_tokens_per_month", {}), _tokens),
+                _pair(b["cost_per_month"], _money) + est,
+                _signed_money(b["cost_per_month"]["delta"]) if has_base else "",
+                _signed_pct(b["cost_per_month"]["delta_pct"]) if has_base else "",
+            )
+        console.print(table)
+    fixtures = diff["fixtures"]
+    if has_base:
+        console.print(
+            f"Fixtures: {fixtures['changed']} changed, {fixtures['added']} added, {fixtures['removed']} removed, "
+            f"{fixtures['unchanged']} unchanged",
+            highlight=False,
+        )
+        by_id = {f["id"]: f for f in fixtures["items"]}
+        if fixtures["top_movers"]:
+            table = Table(title="Top movers", title_justify="left", header_style="bold")
+            for col in ("fixture", "suite", "status", "input tok/req", "output tok/req", "$/month", "delta $/month"):
+                table.add_column(col, justify="left" if col in ("fixture", "suite", "status") else "right")
+            for fid in fixtures["top_movers"]:
+                f = by_id[fid]
+                table.add_row(
+                    _plain(f["id"]),
+                    _plain(f["suite"]),
+                    f["status"] + (", prompt changed" if f["prompt_changed"] else ""),
+                    _pair(f["input_tokens"], "{:,.0f}".format),
+                    _pair(f["output_tokens"], "{:,.0f}".format),
+                    _pair(f["cost_per_month"], _money),
+                    _signed_money(f["cost_per_month"]["delta"]),
+                )
+            console.print(table)
+    if diff.get("estimated"):
+        console.print(f"{EST} rests on estimates (expected/prior output tokens or declared GPU throughput)",
+                      highlight=False, markup=False)
+    if diff.get("policy"):
+        print_check(diff["policy"], console)

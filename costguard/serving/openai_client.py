@@ -283,7 +283,8 @@ async def _complete(
         }
     else:
         body.pop("stream_options", None)
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    accept = "text/event-stream" if stream else "application/json"
+    headers = {"Content-Type": "application/json", "Accept": accept}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     data = json.dumps(body).encode("utf-8")

@@ -4,7 +4,7 @@ GitHub itself is unreachable from the test machines, so costguard's GitHub clien
 against this server over real HTTP on 127.0.0.1. It implements just the routes costguard uses,
 with GitHub's shapes: issue comments (list with `per_page`/`page` and a `link` header carrying
 `rel="next"`/`"last"`/`"prev"`/`"first"`, create, edit, delete), GET of an issue/PR, the issue's
-labels, and `POST /graphql` for the `minimizeComment` mutation plus a `nodes(ids:)` query for
+labels and events (`labeled` events recorded by `add_label`), and `POST /graphql` for the `minimizeComment` mutation plus a `nodes(ids:)` query for
 `isMinimized`. Everything else on `/graphql` answers with GraphQL-style `errors`.
 
     with GitHubAPI(token="t0k") as gh:
@@ -76,6 +76,7 @@ class _Issue:
     labels: list[str]
     is_pr: bool
     comment_ids: list[int] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 class GitHubAPI:
@@ -156,6 +157,22 @@ class GitHubAPI:
         with self._lock:
             key = (owner.lower(), repo.lower(), int(number))
             self._issues[key] = _Issue(owner, repo, int(number), list(labels or []), True)
+
+    def add_label(self, owner: str, repo: str, number: int, name: str, *, actor: str = "octocat") -> None:
+        """Label the issue/PR as `actor` did, recording a `labeled` issue event."""
+        with self._lock:
+            issue = self._issues[(owner.lower(), repo.lower(), int(number))]
+            if name not in issue.labels:
+                issue.labels.append(name)
+            issue.events.append(
+                {
+                    "id": 9000 + len(issue.events),
+                    "event": "labeled",
+                    "actor": {"login": actor},
+                    "label": {"name": name, "color": "ededed"},
+                    "created_at": self._tick(),
+                }
+            )
 
     def add_issue(
         self, owner: str, repo: str, number: int, labels: list[str] | None = None
@@ -258,7 +275,7 @@ class GitHubAPI:
             if m:
                 return self._comment_route(req, m.group(1), m.group(2), int(m.group(3)))
             m = re.fullmatch(
-                r"/repos/([^/]+)/([^/]+)/(issues|pulls)/(\d+)(/comments|/labels)?", path
+                r"/repos/([^/]+)/([^/]+)/(issues|pulls)/(\d+)(/comments|/labels|/events)?", path
             )
             if m:
                 owner, repo, kind, number, sub = m.groups()
@@ -270,6 +287,8 @@ class GitHubAPI:
                         return self._list(req, issue)
                     if req.method == "POST":
                         return self._post_comment(req, issue)
+                elif sub == "/events" and req.method == "GET" and kind == "issues":
+                    return self._page(req, copy.deepcopy(issue.events))
                 elif sub == "/labels" and req.method == "GET":
                     labels = [_label(name, i) for i, name in enumerate(issue.labels)]
                     return self._page(req, labels)

@@ -1,0 +1,151 @@
+"""GitHub Actions integration: workflow-command annotations, step outputs, the job summary, PR context.
+
+- `annotations()` -> `::error file=policies/budget.yaml,line=12,title=...::message` lines that pin
+  each failing (or warning) policy rule to its line in the policy file;
+- `write_outputs()` appends `name=value` lines to `$GITHUB_OUTPUT` (monthly-cost, delta-pct, verdict...);
+- `append_summary()` appends the Markdown job summary to `$GITHUB_STEP_SUMMARY`;
+- `pull_request_context()` reads the PR number, base commit and labels from `$GITHUB_EVENT_PATH`.
+
+All of it reads a DiffReport dict (policy verdicts included); nothing is recomputed.
+Outside Actions (variables unset) the writers do nothing and say so by returning False.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_LEVEL = {"fail": "error", "warn": "warning"}
+
+
+def escape_data(text: str) -> str:
+    """Escape a workflow-command message (GitHub's rules: %, CR and LF)."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    """Escape a workflow-command property value (also `:` and `,`)."""
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def _workspace_relative(path: str, workspace: str | None) -> str:
+    """Annotations attach to files by repository-relative path."""
+    p = Path(path)
+    base = Path(workspace) if workspace else Path.cwd()
+    try:
+        return p.resolve().relative_to(base.resolve()).as_posix()
+    except (ValueError, OSError):
+        return p.as_posix()
+
+
+def annotations(diff: Mapping[str, Any], *, workspace: str | None = None) -> list[str]:
+    """One `::error`/`::warning` line per failing/warning rule, at the rule's line in the policy."""
+    policy = diff.get("policy") or {}
+    workspace = workspace if workspace is not None else os.environ.get("GITHUB_WORKSPACE")
+    lines = []
+    for v in policy.get("verdicts", []):
+        level = _LEVEL.get(v.get("status", ""))
+        if level is None:
+            continue
+        props = []
+        if v.get("file"):
+            props.append(f"file={escape_property(_workspace_relative(v['file'], workspace))}")
+            if v.get("line"):
+                props.append(f"line={int(v['line'])}")
+        props.append(f"title={escape_property('costguard: ' + str(v.get('rule')))}")
+        message = f"{v.get('rule')} ({v.get('metric')}): {v.get('message')}"
+        lines.append(f"::{level} {','.join(props)}::{escape_data(message)}")
+    return lines
+
+
+def outputs(diff: Mapping[str, Any], **paths: str | None) -> dict[str, str]:
+    """The step outputs the Action publishes, as strings (empty when not applicable)."""
+    cost = diff["totals"]["cost_per_month"]
+    policy = diff.get("policy")
+
+    def num(value: float | None, fmt: str) -> str:
+        return "" if value is None else format(value, fmt)
+
+    out = {
+        "monthly-cost": num(cost["head"], ".2f"),
+        "base-monthly-cost": num(cost["base"], ".2f"),
+        "delta-usd": num(cost["delta"], ".2f"),
+        "delta-pct": num(cost["delta_pct"], ".2f"),
+        "verdict": policy["verdict"] if policy else "none",
+        "changed": "true" if diff.get("changed") else "false",
+        "has-baseline": "true" if diff["base"]["available"] else "false",
+        "estimated": "true" if diff.get("estimated") else "false",
+    }
+    for name, value in paths.items():
+        out[name.replace("_", "-")] = value or ""
+    return out
+
+
+def write_outputs(values: Mapping[str, str], path: str | None = None) -> bool:
+    """Append to `$GITHUB_OUTPUT` (multi-line values use a random heredoc delimiter)."""
+    target = path or os.environ.get("GITHUB_OUTPUT")
+    if not target:
+        return False
+    with open(target, "a", encoding="utf-8") as fh:
+        for name, value in values.items():
+            if "\n" in value or "\r" in value:
+                delimiter = f"costguard_{secrets.token_hex(8)}"
+                fh.write(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+            else:
+                fh.write(f"{name}={value}\n")
+    return True
+
+
+def append_summary(markdown: str, path: str | None = None) -> bool:
+    """Append the job summary to `$GITHUB_STEP_SUMMARY` (GitHub shows it on the run's page)."""
+    target = path or os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return False
+    with open(target, "a", encoding="utf-8") as fh:
+        fh.write(markdown if markdown.endswith("\n") else markdown + "\n")
+    return True
+
+
+@dataclass
+class PullRequestContext:
+    """What the triggering event says about the pull request (all optional)."""
+
+    repo: str | None = None
+    number: int | None = None
+    base_sha: str | None = None
+    base_ref: str | None = None
+    labels: list[str] = field(default_factory=list)
+    action: str | None = None
+    sender: str | None = None
+    label: str | None = None  # the label of a `labeled` event
+
+
+def pull_request_context(env: Mapping[str, str] | None = None) -> PullRequestContext:
+    """Read `$GITHUB_REPOSITORY` and the `pull_request` payload of `$GITHUB_EVENT_PATH`, if any."""
+    env = os.environ if env is None else env
+    ctx = PullRequestContext(repo=env.get("GITHUB_REPOSITORY") or None)
+    path = env.get("GITHUB_EVENT_PATH")
+    if not path:
+        return ctx
+    try:
+        event = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ctx
+    pr = event.get("pull_request") if isinstance(event, dict) else None
+    if not isinstance(pr, dict):
+        return ctx
+    if isinstance(pr.get("number"), int):
+        ctx.number = pr["number"]
+    base = pr.get("base") or {}
+    ctx.base_sha = base.get("sha") or None
+    ctx.base_ref = base.get("ref") or None
+    ctx.labels = [str(label.get("name")) for label in pr.get("labels") or [] if isinstance(label, dict)]
+    ctx.action = event.get("action")
+    ctx.sender = (event.get("sender") or {}).get("login")
+    ctx.label = (event.get("label") or {}).get("name")
+    return ctx

@@ -1,0 +1,213 @@
+"""Markdown rendering of a DiffReport: the PR comment and the GitHub job summary.
+
+Both come from the DiffReport JSON alone, through jinja2 templates shipped in
+`costguard/templates/`; this module only supplies formatting filters. Nothing is recomputed
+here: every delta, percentage and verdict was computed by `costguard.diff` / `costguard.policy`.
+
+Text that comes from the user's repository (suite, tier, fixture and rule names, file paths,
+warnings, waiver reasons, git ref names) is untrusted: `md()` turns it into inert text, so it
+cannot open HTML, close a `<details>`, fake our hidden marker, break a table or mention people.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from costguard.render.numbers import compact_count
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+MAX_TEXT = 200
+"""Longest untrusted string shown in full; longer ones are cut with an ellipsis."""
+MAX_FIXTURE_ROWS = 200
+"""Rows of the collapsed "all changed fixtures" table; the rest are counted, not listed."""
+
+# Characters that mean something to Markdown or HTML, written as entities: the rendered text is
+# the same character, but no parser sees markup in it (inside tables too: no raw `|`).
+_ENTITIES = {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    '"': "&quot;",
+    "|": "&#124;",
+    "*": "&#42;",
+    "_": "&#95;",
+    "`": "&#96;",
+    "[": "&#91;",
+    "]": "&#93;",
+    "\\": "&#92;",
+    "~": "&#126;",
+    "#": "&#35;",
+    "@": "@&#8203;",  # a zero-width space after @ keeps GitHub from turning it into a mention
+}
+_ESCAPE_RE = re.compile("[" + re.escape("".join(_ENTITIES)) + "]")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
+_LIST_MARKER_RE = re.compile(r"^([-+*]|\d{1,9}[.)])(?=\s|$)")
+_MERMAID_SAFE = re.compile(r"[^A-Za-z0-9 ._:/+-]")
+
+
+def md(value: Any, limit: int = MAX_TEXT) -> str:
+    """Untrusted text as inert Markdown on one line (no HTML, links, emphasis, mentions, tables)."""
+    if value is None:
+        return ""
+    text = _CONTROL_RE.sub(" ", str(value)).replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    text = _ESCAPE_RE.sub(lambda m: _ENTITIES[m.group(0)], text)
+    # "- x", "+ x" or "1. x" would start a list where the text opens a line (e.g. a list item)
+    return _LIST_MARKER_RE.sub(lambda m: m.group(1)[:-1] + f"&#{ord(m.group(1)[-1])};", text)
+
+
+def mermaid_label(value: Any) -> str:
+    """A name as a Mermaid string literal's content: only harmless characters survive."""
+    return _MERMAID_SAFE.sub("?", str(value))[:40]
+
+
+def _dollars(value: float) -> str:
+    """$ with cents, or three significant digits for sub-cent figures ($/request)."""
+    v = abs(value)
+    if v == 0 or v >= 0.01:
+        return f"${v:,.2f}"
+    decimals = min(10, 2 - math.floor(math.log10(v)))
+    return f"${v:.{decimals}f}"
+
+
+def usd(value: float | None, estimated: bool = False) -> str:
+    if value is None:
+        return "—"
+    return ("−" if value < 0 else "") + _dollars(value) + ("\\*" if estimated else "")
+
+
+def usd_delta(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value == 0:
+        return "±$0.00"
+    return ("+" if value > 0 else "−") + _dollars(value)
+
+
+def pct_delta(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value == 0:
+        return "±0.0%"
+    return f"{'+' if value > 0 else '−'}{abs(value):,.1f}%"
+
+
+def rate(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def points(value: float | None) -> str:
+    """A change of a rate (0..1) in percentage points."""
+    if value is None:
+        return "—"
+    pts = 100 * value
+    if abs(pts) < 0.05:
+        return "±0.0 pts"
+    return f"{'+' if pts > 0 else '−'}{abs(pts):.1f} pts"
+
+
+def count(value: float | None) -> str:
+    """Tokens or requests, compact (1.2M, 35.0k, 812)."""
+    return "—" if value is None else compact_count(value).replace("-", "−")
+
+
+def integer(value: float | None) -> str:
+    """An exact count (tokens per request, fixtures): 2,538."""
+    return "—" if value is None else f"{value:,.0f}".replace("-", "−")
+
+
+def count_delta(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value == 0:
+        return "±0"
+    return ("+" if value > 0 else "") + integer(value)
+
+
+def arrow(block: dict[str, Any] | None, fmt: str = "usd") -> str:
+    """`base → head` of a {base, head, delta} block, or just the value when it did not change."""
+    if not block:
+        return "—"
+    show = _FORMATS[fmt]
+    base, head = block.get("base"), block.get("head")
+    if base is None or head is None or not block.get("delta"):
+        return show(head if head is not None else base)
+    return f"{show(base)} → {show(head)}"
+
+
+_FORMATS = {"usd": usd, "rate": rate, "count": count, "int": integer}
+
+
+def verdict_value(verdict: dict[str, Any]) -> str:
+    """A policy verdict's measured value in its metric's unit (estimates marked)."""
+    from costguard.policy import format_value
+
+    if verdict.get("actual") is None:
+        return "—"
+    return md(format_value(verdict["actual"], verdict["unit"])) + ("\\*" if verdict.get("estimated") else "")
+
+
+def status_icon(status: str) -> str:
+    return {"pass": "✅", "warn": "⚠️", "fail": "❌", "skip": "⏭️"}.get(status, "❔")
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=False,  # Markdown, not HTML: untrusted values go through the `md` filter
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        extensions=["jinja2.ext.do"],
+    )
+    env.filters.update(
+        md=md,
+        usd=usd,
+        usd_delta=usd_delta,
+        pct_delta=pct_delta,
+        rate=rate,
+        points=points,
+        count=count,
+        count_delta=count_delta,
+        integer=integer,
+        arrow=arrow,
+        icon=status_icon,
+        verdict_value=verdict_value,
+        mermaid=mermaid_label,
+    )
+    return env
+
+
+def render(diff: dict[str, Any], *, context: str = "comment", tag: str = "default") -> str:
+    """The Markdown for a DiffReport dict. `context`: "comment" (PR comment) or "summary" (job summary).
+
+    The comment's hidden marker is not part of this text: `costguard.github.compose_body` adds it.
+    """
+    if context not in ("comment", "summary"):
+        raise ValueError(f"unknown markdown context {context!r}")
+    template = _environment().get_template("comment.md.j2")
+    text = template.render(
+        diff=diff,
+        context=context,
+        tag=tag,
+        max_fixture_rows=MAX_FIXTURE_ROWS,
+    )
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def render_comment(diff: dict[str, Any], *, tag: str = "default") -> str:
+    return render(diff, context="comment", tag=tag)
+
+
+def render_summary(diff: dict[str, Any]) -> str:
+    return render(diff, context="summary")
