@@ -357,7 +357,8 @@ def _prefix_block(
         "replica_routing": config.caches.prefix.replica_routing,
         "cached_tokens_per_month": totals["cached_tokens_per_month"],
         "hit_rate_tokens": hit_rate_tokens,
-        "hit_rate": hit_rate_tokens,  # the layer's headline rate (tokens, as vLLM counts it)
+        # Like the other layers' hit_rate, a share of requests: calls that reused any cached block.
+        "hit_rate": _ratio(calls_with_hits, calls_total),
         "hit_rate_requests": _ratio(calls_with_hits, calls_total),
         "saved_per_month": prefix_saved,
         "generated_blocks": generated,
