@@ -555,6 +555,17 @@ class GitHubClient:
             "DELETE", f"/repos/{owner}/{name}/issues/comments/{int(comment_id)}", context=ctx
         )
 
+    def pr_head_sha(self, repo: str, pr: int) -> str:
+        """The commit at the head of the pull request now."""
+        owner, name = _split_repo(repo)
+        n = _pr_number(pr)
+        ctx = {"repo": repo, "pr": n, "what": f"read pull request #{n}"}
+        reply = self._request("GET", f"/repos/{owner}/{name}/pulls/{n}", context=ctx)
+        sha = ((reply.data or {}).get("head") or {}).get("sha") if isinstance(reply.data, dict) else None
+        if not isinstance(sha, str) or not sha:
+            raise self._fail(f"unexpected reply from GitHub for pull request #{n}: no head commit")
+        return sha
+
     def pr_labels(self, repo: str, pr: int) -> list[str]:
         owner, name = _split_repo(repo)
         n = _pr_number(pr)
@@ -577,6 +588,45 @@ class GitHubClient:
             ):
                 actor = (event.get("actor") or {}).get("login") or actor
         return actor
+
+    def latest_artifact(
+        self, repo: str, name: str, *, branch: str | None = None, max_pages: int = 10
+    ) -> dict[str, Any] | None:
+        """The newest unexpired workflow artifact `name` uploaded by a run of `repo` itself.
+
+        Runs for pull requests from forks are skipped even when their branch has the same
+        name: a baseline must come from code that was merged, not from a fork's run. With
+        `branch`, only runs on that branch count. None when there is no such artifact.
+        """
+        owner, repo_name = _split_repo(repo)
+        ctx = {"repo": repo, "what": f"list the workflow artifacts named {name!r}"}
+        newest: dict[str, Any] | None = None
+        for page in range(1, max_pages + 1):
+            reply = self._request(
+                "GET",
+                f"/repos/{owner}/{repo_name}/actions/artifacts",
+                params={"name": name, "per_page": PER_PAGE, "page": page},
+                context=ctx,
+            )
+            data = reply.data if isinstance(reply.data, dict) else {}
+            artifacts = data.get("artifacts")
+            if not isinstance(artifacts, list):
+                raise self._fail(f"unexpected reply from GitHub listing the artifacts of {repo}")
+            for art in artifacts:
+                run = art.get("workflow_run") or {} if isinstance(art, dict) else {}
+                if (
+                    art.get("name") != name
+                    or art.get("expired")
+                    or run.get("id") is None
+                    or run.get("head_repository_id") != run.get("repository_id")
+                    or (branch is not None and run.get("head_branch") != branch)
+                ):
+                    continue
+                if newest is None or str(art.get("created_at")) > str(newest.get("created_at")):
+                    newest = art
+            if newest is not None or len(artifacts) < PER_PAGE:
+                break
+        return newest
 
     # -- GraphQL -------------------------------------------------------------------------------
 

@@ -582,7 +582,8 @@ def _load_approximate(
 # -- Hugging Face ------------------------------------------------------------------------------
 
 
-def _hf_cache_dir() -> Path:
+def hf_hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, resolved as huggingface_hub does (where models and tokenizers land)."""
     env = os.environ
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         if env.get(var):
@@ -603,7 +604,7 @@ _MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?(@[\w.\-/]+)?$")
 def _find_in_hf_cache(model_id: str) -> tuple[Path | None, Path]:
     """(snapshot dir holding tokenizer.json or None, the repo dir that was looked at)."""
     repo_id, _, revision = model_id.partition("@")
-    repo_dir = _hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    repo_dir = hf_hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
     snapshots = repo_dir / "snapshots"
     candidates: list[Path] = []
     rev = revision or "main"
@@ -618,6 +619,71 @@ def _find_in_hf_cache(model_id: str) -> tuple[Path | None, Path]:
         if (cand / "tokenizer.json").is_file():
             return cand, repo_dir
     return None, repo_dir
+
+
+HUB_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+"""What `_load_hf` reads from a model repo; only tokenizer.json is required."""
+
+
+def hub_tokenizer_id(spec: TokenizerSpec, base_dir: Path) -> str | None:
+    """The hub model id (`org/name[@rev]`) an `hf:` tokenizer is read from, None for local files.
+
+    Same rule as the loader: a value that is not an existing path but looks like a model id is
+    looked up in the local HF cache. Lets CI pre-fetch exactly what the projection will read.
+    """
+    if spec.hf is None:
+        return None
+    path = _resolve_path(spec.hf, Path(base_dir))
+    if path.exists() or not _MODEL_ID_RE.match(spec.hf):
+        return None
+    return spec.hf
+
+
+def hub_tokenizer_cached(model_id: str) -> bool:
+    return _find_in_hf_cache(model_id)[0] is not None
+
+
+def fetch_hub_tokenizer(model_id: str, *, where: str = "tokenizer") -> Path:
+    """Download a model's tokenizer files (not its weights) into the HF cache; returns the snapshot.
+
+    For machines with network only (CI before an offline projection): the projection itself
+    never downloads. A gated repo (Llama) needs HF_TOKEN with access granted on the hub.
+    """
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.utils import (
+            EntryNotFoundError,
+            GatedRepoError,
+            RepositoryNotFoundError,
+        )
+    except ImportError:
+        raise _error(where, "huggingface_hub is not installed: `pip install huggingface_hub`") from None
+    repo_id, _, revision = model_id.partition("@")
+    snapshot: Path | None = None
+    for name in HUB_TOKENIZER_FILES:
+        try:
+            got = hf_hub_download(repo_id, name, revision=revision or None, cache_dir=hf_hub_cache_dir())
+        except EntryNotFoundError:
+            if name == "tokenizer.json":
+                raise _error(
+                    where, f"model {repo_id!r} has no tokenizer.json on the hub: costguard reads fast "
+                    "tokenizers only; convert it locally and point `hf:` at the directory"
+                ) from None
+            continue
+        except GatedRepoError:
+            raise _error(
+                where, f"model {repo_id!r} is gated on the Hugging Face hub: accept its licence there "
+                "and set HF_TOKEN to a token with access"
+            ) from None
+        except RepositoryNotFoundError:
+            raise _error(
+                where, f"model {repo_id!r} not found on the Hugging Face hub (or private: set HF_TOKEN)"
+            ) from None
+        except Exception as exc:  # network errors, HF_HUB_OFFLINE, ... (many types)
+            raise _error(where, f"could not download {name} of {repo_id!r}: {_one_line(exc)}") from None
+        snapshot = Path(got).parent
+    assert snapshot is not None
+    return snapshot
 
 
 def _hf_fix(model: str) -> str:

@@ -19,6 +19,7 @@ from costguard.commands.options import (
     baseline_options,
     comment_options,
     config_option,
+    fail_on_option,
     fixtures_option,
 )
 from costguard.errors import UsageError
@@ -197,16 +198,20 @@ def _acknowledgement(
 @fixtures_option
 @click.option("--policy", "-p", "policy", type=click.Path(dir_okay=False), help="Policy to evaluate and show.")
 @comment_options
+@click.option("--head-sha", metavar="SHA",
+              help="Only comment if the pull request's head commit is SHA (a workflow_run job that "
+              "read the PR number from an untrusted artifact passes github.event.workflow_run.head_sha).")
+@fail_on_option
 @click.option("--dry-run", is_flag=True, help="Print the comment body instead of posting it.")
 def comment_github(
     repo: str | None, pr: int | None, diff_path: str | None, report: str | None, baseline: str | None,
     base_ref: str | None, config: str, fixtures: tuple[str, ...], policy: str | None, tag: str, mode: str,
-    skip_no_diff: bool, acknowledge_label: str | None, dry_run: bool,
+    skip_no_diff: bool, acknowledge_label: str | None, head_sha: str | None, fail_on: str, dry_run: bool,
 ) -> None:
     """Post (or update in place) the cost-diff comment on a pull request.
 
     The token comes from GITHUB_TOKEN only; GITHUB_API_URL selects GitHub Enterprise Server.
-    The comment is posted first; then the exit code is 1 if the policy failed.
+    The comment is posted first; then the exit code is 1 if the policy failed (see --fail-on).
     """
     from costguard import api
     from costguard.github import marker
@@ -218,6 +223,8 @@ def comment_github(
         from costguard.github import GitHubClient
 
         client = GitHubClient()
+        if head_sha and not _head_matches(client, repo, pr, head_sha):
+            return
     ack = _acknowledgement(acknowledge_label, client, repo, pr, ctx)
     if diff_path is not None:
         if report or baseline or base_ref or policy:
@@ -235,7 +242,21 @@ def comment_github(
         say_no_baseline(base)
         diff, _ = api.compare(head, base, policy=policy, acknowledgement=ack, head_source=head_source)
     _publish(diff, client, repo, pr, tag=tag, mode=mode, skip_no_diff=skip_no_diff, dry_run=dry_run)
-    sys.exit(_exit_code(diff.verdict))
+    sys.exit(_exit_code(diff.verdict, fail_on))
+
+
+def _head_matches(client: Any, repo: str | None, pr: int | None, head_sha: str) -> bool:
+    """Whether the pull request is still at the commit the diff was made for (else: say so, skip)."""
+    assert repo is not None and pr is not None
+    actual = client.pr_head_sha(repo, pr)
+    if actual.lower() == head_sha.strip().lower():
+        return True
+    click.echo(
+        f"costguard: not commenting: pull request #{pr} is at commit {actual[:12]}, not "
+        f"{head_sha.strip()[:12]} (a newer push, or the PR number does not belong to this run)",
+        err=True,
+    )
+    return False
 
 
 def _publish(
@@ -292,8 +313,7 @@ def _publish(
 @comment_options
 @click.option("--comment/--no-comment", "comment", default=None,
               help="Post the PR comment. Default: when GITHUB_TOKEN is set and a pull request is known.")
-@click.option("--fail-on", type=click.Choice(["fail", "warn", "never"]), default="fail", show_default=True,
-              help="Which policy verdict makes the exit code 1.")
+@fail_on_option
 def ci_command(
     report: str | None, config: str, fixtures: tuple[str, ...], policy: str | None, baseline: str | None,
     base_ref: str | None, report_out: str, diff_out: str, repo: str | None, pr: int | None, tag: str,

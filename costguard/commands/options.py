@@ -70,3 +70,13 @@ def comment_options(f: Any) -> Any:
     ):
         f = decorator(f)
     return f
+
+
+def fail_on_option(f: Any) -> Any:
+    return click.option(
+        "--fail-on",
+        type=click.Choice(["fail", "warn", "never"]),
+        default="fail",
+        show_default=True,
+        help="Which policy verdict makes the exit code 1.",
+    )(f)

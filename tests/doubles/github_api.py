@@ -4,8 +4,9 @@ GitHub itself is unreachable from the test machines, so costguard's GitHub clien
 against this server over real HTTP on 127.0.0.1. It implements just the routes costguard uses,
 with GitHub's shapes: issue comments (list with `per_page`/`page` and a `link` header carrying
 `rel="next"`/`"last"`/`"prev"`/`"first"`, create, edit, delete), GET of an issue/PR, the issue's
-labels and events (`labeled` events recorded by `add_label`), and `POST /graphql` for the `minimizeComment` mutation plus a `nodes(ids:)` query for
-`isMinimized`. Everything else on `/graphql` answers with GraphQL-style `errors`.
+labels and events (`labeled` events recorded by `add_label`), the repository's workflow artifacts
+(`GET .../actions/artifacts?name=`, newest first, seeded by `add_artifact`), and `POST /graphql`
+for the `minimizeComment` mutation plus a `nodes(ids:)` query for `isMinimized`. Everything else on `/graphql` answers with GraphQL-style `errors`.
 
     with GitHubAPI(token="t0k") as gh:
         gh.add_pr("octo", "repo", 7, labels=["costguard:skip"])
@@ -77,6 +78,7 @@ class _Issue:
     is_pr: bool
     comment_ids: list[int] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    head_sha: str | None = None
 
 
 class GitHubAPI:
@@ -100,6 +102,7 @@ class GitHubAPI:
         self._comments: dict[int, dict[str, Any]] = {}
         self._minimized: dict[int, str] = {}
         self._injections: list[_Injection] = []
+        self._artifacts: list[dict[str, Any]] = []
         self._next_id = 1000
         self._clock = datetime(2024, 1, 1, tzinfo=timezone.utc)
         self._server: ThreadingHTTPServer | None = None
@@ -153,10 +156,12 @@ class GitHubAPI:
 
     # -- state setup and inspection -----------------------------------------------------------
 
-    def add_pr(self, owner: str, repo: str, number: int, labels: list[str] | None = None) -> None:
+    def add_pr(
+        self, owner: str, repo: str, number: int, labels: list[str] | None = None, *, head_sha: str | None = None
+    ) -> None:
         with self._lock:
             key = (owner.lower(), repo.lower(), int(number))
-            self._issues[key] = _Issue(owner, repo, int(number), list(labels or []), True)
+            self._issues[key] = _Issue(owner, repo, int(number), list(labels or []), True, head_sha=head_sha)
 
     def add_label(self, owner: str, repo: str, number: int, name: str, *, actor: str = "octocat") -> None:
         """Label the issue/PR as `actor` did, recording a `labeled` issue event."""
@@ -188,6 +193,44 @@ class GitHubAPI:
         with self._lock:
             issue = self._issues[(owner.lower(), repo.lower(), int(number))]
             return copy.deepcopy(self._create(issue, body, user))
+
+    def add_artifact(
+        self,
+        owner: str,
+        repo: str,
+        name: str,
+        *,
+        run_id: int,
+        head_branch: str = "main",
+        head_sha: str = "0" * 40,
+        fork: bool = False,
+        expired: bool = False,
+    ) -> dict[str, Any]:
+        """Record a workflow artifact as a run uploaded it (newest last; `fork`: a fork PR's run)."""
+        with self._lock:
+            repo_id = 4242
+            self._next_id += 1
+            art = {
+                "id": self._next_id,
+                "node_id": f"MDg6QXJ0aWZhY3Q{run_id}",
+                "name": name,
+                "size_in_bytes": 1024,
+                "url": f"{self.url}/repos/{owner}/{repo}/actions/artifacts/{self._next_id}",
+                "archive_download_url": f"{self.url}/repos/{owner}/{repo}/actions/artifacts/"
+                f"{self._next_id}/zip",
+                "expired": expired,
+                "created_at": self._tick(),
+                "workflow_run": {
+                    "id": run_id,
+                    "repository_id": repo_id,
+                    "head_repository_id": repo_id + 1 if fork else repo_id,
+                    "head_branch": head_branch,
+                    "head_sha": head_sha,
+                },
+                "_repo": (owner.lower(), repo.lower()),
+            }
+            self._artifacts.append(art)
+            return {k: v for k, v in art.items() if not k.startswith("_")}
 
     def set_minimized(self, comment_id: int, reason: str = "OUTDATED") -> None:
         with self._lock:
@@ -274,6 +317,9 @@ class GitHubAPI:
             m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/issues/comments/(\d+)", path)
             if m:
                 return self._comment_route(req, m.group(1), m.group(2), int(m.group(3)))
+            m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/actions/artifacts", path)
+            if m and req.method == "GET":
+                return self._list_artifacts(req, m.group(1), m.group(2))
             m = re.fullmatch(
                 r"/repos/([^/]+)/([^/]+)/(issues|pulls)/(\d+)(/comments|/labels|/events)?", path
             )
@@ -336,6 +382,19 @@ class GitHubAPI:
     def _list(self, req: Request, issue: _Issue) -> tuple[int, Any, dict[str, str]]:
         items = [_public(self._comments[cid]) for cid in issue.comment_ids]
         return self._page(req, items)
+
+    def _list_artifacts(self, req: Request, owner: str, repo: str) -> tuple[int, Any, dict[str, str]]:
+        """GitHub lists artifacts newest first, wrapped in {total_count, artifacts}."""
+        name = req.query.get("name")
+        found = [
+            {k: v for k, v in a.items() if not k.startswith("_")}
+            for a in reversed(self._artifacts)
+            if a["_repo"] == (owner.lower(), repo.lower()) and (name is None or a["name"] == name)
+        ]
+        status, chunk, headers = self._page(req, found)
+        if status != 200:
+            return status, chunk, headers
+        return 200, {"total_count": len(found), "artifacts": chunk}, headers
 
     def _page(self, req: Request, items: list[Any]) -> tuple[int, Any, dict[str, str]]:
         try:
@@ -517,6 +576,8 @@ class GitHubAPI:
             "html_url": f"https://github.example/{issue.owner}/{issue.repo}/"
             f"{'pull' if issue.is_pr else 'issues'}/{issue.number}",
         }
+        if kind == "pulls":
+            data["head"] = {"sha": issue.head_sha or f"{issue.number:040d}", "ref": f"pr-{issue.number}"}
         if issue.is_pr and kind == "issues":
             data["pull_request"] = {"url": f"{self.url}/repos/{issue.owner}/{issue.repo}/pulls/"}
         return data
