@@ -146,7 +146,7 @@ def cache_tables(report: RunReport) -> list[Any]:
             sweep.add_column(col, justify="right")
         for row in semantic["sweep"]:
             mark = " (shipped)" if row["shipped"] else ""
-            sweep.add_row(f"{row['threshold']:.2f}{mark}", str(row["hits"]), str(row["wrong_hits"]),
+            sweep.add_row(f"{row['threshold']:g}{mark}", str(row["hits"]), str(row["wrong_hits"]),
                           str(row["unjudged_hits"]), _pct(row["hit_rate"]), _pct(row["false_hit_rate"]))
         out.append(sweep)
     return out
