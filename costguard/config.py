@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from costguard.errors import ConfigError
 from costguard.pricing import PricingConfig
 from costguard.tokenization import TokenizerSpec
-from costguard.yamlio import StrictModel, line_of, load_yaml, validate
+from costguard.yamlio import StrictModel, check_regex, line_of, load_yaml, validate
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -126,10 +126,7 @@ class RuleCondition(StrictModel):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
+            check_regex(value)
         return value
 
 
@@ -220,10 +217,7 @@ class PiiDetectorsConfig(StrictModel):
         for name, pattern in value.items():
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
                 raise ValueError(f"detector name {name!r}: use letters, digits, '_', '.' or '-'")
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"detector {name!r}: invalid regular expression: {exc}") from None
+            check_regex(pattern, f"detector {name!r}: ")
         return value
 
 
