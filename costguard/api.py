@@ -21,7 +21,7 @@ from costguard.config import LoadedStack, StackConfig, load_stack
 from costguard.diff import Baseline, DiffReport, diff_reports
 from costguard.errors import ConfigError, UsageError
 from costguard.fixtures import Fixture, load_fixtures
-from costguard.pipeline import Pipeline, Progress, PromptTokens
+from costguard.pipeline import CacheSimulation, Pipeline, Progress, PromptTokens
 from costguard.policy import Acknowledgement, MetricContext, PolicyResult, evaluate, load_policy
 from costguard.pricing import TierPrice, resolve_price
 from costguard.projection import aggregate
@@ -173,7 +173,12 @@ def _check_suites(stack: LoadedStack, fixtures: list[Fixture]) -> None:
 
 
 def count_prompt_tokens(project: Project, *, keep_ids: Sequence[str] = (), progress: Progress | None = None) -> PromptTokens:
-    """Prompt token counts per tier for every fixture, through the on-disk content-hash cache."""
+    """Prompt token counts per tier for every fixture, through the on-disk content-hash cache.
+
+    For the tiers in `keep_ids` the token ids are kept too (compact uint32 arrays, shared by
+    tiers with the same tokenizer), with the ids of the replies that later fixtures of a
+    conversation show (so generated blocks can be reused by the follow-up turn).
+    """
     from costguard.tokenization import TokenCountCache, encode_chat_cached
 
     cache = TokenCountCache(project.cache_dir)
@@ -181,7 +186,10 @@ def count_prompt_tokens(project: Project, *, keep_ids: Sequence[str] = (), progr
     counts: dict[str, list[int]] = {}
     sources: dict[str, str] = {}
     ids: dict[str, list[Sequence[int]]] = {}
+    replies: dict[str, dict[int, Sequence[int]]] = {}
     by_fingerprint: dict[str, tuple[list[int], list[Sequence[int]] | None]] = {}
+    reply_texts: dict[int, str] | None = None
+    replies_by_fingerprint: dict[str, dict[int, Sequence[int]]] = {}
     try:
         for tier in project.config.tiers:
             tok = project.tokenizer(tier.name)
@@ -191,7 +199,7 @@ def count_prompt_tokens(project: Project, *, keep_ids: Sequence[str] = (), progr
             if hit is None or (need_ids and hit[1] is None):
                 if progress:
                     progress(f"tokens:{tier.name}", 0, len(messages))
-                encoded = encode_chat_cached(tok, messages, cache)
+                encoded = encode_chat_cached(tok, messages, cache, compact=True)
                 hit = ([len(e) for e in encoded], encoded if need_ids else None)
                 by_fingerprint[tok.fingerprint] = hit
                 if progress:
@@ -199,19 +207,61 @@ def count_prompt_tokens(project: Project, *, keep_ids: Sequence[str] = (), progr
             counts[tier.name] = hit[0]
             if need_ids and hit[1] is not None:
                 ids[tier.name] = hit[1]
+                if reply_texts is None:
+                    from costguard.caches.prefix_fleet import conversation_replies
+
+                    reply_texts = conversation_replies(project.fixtures)
+                if tok.fingerprint not in replies_by_fingerprint:
+                    import numpy as np
+
+                    # Templates trim message content (Llama 3, most others), and a model does not
+                    # generate surrounding whitespace before its stop token.
+                    replies_by_fingerprint[tok.fingerprint] = {
+                        i: np.asarray(tok.encode_text(text.strip()), dtype=np.uint32) for i, text in reply_texts.items()
+                    }
+                replies[tier.name] = replies_by_fingerprint[tok.fingerprint]
     finally:
         close = getattr(cache, "close", None)
         if close:
             close()
-    return PromptTokens(counts=counts, sources=sources, ids=ids)
+    return PromptTokens(counts=counts, sources=sources, ids=ids, replies=replies)
+
+
+def build_prefix_fleet(project: Project) -> Any:
+    """The stack's prefix-cache simulators (None when the layer is off); capacity errors are located."""
+    from costguard.caches.prefix_fleet import PrefixCacheFleet, kv_capacity, simulated_tiers
+
+    tiers = simulated_tiers(project.config)
+    if not tiers:
+        return None
+    capacities = {}
+    for name in tiers:
+        index = next(i for i, t in enumerate(project.config.tiers) if t.name == name)
+        try:
+            capacities[name] = kv_capacity(project.config.tiers[index])
+        except ValueError as exc:
+            raise ConfigError(f"{exc}", key=project.stack.where("tiers", index, "kv_cache", "derive")) from None
+    return PrefixCacheFleet(project.config, capacities)
+
+
+def build_semantic_embedder(project: Project) -> Any:
+    """texts -> normalised embeddings for the semantic cache (None when the layer is off)."""
+    semantic = project.config.caches.semantic
+    if not semantic.enabled:
+        return None
+    from costguard.embeddings import DEFAULT_MODEL, Embedder, EmbeddingCache
+
+    embedder = Embedder(semantic.model or DEFAULT_MODEL, cache=EmbeddingCache(directory=project.cache_dir / "embeddings"))
+    return embedder.embed
 
 
 BACKENDS = ("offline", "endpoint", "vllm")
 
 
 @dataclass
-class Replayed:
-    """The fixtures through the stack: records, and what the backend says beyond them."""
+class Replay:
+    """The fixtures replayed through the stack: one RequestRecord per request served (in fixture
+    order), what the backend and the cache layers say beyond the records, and seconds per stage."""
 
     records: list[RequestRecord]
     backend: str
@@ -219,6 +269,8 @@ class Replayed:
     incomplete_reason: str | None = None  # set when a live backend stopped early
     sections: dict[str, Any] = field(default_factory=dict)  # replay, server_metrics, recordings, shard, ...
     warnings: list[str] = field(default_factory=list)
+    simulation: CacheSimulation | None = None  # what the cache layers did beyond the records
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per pipeline stage
 
     @property
     def complete(self) -> bool:
@@ -293,7 +345,7 @@ def replay(
     shard: tuple[int, int] | None = None,
     replay_settings: dict[str, Any] | None = None,
     notify: Callable[[str], None] | None = None,
-) -> Replayed:
+) -> Replay:
     """Every fixture (or one shard of them) through the stack: one RequestRecord per request served.
 
     `replay_settings` overrides the config's `replay:` for live backends (e.g. concurrency).
@@ -304,13 +356,34 @@ def replay(
     settings = config.replay.model_copy(update=replay_settings or {})
     inputs = project.input_hashes()
     prices = project.prices()
-    tokens = count_prompt_tokens(project, progress=progress)
+    fleet = build_prefix_fleet(project)
+    clock = time.perf_counter()
+    tokens = count_prompt_tokens(project, keep_ids=list(fleet.instances) if fleet else (), progress=progress)
+    stages = {"tokens": round(time.perf_counter() - clock, 4)}
     router = build_router(config, project=project, live=backend != "offline")
     with open_backend(project, backend, settings=settings, progress=progress, notify=notify) as tier_backend:
-        pipeline = Pipeline(config, router=router, backend=tier_backend, prices=prices, tokens=tokens, progress=progress)
+        pipeline = Pipeline(
+            config,
+            router=router,
+            backend=tier_backend,
+            prices=prices,
+            tokens=tokens,
+            prefix=fleet,
+            embed=build_semantic_embedder(project),
+            progress=progress,
+        )
         records = pipeline.run(project.fixtures, shard=shard)
-    replayed = Replayed(records, tier_backend.name, inputs, pipeline.incomplete_reason)
+    replayed = Replay(
+        records,
+        tier_backend.name,
+        inputs,
+        pipeline.incomplete_reason,
+        simulation=pipeline.simulation,
+        stages={**stages, **pipeline.stage_seconds},
+    )
     replayed.sections, replayed.warnings = _backend_sections(project, tier_backend, shard, complete=replayed.complete)
+    if shard is not None:  # every shard simulates the caches over all fixtures; merge reports them once
+        replayed.sections["cache_simulation"] = pipeline.simulation.to_dict()
     return replayed
 
 
@@ -320,10 +393,11 @@ def report_from_records(
     *,
     backend: str,
     seconds: float,
-    replayed: Replayed | None = None,
+    replayed: Replay | None = None,
 ) -> RunReport:
-    """Aggregate records (traffic x pricing) into the RunReport (with the replay's own sections)."""
-    sections = aggregate(records, project.config, project.prices())
+    """Aggregate records (traffic x pricing) into the RunReport, with the replay's own sections
+    (cache simulation, live-backend sections, stage timings). The fixtures' records come first."""
+    sections = aggregate(records, project.config, project.prices(), simulation=replayed.simulation if replayed else None)
     return build_report(
         project, records, sections, backend=backend, seconds=seconds,
         complete=replayed.complete if replayed else True,
@@ -331,6 +405,7 @@ def report_from_records(
         extra_sections=replayed.sections if replayed else None,
         extra_warnings=replayed.warnings if replayed else (),
         inputs=replayed.inputs if replayed else None,
+        stages=replayed.stages if replayed else None,
     )  # fmt: skip
 
 
@@ -395,6 +470,7 @@ def build_report(
     extra_sections: dict[str, Any] | None = None,
     extra_warnings: Sequence[str] = (),
     inputs: dict[str, Any] | None = None,
+    stages: dict[str, float] | None = None,
 ) -> RunReport:
     """`inputs`: the input hashes taken when the run started (a live run adds recordings)."""
     config = project.config
@@ -430,6 +506,12 @@ def build_report(
             f"output tokens are estimated for {n_est} of {sum(est_out.values())} calls "
             "(expect.output_tokens or suite prior; record responses with a live backend to measure them)"
         )
+    unbounded = [name for name, t in sections["cache"]["prefix"]["tiers"].items() if t.get("capacity_source") == "unbounded"]
+    if unbounded:
+        warnings.append(
+            f"prefix caches on tier(s) {', '.join(unbounded)} have no declared or derived capacity "
+            "(kv_cache.num_gpu_blocks or kv_cache.derive): simulated without eviction, an upper bound on reuse"
+        )
     gpu_est = [t["name"] for t in tiers_summary if prices[t["name"]].estimated]
     if gpu_est:
         warnings.append(f"GPU-time costs use declared throughput (estimated) on tier(s): {', '.join(gpu_est)}")
@@ -461,7 +543,7 @@ def build_report(
         **sections,
         **(extra_sections or {}),
         "warnings": warnings,
-        "timing": {"seconds": round(seconds, 3)},
+        "timing": {"seconds": round(seconds, 3), **({"stages": stages} if stages else {})},
         "records": record_dicts,
     }
     return RunReport(data)
@@ -560,8 +642,10 @@ def merge_shards(project: Project, reports: Sequence[RunReport]) -> RunReport:
         (RequestRecord.from_dict(d) for _, _, r in shards for d in r.records),
         key=lambda rec: position.get(rec.fixture_id, len(position)),
     )
-    sections = aggregate(records, project.config, project.prices())
     shards.sort(key=lambda s: s[0])
+    carried = shards[0][2].get("cache_simulation")
+    simulation = CacheSimulation.from_dict(carried) if isinstance(carried, dict) else None
+    sections = aggregate(records, project.config, project.prices(), simulation=simulation)
     reasons = [f"shard {i}/{count}: {r.get('incomplete_reason') or 'incomplete'}" for i, _, r in shards if not r.complete]
     extra: dict[str, Any] = {
         "shards": [

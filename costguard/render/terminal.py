@@ -75,6 +75,7 @@ def run_tables(report: RunReport) -> list[Any]:
             _money(s["cost_per_month"], s.get("estimated", False)),
         )
     out.append(suites)
+    out.extend(cache_tables(report))
     out.extend(replay_tables(report))
     return out
 
@@ -127,6 +128,79 @@ def replay_tables(report: RunReport) -> list[Any]:
     return out
 
 
+def _capacity(block: dict[str, Any]) -> str:
+    if block.get("num_gpu_blocks") is None:
+        return "unbounded"
+    return f"{_tokens(block['capacity_tokens'])} tok, {block['capacity_source']}"
+
+
+def cache_tables(report: RunReport) -> list[Any]:
+    """Cache layers (hit rates in requests and tokens, $ saved), prefix caches per tier, and the
+    semantic threshold sweep."""
+    from rich.table import Table
+
+    cache = report.get("cache", {})
+    if not cache:
+        return []
+    est = report.totals.get("estimated", False)
+    out: list[Any] = []
+    layers = Table(title="Cache layers", title_justify="left", header_style="bold")
+    for col in ("layer", "hit rate (requests)", "hit rate (tokens)", "$ saved/month", "notes"):
+        layers.add_column(col, justify="left" if col in ("layer", "notes") else "right")
+    exact, semantic, prefix = cache.get("exact", {}), cache.get("semantic", {}), cache.get("prefix", {})
+    bypass = cache.get("bypass", {})
+    if exact.get("enabled"):
+        notes = [f"temperature <= {exact['max_temperature']:g}", f"ttl {exact['ttl_s']:g} s" if exact.get("ttl_s") else "no ttl"]
+        layers.add_row("exact", _pct(exact["hit_rate"]), _pct(exact["hit_rate_tokens"]),
+                       _money(exact["saved_per_month"], est), ", ".join(notes))
+    if semantic.get("enabled"):
+        note = (f"threshold {semantic['threshold']:g}; {semantic['wrong_hits']} wrong of {semantic['hits']} hits "
+                f"(false-hit rate {_pct(semantic['false_hit_rate'])})")
+        if semantic.get("unjudged_hits"):
+            note += f", {semantic['unjudged_hits']} unjudged"
+        layers.add_row("semantic", _pct(semantic["hit_rate"]), _pct(semantic["hit_rate_tokens"]),
+                       _money(semantic["saved_per_month"], est), note)
+    if prefix.get("enabled"):
+        layers.add_row("prefix (KV)", _pct(prefix["hit_rate_requests"]), _pct(prefix["hit_rate_tokens"]),
+                       _money(prefix["saved_per_month"], est), f"simulated vLLM APC, replicas {prefix['replica_routing']}")
+    if bypass.get("requests_per_month"):
+        reasons = ", ".join(f"{k} {_tokens(v)}" for k, v in sorted(bypass.get("reasons", {}).items()))
+        detectors = bypass.get("pii", {}).get("requests_per_month", {})
+        if detectors:
+            reasons += " (PII: " + ", ".join(f"{k} {_tokens(v)}" for k, v in sorted(detectors.items())) + ")"
+        layers.add_row("bypassed", _tokens(bypass["requests_per_month"]) + "/mo", "", "", reasons)
+    if layers.row_count:
+        out.append(layers)
+
+    if prefix.get("enabled"):
+        tiers = Table(title="Prefix caches (simulated, per tier)", title_justify="left", header_style="bold")
+        for col in ("tier", "replicas", "capacity each", "prompt tok/mo", "cached tok/mo",
+                    "hit (tokens)", "hit (requests)", "evicted", "$ saved/month"):
+            tiers.add_column(col, justify="left" if col in ("tier", "capacity each") else "right",
+                             no_wrap=col == "capacity each")
+        for name, block in prefix.get("tiers", {}).items():
+            if not block.get("simulated"):
+                tiers.add_row(name, "", "prefix caching off", "", "", "", "", "", "")
+                continue
+            tiers.add_row(
+                name, str(block["instances"]), _capacity(block), _tokens(block["input_tokens_per_month"]),
+                _tokens(block["cached_tokens_per_month"]), _pct(block["hit_rate_tokens"]),
+                _pct(block["hit_rate_requests"]), f"{block['evicted_blocks']:,}", _money(block["saved_per_month"], est),
+            )
+        out.append(tiers)
+
+    if semantic.get("sweep"):
+        sweep = Table(title="Semantic cache: threshold sweep", title_justify="left", header_style="bold")
+        for col in ("threshold", "hits", "wrong hits", "unjudged", "hit rate", "false-hit rate"):
+            sweep.add_column(col, justify="right")
+        for row in semantic["sweep"]:
+            mark = " (shipped)" if row["shipped"] else ""
+            sweep.add_row(f"{row['threshold']:g}{mark}", str(row["hits"]), str(row["wrong_hits"]),
+                          str(row["unjudged_hits"]), _pct(row["hit_rate"]), _pct(row["false_hit_rate"]))
+        out.append(sweep)
+    return out
+
+
 def summary_lines(report: RunReport) -> list[str]:
     """Plain-text headline lines (also used by the pytest terminal summary)."""
     t = report.totals
@@ -154,6 +228,21 @@ def summary_lines(report: RunReport) -> list[str]:
             f"Exact cache: {_pct(exact['hit_rate'])} of requests served from cache, saving "
             f"{_money(exact['saved_per_month'], est)}/month"
             + (f"; {_tokens(exact['bypassed_per_month'])} requests/month not cacheable" if exact.get("bypassed_per_month") else "")
+        )
+    semantic = cache.get("semantic", {})
+    if semantic.get("enabled"):
+        sources = semantic.get("answer_sources", {})
+        judged_on = " (judged on expect.reference stand-ins)" if sources.get("reference") else ""
+        lines.append(
+            f"Semantic cache (threshold {semantic['threshold']:g}): {_pct(semantic['hit_rate'])} of requests, "
+            f"saving {_money(semantic['saved_per_month'], est)}/month; false-hit rate "
+            f"{_pct(semantic['false_hit_rate'])} ({semantic['wrong_hits']} wrong of {semantic['hits']} hits){judged_on}"
+        )
+    prefix = cache.get("prefix", {})
+    if prefix.get("enabled"):
+        lines.append(
+            f"Prefix caches (simulated): {_pct(prefix['hit_rate_tokens'])} of prompt tokens reused, saving "
+            f"{_money(prefix['saved_per_month'], est)}/month"
         )
     routing = report.get("routing", {})
     if routing.get("escalation_rate"):
