@@ -58,6 +58,7 @@ MANAGED_FLAGS = {
     "--no-enable-prefix-caching": "serve.enable_prefix_caching",
     "--api-key": "serve.api_key_env",
     "--model": "model",
+    "--block-size": "kv_cache.block_size",
 }
 
 
@@ -218,6 +219,8 @@ def serve_argv(tier: TierConfig, executable: str, *, port: int, gpu_memory_utili
         argv += ["--seed", str(serve.seed)]
     if serve.speculative is not None:
         argv += ["--speculative-config", json.dumps(serve.speculative, separators=(",", ":"))]
+    if tier.kv_cache.block_size != 16:  # keep the server's blocks the size the simulator assumes
+        argv += ["--block-size", str(tier.kv_cache.block_size)]
     if not serve.enable_prefix_caching:
         argv.append("--no-enable-prefix-caching")
     argv.append("--enable-prompt-tokens-details")  # usage.prompt_tokens_details.cached_tokens

@@ -317,3 +317,16 @@ def test_version_mismatch_starts_nothing(stack_dir):
     assert up.returncode == 2
     assert "vLLM 0.9.2 is installed but costguard.yaml pins launch.vllm_version 0.11.0" in up.stderr
     assert "started" not in up.stderr
+
+
+def test_a_non_default_kv_block_size_is_passed_to_vllm(project_dir):
+    """The simulator's block size and the server's must agree."""
+    from costguard.config import load_stack
+    from costguard.stack import plan_stack
+
+    cfg = project_dir / "costguard.yaml"
+    cfg.write_text(cfg.read_text().replace("    model: test/small-8b\n", "    model: test/small-8b\n    kv_cache: {block_size: 32}\n"))
+    commands = {c.tier: c.argv for c in plan_stack(load_stack(cfg))}
+    small = commands["small"]
+    assert small[small.index("--block-size") + 1] == "32"
+    assert "--block-size" not in commands["large"]
