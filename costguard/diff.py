@@ -253,7 +253,7 @@ def _cache(base: dict[str, Any] | None, head: dict[str, Any], has_base: bool) ->
     layers += [k for k, v in ((base or {}).get("cache") or {}).items() if isinstance(v, dict) and k not in layers]
     for layer in layers:
         block = {}
-        for key in ("hit_rate", "hit_rate_tokens", "saved_per_month", "cached_tokens_per_month"):
+        for key in ("hit_rate", "hit_rate_tokens", "saved_per_month", "cached_tokens_per_month", "false_hit_rate"):
             c = pair("cache", layer, key)
             if c["base"] is not None or c["head"] is not None:
                 block[key] = c

@@ -20,6 +20,7 @@ from costguard.errors import ConfigError
 from costguard.yamlio import (
     LineDict,
     StrictModel,
+    check_regex,
     format_loc,
     line_of,
     parse_json_line,
@@ -112,12 +113,7 @@ class Assertion(StrictModel):
                 + (f" (got {', '.join(given)})" if given else "")
             )
         if self.regex is not None:
-            import re
-
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
+            check_regex(self.regex)
         return self
 
     @cached_property

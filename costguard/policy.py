@@ -203,7 +203,7 @@ for _m in (
     Metric("suite_spend", "usd", "projected spend per month of one suite", _suite_spend, ("suite",), ("suite",)),
     Metric("tier_share", "ratio", "share of requests served by a tier (0..1)", _tier_share, ("tier",), ("tier",)),
     Metric("tier_spend", "usd", "projected spend per month on one tier", _tier_spend, ("tier",), ("tier",)),
-    Metric("cache_hit_rate", "ratio", "share of requests served from cache (layer: exact/semantic)", _cache_hit_rate, ("layer",)),
+    Metric("cache_hit_rate", "ratio", "share of requests served from cache (layer: exact/semantic; prefix: share of calls reusing cached blocks)", _cache_hit_rate, ("layer",)),
 ):
     register_metric(_m)
 
@@ -470,3 +470,4 @@ def acknowledge(result: dict[str, Any], ack: Acknowledgement) -> dict[str, Any]:
 # Metrics defined in their own modules register themselves on import (they import this module).
 from costguard import floors as _floors  # noqa: E402,F401
 from costguard import regression as _regression  # noqa: E402,F401
+from costguard.caches import metrics as _cache_metrics  # noqa: E402,F401

@@ -6,12 +6,15 @@ Pure functions over records; every figure a renderer shows is computed here once
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costguard.config import StackConfig
 from costguard.pricing import TierPrice
 from costguard.quality import quality_section
 from costguard.records import RequestRecord
+
+if TYPE_CHECKING:
+    from costguard.pipeline import CacheSimulation
 
 
 def weighted_percentile(values: Sequence[float], weights: Sequence[float], q: float) -> float:
@@ -76,7 +79,16 @@ def latency_section(records: Sequence[RequestRecord]) -> dict[str, Any] | None:
     }
 
 
-def aggregate(records: Sequence[RequestRecord], config: StackConfig, prices: dict[str, TierPrice]) -> dict[str, Any]:
+def _ratio(part: float, whole: float) -> float:
+    return part / whole if whole else 0.0
+
+
+def aggregate(
+    records: Sequence[RequestRecord],
+    config: StackConfig,
+    prices: dict[str, TierPrice],
+    simulation: CacheSimulation | None = None,
+) -> dict[str, Any]:
     """The report's aggregate sections: totals, tiers, suites, cache, routing, counterfactual,
     provenance, and when there is anything to say, latency and quality."""
     weights = [r.monthly_requests for r in records]
@@ -176,25 +188,7 @@ def aggregate(records: Sequence[RequestRecord], config: StackConfig, prices: dic
         "saving_per_month": saving,
         "saving_pct": 100.0 * saving / cf_cost if cf_cost else 0.0,
     }
-    cache = {
-        "exact": {
-            "enabled": config.caches.exact.enabled,
-            "hit_rate": cache_hits["exact"] / total_requests if total_requests else 0.0,
-            "hits_per_month": cache_hits["exact"],
-            "saved_per_month": cache_saved["exact"],
-            "bypassed_per_month": bypassed,
-        },
-        "prefix": {
-            "cached_tokens_per_month": totals["cached_tokens_per_month"],
-            "hit_rate_tokens": (
-                totals["cached_tokens_per_month"] / totals["input_tokens_per_month"]
-                if totals["input_tokens_per_month"]
-                else 0.0
-            ),
-            "saved_per_month": prefix_saved,
-        },
-        "hit_rate": (cache_hits["exact"] + cache_hits["semantic"]) / total_requests if total_requests else 0.0,
-    }
+    cache = _cache_section(records, config, prices, simulation, totals, cache_hits, cache_saved, bypassed, prefix_saved)
     routing = {
         "shares": {name: tiers[name]["share"] for name in tiers},
         "cache_share": sum(v for k, v in served.items() if k.startswith("cache:")) / total_requests
@@ -219,3 +213,186 @@ def aggregate(records: Sequence[RequestRecord], config: StackConfig, prices: dic
     if quality is not None:
         sections["quality"] = quality
     return sections
+
+
+def _cache_section(
+    records: Sequence[RequestRecord],
+    config: StackConfig,
+    prices: dict[str, TierPrice],
+    simulation: CacheSimulation | None,
+    totals: dict[str, Any],
+    cache_hits: dict[str, float],
+    cache_saved: dict[str, float],
+    bypassed: float,
+    prefix_saved: float,
+) -> dict[str, Any]:
+    """Hit rates in requests and tokens, $ saved per layer, bypass reasons, the semantic sweep and
+    the prefix caches per tier and suite. Monthly figures weight each fixture by its traffic."""
+    caches = config.caches
+    total_requests = totals["requests_per_month"]
+    # Prompt tokens of every request, served or answered by a result cache: the token base of hit rates.
+    all_input = sum(r.monthly_requests * sum(c.input_tokens for c in r.calls) for r in records)
+    hit_input = {"exact": 0.0, "semantic": 0.0}
+    bypass_reasons: dict[str, float] = {}
+    pii: dict[str, float] = {}
+    for r in records:
+        if r.cache_hit:
+            hit_input[r.cache] += r.monthly_requests * sum(c.input_tokens for c in r.calls)
+        elif r.cache == "bypass":
+            reason = "pii" if "pii" in r.extra else "temperature"
+            bypass_reasons[reason] = bypass_reasons.get(reason, 0.0) + r.monthly_requests
+            for detector in r.extra.get("pii", ()):
+                pii[detector] = pii.get(detector, 0.0) + r.monthly_requests
+
+    exact = {
+        "enabled": caches.exact.enabled,
+        "max_temperature": caches.exact.max_temperature,
+        "ttl_s": caches.exact.ttl_s,
+        "normalize": list(caches.exact.normalize),
+        "hit_rate": _ratio(cache_hits["exact"], total_requests),
+        "hit_rate_tokens": _ratio(hit_input["exact"], all_input),
+        "hits_per_month": cache_hits["exact"],
+        "saved_per_month": cache_saved["exact"],
+        "bypassed_per_month": bypassed,
+        "expired_lookups": simulation.exact_expired if simulation else 0,
+    }
+    semantic = _semantic_block(records, config, simulation, total_requests)
+    semantic.update(
+        {
+            "hit_rate_tokens": _ratio(hit_input["semantic"], all_input),
+            "saved_per_month": cache_saved["semantic"],
+        }
+    )
+    prefix = _prefix_block(records, config, prices, simulation, totals, prefix_saved)
+    return {
+        "exact": exact,
+        "semantic": semantic,
+        "prefix": prefix,
+        "bypass": {
+            "requests_per_month": bypassed,
+            "reasons": bypass_reasons,
+            "pii": {
+                "enabled": caches.pii.enabled,
+                "detectors": [*caches.pii.detectors, *caches.pii.custom],
+                "requests_per_month": pii,
+            },
+        },
+        "hit_rate": _ratio(cache_hits["exact"] + cache_hits["semantic"], total_requests),
+        "saved_per_month": cache_saved["exact"] + cache_saved["semantic"] + prefix_saved,
+    }
+
+
+def _semantic_block(
+    records: Sequence[RequestRecord], config: StackConfig, simulation: CacheSimulation | None, total_requests: float
+) -> dict[str, Any]:
+    semantic = config.caches.semantic
+    block: dict[str, Any] = {
+        "enabled": semantic.enabled,
+        "threshold": semantic.threshold,
+        "scope": "requested model + system prompt; embeds the last user message",
+        "suites_off": sorted(name for name, s in config.suites.items() if not s.semantic_cache),
+    }
+    sweep = simulation.semantic_sweep if simulation else {}
+    if not semantic.enabled or not sweep:
+        block.update(
+            {"hit_rate": 0.0, "hits_per_month": 0.0, "wrong_hits_per_month": 0.0, "unjudged_hits_per_month": 0.0,
+             "false_hit_rate": 0.0, "hits": 0, "wrong_hits": 0, "unjudged_hits": 0, "answer_sources": {}, "sweep": []}
+        )
+        return block
+    monthly = [r.monthly_requests for r in records]
+
+    def summarise(hits: Sequence[Any]) -> dict[str, Any]:
+        per_month = sum(monthly[h.index] for h in hits)
+        wrong = [h for h in hits if h.correct is False]
+        unjudged = [h for h in hits if h.correct is None]
+        wrong_per_month = sum(monthly[h.index] for h in wrong)
+        return {
+            "hits": len(hits),
+            "wrong_hits": len(wrong),
+            "unjudged_hits": len(unjudged),
+            "hits_per_month": per_month,
+            "wrong_hits_per_month": wrong_per_month,
+            "unjudged_hits_per_month": sum(monthly[h.index] for h in unjudged),
+            "hit_rate": _ratio(per_month, total_requests),
+            "false_hit_rate": _ratio(wrong_per_month, per_month),
+        }
+
+    shipped = sweep[semantic.threshold]
+    sources: dict[str, int] = {}
+    for h in shipped:
+        key = h.answer_source or "unknown"
+        sources[key] = sources.get(key, 0) + 1
+    block.update(summarise(shipped))
+    block["answer_sources"] = sources
+    block["candidates"] = simulation.semantic_candidates if simulation else 0
+    block["sweep"] = [
+        {"threshold": t, "shipped": t == semantic.threshold, **summarise(hits)} for t, hits in sorted(sweep.items())
+    ]
+    return block
+
+
+def _prefix_block(
+    records: Sequence[RequestRecord],
+    config: StackConfig,
+    prices: dict[str, TierPrice],
+    simulation: CacheSimulation | None,
+    totals: dict[str, Any],
+    prefix_saved: float,
+) -> dict[str, Any]:
+    simulated = simulation.prefix if simulation else {}
+    tiers: dict[str, dict[str, Any]] = {}
+    for t in config.tiers:
+        sim = simulated.get(t.name)
+        tiers[t.name] = {
+            "simulated": sim is not None,
+            **(sim or {}),
+            "calls_per_month": 0.0,
+            "calls_with_hits_per_month": 0.0,
+            "input_tokens_per_month": 0.0,
+            "cached_tokens_per_month": 0.0,
+            "saved_per_month": 0.0,
+        }
+    suites: dict[str, dict[str, float]] = {}
+    calls_with_hits = 0.0
+    calls_total = 0.0
+    generated: dict[str, int] = {}
+    for r in records:
+        m = r.monthly_requests
+        suite = suites.setdefault(r.suite, {"input_tokens_per_month": 0.0, "cached_tokens_per_month": 0.0, "saved_per_month": 0.0})
+        note = r.extra.get("prefix")
+        if note:
+            generated[note["generated_blocks"]] = generated.get(note["generated_blocks"], 0) + 1
+        for call in r.billed_calls:
+            block = tiers[call.tier]
+            saved = m * prices[call.tier].cached_saving(call.cached_tokens)
+            hit = m if call.cached_tokens else 0.0
+            block["calls_per_month"] += m
+            block["calls_with_hits_per_month"] += hit
+            block["input_tokens_per_month"] += m * call.input_tokens
+            block["cached_tokens_per_month"] += m * call.cached_tokens
+            block["saved_per_month"] += saved
+            suite["input_tokens_per_month"] += m * call.input_tokens
+            suite["cached_tokens_per_month"] += m * call.cached_tokens
+            suite["saved_per_month"] += saved
+            if block["simulated"]:
+                calls_total += m
+                calls_with_hits += hit
+    for block in tiers.values():
+        block["hit_rate_tokens"] = _ratio(block["cached_tokens_per_month"], block["input_tokens_per_month"])
+        block["hit_rate_requests"] = _ratio(block["calls_with_hits_per_month"], block["calls_per_month"])
+    for block in suites.values():
+        block["hit_rate_tokens"] = _ratio(block["cached_tokens_per_month"], block["input_tokens_per_month"])
+    hit_rate_tokens = _ratio(totals["cached_tokens_per_month"], totals["input_tokens_per_month"])
+    return {
+        "enabled": bool(simulated),
+        "replica_routing": config.caches.prefix.replica_routing,
+        "cached_tokens_per_month": totals["cached_tokens_per_month"],
+        "hit_rate_tokens": hit_rate_tokens,
+        # Like the other layers' hit_rate, a share of requests: calls that reused any cached block.
+        "hit_rate": _ratio(calls_with_hits, calls_total),
+        "hit_rate_requests": _ratio(calls_with_hits, calls_total),
+        "saved_per_month": prefix_saved,
+        "generated_blocks": generated,
+        "tiers": tiers,
+        "suites": dict(sorted(suites.items())),
+    }

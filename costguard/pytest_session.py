@@ -272,6 +272,7 @@ class CostguardRun:
         self.plan: Plan = Plan(config="", backend="offline", files=[])
         self.baseline: RunReport | None = None
         self.records: list[RequestRecord] = []
+        self.replayed: api.Replay | None = None
         self.report: RunReport | None = None
         self.results: list[PolicyResult] = []
         self.calls: list[ObservedCall] = []
@@ -298,9 +299,12 @@ class CostguardRun:
         project = self.project = api.load_project(_cwd_relative(settings.config), settings.fixtures or None)
         if settings.baseline is not None:
             self.baseline = load_report(_cwd_relative(settings.baseline))
-        self.records, backend = api.replay(project, backend=settings.backend)
+        self.replayed = api.replay(project, backend=settings.backend)
+        self.records = self.replayed.records
         self.seconds = time.perf_counter() - started
-        self.report = api.report_from_records(project, self.records, backend=backend, seconds=self.seconds)
+        self.report = api.report_from_records(
+            project, self.records, backend=self.replayed.backend, seconds=self.seconds, replayed=self.replayed
+        )
         self.results = [api.check(self.report, _cwd_relative(p), baseline=self.baseline) for p in settings.policies]
         self.plan = build_plan(project, self.report, self.results, backend=settings.backend, rootpath=self.config.rootpath)
 
@@ -359,7 +363,10 @@ class CostguardRun:
             return self.report
         calls = sorted(self.calls, key=lambda c: (c.test, c.seq))
         extra = observed_records(self.project, calls, first_arrival=len(self.records))
-        final = api.report_from_records(self.project, [*self.records, *extra], backend=self.report.get("backend"), seconds=self.seconds)
+        final = api.report_from_records(
+            self.project, [*self.records, *extra], backend=self.report.get("backend"), seconds=self.seconds,
+            replayed=self.replayed,
+        )
         before = {(r.policy, v.rule) for r in self.results for v in r.failed}
         rechecked = [api.check(final, _cwd_relative(p), baseline=self.baseline) for p in self.settings.policies]
         self.late_failures = [v for r in rechecked for v in r.failed if (r.policy, v.rule) not in before]

@@ -65,6 +65,11 @@ class TierCall:
                 out[key] = value
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TierCall:
+        """The inverse of `to_dict` (merging shard reports rebuilds records from their JSON)."""
+        return cls(**{name: data[name] for name in cls.__slots__ if name in data})  # type: ignore[attr-defined]
+
 
 @dataclass(slots=True)
 class RequestRecord:
@@ -80,6 +85,7 @@ class RequestRecord:
     route_tier: str
     route_reason: str
     route_score: float | None = None
+    arrival_s: float | None = None  # simulated arrival time (traffic model), seconds from the start
     cache: str = "miss"  # "miss" | "exact" | "semantic" | "bypass"
     cache_detail: str | None = None
     calls: list[TierCall] = field(default_factory=list)  # what serving it on the stack costs
@@ -129,6 +135,7 @@ class RequestRecord:
             "weight": self.weight,
             "monthly_requests": self.monthly_requests,
             "arrival_index": self.arrival_index,
+            "arrival_s": self.arrival_s,
             "route": {"tier": self.route_tier, "reason": self.route_reason, "score": self.route_score},
             "cache": {"outcome": self.cache, "detail": self.cache_detail},
             "served_by": self.served_by,
@@ -147,3 +154,26 @@ class RequestRecord:
         if self.extra:
             out["extra"] = self.extra
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestRecord:
+        """The inverse of `to_dict`."""
+        cf = data.get("counterfactual")
+        return cls(
+            fixture_id=data["id"],
+            suite=data["suite"],
+            location=data["location"],
+            content_hash=data["content_hash"],
+            weight=data["weight"],
+            monthly_requests=data["monthly_requests"],
+            arrival_index=data["arrival_index"],
+            route_tier=data["route"]["tier"],
+            route_reason=data["route"]["reason"],
+            route_score=data["route"].get("score"),
+            cache=data["cache"]["outcome"],
+            cache_detail=data["cache"].get("detail"),
+            calls=[TierCall.from_dict(c) for c in data["calls"]],
+            counterfactual=TierCall.from_dict(cf) if cf else None,
+            quality=data.get("quality"),
+            extra=data.get("extra") or {},
+        )

@@ -110,4 +110,10 @@ def build_router(config: StackConfig, **context: object) -> Router:
         return RulesRouter(rc)
     if isinstance(rc, LengthRouterConfig):
         return LengthRouter(rc)
+    if rc.kind == "external":
+        from costguard.external_router import ExternalRouter
+
+        project = context.get("project")
+        recordings = project.recordings() if project is not None else None  # type: ignore[attr-defined]
+        return ExternalRouter(config, recordings, live=bool(context.get("live")))
     raise TypeError(f"unsupported router kind {getattr(rc, 'kind', rc)!r}")
