@@ -46,6 +46,7 @@ class Project:
     _tokenizers: dict[str, Any] = field(default_factory=dict, repr=False)
     _prices: dict[str, TierPrice] | None = field(default=None, repr=False)
     _shared: dict[str, Any] = field(default_factory=dict, repr=False)  # resources variants share (embedder)
+    variant: str | None = None  # the stack variant this project runs (None: costguard.yaml as it is)
     _recordings: Any = field(default=None, repr=False)
 
     @property
@@ -106,7 +107,7 @@ class Project:
             self._shared[key] = Embedder(model or DEFAULT_MODEL, cache=self._shared["embedding_cache"])
         return self._shared[key]
 
-    def with_config(self, config: StackConfig) -> Project:
+    def with_config(self, config: StackConfig, variant: str | None = None) -> Project:
         """The same project (fixtures, root) with another stack config: a variant for `frontier`.
 
         Tokenizers of tiers whose tokenizer is unchanged, the embedders and the recorded
@@ -119,7 +120,7 @@ class Project:
         }  # fmt: skip
         recordings = self._recordings if config.recordings.path == self.config.recordings.path else None
         return Project(stack=stack, fixtures=self.fixtures, fixture_paths=self.fixture_paths,
-                       _tokenizers=tokenizers, _recordings=recordings, _shared=self._shared)
+                       _tokenizers=tokenizers, _recordings=recordings, _shared=self._shared, variant=variant)
 
     def prices(self) -> dict[str, TierPrice]:
         """Each tier's price; GPU-time tiers use the recorded throughput profile when it matches
@@ -187,6 +188,15 @@ def load_project(config: str | Path = DEFAULT_CONFIG, fixtures: Sequence[str | P
                 pass
     _check_suites(stack, loaded)
     return Project(stack=stack, fixtures=loaded, fixture_paths=paths)
+
+
+def with_variant(project: Project, name: str) -> Project:
+    """The project with one of its stack variants applied (`costguard frontier --list` names them):
+    e.g. "only large", to record every fixture on the large tier with a live backend."""
+    from costguard.variants import build_variants, select_variants
+
+    (variant,) = select_variants(build_variants(project.stack), [name])
+    return project.with_config(variant.config, variant.name)
 
 
 def _check_suites(stack: LoadedStack, fixtures: list[Fixture]) -> None:
@@ -299,6 +309,23 @@ def build_semantic_embedder(project: Project) -> Any:
     if not semantic.enabled:
         return None
     return project.embedder(semantic.model).embed
+
+
+def tier_agreement(project: Project) -> dict[str, Any] | None:
+    """Small-vs-large agreement of the recorded answers: the report's `agreement` section (None
+    without recorded answers of one fixture on the largest tier and another)."""
+    if not project.config.recordings.use:
+        return None
+    store = project.recordings()
+    if not len(store):
+        return None
+    from costguard.agreement import agreement_section
+
+    def recorded_text(fixture: Fixture, tier: Any) -> str | None:
+        rec = store.get(fixture, tier)
+        return rec.text if rec is not None else None
+
+    return agreement_section(project.fixtures, project.config, recorded_text, project.embedder)
 
 
 BACKENDS = ("offline", "endpoint", "vllm")
@@ -429,6 +456,9 @@ def replay(
         stages={**stages, **pipeline.stage_seconds},
     )
     replayed.sections, replayed.warnings = _backend_sections(project, tier_backend, shard, complete=replayed.complete)
+    agreement = tier_agreement(project)
+    if agreement is not None:
+        replayed.sections["agreement"] = agreement
     if shard is not None:  # every shard simulates the caches over all fixtures; merge reports them once
         replayed.sections["cache_simulation"] = pipeline.simulation.to_dict()
     return replayed
@@ -582,6 +612,7 @@ def build_report(
         "backend": backend,
         "stack": {
             "name": config.name,
+            **({"variant": project.variant} if project.variant else {}),
             "tiers": tiers_summary,
             "router": config.router.kind if config.router else "single",
             "router_tokenizer_tier": router_tokenizer_tier(config),
@@ -702,6 +733,8 @@ def merge_shards(project: Project, reports: Sequence[RunReport]) -> RunReport:
     sections = aggregate(records, project.config, project.prices(), simulation=simulation)
     reasons = [f"shard {i}/{count}: {r.get('incomplete_reason') or 'incomplete'}" for i, _, r in shards if not r.complete]
     extra: dict[str, Any] = {
+        # the same in every shard: it compares recorded answers of all fixtures
+        **{k: shards[0][2].get(k) for k in ("agreement",) if shards[0][2].get(k) is not None},
         "shards": [
             {"index": i, "count": count, "complete": r.complete, "fixtures": len(r.records),
              **{k: r.get(k) for k in ("replay", "server_metrics") if r.get(k) is not None}}

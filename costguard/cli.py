@@ -46,12 +46,16 @@ def run_projection(
     fixtures: tuple[str, ...],
     backend: str = "offline",
     show_progress: bool = True,
+    variant: str | None = None,
     **options: Any,
 ) -> Any:
-    """Load the project and run it (`options`: shard, replay overrides for live backends)."""
+    """Load the project (or one of its stack variants) and run it (`options`: shard, replay
+    overrides for live backends)."""
     from costguard import api
 
     project = api.load_project(config, fixtures or None)
+    if variant is not None:
+        project = api.with_variant(project, variant)
     live = backend != "offline"
     progress, update = make_progress(show_progress and (live or len(project.fixtures) >= 2000))
     notify = (lambda message: click.echo(f"costguard: {message}", err=True)) if live else None
@@ -82,12 +86,14 @@ def cli() -> None:
 @click.option("--request-rate", type=click.FloatRange(min=0, min_open=True),
               help="Live: Poisson arrivals per second (default: replay.request_rate_per_s, else as fast as allowed).")
 @click.option("--no-record", is_flag=True, help="Live: do not store the replies as recorded responses.")
+@click.option("--variant", metavar="NAME", help="Run a stack variant instead (`costguard frontier --list`), e.g. "
+              "'only large' to record every fixture on the large tier.")
 @click.option("--format", "fmt", type=click.Choice(["terminal", "json"]), default="terminal", show_default=True,
               help="What to print on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; just write the report.")
 def run(
     config: str, fixtures: tuple[str, ...], out: str, backend: str, shard: str | None, concurrency: int | None,
-    request_rate: float | None, no_record: bool, fmt: str, quiet: bool,
+    request_rate: float | None, no_record: bool, variant: str | None, fmt: str, quiet: bool,
 ) -> None:
     """Replay the fixtures through the stack and write the RunReport.
 
@@ -104,7 +110,7 @@ def run(
     if no_record:
         replay["record"] = False
     report = run_projection(
-        config, fixtures, backend, shard=parse_shard(shard) if shard else None, replay_settings=replay
+        config, fixtures, backend, variant=variant, shard=parse_shard(shard) if shard else None, replay_settings=replay
     )
     report.write(out)
     if not quiet:

@@ -193,7 +193,7 @@ def evaluate(
     for k, variant in enumerate(variants):
         if progress:
             progress("variants", k, len(variants))
-        report = runner(project.with_config(variant.config))
+        report = runner(project.with_config(variant.config, variant.name))
         result = evaluate_policy(rules, MetricContext(report=report)) if rules is not None else None
         outcomes.append(outcome_of(variant, report, result))
     if progress:

@@ -86,11 +86,13 @@ class RecordingAudit:
     stale: list[tuple[str, str, str]]  # (fixture id, tier, why): the fixture or the tier's model changed
     orphaned: list[tuple[str, str]]  # (fixture id, tier): the fixture no longer exists
     per_tier: dict[str, int]  # current entries per tier
+    judge: int = 0  # of the current entries: LLM-judge replies on current recorded answers
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "entries": self.entries,
             "current": self.current,
+            "judge": self.judge,
             "stale": len(self.stale),
             "orphaned": len(self.orphaned),
             "per_tier": self.per_tier,
@@ -191,19 +193,33 @@ class RecordingStore:
         return taken
 
     # -- housekeeping -------------------------------------------------------------------
+    def current_keys(self, fixtures: Sequence[Fixture], config: StackConfig) -> tuple[dict[str, str], dict[str, str]]:
+        """Keys the current fixtures x tiers use (key -> tier), and those of the LLM-judge replies
+        that the recorded answers to them need (costguard.scorers.judge)."""
+        from costguard.scorers.judge import recorded_judge_keys
+
+        keys = {recording_key(fx, t.model): t.name for fx in fixtures for t in config.tiers}
+        return keys, recorded_judge_keys(fixtures, config, self)
+
     def audit(self, fixtures: Sequence[Fixture], config: StackConfig) -> RecordingAudit:
+        from costguard.scorers.judge import JUDGE_MARK
+
         by_id = {fx.id: fx for fx in fixtures}
         models = {t.name: t.model for t in config.tiers}
-        current_keys = {recording_key(fx, t.model): t.name for fx in fixtures for t in config.tiers}
+        current_keys, judge_keys = self.current_keys(fixtures, config)
         stale: list[tuple[str, str, str]] = []
         orphaned: list[tuple[str, str]] = []
         per_tier: dict[str, int] = {}
-        current = 0
+        current = judged = 0
         for rec in self.entries.values():
-            tier = current_keys.get(rec.key)
+            tier = current_keys.get(rec.key) or judge_keys.get(rec.key)
             if tier is not None:
                 current += 1
+                judged += rec.key in judge_keys
                 per_tier[tier] = per_tier.get(tier, 0) + 1
+                continue
+            if JUDGE_MARK in rec.fixture_id and rec.fixture_id.split(JUDGE_MARK)[0] in by_id:
+                stale.append((rec.fixture_id, rec.tier, "judged an answer or rubric that is no longer current"))
                 continue
             fx = by_id.get(rec.fixture_id)
             if fx is None:
@@ -214,12 +230,17 @@ class RecordingStore:
                 stale.append((rec.fixture_id, rec.tier, "tier no longer in the config"))
             else:
                 stale.append((rec.fixture_id, rec.tier, f"tier model changed ({rec.model} -> {models[rec.tier]})"))
-        return RecordingAudit(len(self.entries), current, stale, orphaned, per_tier)
+        return RecordingAudit(len(self.entries), current, stale, orphaned, per_tier, judged)
 
     def prune(self, fixtures: Sequence[Fixture], config: StackConfig, *, keep_orphaned: bool = False) -> int:
-        """Drop entries no current fixture x tier uses; returns how many were dropped."""
-        current_keys = {recording_key(fx, t.model) for fx in fixtures for t in config.tiers}
-        ids = {fx.id for fx in fixtures}
+        """Drop entries no current fixture x tier (or judge of a current answer) uses; returns how many were dropped."""
+        from costguard.scorers.judge import JUDGE_MARK
+
+        keys, judge_keys = self.current_keys(fixtures, config)
+        current_keys = set(keys) | set(judge_keys)
+        ids = {fx.id for fx in fixtures} | {
+            f"{fx.id}{JUDGE_MARK}{i}" for fx in fixtures for i in range(len(fx.expect.assertions))
+        }
         drop = [
             k for k, rec in self.entries.items()
             if k not in current_keys and not (keep_orphaned and rec.fixture_id not in ids)

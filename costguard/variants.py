@@ -18,8 +18,8 @@ Paths address list items by index (`rules[2]` or `rules.2`) or, in `tiers`, by n
 
 The standard variants: the current stack; every tier alone ("only small": tiers on/off);
 without each tier that the router sends traffic to, when there are three tiers or more (its
-traffic goes to the next tier); the exact cache toggled; the router's prompt-length thresholds
-halved and doubled.
+traffic goes to the next tier); the exact cache toggled; the semantic cache toggled and, when it
+is on, at every threshold of its `sweep`; the router's prompt-length thresholds halved and doubled.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from costguard.config import LoadedStack, StackConfig
-from costguard.errors import ConfigError
+from costguard.errors import ConfigError, UsageError
 from costguard.yamlio import line_of, validate
 
 CURRENT = "current"
@@ -146,6 +146,16 @@ def standard_variants(config: StackConfig) -> Iterable[tuple[str, str, dict[str,
     exact = config.caches.exact.enabled
     yield (f"exact cache {'off' if exact else 'on'}", f"the exact result cache {'disabled' if exact else 'enabled'}",
            {"caches.exact.enabled": not exact})
+    semantic = config.caches.semantic
+    if semantic.enabled:
+        yield "semantic cache off", "the semantic result cache disabled", {"caches.semantic.enabled": False}
+        for threshold in semantic.sweep:
+            if threshold != semantic.threshold:
+                yield (f"semantic threshold {threshold:g}", f"the semantic cache at cosine >= {threshold:g}",
+                       {"caches.semantic.threshold": threshold})
+    else:
+        yield ("semantic cache on", f"the semantic result cache enabled at cosine >= {semantic.threshold:g}",
+               {"caches.semantic.enabled": True})
     if router is not None:
         for factor in SCALES:
             scaled, found = _scaled_thresholds(router, factor)
@@ -186,3 +196,16 @@ def build_variants(stack: LoadedStack, *, auto: bool | None = None) -> list[Vari
         seen[key] = name
         variants.append(Variant(name, description, tuple(overrides.items()), built))
     return variants
+
+
+def select_variants(variants: list[Variant], names: Iterable[str]) -> list[Variant]:
+    """The variants called `names`, in their order (UsageError naming the unknown ones)."""
+    wanted = list(names)
+    known = {v.name for v in variants}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise UsageError(
+            f"unknown variant(s) {', '.join(map(repr, unknown))} (variants: {', '.join(sorted(known))}; "
+            "see `costguard frontier --list`)"
+        )
+    return [v for v in variants if v.name in wanted]

@@ -115,6 +115,21 @@ class LiveBackend:
         self.warnings: list[str] = []
         self.profiles: dict[str, dict[str, Any]] = {}
 
+    def for_evaluation(self) -> LiveBackend:
+        """A backend for evaluation requests (LLM-judge calls) to the tiers' own endpoints.
+
+        Its replies are recorded like any other (offline runs replay them), but its replay and
+        server-metrics sections, throughput profiles and failures stay its own: judging is not
+        the run's traffic, and a judge that fails leaves assertions unmeasured, not the run
+        incomplete. Never through an external router: a judge tier is named.
+        """
+        backend = LiveBackend(
+            self.stack, self.targets, name=self.name, recordings=self.recordings,
+            replay=self.settings.model_copy(update={"scrape_metrics": False, "request_rate_per_s": None}),
+        )  # fmt: skip
+        backend.router = None
+        return backend
+
     # -- planning -----------------------------------------------------------------------
     def _target(self, tier: TierConfig) -> Target:
         if self.router is not None:

@@ -30,6 +30,11 @@ class OfflineBackend:
         self.recorded = 0  # calls answered from recorded responses
         self.prompt_mismatches: list[tuple[str, str, int, int]] = []  # (fixture, tier, counted, recorded)
 
+    def for_evaluation(self) -> OfflineBackend:
+        """A backend for evaluation requests (LLM-judge calls): the same recordings, its own counts,
+        so judge replies never count as the run's recorded calls."""
+        return OfflineBackend(self.config, self.recordings)
+
     def output_tokens(self, call: PlannedCall) -> tuple[int, str]:
         fx = call.fixture
         if fx.expect.output_tokens is not None:

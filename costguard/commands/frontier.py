@@ -36,18 +36,13 @@ def frontier_command(
     import json
 
     from costguard import api
-    from costguard.errors import UsageError
     from costguard.frontier import evaluate
-    from costguard.variants import CURRENT, build_variants
+    from costguard.variants import CURRENT, build_variants, select_variants
 
     project = api.load_project(config, fixtures or None)
     variants = build_variants(project.stack, auto=False if no_auto else None)
     if only:
-        names = {v.name for v in variants}
-        unknown = [n for n in only if n not in names]
-        if unknown:
-            raise UsageError(f"unknown variant(s) {', '.join(map(repr, unknown))} (variants: {', '.join(sorted(names))})")
-        variants = [v for v in variants if v.name in only or v.name == CURRENT]
+        variants = select_variants(variants, [CURRENT, *only])
     if list_only:
         for v in variants:
             click.echo(f"{v.name}: {v.description}")

@@ -289,6 +289,13 @@ def summary_lines(report: RunReport) -> list[str]:
         )
     if report.get("quality"):
         lines.append(quality_line(report.get("quality")))
+    agreement = report.get("agreement")
+    if agreement:
+        tiers = "; ".join(
+            f"{name} mean {t['mean']:.2f} (p10 {t['p10']:.2f}, min {t['min']:.2f}) over {t['fixtures']} fixtures"
+            for name, t in agreement["tiers"].items()
+        )
+        lines.append(f"Agreement with {agreement['reference_tier']}'s recorded answers: {tiers}")
     routing = report.get("routing", {})
     if routing.get("escalation_rate"):
         lines.append(f"Cascade: {_pct(routing['escalation_rate'])} of requests escalated")
@@ -310,8 +317,9 @@ def print_run(report: RunReport, console: Any | None = None) -> None:
     backend = report.get("backend", "offline")
     console.print(
         f"[bold]costguard[/bold] {backend} {'projection' if backend == 'offline' else 'run'} of stack "
-        f"[bold]{stack.get('name', '')}[/bold]: {report.totals['fixtures']} fixtures, "
-        f"router {stack.get('router', '?')}",
+        f"[bold]{_escape(stack.get('name', ''))}[/bold]"
+        + (f" (variant {_escape(stack['variant'])})" if stack.get("variant") else "")
+        + f": {report.totals['fixtures']} fixtures, router {stack.get('router', '?')}",
         highlight=False,
     )
     for tier in stack.get("tiers", []):

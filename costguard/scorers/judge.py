@@ -23,6 +23,7 @@ from costguard.fixtures import Assertion, Expect, Fixture, Sampling
 from costguard.scorers import AssertionScore, Response, quoted
 
 JUDGE_SAMPLING = Sampling(temperature=0.0, max_tokens=256, seed=0)
+JUDGE_MARK = "#judge-"  # a judge request's id: FIXTURE_ID#judge-ASSERTION_INDEX
 JUDGE_OUTPUT_TOKENS = 64  # what an offline projection of a judge call would assume (never billed)
 
 JUDGE_SYSTEM = (
@@ -53,7 +54,7 @@ def judge_request(fixture: Fixture, index: int, answer: str) -> Fixture:
     """The judge request for assertion `index` of `fixture` on `answer`, as a fixture to serve."""
     assertion = fixture.expect.assertions[index]
     return Fixture(
-        id=f"{fixture.id}#judge-{index}",
+        id=f"{fixture.id}{JUDGE_MARK}{index}",
         suite=fixture.suite,
         weight=fixture.weight,
         messages=judge_messages(fixture, assertion, answer),
@@ -96,13 +97,36 @@ class Judge:
 
     def __init__(self, config: StackConfig, backend: Backend, count_prompt: PromptCounter) -> None:
         self.config = config
-        self.backend = backend
+        self._run_backend = backend
+        self._backend: Backend | None = None
         self.count_prompt = count_prompt
         self.live = getattr(backend, "name", "offline") != "offline"
+        self.failure: str | None = None  # why the judge backend could not serve (shown as the reason)
+
+    @property
+    def backend(self) -> Backend:
+        """The run's backend for evaluation requests (`for_evaluation()`, when it has one)."""
+        if self._backend is None:
+            evaluation = getattr(self._run_backend, "for_evaluation", None)
+            self._backend = evaluation() if evaluation is not None else self._run_backend
+        return self._backend
 
     def tier_of(self, assertion: Assertion) -> str:
         assert assertion.judge is not None
         return assertion.judge.tier or self.config.largest.name
+
+    def _serve(self, calls: list[PlannedCall]) -> list[Any]:
+        """Judge replies (None where there is none): a judge tier without an endpoint, or a
+        failing server, leaves its assertions unmeasured instead of stopping the run."""
+        from costguard.errors import CostguardError
+
+        if not calls:
+            return []
+        try:
+            return list(self.backend.execute(calls))
+        except CostguardError as exc:
+            self.failure = str(exc)
+            return [None] * len(calls)
 
     def score(self, items: Sequence[tuple[int, Response]]) -> list[AssertionScore]:
         """Score (assertion index, response) pairs; the assertion is response.fixture's."""
@@ -115,17 +139,19 @@ class Judge:
             tokens, source = self.count_prompt(tier.name, request.messages)
             calls.append(PlannedCall(arrival_index=-1, fixture=request, tier=tier, stage="judge",
                                      prompt_tokens=tokens, input_source=source))
-        results = self.backend.execute(calls) if calls else []
+        results = self._serve(calls)
         out = []
         for (index, response), call, result in zip(items, calls, results, strict=True):
             assertion = response.fixture.expect.assertions[index]
             tier = call.tier.name
             text = getattr(result, "text", None)
             if text is None:
-                reason = (
-                    f"the judge tier {tier} gave no reply" if self.live
-                    else f"no recorded judge reply from tier {tier} (record one with a live backend)"
-                )
+                if self.failure:
+                    reason = f"the judge tier {tier} could not be asked: {self.failure}"
+                elif self.live:
+                    reason = f"the judge tier {tier} gave no reply"
+                else:
+                    reason = f"no recorded judge reply from tier {tier} (record one with a live backend)"
                 out.append(AssertionScore.unmeasured(assertion, reason))
                 continue
             try:
@@ -139,3 +165,30 @@ class Judge:
             message = f"judge ({tier}) scored {score:.2f} {'>=' if ok else '<'} {check.min_score:g}"
             out.append(AssertionScore.graded(assertion, score, ok, f"{message}: {why}" if why else message, score))
         return out
+
+
+def recorded_judge_keys(fixtures: Sequence[Fixture], config: StackConfig, store: Any) -> dict[str, str]:
+    """Recording keys of the judge requests that the recorded answers need (key -> judge tier).
+
+    For every fixture with judge assertions and every tier with a recorded answer to it, the
+    judge request on that answer: these judge replies are current; others judged an answer or a
+    rubric that changed since.
+    """
+    from costguard.recordings import recording_key
+
+    tiers = {t.name: t for t in config.tiers}
+    out: dict[str, str] = {}
+    for fx in fixtures:
+        judged = [i for i, a in enumerate(fx.expect.assertions) if a.judge is not None]
+        if not judged:
+            continue
+        for tier in config.tiers:
+            rec = store.get(fx, tier)
+            if rec is None:
+                continue
+            for i in judged:
+                check = fx.expect.assertions[i].judge
+                judge_tier = tiers.get((check.tier if check is not None else None) or config.largest.name)
+                if judge_tier is not None:
+                    out[recording_key(judge_request(fx, i, rec.text), judge_tier.model)] = judge_tier.name
+    return out
