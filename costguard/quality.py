@@ -136,7 +136,7 @@ class QualityScorer:
 
         slots: list[list[AssertionScore | None] | None] = []
         similar: list[tuple[tuple[int, int], Any, Response]] = []
-        judged: list[tuple[tuple[int, int], int, Response]] = []
+        judged: list[tuple[int, int, Response]] = []  # (answer, assertion index, response)
         for k, answer in enumerate(answers):
             assertions = answer.fixture.expect.assertions
             response = answer.response
@@ -154,7 +154,7 @@ class QualityScorer:
                     if self.judge is None:
                         row.append(AssertionScore.unmeasured(a, "no judge backend in this run"))
                     else:
-                        judged.append(((k, i), i, response))
+                        judged.append((k, i, response))
                         row.append(None)
                 else:
                     row.append(run_custom(self._custom_scorer(a.custom or "", answer.fixture), a, response))
@@ -165,7 +165,7 @@ class QualityScorer:
                 slots[k][i] = score  # type: ignore[index]
         if judged:
             assert self.judge is not None
-            for ((k, i), _, _), score in zip(judged, self.judge.score([(i, r) for _, i, r in judged]), strict=True):
+            for (k, i, _), score in zip(judged, self.judge.score([(i, r) for _, i, r in judged]), strict=True):
                 slots[k][i] = score  # type: ignore[index]
         out: list[dict[str, Any] | None] = []
         for answer, row in zip(answers, slots, strict=True):
