@@ -83,6 +83,10 @@ class EmbeddingCacheWarning(RuntimeWarning):
     """The on-disk embedding cache had a problem it recovered from (corrupt shard, unwritable dir)."""
 
 
+class _NewerShardError(Exception):
+    """A shard written by a newer costguard (format we cannot read, but must not delete)."""
+
+
 def _np() -> Any:
     import numpy
 
@@ -430,6 +434,9 @@ class EmbeddingCache:
                 except FileNotFoundError:
                     vanished = True  # merged and deleted by another process: rescan
                     continue
+                except _NewerShardError:
+                    store.bad.add(name)  # written by a newer costguard: leave it alone
+                    continue
                 except Exception as exc:  # noqa: BLE001 - any failure means a corrupt shard
                     self._warn(
                         f"shard {path / name} is corrupt ({type(exc).__name__}: {exc}); "
@@ -474,8 +481,12 @@ class EmbeddingCache:
             if header.dtype != np.uint8 or header.ndim != 1:
                 raise ValueError("bad header")
             meta = json.loads(header.tobytes().decode("utf-8"))
-            if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-                raise ValueError("unknown shard format")
+            if not isinstance(meta, dict) or not isinstance(meta.get("format"), int):
+                raise ValueError("no shard format in the header")
+            if meta["format"] > _FORMAT:
+                raise _NewerShardError(meta["format"])
+            if meta["format"] != _FORMAT:
+                raise ValueError(f"old shard format {meta['format']}")
             if meta.get("model_id") != model_id:
                 raise ValueError(f"shard belongs to model {meta.get('model_id')!r}")
             keys = np.load(f, allow_pickle=False)
