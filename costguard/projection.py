@@ -6,13 +6,17 @@ Pure functions over records; every figure a renderer shows is computed here once
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costguard.config import StackConfig
 from costguard.pricing import TierPrice
+from costguard.quality import quality_section
 from costguard.records import RequestRecord
 from costguard.router import RoutingRun
 from costguard.routing_metrics import router_overhead, routing_details
+
+if TYPE_CHECKING:
+    from costguard.pipeline import CacheSimulation
 
 
 def weighted_percentile(values: Sequence[float], weights: Sequence[float], q: float) -> float:
@@ -55,16 +59,43 @@ def _usage_block() -> dict[str, float]:
     }
 
 
+def latency_section(records: Sequence[RequestRecord]) -> dict[str, Any] | None:
+    """End-to-end latency of the requests a model served, where every call's latency was measured.
+
+    Cache hits are left out (no model call; their latency is not measured), and so are requests
+    with a call of unknown latency; `coverage` is the measured share of model-served traffic.
+    None when no latency was measured at all (offline without recorded responses).
+    """
+    served = [r for r in records if r.billed_calls]
+    measured = [r for r in served if all(c.latency_s is not None for c in r.billed_calls)]
+    if not measured:
+        return None
+    values = [sum(c.latency_s or 0.0 for c in r.billed_calls) for r in measured]
+    weights = [r.monthly_requests for r in measured]
+    served_traffic = sum(r.monthly_requests for r in served)
+    return {
+        "e2e_s": _dist(values, weights),
+        "measured_requests": len(measured),
+        "model_requests": len(served),
+        "coverage": sum(weights) / served_traffic if served_traffic else 0.0,
+    }
+
+
+def _ratio(part: float, whole: float) -> float:
+    return part / whole if whole else 0.0
+
+
 def aggregate(
     records: Sequence[RequestRecord],
     config: StackConfig,
     prices: dict[str, TierPrice],
-    *,
+    simulation: CacheSimulation | None = None,
     routing: RoutingRun | None = None,
 ) -> dict[str, Any]:
-    """The report's aggregate sections: totals, tiers, suites, cache, routing, counterfactual, provenance.
+    """The report's aggregate sections: totals, tiers, suites, cache, routing, counterfactual,
+    provenance, and when there is anything to say, latency and quality.
 
-    `routing`: the run-level routing facts (router overhead, cascade method) from the pipeline.
+    `routing`: the run-level routing facts from the pipeline (router overhead, cascade method).
     """
     weights = [r.monthly_requests for r in records]
     total_requests = sum(weights)
@@ -163,25 +194,7 @@ def aggregate(
         "saving_per_month": saving,
         "saving_pct": 100.0 * saving / cf_cost if cf_cost else 0.0,
     }
-    cache = {
-        "exact": {
-            "enabled": config.caches.exact.enabled,
-            "hit_rate": cache_hits["exact"] / total_requests if total_requests else 0.0,
-            "hits_per_month": cache_hits["exact"],
-            "saved_per_month": cache_saved["exact"],
-            "bypassed_per_month": bypassed,
-        },
-        "prefix": {
-            "cached_tokens_per_month": totals["cached_tokens_per_month"],
-            "hit_rate_tokens": (
-                totals["cached_tokens_per_month"] / totals["input_tokens_per_month"]
-                if totals["input_tokens_per_month"]
-                else 0.0
-            ),
-            "saved_per_month": prefix_saved,
-        },
-        "hit_rate": (cache_hits["exact"] + cache_hits["semantic"]) / total_requests if total_requests else 0.0,
-    }
+    cache = _cache_section(records, config, prices, simulation, totals, cache_hits, cache_saved, bypassed, prefix_saved)
     routing_block = {
         "shares": {name: tiers[name]["share"] for name in tiers},
         "cache_share": sum(v for k, v in served.items() if k.startswith("cache:")) / total_requests
@@ -189,15 +202,205 @@ def aggregate(
         else 0.0,
         "escalation_rate": escalated / total_requests if total_requests else 0.0,
         "escalation_cost_per_month": escalation_cost,
+        **routing_details(records, config, routing),
     }
-    routing_block.update(routing_details(records, config, routing))
-    return {
+    sections: dict[str, Any] = {
         "totals": totals,
         "tiers": tiers,
         "suites": dict(sorted(suites.items())),
         "cache": cache,
         "routing": routing_block,
-        "timing": {"router_overhead": router_overhead(records, config, routing)},
         "counterfactual": counterfactual,
         "provenance": provenance,
+        "timing": {"router_overhead": router_overhead(records, config, routing)},
+    }
+    latency = latency_section(records)
+    if latency is not None:
+        sections["latency"] = latency
+    quality = quality_section(records)
+    if quality is not None:
+        sections["quality"] = quality
+    return sections
+
+
+def _cache_section(
+    records: Sequence[RequestRecord],
+    config: StackConfig,
+    prices: dict[str, TierPrice],
+    simulation: CacheSimulation | None,
+    totals: dict[str, Any],
+    cache_hits: dict[str, float],
+    cache_saved: dict[str, float],
+    bypassed: float,
+    prefix_saved: float,
+) -> dict[str, Any]:
+    """Hit rates in requests and tokens, $ saved per layer, bypass reasons, the semantic sweep and
+    the prefix caches per tier and suite. Monthly figures weight each fixture by its traffic."""
+    caches = config.caches
+    total_requests = totals["requests_per_month"]
+    # Prompt tokens of every request, served or answered by a result cache: the token base of hit rates.
+    all_input = sum(r.monthly_requests * sum(c.input_tokens for c in r.calls) for r in records)
+    hit_input = {"exact": 0.0, "semantic": 0.0}
+    bypass_reasons: dict[str, float] = {}
+    pii: dict[str, float] = {}
+    for r in records:
+        if r.cache_hit:
+            hit_input[r.cache] += r.monthly_requests * sum(c.input_tokens for c in r.calls)
+        elif r.cache == "bypass":
+            reason = "pii" if "pii" in r.extra else "temperature"
+            bypass_reasons[reason] = bypass_reasons.get(reason, 0.0) + r.monthly_requests
+            for detector in r.extra.get("pii", ()):
+                pii[detector] = pii.get(detector, 0.0) + r.monthly_requests
+
+    exact = {
+        "enabled": caches.exact.enabled,
+        "max_temperature": caches.exact.max_temperature,
+        "ttl_s": caches.exact.ttl_s,
+        "normalize": list(caches.exact.normalize),
+        "hit_rate": _ratio(cache_hits["exact"], total_requests),
+        "hit_rate_tokens": _ratio(hit_input["exact"], all_input),
+        "hits_per_month": cache_hits["exact"],
+        "saved_per_month": cache_saved["exact"],
+        "bypassed_per_month": bypassed,
+        "expired_lookups": simulation.exact_expired if simulation else 0,
+    }
+    semantic = _semantic_block(records, config, simulation, total_requests)
+    semantic.update(
+        {
+            "hit_rate_tokens": _ratio(hit_input["semantic"], all_input),
+            "saved_per_month": cache_saved["semantic"],
+        }
+    )
+    prefix = _prefix_block(records, config, prices, simulation, totals, prefix_saved)
+    return {
+        "exact": exact,
+        "semantic": semantic,
+        "prefix": prefix,
+        "bypass": {
+            "requests_per_month": bypassed,
+            "reasons": bypass_reasons,
+            "pii": {
+                "enabled": caches.pii.enabled,
+                "detectors": [*caches.pii.detectors, *caches.pii.custom],
+                "requests_per_month": pii,
+            },
+        },
+        "hit_rate": _ratio(cache_hits["exact"] + cache_hits["semantic"], total_requests),
+        "saved_per_month": cache_saved["exact"] + cache_saved["semantic"] + prefix_saved,
+    }
+
+
+def _semantic_block(
+    records: Sequence[RequestRecord], config: StackConfig, simulation: CacheSimulation | None, total_requests: float
+) -> dict[str, Any]:
+    semantic = config.caches.semantic
+    block: dict[str, Any] = {
+        "enabled": semantic.enabled,
+        "threshold": semantic.threshold,
+        "scope": "requested model + system prompt; embeds the last user message",
+        "suites_off": sorted(name for name, s in config.suites.items() if not s.semantic_cache),
+    }
+    sweep = simulation.semantic_sweep if simulation else {}
+    if not semantic.enabled or not sweep:
+        block.update(
+            {"hit_rate": 0.0, "hits_per_month": 0.0, "wrong_hits_per_month": 0.0, "unjudged_hits_per_month": 0.0,
+             "false_hit_rate": 0.0, "hits": 0, "wrong_hits": 0, "unjudged_hits": 0, "answer_sources": {}, "sweep": []}
+        )
+        return block
+    monthly = [r.monthly_requests for r in records]
+
+    def summarise(hits: Sequence[Any]) -> dict[str, Any]:
+        per_month = sum(monthly[h.index] for h in hits)
+        wrong = [h for h in hits if h.correct is False]
+        unjudged = [h for h in hits if h.correct is None]
+        wrong_per_month = sum(monthly[h.index] for h in wrong)
+        return {
+            "hits": len(hits),
+            "wrong_hits": len(wrong),
+            "unjudged_hits": len(unjudged),
+            "hits_per_month": per_month,
+            "wrong_hits_per_month": wrong_per_month,
+            "unjudged_hits_per_month": sum(monthly[h.index] for h in unjudged),
+            "hit_rate": _ratio(per_month, total_requests),
+            "false_hit_rate": _ratio(wrong_per_month, per_month),
+        }
+
+    shipped = sweep[semantic.threshold]
+    sources: dict[str, int] = {}
+    for h in shipped:
+        key = h.answer_source or "unknown"
+        sources[key] = sources.get(key, 0) + 1
+    block.update(summarise(shipped))
+    block["answer_sources"] = sources
+    block["candidates"] = simulation.semantic_candidates if simulation else 0
+    block["sweep"] = [
+        {"threshold": t, "shipped": t == semantic.threshold, **summarise(hits)} for t, hits in sorted(sweep.items())
+    ]
+    return block
+
+
+def _prefix_block(
+    records: Sequence[RequestRecord],
+    config: StackConfig,
+    prices: dict[str, TierPrice],
+    simulation: CacheSimulation | None,
+    totals: dict[str, Any],
+    prefix_saved: float,
+) -> dict[str, Any]:
+    simulated = simulation.prefix if simulation else {}
+    tiers: dict[str, dict[str, Any]] = {}
+    for t in config.tiers:
+        sim = simulated.get(t.name)
+        tiers[t.name] = {
+            "simulated": sim is not None,
+            **(sim or {}),
+            "calls_per_month": 0.0,
+            "calls_with_hits_per_month": 0.0,
+            "input_tokens_per_month": 0.0,
+            "cached_tokens_per_month": 0.0,
+            "saved_per_month": 0.0,
+        }
+    suites: dict[str, dict[str, float]] = {}
+    calls_with_hits = 0.0
+    calls_total = 0.0
+    generated: dict[str, int] = {}
+    for r in records:
+        m = r.monthly_requests
+        suite = suites.setdefault(r.suite, {"input_tokens_per_month": 0.0, "cached_tokens_per_month": 0.0, "saved_per_month": 0.0})
+        note = r.extra.get("prefix")
+        if note:
+            generated[note["generated_blocks"]] = generated.get(note["generated_blocks"], 0) + 1
+        for call in r.billed_calls:
+            block = tiers[call.tier]
+            saved = m * prices[call.tier].cached_saving(call.cached_tokens)
+            hit = m if call.cached_tokens else 0.0
+            block["calls_per_month"] += m
+            block["calls_with_hits_per_month"] += hit
+            block["input_tokens_per_month"] += m * call.input_tokens
+            block["cached_tokens_per_month"] += m * call.cached_tokens
+            block["saved_per_month"] += saved
+            suite["input_tokens_per_month"] += m * call.input_tokens
+            suite["cached_tokens_per_month"] += m * call.cached_tokens
+            suite["saved_per_month"] += saved
+            if block["simulated"]:
+                calls_total += m
+                calls_with_hits += hit
+    for block in tiers.values():
+        block["hit_rate_tokens"] = _ratio(block["cached_tokens_per_month"], block["input_tokens_per_month"])
+        block["hit_rate_requests"] = _ratio(block["calls_with_hits_per_month"], block["calls_per_month"])
+    for block in suites.values():
+        block["hit_rate_tokens"] = _ratio(block["cached_tokens_per_month"], block["input_tokens_per_month"])
+    hit_rate_tokens = _ratio(totals["cached_tokens_per_month"], totals["input_tokens_per_month"])
+    return {
+        "enabled": bool(simulated),
+        "replica_routing": config.caches.prefix.replica_routing,
+        "cached_tokens_per_month": totals["cached_tokens_per_month"],
+        "hit_rate_tokens": hit_rate_tokens,
+        # Like the other layers' hit_rate, a share of requests: calls that reused any cached block.
+        "hit_rate": _ratio(calls_with_hits, calls_total),
+        "hit_rate_requests": _ratio(calls_with_hits, calls_total),
+        "saved_per_month": prefix_saved,
+        "generated_blocks": generated,
+        "tiers": tiers,
+        "suites": dict(sorted(suites.items())),
     }

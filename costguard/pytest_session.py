@@ -35,7 +35,6 @@ from costguard.pipeline import price_call
 from costguard.policy import PolicyResult, Verdict
 from costguard.records import ESTIMATED_OUTPUT, RequestRecord
 from costguard.report import DEFAULT_REPORT, RunReport, load_report
-from costguard.router import RoutingRun
 from costguard.settings import read_tool_settings
 
 WORKER_CALLS = "costguard_calls"
@@ -273,7 +272,7 @@ class CostguardRun:
         self.plan: Plan = Plan(config="", backend="offline", files=[])
         self.baseline: RunReport | None = None
         self.records: list[RequestRecord] = []
-        self.routing: RoutingRun | None = None
+        self.replayed: api.Replay | None = None
         self.report: RunReport | None = None
         self.results: list[PolicyResult] = []
         self.calls: list[ObservedCall] = []
@@ -300,11 +299,11 @@ class CostguardRun:
         project = self.project = api.load_project(_cwd_relative(settings.config), settings.fixtures or None)
         if settings.baseline is not None:
             self.baseline = load_report(_cwd_relative(settings.baseline))
-        replayed = api.replay(project, backend=settings.backend)
-        self.records, self.routing = replayed.records, replayed.routing
+        self.replayed = api.replay(project, backend=settings.backend)
+        self.records = self.replayed.records
         self.seconds = time.perf_counter() - started
         self.report = api.report_from_records(
-            project, self.records, backend=replayed.backend, seconds=self.seconds, routing=self.routing
+            project, self.records, backend=self.replayed.backend, seconds=self.seconds, replayed=self.replayed
         )
         self.results = [api.check(self.report, _cwd_relative(p), baseline=self.baseline) for p in settings.policies]
         self.plan = build_plan(project, self.report, self.results, backend=settings.backend, rootpath=self.config.rootpath)
@@ -366,7 +365,7 @@ class CostguardRun:
         extra = observed_records(self.project, calls, first_arrival=len(self.records))
         final = api.report_from_records(
             self.project, [*self.records, *extra], backend=self.report.get("backend"), seconds=self.seconds,
-            routing=self.routing,
+            replayed=self.replayed,
         )
         before = {(r.policy, v.rule) for r in self.results for v in r.failed}
         rechecked = [api.check(final, _cwd_relative(p), baseline=self.baseline) for p in self.settings.policies]

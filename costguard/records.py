@@ -66,12 +66,17 @@ class TierCall:
                 out[key] = value
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TierCall:
+        """The inverse of `to_dict` (merging shard reports rebuilds records from their JSON)."""
+        return cls(**{name: data[name] for name in cls.__slots__ if name in data})  # type: ignore[attr-defined]
+
 
 @dataclass(slots=True)
 class RouteAlternatives:
     """The request priced on every tier (no caches, no cascade): the routing baselines' input.
 
-    Not written to the report (the routing section holds what is computed from it).
+    Written with the record (`alternatives`) so merged shard reports recompute the baselines.
     """
 
     prompt_tokens: int  # counted with the router's tokenizer tier: the length baseline's input
@@ -94,6 +99,7 @@ class RequestRecord:
     route_reason: str
     route_score: float | None = None
     route_label: str | None = None  # the fixture's `label:` (simple / complex / a tier name)
+    arrival_s: float | None = None  # simulated arrival time (traffic model), seconds from the start
     cache: str = "miss"  # "miss" | "exact" | "semantic" | "bypass"
     cache_detail: str | None = None
     calls: list[TierCall] = field(default_factory=list)  # what serving it on the stack costs
@@ -144,6 +150,7 @@ class RequestRecord:
             "weight": self.weight,
             "monthly_requests": self.monthly_requests,
             "arrival_index": self.arrival_index,
+            "arrival_s": self.arrival_s,
             "route": self._route_dict(),
             "cache": {"outcome": self.cache, "detail": self.cache_detail},
             "served_by": self.served_by,
@@ -161,6 +168,10 @@ class RequestRecord:
             out["quality"] = self.quality
         if self.extra:
             out["extra"] = self.extra
+        if self.alternatives is not None:
+            alt = self.alternatives
+            out["alternatives"] = {"prompt_tokens": alt.prompt_tokens, "tier_cost_usd": alt.tier_cost_usd,
+                                   "estimated": alt.estimated}
         return out
 
     def _route_dict(self) -> dict[str, Any]:
@@ -168,3 +179,33 @@ class RequestRecord:
         if self.route_label is not None:
             route["label"] = self.route_label
         return route
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestRecord:
+        """The inverse of `to_dict`."""
+        cf = data.get("counterfactual")
+        route = data["route"]
+        alt = data.get("alternatives")
+        return cls(
+            fixture_id=data["id"],
+            suite=data["suite"],
+            location=data["location"],
+            content_hash=data["content_hash"],
+            weight=data["weight"],
+            monthly_requests=data["monthly_requests"],
+            arrival_index=data["arrival_index"],
+            route_tier=route["tier"],
+            route_reason=route["reason"],
+            route_score=route.get("score"),
+            route_label=route.get("label"),
+            arrival_s=data.get("arrival_s"),
+            cache=data["cache"]["outcome"],
+            cache_detail=data["cache"].get("detail"),
+            calls=[TierCall.from_dict(c) for c in data["calls"]],
+            counterfactual=TierCall.from_dict(cf) if cf else None,
+            quality=data.get("quality"),
+            extra=data.get("extra") or {},
+            alternatives=RouteAlternatives(alt["prompt_tokens"], dict(alt["tier_cost_usd"]), bool(alt["estimated"]))
+            if alt
+            else None,
+        )

@@ -195,6 +195,12 @@ def build_router(config: StackConfig, **context: Any) -> Router:
         return LengthRouter(rc)
     if isinstance(rc, (ComplexityRouterConfig, KnnRouterConfig)):
         return _embedding_router(rc, **context)
+    if rc.kind == "external":
+        from costguard.external_router import ExternalRouter
+
+        project = context.get("project")
+        recordings = project.recordings() if project is not None else None  # type: ignore[attr-defined]
+        return ExternalRouter(config, recordings, live=bool(context.get("live")))
     raise TypeError(f"unsupported router kind {getattr(rc, 'kind', rc)!r}")
 
 

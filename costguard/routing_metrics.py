@@ -57,6 +57,7 @@ def routing_details(records: Sequence[RequestRecord], config: StackConfig, run: 
         "router": {
             "kind": run.kind if run else (config.router.kind if config.router else "single"),
             "description": run.description if run else None,
+            "score_range": list(run.score_range) if run and run.score_range else None,
         },
         "tier_order": order,
         "weak_tier": weak,
@@ -99,6 +100,7 @@ def router_overhead(records: Sequence[RequestRecord], config: StackConfig, run: 
         "source": ov.source,
         "method": ov.method,
         "samples": len(samples),
+        "samples_s": [round(x, 6) for x in samples],
         "p50_s": _percentile(samples, 0.50) if samples else None,
         "p99_s": _percentile(samples, 0.99) if samples else None,
         "mean_s": sum(samples) / len(samples) if samples else None,
@@ -120,6 +122,41 @@ def router_overhead(records: Sequence[RequestRecord], config: StackConfig, run: 
         block["cost_per_request_usd"] = per_request
         block["cost_per_month"] = per_request * routed_requests if per_request is not None else None
     return block
+
+
+def routing_run_from_reports(reports: Sequence[Any]) -> RoutingRun | None:
+    """The run-level routing facts of shard reports, for merging them: the router and its overhead
+    as the first shard measured them, the cascade's confidence sources summed over the shards."""
+    from costguard.router import RouterOverhead
+
+    first = reports[0]
+    routing = first.get("routing") or {}
+    router = routing.get("router") or {}
+    if not router.get("kind"):
+        return None
+    overhead = None
+    block = (first.get("timing") or {}).get("router_overhead") or {}
+    if block.get("source"):
+        overhead = RouterOverhead(list(block.get("samples_s") or []), block["source"], block.get("method", ""))
+    cascade = None
+    escalation = routing.get("escalation") or {}
+    if escalation.get("enabled"):
+        keys = ("from_tier", "to_tier", "threshold", "estimate", "method")
+        cascade = {k: escalation[k] for k in keys if k in escalation}
+        totals = {"recorded": 0, "estimated": 0, "none": 0}
+        for report in reports:
+            sources = ((report.get("routing") or {}).get("escalation") or {}).get("confidence_sources") or {}
+            for k in totals:
+                totals[k] += int(sources.get(k, 0))
+        cascade["confidence_sources"] = totals
+    score_range = router.get("score_range")
+    return RoutingRun(
+        kind=router["kind"],
+        description=router.get("description") or router["kind"],
+        score_range=tuple(score_range) if score_range else None,  # type: ignore[arg-type]
+        overhead=overhead,
+        cascade=cascade,
+    )
 
 
 # -- baselines and RouteLLM quality metrics --------------------------------------------------------

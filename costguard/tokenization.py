@@ -1040,6 +1040,22 @@ def _pack(ids: Sequence[int]) -> bytes:
     return arr.tobytes()
 
 
+_ENCODE_CHUNK = 1024  # prompts tokenized per batch when ids are kept compactly
+
+
+def _from_blob(blob: bytes) -> Any:
+    """Stored ids as a read-only numpy uint32 array over the blob (no copy on little-endian)."""
+    import numpy as np
+
+    return np.frombuffer(blob, dtype="<u4").astype(np.uint32, copy=False)
+
+
+def _as_compact(ids: Sequence[int]) -> Any:
+    import numpy as np
+
+    return np.asarray(ids, dtype=np.uint32)
+
+
 def _unpack(blob: bytes) -> list[int]:
     arr = array("I")
     arr.frombytes(blob)
@@ -1188,14 +1204,16 @@ class TokenCountCache:
         self.close()
 
     # -- operations --------------------------------------------------------------------------
-    def get_many(self, fingerprint: str, keys: Iterable[str]) -> dict[str, list[int]]:
-        """{key: token ids} for the keys that are cached (missing keys are simply absent)."""
+    def get_many(self, fingerprint: str, keys: Iterable[str], *, raw: bool = False) -> dict[str, Any]:
+        """{key: token ids} for the keys that are cached (missing keys are simply absent);
+        `raw=True` gives the stored bytes (little-endian uint32) instead of lists."""
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
+        unpack = bytes if raw else _unpack
 
-        def op(conn: sqlite3.Connection) -> dict[str, list[int]]:
-            found: dict[str, list[int]] = {}
+        def op(conn: sqlite3.Connection) -> dict[str, Any]:
+            found: dict[str, Any] = {}
             for i in range(0, len(wanted), _BATCH):
                 chunk = wanted[i : i + _BATCH]
                 marks = ",".join("?" * len(chunk))
@@ -1204,7 +1222,7 @@ class TokenCountCache:
                     [fingerprint, *chunk],
                 )
                 for key, blob in rows:
-                    found[key] = _unpack(blob)
+                    found[key] = unpack(blob)
             return found
 
         return self._run(op, {})
@@ -1244,13 +1262,39 @@ def encode_chat_cached(
     cache: TokenCountCache | None,
     *,
     tools_list: Sequence[list | None] | None = None,
-) -> list[list[int]]:
+    compact: bool = False,
+) -> list[Sequence[int]]:
     """Prompt token ids for many conversations: cached ones from `cache`, the misses tokenized
-    in one batch and stored. Approximate tokenizers bypass the cache (they cost nothing)."""
+    in one batch and stored. Approximate tokenizers bypass the cache (they cost nothing).
+
+    `compact=True` returns read-only numpy uint32 arrays (4 bytes a token, zero-copy views of
+    the cached bytes; identical prompts share one array) instead of lists of Python ints (~36
+    bytes a token): what keeping the ids of 100k long prompts in memory needs.
+    """
     tools_seq = list(tools_list) if tools_list is not None else [None] * len(messages_list)
     if cache is None or not tokenizer.exact:
-        return tokenizer.encode_chat_many(messages_list, tools_list=tools_seq)
+        encoded = tokenizer.encode_chat_many(messages_list, tools_list=tools_seq)
+        return [_as_compact(ids) for ids in encoded] if compact else encoded
     keys = [messages_key(m, t) for m, t in zip(messages_list, tools_seq, strict=True)]
+    if compact:
+        blobs = cache.get_many(tokenizer.fingerprint, keys, raw=True)
+        missing_idx = {}
+        for i, key in enumerate(keys):
+            if key not in blobs and key not in missing_idx:
+                missing_idx[key] = i
+        arrays = {key: _from_blob(blob) for key, blob in blobs.items()}
+        missing = list(missing_idx.items())
+        # In chunks: a tokenizer's batch output (HF Encodings hold tokens, offsets and masks too)
+        # for 10k long prompts would take gigabytes at once.
+        for start in range(0, len(missing), _ENCODE_CHUNK):
+            chunk = missing[start : start + _ENCODE_CHUNK]
+            encoded = tokenizer.encode_chat_many(
+                [messages_list[i] for _, i in chunk], tools_list=[tools_seq[i] for _, i in chunk]
+            )
+            new = dict(zip((key for key, _ in chunk), encoded, strict=True))
+            cache.put_many(tokenizer.fingerprint, new)
+            arrays.update((key, _as_compact(ids)) for key, ids in new.items())
+        return [arrays[key] for key in keys]
     found = cache.get_many(tokenizer.fingerprint, keys)
     missing: dict[str, int] = {}
     for i, key in enumerate(keys):

@@ -254,3 +254,13 @@ def validate(model: type[M], data: Any, *, file: str | Path, prefix: tuple[Any, 
         line = line_of(data, loc)
         key = format_loc(prefix + loc) or None
         raise ConfigError(msg, file=file, line=line, key=key) from None
+
+
+def check_regex(pattern: str, what: str = "") -> None:
+    """Raise ValueError (which validation turns into a located message) for an invalid regex."""
+    import re
+
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{what}invalid regular expression: {exc}") from None

@@ -87,6 +87,29 @@ def project_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+BUNDLED_RULES_ROUTER = """\
+router:
+  kind: rules
+  default_tier: small
+  rules:
+    - {tier: large, suites: [coding]}
+    - {tier: quantized, suites: [rag]}
+    - {tier: quantized, min_prompt_tokens: 1500}
+"""
+
+
+def replace_router(config: Path, router: str = BUNDLED_RULES_ROUTER) -> None:
+    """Swap the `router:` block of a config file (up to the next top-level line) for `router`.
+
+    The default is the bundled example's earlier rules router (all RAG on the quantized tier):
+    for tests of other stages that need routing independent of embeddings.
+    """
+    lines = config.read_text().splitlines(keepends=True)
+    start = lines.index("router:\n")
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].strip() and not lines[i][0].isspace())
+    config.write_text("".join(lines[:start]) + router + "".join(lines[end:]))
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text))

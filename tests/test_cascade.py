@@ -11,7 +11,6 @@ from costguard import api
 from costguard.backends import CallResult, PlannedCall
 from costguard.backends.offline import OfflineBackend
 from costguard.cascade import fit_logistic
-from costguard.errors import ConfigError
 from costguard.pipeline import Pipeline
 from costguard.router import build_router
 from tests.conftest import write
@@ -112,10 +111,11 @@ def test_no_estimate_means_no_escalation_without_a_recorded_confidence(cascade_p
     assert report.get("routing")["escalation"]["confidence_sources"]["none"] == 2
 
 
-def test_router_score_estimate_needs_a_scoring_router(cascade_project: Path) -> None:
+def test_router_score_estimate_without_scores_escalates_nothing_and_says_why(cascade_project: Path) -> None:
     cascade_project.write_text(cascade_project.read_text().replace(", estimate: label", ""))
-    with pytest.raises(ConfigError, match="rules router gives none"):
-        api.run(api.load_project(cascade_project))
+    routing = api.run(api.load_project(cascade_project)).get("routing")
+    assert routing["escalation_rate"] == 0 and routing["escalation"]["confidence_sources"]["none"] == 2
+    assert "the rules router gives no score" in routing["escalation"]["method"]
 
 
 def test_router_score_estimate_fits_the_labels(cascade_project: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 from costguard import api
 from costguard.calibration import calibrate, write_thresholds
 from costguard.errors import ConfigError
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, replace_router, run_cli
 
 SHARED_CACHE = REPO / ".costguard" / "cache"
 
@@ -35,12 +35,6 @@ def bundled(tmp_path: Path) -> Path:
 
 def short_hard(project: api.Project) -> list[str]:
     return [fx.id for fx in project.fixtures if "short-hard" in fx.tags]
-
-
-def replace_router(config: Path, router: str) -> None:
-    text = config.read_text()
-    start, end = text.index("\nrouter:\n") + 1, text.index("\n# Confidence cascade")
-    config.write_text(text[:start] + router + text[end:])
 
 
 def test_complexity_router_sends_short_hard_prompts_to_large_where_length_sends_them_to_small(bundled: Path) -> None:

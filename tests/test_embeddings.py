@@ -238,6 +238,16 @@ def test_corrupt_shard_is_rebuilt_with_a_warning(embedder, tmp_path, how):
         np.testing.assert_array_equal(np.stack(third.get_many(second.model_id, texts)), rebuilt)
 
 
+def test_shard_from_a_newer_costguard_is_left_alone(tmp_path):
+    EmbeddingCache(directory=tmp_path).put("m", "a", np.ones(4, dtype=np.float32))
+    (shard,) = tmp_path.rglob("*.shard")
+    shard.write_bytes(shard.read_bytes().replace(b'"format": 1,', b'"format": 9,', 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert EmbeddingCache(directory=tmp_path).count("m") == 0
+    assert shard.exists()
+
+
 def test_unwritable_cache_falls_back_to_memory_with_one_warning(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache directory should be")

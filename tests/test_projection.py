@@ -41,9 +41,15 @@ def test_projection_matches_hand_computed_costs(project_dir: Path) -> None:
     n_reset = _count(fx["reset-password"].messages)
     assert by_id["reset-password"]["input_tokens"] == n_reset
     # The duplicate arrives after the original (same suite, file order) and is served from cache.
+    # What it saves is what serving it would have cost: with the original's prompt blocks still in
+    # the small tier's prefix cache, all whole blocks but the last (the N-1 cap) at the cached rate.
     assert by_id["reset-password-dup"]["cache"]["outcome"] == "exact"
     assert by_id["reset-password-dup"]["cost_usd"] == 0
-    assert by_id["reset-password-dup"]["saved_by_cache_usd"] == pytest.approx((n_reset * 0.10 + 60 * 0.40) / 1e6)
+    reused = (n_reset - 1) // 16 * 16
+    assert by_id["reset-password-dup"]["calls"][0]["cached_tokens"] == reused
+    assert by_id["reset-password-dup"]["saved_by_cache_usd"] == pytest.approx(
+        ((n_reset - reused) * 0.10 + reused * 0.05 + 60 * 0.40) / 1e6
+    )
 
     # Output tokens: expect.output_tokens, else the suite prior (both labelled estimates).
     order = by_id["order-status"]

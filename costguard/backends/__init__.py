@@ -27,6 +27,7 @@ class PlannedCall:
     prompt_tokens: int
     input_source: str  # "exact" | "approximate"
     prompt_ids: Sequence[int] | None = None
+    answered_by: str | None = None  # "exact" | "semantic": a result cache answers; never sent to a tier
 
 
 @dataclass
@@ -42,11 +43,18 @@ class CallResult:
     confidence: float | None = None
     text: str | None = None
     response_ref: str | None = None
+    tier: str | None = None  # the tier that served it, when an external router chose (else the planned tier)
 
 
 class Backend(Protocol):
     name: str
+    incomplete_reason: str | None
 
-    def execute(self, calls: Sequence[PlannedCall]) -> list[CallResult]:
-        """Serve the calls in arrival order (live backends may overlap them)."""
+    def execute(self, calls: Sequence[PlannedCall]) -> list[CallResult | None]:
+        """Serve the calls in arrival order (live backends may overlap them).
+
+        A live backend that stops early (Ctrl-C, a request failing after its retries) returns
+        None for every call it has no reply for and says why in `incomplete_reason`; a result is
+        never made up.
+        """
         ...

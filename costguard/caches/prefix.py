@@ -251,15 +251,7 @@ class PrefixCacheSimulator:
         else:
             seq = prompt
         n_known = min(n_full, len(seq) // bs)
-        blocks = seq[: n_known * bs].view(self._block_dtype).tolist()
-        keys: list[int] = []
-        append = keys.append
-        key = self._root
-        if extra_key is not None:
-            key = hash((key, _as_extra_key(extra_key)))
-        for block in blocks:
-            key = hash((key, block))
-            append(key)
+        keys = self._chain(seq, n_known, extra_key)
 
         if self.num_gpu_blocks is None:
             cached_blocks, new_blocks, evicted = self._admit_unlimited(keys, max_hit, n_held)
@@ -273,6 +265,20 @@ class PrefixCacheSimulator:
         self.evictions += evicted
         return PrefixLookup(n_prompt, cached_tokens, new_blocks, evicted)
 
+    def peek(self, prompt_ids: Sequence[int] | np.ndarray, *, extra_key: bytes | str | None = None) -> int:
+        """Prompt tokens a request would find cached right now, changing nothing.
+
+        For a request that never reaches the engine (answered by a result cache): what serving
+        it would have reused.  Neither counters, LRU order nor cached blocks change.
+        """
+        prompt = _as_u32(prompt_ids, "prompt_ids")
+        if len(prompt) == 0:
+            raise ValueError("prompt_ids is empty (vLLM rejects empty prompts)")
+        max_hit = (len(prompt) - 1) // self.block_size
+        keys = self._chain(prompt, max_hit, extra_key)
+        table = self._cached if self.num_gpu_blocks is None else self._first
+        return len(list(takewhile(table.__contains__, keys))) * self.block_size
+
     def admit_many(
         self,
         prompts: Iterable[Sequence[int] | np.ndarray],
@@ -285,6 +291,19 @@ class PrefixCacheSimulator:
         return [admit(p, o) for p, o in zip(prompts, outputs, strict=True)]
 
     # ------------------------------------------------------------------ internals
+
+    def _chain(self, seq: np.ndarray, n_blocks: int, extra_key: bytes | str | None) -> list[int]:
+        """Chained keys of the first `n_blocks` full blocks of `seq`."""
+        blocks = seq[: n_blocks * self.block_size].view(self._block_dtype).tolist()
+        keys: list[int] = []
+        append = keys.append
+        key = self._root
+        if extra_key is not None:
+            key = hash((key, _as_extra_key(extra_key)))
+        for block in blocks:
+            key = hash((key, block))
+            append(key)
+        return keys
 
     def _admit_unlimited(self, keys: list[int], max_hit: int, n_held: int) -> tuple[int, int, int]:
         cached = self._cached

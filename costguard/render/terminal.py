@@ -75,7 +75,173 @@ def run_tables(report: RunReport) -> list[Any]:
             _money(s["cost_per_month"], s.get("estimated", False)),
         )
     out.append(suites)
+    out.extend(cache_tables(report))
+    out.extend(replay_tables(report))
+    quality = report.get("quality")
+    if quality and quality["measured"]:
+        out.append(quality_table(quality))
     return out
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def replay_tables(report: RunReport) -> list[Any]:
+    """A live run's latency per tier (vllm bench serve's figures) and the server-metrics check."""
+    from rich.table import Table
+
+    replay = report.get("replay")
+    if not replay:
+        return []
+    req = replay["requests"]
+    table = Table(
+        title=f"Replay: {req['completed']} of {req['sent']} requests in {replay['duration_s']:.1f} s "
+        f"at concurrency {replay['concurrency']} ({replay['request_throughput']:.1f} req/s, "
+        f"{req['retries']} retries, {req['answered_by_cache']} answered by cache)",
+        title_justify="left", header_style="bold",
+    )  # fmt: skip
+    cols = ("tier", "TTFT ms mean", "p99", "TPOT ms mean", "p99", "ITL ms mean", "E2EL ms mean", "p99")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "tier" else "right")
+    for tier, lat in replay["latency"].items():
+        table.add_row(
+            tier, _ms(lat["mean_ttft_ms"]), _ms(lat["p99_ttft_ms"]), _ms(lat["mean_tpot_ms"]), _ms(lat["p99_tpot_ms"]),
+            _ms(lat["mean_itl_ms"]), _ms(lat["mean_e2el_ms"]), _ms(lat["p99_e2el_ms"]),
+        )  # fmt: skip
+    out = [table]
+    metrics = report.get("server_metrics") or {}
+    if metrics:
+        check = Table(title="Server /metrics vs replies", title_justify="left", header_style="bold")
+        for col in ("tier", "prompt tok (server/replies)", "generated", "prefix hits", "result"):
+            check.add_column(col, justify="left" if col in ("tier", "result") else "right")
+        for tier, m in metrics.items():
+            if not m.get("available"):
+                check.add_row(tier, "", "", "", _plain(f"not scraped: {m.get('reason')}"))
+                continue
+            srv, cli = m["server"], m["client"]
+            check.add_row(
+                tier,
+                f"{srv['prompt_tokens']:,.0f} / {cli['prompt_tokens']:,}",
+                f"{srv['generation_tokens']:,.0f} / {cli['completion_tokens']:,}",
+                f"{srv['prefix_cache_hits']:,.0f} / {cli['cached_tokens']:,}",
+                "agree" if not m["discrepancies"] else _plain("; ".join(m["discrepancies"])),
+            )
+        out.append(check)
+    return out
+
+
+def _capacity(block: dict[str, Any]) -> str:
+    if block.get("num_gpu_blocks") is None:
+        return "unbounded"
+    return f"{_tokens(block['capacity_tokens'])} tok, {block['capacity_source']}"
+
+
+def cache_tables(report: RunReport) -> list[Any]:
+    """Cache layers (hit rates in requests and tokens, $ saved), prefix caches per tier, and the
+    semantic threshold sweep."""
+    from rich.table import Table
+
+    cache = report.get("cache", {})
+    if not cache:
+        return []
+    est = report.totals.get("estimated", False)
+    out: list[Any] = []
+    layers = Table(title="Cache layers", title_justify="left", header_style="bold")
+    for col in ("layer", "hit rate (requests)", "hit rate (tokens)", "$ saved/month", "notes"):
+        layers.add_column(col, justify="left" if col in ("layer", "notes") else "right")
+    exact, semantic, prefix = cache.get("exact", {}), cache.get("semantic", {}), cache.get("prefix", {})
+    bypass = cache.get("bypass", {})
+    if exact.get("enabled"):
+        notes = [f"temperature <= {exact['max_temperature']:g}", f"ttl {exact['ttl_s']:g} s" if exact.get("ttl_s") else "no ttl"]
+        layers.add_row("exact", _pct(exact["hit_rate"]), _pct(exact["hit_rate_tokens"]),
+                       _money(exact["saved_per_month"], est), ", ".join(notes))
+    if semantic.get("enabled"):
+        note = (f"threshold {semantic['threshold']:g}; {semantic['wrong_hits']} wrong of {semantic['hits']} hits "
+                f"(false-hit rate {_pct(semantic['false_hit_rate'])})")
+        if semantic.get("unjudged_hits"):
+            note += f", {semantic['unjudged_hits']} unjudged"
+        layers.add_row("semantic", _pct(semantic["hit_rate"]), _pct(semantic["hit_rate_tokens"]),
+                       _money(semantic["saved_per_month"], est), note)
+    if prefix.get("enabled"):
+        layers.add_row("prefix (KV)", _pct(prefix["hit_rate_requests"]), _pct(prefix["hit_rate_tokens"]),
+                       _money(prefix["saved_per_month"], est), f"simulated vLLM APC, replicas {prefix['replica_routing']}")
+    if bypass.get("requests_per_month"):
+        reasons = ", ".join(f"{k} {_tokens(v)}" for k, v in sorted(bypass.get("reasons", {}).items()))
+        detectors = bypass.get("pii", {}).get("requests_per_month", {})
+        if detectors:
+            reasons += " (PII: " + ", ".join(f"{k} {_tokens(v)}" for k, v in sorted(detectors.items())) + ")"
+        layers.add_row("bypassed", _tokens(bypass["requests_per_month"]) + "/mo", "", "", reasons)
+    if layers.row_count:
+        out.append(layers)
+
+    if prefix.get("enabled"):
+        tiers = Table(title="Prefix caches (simulated, per tier)", title_justify="left", header_style="bold")
+        for col in ("tier", "replicas", "capacity each", "prompt tok/mo", "cached tok/mo",
+                    "hit (tokens)", "hit (requests)", "evicted", "$ saved/month"):
+            tiers.add_column(col, justify="left" if col in ("tier", "capacity each") else "right",
+                             no_wrap=col == "capacity each")
+        for name, block in prefix.get("tiers", {}).items():
+            if not block.get("simulated"):
+                tiers.add_row(name, "", "prefix caching off", "", "", "", "", "", "")
+                continue
+            tiers.add_row(
+                name, str(block["instances"]), _capacity(block), _tokens(block["input_tokens_per_month"]),
+                _tokens(block["cached_tokens_per_month"]), _pct(block["hit_rate_tokens"]),
+                _pct(block["hit_rate_requests"]), f"{block['evicted_blocks']:,}", _money(block["saved_per_month"], est),
+            )
+        out.append(tiers)
+
+    if semantic.get("sweep"):
+        sweep = Table(title="Semantic cache: threshold sweep", title_justify="left", header_style="bold")
+        for col in ("threshold", "hits", "wrong hits", "unjudged", "hit rate", "false-hit rate"):
+            sweep.add_column(col, justify="right")
+        for row in semantic["sweep"]:
+            mark = " (shipped)" if row["shipped"] else ""
+            sweep.add_row(f"{row['threshold']:g}{mark}", str(row["hits"]), str(row["wrong_hits"]),
+                          str(row["unjudged_hits"]), _pct(row["hit_rate"]), _pct(row["false_hit_rate"]))
+        out.append(sweep)
+    return out
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else _pct(value)
+
+
+def quality_table(quality: dict[str, Any]) -> Any:
+    """Quality overall, per suite and per answering tier: score, pass rate and coverage."""
+    from rich.table import Table
+
+    table = Table(title="Quality", title_justify="left", header_style="bold")
+    for col in ("scope", "fixtures", "measured", "unmeasured", "partial", "score", "pass rate"):
+        table.add_column(col, justify="left" if col == "scope" else "right")
+    rows = [("all", quality)]
+    rows += [(f"suite {name}", block) for name, block in quality.get("suites", {}).items()]
+    rows += [(f"tier {name}", block) for name, block in quality.get("tiers", {}).items()]
+    for name, block in rows:
+        table.add_row(
+            _plain(name), str(block["fixtures"]), str(block["measured"]), str(block["unmeasured"]),
+            str(block["partial"]), _score(block["score"]), _score(block["pass_rate"]),
+        )
+    return table
+
+
+def quality_line(quality: dict[str, Any]) -> str:
+    """One line: the quality score and how many fixtures it rests on."""
+    measured, total = quality["measured"], quality["fixtures"]
+    if not measured:
+        head = f"Quality: not measured ({total} fixtures with assertions, none with a response to score)"
+    else:
+        head = (
+            f"Quality: {_score(quality['score'])} (pass rate {_score(quality['pass_rate'])}) over {measured} of "
+            f"{total} fixtures with assertions"
+        )
+    extra = []
+    if quality["unmeasured"] and measured:
+        extra.append(f"{quality['unmeasured']} unmeasured")
+    if quality["partial"]:
+        extra.append(f"{quality['partial']} partially measured")
+    return head + (f"; {', '.join(extra)}" if extra else "")
 
 
 def summary_lines(report: RunReport) -> list[str]:
@@ -106,6 +272,30 @@ def summary_lines(report: RunReport) -> list[str]:
             f"{_money(exact['saved_per_month'], est)}/month"
             + (f"; {_tokens(exact['bypassed_per_month'])} requests/month not cacheable" if exact.get("bypassed_per_month") else "")
         )
+    semantic = cache.get("semantic", {})
+    if semantic.get("enabled"):
+        sources = semantic.get("answer_sources", {})
+        judged_on = " (judged on expect.reference stand-ins)" if sources.get("reference") else ""
+        lines.append(
+            f"Semantic cache (threshold {semantic['threshold']:g}): {_pct(semantic['hit_rate'])} of requests, "
+            f"saving {_money(semantic['saved_per_month'], est)}/month; false-hit rate "
+            f"{_pct(semantic['false_hit_rate'])} ({semantic['wrong_hits']} wrong of {semantic['hits']} hits){judged_on}"
+        )
+    prefix = cache.get("prefix", {})
+    if prefix.get("enabled"):
+        lines.append(
+            f"Prefix caches (simulated): {_pct(prefix['hit_rate_tokens'])} of prompt tokens reused, saving "
+            f"{_money(prefix['saved_per_month'], est)}/month"
+        )
+    if report.get("quality"):
+        lines.append(quality_line(report.get("quality")))
+    agreement = report.get("agreement")
+    if agreement:
+        tiers = "; ".join(
+            f"{name} mean {t['mean']:.2f} (p10 {t['p10']:.2f}, min {t['min']:.2f}) over {t['fixtures']} fixtures"
+            for name, t in agreement["tiers"].items()
+        )
+        lines.append(f"Agreement with {agreement['reference_tier']}'s recorded answers: {tiers}")
     routing = report.get("routing", {})
     if routing.get("escalation_rate"):
         mark = EST if routing.get("escalation_estimated") else ""
@@ -128,10 +318,12 @@ def summary_lines(report: RunReport) -> list[str]:
 def print_run(report: RunReport, console: Any | None = None) -> None:
     console = console or make_console()
     stack = report.get("stack", {})
+    backend = report.get("backend", "offline")
     console.print(
-        f"[bold]costguard[/bold] {report.get('backend', 'offline')} projection of stack "
-        f"[bold]{stack.get('name', '')}[/bold]: {report.totals['fixtures']} fixtures, "
-        f"router {stack.get('router', '?')}",
+        f"[bold]costguard[/bold] {backend} {'projection' if backend == 'offline' else 'run'} of stack "
+        f"[bold]{_escape(stack.get('name', ''))}[/bold]"
+        + (f" (variant {_escape(stack['variant'])})" if stack.get("variant") else "")
+        + f": {report.totals['fixtures']} fixtures, router {stack.get('router', '?')}",
         highlight=False,
     )
     for tier in stack.get("tiers", []):
@@ -436,3 +628,58 @@ def print_diff(diff: dict[str, Any], console: Any | None = None) -> None:
                       highlight=False, markup=False)
     if diff.get("policy"):
         print_check(diff["policy"], console)
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1000:,.0f} ms"
+
+
+def print_frontier(data: dict[str, Any], console: Any | None = None) -> None:
+    """The `costguard frontier` result: every variant, the frontier, the recommendation. Reads only."""
+    from rich.table import Table
+
+    console = console or make_console()
+    table = Table(title="Stack variants", title_justify="left", header_style="bold")
+    for col in ("variant", "$/month", "quality", "pass rate", "measured", "p95 latency", "policy", "frontier"):
+        table.add_column(col, justify="left" if col in ("variant", "policy", "frontier") else "right")
+    for v in data["variants"]:
+        if v["name"] == data["recommended"]:
+            place = "[bold green]recommended[/]"
+        elif v["on_frontier"]:
+            place = "[green]non-dominated[/]"
+        elif v["excluded"]:
+            place = "[dim]not compared[/]"
+        else:
+            place = f"[dim]dominated by {_escape(v['dominated_by'])}[/]"
+        table.add_row(
+            _plain(v["name"]),
+            _money(v["cost_per_month"], v["cost_estimated"]),
+            _score(v["quality"]),
+            _score(v["pass_rate"]),
+            f"{v['quality_measured']}/{v['quality_fixtures']}",
+            _seconds(v["latency_p95_s"]),
+            {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}.get(v["verdict"] or "", "-"),
+            place,
+        )
+    console.print(table)
+    objectives = ", ".join(o.replace("_per_month", "").replace("_p95_s", " p95") for o in data["objectives"])
+    frontier = ", ".join(data["frontier"]) or "(none)"
+    console.print(f"Non-dominated on {objectives}: {frontier}", highlight=False, markup=False)
+    if data["recommended"] is not None:
+        best = next(v for v in data["variants"] if v["name"] == data["recommended"])
+        console.print(
+            f"Recommended: {best['name']} ({best['description']}): {_money(best['cost_per_month'], best['cost_estimated'])}"
+            f"/month, quality {_score(best['quality'])} over {best['quality_measured']} of {best['quality_fixtures']} "
+            f"fixtures, the cheapest variant that meets {data['policy']}",
+            highlight=False, markup=False,
+        )
+    elif data["policy"] is None:
+        console.print("Give --policy to get the cheapest variant that meets its floors.", highlight=False, markup=False)
+    for note in data["notes"]:
+        console.print(f"note: {note}", highlight=False, markup=False)
+
+
+def _escape(text: Any) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))

@@ -327,3 +327,51 @@ def _int_or_none(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# Reconciling the server's counters with the client's summed usage
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClientUsage:
+    """What the replies' ``usage`` added up to for one model over a replay."""
+
+    requests: int = 0
+    prompt_tokens: int = 0  # includes cached
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> None:
+        self.requests += 1
+        self.prompt_tokens += prompt_tokens
+        self.cached_tokens += cached_tokens
+        self.completion_tokens += completion_tokens
+
+
+def reconcile(delta: MetricsDelta, usage: ClientUsage) -> list[str]:
+    """Where the server's counters disagree with the client's usage, in words (empty: they agree).
+
+    Differences have causes worth knowing: other traffic on the same server, retried attempts
+    the server had already processed, requests cancelled mid-stream (counted as aborted), or a
+    server started without ``--enable-prompt-tokens-details`` (cached tokens then read as 0).
+    """
+    out = []
+    if delta.counter_reset:
+        out.append("a counter went down between the scrapes: the server restarted during the run")
+    pairs = (
+        ("prompt tokens", delta.prompt_tokens, usage.prompt_tokens),
+        ("generation tokens", delta.generation_tokens, usage.completion_tokens),
+        ("prefix-cache hit tokens", delta.prefix_cache_hits, usage.cached_tokens),
+        ("finished requests", delta.requests, usage.requests),
+    )
+    for what, server, client in pairs:
+        if round(server) != client:
+            out.append(f"{what}: server counted {server:g}, replies reported {client}")
+    if usage.cached_tokens == 0 and delta.prefix_cache_hits > 0:
+        out.append(
+            "the server hit its prefix cache but no reply reported cached tokens: start vLLM with "
+            "--enable-prompt-tokens-details (costguard stack up does)"
+        )
+    return out

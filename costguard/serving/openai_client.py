@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
 import random
@@ -26,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from costguard.errors import BackendError
@@ -244,6 +245,13 @@ async def text_completion(
     return await _complete(session, url, payload, api_key, timeout_s, stream, chat=False)
 
 
+@functools.lru_cache(maxsize=16)
+def _timeout(total_s: float) -> aiohttp.ClientTimeout:
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=total_s)
+
+
 def endpoint_url(base_url: str, path: str) -> str:
     """``http://h:8000`` or ``http://h:8000/v1`` + ``chat/completions`` -> the v1 route."""
     base = base_url.rstrip("/")
@@ -272,7 +280,7 @@ async def _complete(
 ) -> CompletionResult:
     import aiohttp
 
-    shown = redact_url(url)
+    shown = redact_url(url) if "@" in url else url
     body = dict(payload)
     body["stream"] = stream
     if stream:
@@ -291,9 +299,7 @@ async def _complete(
 
     started = time.perf_counter()
     try:
-        async with session.post(
-            url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
-        ) as resp:
+        async with session.post(url, data=data, headers=headers, timeout=_timeout(timeout_s)) as resp:
             if resp.status != 200:
                 raw = await resp.read()
                 raise BackendHTTPError(
@@ -331,20 +337,28 @@ async def _complete(
         ) from None
     except ValueError as e:  # e.g. an SSE line longer than aiohttp's buffer
         raise MalformedReplyError(f"{shown}: unreadable reply: {_one_line(e)}", url=shown) from None
-    log.debug(
-        "%s: %d prompt (%d cached) + %d completion tokens in %.3f s",
-        shown,
-        result.prompt_tokens,
-        result.cached_tokens,
-        result.completion_tokens,
-        result.e2el_s,
-    )
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "%s: %d prompt (%d cached) + %d completion tokens in %.3f s",
+            shown,
+            result.prompt_tokens,
+            result.cached_tokens,
+            result.completion_tokens,
+            result.e2el_s,
+        )
     return result
 
 
 async def _read_stream(
     resp: aiohttp.ClientResponse, url: str, started: float, chat: bool
 ) -> CompletionResult:
+    """Read an SSE reply as it arrives and measure it.
+
+    The SSE framing is done by hand over whatever bytes each read returns (cheaper than
+    aiohttp's per-line reads; this loop runs for every token of every replayed request): an
+    event ends at a blank line, only ``data:`` fields matter, and every event in one read gets
+    that read's arrival time.
+    """
     text_parts: list[str] = []
     model: str | None = None
     finish_reason: str | None = None
@@ -352,87 +366,104 @@ async def _read_stream(
     ttft: float | None = None
     last_token_at = 0.0
     itl: list[float] = []
-    data_lines: list[str] = []
+    events: list[str] = []
     done = False
     chunk_no = 0
-
-    def dispatch(event: str) -> None:
-        nonlocal model, finish_reason, usage, ttft, last_token_at, done, chunk_no
-        if event.strip() == "[DONE]":
-            done = True
-            return
-        now = time.perf_counter()
-        chunk_no += 1
+    loads = json.loads
+    raw_decode = _JSON.raw_decode
+    pending = b""
+    stream = resp.content.iter_any().__aiter__()
+    while not done:
         try:
-            chunk = json.loads(event)
-        except ValueError as e:
-            raise MalformedReplyError(
-                f"{url}: stream chunk {chunk_no} is not valid JSON ({e})", url=url
-            ) from None
-        if not isinstance(chunk, dict):
-            raise MalformedReplyError(
-                f"{url}: stream chunk {chunk_no} is not a JSON object", url=url
-            )
-        if "error" in chunk and not chunk.get("choices"):
-            status, message = _error_fields(chunk["error"])
-            raise BackendHTTPError(
-                f"{url}: server error inside the stream: {message}", url=url, status=status
-            )
-        if isinstance(chunk.get("model"), str):
-            model = chunk["model"]
-        if chunk.get("usage") is not None:
-            usage = chunk["usage"]
-        choices = chunk.get("choices")
-        if choices is None and "usage" not in chunk:
-            raise MalformedReplyError(f"{url}: stream chunk {chunk_no} has no 'choices'", url=url)
-        if not choices:
-            return
-        if not isinstance(choices, list) or not isinstance(choices[0], dict):
-            raise MalformedReplyError(
-                f"{url}: stream chunk {chunk_no} has malformed 'choices'", url=url
-            )
-        choice = choices[0]
-        reasoning: Any = ""
-        if chat:
-            delta = choice.get("delta")
-            if not isinstance(delta, dict):
-                raise MalformedReplyError(f"{url}: stream chunk {chunk_no} has no 'delta'", url=url)
-            piece = delta.get("content") or ""
-            reasoning = delta.get("reasoning_content") or ""
+            data = await stream.__anext__()
+        except StopAsyncIteration:
+            data = None
+        now = time.perf_counter()
+        if data is None:  # end of body: whatever is left is the last event
+            text = _normalize_newlines(pending).decode("utf-8", errors="replace")
+            events = [p for p in (_sse_data(e) for e in text.split("\n\n")) if p is not None]
+            done = True
         else:
-            piece = choice.get("text") or ""
-        if not isinstance(piece, str) or not isinstance(reasoning, str):
-            raise MalformedReplyError(
-                f"{url}: stream chunk {chunk_no} text is not a string", url=url
-            )
-        finish = choice.get("finish_reason")
-        if finish is not None:
-            finish_reason = str(finish)
-        # A chunk carries a generated token if it has text, or ends the reply (EOS has no text).
-        if piece or reasoning or finish is not None:
-            text_parts.append(piece)
-            if ttft is None:
-                ttft = now - started
-            else:
-                itl.append(now - last_token_at)
-            last_token_at = now
-
-    async for raw_line in resp.content:
-        line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
-        if not line:
-            if data_lines:
-                dispatch("\n".join(data_lines))
-                data_lines = []
-                if done:
+            if pending:
+                data = pending + data
+            if b"\r" in data:  # CRLF or CR line ends; a trailing CR may be half of a CRLF
+                keep = data.endswith(b"\r")
+                data = _normalize_newlines(data[:-1] if keep else data) + (b"\r" if keep else b"")
+            end = data.rfind(b"\n\n")
+            if end < 0:
+                pending = data
+                continue
+            pending = data[end + 2 :]
+            events = []
+            for event in data[:end].decode("utf-8", errors="replace").split("\n\n"):
+                # vLLM's framing is one `data: <json>` line per event; anything else is parsed fully.
+                if event.startswith("data: ") and "\n" not in event:
+                    events.append(event[6:])
+                else:
+                    payload = _sse_data(event)
+                    if payload is not None:
+                        events.append(payload)
+        for event in events:
+            chunk_no += 1
+            if event == "[DONE]":
+                done = True
+                break
+            try:
+                chunk, end = raw_decode(event)  # json.loads without its two whitespace scans
+                if end != len(event) and event[end:].strip():
+                    raise ValueError("extra data")
+            except ValueError:
+                event = event.strip()
+                if event == "[DONE]":
+                    done = True
                     break
-            continue
-        if line.startswith(":"):
-            continue  # SSE comment / keep-alive
-        if line.startswith("data:"):
-            data_lines.append(line[5:].removeprefix(" "))
-        # other SSE fields (event:, id:, retry:) carry nothing for us
-    if data_lines and not done:
-        dispatch("\n".join(data_lines))
+                try:
+                    chunk = loads(event)
+                except ValueError:
+                    _bad_chunk(url, chunk_no, event)
+            try:  # the token chunk, as fast as it goes; anything else takes the checked path
+                choice = chunk["choices"][0]
+            except (KeyError, IndexError, TypeError):
+                choice = _other_chunk(chunk, url, chunk_no, event)
+            if choice is not None:
+                if choice.__class__ is not dict:
+                    _bad_chunk(url, chunk_no, event)
+                if chat:
+                    delta = choice.get("delta")
+                    if delta.__class__ is not dict:
+                        raise MalformedReplyError(f"{url}: stream chunk {chunk_no} has no 'delta'", url=url)
+                    piece = delta.get("content") or ""
+                    if piece:
+                        carries_token = True
+                    else:
+                        reasoning = delta.get("reasoning_content") or ""
+                        if reasoning.__class__ is not str:
+                            _bad_chunk(url, chunk_no, event)
+                        carries_token = bool(reasoning)
+                else:
+                    piece = choice.get("text") or ""
+                    carries_token = bool(piece)
+                if piece.__class__ is not str:
+                    _bad_chunk(url, chunk_no, event)
+                finish = choice.get("finish_reason")
+                if finish is not None:
+                    finish_reason = str(finish)
+                    carries_token = True  # EOS: the reply's last token has no text
+                if carries_token:
+                    text_parts.append(piece)
+                    if ttft is None:
+                        ttft = now - started
+                    else:
+                        itl.append(now - last_token_at)
+                    last_token_at = now
+            if model is None:
+                value = chunk.get("model")
+                if value.__class__ is str:
+                    model = value
+            value = chunk.get("usage")
+            if value is not None:
+                usage = value
+        events.clear()
     e2el = time.perf_counter() - started
 
     if usage is None:
@@ -456,6 +487,52 @@ async def _read_stream(
         e2el_s=e2el,
         tpot_s=tpot(e2el, ttft, completion_tokens),
     )
+
+
+_JSON = json.JSONDecoder()
+
+
+def _normalize_newlines(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in data else data
+
+
+def _sse_data(event: str) -> str | None:
+    """The data of one SSE event (its `data:` lines joined), or None if it has none."""
+    lines = [
+        line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:")
+    ]  # comments (":"), event:, id:, retry: carry nothing for us
+    return "\n".join(lines) if lines else None
+
+
+def _other_chunk(chunk: Any, url: str, chunk_no: int, event: str) -> None:
+    """A chunk without a first choice: usage only (``"choices": []``), or an error, or malformed."""
+    if not isinstance(chunk, dict):
+        raise MalformedReplyError(f"{url}: stream chunk {chunk_no} is not a JSON object", url=url)
+    choices = chunk.get("choices")
+    if choices:
+        _bad_chunk(url, chunk_no, event)
+    if "error" in chunk:
+        status, message = _error_fields(chunk["error"])
+        raise BackendHTTPError(f"{url}: server error inside the stream: {message}", url=url, status=status)
+    if choices is None and "usage" not in chunk:
+        raise MalformedReplyError(f"{url}: stream chunk {chunk_no} has no 'choices'", url=url)
+    return None
+
+
+def _bad_chunk(url: str, chunk_no: int, event: str) -> NoReturn:
+    """Raise the one-line error for a stream chunk that is not what the API promises."""
+    try:
+        chunk = json.loads(event)
+    except ValueError as e:
+        raise MalformedReplyError(
+            f"{url}: stream chunk {chunk_no} is not valid JSON ({e})", url=url
+        ) from None
+    if not isinstance(chunk, dict):
+        raise MalformedReplyError(f"{url}: stream chunk {chunk_no} is not a JSON object", url=url)
+    choices = chunk.get("choices")
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise MalformedReplyError(f"{url}: stream chunk {chunk_no} has malformed 'choices'", url=url)
+    raise MalformedReplyError(f"{url}: stream chunk {chunk_no} text is not a string", url=url)
 
 
 def _parse_unary(raw: bytes, url: str, e2el: float, chat: bool) -> CompletionResult:
