@@ -143,3 +143,18 @@ def test_cascade_disabled_is_off(cascade_project: Path) -> None:
     write(cascade_project, cascade_project.read_text().replace("threshold: 0.5,", "threshold: 0.5, enabled: false,"))
     report = api.run(api.load_project(cascade_project))
     assert report.get("routing")["escalation"] == {"enabled": False}
+
+
+def test_merged_shards_report_the_same_routing_as_one_run(cascade_project: Path, tmp_path: Path) -> None:
+    from costguard.report import load_report
+
+    project = api.load_project(cascade_project)
+    whole = api.run(project).get("routing")
+    paths = []
+    for i in (1, 2):
+        paths.append(api.run(api.load_project(cascade_project), shard=(i, 2)).write(tmp_path / f"shard{i}.json"))
+    merged = api.merge_shards(api.load_project(cascade_project), [load_report(p) for p in paths]).get("routing")
+    assert merged["comparison"]["baselines"] == whole["comparison"]["baselines"]
+    assert merged["escalation"]["confidence_sources"] == whole["escalation"]["confidence_sources"]
+    assert merged["escalation_rate"] == pytest.approx(whole["escalation_rate"])
+    assert merged["router"] == whole["router"]
