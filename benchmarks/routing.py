@@ -35,7 +35,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.embeddings import make_prompts  # noqa: E402
+
+
+def make_prompts(n: int, seed: int = 0) -> list[str]:
+    """Realistic short and medium chat prompts from benchmarks/embeddings.py; without it, the
+    bundled fixtures' user messages, each with a distinguishing suffix (said in the output)."""
+    try:
+        from benchmarks.embeddings import make_prompts as generated
+    except ImportError:
+        from costguard import api
+
+        print("(benchmarks/embeddings.py not found: extra prompts are bundled fixtures with a suffix)", file=sys.stderr)
+        base = [fx.last_user_text for fx in api.load_project(ROOT / "costguard.yaml").fixtures]
+        return [f"{base[(seed + k) % len(base)]} (ref {seed}-{k})" for k in range(n)]
+    return generated(n, seed=seed)
 
 
 def _pcts(samples: list[float]) -> dict[str, float]:
