@@ -165,15 +165,19 @@ def routed_text(fixture: Fixture, mode: str, max_chars: int | None = None) -> st
     return text
 
 
+def model_name(config: EmbeddingRouterConfig, root: Path) -> str:
+    """The router's model as the Embedder takes it: a relative model path is relative to the config file."""
+    local = Path(config.model).expanduser()
+    if not local.is_absolute() and (root / local).is_dir():
+        return str(root / local)
+    return config.model
+
+
 def make_embedder(config: EmbeddingRouterConfig, *, root: Path, cache: EmbeddingCache | None) -> Embedder:
-    """The Embedder for a router config; a relative model path is relative to the config file."""
+    """An Embedder for a router config without a project (a project shares its own: `Project.embedder`)."""
     from costguard.embeddings import Embedder
 
-    model = config.model
-    local = Path(model).expanduser()
-    if not local.is_absolute() and (root / local).is_dir():
-        model = str(root / local)
-    return Embedder(model, cache=cache, precision=config.precision)
+    return Embedder(model_name(config, root), cache=cache, precision=config.precision)
 
 
 @dataclass

@@ -183,7 +183,7 @@ def build_router(config: StackConfig, **context: Any) -> Router:
     """The router for a stack config.
 
     `context`: `project` (an api.Project: its root, fixtures, cache directory and shared
-    embedding cache), or the pieces alone: `root`, `fixtures`, `embedding_cache`, `cache_dir`.
+    embedders), or the pieces alone: `root`, `fixtures`, `embedding_cache`, `cache_dir`.
     Without a cache the embedding routers keep vectors in memory only.
     """
     rc = config.router
@@ -209,11 +209,13 @@ def _embedding_router(rc: ComplexityRouterConfig | KnnRouterConfig, **context: A
 
     project = context.get("project")
     root = Path(context.get("root") or (project.root if project is not None else "."))
-    cache = context.get("embedding_cache") or (project.embedding_cache() if project is not None else None)
     cache_dir = context.get("cache_dir") or (project.cache_dir if project is not None else None)
     overhead_dir = Path(cache_dir) / "router-overhead" if cache_dir is not None else None
     try:
-        embedder = complexity.make_embedder(rc, root=root, cache=cache)
+        if project is not None:  # one embedder per model on the project, shared with the semantic cache
+            embedder = project.embedder(complexity.model_name(rc, root), precision=rc.precision)
+        else:
+            embedder = complexity.make_embedder(rc, root=root, cache=context.get("embedding_cache"))
     except ConfigError as exc:
         if project is None or exc.file is not None:
             raise
