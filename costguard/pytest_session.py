@@ -34,7 +34,7 @@ from costguard.observed import (
 from costguard.pipeline import price_call
 from costguard.policy import PolicyResult, Verdict
 from costguard.records import ESTIMATED_OUTPUT, RequestRecord
-from costguard.report import DEFAULT_REPORT, RunReport, load_report
+from costguard.report import DEFAULT_REPORT, RunReport
 from costguard.settings import read_tool_settings
 
 WORKER_CALLS = "costguard_calls"
@@ -53,6 +53,7 @@ class Settings:
     baseline: Path | None
     backend: str
     report: Path
+    baseline_spec: str | None = None  # as given: a report file / artifact directory, or a git ref
 
 
 def resolve_settings(config: pytest.Config) -> Settings:
@@ -93,7 +94,19 @@ def resolve_settings(config: pytest.Config) -> Settings:
         baseline=path("baseline", None),
         backend=backend[1] if backend else "offline",
         report=path("report", DEFAULT_REPORT),  # type: ignore[arg-type]
+        baseline_spec=baseline_given[1] if (baseline_given := one("baseline")) else None,
     )
+
+
+def resolve_baseline(settings: Settings) -> RunReport | None:
+    """`--costguard-baseline`: a RunReport file or artifact directory if that path exists, else a
+    git ref projected offline in a temporary worktree (the same code path as `costguard diff --base-ref`)."""
+    from costguard.baseline import baseline_from_git_ref, baseline_from_path
+
+    assert settings.baseline is not None
+    if settings.baseline.exists() or settings.baseline_spec is None:
+        return baseline_from_path(_cwd_relative(settings.baseline)).report
+    return baseline_from_git_ref(settings.baseline_spec, config=_cwd_relative(settings.config)).report
 
 
 # -- the plan: every item and its outcome, decided once ------------------------------------------
@@ -298,7 +311,7 @@ class CostguardRun:
         # Paths relative to the working directory where possible, so messages read like the CLI's.
         project = self.project = api.load_project(_cwd_relative(settings.config), settings.fixtures or None)
         if settings.baseline is not None:
-            self.baseline = load_report(_cwd_relative(settings.baseline))
+            self.baseline = resolve_baseline(settings)
         self.replayed = api.replay(project, backend=settings.backend)
         self.records = self.replayed.records
         self.seconds = time.perf_counter() - started

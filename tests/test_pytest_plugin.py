@@ -6,6 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy  # noqa: F401  (see below)
 import pytest
 
 from costguard import api
@@ -70,6 +71,8 @@ def make_project(pytester: pytest.Pytester, *, policy: str | None = POLICY_YAML,
     return root
 
 
+# numpy is imported above, before any in-process run: pytester drops the modules an inner run
+# imported, and numpy cannot be imported twice in one process.
 # Plugins the inner runs do not need: hypothesis's re-imports hypothesis in every in-process run
 # (~3 s), pytest-benchmark's (when installed) warns about xdist in every run under `-n 2`.
 QUIET = ("-p", "no:hypothesispytest", "-p", "no:benchmark")
@@ -432,3 +435,27 @@ def test_bundled_example_passes_its_default_policy_and_fails_the_strict_one(pyte
     )
     report = load_json(pytester.path / "costguard-report.json")
     assert report["totals"]["fixtures"] == n_fixtures
+
+
+def test_baseline_may_be_a_git_ref(pytester: pytest.Pytester) -> None:
+    """`--costguard-baseline HEAD~1` projects the base commit offline, like `costguard diff --base-ref`."""
+    import subprocess
+
+    root = make_project(pytester, policy="rules:\n  no_spend_increase:\n    metric: monthly_spend_increase_pct\n    max: 0.0\n")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", *args], cwd=root, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    fixtures = root / "fixtures" / "support.yaml"
+    fixtures.write_text(fixtures.read_text().replace("How do I reset my password?",
+                                                      "How do I reset my password? I tried twice and the link expired."))
+    git("commit", "-qam", "longer prompt")
+
+    result = run(pytester, "--costguard", "--costguard-baseline", "HEAD~1", "--costguard-policy",
+                 "policies/default.yaml", "-p", "no:cacheprovider", "-m", "costguard")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*rule no_spend_increase: actual +* breaks <= +0.0%*"])
