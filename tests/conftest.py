@@ -8,7 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
+import numpy  # noqa: F401  imported once per worker, before any pytester in-process run (which
+import pytest  # drops modules an inner run imported; numpy cannot be imported twice in a process)
 
 pytest_plugins = ["pytester"]
 

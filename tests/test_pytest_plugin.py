@@ -6,7 +6,6 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy  # noqa: F401  (see below)
 import pytest
 
 from costguard import api
@@ -71,8 +70,6 @@ def make_project(pytester: pytest.Pytester, *, policy: str | None = POLICY_YAML,
     return root
 
 
-# numpy is imported above, before any in-process run: pytester drops the modules an inner run
-# imported, and numpy cannot be imported twice in one process.
 # Plugins the inner runs do not need: hypothesis's re-imports hypothesis in every in-process run
 # (~3 s), pytest-benchmark's (when installed) warns about xdist in every run under `-n 2`.
 QUIET = ("-p", "no:hypothesispytest", "-p", "no:benchmark")
