@@ -84,15 +84,11 @@ def arrival_times(n: int, config: StackConfig) -> list[float]:
     month. Cache TTLs are measured against these times: the fixtures are treated as consecutive
     requests of live traffic.
     """
+    from costguard.serving.replay import poisson_arrivals
+
     traffic = config.traffic
     rate = traffic.arrival_rate_per_s or traffic.requests_per_month / SECONDS_PER_MONTH
-    rng = random.Random(f"{traffic.seed}:arrival-times")
-    now = 0.0
-    out = []
-    for _ in range(n):
-        now += rng.expovariate(rate)
-        out.append(now)
-    return out
+    return poisson_arrivals(n, rate, f"{traffic.seed}:arrival-times")
 
 
 def monthly_requests(fixtures: Sequence[Fixture], config: StackConfig) -> list[float]:

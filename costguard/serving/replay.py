@@ -59,9 +59,11 @@ class ReplayOutcome:
         return sum(r is not None for r in self.results)
 
 
-def poisson_arrivals(n: int, rate_per_s: float, seed: int) -> list[float]:
-    """Seconds after the start at which each of n requests arrives (exponential gaps, seeded)."""
-    rng = random.Random(f"{seed}:replay-arrivals")
+def poisson_arrivals(n: int, rate_per_s: float, seed: int | str) -> list[float]:
+    """Seconds after the start at which each of n requests arrives (exponential gaps, seeded).
+
+    Shared by the replay driver and the pipeline's simulated arrival clock (each with its own seed)."""
+    rng = random.Random(f"{seed}:replay-arrivals" if isinstance(seed, int) else seed)
     now = 0.0
     out = []
     for _ in range(n):
