@@ -25,7 +25,12 @@ def main() -> None:
     if not spec.startswith("artifact:") or not name:
         fail(f"input baseline: expected artifact:NAME, got {spec!r}", 2)
     ctx = pull_request_context()
-    branch = os.environ.get("INPUT_BASELINE_BRANCH") or ctx.base_ref or os.environ.get("GITHUB_REF_NAME") or None
+    branch = (
+        os.environ.get("INPUT_BASELINE_BRANCH")
+        or ctx.base_ref
+        or os.environ.get("GITHUB_REF_NAME")
+        or None
+    )
     if not ctx.repo:
         fail("GITHUB_REPOSITORY is not set: cannot look up the baseline artifact", 2)
     out = {"run-id": "", "name": name, "dir": os.environ.get("BASELINE_DIR", "")}
@@ -33,7 +38,9 @@ def main() -> None:
         artifact = client.latest_artifact(ctx.repo, name, branch=branch)
     where = f"branch {branch}" if branch else "any branch"
     if artifact is None:
-        print(f"::notice title=costguard::{escape_data(f'no artifact {name} from {where} yet: comparing without a baseline')}")
+        print(
+            f"::notice title=costguard::{escape_data(f'no artifact {name} from {where} yet: comparing without a baseline')}"
+        )
     else:
         run = artifact["workflow_run"]
         out["run-id"] = str(run["id"])

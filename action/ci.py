@@ -30,7 +30,10 @@ BASELINE_KINDS = ("ref", "artifact", "file")
 def _flag(env: Mapping[str, str], name: str, default: str = "false") -> bool:
     value = (env.get(name) or default).strip().lower()
     if value not in ("true", "false"):
-        fail(f"input {name.removeprefix('INPUT_').lower().replace('_', '-')} must be true or false, got {value!r}", 2)
+        fail(
+            f"input {name.removeprefix('INPUT_').lower().replace('_', '-')} must be true or false, got {value!r}",
+            2,
+        )
     return value == "true"
 
 
@@ -42,7 +45,10 @@ def baseline_args(env: Mapping[str, str]) -> list[str]:
     kind, sep, value = spec.partition(":")
     if not sep or kind not in BASELINE_KINDS:
         if sep and re.fullmatch(r"[a-z]+", kind):
-            fail(f"input baseline: unknown kind {kind!r} in {spec!r} (use ref:REF, artifact:NAME or a path)", 2)
+            fail(
+                f"input baseline: unknown kind {kind!r} in {spec!r} (use ref:REF, artifact:NAME or a path)",
+                2,
+            )
         return ["--baseline", spec]
     if not value.strip():
         fail(f"input baseline: {spec!r} names nothing", 2)

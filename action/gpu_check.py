@@ -27,7 +27,9 @@ def main() -> None:
         fail("nvidia-smi did not answer within 60 s: the NVIDIA driver is hung on this runner")
     if proc.returncode != 0:
         why = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
-        fail(f"nvidia-smi failed (exit {proc.returncode}: {why}): the NVIDIA driver is not working on this runner")
+        fail(
+            f"nvidia-smi failed (exit {proc.returncode}: {why}): the NVIDIA driver is not working on this runner"
+        )
     gpus = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
     if not gpus:
         fail(f"nvidia-smi lists no GPU; {NO_GPU_HINT}")

@@ -29,7 +29,9 @@ ACTION_PATH = Path(os.environ.get("GITHUB_ACTION_PATH") or Path(__file__).resolv
 def _flag(name: str) -> bool:
     value = os.environ.get(name, "").strip().lower()
     if value not in ("true", "false"):
-        fail(f"input {name.removeprefix('INPUT_').lower().replace('_', '-')} must be true or false, got {value!r}")
+        fail(
+            f"input {name.removeprefix('INPUT_').lower().replace('_', '-')} must be true or false, got {value!r}"
+        )
     return value == "true"
 
 
@@ -59,8 +61,14 @@ def plan() -> None:
         _set_outputs({"pip-cache-dir": "", "pip-cache-key": ""})
         return
     backend = os.environ.get("INPUT_BACKEND", "offline")
-    commands = pip_commands(backend, os.environ.get("INPUT_VLLM_VERSION", ""), os.environ.get("INPUT_TORCH_INDEX_URL", ""))
-    proc = subprocess.run([sys.executable, "-m", "pip", "cache", "dir"], capture_output=True, text=True)
+    commands = pip_commands(
+        backend,
+        os.environ.get("INPUT_VLLM_VERSION", ""),
+        os.environ.get("INPUT_TORCH_INDEX_URL", ""),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "cache", "dir"], capture_output=True, text=True
+    )
     cache_dir = proc.stdout.strip() if proc.returncode == 0 else ""
     digest = hashlib.sha256(repr(commands).encode())
     pyproject = ACTION_PATH / "pyproject.toml"
@@ -85,12 +93,18 @@ def install() -> None:
     backend = os.environ.get("INPUT_BACKEND", "offline")
     vllm_version = os.environ.get("INPUT_VLLM_VERSION", "")
     if _flag("INPUT_INSTALL"):
-        for args in pip_commands(backend, vllm_version, os.environ.get("INPUT_TORCH_INDEX_URL", "")):
+        for args in pip_commands(
+            backend, vllm_version, os.environ.get("INPUT_TORCH_INDEX_URL", "")
+        ):
             print(f"costguard: $ python -m pip {' '.join(args)}", flush=True)
-            proc = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args])
+            proc = subprocess.run(
+                [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
+            )
             if proc.returncode != 0:
                 fail(f"pip {' '.join(args)} failed (exit {proc.returncode}); see the log above")
-    check = subprocess.run([sys.executable, "-m", "costguard", "--version"], capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, "-m", "costguard", "--version"], capture_output=True, text=True
+    )
     if check.returncode != 0:
         last = (check.stderr.strip().splitlines() or ["no output"])[-1]
         fail(
@@ -101,7 +115,9 @@ def install() -> None:
     if backend == "vllm":
         found = _version_of("vllm")
         if found is None:
-            fail(f"backend vllm needs vLLM: set install: true, or pip install vllm=={vllm_version} on the runner")
+            fail(
+                f"backend vllm needs vLLM: set install: true, or pip install vllm=={vllm_version} on the runner"
+            )
         elif vllm_version and found != vllm_version:
             print(
                 f"::warning title=costguard::the runner has vLLM {found}, the Action pins {vllm_version} "

@@ -61,7 +61,9 @@ def main() -> None:
     render_comment(diff_reports(Baseline(seed, "base"), seed).data)  # compile the template once
     sizes = [int(s) for s in args.sizes.split(",")]
     cases = [(n, 10) for n in sizes] + [(sizes[-1], 1)]
-    print(f"{'fixtures':>9} {'changed':>8} {'diff s':>7} {'json s':>7} {'json MB':>8} {'render s':>9} {'comment chars':>14}")
+    print(
+        f"{'fixtures':>9} {'changed':>8} {'diff s':>7} {'json s':>7} {'json MB':>8} {'render s':>9} {'comment chars':>14}"
+    )
     for n, every in cases:
         base, head = _scaled(seed, n), _scaled(seed, n, changed_every=every)
         t0 = time.perf_counter()
@@ -71,8 +73,10 @@ def main() -> None:
         t2 = time.perf_counter()
         body = compose_body(render_comment(diff.data))
         t3 = time.perf_counter()
-        print(f"{n:>9,} {diff.data['fixtures']['changed']:>8,} {t1 - t0:>7.2f} {t2 - t1:>7.2f} "
-              f"{len(text.encode()) / 1e6:>8.1f} {t3 - t2:>9.3f} {gh_len(body):>14,}")
+        print(
+            f"{n:>9,} {diff.data['fixtures']['changed']:>8,} {t1 - t0:>7.2f} {t2 - t1:>7.2f} "
+            f"{len(text.encode()) / 1e6:>8.1f} {t3 - t2:>9.3f} {gh_len(body):>14,}"
+        )
 
 
 if __name__ == "__main__":

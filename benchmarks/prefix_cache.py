@@ -123,7 +123,9 @@ suites:
 fixtures: [fixtures]
 """)
     # MiniLM's WordPiece gives about one token per word here (plus separators).
-    systems = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1000, 1500))) for _ in range(20)]
+    systems = [
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(1000, 1500))) for _ in range(20)
+    ]
     (root / "fixtures").mkdir()
     with (root / "fixtures" / "bench.jsonl").open("w") as fh:
         for i in range(n):
@@ -134,10 +136,20 @@ fixtures: [fixtures]
                 system = f"Request {i}: " + " ".join(rng.choice(WORDS) for _ in range(300))
                 user_words = 1690
             user = f"ticket {i} " + " ".join(rng.choice(WORDS) for _ in range(user_words))
-            fh.write(json.dumps({
-                "id": f"b-{i:06d}", "suite": "support", "sampling": {"temperature": 0.7},
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            }) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": f"b-{i:06d}",
+                        "suite": "support",
+                        "sampling": {"temperature": 0.7},
+                        "messages": [
+                            {"role": "system", "content": system},
+                            {"role": "user", "content": user},
+                        ],
+                    }
+                )
+                + "\n"
+            )
 
 
 def run_integrated(n: int) -> None:
@@ -153,8 +165,13 @@ def run_integrated(n: int) -> None:
         for label in ("cold", "warm"):
             env = {**os.environ, "PYTHONPATH": str(repo)}
             t0 = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-m", "costguard", "run", "-q", "--out", "r.json"], cwd=root, env=env,
-                                    stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "costguard", "run", "-q", "--out", "r.json"],
+                cwd=root,
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - t0
             if status:
@@ -162,16 +179,20 @@ def run_integrated(n: int) -> None:
             report = json.loads((root / "r.json").read_text())
             rows.append((label, wall, usage.ru_maxrss / 1024, report))
         print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
-        header = (f"{'run':>5} {'fixtures':>8} {'prompt tokens':>13} {'run s':>6} {'tokens s':>8} {'prefix s':>8} "
-                  f"{'hit rate':>8} {'evicted blk':>11} {'peak RSS MiB':>12}")
+        header = (
+            f"{'run':>5} {'fixtures':>8} {'prompt tokens':>13} {'run s':>6} {'tokens s':>8} {'prefix s':>8} "
+            f"{'hit rate':>8} {'evicted blk':>11} {'peak RSS MiB':>12}"
+        )
         print(header)
         print("-" * len(header))
         for label, wall, rss, report in rows:
             stages = report["timing"]["stages"]
             small = report["cache"]["prefix"]["tiers"]["small"]
-            print(f"{label:>5} {report['totals']['fixtures']:>8,} {small['queried_tokens']:>13,} {wall:>6.2f} "
-                  f"{stages['tokens']:>8.2f} {stages['prefix_cache']:>8.2f} {small['hit_tokens'] / small['queried_tokens']:>8.1%} "
-                  f"{small['evicted_blocks']:>11,} {rss:>12.0f}")
+            print(
+                f"{label:>5} {report['totals']['fixtures']:>8,} {small['queried_tokens']:>13,} {wall:>6.2f} "
+                f"{stages['tokens']:>8.2f} {stages['prefix_cache']:>8.2f} {small['hit_tokens'] / small['queried_tokens']:>8.1%} "
+                f"{small['evicted_blocks']:>11,} {rss:>12.0f}"
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -181,7 +202,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--prompt-tokens", type=int, default=2_000)
     parser.add_argument("--case", help=argparse.SUPPRESS)
-    parser.add_argument("--integrated", action="store_true", help="the simulation inside a full offline run")
+    parser.add_argument(
+        "--integrated", action="store_true", help="the simulation inside a full offline run"
+    )
     args = parser.parse_args()
     if args.integrated:
         run_integrated(args.requests)

@@ -23,12 +23,36 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-SUBJECTS = ["order", "invoice", "subscription", "refund", "password", "shipment", "warranty", "account", "coupon", "address"]
-VERBS = ["change", "cancel", "track", "update", "find", "dispute", "renew", "verify", "merge", "close"]
+SUBJECTS = [
+    "order",
+    "invoice",
+    "subscription",
+    "refund",
+    "password",
+    "shipment",
+    "warranty",
+    "account",
+    "coupon",
+    "address",
+]
+VERBS = [
+    "change",
+    "cancel",
+    "track",
+    "update",
+    "find",
+    "dispute",
+    "renew",
+    "verify",
+    "merge",
+    "close",
+]
 SYSTEMS = {
     "support": "You are the support assistant for a retailer. Answer briefly and cite the policy section.",
-    "rag": "Answer only from the documents below. If the answer is not there, say you do not know.\n" + " ".join(
-        f"Policy clause {i}: returns, exchanges and refunds are handled within the stated windows." for i in range(40)
+    "rag": "Answer only from the documents below. If the answer is not there, say you do not know.\n"
+    + " ".join(
+        f"Policy clause {i}: returns, exchanges and refunds are handled within the stated windows."
+        for i in range(40)
     ),
     "coding": "You are a senior engineer. Give correct, minimal code with a short explanation.",
     "extraction": "Extract the requested fields as JSON. Reply with JSON only.",
@@ -83,7 +107,10 @@ fixtures: [fixtures]
                 "id": f"syn-{i:06d}",
                 "suite": suite,
                 "weight": rng.choice([0.5, 1, 1, 2]),
-                "messages": [{"role": "system", "content": SYSTEMS[suite]}, {"role": "user", "content": user}],
+                "messages": [
+                    {"role": "system", "content": SYSTEMS[suite]},
+                    {"role": "user", "content": user},
+                ],
                 "sampling": {"temperature": 0},
             }
             fh.write(json.dumps(fixture) + "\n")
@@ -93,8 +120,14 @@ def timed_run(args: list[str], cwd: Path) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one subprocess."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "costguard", *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "costguard", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _, rusage = os.wait4(proc.pid, 0)[1:]
     seconds = time.perf_counter() - start
     if proc.returncode not in (0, None) and rusage is None:
@@ -121,18 +154,26 @@ def main() -> None:
             warm, warm_rss = timed_run(["run", "-q", "--out", "r.json"], root)
             report = json.loads((root / "r.json").read_text())
             assert report["totals"]["fixtures"] == n, report["totals"]["fixtures"]
-            rows.append((n, cold, warm, max(cold_rss, warm_rss), report["totals"]["cost_per_month"]))
+            rows.append(
+                (n, cold, warm, max(cold_rss, warm_rss), report["totals"]["cost_per_month"])
+            )
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
-    print(f"costguard --help start-up: best {min(help_times):.3f} s, median {sorted(help_times)[2]:.3f} s (5 runs)")
+    print(
+        f"costguard --help start-up: best {min(help_times):.3f} s, median {sorted(help_times)[2]:.3f} s (5 runs)"
+    )
     print()
-    print(f"{'fixtures':>9} | {'cold run (s)':>12} | {'warm run (s)':>12} | {'peak RSS (MB)':>13} | {'$/month':>12}")
+    print(
+        f"{'fixtures':>9} | {'cold run (s)':>12} | {'warm run (s)':>12} | {'peak RSS (MB)':>13} | {'$/month':>12}"
+    )
     print(f"{'-' * 9}-+-{'-' * 12}-+-{'-' * 12}-+-{'-' * 13}-+-{'-' * 12}")
     for n, cold, warm, rss, cost in rows:
         print(f"{n:>9,} | {cold:>12.2f} | {warm:>12.2f} | {rss:>13.0f} | {cost:>12,.2f}")
-    print(f"(children's max RSS so far: {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB)")
+    print(
+        f"(children's max RSS so far: {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB)"
+    )
 
 
 if __name__ == "__main__":

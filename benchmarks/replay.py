@@ -88,10 +88,16 @@ async def costguard_driver(url: str, bodies: list[dict], concurrency: int) -> tu
     ticks = []
     started, cpu = time.perf_counter(), time.process_time()
     outcome = await replay(
-        requests, concurrency=concurrency, timeout_s=60, progress=lambda *a: ticks.append(a), handle_sigint=False
+        requests,
+        concurrency=concurrency,
+        timeout_s=60,
+        progress=lambda *a: ticks.append(a),
+        handle_sigint=False,
     )
     assert outcome.stopped is None and outcome.completed == len(bodies), outcome.stopped
-    return outcome.completed / (time.perf_counter() - started), (time.process_time() - cpu) / len(bodies)
+    return outcome.completed / (time.perf_counter() - started), (time.process_time() - cpu) / len(
+        bodies
+    )
 
 
 def main() -> None:
@@ -112,7 +118,9 @@ def main() -> None:
         print(f"{args.requests} streamed requests per round, concurrency {args.concurrency}, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
         print(f"{'':>6} {'requests/s':^33} {'client CPU us/request':^33}")
-        print(f"{'round':>6} {'bare':>10} {'costguard':>10} {'ratio':>11} {'bare':>10} {'costguard':>10} {'ratio':>11}")
+        print(
+            f"{'round':>6} {'bare':>10} {'costguard':>10} {'ratio':>11} {'bare':>10} {'costguard':>10} {'ratio':>11}"
+        )
         for r in range(args.rounds):
             if r % 2:  # ABBA order: neither client always runs first
                 c = asyncio.run(costguard_driver(url, bodies, args.concurrency))
@@ -122,16 +130,22 @@ def main() -> None:
                 c = asyncio.run(costguard_driver(url, bodies, args.concurrency))
             bare.append(b)
             ours.append(c)
-            print(f"{r + 1:>6} {b[0]:>10,.0f} {c[0]:>10,.0f} {c[0] / b[0]:>11.1%} "
-                  f"{b[1] * 1e6:>10,.0f} {c[1] * 1e6:>10,.0f} {b[1] / c[1]:>11.1%}")
+            print(
+                f"{r + 1:>6} {b[0]:>10,.0f} {c[0]:>10,.0f} {c[0] / b[0]:>11.1%} "
+                f"{b[1] * 1e6:>10,.0f} {c[1] * 1e6:>10,.0f} {b[1] / c[1]:>11.1%}"
+            )
         mb = [statistics.median(x[k] for x in bare) for k in (0, 1)]
         mc = [statistics.median(x[k] for x in ours) for k in (0, 1)]
-        print(f"{'median':>6} {mb[0]:>10,.0f} {mc[0]:>10,.0f} {mc[0] / mb[0]:>11.1%} "
-              f"{mb[1] * 1e6:>10,.0f} {mc[1] * 1e6:>10,.0f} {mb[1] / mc[1]:>11.1%}")
+        print(
+            f"{'median':>6} {mb[0]:>10,.0f} {mc[0]:>10,.0f} {mc[0] / mb[0]:>11.1%} "
+            f"{mb[1] * 1e6:>10,.0f} {mc[1] * 1e6:>10,.0f} {mb[1] / mc[1]:>11.1%}"
+        )
         paired = statistics.median(c[0] / b[0] for b, c in zip(bare, ours, strict=True))
         paired_cpu = statistics.median(b[1] / c[1] for b, c in zip(bare, ours, strict=True))
         print(f"median of the per-round ratios: throughput {paired:.1%}, CPU {paired_cpu:.1%}")
-        print("ratio = costguard's throughput / the bare loop's (CPU: bare cost / costguard cost); goal >= 90%")
+        print(
+            "ratio = costguard's throughput / the bare loop's (CPU: bare cost / costguard cost); goal >= 90%"
+        )
     finally:
         server.terminate()
         server.wait()

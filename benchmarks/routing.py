@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-
 def make_prompts(n: int, seed: int = 0) -> list[str]:
     """Realistic short and medium chat prompts from benchmarks/embeddings.py; without it, the
     bundled fixtures' user messages, each with a distinguishing suffix (said in the output)."""
@@ -45,7 +44,10 @@ def make_prompts(n: int, seed: int = 0) -> list[str]:
     except ImportError:
         from costguard import api
 
-        print("(benchmarks/embeddings.py not found: extra prompts are bundled fixtures with a suffix)", file=sys.stderr)
+        print(
+            "(benchmarks/embeddings.py not found: extra prompts are bundled fixtures with a suffix)",
+            file=sys.stderr,
+        )
         base = [fx.last_user_text for fx in api.load_project(ROOT / "costguard.yaml").fixtures]
         return [f"{base[(seed + k) % len(base)]} (ref {seed}-{k})" for k in range(n)]
     return generated(n, seed=seed)
@@ -72,7 +74,19 @@ def _inputs(texts: list[str]) -> list[object]:
     from costguard.router import RouteInput
 
     return [
-        RouteInput(Fixture(f"p{i}", "bench", 1.0, [{"role": "user", "content": t}], Sampling(), Expect(), "bench", None), 0)
+        RouteInput(
+            Fixture(
+                f"p{i}",
+                "bench",
+                1.0,
+                [{"role": "user", "content": t}],
+                Sampling(),
+                Expect(),
+                "bench",
+                None,
+            ),
+            0,
+        )
         for i, t in enumerate(texts)
     ]
 
@@ -82,7 +96,9 @@ def _router(config: object, cache_dir: str | None, precision: str | None = None)
     from costguard.router import build_router
 
     if precision is not None:
-        config = config.model_copy(update={"router": config.router.model_copy(update={"precision": precision})})  # type: ignore[attr-defined]
+        config = config.model_copy(
+            update={"router": config.router.model_copy(update={"precision": precision})}
+        )  # type: ignore[attr-defined]
     cache = EmbeddingCache(directory=cache_dir) if cache_dir else EmbeddingCache.memory()
     return build_router(config, root=ROOT, embedding_cache=cache)
 
@@ -124,7 +140,13 @@ def bench_cold(n: int, repeats: int) -> tuple[list[dict], list[str]]:
                 out = router.route(batch)  # type: ignore[attr-defined]
                 rates.append(len(batch) / (time.perf_counter() - t0))
         decisions[precision] = [d.tier for d in out[: len(bundled)]]
-        rows.append({"path": f"ComplexityRouter.route, {label}", "best": max(rates), "median": statistics.median(rates)})
+        rows.append(
+            {
+                "path": f"ComplexityRouter.route, {label}",
+                "best": max(rates),
+                "median": statistics.median(rates),
+            }
+        )
     if "bfloat16" in decisions:
         same = sum(a == b for a, b in zip(decisions["float32"], decisions["bfloat16"], strict=True))
         rows[-1]["identical"] = f"{same}/{len(bundled)} bundled decisions as float32"
@@ -136,10 +158,18 @@ def bench_cold(n: int, repeats: int) -> tuple[list[dict], list[str]]:
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        vectors = model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+        vectors = model.encode(
+            texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True
+        )
         router._score(vectors, texts)  # type: ignore[attr-defined]
         rates.append(len(texts) / (time.perf_counter() - t0))
-    rows.append({"path": "plain SentenceTransformer.encode (batch 32) + scoring", "best": max(rates), "median": statistics.median(rates)})
+    rows.append(
+        {
+            "path": "plain SentenceTransformer.encode (batch 32) + scoring",
+            "best": max(rates),
+            "median": statistics.median(rates),
+        }
+    )
 
     # per-prompt latency of a cold single request (what the report's router overhead measures)
     lat = []
@@ -196,7 +226,10 @@ def bench_warm(sizes: list[int], latency_samples: int) -> list[dict]:
             router = _router(config, None)
             model_id = router.embedder.model_id  # type: ignore[attr-defined]
             cache = EmbeddingCache(directory=d)
-            keys = [routed_text(item.fixture, "last_user", config.router.max_chars) for item in _inputs(texts)]
+            keys = [
+                routed_text(item.fixture, "last_user", config.router.max_chars)
+                for item in _inputs(texts)
+            ]
             exemplars = [t for ts in config.router.exemplars.values() for t in ts]
             rng = np.random.default_rng(0)
             for chunk in (keys, exemplars):
@@ -206,56 +239,88 @@ def bench_warm(sizes: list[int], latency_samples: int) -> list[dict]:
             texts_file = os.path.join(d, "texts.json")
             with open(texts_file, "w", encoding="utf-8") as fh:
                 json.dump(texts, fh)
-            cfg = {"root": str(ROOT), "config": str(ROOT / "costguard.yaml"), "texts": texts_file, "cache": d,
-                   "latency_samples": latency_samples}
+            cfg = {
+                "root": str(ROOT),
+                "config": str(ROOT / "costguard.yaml"),
+                "texts": texts_file,
+                "cache": d,
+                "latency_samples": latency_samples,
+            }
             best = None
             for _ in range(3):
-                proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cfg)], capture_output=True, text=True, cwd=str(ROOT))
+                proc = subprocess.run(
+                    [sys.executable, "-c", _CHILD, json.dumps(cfg)],
+                    capture_output=True,
+                    text=True,
+                    cwd=str(ROOT),
+                )
                 if proc.returncode:
                     raise SystemExit(f"warm child failed:\n{proc.stderr}")
                 res = json.loads(proc.stdout)
                 if best is None or res["first_s"] < best["first_s"]:
                     best = res
             assert best is not None and best["misses"] == 0 and best["n"] == size, best
-            rows.append({"size": size, "first": size / best["first_s"], "first_s": best["first_s"],
-                         "repeat": size / best["repeat_s"], "latency": _pcts(best["lat"]), "heavy": best["heavy"]})
+            rows.append(
+                {
+                    "size": size,
+                    "first": size / best["first_s"],
+                    "first_s": best["first_s"],
+                    "repeat": size / best["repeat_s"],
+                    "latency": _pcts(best["lat"]),
+                    "heavy": best["heavy"],
+                }
+            )
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cold", type=int, default=1000, help="prompts in the cold rows (default 1000)")
+    ap.add_argument(
+        "--cold", type=int, default=1000, help="prompts in the cold rows (default 1000)"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warm-sizes", default="20000,100000")
     ap.add_argument("--latency-samples", type=int, default=2000)
     ap.add_argument("--skip-cold", action="store_true")
     args = ap.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# costguard complexity router benchmark: {os.cpu_count()} CPUs, load average {load:.1f}\n")
+    print(
+        f"# costguard complexity router benchmark: {os.cpu_count()} CPUs, load average {load:.1f}\n"
+    )
     if not args.skip_cold:
         rows, notes = bench_cold(args.cold, args.repeats)
-        print(f"## Cold: {args.cold} uncached prompts (bundled fixtures first), best (median) of {args.repeats}\n")
+        print(
+            f"## Cold: {args.cold} uncached prompts (bundled fixtures first), best (median) of {args.repeats}\n"
+        )
         for note in notes:
             print(f"- {note}")
         print("\n| path | prompts/s best | prompts/s median | decisions |\n|---|---:|---:|---|")
         for r in rows:
             if "best" in r:
-                print(f"| {r['path']} | {r['best']:.0f} | {r['median']:.0f} | {r.get('identical', '')} |")
+                print(
+                    f"| {r['path']} | {r['best']:.0f} | {r['median']:.0f} | {r.get('identical', '')} |"
+                )
         for r in rows:
             if "latency" in r:
                 lat = r["latency"]
-                print(f"\n{r['path']}: p50 {lat['p50'] * 1000:.1f} ms, p99 {lat['p99'] * 1000:.1f} ms, max {lat['max'] * 1000:.1f} ms")
+                print(
+                    f"\n{r['path']}: p50 {lat['p50'] * 1000:.1f} ms, p99 {lat['p99'] * 1000:.1f} ms, max {lat['max'] * 1000:.1f} ms"
+                )
         print()
     sizes = [int(s) for s in args.warm_sizes.split(",") if s.strip()]
     if sizes:
         rows = bench_warm(sizes, args.latency_samples)
         print("## Warm: every prompt cached, fresh interpreter (best of 3)\n")
-        print("| prompts | route() incl. cache load: prompts/s (s) | repeat route(): prompts/s | route([one]) p50 / p99 µs | torch imported |")
+        print(
+            "| prompts | route() incl. cache load: prompts/s (s) | repeat route(): prompts/s | route([one]) p50 / p99 µs | torch imported |"
+        )
         print("|---:|---:|---:|---:|---|")
         for r in rows:
             lat = r["latency"]
-            print(f"| {r['size']:,} | {r['first']:,.0f} ({r['first_s']:.2f}) | {r['repeat']:,.0f} | "
-                  f"{lat['p50'] * 1e6:.0f} / {lat['p99'] * 1e6:.0f} | {'yes: ' + ', '.join(r['heavy']) if r['heavy'] else 'no'} |")
+            print(
+                f"| {r['size']:,} | {r['first']:,.0f} ({r['first_s']:.2f}) | {r['repeat']:,.0f} | "
+                f"{lat['p50'] * 1e6:.0f} / {lat['p99'] * 1e6:.0f} | {'yes: ' + ', '.join(r['heavy']) if r['heavy'] else 'no'} |"
+            )
 
 
 if __name__ == "__main__":

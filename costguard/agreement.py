@@ -26,11 +26,16 @@ def _quantile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def agreement_section(
-    fixtures: Sequence[Fixture], config: StackConfig, recorded_text: RecordedText, embedder: Callable[[], Any]
+    fixtures: Sequence[Fixture],
+    config: StackConfig,
+    recorded_text: RecordedText,
+    embedder: Callable[[], Any],
 ) -> dict[str, Any] | None:
     """The report's `agreement` section, or None when no fixture is recorded on two tiers."""
     reference = config.largest
-    pairs: list[tuple[Fixture, str, str, str]] = []  # fixture, tier, its answer, the reference answer
+    pairs: list[
+        tuple[Fixture, str, str, str]
+    ] = []  # fixture, tier, its answer, the reference answer
     for fx in fixtures:
         ref_text = recorded_text(fx, reference)
         if ref_text is None:
@@ -56,9 +61,14 @@ def agreement_section(
             "p10": _quantile(ordered, 0.10),
             "min": ordered[0],
         }
-    lowest = sorted(zip(pairs, sims, strict=True), key=lambda item: (item[1], item[0][0].id, item[0][1]))[:LOWEST]
+    lowest = sorted(
+        zip(pairs, sims, strict=True), key=lambda item: (item[1], item[0][0].id, item[0][1])
+    )[:LOWEST]
     return {
         "reference_tier": reference.name,
         "tiers": dict(sorted(tiers.items())),
-        "lowest": [{"id": fx.id, "tier": tier, "similarity": round(sim, 6)} for (fx, tier, _, _), sim in lowest],
+        "lowest": [
+            {"id": fx.id, "tier": tier, "similarity": round(sim, 6)}
+            for (fx, tier, _, _), sim in lowest
+        ],
     }

@@ -45,8 +45,12 @@ class Project:
     fixture_paths: list[str]
     _tokenizers: dict[str, Any] = field(default_factory=dict, repr=False)
     _prices: dict[str, TierPrice] | None = field(default=None, repr=False)
-    _shared: dict[str, Any] = field(default_factory=dict, repr=False)  # resources variants share (embedder)
-    variant: str | None = None  # the stack variant this project runs (None: costguard.yaml as it is)
+    _shared: dict[str, Any] = field(
+        default_factory=dict, repr=False
+    )  # resources variants share (embedder)
+    variant: str | None = (
+        None  # the stack variant this project runs (None: costguard.yaml as it is)
+    )
     _recordings: Any = field(default=None, repr=False)
 
     @property
@@ -98,11 +102,15 @@ class Project:
         `similar` assertions, agreement and the variants of `frontier`."""
         from costguard.embeddings import DEFAULT_MODEL
 
-        key = f"embedder:{model or DEFAULT_MODEL}" + (f"@{precision}" if precision != "auto" else "")
+        key = f"embedder:{model or DEFAULT_MODEL}" + (
+            f"@{precision}" if precision != "auto" else ""
+        )
         if key not in self._shared:
             from costguard.embeddings import Embedder
 
-            self._shared[key] = Embedder(model or DEFAULT_MODEL, cache=self.embedding_cache(), precision=precision)
+            self._shared[key] = Embedder(
+                model or DEFAULT_MODEL, cache=self.embedding_cache(), precision=precision
+            )
         return self._shared[key]
 
     def embedding_cache(self) -> Any:
@@ -110,7 +118,9 @@ class Project:
         if "embedding_cache" not in self._shared:
             from costguard.embeddings import EmbeddingCache
 
-            self._shared["embedding_cache"] = EmbeddingCache(directory=self.cache_dir / "embeddings")
+            self._shared["embedding_cache"] = EmbeddingCache(
+                directory=self.cache_dir / "embeddings"
+            )
         return self._shared["embedding_cache"]
 
     def with_config(self, config: StackConfig, variant: str | None = None) -> Project:
@@ -124,9 +134,18 @@ class Project:
             name: tok for name, tok in self._tokenizers.items()
             if any(t.name == name for t in config.tiers) and config.tier(name).tokenizer == self.config.tier(name).tokenizer
         }  # fmt: skip
-        recordings = self._recordings if config.recordings.path == self.config.recordings.path else None
-        return Project(stack=stack, fixtures=self.fixtures, fixture_paths=self.fixture_paths,
-                       _tokenizers=tokenizers, _recordings=recordings, _shared=self._shared, variant=variant)
+        recordings = (
+            self._recordings if config.recordings.path == self.config.recordings.path else None
+        )
+        return Project(
+            stack=stack,
+            fixtures=self.fixtures,
+            fixture_paths=self.fixture_paths,
+            _tokenizers=tokenizers,
+            _recordings=recordings,
+            _shared=self._shared,
+            variant=variant,
+        )
 
     def prices(self) -> dict[str, TierPrice]:
         """Each tier's price; GPU-time tiers use the recorded throughput profile when it matches
@@ -162,14 +181,19 @@ class Project:
         rel = self._relative
         out: dict[str, Any] = {
             "config": {"path": rel(self.stack.path), "sha256": _sha256(self.stack.path)},
-            "fixtures": [{"path": f, "sha256": _sha256(self.root / f) if (self.root / f).exists() else None} for f in files],
+            "fixtures": [
+                {"path": f, "sha256": _sha256(self.root / f) if (self.root / f).exists() else None}
+                for f in files
+            ],
             "templates": [{"path": rel(Path(t)), "sha256": _sha256(Path(t))} for t in templates],
         }
         from costguard.recordings import RESPONSES_FILE, THROUGHPUT_FILE
 
         recorded = [self.recordings_dir / name for name in (RESPONSES_FILE, THROUGHPUT_FILE)]
         if self.config.recordings.use and any(p.exists() for p in recorded):
-            out["recordings"] = [{"path": rel(p), "sha256": _sha256(p)} for p in recorded if p.exists()]
+            out["recordings"] = [
+                {"path": rel(p), "sha256": _sha256(p)} for p in recorded if p.exists()
+            ]
         return out
 
     def _relative(self, path: Path) -> str:
@@ -179,7 +203,9 @@ class Project:
             return str(path)
 
 
-def load_project(config: str | Path = DEFAULT_CONFIG, fixtures: Sequence[str | Path] | None = None) -> Project:
+def load_project(
+    config: str | Path = DEFAULT_CONFIG, fixtures: Sequence[str | Path] | None = None
+) -> Project:
     stack = load_stack(config)
     paths = [str(p) for p in fixtures] if fixtures else list(stack.config.fixtures)
     # Fixture paths given on the command line are relative to the working directory;
@@ -219,7 +245,9 @@ def _check_suites(stack: LoadedStack, fixtures: list[Fixture]) -> None:
             )
 
 
-def count_prompt_tokens(project: Project, *, keep_ids: Sequence[str] = (), progress: Progress | None = None) -> PromptTokens:
+def count_prompt_tokens(
+    project: Project, *, keep_ids: Sequence[str] = (), progress: Progress | None = None
+) -> PromptTokens:
     """Prompt token counts per tier for every fixture, through the on-disk content-hash cache.
 
     For the tiers in `keep_ids` the token ids are kept too (compact uint32 arrays, shared by
@@ -264,7 +292,8 @@ def count_prompt_tokens(project: Project, *, keep_ids: Sequence[str] = (), progr
                     # Templates trim message content (Llama 3, most others), and a model does not
                     # generate surrounding whitespace before its stop token.
                     replies_by_fingerprint[tok.fingerprint] = {
-                        i: np.asarray(tok.encode_text(text.strip()), dtype=np.uint32) for i, text in reply_texts.items()
+                        i: np.asarray(tok.encode_text(text.strip()), dtype=np.uint32)
+                        for i, text in reply_texts.items()
                     }
                 replies[tier.name] = replies_by_fingerprint[tok.fingerprint]
     finally:
@@ -287,7 +316,9 @@ def build_prefix_fleet(project: Project) -> Any:
         try:
             capacities[name] = kv_capacity(project.config.tiers[index])
         except ValueError as exc:
-            raise ConfigError(f"{exc}", key=project.stack.where("tiers", index, "kv_cache", "derive")) from None
+            raise ConfigError(
+                f"{exc}", key=project.stack.where("tiers", index, "kv_cache", "derive")
+            ) from None
     return PrefixCacheFleet(project.config, capacities)
 
 
@@ -303,7 +334,10 @@ def quality_scorer(project: Project, backend: Backend) -> Any:
         return tok.count_chat(messages), "exact" if tok.exact else "approximate"
 
     scorer = QualityScorer(
-        project.config, root=project.root, embedder=project.embedder, judge=Judge(project.config, backend, count_prompt)
+        project.config,
+        root=project.root,
+        embedder=project.embedder,
+        judge=Judge(project.config, backend, count_prompt),
     )
     scorer.prepare(project.fixtures)
     return scorer
@@ -346,11 +380,15 @@ class Replay:
     backend: str
     inputs: dict[str, Any]  # input hashes as the run started
     incomplete_reason: str | None = None  # set when a live backend stopped early
-    sections: dict[str, Any] = field(default_factory=dict)  # replay, server_metrics, recordings, shard, ...
+    sections: dict[str, Any] = field(
+        default_factory=dict
+    )  # replay, server_metrics, recordings, shard, ...
     warnings: list[str] = field(default_factory=list)
     simulation: CacheSimulation | None = None  # what the cache layers did beyond the records
     stages: dict[str, float] = field(default_factory=dict)  # seconds per pipeline stage
-    routing: RoutingRun | None = None  # router overhead, cascade method: what the records cannot hold
+    routing: RoutingRun | None = (
+        None  # router overhead, cascade method: what the records cannot hold
+    )
 
     @property
     def complete(self) -> bool:
@@ -378,7 +416,9 @@ def open_backend(
     config = project.config
     settings = settings or config.replay
     live = name != "offline"
-    recordings = project.recordings() if (live and settings.record) or config.recordings.use else None
+    recordings = (
+        project.recordings() if (live and settings.record) or config.recordings.use else None
+    )
     if name == "offline":
         from costguard.backends.offline import OfflineBackend
 
@@ -411,7 +451,14 @@ def open_backend(
         key = os.environ.get(tier.serve.api_key_env) if tier.serve.api_key_env else None
         targets[proc.tier] = Target(proc.base_url, tier.api_model_name, key)
     try:
-        yield LiveBackend(project.stack, targets, name="vllm", recordings=recordings, replay=settings, progress=progress)
+        yield LiveBackend(
+            project.stack,
+            targets,
+            name="vllm",
+            recordings=recordings,
+            replay=settings,
+            progress=progress,
+        )
     finally:
         if launched is not None:
             stack_processes.stop_stack(launched, notify=notify)
@@ -438,10 +485,14 @@ def replay(
     prices = project.prices()
     fleet = build_prefix_fleet(project)
     clock = time.perf_counter()
-    tokens = count_prompt_tokens(project, keep_ids=list(fleet.instances) if fleet else (), progress=progress)
+    tokens = count_prompt_tokens(
+        project, keep_ids=list(fleet.instances) if fleet else (), progress=progress
+    )
     stages = {"tokens": round(time.perf_counter() - clock, 4)}
     router = build_router(config, project=project, live=backend != "offline")
-    with open_backend(project, backend, settings=settings, progress=progress, notify=notify) as tier_backend:
+    with open_backend(
+        project, backend, settings=settings, progress=progress, notify=notify
+    ) as tier_backend:
         pipeline = Pipeline(
             config,
             router=router,
@@ -463,11 +514,15 @@ def replay(
         stages={**stages, **pipeline.stage_seconds},
         routing=pipeline.routing,
     )
-    replayed.sections, replayed.warnings = _backend_sections(project, tier_backend, shard, complete=replayed.complete)
+    replayed.sections, replayed.warnings = _backend_sections(
+        project, tier_backend, shard, complete=replayed.complete
+    )
     agreement = tier_agreement(project)
     if agreement is not None:
         replayed.sections["agreement"] = agreement
-    if shard is not None:  # every shard simulates the caches over all fixtures; merge reports them once
+    if (
+        shard is not None
+    ):  # every shard simulates the caches over all fixtures; merge reports them once
         replayed.sections["cache_simulation"] = pipeline.simulation.to_dict()
     return replayed
 
@@ -522,14 +577,20 @@ def _backend_sections(
         from costguard.recordings import save_throughput
 
         stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        path = save_throughput(project.recordings_dir, {t: {**p, "measured_at": stamp} for t, p in profiles.items()})
+        path = save_throughput(
+            project.recordings_dir, {t: {**p, "measured_at": stamp} for t, p in profiles.items()}
+        )
         extra["throughput_profile"] = {"path": project._relative(path), "tiers": profiles}
     recordings = getattr(backend, "recordings", None)
     if recordings is not None and (len(recordings) or recordings.added):
         from costguard.recordings import describe
 
         audit = recordings.audit(project.fixtures, project.config)
-        section = {"path": project._relative(recordings.path), **audit.to_dict(), "added": recordings.added}
+        section = {
+            "path": project._relative(recordings.path),
+            **audit.to_dict(),
+            "added": recordings.added,
+        }
         if backend.name == "offline":
             section["used"] = backend.recorded
             mismatches = backend.prompt_mismatches
@@ -575,7 +636,11 @@ def build_report(
                 "gpu": tier.hardware.gpu,
                 "tokenizer": tok.description,
                 "tokenizer_exact": tok.exact,
-                "pricing": {"kind": prices[tier.name].kind, "basis": prices[tier.name].basis, "source": prices[tier.name].source},
+                "pricing": {
+                    "kind": prices[tier.name].kind,
+                    "basis": prices[tier.name].basis,
+                    "source": prices[tier.name].source,
+                },
             }
         )
     record_dicts = []
@@ -586,7 +651,9 @@ def build_report(
     warnings = []
     approx = [t["name"] for t in tiers_summary if not t["tokenizer_exact"]]
     if approx:
-        warnings.append(f"approximate token counts (tokenizer fallback) on tier(s): {', '.join(approx)}")
+        warnings.append(
+            f"approximate token counts (tokenizer fallback) on tier(s): {', '.join(approx)}"
+        )
     est_out = sections["provenance"]["output_tokens"]
     n_est = est_out.get("expected", 0) + est_out.get("prior", 0)
     if n_est:
@@ -601,7 +668,11 @@ def build_report(
         note = unmeasured_warning(quality)
         if note:
             warnings.append(note)
-    unbounded = [name for name, t in sections["cache"]["prefix"]["tiers"].items() if t.get("capacity_source") == "unbounded"]
+    unbounded = [
+        name
+        for name, t in sections["cache"]["prefix"]["tiers"].items()
+        if t.get("capacity_source") == "unbounded"
+    ]
     if unbounded:
         warnings.append(
             f"prefix caches on tier(s) {', '.join(unbounded)} have no declared or derived capacity "
@@ -609,9 +680,14 @@ def build_report(
         )
     gpu_est = [t["name"] for t in tiers_summary if prices[t["name"]].estimated]
     if gpu_est:
-        warnings.append(f"GPU-time costs use declared throughput (estimated) on tier(s): {', '.join(gpu_est)}")
+        warnings.append(
+            f"GPU-time costs use declared throughput (estimated) on tier(s): {', '.join(gpu_est)}"
+        )
     if not complete:
-        warnings.insert(0, f"INCOMPLETE RUN: {incomplete_reason or 'stopped early'}; this report fails every policy")
+        warnings.insert(
+            0,
+            f"INCOMPLETE RUN: {incomplete_reason or 'stopped early'}; this report fails every policy",
+        )
     warnings.extend(extra_warnings)
     data: dict[str, Any] = {
         "kind": "run",
@@ -639,7 +715,11 @@ def build_report(
         **sections,
         **(extra_sections or {}),
         "warnings": warnings,
-        "timing": {**sections.get("timing", {}), "seconds": round(seconds, 3), **({"stages": stages} if stages else {})},
+        "timing": {
+            **sections.get("timing", {}),
+            "seconds": round(seconds, 3),
+            **({"stages": stages} if stages else {}),
+        },
         "records": record_dicts,
     }
     return RunReport(data)
@@ -655,7 +735,9 @@ def check(
 ) -> PolicyResult:
     """Evaluate a policy file against a report (and a baseline, for regression rules)."""
     policy = load_policy(policy_path)
-    ctx = MetricContext(report=report, baseline=baseline, diff=diff.data if diff is not None else None)
+    ctx = MetricContext(
+        report=report, baseline=baseline, diff=diff.data if diff is not None else None
+    )
     return evaluate(policy, ctx, acknowledgement=acknowledgement)
 
 
@@ -675,7 +757,9 @@ def load_baseline(
     if path is not None:
         return store.baseline_from_path(path)
     if base_ref is not None:
-        return store.baseline_from_git_ref(base_ref, config=config, fixtures=fixtures, cache_dir=cache_dir)
+        return store.baseline_from_git_ref(
+            base_ref, config=config, fixtures=fixtures, cache_dir=cache_dir
+        )
     return store.no_baseline("no baseline was given (pass --base-ref REF or --baseline FILE|DIR)")
 
 
@@ -691,7 +775,9 @@ def compare(
     diff = diff_reports(baseline, head, head_source=head_source)
     result = None
     if policy is not None:
-        result = check(head, policy, baseline=baseline.report, diff=diff, acknowledgement=acknowledgement)
+        result = check(
+            head, policy, baseline=baseline.report, diff=diff, acknowledgement=acknowledgement
+        )
         diff.attach_policy(result.to_dict())
     return diff, result
 
@@ -712,15 +798,25 @@ def merge_shards(project: Project, reports: Sequence[RunReport]) -> RunReport:
         where = str(report.path or "report")
         shard = report.get("shard")
         if not isinstance(shard, dict):
-            raise ConfigError("not a shard report (no 'shard'; written by `costguard run --shard i/n`)", file=where)
+            raise ConfigError(
+                "not a shard report (no 'shard'; written by `costguard run --shard i/n`)",
+                file=where,
+            )
         shards.append((int(shard["index"]), int(shard["count"]), report))
     count = shards[0][1]
     indices = sorted(i for i, _, _ in shards)
     if any(n != count for _, n, _ in shards) or indices != list(range(1, count + 1)):
-        raise UsageError(f"need shards 1..{count} of {count}, each once (got {', '.join(f'{i}/{n}' for i, n, _ in shards)})")
+        raise UsageError(
+            f"need shards 1..{count} of {count}, each once (got {', '.join(f'{i}/{n}' for i, n, _ in shards)})"
+        )
+
     # Recordings are left out: a live shard adds to them; each shard must share the rest.
     def compared(hashes: Any) -> Any:
-        return {k: v for k, v in hashes.items() if k != "recordings"} if isinstance(hashes, dict) else hashes
+        return (
+            {k: v for k, v in hashes.items() if k != "recordings"}
+            if isinstance(hashes, dict)
+            else hashes
+        )
 
     inputs = compared(project.input_hashes())
     backends = {r.get("backend") for _, _, r in shards}
@@ -732,7 +828,9 @@ def merge_shards(project: Project, reports: Sequence[RunReport]) -> RunReport:
                 file=str(report.path or "report"),
             )
     if len(backends) != 1:
-        raise UsageError(f"the shards ran on different backends ({', '.join(sorted(map(str, backends)))})")
+        raise UsageError(
+            f"the shards ran on different backends ({', '.join(sorted(map(str, backends)))})"
+        )
     position = {fx.id: k for k, fx in enumerate(project.fixtures)}
     records = sorted(
         (RequestRecord.from_dict(d) for _, _, r in shards for d in r.records),
@@ -747,7 +845,11 @@ def merge_shards(project: Project, reports: Sequence[RunReport]) -> RunReport:
         records, project.config, project.prices(), simulation=simulation,
         routing=routing_run_from_reports([r for _, _, r in shards]),
     )  # fmt: skip
-    reasons = [f"shard {i}/{count}: {r.get('incomplete_reason') or 'incomplete'}" for i, _, r in shards if not r.complete]
+    reasons = [
+        f"shard {i}/{count}: {r.get('incomplete_reason') or 'incomplete'}"
+        for i, _, r in shards
+        if not r.complete
+    ]
     extra: dict[str, Any] = {
         # the same in every shard: it compares recorded answers of all fixtures
         **{k: shards[0][2].get(k) for k in ("agreement",) if shards[0][2].get(k) is not None},
@@ -758,7 +860,12 @@ def merge_shards(project: Project, reports: Sequence[RunReport]) -> RunReport:
         ]
     }  # fmt: skip
     # Projection warnings are recomputed from the merged records; what the servers said is carried over.
-    warnings = [f"shard {i}/{count}: {w}" for i, _, r in shards for w in r.get("warnings", []) if w.startswith("server metrics")]
+    warnings = [
+        f"shard {i}/{count}: {w}"
+        for i, _, r in shards
+        for w in r.get("warnings", [])
+        if w.startswith("server metrics")
+    ]
     return build_report(
         project, records, sections, backend=str(backends.pop()),
         seconds=sum(float(r.get("timing", {}).get("seconds", 0.0)) for _, _, r in shards),

@@ -102,7 +102,9 @@ def resolve_commit(ref: str, *, cwd: Path) -> str:
     """The full commit id of `ref`, or a one-line error saying how to make it available."""
     if not ref or ref.startswith("-"):
         raise UsageError(f"invalid git ref {ref!r}")
-    proc = _git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", cwd=cwd)
+    proc = _git(
+        "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", cwd=cwd
+    )
     if proc.returncode != 0:
         raise UsageError(
             f"git ref {ref!r} not found in {cwd} (in CI, fetch the base first: actions/checkout "
@@ -141,7 +143,9 @@ def baseline_from_git_ref(
     if rel_config is None:
         raise UsageError(f"--base-ref: the config {config} is outside the git repository {root}")
     if _git("cat-file", "-e", f"{sha}:{rel_config}", cwd=root).returncode != 0:
-        return no_baseline(f"{rel_config} does not exist at {ref} (costguard is new in this change)", source)
+        return no_baseline(
+            f"{rel_config} does not exist at {ref} (costguard is new in this change)", source
+        )
 
     base_fixtures: list[str] | None = None
     tmp = Path(tempfile.mkdtemp(prefix="costguard-base-"))

@@ -30,7 +30,9 @@ from costguard.router import (
 )
 
 SHARE_TOLERANCE = 1e-9
-THRESHOLD_SLACK = 0.005  # half a point of share traded for a threshold far from every fixture's score
+THRESHOLD_SLACK = (
+    0.005  # half a point of share traded for a threshold far from every fixture's score
+)
 
 
 @dataclass
@@ -79,12 +81,18 @@ def interval_tiers(config: StackConfig) -> tuple[str, list[float], list[str]]:
     """(threshold key, current values, tier per interval) of a router that calibrate can tune."""
     rc = config.router
     if isinstance(rc, EmbeddingRouterConfig):
-        return "max_score", [t.max_score for t in rc.thresholds], [t.tier for t in rc.thresholds] + [rc.default_tier]
+        return (
+            "max_score",
+            [t.max_score for t in rc.thresholds],
+            [t.tier for t in rc.thresholds] + [rc.default_tier],
+        )
     if isinstance(rc, LengthRouterConfig):
         # the order the written list is in (calibrate rewrites each entry in place)
         values = [float(t.max_prompt_tokens) for t in rc.thresholds]
         if values != sorted(values):
-            raise UsageError("calibrate needs the length router's thresholds in increasing max_prompt_tokens order")
+            raise UsageError(
+                "calibrate needs the length router's thresholds in increasing max_prompt_tokens order"
+            )
         return "max_prompt_tokens", values, [t.tier for t in rc.thresholds] + [rc.default_tier]
     kind = rc.kind if rc is not None else "none"
     raise UsageError(
@@ -92,7 +100,12 @@ def interval_tiers(config: StackConfig) -> tuple[str, list[float], list[str]]:
     )
 
 
-def shares_at(scores: Sequence[float], weights: Sequence[float], thresholds: Sequence[float], tiers: Sequence[str]) -> dict[str, float]:
+def shares_at(
+    scores: Sequence[float],
+    weights: Sequence[float],
+    thresholds: Sequence[float],
+    tiers: Sequence[str],
+) -> dict[str, float]:
     """Share of weight per tier when scores <= thresholds[k] go to tiers[k] (else the last tier)."""
     out = {t: 0.0 for t in tiers}
     total = sum(weights)
@@ -106,11 +119,15 @@ def shares_at(scores: Sequence[float], weights: Sequence[float], thresholds: Seq
     return {t: (v / total if total else 0.0) for t, v in out.items()}
 
 
-def resolve_targets(targets: dict[str, float], current: dict[str, float], tiers: Sequence[str]) -> dict[str, float]:
+def resolve_targets(
+    targets: dict[str, float], current: dict[str, float], tiers: Sequence[str]
+) -> dict[str, float]:
     """Every tier's target share: the given ones, the others scaled from their current shares."""
     unknown = sorted(set(targets) - set(tiers))
     if unknown:
-        raise UsageError(f"no threshold interval routes to tier(s) {', '.join(unknown)} (router tiers: {', '.join(tiers)})")
+        raise UsageError(
+            f"no threshold interval routes to tier(s) {', '.join(unknown)} (router tiers: {', '.join(tiers)})"
+        )
     for tier, share in targets.items():
         if not 0.0 <= share <= 1.0:
             raise UsageError(f"target share for {tier} must be between 0 and 1 (got {share:g})")
@@ -120,13 +137,17 @@ def resolve_targets(targets: dict[str, float], current: dict[str, float], tiers:
     rest = [t for t in tiers if t not in targets]
     if not rest:
         if abs(given - 1.0) > 1e-6:
-            raise UsageError(f"target shares for every tier must add up to 1 (they add up to {given:.3f})")
+            raise UsageError(
+                f"target shares for every tier must add up to 1 (they add up to {given:.3f})"
+            )
         return dict(targets)
     left = max(0.0, 1.0 - given)
     current_rest = sum(current.get(t, 0.0) for t in rest)
     out = dict(targets)
     for t in rest:
-        out[t] = left * (current.get(t, 0.0) / current_rest if current_rest > 0 else 1.0 / len(rest))
+        out[t] = left * (
+            current.get(t, 0.0) / current_rest if current_rest > 0 else 1.0 / len(rest)
+        )
     return out
 
 
@@ -182,7 +203,10 @@ def quantile_thresholds(
         closest = min(error.values())
         # Within `slack` of the closest share, take the widest gap between neighbouring scores, so
         # a score that moves a little (another machine's BLAS, bf16 autocast) keeps its tier.
-        best_k = max((k for k, e in error.items() if e <= closest + slack + 1e-12), key=lambda k: (gap(k), -error[k]))
+        best_k = max(
+            (k for k, e in error.items() if e <= closest + slack + 1e-12),
+            key=lambda k: (gap(k), -error[k]),
+        )
         if best_k == -1:  # below every score
             lo, hi = float("-inf"), values[0]
             cut = values[0] - 1.0
@@ -200,7 +224,9 @@ def quantile_thresholds(
     return cuts
 
 
-def route_scores(router: Router, config: StackConfig, fixtures: Sequence[Fixture], tokens: Sequence[int]) -> list[float]:
+def route_scores(
+    router: Router, config: StackConfig, fixtures: Sequence[Fixture], tokens: Sequence[int]
+) -> list[float]:
     """The router's score for every fixture (length routers: the prompt tokens)."""
     decisions = router.route([RouteInput(fx, n) for fx, n in zip(fixtures, tokens, strict=True)])
     scores = [d.score for d in decisions]
@@ -234,7 +260,9 @@ def calibrate(
     if not project.fixtures:
         raise UsageError("no fixtures to calibrate on")
     router = build_router(config, project=project)
-    scores = route_scores(router, config, project.fixtures, _router_tokens(project, project.fixtures))
+    scores = route_scores(
+        router, config, project.fixtures, _router_tokens(project, project.fixtures)
+    )
     weights = monthly_requests(project.fixtures, config)
     before = shares_at(scores, weights, old, tiers)
     full = resolve_targets(targets, before, tiers)
@@ -244,7 +272,12 @@ def calibrate(
         cumulative.append(min(acc, 1.0))
     bounds = getattr(router, "score_range", None)
     new = quantile_thresholds(
-        scores, weights, cumulative, integer=key == "max_prompt_tokens", bounds=bounds, slack=THRESHOLD_SLACK
+        scores,
+        weights,
+        cumulative,
+        integer=key == "max_prompt_tokens",
+        bounds=bounds,
+        slack=THRESHOLD_SLACK,
     )
     result = Calibration(
         router_kind=router.kind,
@@ -299,7 +332,9 @@ def edit_thresholds(stack: LoadedStack, calibration: Calibration) -> str:
     for line, items in by_line.items():
         matches = list(pattern.finditer(lines[line - 1]))
         if len(matches) != len(items):
-            raise _not_in_place(stack, f"line {line} does not hold exactly {len(items)} {calibration.key} value(s)")
+            raise _not_in_place(
+                stack, f"line {line} does not hold exactly {len(items)} {calibration.key} value(s)"
+            )
         current = lines[line - 1]
         for match, i in sorted(zip(matches, items, strict=True), key=lambda m: -m[0].start()):
             value = format_threshold(calibration.new[i], calibration.key)
@@ -317,7 +352,9 @@ def edit_thresholds(stack: LoadedStack, calibration: Calibration) -> str:
 
 
 def _not_in_place(stack: LoadedStack, why: str) -> UsageError:
-    return UsageError(f"cannot edit the thresholds in place ({why}); set them by hand", file=stack.path)
+    return UsageError(
+        f"cannot edit the thresholds in place ({why}); set them by hand", file=stack.path
+    )
 
 
 def write_thresholds(stack: LoadedStack, calibration: Calibration) -> None:

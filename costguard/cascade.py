@@ -25,7 +25,9 @@ from costguard.fixtures import Fixture
 from costguard.router import sufficient_rank, tiers_by_strength
 
 
-def fit_logistic(xs: Sequence[float], ys: Sequence[int], *, ridge: float = 1e-2, iterations: int = 50) -> tuple[float, float]:
+def fit_logistic(
+    xs: Sequence[float], ys: Sequence[int], *, ridge: float = 1e-2, iterations: int = 50
+) -> tuple[float, float]:
     """(a, b) of P(y=1 | x) = 1 / (1 + exp(-(a + b x))), by Newton's method with a small ridge
     penalty on b (so perfectly separated labels still give a finite, steep curve)."""
     n = len(xs)
@@ -87,13 +89,19 @@ def estimate_confidence(
     order = tiers_by_strength(stack)
     from_rank = order.index(config.from_tier)
     if config.estimate == "none":
-        return ConfidenceEstimate([None] * len(fixtures), "no estimate (requests without a recorded confidence are not escalated)")
+        return ConfidenceEstimate(
+            [None] * len(fixtures),
+            "no estimate (requests without a recorded confidence are not escalated)",
+        )
     if config.estimate == "label":
         values: list[float | None] = []
         for fx in fixtures:
             rank = sufficient_rank(fx.label, order)
             values.append(None if rank is None else (1.0 if rank <= from_rank else 0.0))
-        return ConfidenceEstimate(values, f"fixture labels: 1 where the label says {config.from_tier} suffices, else 0 (an oracle)")
+        return ConfidenceEstimate(
+            values,
+            f"fixture labels: 1 where the label says {config.from_tier} suffices, else 0 (an oracle)",
+        )
     if any(s is None for s in scores):
         # e.g. a rules router, or frontier's "only <tier>" variants: nothing to estimate from
         return ConfidenceEstimate(
@@ -137,7 +145,9 @@ class CascadeTally:
     recorded: int = 0
     estimated: int = 0
     unknown: int = 0  # neither recorded nor estimated: not escalated
-    confidences: dict[int, tuple[float, str]] = field(default_factory=dict)  # fixture index -> (confidence, source)
+    confidences: dict[int, tuple[float, str]] = field(
+        default_factory=dict
+    )  # fixture index -> (confidence, source)
     escalated: list[int] = field(default_factory=list)  # fixture indices
 
     def decide(self, index: int, recorded: float | None, estimate: float | None) -> bool:
@@ -160,5 +170,9 @@ class CascadeTally:
             "threshold": self.config.threshold,
             "estimate": self.config.estimate,
             "method": self.method,
-            "confidence_sources": {"recorded": self.recorded, "estimated": self.estimated, "none": self.unknown},
+            "confidence_sources": {
+                "recorded": self.recorded,
+                "estimated": self.estimated,
+                "none": self.unknown,
+            },
         }

@@ -28,8 +28,12 @@ def make_progress(enabled: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
     )
     tasks: dict[str, Any] = {}
 
@@ -74,26 +78,69 @@ def cli() -> None:
 @cli.command()
 @_config_option
 @_fixtures_option
-@click.option("--out", "-o", default=DEFAULT_REPORT, show_default=True, type=click.Path(dir_okay=False),
-              help="Where to write the RunReport JSON.")
-@click.option("--backend", type=click.Choice(["offline", "endpoint", "vllm"]), default="offline", show_default=True,
-              help="offline: projection (recorded responses make outputs measured); endpoint: each tier's "
-              "endpoint.base_url (or the external router); vllm: the launched stack (started for the run "
-              "unless `costguard stack up` runs).")
-@click.option("--shard", metavar="I/N", help="Serve only shard I of N (a contiguous block of the arrival order); "
-              "`costguard merge` joins the shard reports.")
-@click.option("--concurrency", type=click.IntRange(min=1), help="Live: requests in flight (default: replay.concurrency).")
-@click.option("--request-rate", type=click.FloatRange(min=0, min_open=True),
-              help="Live: Poisson arrivals per second (default: replay.request_rate_per_s, else as fast as allowed).")
-@click.option("--no-record", is_flag=True, help="Live: do not store the replies as recorded responses.")
-@click.option("--variant", metavar="NAME", help="Run a stack variant instead (`costguard frontier --list`), e.g. "
-              "'only large' to record every fixture on the large tier.")
-@click.option("--format", "fmt", type=click.Choice(["terminal", "json"]), default="terminal", show_default=True,
-              help="What to print on stdout.")
+@click.option(
+    "--out",
+    "-o",
+    default=DEFAULT_REPORT,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the RunReport JSON.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["offline", "endpoint", "vllm"]),
+    default="offline",
+    show_default=True,
+    help="offline: projection (recorded responses make outputs measured); endpoint: each tier's "
+    "endpoint.base_url (or the external router); vllm: the launched stack (started for the run "
+    "unless `costguard stack up` runs).",
+)
+@click.option(
+    "--shard",
+    metavar="I/N",
+    help="Serve only shard I of N (a contiguous block of the arrival order); "
+    "`costguard merge` joins the shard reports.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Live: requests in flight (default: replay.concurrency).",
+)
+@click.option(
+    "--request-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Live: Poisson arrivals per second (default: replay.request_rate_per_s, else as fast as allowed).",
+)
+@click.option(
+    "--no-record", is_flag=True, help="Live: do not store the replies as recorded responses."
+)
+@click.option(
+    "--variant",
+    metavar="NAME",
+    help="Run a stack variant instead (`costguard frontier --list`), e.g. "
+    "'only large' to record every fixture on the large tier.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["terminal", "json"]),
+    default="terminal",
+    show_default=True,
+    help="What to print on stdout.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; just write the report.")
 def run(
-    config: str, fixtures: tuple[str, ...], out: str, backend: str, shard: str | None, concurrency: int | None,
-    request_rate: float | None, no_record: bool, variant: str | None, fmt: str, quiet: bool,
+    config: str,
+    fixtures: tuple[str, ...],
+    out: str,
+    backend: str,
+    shard: str | None,
+    concurrency: int | None,
+    request_rate: float | None,
+    no_record: bool,
+    variant: str | None,
+    fmt: str,
+    quiet: bool,
 ) -> None:
     """Replay the fixtures through the stack and write the RunReport.
 
@@ -110,7 +157,12 @@ def run(
     if no_record:
         replay["record"] = False
     report = run_projection(
-        config, fixtures, backend, variant=variant, shard=parse_shard(shard) if shard else None, replay_settings=replay
+        config,
+        fixtures,
+        backend,
+        variant=variant,
+        shard=parse_shard(shard) if shard else None,
+        replay_settings=replay,
     )
     report.write(out)
     if not quiet:
@@ -123,21 +175,42 @@ def run(
             click.echo(f"Report written to {out}")
     if not report.complete:
         reason = report.get("incomplete_reason") or "stopped early"
-        click.echo(f"costguard: error: run incomplete: {reason}; partial report written to {out} "
-                   "(it fails every policy)", err=True)
+        click.echo(
+            f"costguard: error: run incomplete: {reason}; partial report written to {out} "
+            "(it fails every policy)",
+            err=True,
+        )
         sys.exit(130 if reason.startswith("interrupted") else EXIT_USAGE)
 
 
 @cli.command()
-@click.option("--policy", "-p", "policy", required=True, type=click.Path(dir_okay=False), help="Policy YAML file.")
+@click.option(
+    "--policy",
+    "-p",
+    "policy",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Policy YAML file.",
+)
 @click.argument("report", required=False, type=click.Path(dir_okay=False))
 @baseline_options
 @_config_option
 @_fixtures_option
-@click.option("--format", "fmt", type=click.Choice(["terminal", "json"]), default="terminal", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["terminal", "json"]),
+    default="terminal",
+    show_default=True,
+)
 def check(
-    policy: str, report: str | None, baseline: str | None, base_ref: str | None, config: str,
-    fixtures: tuple[str, ...], fmt: str,
+    policy: str,
+    report: str | None,
+    baseline: str | None,
+    base_ref: str | None,
+    config: str,
+    fixtures: tuple[str, ...],
+    fmt: str,
 ) -> None:
     """Check a RunReport against a policy (runs the offline projection when no REPORT is given).
 
@@ -174,8 +247,14 @@ def check(
 
 
 @cli.command()
-@click.option("--out-dir", "-o", default="schemas", show_default=True, type=click.Path(file_okay=False),
-              help="Directory for the JSON Schema files.")
+@click.option(
+    "--out-dir",
+    "-o",
+    default="schemas",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Directory for the JSON Schema files.",
+)
 def schema(out_dir: str) -> None:
     """Write JSON Schemas for costguard.yaml, policy and fixture files (for editor validation)."""
     from costguard.schema import write_schemas
@@ -187,17 +266,46 @@ def schema(out_dir: str) -> None:
 @cli.command()
 @_config_option
 @_fixtures_option
-@click.option("--target-strong-share", type=click.FloatRange(0, 1), metavar="SHARE",
-              help="Share of requests (0-1) the strongest tier should get, e.g. 0.15.")
-@click.option("--target-share", "target_shares", multiple=True, metavar="TIER=SHARE",
-              help="Target share for one tier (repeatable); tiers without a target keep their current proportions.")
-@click.option("--holdout", multiple=True, type=click.Path(exists=True), metavar="PATH",
-              help="Fixture files or directories NOT used to calibrate: reports how far the shares drift on them.")
-@click.option("--write", is_flag=True, help="Write the new thresholds into the config file (only the numbers change).")
-@click.option("--format", "fmt", type=click.Choice(["terminal", "json"]), default="terminal", show_default=True)
+@click.option(
+    "--target-strong-share",
+    type=click.FloatRange(0, 1),
+    metavar="SHARE",
+    help="Share of requests (0-1) the strongest tier should get, e.g. 0.15.",
+)
+@click.option(
+    "--target-share",
+    "target_shares",
+    multiple=True,
+    metavar="TIER=SHARE",
+    help="Target share for one tier (repeatable); tiers without a target keep their current proportions.",
+)
+@click.option(
+    "--holdout",
+    multiple=True,
+    type=click.Path(exists=True),
+    metavar="PATH",
+    help="Fixture files or directories NOT used to calibrate: reports how far the shares drift on them.",
+)
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Write the new thresholds into the config file (only the numbers change).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["terminal", "json"]),
+    default="terminal",
+    show_default=True,
+)
 def calibrate(
-    config: str, fixtures: tuple[str, ...], target_strong_share: float | None, target_shares: tuple[str, ...],
-    holdout: tuple[str, ...], write: bool, fmt: str,
+    config: str,
+    fixtures: tuple[str, ...],
+    target_strong_share: float | None,
+    target_shares: tuple[str, ...],
+    holdout: tuple[str, ...],
+    write: bool,
+    fmt: str,
 ) -> None:
     """Pick router thresholds from the fixtures' score quantiles so each tier gets a target share."""
     from costguard import api
@@ -240,9 +348,17 @@ def calibrate(
 @cli.command("import-logs")
 @click.argument("log", type=click.Path(dir_okay=False))
 @click.option("--suite", required=True, help="Suite name for the imported fixtures.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Fixture file to write (.yaml or .jsonl).")
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Fixture file to write (.yaml or .jsonl).",
+)
 @click.option("--id-prefix", default="log", show_default=True)
-@click.option("--dedupe", is_flag=True, help="Merge identical requests into one fixture with a higher weight.")
+@click.option(
+    "--dedupe", is_flag=True, help="Merge identical requests into one fixture with a higher weight."
+)
 def import_logs(log: str, suite: str, out: str, id_prefix: str, dedupe: bool) -> None:
     """Turn OpenAI-format request logs (JSONL of chat-completion bodies) into fixtures."""
     import json
@@ -256,7 +372,9 @@ def import_logs(log: str, suite: str, out: str, id_prefix: str, dedupe: bool) ->
     if out_path.suffix == ".jsonl":
         text = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in fixtures)
     else:
-        text = yaml.safe_dump({"suite": suite, "fixtures": fixtures}, sort_keys=False, allow_unicode=True, width=100)
+        text = yaml.safe_dump(
+            {"suite": suite, "fixtures": fixtures}, sort_keys=False, allow_unicode=True, width=100
+        )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(text, encoding="utf-8")
     click.echo(f"wrote {len(fixtures)} fixtures to {out_path}")

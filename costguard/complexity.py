@@ -82,7 +82,11 @@ def exemplar_scores(
         for c, ex in enumerate(exemplars):
             s = block @ np.asarray(ex, dtype=np.float32).T
             k = min(top_k, s.shape[1])
-            top = np.partition(s, s.shape[1] - k, axis=1)[:, s.shape[1] - k :] if k < s.shape[1] else s
+            top = (
+                np.partition(s, s.shape[1] - k, axis=1)[:, s.shape[1] - k :]
+                if k < s.shape[1]
+                else s
+            )
             sims[:, c] = top.mean(axis=1)
         logits = sims / temperature
         logits -= logits.max(axis=1, keepdims=True)
@@ -133,11 +137,15 @@ def knn_scores(
         w = np.where(valid, np.clip(top, 1e-3, None), 0.0)
         total = w.sum(axis=1)
         votes = (w * pos[idx]).sum(axis=1)
-        out[start : start + block.shape[0]] = np.where(total > 0, SCORE_MAX * votes / np.maximum(total, 1e-12), SCORE_MAX / 2)
+        out[start : start + block.shape[0]] = np.where(
+            total > 0, SCORE_MAX * votes / np.maximum(total, 1e-12), SCORE_MAX / 2
+        )
     return out
 
 
-def tier_for_score(score: float, thresholds: Sequence[ScoreThreshold], default_tier: str) -> tuple[str, str]:
+def tier_for_score(
+    score: float, thresholds: Sequence[ScoreThreshold], default_tier: str
+) -> tuple[str, str]:
     """(tier, reason) for a score: the first threshold it does not exceed, else the default tier."""
     for t in thresholds:
         if score <= t.max_score:
@@ -158,7 +166,11 @@ def routed_text(fixture: Fixture, mode: str, max_chars: int | None = None) -> st
     if mode == "last_user":
         text = fixture.last_user_text
     else:
-        text = "\n\n".join((m.get("content") or "") for m in fixture.messages if m["role"] not in ("system", "developer"))
+        text = "\n\n".join(
+            (m.get("content") or "")
+            for m in fixture.messages
+            if m["role"] not in ("system", "developer")
+        )
     if max_chars is not None and len(text) > max_chars:
         half = max_chars // 2
         text = text[:half] + "\n...\n" + text[-half:]
@@ -173,7 +185,9 @@ def model_name(config: EmbeddingRouterConfig, root: Path) -> str:
     return config.model
 
 
-def make_embedder(config: EmbeddingRouterConfig, *, root: Path, cache: EmbeddingCache | None) -> Embedder:
+def make_embedder(
+    config: EmbeddingRouterConfig, *, root: Path, cache: EmbeddingCache | None
+) -> Embedder:
     """An Embedder for a router config without a project (a project shares its own: `Project.embedder`)."""
     from costguard.embeddings import Embedder
 
@@ -204,7 +218,11 @@ class OverheadStore:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if not isinstance(data, dict) or data.get("model_id") != model_id or not isinstance(data.get("samples_s"), list):
+        if (
+            not isinstance(data, dict)
+            or data.get("model_id") != model_id
+            or not isinstance(data.get("samples_s"), list)
+        ):
             return None
         return data
 
@@ -226,7 +244,9 @@ class EmbeddingRouter:
     kind = "embedding"
     score_range = (0.0, SCORE_MAX)
 
-    def __init__(self, config: EmbeddingRouterConfig, embedder: Embedder, *, overhead_dir: Path | None = None) -> None:
+    def __init__(
+        self, config: EmbeddingRouterConfig, embedder: Embedder, *, overhead_dir: Path | None = None
+    ) -> None:
         self.config = config
         self.embedder = embedder
         self.overhead_store = OverheadStore(overhead_dir)
@@ -236,7 +256,9 @@ class EmbeddingRouter:
         return f"{self.kind} router on {self.embedder.model_id}"
 
     def texts(self, batch: Sequence[RouteInput]) -> list[str]:
-        return [routed_text(item.fixture, self.config.text, self.config.max_chars) for item in batch]
+        return [
+            routed_text(item.fixture, self.config.text, self.config.max_chars) for item in batch
+        ]
 
     def scores(self, texts: Sequence[str]) -> list[float]:
         """0..10 scores for texts (embeddings through the cache; the model loads only on a miss)."""
@@ -286,7 +308,10 @@ class EmbeddingRouter:
         begun = time.perf_counter()
         for text in texts:
             # A busy machine makes single requests slow: bound what the measurement adds to a run.
-            if len(samples) >= OVERHEAD_MIN_PROBES and time.perf_counter() - begun > OVERHEAD_BUDGET_S:
+            if (
+                len(samples) >= OVERHEAD_MIN_PROBES
+                and time.perf_counter() - begun > OVERHEAD_BUDGET_S
+            ):
                 break
             started = time.perf_counter()
             vector = self.embedder.encode_uncached([text])
@@ -313,7 +338,13 @@ class EmbeddingRouter:
 class ComplexityRouter(EmbeddingRouter):
     kind = "complexity"
 
-    def __init__(self, config: ComplexityRouterConfig, embedder: Embedder, *, overhead_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: ComplexityRouterConfig,
+        embedder: Embedder,
+        *,
+        overhead_dir: Path | None = None,
+    ) -> None:
         super().__init__(config, embedder, overhead_dir=overhead_dir)
         self.complexity = config
         self.classes = config.classes
@@ -333,7 +364,10 @@ class ComplexityRouter(EmbeddingRouter):
 
     def _score(self, vectors: Any, texts: list[str]) -> Any:
         return exemplar_scores(
-            vectors, self._exemplars(), top_k=self.complexity.top_k, temperature=self.complexity.temperature
+            vectors,
+            self._exemplars(),
+            top_k=self.complexity.top_k,
+            temperature=self.complexity.temperature,
         )
 
 
@@ -389,4 +423,3 @@ class KnnRouter(EmbeddingRouter):
             query_keys=[text_key(t) for t in texts],
             train_keys=self._train_keys,
         )
-

@@ -37,15 +37,21 @@ class ServeConfig(StrictModel):
     pipeline_parallel_size: int = Field(default=1, ge=1)
     max_model_len: int | None = Field(default=None, ge=1)
     seed: int | None = None
-    devices: list[int] | None = Field(default=None, description="CUDA_VISIBLE_DEVICES for this tier")
+    devices: list[int] | None = Field(
+        default=None, description="CUDA_VISIBLE_DEVICES for this tier"
+    )
     speculative: dict[str, Any] | None = Field(
-        default=None, description="passed as --speculative-config JSON (method, model, num_speculative_tokens)"
+        default=None,
+        description="passed as --speculative-config JSON (method, model, num_speculative_tokens)",
     )
     enable_prefix_caching: bool = True
     api_key_env: str | None = Field(
-        default=None, description="env var holding an API key: given to vLLM as VLLM_API_KEY and sent by the client"
+        default=None,
+        description="env var holding an API key: given to vLLM as VLLM_API_KEY and sent by the client",
     )
-    engine_args: list[str] = Field(default_factory=list, description="extra `vllm serve` arguments, passed through")
+    engine_args: list[str] = Field(
+        default_factory=list, description="extra `vllm serve` arguments, passed through"
+    )
 
     @model_validator(mode="after")
     def _devices_fit(self) -> ServeConfig:
@@ -65,7 +71,9 @@ class EndpointConfig(StrictModel):
     """An OpenAI-compatible server already running for this tier."""
 
     base_url: str
-    api_key_env: str | None = Field(default=None, description="name of the env var holding the API key")
+    api_key_env: str | None = Field(
+        default=None, description="name of the env var holding the API key"
+    )
 
 
 class KvCacheDerivation(StrictModel):
@@ -76,9 +84,13 @@ class KvCacheDerivation(StrictModel):
     num_layers: int = Field(ge=1, description="transformer layers (num_hidden_layers)")
     num_kv_heads: int = Field(ge=1, description="key/value heads (num_key_value_heads)")
     head_dim: int = Field(ge=1, description="head dimension (hidden_size / num_attention_heads)")
-    kv_dtype_bytes: int = Field(default=2, ge=1, description="2 for a bf16/fp16 KV cache, 1 for --kv-cache-dtype fp8")
+    kv_dtype_bytes: int = Field(
+        default=2, ge=1, description="2 for a bf16/fp16 KV cache, 1 for --kv-cache-dtype fp8"
+    )
     overhead_gb: float = Field(
-        default=2.0, ge=0, description="activation peak + non-torch memory per GPU in GiB (vLLM logs it at start-up)"
+        default=2.0,
+        ge=0,
+        description="activation peak + non-torch memory per GPU in GiB (vLLM logs it at start-up)",
     )
 
 
@@ -92,10 +104,13 @@ class KvCacheConfig(StrictModel):
 
     block_size: int = Field(default=16, ge=1, description="tokens per KV block (vLLM --block-size)")
     num_gpu_blocks: int | None = Field(
-        default=None, ge=2, description="KV blocks per instance, including vLLM's reserved null block (declared)"
+        default=None,
+        ge=2,
+        description="KV blocks per instance, including vLLM's reserved null block (declared)",
     )
     derive: KvCacheDerivation | None = Field(
-        default=None, description="derive num_gpu_blocks from the tier's GPU memory and this model shape"
+        default=None,
+        description="derive num_gpu_blocks from the tier's GPU memory and this model shape",
     )
 
     @model_validator(mode="after")
@@ -123,7 +138,9 @@ class TierConfig(StrictModel):
     @model_validator(mode="after")
     def _derivable(self) -> TierConfig:
         if self.kv_cache.derive is not None and self.hardware.gpu_memory_gb is None:
-            raise ValueError("kv_cache.derive needs hardware.gpu_memory_gb (GPU memory per GPU, in GiB)")
+            raise ValueError(
+                "kv_cache.derive needs hardware.gpu_memory_gb (GPU memory per GPU, in GiB)"
+            )
         return self
 
     @property
@@ -151,7 +168,8 @@ class RulesRouterConfig(StrictModel):
     default_tier: str
     rules: list[RuleCondition] = Field(default_factory=list)
     tokenizer_tier: str | None = Field(
-        default=None, description="tier whose tokenizer measures prompt length (default: first tier)"
+        default=None,
+        description="tier whose tokenizer measures prompt length (default: first tier)",
     )
 
 
@@ -180,9 +198,13 @@ class ScoreThreshold(StrictModel):
 class RouterPricing(StrictModel):
     """What scoring a request costs (the router's own host), for the router-overhead figure."""
 
-    per_million_requests_usd: float | None = Field(default=None, ge=0, description="a declared price per 1M routed requests")
+    per_million_requests_usd: float | None = Field(
+        default=None, ge=0, description="a declared price per 1M routed requests"
+    )
     instance_hour_usd: float | None = Field(
-        default=None, ge=0, description="$/hour of the router's host; cost = measured scoring time x rate (estimated)"
+        default=None,
+        ge=0,
+        description="$/hour of the router's host; cost = measured scoring time x rate (estimated)",
     )
 
     @model_validator(mode="after")
@@ -205,7 +227,8 @@ class EmbeddingRouterConfig(StrictModel):
         "autocast on CPUs with native bf16 units, faster, but scores move by ~0.01 with batch composition",
     )
     text: Literal["last_user", "conversation"] = Field(
-        default="last_user", description="what is embedded: the last user message, or every non-system message"
+        default="last_user",
+        description="what is embedded: the last user message, or every non-system message",
     )
     max_chars: int | None = Field(
         default=1000,
@@ -214,11 +237,13 @@ class EmbeddingRouterConfig(StrictModel):
         "instructions and questions sit (the model reads only ~256 tokens); null: the whole text",
     )
     thresholds: list[ScoreThreshold] = Field(
-        min_length=1, description="score (0-10) cut points in non-decreasing order; above the last: default_tier"
+        min_length=1,
+        description="score (0-10) cut points in non-decreasing order; above the last: default_tier",
     )
     default_tier: str
     tokenizer_tier: str | None = Field(
-        default=None, description="tier whose tokenizer counts prompt length (for the length baseline)"
+        default=None,
+        description="tier whose tokenizer counts prompt length (for the length baseline)",
     )
     pricing: RouterPricing | None = None
 
@@ -226,7 +251,9 @@ class EmbeddingRouterConfig(StrictModel):
     def _increasing(self) -> EmbeddingRouterConfig:
         scores = [t.max_score for t in self.thresholds]
         if any(b < a for a, b in zip(scores, scores[1:], strict=False)):
-            raise ValueError(f"thresholds: max_score values must not decrease (got {', '.join(f'{s:g}' for s in scores)})")
+            raise ValueError(
+                f"thresholds: max_score values must not decrease (got {', '.join(f'{s:g}' for s in scores)})"
+            )
         return self
 
 
@@ -238,14 +265,20 @@ class ComplexityRouterConfig(EmbeddingRouterConfig):
         description="`simple:` and `complex:` example prompts, or one list per tier name from the cheapest tier up"
     )
     top_k: int = Field(default=3, ge=1, description="similarities averaged per exemplar class")
-    temperature: float = Field(default=0.05, gt=0, description="softmax temperature over the class similarities")
+    temperature: float = Field(
+        default=0.05, gt=0, description="softmax temperature over the class similarities"
+    )
 
     @model_validator(mode="after")
     def _exemplars(self) -> ComplexityRouterConfig:
         if len(self.exemplars) < 2:
-            raise ValueError("exemplars: give at least two classes (simple and complex, or two tiers)")
+            raise ValueError(
+                "exemplars: give at least two classes (simple and complex, or two tiers)"
+            )
         if set(self.exemplars) & set(BINARY_CLASSES) and set(self.exemplars) != set(BINARY_CLASSES):
-            raise ValueError("exemplars: use either `simple` and `complex`, or tier names, not a mix")
+            raise ValueError(
+                "exemplars: use either `simple` and `complex`, or tier names, not a mix"
+            )
         for name, texts in self.exemplars.items():
             if not texts or any(not t.strip() for t in texts):
                 raise ValueError(f"exemplars.{name}: give at least one non-empty example prompt")
@@ -264,7 +297,8 @@ class KnnRouterConfig(EmbeddingRouterConfig):
 
     kind: Literal["knn"]
     train: list[str] | None = Field(
-        default=None, description="labelled fixture files/dirs (relative to this file); default: the run's fixtures"
+        default=None,
+        description="labelled fixture files/dirs (relative to this file); default: the run's fixtures",
     )
     k: int = Field(default=7, ge=1)
     classes: list[str] = Field(
@@ -278,7 +312,9 @@ class KnnRouterConfig(EmbeddingRouterConfig):
         if len(set(self.classes)) != len(self.classes):
             raise ValueError("classes: each label once")
         if set(self.classes) & set(BINARY_CLASSES) and self.classes != list(BINARY_CLASSES):
-            raise ValueError("classes: use [simple, complex] (in that order) or tier names, not a mix")
+            raise ValueError(
+                "classes: use [simple, complex] (in that order) or tier names, not a mix"
+            )
         return self
 
 
@@ -291,20 +327,27 @@ class ExternalRouterConfig(StrictModel):
 
     kind: Literal["external"]
     base_url: str
-    api_key_env: str | None = Field(default=None, description="name of the env var holding the API key")
+    api_key_env: str | None = Field(
+        default=None, description="name of the env var holding the API key"
+    )
     model: str = Field(default="auto", description="model name sent to the router")
     models: dict[str, str] = Field(
         default_factory=dict,
         description="reply model name -> tier, for names that are not a tier's name, served_model_name or model",
     )
     default_tier: str | None = Field(
-        default=None, description="offline: tier for fixtures without a recorded route (otherwise an error)"
+        default=None,
+        description="offline: tier for fixtures without a recorded route (otherwise an error)",
     )
     tokenizer_tier: str | None = None
 
 
 RouterConfig = Annotated[
-    RulesRouterConfig | LengthRouterConfig | ComplexityRouterConfig | KnnRouterConfig | ExternalRouterConfig,
+    RulesRouterConfig
+    | LengthRouterConfig
+    | ComplexityRouterConfig
+    | KnnRouterConfig
+    | ExternalRouterConfig,
     Field(discriminator="kind"),
 ]
 
@@ -333,8 +376,14 @@ class ExactCacheConfig(StrictModel):
     """The exact result cache: an identical request (model, sampling, messages) is answered from cache."""
 
     enabled: bool = True
-    max_temperature: float = Field(default=0.1, ge=0, description="only requests at or below this temperature are cached")
-    ttl_s: float | None = Field(default=None, gt=0, description="entry lifetime in seconds of traffic time (none: no expiry)")
+    max_temperature: float = Field(
+        default=0.1, ge=0, description="only requests at or below this temperature are cached"
+    )
+    ttl_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="entry lifetime in seconds of traffic time (none: no expiry)",
+    )
     normalize: list[Literal["strip", "whitespace", "case", "unicode"]] = Field(
         default_factory=lambda: ["whitespace"],
         description="applied to message text before keying: strip (ends), whitespace (collapse runs), case (casefold), "
@@ -346,9 +395,13 @@ class SemanticCacheConfig(StrictModel):
     """Embedding-similarity result cache, scoped to the requested model and system prompt."""
 
     enabled: bool = False
-    threshold: float = Field(default=0.95, gt=0, le=1, description="cosine similarity at or above which a request hits")
+    threshold: float = Field(
+        default=0.95, gt=0, le=1, description="cosine similarity at or above which a request hits"
+    )
     max_temperature: float = Field(default=0.1, ge=0)
-    ttl_s: float | None = Field(default=None, gt=0, description="entry lifetime in seconds of traffic time")
+    ttl_s: float | None = Field(
+        default=None, gt=0, description="entry lifetime in seconds of traffic time"
+    )
     sweep: list[float] = Field(
         default_factory=lambda: [0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.96, 0.98],
         description="thresholds of the hits vs wrong hits table",
@@ -376,9 +429,12 @@ class PiiDetectorsConfig(StrictModel):
         default_factory=lambda: ["email", "phone", "card"],
         description="built-in detectors (card: 13-19 digits passing the Luhn check)",
     )
-    custom: dict[str, str] = Field(default_factory=dict, description="more detectors: name -> regular expression")
+    custom: dict[str, str] = Field(
+        default_factory=dict, description="more detectors: name -> regular expression"
+    )
     allow: list[str] = Field(
-        default_factory=list, description="text that is never PII, e.g. your own published support address"
+        default_factory=list,
+        description="text that is never PII, e.g. your own published support address",
     )
     roles: list[Literal["system", "user", "assistant", "tool", "developer"]] = Field(
         default_factory=lambda: ["user"], description="message roles that are scanned"
@@ -397,7 +453,9 @@ class PiiDetectorsConfig(StrictModel):
 class PrefixCacheConfig(StrictModel):
     """The simulation of vLLM's automatic prefix caching, one simulator per tier instance."""
 
-    enabled: bool = Field(default=True, description="simulate prefix caching (vLLM V1 turns it on by default)")
+    enabled: bool = Field(
+        default=True, description="simulate prefix caching (vLLM V1 turns it on by default)"
+    )
     replica_routing: Literal["round_robin", "session"] = Field(
         default="round_robin",
         description="how a tier's requests spread over its replicas: round_robin (in arrival order), or session "
@@ -415,9 +473,13 @@ class CachesConfig(StrictModel):
 class SuiteConfig(StrictModel):
     share: float | None = Field(default=None, ge=0, le=1, description="share of monthly requests")
     output_tokens_prior: int | None = Field(
-        default=None, ge=0, description="expected output tokens when a fixture declares none (estimated)"
+        default=None,
+        ge=0,
+        description="expected output tokens when a fixture declares none (estimated)",
     )
-    semantic_cache: bool = Field(default=True, description="false: this suite never uses the semantic cache")
+    semantic_cache: bool = Field(
+        default=True, description="false: this suite never uses the semantic cache"
+    )
 
 
 class TrafficConfig(StrictModel):
@@ -434,12 +496,21 @@ class LaunchConfig(StrictModel):
     """How `costguard stack up` (and `--backend vllm`) starts one `vllm serve` per tier."""
 
     vllm_version: str | None = Field(
-        default=VLLM_VERSION, description="required `vllm --version` (a prefix: 0.11 accepts 0.11.x); null: no check"
+        default=VLLM_VERSION,
+        description="required `vllm --version` (a prefix: 0.11 accepts 0.11.x); null: no check",
     )
-    executable: str = Field(default="vllm", description="the vllm executable (a name on PATH or a path)")
-    startup_timeout_s: float = Field(default=1200, gt=0, description="how long a tier may take to become healthy")
-    gpus: int | None = Field(default=None, ge=1, description="GPUs on the machine (checks automatic assignment)")
-    log_dir: str | None = Field(default=None, description="per-tier server logs (default: <cache_dir>/stack)")
+    executable: str = Field(
+        default="vllm", description="the vllm executable (a name on PATH or a path)"
+    )
+    startup_timeout_s: float = Field(
+        default=1200, gt=0, description="how long a tier may take to become healthy"
+    )
+    gpus: int | None = Field(
+        default=None, ge=1, description="GPUs on the machine (checks automatic assignment)"
+    )
+    log_dir: str | None = Field(
+        default=None, description="per-tier server logs (default: <cache_dir>/stack)"
+    )
 
 
 class ReplayConfig(StrictModel):
@@ -447,12 +518,18 @@ class ReplayConfig(StrictModel):
 
     concurrency: int = Field(default=16, ge=1, description="requests in flight at most")
     request_rate_per_s: float | None = Field(
-        default=None, gt=0, description="Poisson arrivals at this rate; unset: send as fast as concurrency allows"
+        default=None,
+        gt=0,
+        description="Poisson arrivals at this rate; unset: send as fast as concurrency allows",
     )
     timeout_s: float = Field(default=600, gt=0, description="per-request time limit (one attempt)")
-    max_attempts: int = Field(default=4, ge=1, description="attempts per request (retries on 429/5xx/connection errors)")
+    max_attempts: int = Field(
+        default=4, ge=1, description="attempts per request (retries on 429/5xx/connection errors)"
+    )
     stream: bool = Field(default=True, description="stream replies (needed for TTFT, TPOT and ITL)")
-    scrape_metrics: bool = Field(default=True, description="diff each server's /metrics around the replay")
+    scrape_metrics: bool = Field(
+        default=True, description="diff each server's /metrics around the replay"
+    )
     record: bool = Field(default=True, description="store every reply as a recorded response")
     min_profile_requests: int = Field(
         default=20, ge=1, description="replies a tier needs before its measured throughput is saved"
@@ -463,16 +540,21 @@ class RecordingsConfig(StrictModel):
     """Recorded responses: what live runs measured, reused by offline runs (commit them)."""
 
     path: str = Field(default="recordings", description="directory, relative to costguard.yaml")
-    use: bool = Field(default=True, description="offline runs read recorded outputs (measured) when present")
+    use: bool = Field(
+        default=True, description="offline runs read recorded outputs (measured) when present"
+    )
     measured_throughput: bool = Field(
-        default=True, description="GPU-time tiers use the recorded throughput profile when one matches"
+        default=True,
+        description="GPU-time tiers use the recorded throughput profile when one matches",
     )
 
 
 class FrontierConfig(StrictModel):
     """`frontier:` in costguard.yaml: the stack variants `costguard frontier` compares (costguard/variants.py)."""
 
-    auto: bool = Field(default=True, description="include the standard variants (tiers alone, caches, thresholds)")
+    auto: bool = Field(
+        default=True, description="include the standard variants (tiers alone, caches, thresholds)"
+    )
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="name -> {dotted.config.path: value}"
     )
@@ -492,7 +574,8 @@ class StackConfig(StrictModel):
     traffic: TrafficConfig
     fixtures: list[str] = Field(default_factory=lambda: ["fixtures"])
     largest_tier: str | None = Field(
-        default=None, description="tier for the 'everything on the largest tier' baseline (default: last)"
+        default=None,
+        description="tier for the 'everything on the largest tier' baseline (default: last)",
     )
     cache_dir: str = ".costguard/cache"
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
@@ -520,13 +603,21 @@ class StackConfig(StrictModel):
                 for reply_model, tier in self.router.models.items():
                     check(tier, f"router.models[{reply_model!r}]")
             else:
-                items = self.router.rules if isinstance(self.router, RulesRouterConfig) else self.router.thresholds
+                items = (
+                    self.router.rules
+                    if isinstance(self.router, RulesRouterConfig)
+                    else self.router.thresholds
+                )
                 for i, item in enumerate(items):
                     check(item.tier, f"router item {i}")
-            if isinstance(self.router, ComplexityRouterConfig) and set(self.router.exemplars) != set(BINARY_CLASSES):
+            if isinstance(self.router, ComplexityRouterConfig) and set(
+                self.router.exemplars
+            ) != set(BINARY_CLASSES):
                 for name in self.router.exemplars:
                     check(name, "router.exemplars")
-            if isinstance(self.router, KnnRouterConfig) and self.router.classes != list(BINARY_CLASSES):
+            if isinstance(self.router, KnnRouterConfig) and self.router.classes != list(
+                BINARY_CLASSES
+            ):
                 for name in self.router.classes:
                     check(name, "router.classes")
         if self.cascade is not None:
@@ -574,14 +665,18 @@ class LoadedStack:
         """A ConfigError located at `loc` inside the config (file, line, key path)."""
         from costguard.yamlio import format_loc
 
-        return ConfigError(message, file=self.path, line=line_of(self._raw, loc), key=format_loc(loc) or None)
+        return ConfigError(
+            message, file=self.path, line=line_of(self._raw, loc), key=format_loc(loc) or None
+        )
 
 
 def load_stack(path: str | Path) -> LoadedStack:
     path = Path(path)
     raw = load_yaml(path)
     if not isinstance(raw, dict):
-        raise ConfigError("expected a mapping with tiers, traffic, ... at the top level", file=path, line=1)
+        raise ConfigError(
+            "expected a mapping with tiers, traffic, ... at the top level", file=path, line=1
+        )
     config = validate(StackConfig, raw, file=path)
     loaded = LoadedStack(config, path, raw)
     for i, tier in enumerate(config.tiers):

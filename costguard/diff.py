@@ -33,7 +33,14 @@ USAGE_FIELDS = (
     "cost_per_month",
 )
 # Per-request figures of one fixture.
-FIXTURE_FIELDS = ("monthly_requests", "input_tokens", "cached_tokens", "output_tokens", "cost_usd", "cost_per_month")
+FIXTURE_FIELDS = (
+    "monthly_requests",
+    "input_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "cost_usd",
+    "cost_per_month",
+)
 # What makes a fixture "changed" besides its numbers.
 FIXTURE_OUTCOMES = ("served_by", "cache", "escalated")
 
@@ -74,14 +81,21 @@ def change(base: float | None, head: float | None) -> dict[str, float | None]:
 
 
 def _no_base(head: float | None) -> dict[str, float | None]:
-    return {"base": None, "head": None if head is None else float(head), "delta": None, "delta_pct": None}
+    return {
+        "base": None,
+        "head": None if head is None else float(head),
+        "delta": None,
+        "delta_pct": None,
+    }
 
 
 def _moved(c: dict[str, Any]) -> bool:
     return bool(c.get("delta"))
 
 
-def _usage(base: dict[str, Any] | None, head: dict[str, Any] | None, fields: Iterable[str], has_base: bool) -> dict[str, Any]:
+def _usage(
+    base: dict[str, Any] | None, head: dict[str, Any] | None, fields: Iterable[str], has_base: bool
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields:
         b = (base or {}).get(f)
@@ -104,7 +118,11 @@ def _status(base: Any, head: Any, figures: dict[str, Any]) -> str:
         return "added"
     if head is None:
         return "removed"
-    return "changed" if any(_moved(c) for c in figures.values() if isinstance(c, dict)) else "unchanged"
+    return (
+        "changed"
+        if any(_moved(c) for c in figures.values() if isinstance(c, dict))
+        else "unchanged"
+    )
 
 
 def _named_blocks(
@@ -163,11 +181,17 @@ def _record_quality(record: dict[str, Any] | None) -> float | None:
     return _num(q.get("score")) if isinstance(q, dict) else None
 
 
-def _fixture_entry(b: dict[str, Any] | None, h: dict[str, Any] | None, has_base: bool) -> dict[str, Any]:
+def _fixture_entry(
+    b: dict[str, Any] | None, h: dict[str, Any] | None, has_base: bool
+) -> dict[str, Any]:
     ref = h if h is not None else b
     assert ref is not None
-    figures = {f: change(_num((b or {}).get(f)), _num((h or {}).get(f))) if has_base else _no_base(_num(h.get(f)) if h else None)
-               for f in FIXTURE_FIELDS}
+    figures = {
+        f: change(_num((b or {}).get(f)), _num((h or {}).get(f)))
+        if has_base
+        else _no_base(_num(h.get(f)) if h else None)
+        for f in FIXTURE_FIELDS
+    }
     entry: dict[str, Any] = {
         "id": ref["id"],
         "suite": ref.get("suite"),
@@ -185,7 +209,9 @@ def _fixture_entry(b: dict[str, Any] | None, h: dict[str, Any] | None, has_base:
     qb, qh = _record_quality(b), _record_quality(h)
     if qb is not None or qh is not None:
         entry["quality"] = change(qb, qh) if has_base else _no_base(qh)
-    prompt_changed = b is not None and h is not None and b.get("content_hash") != h.get("content_hash")
+    prompt_changed = (
+        b is not None and h is not None and b.get("content_hash") != h.get("content_hash")
+    )
     entry["prompt_changed"] = prompt_changed
     if not has_base:
         entry["status"] = "head_only"
@@ -193,8 +219,10 @@ def _fixture_entry(b: dict[str, Any] | None, h: dict[str, Any] | None, has_base:
         entry["status"] = "added"
     elif h is None:
         entry["status"] = "removed"
-    elif prompt_changed or any(_moved(figures[f]) for f in FIXTURE_FIELDS) or any(
-        vb != vh for vb, vh in outcomes.values()
+    elif (
+        prompt_changed
+        or any(_moved(figures[f]) for f in FIXTURE_FIELDS)
+        or any(vb != vh for vb, vh in outcomes.values())
     ):
         entry["status"] = "changed"
     else:
@@ -244,16 +272,27 @@ def _fixtures(base: RunReport | None, head: RunReport) -> dict[str, Any]:
 
 def _cache(base: dict[str, Any] | None, head: dict[str, Any], has_base: bool) -> dict[str, Any]:
     """Hit rates and savings per cache layer, whatever layers the reports carry."""
+
     def pair(*path: str) -> dict[str, Any]:
         b, h = _num(_get(base, *path)), _num(_get(head, *path))
         return change(b, h) if has_base else _no_base(h)
 
     out: dict[str, Any] = {"hit_rate": pair("cache", "hit_rate"), "layers": {}}
     layers = [k for k, v in (head.get("cache") or {}).items() if isinstance(v, dict)]
-    layers += [k for k, v in ((base or {}).get("cache") or {}).items() if isinstance(v, dict) and k not in layers]
+    layers += [
+        k
+        for k, v in ((base or {}).get("cache") or {}).items()
+        if isinstance(v, dict) and k not in layers
+    ]
     for layer in layers:
         block = {}
-        for key in ("hit_rate", "hit_rate_tokens", "saved_per_month", "cached_tokens_per_month", "false_hit_rate"):
+        for key in (
+            "hit_rate",
+            "hit_rate_tokens",
+            "saved_per_month",
+            "cached_tokens_per_month",
+            "false_hit_rate",
+        ):
             c = pair("cache", layer, key)
             if c["base"] is not None or c["head"] is not None:
                 block[key] = c
@@ -275,13 +314,17 @@ def _routing(base: dict[str, Any] | None, head: dict[str, Any], has_base: bool) 
         "escalation_cost_per_month": pair("routing", "escalation_cost_per_month"),
         "cache_share": pair("routing", "cache_share"),
         "shares": {
-            t: change(_num(shares_b.get(t)), _num(shares_h.get(t))) if has_base else _no_base(_num(shares_h.get(t)))
+            t: change(_num(shares_b.get(t)), _num(shares_h.get(t)))
+            if has_base
+            else _no_base(_num(shares_h.get(t)))
             for t in tiers
         },
     }
 
 
-def _quality(base: dict[str, Any] | None, head: dict[str, Any], has_base: bool) -> dict[str, Any] | None:
+def _quality(
+    base: dict[str, Any] | None, head: dict[str, Any], has_base: bool
+) -> dict[str, Any] | None:
     overall_b, overall_h = quality_score(base), quality_score(head)
     suites_b = _get(base, "quality", "suites") or {}
     suites_h = _get(head, "quality", "suites") or {}
@@ -301,14 +344,18 @@ def _quality(base: dict[str, Any] | None, head: dict[str, Any], has_base: bool) 
     return {
         "score": change(overall_b, overall_h) if has_base else _no_base(overall_h),
         "suites": {
-            s: change(quality_score(base, s), quality_score(head, s)) if has_base else _no_base(quality_score(head, s))
+            s: change(quality_score(base, s), quality_score(head, s))
+            if has_base
+            else _no_base(quality_score(head, s))
             for s in names
         },
         **{k: change(b, h) if has_base else _no_base(h) for k, (b, h) in counts.items()},
     }
 
 
-def _run_summary(report: RunReport | None, source: str, reason: str | None = None) -> dict[str, Any]:
+def _run_summary(
+    report: RunReport | None, source: str, reason: str | None = None
+) -> dict[str, Any]:
     if report is None:
         return {"available": False, "source": source, "reason": reason}
     return {
@@ -347,14 +394,24 @@ def diff_reports(baseline: Baseline, head: RunReport, *, head_source: str = "hea
         totals[label] = change(b, h) if has_base else _no_base(h)
     totals["estimated"] = _estimated(t_b, t_h)
 
-    tiers = _named_blocks(_get(bdata, "tiers") if has_base else None, head.tiers, USAGE_FIELDS, ("share",))
+    tiers = _named_blocks(
+        _get(bdata, "tiers") if has_base else None, head.tiers, USAGE_FIELDS, ("share",)
+    )
     suites = _named_blocks(
-        _get(bdata, "suites") if has_base else None, head.suites, USAGE_FIELDS, ("share", "cost_per_request", "fixtures")
+        _get(bdata, "suites") if has_base else None,
+        head.suites,
+        USAGE_FIELDS,
+        ("share", "cost_per_request", "fixtures"),
     )
     fixtures = _fixtures(base, head)
     cf = {
-        key: (change(_num(_get(bdata, "counterfactual", key)), _num(_get(hdata, "counterfactual", key))) if has_base
-              else _no_base(_num(_get(hdata, "counterfactual", key))))
+        key: (
+            change(
+                _num(_get(bdata, "counterfactual", key)), _num(_get(hdata, "counterfactual", key))
+            )
+            if has_base
+            else _no_base(_num(_get(hdata, "counterfactual", key)))
+        )
         for key in ("cost_per_month", "saving_per_month", "saving_pct")
     }
     cf["label"] = _get(hdata, "counterfactual", "label")
@@ -436,7 +493,11 @@ DIFF_REQUIRED_KEYS = ("schema_version", "base", "head", "totals", "tiers", "suit
 
 def load_diff(path: str | Path) -> DiffReport:
     data = load_document(
-        path, kind="diff", what="DiffReport", required=DIFF_REQUIRED_KEYS, schema_major=DIFF_SCHEMA_MAJOR,
+        path,
+        kind="diff",
+        what="DiffReport",
+        required=DIFF_REQUIRED_KEYS,
+        schema_major=DIFF_SCHEMA_MAJOR,
         missing_hint="write one with `costguard diff ... --out FILE`",
     )
     return DiffReport(data, Path(path))

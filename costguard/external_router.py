@@ -44,7 +44,11 @@ class ExternalRouter:
             elif tier is not None:
                 out.append(RouteDecision(tier, f"external router ({model}), recorded"))
             elif self.router.default_tier is not None:
-                out.append(RouteDecision(self.router.default_tier, "external router: no recorded route, default tier"))
+                out.append(
+                    RouteDecision(
+                        self.router.default_tier, "external router: no recorded route, default tier"
+                    )
+                )
             else:
                 fx = item.fixture
                 raise ConfigError(

@@ -36,7 +36,9 @@ FIXTURE_SUFFIXES = (".yaml", ".yml", ".jsonl")
 class Message(StrictModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | None = None
-    template: str | None = Field(default=None, description="jinja2 file (relative to the fixture file)")
+    template: str | None = Field(
+        default=None, description="jinja2 file (relative to the fixture file)"
+    )
     name: str | None = None
 
     @model_validator(mode="after")
@@ -101,12 +103,16 @@ class Assertion(StrictModel):
     max_output_tokens: int | None = Field(default=None, ge=0)
     similar: SimilarCheck | None = None
     judge: JudgeCheck | None = None
-    custom: str | None = Field(default=None, description="dotted path of a scorer: package.module:function")
+    custom: str | None = Field(
+        default=None, description="dotted path of a scorer: package.module:function"
+    )
     weight: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Assertion:
-        given = [t for t in ASSERTION_TYPES if getattr(self, "json_" if t == "json" else t) is not None]
+        given = [
+            t for t in ASSERTION_TYPES if getattr(self, "json_" if t == "json" else t) is not None
+        ]
         if len(given) != 1:
             raise ValueError(
                 f"an assertion has exactly one type key of {', '.join(ASSERTION_TYPES)}"
@@ -118,7 +124,9 @@ class Assertion(StrictModel):
 
     @cached_property
     def type(self) -> str:
-        return next(t for t in ASSERTION_TYPES if getattr(self, "json_" if t == "json" else t) is not None)
+        return next(
+            t for t in ASSERTION_TYPES if getattr(self, "json_" if t == "json" else t) is not None
+        )
 
     @cached_property
     def value(self) -> Any:
@@ -136,7 +144,9 @@ class FixtureSpec(StrictModel):
     suite: str | None = None
     weight: float = Field(default=1.0, gt=0)
     messages: list[Message] | None = None
-    template: str | None = Field(default=None, description="shorthand: one user message rendered from this file")
+    template: str | None = Field(
+        default=None, description="shorthand: one user message rendered from this file"
+    )
     vars: dict[str, Any] = Field(default_factory=dict)
     model: str | None = None
     sampling: Sampling = Field(default_factory=Sampling)
@@ -189,9 +199,15 @@ class Fixture:
     def content_hash(self) -> str:
         """Hash of everything a backend sees: messages, sampling, requested model."""
         if self._hash is None:
-            payload = {"m": self.messages, "s": self.sampling.as_request_params(), "model": self.model}
+            payload = {
+                "m": self.messages,
+                "s": self.sampling.as_request_params(),
+                "model": self.model,
+            }
             self._hash = hashlib.sha256(
-                json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+                json.dumps(
+                    payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+                ).encode()
             ).hexdigest()
         return self._hash
 
@@ -204,7 +220,9 @@ class Fixture:
 
     @property
     def system_text(self) -> str:
-        return "\n".join(m.get("content") or "" for m in self.messages if m["role"] in ("system", "developer"))
+        return "\n".join(
+            m.get("content") or "" for m in self.messages if m["role"] in ("system", "developer")
+        )
 
 
 class _TemplateRenderer:
@@ -217,7 +235,9 @@ class _TemplateRenderer:
         self._env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
         self._cache: dict[Path, Any] = {}
 
-    def render(self, path: Path, variables: dict[str, Any], *, file: Path, line: int | None, key: str) -> str:
+    def render(
+        self, path: Path, variables: dict[str, Any], *, file: Path, line: int | None, key: str
+    ) -> str:
         from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError
 
         template = self._cache.get(path)
@@ -228,14 +248,23 @@ class _TemplateRenderer:
             try:
                 template = self._env.from_string(source)
             except TemplateSyntaxError as exc:
-                raise ConfigError(f"template syntax error: {exc.message}", file=path, line=exc.lineno) from None
+                raise ConfigError(
+                    f"template syntax error: {exc.message}", file=path, line=exc.lineno
+                ) from None
             self._cache[path] = template
         try:
             return template.render(**variables)
         except UndefinedError as exc:
-            raise ConfigError(f"template {path.name}: {exc.message} (add it to vars:)", file=file, line=line, key=key) from None
+            raise ConfigError(
+                f"template {path.name}: {exc.message} (add it to vars:)",
+                file=file,
+                line=line,
+                key=key,
+            ) from None
         except TemplateError as exc:
-            raise ConfigError(f"template {path.name}: {exc}", file=file, line=line, key=key) from None
+            raise ConfigError(
+                f"template {path.name}: {exc}", file=file, line=line, key=key
+            ) from None
 
 
 def discover(paths: list[str | Path], *, root: Path) -> list[Path]:
@@ -246,7 +275,9 @@ def discover(paths: list[str | Path], *, root: Path) -> list[Path]:
         if not path.is_absolute():
             path = root / path
         if path.is_dir():
-            found.extend(sorted(f for f in path.rglob("*") if f.suffix in FIXTURE_SUFFIXES and f.is_file()))
+            found.extend(
+                sorted(f for f in path.rglob("*") if f.suffix in FIXTURE_SUFFIXES and f.is_file())
+            )
         elif path.is_file():
             found.append(path)
         else:
@@ -285,13 +316,19 @@ def _build(
 ) -> tuple[Fixture, _TemplateRenderer | None]:
     messages: list[dict[str, Any]] = []
     templates: list[str] = []
-    raw_messages = spec.messages if spec.messages is not None else [Message(role="user", template=spec.template)]
+    raw_messages = (
+        spec.messages
+        if spec.messages is not None
+        else [Message(role="user", template=spec.template)]
+    )
     for i, msg in enumerate(raw_messages):
         content = msg.content
         if msg.template is not None:
             renderer = renderer or _TemplateRenderer()
             tpath = (file.parent / msg.template).resolve()
-            key = f"{loc}.messages[{i}].template" if spec.messages is not None else f"{loc}.template"
+            key = (
+                f"{loc}.messages[{i}].template" if spec.messages is not None else f"{loc}.template"
+            )
             content = renderer.render(tpath, spec.vars, file=Path(display), line=line, key=key)
             templates.append(str(tpath))
         out: dict[str, Any] = {"role": msg.role, "content": content}
@@ -328,13 +365,21 @@ def load_fixture_file(path: Path, *, display: str | None = None) -> list[Fixture
                 continue
             data = parse_json_line(raw_line, file=display, line=n)
             if not isinstance(data, dict):
-                raise ConfigError("each line must be a JSON object (one fixture)", file=display, line=n)
+                raise ConfigError(
+                    "each line must be a JSON object (one fixture)", file=display, line=n
+                )
             try:
                 spec = validate(FixtureSpec, data, file=display)
             except ConfigError as exc:
                 raise ConfigError(exc.message, file=display, line=n, key=exc.key) from None
             fx, renderer = _build(
-                spec, file=path, display=display, line=n, loc=f"line {n}", default_suite=path.stem, renderer=renderer
+                spec,
+                file=path,
+                display=display,
+                line=n,
+                loc=f"line {n}",
+                default_suite=path.stem,
+                renderer=renderer,
             )
             fixtures.append(fx)
     else:
@@ -346,14 +391,20 @@ def load_fixture_file(path: Path, *, display: str | None = None) -> list[Fixture
             doc.key_lines = {"fixtures": getattr(raw, "line", 1)}
             raw = doc
         if not isinstance(raw, dict):
-            raise ConfigError("expected a mapping with a `fixtures:` list (or a list of fixtures)", file=display, line=1)
+            raise ConfigError(
+                "expected a mapping with a `fixtures:` list (or a list of fixtures)",
+                file=display,
+                line=1,
+            )
         ffile = validate(FixtureFile, raw, file=display)
         default_suite = ffile.suite or path.stem
         items = raw["fixtures"]
         for i, item in enumerate(items):
             line = line_of(raw, ("fixtures", i))
             if not isinstance(item, dict):
-                raise ConfigError("each fixture must be a mapping", file=display, line=line, key=f"fixtures[{i}]")
+                raise ConfigError(
+                    "each fixture must be a mapping", file=display, line=line, key=f"fixtures[{i}]"
+                )
             merged = _merge(ffile.defaults, item)
             spec = validate(FixtureSpec, merged, file=display, prefix=("fixtures", i))
             fx, renderer = _build(
@@ -391,18 +442,28 @@ def load_fixtures(paths: list[str | Path], *, root: Path) -> list[Fixture]:
             fixtures.append(fx)
     if not fixtures:
         where = ", ".join(str(p) for p in paths)
-        raise ConfigError(f"no fixtures found in {where} (expected *.yaml, *.yml or *.jsonl files with fixtures)")
+        raise ConfigError(
+            f"no fixtures found in {where} (expected *.yaml, *.yml or *.jsonl files with fixtures)"
+        )
     return fixtures
 
 
-def parse_chat_request(body: Any, *, file: str | Path, line: int | None) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
+def parse_chat_request(
+    body: Any, *, file: str | Path, line: int | None
+) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
     """An OpenAI chat-completion request body -> (messages, sampling parameters, model).
 
     Shared by log import and by calls observed in tests, so both read request bodies the same way:
     text content parts are joined, `max_completion_tokens` stands in for `max_tokens`.
     """
-    if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
-        raise ConfigError("no chat `messages` list in this request body", file=file, line=line, key="messages")
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("messages"), list)
+        or not body["messages"]
+    ):
+        raise ConfigError(
+            "no chat `messages` list in this request body", file=file, line=line, key="messages"
+        )
     messages = []
     for j, m in enumerate(body["messages"]):
         if not isinstance(m, dict) or "role" not in m:
@@ -413,7 +474,9 @@ def parse_chat_request(body: Any, *, file: str | Path, line: int | None) -> tupl
         if content is None:
             content = ""
         if not isinstance(content, str):
-            raise ConfigError("message content must be text", file=file, line=line, key=f"messages[{j}].content")
+            raise ConfigError(
+                "message content must be text", file=file, line=line, key=f"messages[{j}].content"
+            )
         messages.append({"role": m["role"], "content": content})
     sampling_keys = set(Sampling.model_fields)
     sampling = {k: v for k, v in body.items() if k in sampling_keys and v is not None}
@@ -445,7 +508,11 @@ def import_logs(
         response = data.get("response") if isinstance(data.get("response"), dict) else None
         usage = (response or {}).get("usage") or data.get("usage")
         messages, sampling, model = parse_chat_request(body, file=source, line=n)
-        fixture: dict[str, Any] = {"id": f"{id_prefix}-{n:06d}", "suite": suite, "messages": messages}
+        fixture: dict[str, Any] = {
+            "id": f"{id_prefix}-{n:06d}",
+            "suite": suite,
+            "messages": messages,
+        }
         if sampling:
             fixture["sampling"] = sampling
         if model:
@@ -458,7 +525,9 @@ def import_logs(
         except ConfigError as exc:
             raise ConfigError(exc.message, file=source, line=n, key=exc.key) from None
         if dedupe:
-            key = json.dumps({k: fixture.get(k) for k in ("messages", "sampling", "model")}, sort_keys=True)
+            key = json.dumps(
+                {k: fixture.get(k) for k in ("messages", "sampling", "model")}, sort_keys=True
+            )
             if key in by_hash:
                 by_hash[key]["weight"] = by_hash[key].get("weight", 1) + 1
                 continue

@@ -67,16 +67,37 @@ def _quality_unmeasured(ctx: MetricContext, rule: Rule) -> MetricValue:
     block, what = quality_scope(ctx, rule)
     if block is None:
         return MetricValue(None, note=f"{what} has no fixtures with quality assertions")
-    return MetricValue(float(_unmeasured(block)), note=f"of {block['fixtures']} fixtures with assertions")
+    return MetricValue(
+        float(_unmeasured(block)), note=f"of {block['fixtures']} fixtures with assertions"
+    )
 
 
 for _m in (
-    Metric("quality_score", "ratio", "quality score (0..1): mean fixture score over measured fixtures, "
-           "weighted by traffic (overall, suite: or tier:)", _quality_score, ("suite", "tier"), check=_one_scope),
-    Metric("quality_pass_rate", "ratio", "share of measured fixtures passing every assertion, weighted by traffic",
-           _quality_pass_rate, ("suite", "tier"), check=_one_scope),
-    Metric("quality_unmeasured", "count", "fixtures with assertions whose quality was not (fully) measured",
-           _quality_unmeasured, ("suite", "tier"), check=_one_scope),
+    Metric(
+        "quality_score",
+        "ratio",
+        "quality score (0..1): mean fixture score over measured fixtures, "
+        "weighted by traffic (overall, suite: or tier:)",
+        _quality_score,
+        ("suite", "tier"),
+        check=_one_scope,
+    ),
+    Metric(
+        "quality_pass_rate",
+        "ratio",
+        "share of measured fixtures passing every assertion, weighted by traffic",
+        _quality_pass_rate,
+        ("suite", "tier"),
+        check=_one_scope,
+    ),
+    Metric(
+        "quality_unmeasured",
+        "count",
+        "fixtures with assertions whose quality was not (fully) measured",
+        _quality_unmeasured,
+        ("suite", "tier"),
+        check=_one_scope,
+    ),
 ):
     register_metric(_m)
 
@@ -85,17 +106,33 @@ def _tier_agreement(ctx: MetricContext, rule: Rule) -> MetricValue:
     """Mean similarity of a tier's answers to the largest tier's (no tier: the lowest tier, named)."""
     section = ctx.report.get("agreement")
     if not section or not section.get("tiers"):
-        return MetricValue(None, note="no fixture has recorded responses on the largest tier and another tier")
+        return MetricValue(
+            None, note="no fixture has recorded responses on the largest tier and another tier"
+        )
     tiers = section["tiers"]
     reference = section.get("reference_tier")
     if rule.tier is not None:
         block = tiers.get(rule.tier)
         if block is None:
-            return MetricValue(None, note=f"tier {rule.tier!r} has no fixtures recorded on it and on {reference}")
-        return MetricValue(block["mean"], note=f"over {block['fixtures']} fixtures, against {reference}")
+            return MetricValue(
+                None, note=f"tier {rule.tier!r} has no fixtures recorded on it and on {reference}"
+            )
+        return MetricValue(
+            block["mean"], note=f"over {block['fixtures']} fixtures, against {reference}"
+        )
     name, block = min(tiers.items(), key=lambda kv: kv[1]["mean"])
-    return MetricValue(block["mean"], note=f"lowest: tier {name} over {block['fixtures']} fixtures, against {reference}")
+    return MetricValue(
+        block["mean"],
+        note=f"lowest: tier {name} over {block['fixtures']} fixtures, against {reference}",
+    )
 
 
-register_metric(Metric("tier_agreement", "ratio", "mean similarity of a tier's recorded answers to the largest "
-                       "tier's (no tier: the lowest)", _tier_agreement, ("tier",)))
+register_metric(
+    Metric(
+        "tier_agreement",
+        "ratio",
+        "mean similarity of a tier's recorded answers to the largest tier's (no tier: the lowest)",
+        _tier_agreement,
+        ("tier",),
+    )
+)

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 OBJECTIVES: dict[str, str] = {"cost_per_month": "min", "quality": "max", "latency_p95_s": "min"}
 
 
-def dominates(a: Mapping[str, float], b: Mapping[str, float], objectives: Mapping[str, str]) -> bool:
+def dominates(
+    a: Mapping[str, float], b: Mapping[str, float], objectives: Mapping[str, str]
+) -> bool:
     """True when `a` is at least as good as `b` on every objective and strictly better on one."""
     strictly = False
     for name, direction in objectives.items():
@@ -46,11 +48,15 @@ def dominates(a: Mapping[str, float], b: Mapping[str, float], objectives: Mappin
     return strictly
 
 
-def non_dominated(points: Sequence[Mapping[str, float]], objectives: Mapping[str, str]) -> list[int | None]:
+def non_dominated(
+    points: Sequence[Mapping[str, float]], objectives: Mapping[str, str]
+) -> list[int | None]:
     """For each point, None when no other point dominates it, else the index of one that does."""
     out: list[int | None] = []
     for i, p in enumerate(points):
-        out.append(next((j for j, q in enumerate(points) if j != i and dominates(q, p, objectives)), None))
+        out.append(
+            next((j for j, q in enumerate(points) if j != i and dominates(q, p, objectives)), None)
+        )
     return out
 
 
@@ -150,21 +156,30 @@ def place(outcomes: list[VariantOutcome], *, policy: str | None) -> Frontier:
     if not compared or any(o.latency_p95_s is None for o in compared):
         del objectives["latency_p95_s"]
         if compared:
-            notes.append("p95 latency is not measured for every variant: the frontier is on cost and quality")
+            notes.append(
+                "p95 latency is not measured for every variant: the frontier is on cost and quality"
+            )
     if not compared:
-        notes.append("no variant has measured quality: record responses with a live backend "
-                     "(`costguard run --backend endpoint`) to place variants on the frontier")
+        notes.append(
+            "no variant has measured quality: record responses with a live backend "
+            "(`costguard run --backend endpoint`) to place variants on the frontier"
+        )
     points = [{k: getattr(o, k) for k in objectives} for o in compared]
     for o, by in zip(compared, non_dominated(points, objectives), strict=True):
         o.on_frontier = by is None
         o.dominated_by = compared[by].name if by is not None else None
     if any(o.cost_estimated for o in outcomes):
-        notes.append("costs marked * rest on estimates (expected/prior output tokens or declared GPU throughput)")
+        notes.append(
+            "costs marked * rest on estimates (expected/prior output tokens or declared GPU throughput)"
+        )
     recommended = None
     if policy is not None:
         eligible = [o for o in compared if o.verdict != "fail"]
         if eligible:
-            best = min(eligible, key=lambda o: (o.cost_per_month, -(o.quality or 0.0), o.latency_p95_s or 0.0))
+            best = min(
+                eligible,
+                key=lambda o: (o.cost_per_month, -(o.quality or 0.0), o.latency_p95_s or 0.0),
+            )
             recommended = best.name
         else:
             notes.append(f"no variant with measured quality passes the policy {policy}")

@@ -561,7 +561,11 @@ class GitHubClient:
         n = _pr_number(pr)
         ctx = {"repo": repo, "pr": n, "what": f"read pull request #{n}"}
         reply = self._request("GET", f"/repos/{owner}/{name}/pulls/{n}", context=ctx)
-        sha = ((reply.data or {}).get("head") or {}).get("sha") if isinstance(reply.data, dict) else None
+        sha = (
+            ((reply.data or {}).get("head") or {}).get("sha")
+            if isinstance(reply.data, dict)
+            else None
+        )
         if not isinstance(sha, str) or not sha:
             raise self._fail(f"unexpected reply from GitHub for pull request #{n}: no head commit")
         return sha

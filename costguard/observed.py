@@ -35,7 +35,9 @@ class ObservedCall:
     test: str  # who made it: the pytest node id
     seq: int  # its order among that test's calls
     location: str  # file:line of the call
-    kind: str  # "record" (usage from a real response) | "complete" (served by the configured backend)
+    kind: (
+        str  # "record" (usage from a real response) | "complete" (served by the configured backend)
+    )
     suite: str
     tier: str
     route_reason: str
@@ -82,7 +84,9 @@ def _split_location(location: str) -> tuple[str, int | None]:
 def _check_per_month(per_month: float, location: str) -> float:
     if isinstance(per_month, bool) or not isinstance(per_month, int | float) or per_month < 0:
         file, line = _split_location(location)
-        raise UsageError(f"per_month must be a number >= 0 (got {per_month!r})", file=file, line=line)
+        raise UsageError(
+            f"per_month must be a number >= 0 (got {per_month!r})", file=file, line=line
+        )
     return float(per_month)
 
 
@@ -102,7 +106,11 @@ def _tier_for_model(project: Project, models: Sequence[str | None], location: st
     file, line = _split_location(location)
     named = " / ".join(repr(m) for m in dict.fromkeys(models) if m)
     tiers = ", ".join(f"{t.name} ({t.api_model_name})" for t in project.config.tiers)
-    what = f"{named} matches no tier" if named else "neither the request nor the response names a model"
+    what = (
+        f"{named} matches no tier"
+        if named
+        else "neither the request nor the response names a model"
+    )
     raise UsageError(f"{what} (tiers: {tiers}); pass tier=NAME", file=file, line=line)
 
 
@@ -146,15 +154,27 @@ def observe_response(
     file, line = _split_location(location)
     messages, sampling, model = parse_chat_request(request, file=file, line=line)
     if not isinstance(response, dict) or not isinstance(response.get("usage"), dict):
-        raise UsageError("response has no `usage` object (record() needs the server's token usage)", file=file, line=line)
+        raise UsageError(
+            "response has no `usage` object (record() needs the server's token usage)",
+            file=file,
+            line=line,
+        )
     usage = response["usage"]
     prompt = _usage_int(usage, "prompt_tokens", file, line)
     completion = _usage_int(usage, "completion_tokens", file, line)
     details = usage.get("prompt_tokens_details") or {}
     cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
     if not isinstance(cached, int) or isinstance(cached, bool) or not 0 <= cached <= prompt:
-        raise UsageError(f"usage.prompt_tokens_details.cached_tokens must be 0..prompt_tokens (got {cached!r})", file=file, line=line)
-    tier_name = _known_tier(project, tier, location) if tier else _tier_for_model(project, [model, response.get("model")], location)
+        raise UsageError(
+            f"usage.prompt_tokens_details.cached_tokens must be 0..prompt_tokens (got {cached!r})",
+            file=file,
+            line=line,
+        )
+    tier_name = (
+        _known_tier(project, tier, location)
+        if tier
+        else _tier_for_model(project, [model, response.get("model")], location)
+    )
     return ObservedCall(
         test=test,
         seq=seq,
@@ -192,18 +212,38 @@ def serve_request(
 
     file, line = _split_location(location)
     messages, sampling, model = parse_chat_request(request, file=file, line=line)
-    if expected_output_tokens is not None and (isinstance(expected_output_tokens, bool) or not isinstance(expected_output_tokens, int) or expected_output_tokens < 0):
-        raise UsageError(f"expected_output_tokens must be a count >= 0 (got {expected_output_tokens!r})", file=file, line=line)
+    if expected_output_tokens is not None and (
+        isinstance(expected_output_tokens, bool)
+        or not isinstance(expected_output_tokens, int)
+        or expected_output_tokens < 0
+    ):
+        raise UsageError(
+            f"expected_output_tokens must be a count >= 0 (got {expected_output_tokens!r})",
+            file=file,
+            line=line,
+        )
     call = ObservedCall(
-        test=test, seq=seq, location=location, kind="complete", suite=suite, tier="", route_reason="",
-        messages=messages, sampling=_sampling(sampling, location), served=CallResult(0, 0, 0, "", "", ""),
+        test=test,
+        seq=seq,
+        location=location,
+        kind="complete",
+        suite=suite,
+        tier="",
+        route_reason="",
+        messages=messages,
+        sampling=_sampling(sampling, location),
+        served=CallResult(0, 0, 0, "", "", ""),
         per_month=_check_per_month(per_month, location),
-        model=model, expected_output_tokens=expected_output_tokens,
+        model=model,
+        expected_output_tokens=expected_output_tokens,
     )
     fixture = call.as_fixture()
     config = project.config
     if tier is not None:
-        call.tier, call.route_reason = _known_tier(project, tier, location), "tier given by the test"
+        call.tier, call.route_reason = (
+            _known_tier(project, tier, location),
+            "tier given by the test",
+        )
     else:
         router_tier = router_tokenizer_tier(config)
         counted = project.tokenizer(router_tier).count_chat(messages)
@@ -222,7 +262,9 @@ def serve_request(
         with open_backend(project, backend) as tier_backend:
             result = tier_backend.execute([planned])[0]
     except ConfigError as exc:  # e.g. no output-token expectation: say where the call is
-        raise UsageError(exc.message + " (pass expected_output_tokens=N)", file=file, line=line) from None
+        raise UsageError(
+            exc.message + " (pass expected_output_tokens=N)", file=file, line=line
+        ) from None
     if result is None:  # a live backend that got no reply
         raise BackendError(f"{location}: {tier_backend.incomplete_reason or 'no reply'}")
     call.served = result
@@ -234,7 +276,14 @@ def _counterfactual(project: Project, call: ObservedCall) -> CallResult:
     largest = project.config.largest.name
     served = call.served
     if call.tier == largest:
-        return CallResult(served.input_tokens, 0, served.output_tokens, served.input_source, "none", served.output_source)
+        return CallResult(
+            served.input_tokens,
+            0,
+            served.output_tokens,
+            served.input_source,
+            "none",
+            served.output_source,
+        )
     tokenizer = project.tokenizer(largest)
     # An output length seen on another tier is only an estimate of this tier's.
     output_source = "expected" if served.output_source == "measured" else served.output_source
@@ -248,7 +297,9 @@ def _counterfactual(project: Project, call: ObservedCall) -> CallResult:
     )
 
 
-def observed_records(project: Project, calls: Sequence[ObservedCall], *, first_arrival: int) -> list[RequestRecord]:
+def observed_records(
+    project: Project, calls: Sequence[ObservedCall], *, first_arrival: int
+) -> list[RequestRecord]:
     """Priced records for observed calls, in the order given (callers sort for determinism)."""
     prices = project.prices()
     largest = project.config.largest.name
@@ -269,7 +320,9 @@ def observed_records(project: Project, calls: Sequence[ObservedCall], *, first_a
                 cache="miss",
                 cache_detail="observed in a test (caches not consulted)",
                 calls=[price_call(prices[call.tier], call.tier, "primary", call.served)],
-                counterfactual=price_call(prices[largest], largest, "counterfactual", _counterfactual(project, call)),
+                counterfactual=price_call(
+                    prices[largest], largest, "counterfactual", _counterfactual(project, call)
+                ),
                 extra={"source": "pytest", "test": call.test, "kind": call.kind},
             )
         )

@@ -148,9 +148,13 @@ class PromptTokens:
 class CacheSimulation:
     """What the cache layers did beyond the per-request records (the projection reads it)."""
 
-    prefix: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> PrefixCacheFleet.summary()
+    prefix: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # tier -> PrefixCacheFleet.summary()
     semantic_threshold: float | None = None
-    semantic_sweep: dict[float, list[SemanticHit]] = field(default_factory=dict)  # judged hits per threshold
+    semantic_sweep: dict[float, list[SemanticHit]] = field(
+        default_factory=dict
+    )  # judged hits per threshold
     semantic_candidates: int = 0  # fixtures that reached the semantic layer
     exact_expired: int = 0  # exact-cache lookups that found an expired entry
 
@@ -159,7 +163,9 @@ class CacheSimulation:
         return {
             "prefix": self.prefix,
             "semantic_threshold": self.semantic_threshold,
-            "semantic_sweep": [[t, [asdict(h) for h in hits]] for t, hits in self.semantic_sweep.items()],
+            "semantic_sweep": [
+                [t, [asdict(h) for h in hits]] for t, hits in self.semantic_sweep.items()
+            ],
             "semantic_candidates": self.semantic_candidates,
             "exact_expired": self.exact_expired,
         }
@@ -169,7 +175,10 @@ class CacheSimulation:
         return cls(
             prefix=data.get("prefix", {}),
             semantic_threshold=data.get("semantic_threshold"),
-            semantic_sweep={float(t): [SemanticHit(**h) for h in hits] for t, hits in data.get("semantic_sweep", [])},
+            semantic_sweep={
+                float(t): [SemanticHit(**h) for h in hits]
+                for t, hits in data.get("semantic_sweep", [])
+            },
             semantic_candidates=int(data.get("semantic_candidates", 0)),
             exact_expired=int(data.get("exact_expired", 0)),
         )
@@ -202,7 +211,9 @@ class Pipeline:
         caches = config.caches
         self.exact_cache = (
             ExactResultCache(
-                max_temperature=caches.exact.max_temperature, ttl_s=caches.exact.ttl_s, normalize=caches.exact.normalize
+                max_temperature=caches.exact.max_temperature,
+                ttl_s=caches.exact.ttl_s,
+                normalize=caches.exact.normalize,
             )
             if caches.exact.enabled
             else None
@@ -223,14 +234,18 @@ class Pipeline:
     def _route(self, batch: Sequence[RouteInput]) -> list[RouteDecision]:
         decisions = self.router.route(batch)
         if len(decisions) != len(batch):
-            raise RuntimeError(f"router {self.router.kind} returned {len(decisions)} decisions for {len(batch)} requests")
+            raise RuntimeError(
+                f"router {self.router.kind} returned {len(decisions)} decisions for {len(batch)} requests"
+            )
         return decisions
 
     def _route_batch(self, fixtures: Sequence[Fixture]) -> list[RouteInput]:
         counts = self.tokens.counts[router_tokenizer_tier(self.config)]
         return [RouteInput(fx, counts[i]) for i, fx in enumerate(fixtures)]
 
-    def _result_caches(self, index: int, fixture: Fixture, now: float) -> tuple[CacheOutcome, list[str], bool]:
+    def _result_caches(
+        self, index: int, fixture: Fixture, now: float
+    ) -> tuple[CacheOutcome, list[str], bool]:
         """PII guard, then the exact cache: (outcome, PII detectors matched, reaches the semantic layer)."""
         if self.pii is not None:
             found = self.pii.scan(fixture)
@@ -252,7 +267,11 @@ class Pipeline:
             gates.append(semantic)
         if outcome is not None:
             return outcome, [], False
-        return (CacheOutcome("bypass", "; ".join(gates)) if gates else CacheOutcome("miss")), [], False
+        return (
+            (CacheOutcome("bypass", "; ".join(gates)) if gates else CacheOutcome("miss")),
+            [],
+            False,
+        )
 
     def _semantic_eligible(self, fixture: Fixture) -> bool | str | None:
         """True: looked up; a string: the gate that stops it; None: the layer does not apply."""
@@ -338,12 +357,19 @@ class Pipeline:
             if reply is not None:
                 # The reply's tokens, then the stop token: sampled last, never computed, so its id
                 # never enters a block (0 is a placeholder).
-                instance, lookup = fleet.admit(tier, call.fixture, ids, output_ids=np.append(np.asarray(reply, np.uint32), 0))
+                instance, lookup = fleet.admit(
+                    tier, call.fixture, ids, output_ids=np.append(np.asarray(reply, np.uint32), 0)
+                )
             else:
-                instance, lookup = fleet.admit(tier, call.fixture, ids, num_output_tokens=result.output_tokens)
+                instance, lookup = fleet.admit(
+                    tier, call.fixture, ids, num_output_tokens=result.output_tokens
+                )
             result.cached_tokens = lookup.cached_tokens
             result.cached_source = "simulated"
-            notes[i] = {"instance": instance, "generated_blocks": "conversation" if reply is not None else "count only"}
+            notes[i] = {
+                "instance": instance,
+                "generated_blocks": "conversation" if reply is not None else "count only",
+            }
         return notes
 
     def _priced(self, tier: str, stage: str, result: CallResult) -> TierCall:
@@ -355,7 +381,9 @@ class Pipeline:
         return now
 
     # -- the run ------------------------------------------------------------------------
-    def run(self, fixtures: Sequence[Fixture], *, shard: tuple[int, int] | None = None) -> list[RequestRecord]:
+    def run(
+        self, fixtures: Sequence[Fixture], *, shard: tuple[int, int] | None = None
+    ) -> list[RequestRecord]:
         """Records for every fixture, or for one shard's share of the arrival order.
 
         Routing and the result caches always run over the whole fixture set, so a shard's
@@ -411,7 +439,9 @@ class Pipeline:
             planned.append(call)
         # Only this shard's calls are served; the others are projected offline so the cache
         # simulators see the whole arrival sequence, exactly as in an unsharded run.
-        results: list[CallResult | None] = list(self._project_offline([planned[a] for a in range(n) if a not in arrivals]))
+        results: list[CallResult | None] = list(
+            self._project_offline([planned[a] for a in range(n) if a not in arrivals])
+        )
         shard_results = self.backend.execute([planned[a] for a in arrivals])
         results = _interleave(n, arrivals, shard_results, results)
         self.incomplete_reason = getattr(self.backend, "incomplete_reason", None)
@@ -449,7 +479,9 @@ class Pipeline:
         for i, (call, result) in escalations.items():
             replies[i] = (call.tier, result)  # an escalated request is answered by the second tier
         clock = self._timed("cascade", clock)
-        alternatives = self._alternatives(fixtures, batch, {order[arrival] for _, arrival in served})
+        alternatives = self._alternatives(
+            fixtures, batch, {order[arrival] for _, arrival in served}
+        )
 
         # The counterfactual: every request on the largest tier, no caches, no cascade.
         largest = self.config.largest
@@ -562,7 +594,9 @@ class Pipeline:
         escalated: dict[int, tuple[TierCall, CallResult]] = {}
         replies = self.backend.execute([call for _, call in planned]) if planned else []
         for (i, _), reply in zip(planned, replies, strict=True):
-            if reply is not None:  # a live backend that stopped early: the request stays on the first tier
+            if (
+                reply is not None
+            ):  # a live backend that stopped early: the request stays on the first tier
                 escalated[i] = (self._priced(cc.to_tier, "escalation", reply), reply)
         tally.escalated = sorted(escalated)
         return escalated, tally
@@ -581,16 +615,28 @@ class Pipeline:
         estimated = dict.fromkeys(wanted, False)
         for tier in self.config.tiers:
             price = self.prices[tier.name]
-            results = offline.execute([self._plan(i, fixtures[i], tier, "counterfactual") for i in wanted])
+            results = offline.execute(
+                [self._plan(i, fixtures[i], tier, "counterfactual") for i in wanted]
+            )
             for i, r in zip(wanted, results, strict=True):
                 assert r is not None  # the offline backend answers every call
                 costs[i][tier.name] = price.cost(r.input_tokens, 0, r.output_tokens)
-                if r.output_source in ESTIMATED_OUTPUT or r.input_source == "approximate" or price.estimated:
+                if (
+                    r.output_source in ESTIMATED_OUTPUT
+                    or r.input_source == "approximate"
+                    or price.estimated
+                ):
                     estimated[i] = True
-        return {i: RouteAlternatives(batch[i].prompt_tokens, costs[i], estimated[i]) for i in wanted}
+        return {
+            i: RouteAlternatives(batch[i].prompt_tokens, costs[i], estimated[i]) for i in wanted
+        }
 
     def answer(
-        self, fixtures: Sequence[Fixture], index: int, outcome: CacheOutcome, replies: dict[int, tuple[str, CallResult]]
+        self,
+        fixtures: Sequence[Fixture],
+        index: int,
+        outcome: CacheOutcome,
+        replies: dict[int, tuple[str, CallResult]],
     ) -> Answer:
         """What request `index` was answered with: the text to score, or why there is none.
 
@@ -611,10 +657,14 @@ class Pipeline:
             else:
                 missing = f"tier {tier} returned no text"
             if hit:
-                missing = f"{outcome.outcome} cache hit on {fixtures[source].id}'s answer: {missing}"
+                missing = (
+                    f"{outcome.outcome} cache hit on {fixtures[source].id}'s answer: {missing}"
+                )
             return Answer(fixture, None, tier, missing)
         measured = result.output_tokens if result.output_source == "measured" else None
-        return Answer(fixture, Response(fixture, result.text, measured, tier, result.response_ref), tier)
+        return Answer(
+            fixture, Response(fixture, result.text, measured, tier, result.response_ref), tier
+        )
 
     def _score(self, answers: list[tuple[RequestRecord, Answer]]) -> None:
         """Quality of every answer, in one batch (similarity and judge calls are batched)."""
@@ -665,7 +715,10 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def _interleave(
-    n: int, arrivals: range, shard_results: Sequence[CallResult | None], others: Sequence[CallResult | None]
+    n: int,
+    arrivals: range,
+    shard_results: Sequence[CallResult | None],
+    others: Sequence[CallResult | None],
 ) -> list[CallResult | None]:
     """One result per arrival: the shard's from the backend, the rest (in order) from `others`."""
     out: list[CallResult | None] = []

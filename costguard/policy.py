@@ -57,7 +57,9 @@ class Waiver(StrictModel):
 
     rule: str = Field(description="name of the rule under `rules:` that this waiver covers")
     reason: str = Field(min_length=1, description="why (shown in the PR comment and the terminal)")
-    expires: _dt.date = Field(description="last day the waiver applies (YYYY-MM-DD); after it the rule fails again")
+    expires: _dt.date = Field(
+        description="last day the waiver applies (YYYY-MM-DD); after it the rule fails again"
+    )
     approved_by: str | None = Field(default=None, description="who approved the exception")
 
     @model_validator(mode="after")
@@ -86,7 +88,9 @@ class PolicyFile(StrictModel):
     description: str | None = None
     quality: QualityPolicy = Field(default_factory=QualityPolicy)
     rules: dict[str, Rule] = Field(min_length=1)
-    waivers: list[Waiver] = Field(default_factory=list, description="time-boxed exceptions to rules")
+    waivers: list[Waiver] = Field(
+        default_factory=list, description="time-boxed exceptions to rules"
+    )
     extra: dict[str, Any] = Field(default_factory=dict, description="settings owned by extensions")
 
 
@@ -117,7 +121,9 @@ class MetricValue:
     value: float | None  # None: not available (e.g. no baseline); the rule is skipped, saying why
     estimated: bool = False
     note: str | None = None
-    unmeasured: int = 0  # fixtures in the rule's scope the value could not cover (see on_unmeasured)
+    unmeasured: int = (
+        0  # fixtures in the rule's scope the value could not cover (see on_unmeasured)
+    )
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,10 @@ def _tokens_per_request(ctx: MetricContext, rule: Rule) -> MetricValue:
     kind = rule.kind or "total"
     dist = ctx.report.totals["tokens_per_request"][kind]
     provenance = ctx.report.get("provenance", {}).get("output_tokens", {})
-    estimated = kind in ("output", "total") and (provenance.get("expected", 0) + provenance.get("prior", 0)) > 0
+    estimated = (
+        kind in ("output", "total")
+        and (provenance.get("expected", 0) + provenance.get("prior", 0)) > 0
+    )
     return MetricValue(dist[rule.stat or "p95"], estimated)
 
 
@@ -198,12 +207,51 @@ def _cache_hit_rate(ctx: MetricContext, rule: Rule) -> MetricValue:
 
 for _m in (
     Metric("monthly_spend", "usd", "projected spend per month", _monthly_spend),
-    Metric("cost_per_request", "usd_per_request", "cost per request (stat: mean/p50/p95/p99/max)", _cost_per_request, ("stat",)),
-    Metric("tokens_per_request", "tokens", "tokens per request (kind: input/cached/output/total; stat)", _tokens_per_request, ("kind", "stat")),
-    Metric("suite_spend", "usd", "projected spend per month of one suite", _suite_spend, ("suite",), ("suite",)),
-    Metric("tier_share", "ratio", "share of requests served by a tier (0..1)", _tier_share, ("tier",), ("tier",)),
-    Metric("tier_spend", "usd", "projected spend per month on one tier", _tier_spend, ("tier",), ("tier",)),
-    Metric("cache_hit_rate", "ratio", "share of requests served from cache (layer: exact/semantic; prefix: share of calls reusing cached blocks)", _cache_hit_rate, ("layer",)),
+    Metric(
+        "cost_per_request",
+        "usd_per_request",
+        "cost per request (stat: mean/p50/p95/p99/max)",
+        _cost_per_request,
+        ("stat",),
+    ),
+    Metric(
+        "tokens_per_request",
+        "tokens",
+        "tokens per request (kind: input/cached/output/total; stat)",
+        _tokens_per_request,
+        ("kind", "stat"),
+    ),
+    Metric(
+        "suite_spend",
+        "usd",
+        "projected spend per month of one suite",
+        _suite_spend,
+        ("suite",),
+        ("suite",),
+    ),
+    Metric(
+        "tier_share",
+        "ratio",
+        "share of requests served by a tier (0..1)",
+        _tier_share,
+        ("tier",),
+        ("tier",),
+    ),
+    Metric(
+        "tier_spend",
+        "usd",
+        "projected spend per month on one tier",
+        _tier_spend,
+        ("tier",),
+        ("tier",),
+    ),
+    Metric(
+        "cache_hit_rate",
+        "ratio",
+        "share of requests served from cache (layer: exact/semantic; prefix: share of calls reusing cached blocks)",
+        _cache_hit_rate,
+        ("layer",),
+    ),
 ):
     register_metric(_m)
 
@@ -236,8 +284,14 @@ def load_policy(path: str | Path) -> Policy:
             import difflib
 
             close = difflib.get_close_matches(rule.metric, list(METRICS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(METRICS))})"
-            raise ConfigError(f"unknown metric {rule.metric!r}{hint}", key=f"rules.{name}.metric", **where)
+            hint = (
+                f" (did you mean {close[0]!r}?)"
+                if close
+                else f" (known: {', '.join(sorted(METRICS))})"
+            )
+            raise ConfigError(
+                f"unknown metric {rule.metric!r}{hint}", key=f"rules.{name}.metric", **where
+            )
         for sel in SELECTORS:
             if getattr(rule, sel) is not None and sel not in metric.selectors:
                 raise ConfigError(
@@ -248,7 +302,9 @@ def load_policy(path: str | Path) -> Policy:
                 )
         for sel in metric.required:
             if getattr(rule, sel) is None:
-                raise ConfigError(f"metric {rule.metric!r} needs {sel}:", key=f"rules.{name}", **where)
+                raise ConfigError(
+                    f"metric {rule.metric!r} needs {sel}:", key=f"rules.{name}", **where
+                )
         problem = metric.check(rule) if metric.check is not None else None
         if problem:
             raise ConfigError(problem, key=f"rules.{name}", **where)
@@ -380,21 +436,43 @@ def evaluate(
     for name, rule in policy.rules.items():
         metric = METRICS[rule.metric]
         limit = _limit_text(rule, metric.unit)
-        base = {"rule": name, "metric": rule.metric, "level": rule.level, "limit": limit, "unit": metric.unit,
-                "file": str(policy.path), "line": policy.lines.get(name)}
+        base = {
+            "rule": name,
+            "metric": rule.metric,
+            "level": rule.level,
+            "limit": limit,
+            "unit": metric.unit,
+            "file": str(policy.path),
+            "line": policy.lines.get(name),
+        }
         if not ctx.report.complete:
-            verdicts.append(Verdict(**base, status="fail", actual=None,
-                                    message="the run is incomplete; an incomplete run never passes a policy"))
+            verdicts.append(
+                Verdict(
+                    **base,
+                    status="fail",
+                    actual=None,
+                    message="the run is incomplete; an incomplete run never passes a policy",
+                )
+            )
             continue
         if metric.needs_baseline and ctx.baseline is None:
-            verdicts.append(Verdict(**base, status="skip", actual=None, message="no baseline yet: nothing to compare with"))
+            verdicts.append(
+                Verdict(
+                    **base,
+                    status="skip",
+                    actual=None,
+                    message="no baseline yet: nothing to compare with",
+                )
+            )
             continue
         mv = metric.compute(ctx, rule)
         mode = policy.on_unmeasured if mv.unmeasured else "ignore"
         unmeasured = f"{mv.unmeasured} fixture(s) in scope have no measured quality (on_unmeasured: {policy.on_unmeasured})"
         if mv.value is None:
             if mode == "ignore":
-                verdicts.append(Verdict(**base, status="skip", actual=None, message=mv.note or "not available"))
+                verdicts.append(
+                    Verdict(**base, status="skip", actual=None, message=mv.note or "not available")
+                )
             else:
                 status = rule.level if mode == "fail" else "warn"
                 message = f"nothing measured: {unmeasured}"
@@ -402,7 +480,9 @@ def evaluate(
                 _soften(verdict, policy, metric, acknowledgement, today)
                 verdicts.append(verdict)
             continue
-        broken = (rule.max is not None and mv.value > rule.max) or (rule.min is not None and mv.value < rule.min)
+        broken = (rule.max is not None and mv.value > rule.max) or (
+            rule.min is not None and mv.value < rule.min
+        )
         actual = format_value(mv.value, metric.unit)
         est = " (estimated)" if mv.estimated else ""
         if broken:
@@ -419,7 +499,9 @@ def evaluate(
                 status = rule.level
             elif mode == "warn" and status == "pass":
                 status = "warn"
-        verdict = Verdict(**base, status=status, actual=mv.value, message=message, estimated=mv.estimated)
+        verdict = Verdict(
+            **base, status=status, actual=mv.value, message=message, estimated=mv.estimated
+        )
         _soften(verdict, policy, metric, acknowledgement, today)
         verdicts.append(verdict)
     return PolicyResult(policy=str(policy.path), verdicts=verdicts, acknowledgement=acknowledgement)
@@ -441,7 +523,9 @@ def _soften(
     if expired and not valid:
         latest = max(expired, key=lambda w: w.expires)
         if verdict.status == "fail":
-            verdict.message += f"; the waiver expired on {latest.expires.isoformat()} ({latest.reason.strip()})"
+            verdict.message += (
+                f"; the waiver expired on {latest.expires.isoformat()} ({latest.reason.strip()})"
+            )
         elif verdict.status == "pass":
             verdict.message += f"; note: the waiver for this rule expired on {latest.expires.isoformat()}: remove it"
     if ack is not None:

@@ -29,7 +29,9 @@ class PricingConfig(StrictModel):
     """One of three forms; exactly one must be given."""
 
     # token-priced, inline
-    input_per_mtok: float | None = Field(default=None, ge=0, description="$ per 1M uncached input tokens")
+    input_per_mtok: float | None = Field(
+        default=None, ge=0, description="$ per 1M uncached input tokens"
+    )
     cached_input_per_mtok: float | None = Field(
         default=None, ge=0, description="$ per 1M cached input tokens (default: the input price)"
     )
@@ -37,7 +39,8 @@ class PricingConfig(StrictModel):
     # token-priced, from a LiteLLM-format price table
     litellm: str | None = Field(default=None, description="model key in the price table")
     price_table: str | None = Field(
-        default=None, description="path to a LiteLLM-format JSON price table (default: the bundled pinned copy)"
+        default=None,
+        description="path to a LiteLLM-format JSON price table (default: the bundled pinned copy)",
     )
     # GPU-time
     gpu_hour_usd: float | None = Field(default=None, gt=0, description="$ per GPU-hour")
@@ -47,13 +50,26 @@ class PricingConfig(StrictModel):
     decode_tokens_per_s: float | None = Field(
         default=None, gt=0, description="replica decode throughput (tokens/s) at full batch"
     )
-    utilization: float = Field(default=0.6, gt=0, le=1, description="share of paid GPU time doing useful work")
+    utilization: float = Field(
+        default=0.6, gt=0, le=1, description="share of paid GPU time doing useful work"
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> PricingConfig:
         token = self.input_per_mtok is not None or self.output_per_mtok is not None
-        gpu = any(v is not None for v in (self.gpu_hour_usd, self.prefill_tokens_per_s, self.decode_tokens_per_s))
-        forms = [name for name, on in (("token prices", token), ("litellm", self.litellm is not None), ("GPU-time", gpu)) if on]
+        gpu = any(
+            v is not None
+            for v in (self.gpu_hour_usd, self.prefill_tokens_per_s, self.decode_tokens_per_s)
+        )
+        forms = [
+            name
+            for name, on in (
+                ("token prices", token),
+                ("litellm", self.litellm is not None),
+                ("GPU-time", gpu),
+            )
+            if on
+        ]
         if len(forms) != 1:
             raise ValueError(
                 "give exactly one pricing form: input_per_mtok + output_per_mtok, litellm: KEY, or "
@@ -63,7 +79,9 @@ class PricingConfig(StrictModel):
         if token and (self.input_per_mtok is None or self.output_per_mtok is None):
             raise ValueError("token pricing needs both input_per_mtok and output_per_mtok")
         if gpu and None in (self.gpu_hour_usd, self.prefill_tokens_per_s, self.decode_tokens_per_s):
-            raise ValueError("GPU-time pricing needs gpu_hour_usd, prefill_tokens_per_s and decode_tokens_per_s")
+            raise ValueError(
+                "GPU-time pricing needs gpu_hour_usd, prefill_tokens_per_s and decode_tokens_per_s"
+            )
         if self.price_table is not None and self.litellm is None:
             raise ValueError("price_table goes with litellm: KEY")
         return self
@@ -79,7 +97,9 @@ class TierPrice:
 
     tier: str
     kind: Literal["token", "gpu_time"]
-    source: str  # "inline", "litellm:KEY (table VERSION)", "declared throughput", "measured throughput"
+    source: (
+        str  # "inline", "litellm:KEY (table VERSION)", "declared throughput", "measured throughput"
+    )
     input_per_token: float = 0.0
     cached_input_per_token: float = 0.0
     output_per_token: float = 0.0
@@ -98,12 +118,18 @@ class TierPrice:
     def basis(self) -> str:
         if self.kind == "token":
             return "token price"
-        return "GPU-time, measured throughput" if self.measured_throughput else "GPU-time, declared throughput (estimated)"
+        return (
+            "GPU-time, measured throughput"
+            if self.measured_throughput
+            else "GPU-time, declared throughput (estimated)"
+        )
 
     def cost(self, input_tokens: int, cached_tokens: int, output_tokens: int) -> float:
         """Cost in $ of one call. `input_tokens` includes `cached_tokens` (as vLLM's usage does)."""
         if cached_tokens > input_tokens:
-            raise ValueError(f"cached tokens ({cached_tokens}) exceed prompt tokens ({input_tokens})")
+            raise ValueError(
+                f"cached tokens ({cached_tokens}) exceed prompt tokens ({input_tokens})"
+            )
         uncached = input_tokens - cached_tokens
         if self.kind == "token":
             return (
@@ -163,7 +189,9 @@ def resolve_price(
             measured_throughput=measured_throughput is not None,
         )
     if pricing.litellm is not None:
-        table_path = (base_dir / pricing.price_table) if pricing.price_table else BUNDLED_PRICE_TABLE
+        table_path = (
+            (base_dir / pricing.price_table) if pricing.price_table else BUNDLED_PRICE_TABLE
+        )
         table, version = _load_table(str(table_path))
         entry = table.get(pricing.litellm)
         if not isinstance(entry, dict):
@@ -190,7 +218,9 @@ def resolve_price(
             output_per_token=out,
         )
     inp = pricing.input_per_mtok / 1e6
-    cached = pricing.cached_input_per_mtok / 1e6 if pricing.cached_input_per_mtok is not None else inp
+    cached = (
+        pricing.cached_input_per_mtok / 1e6 if pricing.cached_input_per_mtok is not None else inp
+    )
     return TierPrice(
         tier=tier,
         kind="token",

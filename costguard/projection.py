@@ -158,9 +158,15 @@ def aggregate(
                     block["estimated_cost_per_month"] += m * call.cost_usd
             prefix_saved += m * prices[call.tier].cached_saving(call.cached_tokens)
         for call in r.calls:
-            provenance["input_tokens"][call.input_source] = provenance["input_tokens"].get(call.input_source, 0) + 1
-            provenance["cached_tokens"][call.cached_source] = provenance["cached_tokens"].get(call.cached_source, 0) + 1
-            provenance["output_tokens"][call.output_source] = provenance["output_tokens"].get(call.output_source, 0) + 1
+            provenance["input_tokens"][call.input_source] = (
+                provenance["input_tokens"].get(call.input_source, 0) + 1
+            )
+            provenance["cached_tokens"][call.cached_source] = (
+                provenance["cached_tokens"].get(call.cached_source, 0) + 1
+            )
+            provenance["output_tokens"][call.output_source] = (
+                provenance["output_tokens"].get(call.output_source, 0) + 1
+            )
 
     for name, block in tiers.items():
         block["requests_per_month"] = served.get(name, 0.0)
@@ -175,14 +181,17 @@ def aggregate(
     costs = [r.cost_usd for r in records]
     totals["cost_per_request"] = _dist(costs, weights)
     totals["tokens_per_request"] = {
-        kind: _dist([float(r.tokens(kind)) for r in records], weights) for kind in ("input", "cached", "output")
+        kind: _dist([float(r.tokens(kind)) for r in records], weights)
+        for kind in ("input", "cached", "output")
     }
     totals["tokens_per_request"]["total"] = _dist(
         [float(r.tokens("input") + r.tokens("output")) for r in records], weights
     )
     totals["fixtures"] = len(records)
     totals["estimated_share"] = (
-        totals["estimated_cost_per_month"] / totals["cost_per_month"] if totals["cost_per_month"] else 0.0
+        totals["estimated_cost_per_month"] / totals["cost_per_month"]
+        if totals["cost_per_month"]
+        else 0.0
     )
 
     largest = config.largest.name
@@ -194,7 +203,9 @@ def aggregate(
         "saving_per_month": saving,
         "saving_pct": 100.0 * saving / cf_cost if cf_cost else 0.0,
     }
-    cache = _cache_section(records, config, prices, simulation, totals, cache_hits, cache_saved, bypassed, prefix_saved)
+    cache = _cache_section(
+        records, config, prices, simulation, totals, cache_hits, cache_saved, bypassed, prefix_saved
+    )
     routing_block = {
         "shares": {name: tiers[name]["share"] for name in tiers},
         "cache_share": sum(v for k, v in served.items() if k.startswith("cache:")) / total_requests
@@ -291,7 +302,10 @@ def _cache_section(
 
 
 def _semantic_block(
-    records: Sequence[RequestRecord], config: StackConfig, simulation: CacheSimulation | None, total_requests: float
+    records: Sequence[RequestRecord],
+    config: StackConfig,
+    simulation: CacheSimulation | None,
+    total_requests: float,
 ) -> dict[str, Any]:
     semantic = config.caches.semantic
     block: dict[str, Any] = {
@@ -303,8 +317,18 @@ def _semantic_block(
     sweep = simulation.semantic_sweep if simulation else {}
     if not semantic.enabled or not sweep:
         block.update(
-            {"hit_rate": 0.0, "hits_per_month": 0.0, "wrong_hits_per_month": 0.0, "unjudged_hits_per_month": 0.0,
-             "false_hit_rate": 0.0, "hits": 0, "wrong_hits": 0, "unjudged_hits": 0, "answer_sources": {}, "sweep": []}
+            {
+                "hit_rate": 0.0,
+                "hits_per_month": 0.0,
+                "wrong_hits_per_month": 0.0,
+                "unjudged_hits_per_month": 0.0,
+                "false_hit_rate": 0.0,
+                "hits": 0,
+                "wrong_hits": 0,
+                "unjudged_hits": 0,
+                "answer_sources": {},
+                "sweep": [],
+            }
         )
         return block
     monthly = [r.monthly_requests for r in records]
@@ -334,7 +358,8 @@ def _semantic_block(
     block["answer_sources"] = sources
     block["candidates"] = simulation.semantic_candidates if simulation else 0
     block["sweep"] = [
-        {"threshold": t, "shipped": t == semantic.threshold, **summarise(hits)} for t, hits in sorted(sweep.items())
+        {"threshold": t, "shipped": t == semantic.threshold, **summarise(hits)}
+        for t, hits in sorted(sweep.items())
     ]
     return block
 
@@ -366,7 +391,10 @@ def _prefix_block(
     generated: dict[str, int] = {}
     for r in records:
         m = r.monthly_requests
-        suite = suites.setdefault(r.suite, {"input_tokens_per_month": 0.0, "cached_tokens_per_month": 0.0, "saved_per_month": 0.0})
+        suite = suites.setdefault(
+            r.suite,
+            {"input_tokens_per_month": 0.0, "cached_tokens_per_month": 0.0, "saved_per_month": 0.0},
+        )
         note = r.extra.get("prefix")
         if note:
             generated[note["generated_blocks"]] = generated.get(note["generated_blocks"], 0) + 1
@@ -386,10 +414,16 @@ def _prefix_block(
                 calls_total += m
                 calls_with_hits += hit
     for block in tiers.values():
-        block["hit_rate_tokens"] = _ratio(block["cached_tokens_per_month"], block["input_tokens_per_month"])
-        block["hit_rate_requests"] = _ratio(block["calls_with_hits_per_month"], block["calls_per_month"])
+        block["hit_rate_tokens"] = _ratio(
+            block["cached_tokens_per_month"], block["input_tokens_per_month"]
+        )
+        block["hit_rate_requests"] = _ratio(
+            block["calls_with_hits_per_month"], block["calls_per_month"]
+        )
     for block in suites.values():
-        block["hit_rate_tokens"] = _ratio(block["cached_tokens_per_month"], block["input_tokens_per_month"])
+        block["hit_rate_tokens"] = _ratio(
+            block["cached_tokens_per_month"], block["input_tokens_per_month"]
+        )
     hit_rate_tokens = _ratio(totals["cached_tokens_per_month"], totals["input_tokens_per_month"])
     return {
         "enabled": bool(simulated),

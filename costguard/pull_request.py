@@ -69,9 +69,17 @@ def post_comment(
 
     body = render_comment(diff.data, tag=tag)
     if skip_no_diff and not worth_a_comment(diff):
-        return upsert_comment(client, repo, pr, body, tag=tag, mode="update", skip_if_unchanged=True, create=False)
+        return upsert_comment(
+            client, repo, pr, body, tag=tag, mode="update", skip_if_unchanged=True, create=False
+        )
     return upsert_comment(
-        client, repo, pr, body, tag=tag, mode=mode, skip_if_unchanged=(mode == "update" or skip_no_diff)  # type: ignore[arg-type]
+        client,
+        repo,
+        pr,
+        body,
+        tag=tag,
+        mode=mode,
+        skip_if_unchanged=(mode == "update" or skip_no_diff),  # type: ignore[arg-type]
     )
 
 

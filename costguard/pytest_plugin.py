@@ -29,7 +29,11 @@ PLUGIN_NAME = "costguard-run"
 SETTINGS = (
     ("config", "string", "stack config file (default: costguard.yaml in the rootdir)"),
     ("policy", "linelist", "policy file; repeatable (default: none, so no rule items)"),
-    ("fixtures", "linelist", "fixture file or directory; repeatable (default: `fixtures:` in the config)"),
+    (
+        "fixtures",
+        "linelist",
+        "fixture file or directory; repeatable (default: `fixtures:` in the config)",
+    ),
     ("baseline", "string", "baseline RunReport file for regression rules"),
     ("backend", "string", "tier backend (default: offline)"),
     ("report", "string", "where to write the RunReport JSON (default: costguard-report.json)"),
@@ -57,7 +61,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "costguard: a costguard fixture or policy-rule item (pytest --costguard)")
+    config.addinivalue_line(
+        "markers", "costguard: a costguard fixture or policy-rule item (pytest --costguard)"
+    )
     if not config.getoption("costguard"):
         return
     from costguard.pytest_session import CostguardRun
@@ -88,7 +94,9 @@ class CostguardPlugin:
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         return self.run.header_lines()
 
-    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    def pytest_collect_file(
+        self, file_path: Path, parent: pytest.Collector
+    ) -> pytest.Collector | None:
         # Only when named on the command line (`pytest fixtures/support.yaml::sup-refund-timing`);
         # otherwise the session adds every costguard file itself (see below).
         if parent.session.isinitpath(file_path) and self.run.plan.has_file(file_path):
@@ -101,9 +109,14 @@ class CostguardPlugin:
         report = yield
         # The session's own collection has resolved the command-line arguments by now (calling
         # pytest_collect_file above for any costguard file named there).
-        if isinstance(collector, pytest.Session) and report.passed and not self.named_on_command_line:
+        if (
+            isinstance(collector, pytest.Session)
+            and report.passed
+            and not self.named_on_command_line
+        ):
             report.result.extend(
-                CostguardFile.from_parent(collector, path=Path(f.path), nodeid=f.nodeid) for f in self.run.plan.files
+                CostguardFile.from_parent(collector, path=Path(f.path), nodeid=f.nodeid)
+                for f in self.run.plan.files
             )
         return report
 
@@ -161,7 +174,9 @@ class CostguardItem(pytest.Item):
         if outcome == "skip":
             pytest.skip(message)
         if outcome == "warn":  # attributed to the rule's line in the policy file
-            warnings.warn_explicit(PolicyWarning(message), PolicyWarning, str(self.path), self.spec.line or 1)
+            warnings.warn_explicit(
+                PolicyWarning(message), PolicyWarning, str(self.path), self.spec.line or 1
+            )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, CostguardFailure):

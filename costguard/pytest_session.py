@@ -60,7 +60,9 @@ def resolve_settings(config: pytest.Config) -> Settings:
     invocation = Path(config.invocation_params.dir)
     ini_dir = config.inipath.parent if config.inipath else config.rootpath
     pyproject = (
-        config.inipath if config.inipath and config.inipath.name == "pyproject.toml" else config.rootpath / "pyproject.toml"
+        config.inipath
+        if config.inipath and config.inipath.name == "pyproject.toml"
+        else config.rootpath / "pyproject.toml"
     )
     tool = read_tool_settings(pyproject)
 
@@ -106,7 +108,9 @@ def resolve_baseline(settings: Settings) -> RunReport | None:
     assert settings.baseline is not None
     if settings.baseline.exists() or settings.baseline_spec is None:
         return baseline_from_path(_cwd_relative(settings.baseline)).report
-    return baseline_from_git_ref(settings.baseline_spec, config=_cwd_relative(settings.config)).report
+    return baseline_from_git_ref(
+        settings.baseline_spec, config=_cwd_relative(settings.config)
+    ).report
 
 
 # -- the plan: every item and its outcome, decided once ------------------------------------------
@@ -156,7 +160,10 @@ class Plan:
             FileSpec(
                 path=f["path"],
                 nodeid=f["nodeid"],
-                items=[ItemSpec(**{**i, "properties": [tuple(p) for p in i["properties"]]}) for i in f["items"]],
+                items=[
+                    ItemSpec(**{**i, "properties": [tuple(p) for p in i["properties"]]})
+                    for i in f["items"]
+                ],
             )
             for f in data["files"]
         ]
@@ -193,8 +200,12 @@ def quality_failure(quality: dict[str, Any]) -> str | None:
     if quality.get("measured") is False or quality.get("passed", True):
         return None
     failed = [a for a in quality.get("assertions", []) if not a.get("passed", True)]
-    score = f" (score {quality['score']:.2f})" if isinstance(quality.get("score"), int | float) else ""
-    lines = [f"quality: {len(failed)} of {len(quality.get('assertions', []))} assertion(s) failed{score}"]
+    score = (
+        f" (score {quality['score']:.2f})" if isinstance(quality.get("score"), int | float) else ""
+    )
+    lines = [
+        f"quality: {len(failed)} of {len(quality.get('assertions', []))} assertion(s) failed{score}"
+    ]
     lines += [f"  {a.get('type', '?')}: {a.get('message', 'failed')}" for a in failed]
     return "\n".join(lines)
 
@@ -203,10 +214,22 @@ def fixture_item(fx: Fixture, record: dict[str, Any] | None, report: RunReport) 
     keywords = [fx.suite, *fx.tags]
     if record is None:
         reason = report.get("incomplete_reason") or "the run did not reach it"
-        return ItemSpec("fixture", fx.id, fx.line, "fail", f"fixture {fx.id}: no record in this run ({reason})", keywords,
-                        skip=fx.skip, xfail=fx.xfail)
+        return ItemSpec(
+            "fixture",
+            fx.id,
+            fx.line,
+            "fail",
+            f"fixture {fx.id}: no record in this run ({reason})",
+            keywords,
+            skip=fx.skip,
+            xfail=fx.xfail,
+        )
     primary = record["calls"][0] if record["calls"] else {}
-    output_source = "cache" if record["cache"]["outcome"] in ("exact", "semantic") else primary.get("output_source", "")
+    output_source = (
+        "cache"
+        if record["cache"]["outcome"] in ("exact", "semantic")
+        else primary.get("output_source", "")
+    )
     keywords.append(record["route"]["tier"])
     properties: list[tuple[str, Any]] = [
         ("suite", fx.suite),
@@ -232,7 +255,9 @@ def fixture_item(fx: Fixture, record: dict[str, Any] | None, report: RunReport) 
             outcome, message = "fail", f"fixture {fx.id}: {failure}"
     elif fx.expect.assertions:
         properties.append(("quality", "not scored"))
-    return ItemSpec("fixture", fx.id, fx.line, outcome, message, keywords, properties, fx.skip, fx.xfail)
+    return ItemSpec(
+        "fixture", fx.id, fx.line, outcome, message, keywords, properties, fx.skip, fx.xfail
+    )
 
 
 def rule_message(v: Verdict, where: str) -> str:
@@ -256,7 +281,14 @@ def rule_item(v: Verdict, rootpath: Path) -> ItemSpec:
     return ItemSpec("policy", v.rule, v.line, outcome, message, [v.metric], properties)
 
 
-def build_plan(project: api.Project, report: RunReport, results: list[PolicyResult], *, backend: str, rootpath: Path) -> Plan:
+def build_plan(
+    project: api.Project,
+    report: RunReport,
+    results: list[PolicyResult],
+    *,
+    backend: str,
+    rootpath: Path,
+) -> Plan:
     by_id = {r["id"]: r for r in report.records}
     files: dict[str, FileSpec] = {}
     for fx in project.fixtures:
@@ -268,7 +300,9 @@ def build_plan(project: api.Project, report: RunReport, results: list[PolicyResu
         path = Path(result.policy).resolve()
         spec = files.setdefault(str(path), FileSpec(str(path), _display(path, rootpath)))
         spec.items.extend(rule_item(v, rootpath) for v in result.verdicts)
-    return Plan(config=str(project.stack.path.resolve()), backend=backend, files=list(files.values()))
+    return Plan(
+        config=str(project.stack.path.resolve()), backend=backend, files=list(files.values())
+    )
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -299,7 +333,9 @@ class CostguardRun:
     def start(self, session: pytest.Session) -> None:
         try:
             if self.is_worker:
-                self.plan = Plan.from_json(Path(self.config.workerinput["costguard_plan"]).read_text(encoding="utf-8"))  # type: ignore[attr-defined]
+                self.plan = Plan.from_json(
+                    Path(self.config.workerinput["costguard_plan"]).read_text(encoding="utf-8")
+                )  # type: ignore[attr-defined]
                 return
             self._project_fixtures()
         except CostguardError as exc:
@@ -309,17 +345,32 @@ class CostguardRun:
         started = time.perf_counter()
         settings = self.settings = resolve_settings(self.config)
         # Paths relative to the working directory where possible, so messages read like the CLI's.
-        project = self.project = api.load_project(_cwd_relative(settings.config), settings.fixtures or None)
+        project = self.project = api.load_project(
+            _cwd_relative(settings.config), settings.fixtures or None
+        )
         if settings.baseline is not None:
             self.baseline = resolve_baseline(settings)
         self.replayed = api.replay(project, backend=settings.backend)
         self.records = self.replayed.records
         self.seconds = time.perf_counter() - started
         self.report = api.report_from_records(
-            project, self.records, backend=self.replayed.backend, seconds=self.seconds, replayed=self.replayed
+            project,
+            self.records,
+            backend=self.replayed.backend,
+            seconds=self.seconds,
+            replayed=self.replayed,
         )
-        self.results = [api.check(self.report, _cwd_relative(p), baseline=self.baseline) for p in settings.policies]
-        self.plan = build_plan(project, self.report, self.results, backend=settings.backend, rootpath=self.config.rootpath)
+        self.results = [
+            api.check(self.report, _cwd_relative(p), baseline=self.baseline)
+            for p in settings.policies
+        ]
+        self.plan = build_plan(
+            project,
+            self.report,
+            self.results,
+            backend=settings.backend,
+            rootpath=self.config.rootpath,
+        )
 
     def plan_file(self) -> Path:
         """The plan as a file for xdist workers (written once, removed at unconfigure)."""
@@ -349,7 +400,9 @@ class CostguardRun:
         if self.project is None:
             from costguard.config import load_stack
 
-            self.project = api.Project(stack=load_stack(self.plan.config), fixtures=[], fixture_paths=[])
+            self.project = api.Project(
+                stack=load_stack(self.plan.config), fixtures=[], fixture_paths=[]
+            )
         return self.project
 
     def merge_worker_output(self, workeroutput: dict[str, Any]) -> None:
@@ -360,7 +413,12 @@ class CostguardRun:
         if self.is_worker:
             self.config.workeroutput[WORKER_CALLS] = [c.to_dict() for c in self.calls]  # type: ignore[attr-defined]
             return
-        if self.config.option.collectonly or self.report is None or self.project is None or self.settings is None:
+        if (
+            self.config.option.collectonly
+            or self.report is None
+            or self.project is None
+            or self.settings is None
+        ):
             return
         try:
             self.final = self._final_report()
@@ -377,12 +435,20 @@ class CostguardRun:
         calls = sorted(self.calls, key=lambda c: (c.test, c.seq))
         extra = observed_records(self.project, calls, first_arrival=len(self.records))
         final = api.report_from_records(
-            self.project, [*self.records, *extra], backend=self.report.get("backend"), seconds=self.seconds,
+            self.project,
+            [*self.records, *extra],
+            backend=self.report.get("backend"),
+            seconds=self.seconds,
             replayed=self.replayed,
         )
         before = {(r.policy, v.rule) for r in self.results for v in r.failed}
-        rechecked = [api.check(final, _cwd_relative(p), baseline=self.baseline) for p in self.settings.policies]
-        self.late_failures = [v for r in rechecked for v in r.failed if (r.policy, v.rule) not in before]
+        rechecked = [
+            api.check(final, _cwd_relative(p), baseline=self.baseline)
+            for p in self.settings.policies
+        ]
+        self.late_failures = [
+            v for r in rechecked for v in r.failed if (r.policy, v.rule) not in before
+        ]
         self.results = rechecked
         return final
 
@@ -396,8 +462,13 @@ class CostguardRun:
         buffer = io.StringIO()
         # As wide as the terminal; in CI logs (no terminal) 120 columns, like `costguard run`.
         width = tr._tw.fullwidth if tr.isatty() else 120
-        console = Console(file=buffer, width=width, force_terminal=tr.hasmarkup,
-                          color_system="standard" if tr.hasmarkup else None, highlight=False)
+        console = Console(
+            file=buffer,
+            width=width,
+            force_terminal=tr.hasmarkup,
+            color_system="standard" if tr.hasmarkup else None,
+            highlight=False,
+        )
         print_run(self.final, console)
         for result in self.results:
             print_check(result, console)
@@ -409,13 +480,25 @@ class CostguardRun:
             untrafficked = sum(1 for r in observed if not r["monthly_requests"])
             tr.write_line(
                 f"{len(observed)} LLM call(s) recorded by tests are in the report"
-                + (f"; {untrafficked} of them without per_month= (listed, not projected)" if untrafficked else "")
+                + (
+                    f"; {untrafficked} of them without per_month= (listed, not projected)"
+                    if untrafficked
+                    else ""
+                )
             )
         for v in self.late_failures:
-            where = _display(Path(v.file), root) + (f":{v.line}" if v.line else "") if v.file else "?"
-            tr.write_line(f"FAILED with the calls recorded by tests: {rule_message(v, where)}", red=True, bold=True)
+            where = (
+                _display(Path(v.file), root) + (f":{v.line}" if v.line else "") if v.file else "?"
+            )
+            tr.write_line(
+                f"FAILED with the calls recorded by tests: {rule_message(v, where)}",
+                red=True,
+                bold=True,
+            )
         if self.report_path is not None:
-            tr.write_line(f"costguard report written to {_display(self.report_path, Path(self.config.invocation_params.dir))}")
+            tr.write_line(
+                f"costguard report written to {_display(self.report_path, Path(self.config.invocation_params.dir))}"
+            )
 
     def close(self) -> None:
         if self._plan_file is not None:
@@ -454,8 +537,15 @@ class TestCallRecorder:
             "estimated": priced.estimated,
         }
 
-    def record(self, request: dict[str, Any], response: dict[str, Any], *, tier: str | None = None,
-               suite: str = DEFAULT_SUITE, per_month: float = 0.0) -> dict[str, Any]:
+    def record(
+        self,
+        request: dict[str, Any],
+        response: dict[str, Any],
+        *,
+        tier: str | None = None,
+        suite: str = DEFAULT_SUITE,
+        per_month: float = 0.0,
+    ) -> dict[str, Any]:
         """Add a real call (an OpenAI request body and the response with `usage`) to the run.
 
         `per_month`: how many requests a month this call stands for (0: listed, not projected).
@@ -463,16 +553,33 @@ class TestCallRecorder:
         """
         seq, location = self._where()
         try:
-            call = observe_response(self._run.call_project(), request, response, test=self._node.nodeid, seq=seq,
-                                    location=location, tier=tier, suite=suite, per_month=per_month)
+            call = observe_response(
+                self._run.call_project(),
+                request,
+                response,
+                test=self._node.nodeid,
+                seq=seq,
+                location=location,
+                tier=tier,
+                suite=suite,
+                per_month=per_month,
+            )
             return self._keep(call)
         except CostguardError as exc:
             error = f"costguard.record: {exc}"
         pytest.fail(error, pytrace=False)  # outside the except: no chained traceback
 
-    def complete(self, messages: list[dict[str, Any]], *, model: str | None = None, tier: str | None = None,
-                 suite: str = DEFAULT_SUITE, per_month: float = 0.0, expected_output_tokens: int | None = None,
-                 **params: Any) -> dict[str, Any]:
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        model: str | None = None,
+        tier: str | None = None,
+        suite: str = DEFAULT_SUITE,
+        per_month: float = 0.0,
+        expected_output_tokens: int | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
         """Serve a chat request through the configured backend and the stack's router; returns an
         OpenAI-shaped response. Offline there is no text (`content` is None): prompt tokens are
         counted exactly, output tokens come from `expected_output_tokens` or the suite's
@@ -482,12 +589,30 @@ class TestCallRecorder:
         request = {"messages": messages, **params}
         try:
             if model is not None and tier is None and model != "auto":
-                tier = next((t.name for t in project.config.tiers if model in (t.api_model_name, t.model, t.name)), None)
+                tier = next(
+                    (
+                        t.name
+                        for t in project.config.tiers
+                        if model in (t.api_model_name, t.model, t.name)
+                    ),
+                    None,
+                )
                 if tier is None:
-                    raise CostguardError(f"model {model!r} names no tier (use model='auto' or omit it to route)")
-            call, result = serve_request(project, request, test=self._node.nodeid, seq=seq, location=location,
-                                         backend=self._run.plan.backend, tier=tier, suite=suite, per_month=per_month,
-                                         expected_output_tokens=expected_output_tokens)
+                    raise CostguardError(
+                        f"model {model!r} names no tier (use model='auto' or omit it to route)"
+                    )
+            call, result = serve_request(
+                project,
+                request,
+                test=self._node.nodeid,
+                seq=seq,
+                location=location,
+                backend=self._run.plan.backend,
+                tier=tier,
+                suite=suite,
+                per_month=per_month,
+                expected_output_tokens=expected_output_tokens,
+            )
             summary = self._keep(call)
         except CostguardError as exc:
             error = f"costguard.complete: {exc}"
@@ -500,7 +625,13 @@ class TestCallRecorder:
             "id": f"costguard-{call.id}",
             "object": "chat.completion",
             "model": tier_config.api_model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text}, "finish_reason": None}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.text},
+                    "finish_reason": None,
+                }
+            ],
             "usage": {
                 "prompt_tokens": result.input_tokens,
                 "completion_tokens": result.output_tokens,

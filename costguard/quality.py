@@ -92,7 +92,9 @@ class QualityScorer:
 
                 if a.type == "json":
                     if a.value is False:
-                        raise fail("`json: false` checks nothing: use `json: true` or `json: {schema: ...}`")
+                        raise fail(
+                            "`json: false` checks nothing: use `json: true` or `json: {schema: ...}`"
+                        )
                     schema = getattr(a.value, "schema_", None)
                     problem = schema_problem(schema) if isinstance(schema, dict) else None
                     if problem:
@@ -100,12 +102,16 @@ class QualityScorer:
                 elif a.type == "similar":
                     assert a.similar is not None
                     if a.similar.reference is None and fx.expect.reference is None:
-                        raise fail("`similar` needs a reference answer: give `reference:` here or `expect.reference`")
+                        raise fail(
+                            "`similar` needs a reference answer: give `reference:` here or `expect.reference`"
+                        )
                 elif a.type == "judge":
                     assert a.judge is not None
                     if a.judge.tier is not None and a.judge.tier not in tiers:
-                        raise fail(f"judge tier {a.judge.tier!r} is not in the stack (tiers: {', '.join(tiers)})",
-                                   key=f"{key}.tier")
+                        raise fail(
+                            f"judge tier {a.judge.tier!r} is not in the stack (tiers: {', '.join(tiers)})",
+                            key=f"{key}.tier",
+                        )
                 elif a.type == "custom":
                     self._custom_scorer(a.custom or "", fx, key)
 
@@ -117,7 +123,9 @@ class QualityScorer:
             try:
                 self._custom[path] = load_scorer(path, root=self.root)
             except ValueError as exc:
-                raise ConfigError(f"custom scorer {path}: {exc}", file=fx.file, line=fx.line, key=key) from None
+                raise ConfigError(
+                    f"custom scorer {path}: {exc}", file=fx.file, line=fx.line, key=key
+                ) from None
         return self._custom[path]
 
     # -- scoring ----------------------------------------------------------------------------
@@ -157,15 +165,20 @@ class QualityScorer:
                         judged.append((k, i, response))
                         row.append(None)
                 else:
-                    row.append(run_custom(self._custom_scorer(a.custom or "", answer.fixture), a, response))
+                    row.append(
+                        run_custom(self._custom_scorer(a.custom or "", answer.fixture), a, response)
+                    )
             slots.append(row)
         if similar:
-            for ((k, i), _, _), score in zip(similar, score_similar([(a, r) for _, a, r in similar], self.embedder),
-                                             strict=True):
+            for ((k, i), _, _), score in zip(
+                similar, score_similar([(a, r) for _, a, r in similar], self.embedder), strict=True
+            ):
                 slots[k][i] = score  # type: ignore[index]
         if judged:
             assert self.judge is not None
-            for (k, i, _), score in zip(judged, self.judge.score([(i, r) for _, i, r in judged]), strict=True):
+            for (k, i, _), score in zip(
+                judged, self.judge.score([(i, r) for _, i, r in judged]), strict=True
+            ):
                 slots[k][i] = score  # type: ignore[index]
         out: list[dict[str, Any] | None] = []
         for answer, row in zip(answers, slots, strict=True):
@@ -210,7 +223,10 @@ def unanswered_quality(answer: Answer) -> dict[str, Any]:
         "score": None,
         "reason": reason,
         "tier": answer.tier,
-        "assertions": [{"type": a.type, "weight": a.weight, "measured": False} for a in answer.fixture.expect.assertions],
+        "assertions": [
+            {"type": a.type, "weight": a.weight, "measured": False}
+            for a in answer.fixture.expect.assertions
+        ],
     }
 
 
@@ -263,8 +279,18 @@ def passes_expectations(expect: Expect, text: str) -> bool | None:
 def _block() -> dict[str, Any]:
     # _w/_ws/_wp: traffic weight, weighted score, weighted passes; _s/_p: the unweighted sums,
     # used when the measured fixtures carry no traffic at all (a suite with share 0).
-    return {"fixtures": 0, "measured": 0, "unmeasured": 0, "partial": 0, "passed": 0, "failed": 0,
-            "_w": 0.0, "_ws": 0.0, "_wp": 0.0, "_s": 0.0}
+    return {
+        "fixtures": 0,
+        "measured": 0,
+        "unmeasured": 0,
+        "partial": 0,
+        "passed": 0,
+        "failed": 0,
+        "_w": 0.0,
+        "_ws": 0.0,
+        "_wp": 0.0,
+        "_s": 0.0,
+    }
 
 
 def _add(block: dict[str, Any], quality: dict[str, Any], weight: float) -> None:
@@ -315,13 +341,19 @@ def quality_section(records: Sequence[RequestRecord]) -> dict[str, Any] | None:
         q = r.quality
         assert q is not None
         weight = r.monthly_requests
-        for block in (total, suites.setdefault(r.suite, _block()), tiers.setdefault(q.get("tier") or "?", _block())):
+        for block in (
+            total,
+            suites.setdefault(r.suite, _block()),
+            tiers.setdefault(q.get("tier") or "?", _block()),
+        ):
             _add(block, q, weight)
         if not q.get("measured"):
             reason = q.get("reason") or "no response to score"
             reasons[reason] = reasons.get(reason, 0) + 1
         for a in q.get("assertions", []):
-            counts = assertions.setdefault(a["type"], {"measured": 0, "passed": 0, "failed": 0, "unmeasured": 0})
+            counts = assertions.setdefault(
+                a["type"], {"measured": 0, "passed": 0, "failed": 0, "unmeasured": 0}
+            )
             if a.get("measured"):
                 counts["measured"] += 1
                 counts["passed" if a.get("passed") else "failed"] += 1
@@ -346,9 +378,13 @@ def unmeasured_warning(section: dict[str, Any]) -> str | None:
         return None
     parts = []
     if unmeasured:
-        parts.append(f"quality is unmeasured for {unmeasured} of {section['fixtures']} fixtures with assertions")
+        parts.append(
+            f"quality is unmeasured for {unmeasured} of {section['fixtures']} fixtures with assertions"
+        )
     if partial:
         parts.append(f"{partial} fixture(s) have assertions that could not be measured")
     reasons = list(section.get("unmeasured_reasons", {}).items())
-    shown = "; ".join(f"{why}: {n}" for why, n in reasons[:3]) + ("; ..." if len(reasons) > 3 else "")
+    shown = "; ".join(f"{why}: {n}" for why, n in reasons[:3]) + (
+        "; ..." if len(reasons) > 3 else ""
+    )
     return f"{', and '.join(parts)} ({shown}); record responses with a live backend to measure them"

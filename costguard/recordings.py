@@ -67,7 +67,9 @@ class Recording:
     confidence: float | None = None
     route: str | None = None  # "external:<model>" when an external router chose the tier
     backend: str = "endpoint"
-    recorded_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    recorded_at: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
@@ -83,7 +85,9 @@ class RecordingAudit:
 
     entries: int
     current: int  # match a fixture x tier of the current config
-    stale: list[tuple[str, str, str]]  # (fixture id, tier, why): the fixture or the tier's model changed
+    stale: list[
+        tuple[str, str, str]
+    ]  # (fixture id, tier, why): the fixture or the tier's model changed
     orphaned: list[tuple[str, str]]  # (fixture id, tier): the fixture no longer exists
     per_tier: dict[str, int]  # current entries per tier
     judge: int = 0  # of the current entries: LLM-judge replies on current recorded answers
@@ -132,7 +136,9 @@ class RecordingStore:
                     rec = Recording.from_dict(json.loads(line))
                 except (ValueError, TypeError) as exc:
                     raise ConfigError(
-                        f"not a recorded response ({exc}); fix or delete the line", file=self.path, line=lineno
+                        f"not a recorded response ({exc}); fix or delete the line",
+                        file=self.path,
+                        line=lineno,
                     ) from None
                 out[rec.key] = rec  # later lines win (appended during a run)
         return out
@@ -193,7 +199,9 @@ class RecordingStore:
         return taken
 
     # -- housekeeping -------------------------------------------------------------------
-    def current_keys(self, fixtures: Sequence[Fixture], config: StackConfig) -> tuple[dict[str, str], dict[str, str]]:
+    def current_keys(
+        self, fixtures: Sequence[Fixture], config: StackConfig
+    ) -> tuple[dict[str, str], dict[str, str]]:
         """Keys the current fixtures x tiers use (key -> tier), and those of the LLM-judge replies
         that the recorded answers to them need (costguard.scorers.judge)."""
         from costguard.scorers.judge import recorded_judge_keys
@@ -219,20 +227,36 @@ class RecordingStore:
                 per_tier[tier] = per_tier.get(tier, 0) + 1
                 continue
             if JUDGE_MARK in rec.fixture_id and rec.fixture_id.split(JUDGE_MARK)[0] in by_id:
-                stale.append((rec.fixture_id, rec.tier, "judged an answer or rubric that is no longer current"))
+                stale.append(
+                    (
+                        rec.fixture_id,
+                        rec.tier,
+                        "judged an answer or rubric that is no longer current",
+                    )
+                )
                 continue
             fx = by_id.get(rec.fixture_id)
             if fx is None:
                 orphaned.append((rec.fixture_id, rec.tier))
             elif fx.content_hash != rec.content_hash:
-                stale.append((rec.fixture_id, rec.tier, "fixture or template changed since recording"))
+                stale.append(
+                    (rec.fixture_id, rec.tier, "fixture or template changed since recording")
+                )
             elif rec.tier not in models:
                 stale.append((rec.fixture_id, rec.tier, "tier no longer in the config"))
             else:
-                stale.append((rec.fixture_id, rec.tier, f"tier model changed ({rec.model} -> {models[rec.tier]})"))
+                stale.append(
+                    (
+                        rec.fixture_id,
+                        rec.tier,
+                        f"tier model changed ({rec.model} -> {models[rec.tier]})",
+                    )
+                )
         return RecordingAudit(len(self.entries), current, stale, orphaned, per_tier, judged)
 
-    def prune(self, fixtures: Sequence[Fixture], config: StackConfig, *, keep_orphaned: bool = False) -> int:
+    def prune(
+        self, fixtures: Sequence[Fixture], config: StackConfig, *, keep_orphaned: bool = False
+    ) -> int:
         """Drop entries no current fixture x tier (or judge of a current answer) uses; returns how many were dropped."""
         from costguard.scorers.judge import JUDGE_MARK
 
@@ -284,13 +308,20 @@ def load_throughput(directory: Path) -> dict[str, dict[str, Any]]:
     return tiers
 
 
-def measured_throughput(profiles: dict[str, dict[str, Any]], tier: TierConfig) -> tuple[float, float] | None:
+def measured_throughput(
+    profiles: dict[str, dict[str, Any]], tier: TierConfig
+) -> tuple[float, float] | None:
     """(prefill, decode) tokens/s recorded for this tier on the same model and hardware."""
     entry = profiles.get(tier.name)
     if not isinstance(entry, dict) or entry.get("hardware") != hardware_signature(tier):
         return None
     prefill, decode = entry.get("prefill_tokens_per_s"), entry.get("decode_tokens_per_s")
-    if not (isinstance(prefill, (int, float)) and isinstance(decode, (int, float)) and prefill > 0 and decode > 0):
+    if not (
+        isinstance(prefill, (int, float))
+        and isinstance(decode, (int, float))
+        and prefill > 0
+        and decode > 0
+    ):
         return None
     return float(prefill), float(decode)
 

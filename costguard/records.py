@@ -34,7 +34,9 @@ class TierCall:
     latency_s: float | None = None
     latency_source: str | None = None
     confidence: float | None = None
-    confidence_source: str | None = None  # "recorded" (the tier's own answer) | "estimated" (cascade)
+    confidence_source: str | None = (
+        None  # "recorded" (the tier's own answer) | "estimated" (cascade)
+    )
     response_ref: str | None = None  # recorded-response key, when one was used
 
     @property
@@ -60,7 +62,13 @@ class TierCall:
             "cost_estimated": self.cost_estimated,
             "estimated": self.estimated,
         }
-        for key in ("latency_s", "latency_source", "confidence", "confidence_source", "response_ref"):
+        for key in (
+            "latency_s",
+            "latency_source",
+            "confidence",
+            "confidence_source",
+            "response_ref",
+        ):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -170,12 +178,19 @@ class RequestRecord:
             out["extra"] = self.extra
         if self.alternatives is not None:
             alt = self.alternatives
-            out["alternatives"] = {"prompt_tokens": alt.prompt_tokens, "tier_cost_usd": alt.tier_cost_usd,
-                                   "estimated": alt.estimated}
+            out["alternatives"] = {
+                "prompt_tokens": alt.prompt_tokens,
+                "tier_cost_usd": alt.tier_cost_usd,
+                "estimated": alt.estimated,
+            }
         return out
 
     def _route_dict(self) -> dict[str, Any]:
-        route: dict[str, Any] = {"tier": self.route_tier, "reason": self.route_reason, "score": self.route_score}
+        route: dict[str, Any] = {
+            "tier": self.route_tier,
+            "reason": self.route_reason,
+            "score": self.route_score,
+        }
         if self.route_label is not None:
             route["label"] = self.route_label
         return route
@@ -205,7 +220,9 @@ class RequestRecord:
             counterfactual=TierCall.from_dict(cf) if cf else None,
             quality=data.get("quality"),
             extra=data.get("extra") or {},
-            alternatives=RouteAlternatives(alt["prompt_tokens"], dict(alt["tier_cost_usd"]), bool(alt["estimated"]))
+            alternatives=RouteAlternatives(
+                alt["prompt_tokens"], dict(alt["tier_cost_usd"]), bool(alt["estimated"])
+            )
             if alt
             else None,
         )

@@ -43,7 +43,9 @@ def _monthly_spend_increase_pct(ctx: MetricContext, rule: Rule) -> MetricValue:
     d = diff_of(ctx)
     cost = d["totals"]["cost_per_month"]
     if cost["delta_pct"] is None:
-        return MetricValue(None, note="the base spend is $0: no percentage (use monthly_spend_increase)")
+        return MetricValue(
+            None, note="the base spend is $0: no percentage (use monthly_spend_increase)"
+        )
     return MetricValue(cost["delta_pct"], _estimated(d["totals"]))
 
 
@@ -56,7 +58,9 @@ def _suite_increase(ctx: MetricContext, rule: Rule, key: str) -> MetricValue:
             return MetricValue(None, note=f"suite {rule.suite!r} is in neither run")
         value = block["cost_per_month"][key]
         if value is None:
-            return MetricValue(None, note=f"suite {rule.suite!r} had no spend in the base: no percentage")
+            return MetricValue(
+                None, note=f"suite {rule.suite!r} had no spend in the base: no percentage"
+            )
         return MetricValue(value, _estimated(block))
     worst: tuple[float, str] | None = None
     for name, block in suites.items():
@@ -95,17 +99,50 @@ def _escalation_rate_increase(ctx: MetricContext, rule: Rule) -> MetricValue:
 
 
 for _m in (
-    Metric("monthly_spend_increase", "usd_delta", "increase of projected spend per month against the baseline ($)",
-           _monthly_spend_increase, needs_baseline=True),
-    Metric("monthly_spend_increase_pct", "pct", "increase of projected spend per month against the baseline (%)",
-           _monthly_spend_increase_pct, needs_baseline=True),
-    Metric("suite_spend_increase", "usd_delta", "increase of one suite's spend per month ($; no suite: the largest)",
-           _suite_spend_increase, ("suite",), needs_baseline=True),
-    Metric("suite_spend_increase_pct", "pct", "increase of one suite's spend per month (%; no suite: the largest)",
-           _suite_spend_increase_pct, ("suite",), needs_baseline=True),
-    Metric("quality_drop", "points", "drop of the quality score against the baseline (points, 0-100 scale)",
-           _quality_drop, ("suite",), needs_baseline=True),
-    Metric("escalation_rate_increase", "points", "increase of the cascade escalation rate (percentage points)",
-           _escalation_rate_increase, needs_baseline=True),
+    Metric(
+        "monthly_spend_increase",
+        "usd_delta",
+        "increase of projected spend per month against the baseline ($)",
+        _monthly_spend_increase,
+        needs_baseline=True,
+    ),
+    Metric(
+        "monthly_spend_increase_pct",
+        "pct",
+        "increase of projected spend per month against the baseline (%)",
+        _monthly_spend_increase_pct,
+        needs_baseline=True,
+    ),
+    Metric(
+        "suite_spend_increase",
+        "usd_delta",
+        "increase of one suite's spend per month ($; no suite: the largest)",
+        _suite_spend_increase,
+        ("suite",),
+        needs_baseline=True,
+    ),
+    Metric(
+        "suite_spend_increase_pct",
+        "pct",
+        "increase of one suite's spend per month (%; no suite: the largest)",
+        _suite_spend_increase_pct,
+        ("suite",),
+        needs_baseline=True,
+    ),
+    Metric(
+        "quality_drop",
+        "points",
+        "drop of the quality score against the baseline (points, 0-100 scale)",
+        _quality_drop,
+        ("suite",),
+        needs_baseline=True,
+    ),
+    Metric(
+        "escalation_rate_increase",
+        "points",
+        "increase of the cascade escalation rate (percentage points)",
+        _escalation_rate_increase,
+        needs_baseline=True,
+    ),
 ):
     register_metric(_m)

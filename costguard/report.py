@@ -78,8 +78,10 @@ def json_with_compact_rows(data: dict[str, Any], path: tuple[str, ...]) -> str:
     at = text.index(quoted)
     indent = " " * (at - text.rfind("\n", 0, at) - 1 - len(json.dumps(path[-1])) - 2)
     inner = indent + "  "
-    body = (",\n" + inner).join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in rows)
-    return text[:at] + "[\n" + inner + body + "\n" + indent + "]" + text[at + len(quoted):] + "\n"
+    body = (",\n" + inner).join(
+        json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in rows
+    )
+    return text[:at] + "[\n" + inner + body + "\n" + indent + "]" + text[at + len(quoted) :] + "\n"
 
 
 def _replaced(data: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
@@ -153,8 +155,13 @@ def load_document(
 
 def load_report(path: str | Path) -> RunReport:
     data = load_document(
-        path, kind="run", what="RunReport", required=REQUIRED_KEYS, schema_major=SCHEMA_MAJOR,
-        missing_hint="run `costguard run --out FILE` first", stale_hint="re-run the baseline with this version",
+        path,
+        kind="run",
+        what="RunReport",
+        required=REQUIRED_KEYS,
+        schema_major=SCHEMA_MAJOR,
+        missing_hint="run `costguard run --out FILE` first",
+        stale_hint="re-run the baseline with this version",
         default_kind="run",
     )
     return RunReport(data, Path(path))

@@ -54,7 +54,9 @@ class RoutingRun:
 
     kind: str
     description: str
-    score_range: tuple[float, float] | None = None  # None: scores are not on a fixed scale (or absent)
+    score_range: tuple[float, float] | None = (
+        None  # None: scores are not on a fixed scale (or absent)
+    )
     overhead: RouterOverhead | None = None
     cascade: dict[str, Any] | None = None  # CascadeTally.summary()
 
@@ -87,7 +89,9 @@ def measure_overhead(router: Router, probes: Sequence[RouteInput]) -> RouterOver
         started = time.perf_counter()
         router.route([item])
         samples.append(time.perf_counter() - started)
-    return RouterOverhead(samples, "measured", f"each of {len(samples)} probe requests routed alone, in process")
+    return RouterOverhead(
+        samples, "measured", f"each of {len(samples)} probe requests routed alone, in process"
+    )
 
 
 class SingleTierRouter:
@@ -144,10 +148,20 @@ class LengthRouter:
         for item in batch:
             for t in self.thresholds:
                 if item.prompt_tokens <= t.max_prompt_tokens:
-                    out.append(RouteDecision(t.tier, f"prompt <= {t.max_prompt_tokens} tokens", float(item.prompt_tokens)))
+                    out.append(
+                        RouteDecision(
+                            t.tier,
+                            f"prompt <= {t.max_prompt_tokens} tokens",
+                            float(item.prompt_tokens),
+                        )
+                    )
                     break
             else:
-                out.append(RouteDecision(self.default_tier, "longer than every threshold", float(item.prompt_tokens)))
+                out.append(
+                    RouteDecision(
+                        self.default_tier, "longer than every threshold", float(item.prompt_tokens)
+                    )
+                )
         return out
 
 
@@ -212,7 +226,9 @@ def _embedding_router(rc: ComplexityRouterConfig | KnnRouterConfig, **context: A
     cache_dir = context.get("cache_dir") or (project.cache_dir if project is not None else None)
     overhead_dir = Path(cache_dir) / "router-overhead" if cache_dir is not None else None
     try:
-        if project is not None:  # one embedder per model on the project, shared with the semantic cache
+        if (
+            project is not None
+        ):  # one embedder per model on the project, shared with the semantic cache
             embedder = project.embedder(complexity.model_name(rc, root), precision=rc.precision)
         else:
             embedder = complexity.make_embedder(rc, root=root, cache=context.get("embedding_cache"))

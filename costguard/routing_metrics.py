@@ -44,7 +44,9 @@ def _percentile(samples: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
-def routing_details(records: Sequence[RequestRecord], config: StackConfig, run: RoutingRun | None) -> dict[str, Any]:
+def routing_details(
+    records: Sequence[RequestRecord], config: StackConfig, run: RoutingRun | None
+) -> dict[str, Any]:
     """The routing section's fields beyond served shares and the escalation totals."""
     order = tiers_by_strength(config)
     strong, weak = order[-1], order[0]
@@ -52,7 +54,9 @@ def routing_details(records: Sequence[RequestRecord], config: StackConfig, run: 
     routed = {t: 0.0 for t in order}
     for r in records:
         routed[r.route_tier] = routed.get(r.route_tier, 0.0) + r.monthly_requests
-    routed_shares = {t: (routed[t] / total if total else 0.0) for t in (t.name for t in config.tiers)}
+    routed_shares = {
+        t: (routed[t] / total if total else 0.0) for t in (t.name for t in config.tiers)
+    }
     out: dict[str, Any] = {
         "router": {
             "kind": run.kind if run else (config.router.kind if config.router else "single"),
@@ -71,11 +75,15 @@ def routing_details(records: Sequence[RequestRecord], config: StackConfig, run: 
     return out
 
 
-def _escalation(records: Sequence[RequestRecord], run: RoutingRun | None, total: float) -> dict[str, Any]:
+def _escalation(
+    records: Sequence[RequestRecord], run: RoutingRun | None, total: float
+) -> dict[str, Any]:
     if run is None or run.cascade is None:
         return {"enabled": False}
     escalated = sum(r.monthly_requests for r in records if r.escalated)
-    cost = sum(r.monthly_requests * c.cost_usd for r in records for c in r.calls if c.stage == "escalation")
+    cost = sum(
+        r.monthly_requests * c.cost_usd for r in records for c in r.calls if c.stage == "escalation"
+    )
     sources = run.cascade.get("confidence_sources", {})
     return {
         "enabled": True,
@@ -86,14 +94,23 @@ def _escalation(records: Sequence[RequestRecord], run: RoutingRun | None, total:
     }
 
 
-def router_overhead(records: Sequence[RequestRecord], config: StackConfig, run: RoutingRun | None) -> dict[str, Any]:
+def router_overhead(
+    records: Sequence[RequestRecord], config: StackConfig, run: RoutingRun | None
+) -> dict[str, Any]:
     """Per-request scoring latency (and cost, when the router is priced).
 
     A wall-clock measurement that differs between runs, so the report keeps it under `timing`.
     """
     routed_requests = sum(r.monthly_requests for r in records if not r.cache_hit)
     if run is None or run.overhead is None:
-        return {"source": "not_measured", "method": "no router ran", "samples": 0, "p50_s": None, "p99_s": None, "mean_s": None}
+        return {
+            "source": "not_measured",
+            "method": "no router ran",
+            "samples": 0,
+            "p50_s": None,
+            "p99_s": None,
+            "mean_s": None,
+        }
     ov = run.overhead
     samples = ov.samples_s
     block: dict[str, Any] = {
@@ -110,7 +127,10 @@ def router_overhead(records: Sequence[RequestRecord], config: StackConfig, run: 
     if pricing is not None:
         if pricing.per_million_requests_usd is not None:
             per_request: float | None = pricing.per_million_requests_usd / 1e6
-            block.update(price_basis=f"${pricing.per_million_requests_usd:g} per 1M routed requests", cost_estimated=False)
+            block.update(
+                price_basis=f"${pricing.per_million_requests_usd:g} per 1M routed requests",
+                cost_estimated=False,
+            )
         else:
             assert pricing.instance_hour_usd is not None
             mean = block["mean_s"]
@@ -137,7 +157,9 @@ def routing_run_from_reports(reports: Sequence[Any]) -> RoutingRun | None:
     overhead = None
     block = (first.get("timing") or {}).get("router_overhead") or {}
     if block.get("source"):
-        overhead = RouterOverhead(list(block.get("samples_s") or []), block["source"], block.get("method", ""))
+        overhead = RouterOverhead(
+            list(block.get("samples_s") or []), block["source"], block.get("method", "")
+        )
     cascade = None
     escalation = routing.get("escalation") or {}
     if escalation.get("enabled"):
@@ -145,7 +167,9 @@ def routing_run_from_reports(reports: Sequence[Any]) -> RoutingRun | None:
         cascade = {k: escalation[k] for k in keys if k in escalation}
         totals = {"recorded": 0, "estimated": 0, "none": 0}
         for report in reports:
-            sources = ((report.get("routing") or {}).get("escalation") or {}).get("confidence_sources") or {}
+            sources = ((report.get("routing") or {}).get("escalation") or {}).get(
+                "confidence_sources"
+            ) or {}
             for k in totals:
                 totals[k] += int(sources.get(k, 0))
         cascade["confidence_sources"] = totals
@@ -219,7 +243,9 @@ def _sweep(curve: list[tuple[float, float]]) -> dict[str, Any]:
     }
 
 
-def _length_assignment(records: Sequence[RequestRecord], order: Sequence[str], shares: dict[str, float]) -> list[str]:
+def _length_assignment(
+    records: Sequence[RequestRecord], order: Sequence[str], shares: dict[str, float]
+) -> list[str]:
     """Tiers for `records` by prompt length alone, shortest on the weakest tier, at `shares`."""
     total = sum(r.monthly_requests for r in records)
     bounds, acc = [], 0.0
@@ -239,7 +265,9 @@ def _length_assignment(records: Sequence[RequestRecord], order: Sequence[str], s
     return out
 
 
-def comparison(records: Sequence[RequestRecord], config: StackConfig, order: Sequence[str]) -> dict[str, Any]:
+def comparison(
+    records: Sequence[RequestRecord], config: StackConfig, order: Sequence[str]
+) -> dict[str, Any]:
     """The router against its baselines on the same fixtures: cost, savings and (labelled) quality."""
     rs = [r for r in records if r.alternatives is not None]
     if not rs:
@@ -252,14 +280,21 @@ def comparison(records: Sequence[RequestRecord], config: StackConfig, order: Seq
     length_tiers = _length_assignment(rs, order, shares)
 
     def cost(assign: Callable[[int, RequestRecord], str]) -> float:
-        return sum(r.monthly_requests * r.alternatives.tier_cost_usd[assign(i, r)] for i, r in enumerate(rs))  # type: ignore[union-attr]
+        return sum(
+            r.monthly_requests * r.alternatives.tier_cost_usd[assign(i, r)]
+            for i, r in enumerate(rs)
+        )  # type: ignore[union-attr]
 
     random_cost = sum(
         r.monthly_requests * sum(shares[t] * r.alternatives.tier_cost_usd[t] for t in order)  # type: ignore[union-attr]
         for r in rs
     )
     rows: dict[str, dict[str, Any]] = {
-        "router": {"label": "this router", "cost_per_month": cost(lambda i, r: r.route_tier), "strong_share": shares[strong]},
+        "router": {
+            "label": "this router",
+            "cost_per_month": cost(lambda i, r: r.route_tier),
+            "strong_share": shares[strong],
+        },
         "all_largest": {
             "label": f"everything on the largest tier ({strong})",
             "cost_per_month": cost(lambda i, r: strong),
@@ -357,16 +392,22 @@ def _quality(
         rows[name]["quality"] = value
         rows[name]["pgr"] = (value - q_weak) / gap if gap > 0 else None
     if gap <= 0:
-        block["reason"] = "the labels give the weak and the strong tier the same quality: PGR is undefined"
+        block["reason"] = (
+            "the labels give the weak and the strong tier the same quality: PGR is undefined"
+        )
         return block
     gains = [(i, q(i, strong) - q(i, weak)) for i in labelled]
     scores = [rs[i].route_score for i, _ in gains]
     if all(s is not None for s in scores):
-        curve = pgr_curve([(float(s), rs[i].monthly_requests, g) for (i, g), s in zip(gains, scores, strict=True)])  # type: ignore[arg-type]
+        curve = pgr_curve(
+            [(float(s), rs[i].monthly_requests, g) for (i, g), s in zip(gains, scores, strict=True)]
+        )  # type: ignore[arg-type]
         rows["router"].update(_sweep(curve))
     else:
         rows["router"]["sweep_reason"] = "the router gives no scores to sweep a threshold over"
-    length_curve = pgr_curve([(float(rs[i].alternatives.prompt_tokens), rs[i].monthly_requests, g) for i, g in gains])  # type: ignore[union-attr]
+    length_curve = pgr_curve(
+        [(float(rs[i].alternatives.prompt_tokens), rs[i].monthly_requests, g) for i, g in gains]
+    )  # type: ignore[union-attr]
     rows["length"].update(_sweep(length_curve))
     rows["random"].update(
         apgr=0.5, cpt50=0.5, cpt80=0.8, sweep=[{"strong_share": s, "pgr": s} for s in SWEEP_POINTS]
@@ -386,20 +427,26 @@ def _escalation_rate(ctx: MetricContext, rule: Rule) -> MetricValue:
     note = None
     if routing.get("escalation_estimated"):
         note = "confidence estimated: " + str(routing.get("escalation", {}).get("method", ""))
-    return MetricValue(routing.get("escalation_rate", 0.0), bool(routing.get("escalation_estimated")), note)
+    return MetricValue(
+        routing.get("escalation_rate", 0.0), bool(routing.get("escalation_estimated")), note
+    )
 
 
 def _strong_tier_share(ctx: MetricContext, rule: Rule) -> MetricValue:
     routing = _routing(ctx)
     if "strong_share" not in routing:
-        return MetricValue(None, note="the report has no routed shares (written by an older costguard)")
+        return MetricValue(
+            None, note="the report has no routed shares (written by an older costguard)"
+        )
     return MetricValue(routing["strong_share"])
 
 
 def _router_overhead_p99(ctx: MetricContext, rule: Rule) -> MetricValue:
     overhead = (ctx.report.get("timing") or {}).get("router_overhead") or {}
     if overhead.get("p99_s") is None:
-        return MetricValue(None, note=f"router overhead not measured ({overhead.get('method', 'no router ran')})")
+        return MetricValue(
+            None, note=f"router overhead not measured ({overhead.get('method', 'no router ran')})"
+        )
     note = "measured in an earlier run" if overhead.get("source") == "stored" else None
     return MetricValue(overhead["p99_s"], note=note)
 
@@ -408,23 +455,53 @@ def _router_row(ctx: MetricContext, key: str) -> MetricValue:
     comparison = _routing(ctx).get("comparison") or {}
     quality = comparison.get("quality") or {}
     if not quality.get("available"):
-        return MetricValue(None, note=quality.get("reason") or comparison.get("reason") or "no routing quality in the report")
+        return MetricValue(
+            None,
+            note=quality.get("reason")
+            or comparison.get("reason")
+            or "no routing quality in the report",
+        )
     value = (comparison.get("baselines", {}).get("router") or {}).get(key)
     if value is None:
-        reason = quality.get("reason") or comparison["baselines"]["router"].get("sweep_reason") or "not available"
+        reason = (
+            quality.get("reason")
+            or comparison["baselines"]["router"].get("sweep_reason")
+            or "not available"
+        )
         return MetricValue(None, note=reason)
     return MetricValue(value, estimated=False, note="quality from fixture labels")
 
 
 for _m in (
-    Metric("escalation_rate", "ratio", "share of requests the cascade escalated to a stronger tier", _escalation_rate),
-    Metric("strong_tier_share", "ratio", "share of requests the router sends to the strongest tier (before caches)",
-           _strong_tier_share),
-    Metric("router_overhead_p99", "seconds", "p99 scoring latency of the router, one request at a time",
-           _router_overhead_p99),
-    Metric("routing_pgr", "ratio", "performance gap recovered at the shipped thresholds (labelled quality)",
-           lambda ctx, rule: _router_row(ctx, "pgr")),
-    Metric("routing_apgr", "ratio", "mean PGR over an 11-point strong-share sweep (labelled quality; random = 50%)",
-           lambda ctx, rule: _router_row(ctx, "apgr")),
+    Metric(
+        "escalation_rate",
+        "ratio",
+        "share of requests the cascade escalated to a stronger tier",
+        _escalation_rate,
+    ),
+    Metric(
+        "strong_tier_share",
+        "ratio",
+        "share of requests the router sends to the strongest tier (before caches)",
+        _strong_tier_share,
+    ),
+    Metric(
+        "router_overhead_p99",
+        "seconds",
+        "p99 scoring latency of the router, one request at a time",
+        _router_overhead_p99,
+    ),
+    Metric(
+        "routing_pgr",
+        "ratio",
+        "performance gap recovered at the shipped thresholds (labelled quality)",
+        lambda ctx, rule: _router_row(ctx, "pgr"),
+    ),
+    Metric(
+        "routing_apgr",
+        "ratio",
+        "mean PGR over an 11-point strong-share sweep (labelled quality; random = 50%)",
+        lambda ctx, rule: _router_row(ctx, "apgr"),
+    ),
 ):
     register_metric(_m)

@@ -27,7 +27,11 @@ def schemas() -> dict[str, dict[str, Any]]:
     fixture_file["properties"]["fixtures"]["items"] = {"$ref": "#/$defs/Fixture"}
     fixture_file["title"] = "costguard fixture file"
     out = {}
-    for name, schema in (("costguard.schema.json", stack), ("policy.schema.json", policy), ("fixtures.schema.json", fixture_file)):
+    for name, schema in (
+        ("costguard.schema.json", stack),
+        ("policy.schema.json", policy),
+        ("fixtures.schema.json", fixture_file),
+    ):
         out[name] = {"$schema": SCHEMA_URI, **schema}
     return out
 

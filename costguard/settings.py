@@ -17,7 +17,9 @@ from costguard.yamlio import StrictModel, validate
 
 
 class ToolSettings(StrictModel):
-    config: str | None = Field(default=None, description="stack config file (default costguard.yaml)")
+    config: str | None = Field(
+        default=None, description="stack config file (default costguard.yaml)"
+    )
     policy: list[str] = Field(default_factory=list, description="policy file(s)")
     fixtures: list[str] = Field(default_factory=list, description="fixture files or directories")
     baseline: str | None = Field(default=None, description="baseline RunReport file")
@@ -50,4 +52,8 @@ def read_tool_settings(pyproject: Path) -> ToolSettings:
     try:
         return validate(ToolSettings, table, file=pyproject)
     except ConfigError as exc:
-        raise ConfigError(exc.message, file=pyproject, key=f"tool.costguard.{exc.key}" if exc.key else "tool.costguard") from None
+        raise ConfigError(
+            exc.message,
+            file=pyproject,
+            key=f"tool.costguard.{exc.key}" if exc.key else "tool.costguard",
+        ) from None

@@ -94,7 +94,9 @@ class ServeCommand:
 # --------------------------------------------------------------------------------------------
 
 
-def assign_devices(config: StackConfig, where: Callable[..., str] | None = None) -> dict[str, list[int]]:
+def assign_devices(
+    config: StackConfig, where: Callable[..., str] | None = None
+) -> dict[str, list[int]]:
     """GPU indices per tier: `serve.devices` where given, else the next free ones in tier order.
 
     Each tier needs tensor_parallel_size x pipeline_parallel_size GPUs. Tiers share a GPU only
@@ -122,7 +124,9 @@ def assign_devices(config: StackConfig, where: Callable[..., str] | None = None)
                 raise ConfigError(
                     f"tier {tier.name!r} would use GPU {beyond[0]} but launch.gpus is {limit}; give tiers "
                     "serve.devices (tiers may share a GPU: their memory is then split)",
-                    key=where("tiers", i, "serve", "devices") if where else f"tiers[{i}].serve.devices",
+                    key=where("tiers", i, "serve", "devices")
+                    if where
+                    else f"tiers[{i}].serve.devices",
                 )
     return out
 
@@ -199,7 +203,9 @@ def assign_ports(config: StackConfig) -> dict[str, int]:
     return out
 
 
-def serve_argv(tier: TierConfig, executable: str, *, port: int, gpu_memory_utilization: float | None) -> list[str]:
+def serve_argv(
+    tier: TierConfig, executable: str, *, port: int, gpu_memory_utilization: float | None
+) -> list[str]:
     """`vllm serve MODEL ...` for one tier (DESIGN §4)."""
     serve = tier.serve
     argv = [executable, "serve", tier.model, "--served-model-name", tier.api_model_name]
@@ -256,7 +262,12 @@ def plan_stack(stack: LoadedStack, tiers: Sequence[str] | None = None) -> list[S
     for tier in config.tiers:
         if tiers and tier.name not in tiers:
             continue
-        argv = serve_argv(tier, config.launch.executable, port=ports[tier.name], gpu_memory_utilization=memory[tier.name])
+        argv = serve_argv(
+            tier,
+            config.launch.executable,
+            port=ports[tier.name],
+            gpu_memory_utilization=memory[tier.name],
+        )
         commands.append(
             ServeCommand(
                 tier=tier.name,
@@ -413,7 +424,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
 
 
 def probe_health(base_url: str, timeout_s: float = 2.0) -> str:
-    """"ready" (200), "unhealthy" (503: engine not up or dead), "refused" (not listening yet),
+    """ "ready" (200), "unhealthy" (503: engine not up or dead), "refused" (not listening yet),
     or "error: ..." for anything else."""
     try:
         with urllib.request.urlopen(f"{base_url}/health", timeout=timeout_s) as resp:
@@ -492,7 +503,9 @@ class TierProcess:
 
     @property
     def running(self) -> bool:
-        return group_alive(self.pgid) and (self.same_process or process_start_ticks(self.pid) is None)
+        return group_alive(self.pgid) and (
+            self.same_process or process_start_ticks(self.pid) is None
+        )
 
 
 @dataclass
@@ -533,12 +546,18 @@ def read_state(loaded: LoadedStack) -> StackState | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"unreadable stack state ({exc}); remove it once no vLLM of this stack runs", file=path) from None
+        raise ConfigError(
+            f"unreadable stack state ({exc}); remove it once no vLLM of this stack runs", file=path
+        ) from None
     try:
         tiers = [TierProcess(**{k: v for k, v in t.items()}) for t in data["tiers"]]
-        return StackState(path=path, config=data["config"], started_at=data["started_at"], tiers=tiers)
+        return StackState(
+            path=path, config=data["config"], started_at=data["started_at"], tiers=tiers
+        )
     except (KeyError, TypeError) as exc:
-        raise ConfigError(f"malformed stack state ({exc}); remove it once no vLLM of this stack runs", file=path) from None
+        raise ConfigError(
+            f"malformed stack state ({exc}); remove it once no vLLM of this stack runs", file=path
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,7 +591,10 @@ def launch(command: ServeCommand, log_path: Path, cwd: Path) -> TierProcess:
     if command.api_key_env:
         key = os.environ.get(command.api_key_env)
         if not key:
-            raise ConfigError(f"serve.api_key_env names {command.api_key_env}, which is not set", key=f"tier {command.tier}")
+            raise ConfigError(
+                f"serve.api_key_env names {command.api_key_env}, which is not set",
+                key=f"tier {command.tier}",
+            )
         env["VLLM_API_KEY"] = key
     with log_path.open("ab") as log:
         header = f"=== costguard stack up {_dt.datetime.now().isoformat(timespec='seconds')}: {command.shell()}\n"
@@ -584,7 +606,9 @@ def launch(command: ServeCommand, log_path: Path, cwd: Path) -> TierProcess:
                 env=env, cwd=cwd, start_new_session=True,
             )  # fmt: skip
         except OSError as exc:
-            raise BackendError(f"cannot start {command.argv[0]} for tier {command.tier!r}: {exc}") from None
+            raise BackendError(
+                f"cannot start {command.argv[0]} for tier {command.tier!r}: {exc}"
+            ) from None
     return TierProcess(
         tier=command.tier, pid=child.pid, pgid=child.pid, start_ticks=process_start_ticks(child.pid),
         base_url=command.base_url, served_model_name=command.served_model_name, log=str(log_path),
@@ -636,14 +660,18 @@ def start_stack(
             state.tiers.append(proc)
             state.write()  # written early so `down` from elsewhere can stop a slow start
             say(f"started {command.tier} (pid {proc.pid}) -> {command.base_url}, log {proc.log}")
-        wait_ready(state, timeout_s or loaded.config.launch.startup_timeout_s, notify=say, poll_s=poll_s)
+        wait_ready(
+            state, timeout_s or loaded.config.launch.startup_timeout_s, notify=say, poll_s=poll_s
+        )
     except BaseException:
         stop_stack(state, notify=say)
         raise
     return state
 
 
-def wait_ready(state: StackState, timeout_s: float, *, notify: Notify | None = None, poll_s: float = 0.5) -> None:
+def wait_ready(
+    state: StackState, timeout_s: float, *, notify: Notify | None = None, poll_s: float = 0.5
+) -> None:
     """Poll each tier's /health until 200 (and /v1/models lists its served name)."""
     say = notify or (lambda message: None)
     pending = {t.tier: t for t in state.tiers}
@@ -681,13 +709,20 @@ def wait_ready(state: StackState, timeout_s: float, *, notify: Notify | None = N
         time.sleep(poll_s)
 
 
-def stop_stack(state: StackState, *, notify: Notify | None = None, grace_s: float = 20.0) -> list[str]:
+def stop_stack(
+    state: StackState, *, notify: Notify | None = None, grace_s: float = 20.0
+) -> list[str]:
     """Stop every tier's whole process group and remove the state file. Returns the tiers stopped."""
     say = notify or (lambda message: None)
     stopped = []
     for proc in state.tiers:
         ticks = process_start_ticks(proc.pid)
-        if proc.start_ticks is not None and ticks is not None and ticks != proc.start_ticks and proc.child is None:
+        if (
+            proc.start_ticks is not None
+            and ticks is not None
+            and ticks != proc.start_ticks
+            and proc.child is None
+        ):
             say(f"{proc.tier}: pid {proc.pid} now belongs to another process; not signalling it")
             continue
         if stop_group(proc.pgid, grace_s=grace_s, child=proc.child):

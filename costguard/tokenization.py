@@ -621,7 +621,12 @@ def _find_in_hf_cache(model_id: str) -> tuple[Path | None, Path]:
     return None, repo_dir
 
 
-HUB_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+HUB_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
 """What `_load_hf` reads from a model repo; only tokenizer.json is required."""
 
 
@@ -657,30 +662,39 @@ def fetch_hub_tokenizer(model_id: str, *, where: str = "tokenizer") -> Path:
             RepositoryNotFoundError,
         )
     except ImportError:
-        raise _error(where, "huggingface_hub is not installed: `pip install huggingface_hub`") from None
+        raise _error(
+            where, "huggingface_hub is not installed: `pip install huggingface_hub`"
+        ) from None
     repo_id, _, revision = model_id.partition("@")
     snapshot: Path | None = None
     for name in HUB_TOKENIZER_FILES:
         try:
-            got = hf_hub_download(repo_id, name, revision=revision or None, cache_dir=hf_hub_cache_dir())
+            got = hf_hub_download(
+                repo_id, name, revision=revision or None, cache_dir=hf_hub_cache_dir()
+            )
         except EntryNotFoundError:
             if name == "tokenizer.json":
                 raise _error(
-                    where, f"model {repo_id!r} has no tokenizer.json on the hub: costguard reads fast "
-                    "tokenizers only; convert it locally and point `hf:` at the directory"
+                    where,
+                    f"model {repo_id!r} has no tokenizer.json on the hub: costguard reads fast "
+                    "tokenizers only; convert it locally and point `hf:` at the directory",
                 ) from None
             continue
         except GatedRepoError:
             raise _error(
-                where, f"model {repo_id!r} is gated on the Hugging Face hub: accept its licence there "
-                "and set HF_TOKEN to a token with access"
+                where,
+                f"model {repo_id!r} is gated on the Hugging Face hub: accept its licence there "
+                "and set HF_TOKEN to a token with access",
             ) from None
         except RepositoryNotFoundError:
             raise _error(
-                where, f"model {repo_id!r} not found on the Hugging Face hub (or private: set HF_TOKEN)"
+                where,
+                f"model {repo_id!r} not found on the Hugging Face hub (or private: set HF_TOKEN)",
             ) from None
         except Exception as exc:  # network errors, HF_HUB_OFFLINE, ... (many types)
-            raise _error(where, f"could not download {name} of {repo_id!r}: {_one_line(exc)}") from None
+            raise _error(
+                where, f"could not download {name} of {repo_id!r}: {_one_line(exc)}"
+            ) from None
         snapshot = Path(got).parent
     assert snapshot is not None
     return snapshot
@@ -1204,7 +1218,9 @@ class TokenCountCache:
         self.close()
 
     # -- operations --------------------------------------------------------------------------
-    def get_many(self, fingerprint: str, keys: Iterable[str], *, raw: bool = False) -> dict[str, Any]:
+    def get_many(
+        self, fingerprint: str, keys: Iterable[str], *, raw: bool = False
+    ) -> dict[str, Any]:
         """{key: token ids} for the keys that are cached (missing keys are simply absent);
         `raw=True` gives the stored bytes (little-endian uint32) instead of lists."""
         wanted = list(dict.fromkeys(keys))

@@ -36,7 +36,10 @@ from costguard.errors import ConfigError, UsageError
 from costguard.yamlio import line_of, validate
 
 CURRENT = "current"
-THRESHOLD_KEYS = ("min_prompt_tokens", "max_prompt_tokens")  # prompt-length thresholds of rules/length routers
+THRESHOLD_KEYS = (
+    "min_prompt_tokens",
+    "max_prompt_tokens",
+)  # prompt-length thresholds of rules/length routers
 SCORE_KEY, SCORE_MAX = "max_score", 10.0  # score thresholds of the embedding routers (0-10)
 SCALES = (0.5, 2.0)
 
@@ -55,7 +58,9 @@ class Variant:
 def _segments(path: str) -> list[str]:
     parts = re.sub(r"\[(\d+)\]", r".\1", path).split(".")
     if not path or any(not p for p in parts):
-        raise ValueError(f"{path!r} is not a dotted config path (e.g. tiers.small.model or router.rules[0].tier)")
+        raise ValueError(
+            f"{path!r} is not a dotted config path (e.g. tiers.small.model or router.rules[0].tier)"
+        )
     return parts
 
 
@@ -64,7 +69,9 @@ def _step(node: Any, segment: str, path: str) -> Any:
         if segment.isdigit():
             index = int(segment)
             if index >= len(node):
-                raise ValueError(f"{path}: index {index} is out of range (the list has {len(node)} items)")
+                raise ValueError(
+                    f"{path}: index {index} is out of range (the list has {len(node)} items)"
+                )
             return index
         names = [item.get("name") for item in node if isinstance(item, dict)]
         if segment in names:
@@ -72,7 +79,9 @@ def _step(node: Any, segment: str, path: str) -> Any:
         raise ValueError(f"{path}: no item named {segment!r} (names: {', '.join(map(str, names))})")
     if isinstance(node, dict):
         return segment
-    raise ValueError(f"{path}: cannot go into {segment!r} (the value there is {node!r}; override the parent instead)")
+    raise ValueError(
+        f"{path}: cannot go into {segment!r} (the value there is {node!r}; override the parent instead)"
+    )
 
 
 def set_path(data: dict[str, Any], path: str, value: Any) -> None:
@@ -87,24 +96,32 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
     node[_step(node, parts[-1], path)] = copy.deepcopy(value)
 
 
-def apply_overrides(config: StackConfig, overrides: Mapping[str, Any], *, file: str, line: int | None, name: str) -> StackConfig:
+def apply_overrides(
+    config: StackConfig, overrides: Mapping[str, Any], *, file: str, line: int | None, name: str
+) -> StackConfig:
     """The config with `overrides` applied, validated like costguard.yaml (ConfigError on a bad path or value)."""
     data = config.model_dump(by_alias=True)
     for path, value in overrides.items():
         try:
             set_path(data, path, value)
         except ValueError as exc:
-            raise ConfigError(f"variant {name!r}: {exc}", file=file, line=line, key=f"frontier.{path}") from None
+            raise ConfigError(
+                f"variant {name!r}: {exc}", file=file, line=line, key=f"frontier.{path}"
+            ) from None
     try:
         return validate(StackConfig, data, file=file)
     except ConfigError as exc:
-        raise ConfigError(f"variant {name!r}: {exc.message}", file=file, line=line, key=exc.key) from None
+        raise ConfigError(
+            f"variant {name!r}: {exc.message}", file=file, line=line, key=exc.key
+        ) from None
 
 
 def _replace_tier(node: Any, old: str, new: str) -> Any:
     """A router config with every reference to tier `old` pointed at `new` (tokenizer_tier stays)."""
     if isinstance(node, dict):
-        return {k: (v if k == "tokenizer_tier" else _replace_tier(v, old, new)) for k, v in node.items()}
+        return {
+            k: (v if k == "tokenizer_tier" else _replace_tier(v, old, new)) for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_replace_tier(v, old, new) for v in node]
     return new if node == old else node
@@ -139,33 +156,56 @@ def standard_variants(config: StackConfig) -> Iterable[tuple[str, str, dict[str,
     router = config.router.model_dump(by_alias=True) if config.router is not None else None
     if len(names) > 1:
         for tier in names:
-            yield f"only {tier}", f"every request on tier {tier}", {
-                "router": {"kind": "rules", "default_tier": tier, "rules": []}
-            }
+            yield (
+                f"only {tier}",
+                f"every request on tier {tier}",
+                {"router": {"kind": "rules", "default_tier": tier, "rules": []}},
+            )
     if router is not None and len(names) > 2:
         for i, tier in enumerate(names):
             replacement = names[i + 1] if i + 1 < len(names) else names[i - 1]
             changed = _replace_tier(router, tier, replacement)
             if changed != router:
-                yield f"without {tier}", f"tier {tier} off: its traffic goes to {replacement}", {"router": changed}
+                yield (
+                    f"without {tier}",
+                    f"tier {tier} off: its traffic goes to {replacement}",
+                    {"router": changed},
+                )
     exact = config.caches.exact.enabled
-    yield (f"exact cache {'off' if exact else 'on'}", f"the exact result cache {'disabled' if exact else 'enabled'}",
-           {"caches.exact.enabled": not exact})
+    yield (
+        f"exact cache {'off' if exact else 'on'}",
+        f"the exact result cache {'disabled' if exact else 'enabled'}",
+        {"caches.exact.enabled": not exact},
+    )
     semantic = config.caches.semantic
     if semantic.enabled:
-        yield "semantic cache off", "the semantic result cache disabled", {"caches.semantic.enabled": False}
+        yield (
+            "semantic cache off",
+            "the semantic result cache disabled",
+            {"caches.semantic.enabled": False},
+        )
         for threshold in semantic.sweep:
             if threshold != semantic.threshold:
-                yield (f"semantic threshold {threshold:g}", f"the semantic cache at cosine >= {threshold:g}",
-                       {"caches.semantic.threshold": threshold})
+                yield (
+                    f"semantic threshold {threshold:g}",
+                    f"the semantic cache at cosine >= {threshold:g}",
+                    {"caches.semantic.threshold": threshold},
+                )
     else:
-        yield ("semantic cache on", f"the semantic result cache enabled at cosine >= {semantic.threshold:g}",
-               {"caches.semantic.enabled": True})
+        yield (
+            "semantic cache on",
+            f"the semantic result cache enabled at cosine >= {semantic.threshold:g}",
+            {"caches.semantic.enabled": True},
+        )
     if router is not None:
         for factor in SCALES:
             scaled, found = _scaled_thresholds(router, factor)
             if found:
-                yield f"thresholds x{factor:g}", f"the router's thresholds (prompt length or score) x{factor:g}", {"router": scaled}
+                yield (
+                    f"thresholds x{factor:g}",
+                    f"the router's thresholds (prompt length or score) x{factor:g}",
+                    {"router": scaled},
+                )
 
 
 def _describe(overrides: Mapping[str, Any]) -> str:
@@ -184,7 +224,14 @@ def build_variants(stack: LoadedStack, *, auto: bool | None = None) -> list[Vari
     else:
         specs.append((CURRENT, "the stack as configured", {}, None))
     for name, overrides in frontier.variants.items():
-        specs.append((name, _describe(overrides), dict(overrides), line_of(stack._raw, ("frontier", "variants", name))))
+        specs.append(
+            (
+                name,
+                _describe(overrides),
+                dict(overrides),
+                line_of(stack._raw, ("frontier", "variants", name)),
+            )
+        )
     for path, values in frontier.sweeps.items():
         line = line_of(stack._raw, ("frontier", "sweeps", path))
         for value in values:
@@ -193,8 +240,14 @@ def build_variants(stack: LoadedStack, *, auto: bool | None = None) -> list[Vari
     seen: dict[str, str] = {}
     for name, description, overrides, line in specs:
         if any(v.name == name for v in variants):
-            raise ConfigError(f"two variants are called {name!r}", file=file, line=line, key="frontier")
-        built = apply_overrides(config, overrides, file=file, line=line, name=name) if overrides else config
+            raise ConfigError(
+                f"two variants are called {name!r}", file=file, line=line, key="frontier"
+            )
+        built = (
+            apply_overrides(config, overrides, file=file, line=line, name=name)
+            if overrides
+            else config
+        )
         key = built.model_dump_json()
         if key in seen:
             continue

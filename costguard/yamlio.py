@@ -130,7 +130,9 @@ def parse_json_line(text: str, *, file: str | Path, line: int) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=file, line=line) from None
+        raise ConfigError(
+            f"invalid JSON: {exc.msg} (column {exc.colno})", file=file, line=line
+        ) from None
 
 
 def line_of(data: Any, loc: tuple[Any, ...]) -> int | None:
@@ -195,7 +197,9 @@ def _unwrap(tp: Any) -> Any:
         if origin is None:
             return tp
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        models = [a for a in args if isinstance(_unwrap(a), type) and issubclass(_unwrap(a), BaseModel)]
+        models = [
+            a for a in args if isinstance(_unwrap(a), type) and issubclass(_unwrap(a), BaseModel)
+        ]
         if models:
             tp = models[0]
         elif args:
@@ -206,7 +210,11 @@ def _unwrap(tp: Any) -> Any:
 
 
 def _describe(err: dict[str, Any], model: type[BaseModel]) -> tuple[tuple[Any, ...], str]:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    loc = tuple(
+        p
+        for p in err["loc"]
+        if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))
+    )
     etype = err["type"]
     if etype == "extra_forbidden":
         key = loc[-1] if loc else "?"
@@ -225,8 +233,10 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> tuple[tuple[Any, .
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    if etype not in ("value_error", "assertion_error") and "input" in err and not isinstance(
-        err["input"], (dict, list)
+    if (
+        etype not in ("value_error", "assertion_error")
+        and "input" in err
+        and not isinstance(err["input"], (dict, list))
     ):
         shown = repr(err["input"])
         if len(shown) > 60:

@@ -107,7 +107,9 @@ def replace_router(config: Path, router: str = BUNDLED_RULES_ROUTER) -> None:
     """
     lines = config.read_text().splitlines(keepends=True)
     start = lines.index("router:\n")
-    end = next(i for i in range(start + 1, len(lines)) if lines[i].strip() and not lines[i][0].isspace())
+    end = next(
+        i for i in range(start + 1, len(lines)) if lines[i].strip() and not lines[i][0].isspace()
+    )
     config.write_text("".join(lines[:start]) + router + "".join(lines[end:]))
 
 
@@ -117,9 +119,14 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run `python -m costguard ...` in a real subprocess, with this checkout importable."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     full_env.pop("GITHUB_TOKEN", None)
     if env:
         full_env.update(env)
@@ -153,9 +160,16 @@ fixtures:
 
 
 def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+    ).stdout
 
 
 @pytest.fixture

@@ -47,12 +47,21 @@ def _action() -> dict:
 def _check_jsonschema(schema: str, *files: Path) -> subprocess.CompletedProcess:
     exe = shutil.which("check-jsonschema")
     cmd = [exe] if exe else [sys.executable, "-m", "check_jsonschema"]
-    return subprocess.run([*cmd, "--builtin-schema", schema, *map(str, files)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [*cmd, "--builtin-schema", schema, *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _action_steps(workflow: dict) -> list[dict]:
-    return [s for job in workflow["jobs"].values() for s in job.get("steps", []) if s.get("uses") == ACTION_REF]
+    return [
+        s
+        for job in workflow["jobs"].values()
+        for s in job.get("steps", [])
+        if s.get("uses") == ACTION_REF
+    ]
 
 
 # -- static checks ---------------------------------------------------------------------------------
@@ -66,7 +75,9 @@ def test_action_and_every_example_workflow_validate_against_githubs_schemas(tmp_
     proc = _check_jsonschema("vendor.github-workflows", *examples)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # the check can fail: a typo'd key does not validate
-    broken = write(tmp_path / "broken.yml", "name: x\non: push\njobs:\n  j:\n    runs-on: x\n    step: []\n")
+    broken = write(
+        tmp_path / "broken.yml", "name: x\non: push\njobs:\n  j:\n    runs-on: x\n    step: []\n"
+    )
     assert _check_jsonschema("vendor.github-workflows", broken).returncode != 0
     action = _action()
     action["runs"]["steps"][0]["uses:"] = action["runs"]["steps"][0].pop("uses")
@@ -88,7 +99,9 @@ def _fenced_yaml_after(markdown: str, anchor: str) -> str:
 
 def test_readme_workflow_is_the_tested_example_and_the_docs_show_every_example_verbatim() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert _fenced_yaml_after(readme, "action/examples/pull-request.yml") == README_EXAMPLE.read_text(encoding="utf-8")
+    assert _fenced_yaml_after(
+        readme, "action/examples/pull-request.yml"
+    ) == README_EXAMPLE.read_text(encoding="utf-8")
     docs = (REPO / "docs" / "github-action.md").read_text(encoding="utf-8")
     for example in sorted(EXAMPLES.glob("*.yml")):
         rel = f"action/examples/{example.name}"
@@ -103,7 +116,10 @@ def test_examples_use_only_declared_inputs_and_pinned_actions() -> None:
         for step in (s for job in workflow["jobs"].values() for s in job.get("steps", [])):
             uses = step.get("uses")
             if uses == ACTION_REF:
-                assert set(step.get("with") or {}) <= declared, (example.name, set(step["with"]) - declared)
+                assert set(step.get("with") or {}) <= declared, (
+                    example.name,
+                    set(step["with"]) - declared,
+                )
             elif uses:
                 assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+(\.\d+)*", uses), (example.name, uses)
     for step in _action()["runs"]["steps"]:
@@ -128,7 +144,9 @@ def test_action_expressions_name_declared_inputs_and_earlier_steps() -> None:
             else:
                 assert name in seen_ids, f"step {step['name']!r} reads steps.{name} before it ran"
         if "run" in step:
-            assert "${{" not in step["run"], f"{step['name']}: inputs reach scripts through env, not the script text"
+            assert "${{" not in step["run"], (
+                f"{step['name']}: inputs reach scripts through env, not the script text"
+            )
             assert step.get("shell") == "bash"
         if step.get("id"):
             seen_ids.add(step["id"])
@@ -141,7 +159,11 @@ def test_the_verdict_is_the_last_step_and_cleanup_always_runs() -> None:
     names = [s["name"] for s in steps]
     assert names[-1] == "Verdict" and "exit" in steps[-1]["run"] and "if" not in steps[-1]
     ci = names.index("Project, compare and comment")
-    for name in ("Collect the vLLM logs", "Stop the vLLM stack", "Upload the report, diff and logs"):
+    for name in (
+        "Collect the vLLM logs",
+        "Stop the vLLM stack",
+        "Upload the report, diff and logs",
+    ):
         step = steps[names.index(name)]
         assert names.index(name) > ci and step["if"].startswith("always()"), name
     gpu, install = names.index("Check the GPU"), names.index("Install costguard")
@@ -155,8 +177,10 @@ def _stack_invocations() -> dict[str, list[str]]:
         run = step.get("run", "")
         if "-m costguard stack" in run:
             args = shlex.split(run.split("-m costguard", 1)[1])
-            found[args[1]] = [re.sub(r"\$\{?(\w+)\}?", lambda m: "1800" if "TIMEOUT" in m[1] else "/tmp/x", a)
-                              for a in args]
+            found[args[1]] = [
+                re.sub(r"\$\{?(\w+)\}?", lambda m: "1800" if "TIMEOUT" in m[1] else "/tmp/x", a)
+                for a in args
+            ]
     return found
 
 
@@ -167,7 +191,11 @@ def test_vllm_steps_call_the_stack_commands_with_options_the_cli_accepts() -> No
     assert _action()["inputs"]["vllm-version"]["default"] == DEFAULT_VERSION
     calls = _stack_invocations()
     assert set(calls) == {"up", "logs", "down"}
-    assert calls["up"][:2] == ["stack", "up"] and "--config" in calls["up"] and "--timeout" in calls["up"]
+    assert (
+        calls["up"][:2] == ["stack", "up"]
+        and "--config" in calls["up"]
+        and "--timeout" in calls["up"]
+    )
     assert "--out" in calls["logs"]
     from costguard.cli import cli
 
@@ -185,7 +213,9 @@ def _script(name: str):
 
     sys.path.insert(0, str(REPO / "action"))
     try:
-        spec = importlib.util.spec_from_file_location(f"action_{name}", REPO / "action" / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(
+            f"action_{name}", REPO / "action" / f"{name}.py"
+        )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -195,22 +225,68 @@ def _script(name: str):
 
 def test_ci_script_maps_inputs_to_costguard_commands() -> None:
     ci = _script("ci")
-    base = {"OUT_DIR": "/t/out", "INPUT_CONFIG": "stack.yaml", "INPUT_TAG": "gpu", "INPUT_FAIL_ON": "warn"}
+    base = {
+        "OUT_DIR": "/t/out",
+        "INPUT_CONFIG": "stack.yaml",
+        "INPUT_TAG": "gpu",
+        "INPUT_FAIL_ON": "warn",
+    }
     [offline] = ci.commands({**base, "INPUT_FIXTURES": "fixtures/a\n\nfixtures/b c\n"})
-    assert offline == ["ci", "--config", "stack.yaml", "--fixtures", "fixtures/a", "--fixtures", "fixtures/b c",
-                       "--report-out", "/t/out/costguard-report.json", "--diff-out", "/t/out/costguard-diff.json",
-                       "--tag", "gpu", "--mode", "update", "--fail-on", "warn"]
-    run, live = ci.commands({**base, "INPUT_BACKEND": "vllm", "INPUT_POLICY": "p.yaml", "INPUT_COMMENT_MODE": "off",
-                             "INPUT_BASELINE": "artifact:costguard-live", "BASELINE_DIR": "/t/base",
-                             "INPUT_SKIP_NO_DIFF": "true", "INPUT_ACKNOWLEDGE_LABEL": "ok"})
-    assert run == ["run", "--config", "stack.yaml", "--backend", "vllm", "--out", "/t/out/costguard-report.json",
-                   "--quiet"]
+    assert offline == [
+        "ci",
+        "--config",
+        "stack.yaml",
+        "--fixtures",
+        "fixtures/a",
+        "--fixtures",
+        "fixtures/b c",
+        "--report-out",
+        "/t/out/costguard-report.json",
+        "--diff-out",
+        "/t/out/costguard-diff.json",
+        "--tag",
+        "gpu",
+        "--mode",
+        "update",
+        "--fail-on",
+        "warn",
+    ]
+    run, live = ci.commands(
+        {
+            **base,
+            "INPUT_BACKEND": "vllm",
+            "INPUT_POLICY": "p.yaml",
+            "INPUT_COMMENT_MODE": "off",
+            "INPUT_BASELINE": "artifact:costguard-live",
+            "BASELINE_DIR": "/t/base",
+            "INPUT_SKIP_NO_DIFF": "true",
+            "INPUT_ACKNOWLEDGE_LABEL": "ok",
+        }
+    )
+    assert run == [
+        "run",
+        "--config",
+        "stack.yaml",
+        "--backend",
+        "vllm",
+        "--out",
+        "/t/out/costguard-report.json",
+        "--quiet",
+    ]
     assert live[:2] == ["ci", "/t/out/costguard-report.json"] and "--report-out" not in live
-    for option in (["--policy", "p.yaml"], ["--baseline", "/t/base"], ["--no-comment"], ["--skip-no-diff"],
-                   ["--acknowledge-label", "ok"]):
-        assert any(live[i:i + len(option)] == option for i in range(len(live))), option
+    for option in (
+        ["--policy", "p.yaml"],
+        ["--baseline", "/t/base"],
+        ["--no-comment"],
+        ["--skip-no-diff"],
+        ["--acknowledge-label", "ok"],
+    ):
+        assert any(live[i : i + len(option)] == option for i in range(len(live))), option
     assert ci.baseline_args({"INPUT_BASELINE": "ref:origin/main"}) == ["--base-ref", "origin/main"]
-    assert ci.baseline_args({"INPUT_BASELINE": "reports/base.json"}) == ["--baseline", "reports/base.json"]
+    assert ci.baseline_args({"INPUT_BASELINE": "reports/base.json"}) == [
+        "--baseline",
+        "reports/base.json",
+    ]
     assert ci.baseline_args({"INPUT_BASELINE": "file:a:b.json"}) == ["--baseline", "a:b.json"]
     from costguard.cli import cli
 
@@ -226,14 +302,25 @@ def test_gpu_check_says_what_is_missing(tmp_path: Path) -> None:
     bare = {"PATH": str(tmp_path), "HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, str(script)], env=bare, capture_output=True, text=True)
     assert proc.returncode == 1
-    assert "::error title=costguard::backend vllm needs an NVIDIA GPU, but nvidia-smi is not on PATH" in proc.stdout
+    assert (
+        "::error title=costguard::backend vllm needs an NVIDIA GPU, but nvidia-smi is not on PATH"
+        in proc.stdout
+    )
     smi = write(tmp_path / "nvidia-smi", "#!/bin/sh\necho '0, NVIDIA L4, 23034 MiB, 550.54.15'\n")
     smi.chmod(0o755)
     proc = subprocess.run([sys.executable, str(script)], env=bare, capture_output=True, text=True)
-    assert proc.returncode == 0 and "1 GPU(s) on this runner" in proc.stdout and "NVIDIA L4" in proc.stdout
-    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.' >&2\nexit 9\n")
+    assert (
+        proc.returncode == 0
+        and "1 GPU(s) on this runner" in proc.stdout
+        and "NVIDIA L4" in proc.stdout
+    )
+    smi.write_text(
+        "#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.' >&2\nexit 9\n"
+    )
     proc = subprocess.run([sys.executable, str(script)], env=bare, capture_output=True, text=True)
-    assert proc.returncode == 1 and "nvidia-smi failed (exit 9: NVIDIA-SMI has failed" in proc.stdout
+    assert (
+        proc.returncode == 1 and "nvidia-smi failed (exit 9: NVIDIA-SMI has failed" in proc.stdout
+    )
 
 
 # -- the simulated pull-request job ------------------------------------------------------------------
@@ -258,7 +345,9 @@ def pr_repo(git_project: Path) -> Path:
 class Job:
     """One simulated `pull_request` job in `repo` running the Action with the README's inputs."""
 
-    def __init__(self, repo: Path, gh: GitHubAPI, runner_dir: Path, *, base: str, labels: list[str] = ()) -> None:
+    def __init__(
+        self, repo: Path, gh: GitHubAPI, runner_dir: Path, *, base: str, labels: list[str] = ()
+    ) -> None:
         self.repo, self.gh, self.dir = repo, gh, runner_dir
         self.base_sha = git(repo, "rev-parse", base).strip()
         self.head_sha = git(repo, "rev-parse", "HEAD").strip()
@@ -308,10 +397,19 @@ class Job:
             workspace=self.repo,
             temp=self.dir / "temp",
             env=self.env(),
-            github={"token": TOKEN, "repository": f"{OWNER}/{NAME}", "event_name": "pull_request",
-                    "event": self.event, "sha": self.head_sha, "run_id": "1001"},
+            github={
+                "token": TOKEN,
+                "repository": f"{OWNER}/{NAME}",
+                "event_name": "pull_request",
+                "event": self.event,
+                "sha": self.head_sha,
+                "run_id": "1001",
+            },
             uses={
-                "actions/setup-python": lambda w: {"python-version": "3.11", "python-path": sys.executable},
+                "actions/setup-python": lambda w: {
+                    "python-version": "3.11",
+                    "python-path": sys.executable,
+                },
                 "actions/cache": lambda w: {"cache-hit": "false"},
                 "actions/upload-artifact": self.upload,
                 **stand_ins,
@@ -323,7 +421,9 @@ class Job:
         return result
 
     def ours(self) -> list[dict]:
-        return [c for c in self.gh.comments(OWNER, NAME, PR) if is_ours(c["body"], marker("default"))]
+        return [
+            c for c in self.gh.comments(OWNER, NAME, PR) if is_ours(c["body"], marker("default"))
+        ]
 
 
 def readme_inputs() -> dict[str, str]:
@@ -332,7 +432,9 @@ def readme_inputs() -> dict[str, str]:
     return {**step["with"], "install": "false"}
 
 
-def test_a_pull_request_without_a_cost_change_passes_and_says_so(pr_repo, gh, tmp_path_factory) -> None:
+def test_a_pull_request_without_a_cost_change_passes_and_says_so(
+    pr_repo, gh, tmp_path_factory
+) -> None:
     job = Job(pr_repo, gh, tmp_path_factory.mktemp("runner"), base="HEAD~1")
     result = job.run(readme_inputs())
     assert not result.failed, result.log
@@ -342,33 +444,53 @@ def test_a_pull_request_without_a_cost_change_passes_and_says_so(pr_repo, gh, tm
     assert out["monthly-cost"] == out["base-monthly-cost"] and float(out["monthly-cost"]) > 0
     diff = json.loads(Path(out["diff-path"]).read_text())
     assert out["monthly-cost"] == f"{diff['totals']['cost_per_month']['head']:.2f}"
-    assert Path(out["report-path"]).is_file() and Path(out["report-path"]).parent == Path(out["diff-path"]).parent
+    assert (
+        Path(out["report-path"]).is_file()
+        and Path(out["report-path"]).parent == Path(out["diff-path"]).parent
+    )
     [comment] = job.ours()
-    assert "Projected monthly spend unchanged" in comment["body"] and out["comment-url"] == comment["html_url"]
+    assert (
+        "Projected monthly spend unchanged" in comment["body"]
+        and out["comment-url"] == comment["html_url"]
+    )
     assert f"Compared with the PR base main ({job.base_sha[:12]})" in comment["body"]
     assert result.summary.startswith("## 💰 Projected monthly spend unchanged")
     assert [s.name for s in result.steps if s.outcome == "skipped"] == [
-        "Check the GPU", "Cache pip downloads",  # install: false
-        "Cache model weights and tokenizers", "Fetch tokenizers from the Hugging Face hub",  # local tokenizers
-        "Start the vLLM stack", "Find the baseline artifact", "Download the baseline artifact",
-        "Collect the vLLM logs", "Stop the vLLM stack"]
+        "Check the GPU",
+        "Cache pip downloads",  # install: false
+        "Cache model weights and tokenizers",
+        "Fetch tokenizers from the Hugging Face hub",  # local tokenizers
+        "Start the vLLM stack",
+        "Find the baseline artifact",
+        "Download the baseline artifact",
+        "Collect the vLLM logs",
+        "Stop the vLLM stack",
+    ]
     [upload] = job.uploads
     assert upload["name"] == "costguard-default" and upload["if-no-files-found"] == "ignore"
     assert upload["files"] == ["costguard-diff.json", "costguard-report.json", "pr-number"]
     assert "costguard: verdict pass (fail-on: fail)" in result.step("Verdict").stdout
     # the caches are keyed as documented: token counts restored from the newest run of this tag
     cache = result.step("models").outputs
-    assert cache["tokens-key"] == "costguard-tokens-Linux-default-1001-1" and cache["models-key"] == ""
+    assert (
+        cache["tokens-key"] == "costguard-tokens-Linux-default-1001-1" and cache["models-key"] == ""
+    )
     assert cache["tokens-path"] == str((pr_repo / ".costguard" / "cache").resolve())
 
 
-def test_an_over_budget_pull_request_gets_the_comment_then_fails(pr_repo, gh, tmp_path_factory) -> None:
+def test_an_over_budget_pull_request_gets_the_comment_then_fails(
+    pr_repo, gh, tmp_path_factory
+) -> None:
     job = Job(pr_repo, gh, tmp_path_factory.mktemp("runner"), base="HEAD~2")
     result = job.run(readme_inputs())
     assert result.failed
     ci, verdict = result.step("ci"), result.step("Verdict")
-    assert ci.outcome == "success" and ci.outputs["exit-code"] == "1"  # the comment step did not fail...
-    assert verdict.outcome == "failure" and verdict.returncode == 1  # ...the last step failed the job
+    assert (
+        ci.outcome == "success" and ci.outputs["exit-code"] == "1"
+    )  # the comment step did not fail...
+    assert (
+        verdict.outcome == "failure" and verdict.returncode == 1
+    )  # ...the last step failed the job
     assert "costguard: verdict fail (fail-on: fail)" in verdict.stdout
     [comment] = job.ours()
     assert "❌ failed" in comment["body"] and "| ❌ | spend&#95;increase |" in comment["body"]
@@ -381,8 +503,12 @@ def test_an_over_budget_pull_request_gets_the_comment_then_fails(pr_repo, gh, tm
     assert job.uploads and result.step("Upload the report, diff and logs").outcome == "success"
 
 
-def test_the_acknowledge_label_turns_the_failure_into_a_warning(pr_repo, gh, tmp_path_factory) -> None:
-    job = Job(pr_repo, gh, tmp_path_factory.mktemp("runner"), base="HEAD~2", labels=["cost-increase-ok"])
+def test_the_acknowledge_label_turns_the_failure_into_a_warning(
+    pr_repo, gh, tmp_path_factory
+) -> None:
+    job = Job(
+        pr_repo, gh, tmp_path_factory.mktemp("runner"), base="HEAD~2", labels=["cost-increase-ok"]
+    )
     result = job.run(readme_inputs())
     assert not result.failed, result.log
     assert result.outputs["verdict"] == "warn" and result.step("ci").outputs["exit-code"] == "0"
@@ -395,7 +521,9 @@ def test_the_acknowledge_label_turns_the_failure_into_a_warning(pr_repo, gh, tmp
     assert strict.failed and strict.step("Verdict").returncode == 1
 
 
-def test_bad_input_fails_at_the_costguard_step_and_the_artifacts_still_upload(pr_repo, gh, tmp_path_factory) -> None:
+def test_bad_input_fails_at_the_costguard_step_and_the_artifacts_still_upload(
+    pr_repo, gh, tmp_path_factory
+) -> None:
     job = Job(pr_repo, gh, tmp_path_factory.mktemp("runner"), base="HEAD~1")
     policy = readme_inputs()["policy"]
     write(pr_repo / policy, "rules:\n  budget: {metric: monthly_spend, maxx: 1}\n")
@@ -409,7 +537,9 @@ def test_bad_input_fails_at_the_costguard_step_and_the_artifacts_still_upload(pr
     assert job.ours() == []
 
 
-def test_artifact_baseline_from_the_newest_run_on_the_base_branch(pr_repo, gh, tmp_path_factory) -> None:
+def test_artifact_baseline_from_the_newest_run_on_the_base_branch(
+    pr_repo, gh, tmp_path_factory
+) -> None:
     runner_dir = tmp_path_factory.mktemp("runner")
     job = Job(pr_repo, gh, runner_dir, base="HEAD~1")
     # main's run (a report of the v1 prompt), then newer ones that must not be the baseline:
@@ -438,8 +568,10 @@ def test_artifact_baseline_from_the_newest_run_on_the_base_branch(pr_repo, gh, t
         shutil.copy(runner_dir / "v1-report.json", Path(with_["path"]) / "costguard-report.json")
         return {"download-path": with_["path"]}
 
-    result = job.run({**readme_inputs(), "baseline": "artifact:costguard-live", "tag": "live"},
-                     **{"actions/download-artifact": download})
+    result = job.run(
+        {**readme_inputs(), "baseline": "artifact:costguard-live", "tag": "live"},
+        **{"actions/download-artifact": download},
+    )
     assert result.failed, result.log  # the v2 prompt costs more than main's report: over budget
     [dl] = downloads
     assert dl["run-id"] == "501" and dl["name"] == "costguard-live" and dl["github-token"] == TOKEN
@@ -448,21 +580,34 @@ def test_artifact_baseline_from_the_newest_run_on_the_base_branch(pr_repo, gh, t
     assert job.uploads[0]["name"] == "costguard-live"
     # no artifact on the branch yet: a notice, no download, no baseline
     gh2 = Job(pr_repo, gh, tmp_path_factory.mktemp("runner"), base="HEAD~1")
-    again = gh2.run({**readme_inputs(), "baseline": "artifact:never-uploaded"},
-                    **{"actions/download-artifact": download})
+    again = gh2.run(
+        {**readme_inputs(), "baseline": "artifact:never-uploaded"},
+        **{"actions/download-artifact": download},
+    )
     assert not again.failed, again.log
-    assert "::notice title=costguard::no artifact never-uploaded from branch main yet" in again.step("baseline").stdout
+    assert (
+        "::notice title=costguard::no artifact never-uploaded from branch main yet"
+        in again.step("baseline").stdout
+    )
     assert again.step("Download the baseline artifact").outcome == "skipped" and len(downloads) == 1
     assert again.outputs["has-baseline"] == "false"
 
 
 def test_the_runner_double_evaluates_expressions_like_github() -> None:
-    ev = Evaluator({"inputs": {"backend": "VLLM", "n": "3"}, "steps": {"a": {"outputs": {}, "outcome": "skipped"}}},
-                   lambda: False)
+    ev = Evaluator(
+        {
+            "inputs": {"backend": "VLLM", "n": "3"},
+            "steps": {"a": {"outputs": {}, "outcome": "skipped"}},
+        },
+        lambda: False,
+    )
     assert ev.evaluate("inputs.backend == 'vllm'") is True  # case-insensitive strings
     assert ev.evaluate("steps.a.outputs.missing || 'fallback'") == "fallback"
     assert ev.evaluate("inputs.n == 3 && !(steps.a.outcome != 'skipped')") is True
-    assert ev.render("costguard-${{ format('{0}-{1}', inputs.backend, inputs['n']) }}") == "costguard-VLLM-3"
+    assert (
+        ev.render("costguard-${{ format('{0}-{1}', inputs.backend, inputs['n']) }}")
+        == "costguard-VLLM-3"
+    )
     assert ev.condition("always() && steps.a.outcome != 'skipped'") is False
     failed = Evaluator({}, lambda: True)
     assert failed.condition(None) is False and failed.condition("always()") is True
@@ -474,7 +619,9 @@ def test_the_runner_double_evaluates_expressions_like_github() -> None:
 # -- hub tokenizers: keyed into the model cache, fetched before the projection ---------------------
 
 
-def test_hub_tokenizers_are_keyed_fetched_and_then_counted_offline(project_dir: Path, tmp_path: Path) -> None:
+def test_hub_tokenizers_are_keyed_fetched_and_then_counted_offline(
+    project_dir: Path, tmp_path: Path
+) -> None:
     from tests.conftest import minilm_dir
     from tests.doubles.hf_hub import HubDouble
 
@@ -483,15 +630,30 @@ def test_hub_tokenizers_are_keyed_fetched_and_then_counted_offline(project_dir: 
     stack = stack.replace(f'hf: "{tok}", chat_template: chat.jinja', 'hf: "acme/tiny-chat"', 1)
     stack = stack.replace(f'hf: "{tok}", chat_template: chat.jinja', 'hf: "acme/gated-chat"', 1)
     (project_dir / "costguard.yaml").write_text(stack)
-    files = {"tokenizer.json": (tok / "tokenizer.json").read_bytes(),
-             "tokenizer_config.json": (tok / "tokenizer_config.json").read_bytes(),
-             "chat_template.jinja": (project_dir / "chat.jinja").read_bytes()}
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(REPO), "HF_HOME": str(tmp_path / "hf"),
-           "INPUT_CONFIG": "costguard.yaml", "GITHUB_OUTPUT": str(tmp_path / "out"), "RUNNER_OS": "Linux"}
+    files = {
+        "tokenizer.json": (tok / "tokenizer.json").read_bytes(),
+        "tokenizer_config.json": (tok / "tokenizer_config.json").read_bytes(),
+        "chat_template.jinja": (project_dir / "chat.jinja").read_bytes(),
+    }
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(REPO),
+        "HF_HOME": str(tmp_path / "hf"),
+        "INPUT_CONFIG": "costguard.yaml",
+        "GITHUB_OUTPUT": str(tmp_path / "out"),
+        "RUNNER_OS": "Linux",
+    }
 
     def models(*args: str, **extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(REPO / "action" / "models.py"), *args], cwd=project_dir,
-                              env={**env, **extra}, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, str(REPO / "action" / "models.py"), *args],
+            cwd=project_dir,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     from tests.doubles.actions_runner import parse_output_file
 
@@ -500,7 +662,9 @@ def test_hub_tokenizers_are_keyed_fetched_and_then_counted_offline(project_dir: 
     (tmp_path / "out").write_text("")
     assert models("plan", INPUT_BACKEND="vllm").returncode == 0
     planned = parse_output_file((tmp_path / "out").read_text())
-    assert offline_key.startswith("costguard-hf-Linux-") and planned["models-key"] != offline_key  # + weights
+    assert (
+        offline_key.startswith("costguard-hf-Linux-") and planned["models-key"] != offline_key
+    )  # + weights
     assert planned["models-paths"] == str(tmp_path / "hf" / "hub")
 
     with HubDouble() as hub:
@@ -509,7 +673,10 @@ def test_hub_tokenizers_are_keyed_fetched_and_then_counted_offline(project_dir: 
         denied = models("fetch-tokenizers", HF_ENDPOINT=hub.url)
         assert denied.returncode == 2, denied.stderr
         assert "costguard.yaml:" in denied.stderr and "tiers[1].tokenizer.hf" in denied.stderr
-        assert "'acme/gated-chat' is gated on the Hugging Face hub" in denied.stderr and "HF_TOKEN" in denied.stderr
+        assert (
+            "'acme/gated-chat' is gated on the Hugging Face hub" in denied.stderr
+            and "HF_TOKEN" in denied.stderr
+        )
         assert "Traceback" not in denied.stderr and "::error title=costguard::" in denied.stdout
         fetched = models("fetch-tokenizers", HF_ENDPOINT=hub.url, HF_TOKEN="hf_granted")
         assert fetched.returncode == 0, fetched.stderr
@@ -518,14 +685,22 @@ def test_hub_tokenizers_are_keyed_fetched_and_then_counted_offline(project_dir: 
         weights = [p for _, p in hub.requests if "model.safetensors" in p]
         assert weights == []  # tokenizer files only, never the weights
     # the projection now counts with the fetched tokenizers, without any network
-    proc = subprocess.run([sys.executable, "-m", "costguard", "run", "--quiet"], cwd=project_dir,
-                          env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "costguard", "run", "--quiet"],
+        cwd=project_dir,
+        env={**env, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((project_dir / "costguard-report.json").read_text())
     assert report["complete"] is True
 
 
-def test_fork_flow_computes_without_commenting_then_the_workflow_run_job_comments(pr_repo, gh, tmp_path_factory) -> None:
+def test_fork_flow_computes_without_commenting_then_the_workflow_run_job_comments(
+    pr_repo, gh, tmp_path_factory
+) -> None:
     job = Job(pr_repo, gh, tmp_path_factory.mktemp("runner"), base="HEAD~2")
     [compute] = _action_steps(_yaml(EXAMPLES / "fork-pull-request.yml"))
     result = job.run({**compute["with"], "install": "false"})
@@ -542,17 +717,30 @@ def test_fork_flow_computes_without_commenting_then_the_workflow_run_job_comment
     [comment_step] = [s for s in steps if s.get("name") == "Comment on the pull request"]
     work = tmp_path_factory.mktemp("workflow-run")
     shutil.copytree(artifact, work / download["with"]["path"])
-    shim = write(work / "bin" / "costguard", f'#!/bin/sh\nexec "{sys.executable}" -m costguard "$@"\n')
+    shim = write(
+        work / "bin" / "costguard", f'#!/bin/sh\nexec "{sys.executable}" -m costguard "$@"\n'
+    )
     shim.chmod(0o755)
 
     def comment(head_sha: str) -> subprocess.CompletedProcess:
         github = {"token": TOKEN, "event": {"workflow_run": {"head_sha": head_sha, "id": 1001}}}
         ev = Evaluator({"github": github}, lambda: False)
         env = {k: ev.render(v) for k, v in comment_step["env"].items()}
-        env.update(PATH=f"{shim.parent}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(REPO), HOME=str(work),
-                   GITHUB_REPOSITORY=f"{OWNER}/{NAME}", GITHUB_API_URL=gh.url)
-        proc = subprocess.run(["bash", "-eo", "pipefail", "-c", comment_step["run"]], cwd=work, env=env,
-                              capture_output=True, text=True, timeout=120)
+        env.update(
+            PATH=f"{shim.parent}{os.pathsep}{os.environ['PATH']}",
+            PYTHONPATH=str(REPO),
+            HOME=str(work),
+            GITHUB_REPOSITORY=f"{OWNER}/{NAME}",
+            GITHUB_API_URL=gh.url,
+        )
+        proc = subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", comment_step["run"]],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert TOKEN not in proc.stdout + proc.stderr
         return proc
 
@@ -561,12 +749,16 @@ def test_fork_flow_computes_without_commenting_then_the_workflow_run_job_comment
     assert f"not commenting: pull request #{PR} is at commit {job.head_sha[:12]}" in stale.stderr
     assert job.ours() == []
     posted = comment(job.head_sha)
-    assert posted.returncode == 0, posted.stderr  # --fail-on never: the verdict is the compute job's
+    assert posted.returncode == 0, (
+        posted.stderr
+    )  # --fail-on never: the verdict is the compute job's
     [c] = job.ours()
     assert "❌ failed" in c["body"] and "posted the PR comment" in posted.stderr
 
 
-def test_backend_vllm_on_a_runner_without_a_gpu_stops_before_installing(pr_repo, gh, tmp_path_factory) -> None:
+def test_backend_vllm_on_a_runner_without_a_gpu_stops_before_installing(
+    pr_repo, gh, tmp_path_factory
+) -> None:
     assert shutil.which("nvidia-smi") is None or pytest.skip("this machine has nvidia-smi")
     job = Job(pr_repo, gh, tmp_path_factory.mktemp("runner"), base="HEAD~1")
     result = job.run({**readme_inputs(), "backend": "vllm"})
@@ -574,5 +766,8 @@ def test_backend_vllm_on_a_runner_without_a_gpu_stops_before_installing(pr_repo,
     gpu = result.step("Check the GPU")
     assert gpu.outcome == "failure" and "nvidia-smi is not on PATH" in gpu.stdout
     ran = [s.name for s in result.steps if s.outcome != "skipped"]
-    assert ran == ["Set up Python", "Check the GPU"]  # no install, no stack to stop, nothing to upload
+    assert ran == [
+        "Set up Python",
+        "Check the GPU",
+    ]  # no install, no stack to stop, nothing to upload
     assert job.ours() == [] and job.uploads == []

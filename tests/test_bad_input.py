@@ -44,21 +44,57 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 CASES = [
     # (file to edit, old, new, expected fragments of the message)
-    ("costguard.yaml", "seed: 3", "seed: 3, sead: 4", ["costguard.yaml:", "traffic.sead", "unknown key", "did you mean 'seed'"]),
-    ("costguard.yaml", "input_per_mtok: 0.10", "input_per_mtok: -0.10", ["costguard.yaml:6", "tiers[0].pricing.input_per_mtok", "greater than or equal to 0"]),
-    ("costguard.yaml", "requests_per_month: 1000000", "requests_per_month: lots", ["traffic.requests_per_month", "valid number"]),
+    (
+        "costguard.yaml",
+        "seed: 3",
+        "seed: 3, sead: 4",
+        ["costguard.yaml:", "traffic.sead", "unknown key", "did you mean 'seed'"],
+    ),
+    (
+        "costguard.yaml",
+        "input_per_mtok: 0.10",
+        "input_per_mtok: -0.10",
+        ["costguard.yaml:6", "tiers[0].pricing.input_per_mtok", "greater than or equal to 0"],
+    ),
+    (
+        "costguard.yaml",
+        "requests_per_month: 1000000",
+        "requests_per_month: lots",
+        ["traffic.requests_per_month", "valid number"],
+    ),
     ("costguard.yaml", "name: test-stack", "name: [test", ["costguard.yaml:", "invalid YAML"]),
     ("costguard.yaml", "default_tier: small", "default_tier: medium", ["unknown tier 'medium'"]),
-    ("fixtures/support.yaml", "weight: 2", "weight: 2\n    wieght: 3", ["fixtures/support.yaml:7", "fixtures[0].wieght", "unknown key"]),
-    ("fixtures/support.yaml", "expect: {output_tokens: 500}", "expect: {output_tokens: -5}", ["fixtures[3].expect.output_tokens"]),
-    ("fixtures/support.yaml", "id: order-status", "id: reset-password", ["duplicate fixture id 'reset-password'"]),
-    ("fixtures/support.yaml", "{role: user, content: \"How do I reset my password?\"}\n    expect: {output_tokens: 60}\n  - id: reset-password-dup",
-     "{role: usr, content: \"How do I reset my password?\"}\n    expect: {output_tokens: 60}\n  - id: reset-password-dup", ["messages[1].role"]),
+    (
+        "fixtures/support.yaml",
+        "weight: 2",
+        "weight: 2\n    wieght: 3",
+        ["fixtures/support.yaml:7", "fixtures[0].wieght", "unknown key"],
+    ),
+    (
+        "fixtures/support.yaml",
+        "expect: {output_tokens: 500}",
+        "expect: {output_tokens: -5}",
+        ["fixtures[3].expect.output_tokens"],
+    ),
+    (
+        "fixtures/support.yaml",
+        "id: order-status",
+        "id: reset-password",
+        ["duplicate fixture id 'reset-password'"],
+    ),
+    (
+        "fixtures/support.yaml",
+        '{role: user, content: "How do I reset my password?"}\n    expect: {output_tokens: 60}\n  - id: reset-password-dup',
+        '{role: usr, content: "How do I reset my password?"}\n    expect: {output_tokens: 60}\n  - id: reset-password-dup',
+        ["messages[1].role"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("target,old,new,needles", CASES, ids=[c[3][-1][:30] for c in CASES])
-def test_bad_input_is_one_line_with_location(project_dir: Path, capsys, target, old, new, needles) -> None:
+def test_bad_input_is_one_line_with_location(
+    project_dir: Path, capsys, target, old, new, needles
+) -> None:
     _edit(project_dir / target, old, new)
     code, out, err = _run(project_dir, capsys, "run", "--out", "r.json")
     _assert_one_line_error(code, err, *needles)
@@ -66,8 +102,11 @@ def test_bad_input_is_one_line_with_location(project_dir: Path, capsys, target, 
 
 
 def test_tier_without_price_is_an_error_never_free(project_dir: Path, capsys) -> None:
-    _edit(project_dir / "costguard.yaml",
-          "    pricing: {input_per_mtok: 0.10, cached_input_per_mtok: 0.05, output_per_mtok: 0.40}\n", "")
+    _edit(
+        project_dir / "costguard.yaml",
+        "    pricing: {input_per_mtok: 0.10, cached_input_per_mtok: 0.05, output_per_mtok: 0.40}\n",
+        "",
+    )
     code, _, err = _run(project_dir, capsys, "run")
     _assert_one_line_error(code, err, "costguard.yaml:3", "tiers[0].pricing", "no price")
 
@@ -78,7 +117,9 @@ def test_missing_template_variable(project_dir: Path, capsys) -> None:
         "fixtures:\n  - id: t1\n    messages:\n      - {role: system, template: sys.j2}\n    vars: {customer: Bo}\n"
     )
     code, _, err = _run(project_dir, capsys, "run")
-    _assert_one_line_error(code, err, "fixtures/tpl.yaml:2", "'today' is undefined", "messages[0].template")
+    _assert_one_line_error(
+        code, err, "fixtures/tpl.yaml:2", "'today' is undefined", "messages[0].template"
+    )
 
 
 def test_empty_fixture_set(project_dir: Path, capsys) -> None:
@@ -88,12 +129,16 @@ def test_empty_fixture_set(project_dir: Path, capsys) -> None:
 
 
 def test_non_utf8_fixture_file(project_dir: Path, capsys) -> None:
-    (project_dir / "fixtures" / "bad.yaml").write_bytes(b"fixtures:\n  - id: x\n    messages: [{role: user, content: \"caf\xe9\"}]\n")
+    (project_dir / "fixtures" / "bad.yaml").write_bytes(
+        b'fixtures:\n  - id: x\n    messages: [{role: user, content: "caf\xe9"}]\n'
+    )
     code, _, err = _run(project_dir, capsys, "run")
     _assert_one_line_error(code, err, "fixtures/bad.yaml:3", "not valid UTF-8")
 
 
-def test_missing_output_length_is_an_error_not_an_invented_number(project_dir: Path, capsys) -> None:
+def test_missing_output_length_is_an_error_not_an_invented_number(
+    project_dir: Path, capsys
+) -> None:
     _edit(project_dir / "costguard.yaml", "support: {output_tokens_prior: 100}", "support: {}")
     code, _, err = _run(project_dir, capsys, "run")
     _assert_one_line_error(code, err, "order-status", "output_tokens_prior")
@@ -110,7 +155,9 @@ def test_jsonl_error_names_the_line(project_dir: Path, capsys) -> None:
 def test_bad_policy_metric(project_dir: Path, capsys) -> None:
     (project_dir / "p.yaml").write_text("rules:\n  spend:\n    metric: montly_spend\n    max: 10\n")
     code, _, err = _run(project_dir, capsys, "check", "--policy", "p.yaml")
-    _assert_one_line_error(code, err, "p.yaml:2", "rules.spend.metric", "did you mean 'monthly_spend'")
+    _assert_one_line_error(
+        code, err, "p.yaml:2", "rules.spend.metric", "did you mean 'monthly_spend'"
+    )
 
 
 def test_missing_config_file_in_subprocess_has_no_traceback(tmp_path: Path) -> None:
@@ -119,7 +166,9 @@ def test_missing_config_file_in_subprocess_has_no_traceback(tmp_path: Path) -> N
     assert proc.stderr.strip() == "costguard: error: costguard.yaml: file not found"
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.text(max_size=300))
 def test_fixture_loader_fuzz_never_crashes(tmp_path_factory, text: str) -> None:
     path = tmp_path_factory.mktemp("fz") / "f.yaml"
@@ -131,9 +180,13 @@ def test_fixture_loader_fuzz_never_crashes(tmp_path_factory, text: str) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
-                    max_leaves=12))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+        max_leaves=12,
+    )
+)
 def test_fixture_loader_fuzz_structured(tmp_path_factory, data) -> None:
     import yaml
 

@@ -22,17 +22,27 @@ def _count(text: str) -> int:
     return len(tok.encode(f"<|user|>\n{text}\n<|assistant|>\n", add_special_tokens=False).ids)
 
 
-def test_diff_base_ref_reports_exactly_the_fixtures_the_template_edit_touched(git_project: Path) -> None:
-    proc = run_cli("diff", "--base-ref", "HEAD~1", "--format", "json", "--out", "diff.json", cwd=git_project)
+def test_diff_base_ref_reports_exactly_the_fixtures_the_template_edit_touched(
+    git_project: Path,
+) -> None:
+    proc = run_cli(
+        "diff", "--base-ref", "HEAD~1", "--format", "json", "--out", "diff.json", cwd=git_project
+    )
     assert proc.returncode == 0, proc.stderr
     diff = json.loads(proc.stdout)
     assert json.loads((git_project / "diff.json").read_text()) == diff
     sha = git(git_project, "rev-parse", "HEAD~1").strip()
-    assert diff["base"]["available"] is True and diff["base"]["source"] == f"git ref HEAD~1 ({sha[:12]})"
+    assert (
+        diff["base"]["available"] is True
+        and diff["base"]["source"] == f"git ref HEAD~1 ({sha[:12]})"
+    )
 
     items = {f["id"]: f for f in diff["fixtures"]["items"]}
     assert set(items) == {"ticket-a", "ticket-b"}
-    assert diff["fixtures"]["unchanged"] == 4 and diff["fixtures"]["added"] == diff["fixtures"]["removed"] == 0
+    assert (
+        diff["fixtures"]["unchanged"] == 4
+        and diff["fixtures"]["added"] == diff["fixtures"]["removed"] == 0
+    )
     total_delta = 0.0
     for fid, ticket in (("ticket-a", "A-1"), ("ticket-b", "B-22")):
         f = items[fid]
@@ -78,8 +88,12 @@ def test_unknown_ref_and_no_repository_are_one_line_errors(
 def test_bad_config_at_the_base_names_the_ref_and_line(git_project: Path) -> None:
     cfg = git_project / "costguard.yaml"
     good = cfg.read_text()
-    cfg.write_text(good.replace("traffic: {requests_per_month: 1000000, seed: 3}",
-                                "traffic: {requests_per_month: 1000000, seed: 3, bogus: 1}"))
+    cfg.write_text(
+        good.replace(
+            "traffic: {requests_per_month: 1000000, seed: 3}",
+            "traffic: {requests_per_month: 1000000, seed: 3, bogus: 1}",
+        )
+    )
     git(git_project, "commit", "-qam", "broken")
     cfg.write_text(good)
     git(git_project, "commit", "-qam", "fixed")
@@ -95,21 +109,32 @@ def test_report_file_artifact_directory_and_missing_path(
     project_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     tmp_path = tmp_path_factory.mktemp("downloads")
-    assert run_cli("run", "-q", "--out", "artifact/nested/costguard-report.json", cwd=project_dir).returncode == 0
+    assert (
+        run_cli(
+            "run", "-q", "--out", "artifact/nested/costguard-report.json", cwd=project_dir
+        ).returncode
+        == 0
+    )
     found = baseline_from_path(project_dir / "artifact")
     assert found.available and found.source.endswith("artifact/nested/costguard-report.json")
-    assert baseline_from_path(project_dir / "artifact" / "nested" / "costguard-report.json").available
+    assert baseline_from_path(
+        project_dir / "artifact" / "nested" / "costguard-report.json"
+    ).available
 
     renamed = tmp_path / "dl"
     renamed.mkdir()
-    (project_dir / "artifact" / "nested" / "costguard-report.json").rename(renamed / "base-run.json")
+    (project_dir / "artifact" / "nested" / "costguard-report.json").rename(
+        renamed / "base-run.json"
+    )
     (renamed / "other.json").write_text('{"not": "a report"}')
     assert baseline_from_path(renamed).available  # found by content, not by name
 
     empty = tmp_path / "empty"
     empty.mkdir()
     none = baseline_from_path(empty)
-    assert not none.available and "no costguard RunReport in artifact directory" in (none.reason or "")
+    assert not none.available and "no costguard RunReport in artifact directory" in (
+        none.reason or ""
+    )
     missing = baseline_from_path(tmp_path / "never-uploaded.json")
     assert not missing.available and "does not exist" in (missing.reason or "")
 

@@ -25,7 +25,9 @@ def test_prefix_hit_rate_floor_per_tier_and_cache_hit_rate_per_layer(tmp_path: P
     report = api.run(api.load_project(_project(tmp_path, SHARED_PREFIX)))
     rate = report.data["cache"]["prefix"]["tiers"]["small"]["hit_rate_tokens"]
     assert 0.3 < rate < 0.9
-    policy = write(tmp_path / "policy.yaml", f"""\
+    policy = write(
+        tmp_path / "policy.yaml",
+        f"""\
         rules:
           small_prefix_floor: {{metric: prefix_hit_rate, tier: small, min: {rate - 0.01}}}
           small_prefix_too_high: {{metric: prefix_hit_rate, tier: small, min: {rate + 0.01}, level: warn}}
@@ -33,9 +35,13 @@ def test_prefix_hit_rate_floor_per_tier_and_cache_hit_rate_per_layer(tmp_path: P
           large_prefix: {{metric: prefix_hit_rate, tier: large, min: 0.5}}
           overall_prefix_layer: {{metric: cache_hit_rate, layer: prefix, min: 0.66, max: 0.67}}  # 2 of 3 calls reuse blocks
           semantic_off: {{metric: semantic_false_hit_rate, max: 0.05}}
-        """)
+        """,
+    )
     verdicts = _verdicts(report, policy)
-    assert verdicts["small_prefix_floor"][0] == "pass" and "simulated" in verdicts["small_prefix_floor"][1]
+    assert (
+        verdicts["small_prefix_floor"][0] == "pass"
+        and "simulated" in verdicts["small_prefix_floor"][1]
+    )
     assert verdicts["small_prefix_too_high"][0] == "warn"
     assert verdicts["suite_prefix"][0] == "pass"
     assert verdicts["large_prefix"] == ("skip", "no requests reach tier 'large'")
@@ -44,19 +50,41 @@ def test_prefix_hit_rate_floor_per_tier_and_cache_hit_rate_per_layer(tmp_path: P
 
 
 def test_semantic_false_hit_rate_reads_the_report() -> None:
-    base = {"kind": "run", "schema_version": "1.0", "complete": True, "totals": {}, "tiers": {}, "suites": {}}
-    semantic = {"enabled": True, "hits": 10, "wrong_hits": 2, "unjudged_hits": 1, "false_hit_rate": 0.2,
-                "answer_sources": {"reference": 10}}
+    base = {
+        "kind": "run",
+        "schema_version": "1.0",
+        "complete": True,
+        "totals": {},
+        "tiers": {},
+        "suites": {},
+    }
+    semantic = {
+        "enabled": True,
+        "hits": 10,
+        "wrong_hits": 2,
+        "unjudged_hits": 1,
+        "false_hit_rate": 0.2,
+        "answer_sources": {"reference": 10},
+    }
     report = RunReport({**base, "cache": {"semantic": semantic}})
-    value = _semantic_false_hit_rate(MetricContext(report=report), Rule(metric="semantic_false_hit_rate", max=0.1))
+    value = _semantic_false_hit_rate(
+        MetricContext(report=report), Rule(metric="semantic_false_hit_rate", max=0.1)
+    )
     assert value.value == 0.2 and value.estimated is True
-    assert "1 hit(s) could not be judged" in (value.note or "") and "stand-ins" in (value.note or "")
+    assert "1 hit(s) could not be judged" in (value.note or "") and "stand-ins" in (
+        value.note or ""
+    )
     no_hits = RunReport({**base, "cache": {"semantic": {**semantic, "hits": 0}}})
-    assert _semantic_false_hit_rate(MetricContext(report=no_hits), Rule(metric="x", max=0.1)).value == 0.0
+    assert (
+        _semantic_false_hit_rate(MetricContext(report=no_hits), Rule(metric="x", max=0.1)).value
+        == 0.0
+    )
 
 
 def test_cache_metric_selectors_are_checked(tmp_path: Path) -> None:
-    bad = write(tmp_path / "p.yaml", "rules:\n  r: {metric: prefix_hit_rate, layer: exact, min: 0.1}\n")
+    bad = write(
+        tmp_path / "p.yaml", "rules:\n  r: {metric: prefix_hit_rate, layer: exact, min: 0.1}\n"
+    )
     with pytest.raises(ConfigError, match="takes no 'layer'"):
         load_policy(bad)
 

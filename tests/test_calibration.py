@@ -24,7 +24,10 @@ def test_quantile_cuts_hit_the_weighted_share() -> None:
     weights = [1.0] * 10
     (cut,) = quantile_thresholds(scores, weights, [0.7])
     assert 6 <= cut < 7 and cut == 6.5
-    assert shares_at(scores, weights, [cut], ["small", "large"]) == {"small": 0.7, "large": pytest.approx(0.3)}
+    assert shares_at(scores, weights, [cut], ["small", "large"]) == {
+        "small": 0.7,
+        "large": pytest.approx(0.3),
+    }
     # a heavy request counts for its traffic, not as one fixture
     (cut,) = quantile_thresholds(scores, [1.0] * 9 + [9.0], [0.5])
     assert shares_at(scores, [1.0] * 9 + [9.0], [cut], ["s", "l"])["l"] == pytest.approx(0.5)
@@ -47,9 +50,13 @@ def test_thresholds_are_short_decimals_that_keep_the_split() -> None:
 
 
 def test_tiers_without_a_target_keep_their_proportions() -> None:
-    targets = resolve_targets({"large": 0.2}, {"small": 0.6, "mid": 0.2, "large": 0.2}, ["small", "mid", "large"])
+    targets = resolve_targets(
+        {"large": 0.2}, {"small": 0.6, "mid": 0.2, "large": 0.2}, ["small", "mid", "large"]
+    )
     assert targets == {"large": 0.2, "small": pytest.approx(0.6), "mid": pytest.approx(0.2)}
-    targets = resolve_targets({"large": 0.5}, {"small": 0.6, "mid": 0.2, "large": 0.2}, ["small", "mid", "large"])
+    targets = resolve_targets(
+        {"large": 0.5}, {"small": 0.6, "mid": 0.2, "large": 0.2}, ["small", "mid", "large"]
+    )
     assert targets["small"] == pytest.approx(0.375) and targets["mid"] == pytest.approx(0.125)
     with pytest.raises(UsageError, match="tier"):
         resolve_targets({"huge": 0.2}, {}, ["small", "large"])
@@ -84,7 +91,9 @@ def calibration(new: list[float], key: str = "max_score") -> Calibration:
 def test_write_edits_only_the_numbers(tmp_path: Path) -> None:
     path = write(tmp_path / "costguard.yaml", CONFIG)
     edited = edit_thresholds(load_stack(path), calibration([2.125, 7.5]))
-    assert edited == CONFIG.replace("max_score: 4.0,", "max_score: 2.125,").replace("max_score: 6 ", "max_score: 7.5 ")
+    assert edited == CONFIG.replace("max_score: 4.0,", "max_score: 2.125,").replace(
+        "max_score: 6 ", "max_score: 7.5 "
+    )
 
 
 def test_write_handles_flow_lists_on_one_line(tmp_path: Path) -> None:
@@ -94,7 +103,10 @@ def test_write_handles_flow_lists_on_one_line(tmp_path: Path) -> None:
     )
     path = write(tmp_path / "costguard.yaml", text)
     edited = edit_thresholds(load_stack(path), calibration([1.0, 9.25]))
-    assert "thresholds: [{max_score: 1, tier: small}, {max_score: 9.25, tier: mid}]  # both\n" in edited
+    assert (
+        "thresholds: [{max_score: 1, tier: small}, {max_score: 9.25, tier: mid}]  # both\n"
+        in edited
+    )
 
 
 def test_write_refuses_what_it_cannot_edit_in_place(tmp_path: Path) -> None:
@@ -120,7 +132,8 @@ def test_calibrate_the_length_router(project_dir: Path) -> None:
     text = config.read_text()
     start, end = text.index("router:"), text.index("\nsuites:") + 1
     config.write_text(
-        text[:start] + "router:\n  kind: length\n  thresholds: [{max_prompt_tokens: 5, tier: small}]\n  default_tier: large\n"
+        text[:start]
+        + "router:\n  kind: length\n  thresholds: [{max_prompt_tokens: 5, tier: small}]\n  default_tier: large\n"
         + text[end:]
     )
     project = api.load_project(config)

@@ -44,7 +44,10 @@ fixtures:
 def cascade_project(project_dir: Path) -> Path:
     (project_dir / "fixtures" / "support.yaml").write_text(FIXTURES)
     config = project_dir / "costguard.yaml"
-    config.write_text(config.read_text() + "cascade: {from_tier: small, to_tier: large, threshold: 0.5, estimate: label}\n")
+    config.write_text(
+        config.read_text()
+        + "cascade: {from_tier: small, to_tier: large, threshold: 0.5, estimate: label}\n"
+    )
     return config
 
 
@@ -57,21 +60,39 @@ def test_low_confidence_answers_escalate_and_pay_for_both_tiers(cascade_project:
     assert [c["stage"] for c in hard["calls"]] == ["primary", "escalation"]
     assert [c["tier"] for c in hard["calls"]] == ["small", "large"]
     assert hard["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in hard["calls"]))
-    assert hard["calls"][0]["confidence"] == 0.0 and hard["calls"][0]["confidence_source"] == "estimated"
+    assert (
+        hard["calls"][0]["confidence"] == 0.0
+        and hard["calls"][0]["confidence_source"] == "estimated"
+    )
     # the exact duplicate is a cache hit: nothing is served, nothing escalates
-    assert records["hard-again"]["cache"]["outcome"] == "exact" and not records["hard-again"]["escalated"]
+    assert (
+        records["hard-again"]["cache"]["outcome"] == "exact"
+        and not records["hard-again"]["escalated"]
+    )
     assert not records["easy"]["escalated"] and records["easy"]["calls"][0]["confidence"] == 1.0
-    assert not records["coding"]["escalated"]  # routed straight to large: the cascade starts at small
+    assert not records["coding"][
+        "escalated"
+    ]  # routed straight to large: the cascade starts at small
     routing = report.get("routing")
-    share = next(r for r in report.records if r["id"] == "hard")["monthly_requests"] / report.totals["requests_per_month"]
+    share = (
+        next(r for r in report.records if r["id"] == "hard")["monthly_requests"]
+        / report.totals["requests_per_month"]
+    )
     assert routing["escalation_rate"] == pytest.approx(share)
     escalation_cost = hard["calls"][1]["cost_usd"] * hard["monthly_requests"]
     assert routing["escalation_cost_per_month"] == pytest.approx(escalation_cost)
     esc = routing["escalation"]
-    assert esc["enabled"] and esc["estimated"] and esc["confidence_sources"] == {"recorded": 0, "estimated": 2, "none": 0}
+    assert (
+        esc["enabled"]
+        and esc["estimated"]
+        and esc["confidence_sources"] == {"recorded": 0, "estimated": 2, "none": 0}
+    )
     assert "label" in esc["method"]
     assert routing["escalation_estimated"] is True
-    assert report.tiers["large"]["calls_per_month"] > report.tiers["large"]["requests_per_month"] - 1e-9
+    assert (
+        report.tiers["large"]["calls_per_month"]
+        > report.tiers["large"]["requests_per_month"] - 1e-9
+    )
 
 
 class ConfidentBackend(OfflineBackend):
@@ -95,26 +116,45 @@ def test_recorded_confidence_wins_over_the_estimate(cascade_project: Path) -> No
     project = api.load_project(cascade_project)
     config = project.config
     backend = ConfidentBackend(config, {"easy": 0.2, "hard": 0.9})
-    pipeline = Pipeline(config, router=build_router(config, project=project), backend=backend,
-                        prices=project.prices(), tokens=api.count_prompt_tokens(project))
+    pipeline = Pipeline(
+        config,
+        router=build_router(config, project=project),
+        backend=backend,
+        prices=project.prices(),
+        tokens=api.count_prompt_tokens(project),
+    )
     records = {r.fixture_id: r for r in pipeline.run(project.fixtures)}
-    assert records["easy"].escalated and not records["hard"].escalated  # the labels would say the opposite
+    assert (
+        records["easy"].escalated and not records["hard"].escalated
+    )  # the labels would say the opposite
     assert records["easy"].calls[0].confidence_source == "recorded"
     assert pipeline.routing is not None and pipeline.routing.cascade is not None
-    assert pipeline.routing.cascade["confidence_sources"] == {"recorded": 2, "estimated": 0, "none": 0}
+    assert pipeline.routing.cascade["confidence_sources"] == {
+        "recorded": 2,
+        "estimated": 0,
+        "none": 0,
+    }
 
 
-def test_no_estimate_means_no_escalation_without_a_recorded_confidence(cascade_project: Path) -> None:
-    cascade_project.write_text(cascade_project.read_text().replace("estimate: label", "estimate: none"))
+def test_no_estimate_means_no_escalation_without_a_recorded_confidence(
+    cascade_project: Path,
+) -> None:
+    cascade_project.write_text(
+        cascade_project.read_text().replace("estimate: label", "estimate: none")
+    )
     report = api.run(api.load_project(cascade_project))
     assert report.get("routing")["escalation_rate"] == 0
     assert report.get("routing")["escalation"]["confidence_sources"]["none"] == 2
 
 
-def test_router_score_estimate_without_scores_escalates_nothing_and_says_why(cascade_project: Path) -> None:
+def test_router_score_estimate_without_scores_escalates_nothing_and_says_why(
+    cascade_project: Path,
+) -> None:
     cascade_project.write_text(cascade_project.read_text().replace(", estimate: label", ""))
     routing = api.run(api.load_project(cascade_project)).get("routing")
-    assert routing["escalation_rate"] == 0 and routing["escalation"]["confidence_sources"]["none"] == 2
+    assert (
+        routing["escalation_rate"] == 0 and routing["escalation"]["confidence_sources"]["none"] == 2
+    )
     assert "the rules router gives no score" in routing["escalation"]["method"]
 
 
@@ -140,20 +180,31 @@ def test_logistic_fit_is_finite_on_separable_labels() -> None:
 
 
 def test_cascade_disabled_is_off(cascade_project: Path) -> None:
-    write(cascade_project, cascade_project.read_text().replace("threshold: 0.5,", "threshold: 0.5, enabled: false,"))
+    write(
+        cascade_project,
+        cascade_project.read_text().replace("threshold: 0.5,", "threshold: 0.5, enabled: false,"),
+    )
     report = api.run(api.load_project(cascade_project))
     assert report.get("routing")["escalation"] == {"enabled": False}
 
 
-def test_merged_shards_report_the_same_routing_as_one_run(cascade_project: Path, tmp_path: Path) -> None:
+def test_merged_shards_report_the_same_routing_as_one_run(
+    cascade_project: Path, tmp_path: Path
+) -> None:
     from costguard.report import load_report
 
     project = api.load_project(cascade_project)
     whole = api.run(project).get("routing")
     paths = []
     for i in (1, 2):
-        paths.append(api.run(api.load_project(cascade_project), shard=(i, 2)).write(tmp_path / f"shard{i}.json"))
-    merged = api.merge_shards(api.load_project(cascade_project), [load_report(p) for p in paths]).get("routing")
+        paths.append(
+            api.run(api.load_project(cascade_project), shard=(i, 2)).write(
+                tmp_path / f"shard{i}.json"
+            )
+        )
+    merged = api.merge_shards(
+        api.load_project(cascade_project), [load_report(p) for p in paths]
+    ).get("routing")
     assert merged["comparison"]["baselines"] == whole["comparison"]["baselines"]
     assert merged["escalation"]["confidence_sources"] == whole["escalation"]["confidence_sources"]
     assert merged["escalation_rate"] == pytest.approx(whole["escalation_rate"])

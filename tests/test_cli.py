@@ -48,7 +48,9 @@ def test_check_default_passes(example_report) -> None:
 
 
 def test_check_without_report_runs_the_projection(project_dir: Path) -> None:
-    (project_dir / "p.yaml").write_text("rules:\n  spend:\n    metric: monthly_spend\n    max: 0.01\n")
+    (project_dir / "p.yaml").write_text(
+        "rules:\n  spend:\n    metric: monthly_spend\n    max: 0.01\n"
+    )
     proc = run_cli("check", "--policy", "p.yaml", "--format", "json", cwd=project_dir)
     assert proc.returncode == 1, proc.stderr
     result = json.loads(proc.stdout)
@@ -56,7 +58,9 @@ def test_check_without_report_runs_the_projection(project_dir: Path) -> None:
 
 
 def test_warn_rule_does_not_fail(project_dir: Path) -> None:
-    (project_dir / "p.yaml").write_text("rules:\n  spend:\n    metric: monthly_spend\n    max: 0.01\n    level: warn\n")
+    (project_dir / "p.yaml").write_text(
+        "rules:\n  spend:\n    metric: monthly_spend\n    max: 0.01\n    level: warn\n"
+    )
     proc = run_cli("check", "--policy", "p.yaml", cwd=project_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "WARN spend:" in proc.stdout
@@ -68,7 +72,9 @@ def test_incomplete_report_never_passes(project_dir: Path, tmp_path: Path) -> No
     data["complete"] = False
     data["incomplete_reason"] = "server failed mid-run"
     (project_dir / "r.json").write_text(json.dumps(data))
-    (project_dir / "p.yaml").write_text("rules:\n  spend:\n    metric: monthly_spend\n    max: 1000000\n")
+    (project_dir / "p.yaml").write_text(
+        "rules:\n  spend:\n    metric: monthly_spend\n    max: 1000000\n"
+    )
     proc = run_cli("check", "--policy", "p.yaml", "r.json", cwd=project_dir)
     assert proc.returncode == 1
     assert "incomplete" in proc.stdout
@@ -82,9 +88,13 @@ def test_schema_command_writes_schemas_that_accept_the_example(tmp_path: Path) -
     stack_schema = json.loads((tmp_path / "costguard.schema.json").read_text())
     jsonschema.validate(yaml.safe_load((REPO / "costguard.yaml").read_text()), stack_schema)
     policy_schema = json.loads((tmp_path / "policy.schema.json").read_text())
-    jsonschema.validate(yaml.safe_load((REPO / "policies" / "default.yaml").read_text()), policy_schema)
+    jsonschema.validate(
+        yaml.safe_load((REPO / "policies" / "default.yaml").read_text()), policy_schema
+    )
     fixture_schema = json.loads((tmp_path / "fixtures.schema.json").read_text())
-    jsonschema.validate(yaml.safe_load((REPO / "fixtures" / "support.yaml").read_text()), fixture_schema)
+    jsonschema.validate(
+        yaml.safe_load((REPO / "fixtures" / "support.yaml").read_text()), fixture_schema
+    )
     bad = yaml.safe_load((REPO / "costguard.yaml").read_text())
     bad["traffic"]["requests_per_mnth"] = 1
     with pytest.raises(jsonschema.ValidationError):
@@ -94,15 +104,48 @@ def test_schema_command_writes_schemas_that_accept_the_example(tmp_path: Path) -
 def test_import_logs_round_trip(project_dir: Path) -> None:
     log = project_dir / "requests.jsonl"
     log.write_text(
-        json.dumps({"model": "gpt-x", "messages": [{"role": "user", "content": "Where is my parcel?"}],
-                    "temperature": 0, "max_tokens": 64, "usage": {"completion_tokens": 37}}) + "\n"
-        + json.dumps({"request": {"model": "gpt-x", "messages": [{"role": "user", "content": "Where is my parcel?"}],
-                                  "temperature": 0, "max_tokens": 64}}) + "\n"
-        + json.dumps({"model": "gpt-x", "messages": [{"role": "system", "content": "Be brief."},
-                                                     {"role": "user", "content": [{"type": "text", "text": "Hi"}]}]}) + "\n"
+        json.dumps(
+            {
+                "model": "gpt-x",
+                "messages": [{"role": "user", "content": "Where is my parcel?"}],
+                "temperature": 0,
+                "max_tokens": 64,
+                "usage": {"completion_tokens": 37},
+            }
+        )
+        + "\n"
+        + json.dumps(
+            {
+                "request": {
+                    "model": "gpt-x",
+                    "messages": [{"role": "user", "content": "Where is my parcel?"}],
+                    "temperature": 0,
+                    "max_tokens": 64,
+                }
+            }
+        )
+        + "\n"
+        + json.dumps(
+            {
+                "model": "gpt-x",
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+                ],
+            }
+        )
+        + "\n"
     )
-    proc = run_cli("import-logs", "requests.jsonl", "--suite", "support", "--out", "fixtures/imported.yaml", "--dedupe",
-                   cwd=project_dir)
+    proc = run_cli(
+        "import-logs",
+        "requests.jsonl",
+        "--suite",
+        "support",
+        "--out",
+        "fixtures/imported.yaml",
+        "--dedupe",
+        cwd=project_dir,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "wrote 2 fixtures" in proc.stdout
     data = yaml.safe_load((project_dir / "fixtures" / "imported.yaml").read_text())

@@ -26,7 +26,12 @@ def _edit(path: Path, old: str, new: str) -> None:
 def test_change_block() -> None:
     assert change(10.0, 12.5) == {"base": 10.0, "head": 12.5, "delta": 2.5, "delta_pct": 25.0}
     assert change(0.0, 3.0)["delta_pct"] is None  # no percentage of nothing
-    assert change(None, 3.0) == {"base": None, "head": 3.0, "delta": 3.0, "delta_pct": None}  # added
+    assert change(None, 3.0) == {
+        "base": None,
+        "head": 3.0,
+        "delta": 3.0,
+        "delta_pct": None,
+    }  # added
     assert change(2.0, None)["delta"] == -2.0  # removed
     assert change(0.1 + 0.2, 0.3)["delta"] == 0.0  # float noise is not a change
 
@@ -43,8 +48,11 @@ def test_identical_runs_have_no_change(project_dir: Path) -> None:
 
 def test_prompt_edit_moves_exactly_that_fixture(project_dir: Path) -> None:
     base = _run(project_dir)
-    _edit(project_dir / "fixtures" / "support.yaml", "Where is my order 12345? It has been two weeks.",
-          "Where is my order 12345? It has been two weeks and the tracking page shows nothing at all.")
+    _edit(
+        project_dir / "fixtures" / "support.yaml",
+        "Where is my order 12345? It has been two weeks.",
+        "Where is my order 12345? It has been two weeks and the tracking page shows nothing at all.",
+    )
     head = _run(project_dir)
     diff = diff_reports(Baseline(base, "file base.json"), head).data
 
@@ -55,11 +63,17 @@ def test_prompt_edit_moves_exactly_that_fixture(project_dir: Path) -> None:
     h = {r["id"]: r for r in head.records}["order-status"]
     assert entry["prompt_changed"] is True and entry["status"] == "changed"
     assert entry["input_tokens"] == {
-        "base": b["input_tokens"], "head": h["input_tokens"], "delta": h["input_tokens"] - b["input_tokens"],
-        "delta_pct": pytest.approx(100 * (h["input_tokens"] - b["input_tokens"]) / b["input_tokens"]),
+        "base": b["input_tokens"],
+        "head": h["input_tokens"],
+        "delta": h["input_tokens"] - b["input_tokens"],
+        "delta_pct": pytest.approx(
+            100 * (h["input_tokens"] - b["input_tokens"]) / b["input_tokens"]
+        ),
     }
     assert entry["input_tokens"]["delta"] > 0
-    assert entry["cost_per_month"]["delta"] == pytest.approx(h["cost_per_month"] - b["cost_per_month"])
+    assert entry["cost_per_month"]["delta"] == pytest.approx(
+        h["cost_per_month"] - b["cost_per_month"]
+    )
     # The fixture's $ delta is the whole run's delta, and all of it lands in its suite and tier.
     total = diff["totals"]["cost_per_month"]
     assert total["delta"] == pytest.approx(entry["cost_per_month"]["delta"])
@@ -67,7 +81,8 @@ def test_prompt_edit_moves_exactly_that_fixture(project_dir: Path) -> None:
     assert diff["suites"]["support"]["cost_per_month"]["delta"] == pytest.approx(total["delta"])
     assert diff["suites"]["coding"]["status"] == "unchanged"
     assert diff["tiers"]["small"]["input_tokens_per_month"]["delta"] == pytest.approx(
-        entry["input_tokens"]["delta"] * h["monthly_requests"])
+        entry["input_tokens"]["delta"] * h["monthly_requests"]
+    )
     assert diff["fixtures"]["top_movers"] == ["order-status"]
     assert diff["estimated"] is True  # outputs are estimates in this project
 
@@ -76,12 +91,20 @@ def test_added_removed_and_rerouted_fixtures_and_suites(project_dir: Path) -> No
     base = _run(project_dir)
     fx = project_dir / "fixtures" / "support.yaml"
     _edit(fx, "  - id: order-status\n", "  - id: order-status-v2\n")  # removed + added
-    _edit(fx, "  - id: refactor\n    suite: coding\n", "  - id: refactor\n    suite: billing\n")  # rerouted
+    _edit(
+        fx, "  - id: refactor\n    suite: coding\n", "  - id: refactor\n    suite: billing\n"
+    )  # rerouted
     head = _run(project_dir)
     diff = diff_reports(Baseline(base, "b"), head).data
     items = {f["id"]: f for f in diff["fixtures"]["items"]}
-    assert items["order-status"]["status"] == "removed" and items["order-status"]["cost_per_month"]["head"] is None
-    assert items["order-status-v2"]["status"] == "added" and items["order-status-v2"]["cost_per_month"]["base"] is None
+    assert (
+        items["order-status"]["status"] == "removed"
+        and items["order-status"]["cost_per_month"]["head"] is None
+    )
+    assert (
+        items["order-status-v2"]["status"] == "added"
+        and items["order-status-v2"]["cost_per_month"]["base"] is None
+    )
     refactor = items["refactor"]
     assert refactor["served_by"] == {"base": "large", "head": "small"}
     assert refactor["cost_per_month"]["delta"] < 0
@@ -97,15 +120,30 @@ def test_without_baseline_everything_is_head_only(project_dir: Path) -> None:
     head = _run(project_dir)
     diff = diff_reports(Baseline(None, "none", "costguard.yaml does not exist at main"), head)
     assert diff.has_baseline is False and diff.changed is False
-    assert diff.data["base"] == {"available": False, "source": "none", "reason": "costguard.yaml does not exist at main"}
-    assert diff.monthly_cost == {"base": None, "head": head.monthly_cost, "delta": None, "delta_pct": None}
-    assert diff.data["fixtures"]["items"] == [] and diff.data["tiers"]["small"]["status"] == "head_only"
+    assert diff.data["base"] == {
+        "available": False,
+        "source": "none",
+        "reason": "costguard.yaml does not exist at main",
+    }
+    assert diff.monthly_cost == {
+        "base": None,
+        "head": head.monthly_cost,
+        "delta": None,
+        "delta_pct": None,
+    }
+    assert (
+        diff.data["fixtures"]["items"] == []
+        and diff.data["tiers"]["small"]["status"] == "head_only"
+    )
 
 
 def test_quality_is_compared_where_present(project_dir: Path) -> None:
     base, head = _run(project_dir), _run(project_dir)
     base.data["quality"] = {"score": 0.918, "suites": {"support": {"score": 0.95}}}
-    head.data["quality"] = {"score": 0.915, "suites": {"support": {"score": 0.90}, "coding": {"score": 0.7}}}
+    head.data["quality"] = {
+        "score": 0.915,
+        "suites": {"support": {"score": 0.90}, "coding": {"score": 0.7}},
+    }
     q = diff_reports(Baseline(base, "b"), head).data["quality"]
     assert q["score"]["delta"] == pytest.approx(-0.003)
     assert q["suites"]["support"]["delta"] == pytest.approx(-0.05)
@@ -119,7 +157,7 @@ def test_diff_json_round_trip_and_bad_files(project_dir: Path, tmp_path: Path) -
     path = diff.write(tmp_path / "out" / "diff.json")
     assert load_diff(path).data == json.loads(path.read_text())
     bad = tmp_path / "bad.json"
-    bad.write_text("{\n  \"kind\": \"diff\",\n")
+    bad.write_text('{\n  "kind": "diff",\n')
     with pytest.raises(ConfigError, match=r"bad.json:3: not valid JSON"):
         load_diff(bad)
     report.write(tmp_path / "run.json")

@@ -14,12 +14,28 @@ from costguard.frontier import OBJECTIVES, VariantOutcome, dominates, non_domina
 from costguard.variants import build_variants, set_path
 
 
-def outcome(name: str, cost: float, quality: float | None, latency: float | None = None,
-            verdict: str | None = None) -> VariantOutcome:
-    return VariantOutcome(name=name, description=name, overrides={}, cost_per_month=cost, cost_estimated=False,
-                          quality=quality, pass_rate=quality, quality_measured=10 if quality is not None else 0,
-                          quality_fixtures=10, latency_p95_s=latency, latency_coverage=1.0 if latency else None,
-                          routing={}, verdict=verdict)
+def outcome(
+    name: str,
+    cost: float,
+    quality: float | None,
+    latency: float | None = None,
+    verdict: str | None = None,
+) -> VariantOutcome:
+    return VariantOutcome(
+        name=name,
+        description=name,
+        overrides={},
+        cost_per_month=cost,
+        cost_estimated=False,
+        quality=quality,
+        pass_rate=quality,
+        quality_measured=10 if quality is not None else 0,
+        quality_fixtures=10,
+        latency_p95_s=latency,
+        latency_coverage=1.0 if latency else None,
+        routing={},
+        verdict=verdict,
+    )
 
 
 def test_a_dominated_variant_never_appears_on_the_frontier() -> None:
@@ -27,23 +43,28 @@ def test_a_dominated_variant_never_appears_on_the_frontier() -> None:
         outcome("current", 1000.0, 0.90, 1.2, "pass"),
         outcome("only small", 200.0, 0.70, 0.5, "fail"),
         outcome("only large", 3000.0, 0.95, 2.0, "pass"),
-        outcome("worse", 1100.0, 0.85, 1.3, "pass"),         # dominated by current on all three
-        outcome("tie-cost", 1000.0, 0.88, 1.2, "pass"),      # same cost and latency, lower quality
-        outcome("faster", 1000.0, 0.90, 1.0, "pass"),        # dominates current (faster, else equal)
-        outcome("unmeasured", 50.0, None, None, "pass"),     # no quality: listed, never compared
+        outcome("worse", 1100.0, 0.85, 1.3, "pass"),  # dominated by current on all three
+        outcome("tie-cost", 1000.0, 0.88, 1.2, "pass"),  # same cost and latency, lower quality
+        outcome("faster", 1000.0, 0.90, 1.0, "pass"),  # dominates current (faster, else equal)
+        outcome("unmeasured", 50.0, None, None, "pass"),  # no quality: listed, never compared
     ]
     frontier = place(outcomes, policy="policy.yaml")
     assert [o.name for o in frontier.frontier] == ["only small", "only large", "faster"]
     assert frontier.outcome("worse").dominated_by in ("current", "faster")
     assert frontier.outcome("tie-cost").dominated_by in ("current", "faster")
     assert frontier.outcome("current").dominated_by == "faster"
-    assert frontier.outcome("unmeasured").excluded and not frontier.outcome("unmeasured").on_frontier
+    assert (
+        frontier.outcome("unmeasured").excluded and not frontier.outcome("unmeasured").on_frontier
+    )
     assert frontier.objectives == ["cost_per_month", "quality", "latency_p95_s"]
     # the cheapest variant with measured quality that passes the policy
     assert frontier.recommended == "faster"
     assert frontier.exit_code == 0
     data = frontier.to_dict()
-    assert data["frontier"] == ["only small", "only large", "faster"] and data["recommended"] == "faster"
+    assert (
+        data["frontier"] == ["only small", "only large", "faster"]
+        and data["recommended"] == "faster"
+    )
 
 
 def test_latency_leaves_the_objectives_when_a_variant_has_none() -> None:
@@ -67,12 +88,15 @@ def test_no_measured_quality_gives_no_frontier() -> None:
 
 
 points = st.lists(
-    st.fixed_dictionaries({
-        "cost_per_month": st.integers(0, 5).map(float),
-        "quality": st.integers(0, 5).map(lambda x: x / 5),
-        "latency_p95_s": st.integers(0, 5).map(float),
-    }),
-    min_size=1, max_size=12,
+    st.fixed_dictionaries(
+        {
+            "cost_per_month": st.integers(0, 5).map(float),
+            "quality": st.integers(0, 5).map(lambda x: x / 5),
+            "latency_p95_s": st.integers(0, 5).map(float),
+        }
+    ),
+    min_size=1,
+    max_size=12,
 )
 
 
@@ -95,32 +119,53 @@ def test_set_path_addresses_tiers_by_name_and_lists_by_index() -> None:
     set_path(data, "tiers.small.model", "b")
     set_path(data, "router.rules[0].tier", "large")
     set_path(data, "router.rules.0.min_prompt_tokens", 10)
-    assert data == {"tiers": [{"name": "small", "model": "b"}],
-                    "router": {"rules": [{"tier": "large", "min_prompt_tokens": 10}]}}
-    for path, message in (("tiers.huge.model", "no item named 'huge'"), ("router.rules[3].tier", "out of range"),
-                          ("nothing.here", "there is no 'nothing'"), ("a..b", "not a dotted config path")):
+    assert data == {
+        "tiers": [{"name": "small", "model": "b"}],
+        "router": {"rules": [{"tier": "large", "min_prompt_tokens": 10}]},
+    }
+    for path, message in (
+        ("tiers.huge.model", "no item named 'huge'"),
+        ("router.rules[3].tier", "out of range"),
+        ("nothing.here", "there is no 'nothing'"),
+        ("a..b", "not a dotted config path"),
+    ):
         with pytest.raises(ValueError, match=message):
             set_path(data, path, 1)
 
 
 def test_standard_declared_and_swept_variants(project_dir: Path) -> None:
     config = project_dir / "costguard.yaml"
-    config.write_text(config.read_text() + """\
+    config.write_text(
+        config.read_text()
+        + """\
 frontier:
   variants:
     cheap-large: {tiers.large.pricing.gpu_hour_usd: 1.5}
   sweeps:
     router.rules[0].suites: [[support], [coding]]
-""")
+"""
+    )
     variants = build_variants(load_stack(config))
     names = [v.name for v in variants]
     assert names[:4] == ["current", "only small", "only large", "exact cache off"]
     assert "cheap-large" in names
     # sweeping rules[0].suites to [coding] is the current stack: the duplicate is dropped
-    assert "router.rules[0].suites=['support']" in names and "router.rules[0].suites=['coding']" not in names
+    assert (
+        "router.rules[0].suites=['support']" in names
+        and "router.rules[0].suites=['coding']" not in names
+    )
     only_large = next(v for v in variants if v.name == "only large").config
-    assert only_large.router is not None and only_large.router.default_tier == "large" and not only_large.router.rules
-    assert next(v for v in variants if v.name == "cheap-large").config.tier("large").pricing.gpu_hour_usd == 1.5
+    assert (
+        only_large.router is not None
+        and only_large.router.default_tier == "large"
+        and not only_large.router.rules
+    )
+    assert (
+        next(v for v in variants if v.name == "cheap-large")
+        .config.tier("large")
+        .pricing.gpu_hour_usd
+        == 1.5
+    )
     assert [v.name for v in build_variants(load_stack(config), auto=False)][0] == "current"
 
 
@@ -134,15 +179,22 @@ def test_three_tiers_give_without_variants_and_thresholds(tmp_path: Path) -> Non
     scaled = variants["thresholds x2"].config.router
     shipped = stack.config.router
     assert scaled is not None and shipped is not None
-    assert [t.max_score for t in scaled.thresholds] == [min(10.0, round(2 * t.max_score, 4)) for t in shipped.thresholds]  # type: ignore[union-attr]
+    assert [t.max_score for t in scaled.thresholds] == [
+        min(10.0, round(2 * t.max_score, 4)) for t in shipped.thresholds
+    ]  # type: ignore[union-attr]
 
 
 def test_a_bad_variant_is_a_located_config_error(project_dir: Path) -> None:
     config = project_dir / "costguard.yaml"
     base = config.read_text()
     config.write_text(base + "frontier:\n  variants:\n    broken: {tiers.medium.model: x}\n")
-    with pytest.raises(ConfigError, match=r"costguard.yaml:\d+: frontier.tiers.medium.model: variant 'broken': .*no item named 'medium'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"costguard.yaml:\d+: frontier.tiers.medium.model: variant 'broken': .*no item named 'medium'",
+    ):
         build_variants(load_stack(config))
-    config.write_text(base + "frontier:\n  variants:\n    broken: {traffic.requests_per_month: -5}\n")
+    config.write_text(
+        base + "frontier:\n  variants:\n    broken: {traffic.requests_per_month: -5}\n"
+    )
     with pytest.raises(ConfigError, match=r"variant 'broken': .*greater than 0"):
         build_variants(load_stack(config))

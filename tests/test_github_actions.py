@@ -24,14 +24,22 @@ def _diff(verdicts: list[dict]) -> dict:
         "base": {"available": True},
         "changed": True,
         "estimated": False,
-        "totals": {"cost_per_month": {"base": 100.0, "head": 112.5, "delta": 12.5, "delta_pct": 12.5}},
+        "totals": {
+            "cost_per_month": {"base": 100.0, "head": 112.5, "delta": 12.5, "delta_pct": 12.5}
+        },
         "policy": {"policy": "p.yaml", "verdict": "fail", "verdicts": verdicts},
     }
 
 
 def _verdict(rule: str, status: str, line: int | None, file: str = "policies/budget.yaml") -> dict:
-    return {"rule": rule, "metric": "monthly_spend_increase", "status": status, "line": line, "file": file,
-            "message": "+$12.50 breaks <= +$10.00\n100% of it"}
+    return {
+        "rule": rule,
+        "metric": "monthly_spend_increase",
+        "status": status,
+        "line": line,
+        "file": file,
+        "message": "+$12.50 breaks <= +$10.00\n100% of it",
+    }
 
 
 def test_escaping_follows_the_workflow_command_rules() -> None:
@@ -42,12 +50,14 @@ def test_escaping_follows_the_workflow_command_rules() -> None:
 def test_annotations_point_at_the_rule_line(tmp_path: Path) -> None:
     policy = tmp_path / "policies" / "budget.yaml"
     lines = annotations(
-        _diff([
-            _verdict("spend, increase", "fail", 12, str(policy)),
-            _verdict("soft", "warn", 20, str(policy)),
-            _verdict("ok", "pass", 3, str(policy)),
-            _verdict("later", "skip", 5, str(policy)),
-        ]),
+        _diff(
+            [
+                _verdict("spend, increase", "fail", 12, str(policy)),
+                _verdict("soft", "warn", 20, str(policy)),
+                _verdict("ok", "pass", 3, str(policy)),
+                _verdict("later", "skip", 5, str(policy)),
+            ]
+        ),
         workspace=str(tmp_path),
     )
     assert lines == [
@@ -65,9 +75,16 @@ def test_outputs_and_summary_files(tmp_path: Path, monkeypatch) -> None:
     assert write_outputs({"a": "1"}) is False and append_summary("x") is False  # outside Actions
     values = outputs(_diff([]), report_path="r.json", diff_path=None)
     assert values == {
-        "monthly-cost": "112.50", "base-monthly-cost": "100.00", "delta-usd": "12.50", "delta-pct": "12.50",
-        "verdict": "fail", "changed": "true", "has-baseline": "true", "estimated": "false",
-        "report-path": "r.json", "diff-path": "",
+        "monthly-cost": "112.50",
+        "base-monthly-cost": "100.00",
+        "delta-usd": "12.50",
+        "delta-pct": "12.50",
+        "verdict": "fail",
+        "changed": "true",
+        "has-baseline": "true",
+        "estimated": "false",
+        "report-path": "r.json",
+        "diff-path": "",
     }
     out = tmp_path / "output"
     assert write_outputs({"a": "1", "multi": "x\ny"}, str(out))
@@ -80,19 +97,40 @@ def test_outputs_and_summary_files(tmp_path: Path, monkeypatch) -> None:
 
 def test_pull_request_context_from_the_event(tmp_path: Path) -> None:
     event = tmp_path / "event.json"
-    event.write_text(json.dumps({
-        "action": "labeled",
-        "label": {"name": "cost-ok"},
-        "sender": {"login": "bob"},
-        "pull_request": {"number": 42, "base": {"sha": "abc123", "ref": "main"},
-                         "labels": [{"name": "cost-ok"}, {"name": "area/router"}]},
-    }))
-    ctx = pull_request_context({"GITHUB_EVENT_PATH": str(event), "GITHUB_REPOSITORY": "octo/widgets"})
-    assert (ctx.repo, ctx.number, ctx.base_sha, ctx.base_ref) == ("octo/widgets", 42, "abc123", "main")
+    event.write_text(
+        json.dumps(
+            {
+                "action": "labeled",
+                "label": {"name": "cost-ok"},
+                "sender": {"login": "bob"},
+                "pull_request": {
+                    "number": 42,
+                    "base": {"sha": "abc123", "ref": "main"},
+                    "labels": [{"name": "cost-ok"}, {"name": "area/router"}],
+                },
+            }
+        )
+    )
+    ctx = pull_request_context(
+        {"GITHUB_EVENT_PATH": str(event), "GITHUB_REPOSITORY": "octo/widgets"}
+    )
+    assert (ctx.repo, ctx.number, ctx.base_sha, ctx.base_ref) == (
+        "octo/widgets",
+        42,
+        "abc123",
+        "main",
+    )
     assert ctx.labels == ["cost-ok", "area/router"]
-    ack = find_acknowledgement("cost-ok", ctx.labels, event_action=ctx.action, event_label=ctx.label,
-                               event_sender=ctx.sender)
-    assert ack is not None and ack.describe() == "acknowledged by the label 'cost-ok' (added by @bob)"
+    ack = find_acknowledgement(
+        "cost-ok",
+        ctx.labels,
+        event_action=ctx.action,
+        event_label=ctx.label,
+        event_sender=ctx.sender,
+    )
+    assert (
+        ack is not None and ack.describe() == "acknowledged by the label 'cost-ok' (added by @bob)"
+    )
     assert find_acknowledgement("other", ctx.labels) is None
     assert find_acknowledgement("cost-ok", ctx.labels).by is None  # type: ignore[union-attr]
     push = tmp_path / "push.json"

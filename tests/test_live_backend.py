@@ -48,9 +48,13 @@ def servers():
     handles = []
 
     def start(small: dict | None = None, large: dict | None = None):
-        s = FakeVLLM("test/small-8b", **{"enable_prompt_tokens_details": True, **(small or {})}).start_in_thread()
+        s = FakeVLLM(
+            "test/small-8b", **{"enable_prompt_tokens_details": True, **(small or {})}
+        ).start_in_thread()
         handles.append(s)
-        big = FakeVLLM("test/large-70b", **{"enable_prompt_tokens_details": True, **(large or {})}).start_in_thread()
+        big = FakeVLLM(
+            "test/large-70b", **{"enable_prompt_tokens_details": True, **(large or {})}
+        ).start_in_thread()
         handles.append(big)
         return s, big
 
@@ -71,7 +75,9 @@ def recordings(project: Path) -> list[dict]:
 # ---- record, then measure offline ----------------------------------------------------------------
 
 
-def test_endpoint_run_records_responses_and_the_next_offline_run_measures_those_outputs(project_dir, servers):
+def test_endpoint_run_records_responses_and_the_next_offline_run_measures_those_outputs(
+    project_dir, servers
+):
     small, large = servers()
     configure(project_dir, small.base_url, large.base_url)
 
@@ -81,20 +87,30 @@ def test_endpoint_run_records_responses_and_the_next_offline_run_measures_those_
     assert report["backend"] == "endpoint" and report["complete"] is True
     # reset-password-dup is the exact cache's hit: it never reaches a server
     assert len(small.requests) == 2 and len(large.requests) == 1
-    assert all(r["stream"] and r["stream_options"] == {"include_usage": True} for r in small.requests)
+    assert all(
+        r["stream"] and r["stream_options"] == {"include_usage": True} for r in small.requests
+    )
     assert report["replay"]["requests"] == {
         "planned": 4, "answered_by_cache": 1, "sent": 3, "completed": 3, "failed": 0, "retries": 0,
     }  # fmt: skip
     served = [c for r in report["records"] if r["cache"]["outcome"] == "miss" for c in r["calls"]]
-    assert {c["input_source"] for c in served} == {c["output_source"] for c in served} == {"measured"}
+    assert (
+        {c["input_source"] for c in served} == {c["output_source"] for c in served} == {"measured"}
+    )
     assert all(c["latency_source"] == "measured" and c["latency_s"] > 0 for c in served)
     # the server's own counters agree with the summed usage
-    assert {t: m["discrepancies"] for t, m in report["server_metrics"].items()} == {"small": [], "large": []}
+    assert {t: m["discrepancies"] for t, m in report["server_metrics"].items()} == {
+        "small": [],
+        "large": [],
+    }
     assert report["server_metrics"]["small"]["client"]["requests"] == 2
 
     recorded = {r["fixture_id"]: r for r in recordings(project_dir)}
     assert set(recorded) == {"reset-password", "order-status", "refactor"}
-    assert recorded["refactor"]["tier"] == "large" and recorded["refactor"]["model"] == "test/large-70b"
+    assert (
+        recorded["refactor"]["tier"] == "large"
+        and recorded["refactor"]["model"] == "test/large-70b"
+    )
     assert recorded["order-status"]["completion_tokens"] == 16  # what the double generated
     assert "reset-password" in recorded and recorded["reset-password"]["text"]
 
@@ -107,7 +123,9 @@ def test_endpoint_run_records_responses_and_the_next_offline_run_measures_those_
         (call,) = record["calls"]
         rec = recorded["reset-password" if record["id"] == "reset-password-dup" else record["id"]]
         assert call["output_source"] == "measured" and call["response_ref"] == rec["key"]
-        assert call["output_tokens"] == rec["completion_tokens"]  # not the fixture's expect.output_tokens
+        assert (
+            call["output_tokens"] == rec["completion_tokens"]
+        )  # not the fixture's expect.output_tokens
         assert call["input_source"] == "exact"  # prompt tokens are still counted here
     assert not any("output tokens are estimated" in w for w in again["warnings"])
     assert again["recordings"]["current"] == 3 and again["recordings"]["stale"] == 0
@@ -117,9 +135,13 @@ def test_endpoint_run_records_responses_and_the_next_offline_run_measures_those_
     assert read(project_dir / "estimated.json")["provenance"]["output_tokens"]["measured"] == 0
 
 
-def test_a_server_failing_mid_run_yields_an_incomplete_report_and_a_failing_check(project_dir, servers):
+def test_a_server_failing_mid_run_yields_an_incomplete_report_and_a_failing_check(
+    project_dir, servers
+):
     small, large = servers(small={"fail_after": 1})
-    configure(project_dir, small.base_url, large.base_url, "replay: {max_attempts: 2, concurrency: 1}\n")
+    configure(
+        project_dir, small.base_url, large.base_url, "replay: {max_attempts: 2, concurrency: 1}\n"
+    )
 
     out = run_cli("run", "--backend", "endpoint", "-o", "partial.json", cwd=project_dir)
     assert out.returncode == 2
@@ -179,14 +201,17 @@ LONG_SYSTEM = " ".join(f"policy{i}" for i in range(60))
 def test_prefix_hits_without_prompt_token_details_are_reported(project_dir, servers):
     small, large = servers(small={"enable_prompt_tokens_details": False})
     configure(project_dir, small.base_url, large.base_url, "replay: {concurrency: 1}\n")
-    write(project_dir / "fixtures" / "support.yaml", f"""\
+    write(
+        project_dir / "fixtures" / "support.yaml",
+        f"""\
         suite: support
         fixtures:
           - id: first
             messages: [{{role: system, content: "{LONG_SYSTEM}"}}, {{role: user, content: "Where is my order?"}}]
           - id: second
             messages: [{{role: system, content: "{LONG_SYSTEM}"}}, {{role: user, content: "Can I return boots?"}}]
-    """)
+    """,
+    )
     out = run_cli("run", "--backend", "endpoint", "-o", "r.json", cwd=project_dir)
     assert out.returncode == 0, out.stderr
     metrics = read(project_dir / "r.json")["server_metrics"]["small"]
@@ -199,7 +224,9 @@ def test_prefix_hits_without_prompt_token_details_are_reported(project_dir, serv
 def test_structured_replies_record_the_servers_confidence(project_dir, servers):
     small, large = servers(small={"confidence": 0.37})
     configure(project_dir, small.base_url, large.base_url)
-    write(project_dir / "fixtures" / "support.yaml", """\
+    write(
+        project_dir / "fixtures" / "support.yaml",
+        """\
         suite: support
         fixtures:
           - id: graded
@@ -207,12 +234,16 @@ def test_structured_replies_record_the_servers_confidence(project_dir, servers):
             messages: [{role: user, content: "Answer with JSON: is the sky blue?"}]
           - id: plain
             messages: [{role: user, content: "Is the sky blue?"}]
-    """)
+    """,
+    )
     assert run_cli("run", "--backend", "endpoint", "-o", "r.json", cwd=project_dir).returncode == 0
     calls = {r["id"]: r["calls"][0] for r in read(project_dir / "r.json")["records"]}
     assert calls["graded"]["confidence"] == 0.37 and "confidence" not in calls["plain"]
     assert small.requests[0]["response_format"] == {"type": "json_object"}
-    assert {r["fixture_id"]: r["confidence"] for r in recordings(project_dir)} == {"graded": 0.37, "plain": None}
+    assert {r["fixture_id"]: r["confidence"] for r in recordings(project_dir)} == {
+        "graded": 0.37,
+        "plain": None,
+    }
     assert run_cli("run", "-o", "o.json", cwd=project_dir).returncode == 0
     offline = {r["id"]: r["calls"][0] for r in read(project_dir / "o.json")["records"]}
     assert offline["graded"]["confidence"] == 0.37  # the cascade reads it offline too
@@ -223,12 +254,18 @@ def test_stale_recordings_are_reported_and_pruned(project_dir, servers):
     configure(project_dir, small.base_url, large.base_url)
     assert run_cli("run", "--backend", "endpoint", "-o", "r.json", cwd=project_dir).returncode == 0
     fixtures = project_dir / "fixtures" / "support.yaml"
-    fixtures.write_text(fixtures.read_text().replace("Where is my order 12345?", "Where is my order 999?"))
+    fixtures.write_text(
+        fixtures.read_text().replace("Where is my order 12345?", "Where is my order 999?")
+    )
 
     assert run_cli("run", "-o", "o.json", cwd=project_dir).returncode == 0
     report = read(project_dir / "o.json")
-    assert report["recordings"]["stale"] == 1 and report["recordings"]["stale_fixtures"] == ["order-status"]
-    assert any("stale (fixture or template changed since recording" in w for w in report["warnings"])
+    assert report["recordings"]["stale"] == 1 and report["recordings"]["stale_fixtures"] == [
+        "order-status"
+    ]
+    assert any(
+        "stale (fixture or template changed since recording" in w for w in report["warnings"]
+    )
     calls = {r["id"]: r["calls"][0] for r in report["records"]}
     assert calls["order-status"]["output_source"] == "prior"  # the old reply is not reused
     assert calls["reset-password"]["output_source"] == "measured"
@@ -251,9 +288,14 @@ def test_measured_throughput_prices_gpu_time_tiers(project_dir, servers):
     configure(project_dir, small.base_url, large.base_url, "replay: {min_profile_requests: 1}\n")
     before = run_cli("run", "-o", "before.json", cwd=project_dir)
     assert before.returncode == 0
-    assert read(project_dir / "before.json")["tiers"]["large"]["cost_basis"] == "GPU-time, declared throughput (estimated)"
+    assert (
+        read(project_dir / "before.json")["tiers"]["large"]["cost_basis"]
+        == "GPU-time, declared throughput (estimated)"
+    )
 
-    assert run_cli("run", "--backend", "endpoint", "-o", "live.json", cwd=project_dir).returncode == 0
+    assert (
+        run_cli("run", "--backend", "endpoint", "-o", "live.json", cwd=project_dir).returncode == 0
+    )
     profile = read(project_dir / "recordings" / THROUGHPUT_FILE)["tiers"]["large"]
     assert profile["prefill_tokens_per_s"] > 0 and profile["decode_tokens_per_s"] > 0
     assert profile["hardware"]["model"] == "test/large-70b" and profile["concurrency"] == 16
@@ -269,7 +311,9 @@ def test_measured_throughput_prices_gpu_time_tiers(project_dir, servers):
     config = project_dir / "costguard.yaml"
     config.write_text(config.read_text().replace("gpus: 4", "gpus: 8"))
     assert run_cli("run", "-o", "moved.json", cwd=project_dir).returncode == 0
-    assert read(project_dir / "moved.json")["tiers"]["large"]["cost_basis"].startswith("GPU-time, declared")
+    assert read(project_dir / "moved.json")["tiers"]["large"]["cost_basis"].startswith(
+        "GPU-time, declared"
+    )
 
 
 # ---- routing by an external router ------------------------------------------------------------------
@@ -291,7 +335,9 @@ def router_double(routes: dict[str, tuple[str, str]], default: tuple[str, str]):
         body["model"] = model
         async with aiohttp.ClientSession() as session:
             async with session.post(f"{url}/v1/chat/completions", json=body) as upstream:
-                response = web.StreamResponse(status=upstream.status, headers={"Content-Type": upstream.content_type})
+                response = web.StreamResponse(
+                    status=upstream.status, headers={"Content-Type": upstream.content_type}
+                )
                 await response.prepare(request)
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
@@ -305,12 +351,17 @@ def use_external_router(project: Path, url: str) -> None:
     config = project / "costguard.yaml"
     text = config.read_text()
     start, end = text.index("\nrouter:"), text.index("\nsuites:")
-    config.write_text(text[:start] + f'\nrouter: {{kind: external, base_url: "{url}"}}' + text[end:])
+    config.write_text(
+        text[:start] + f'\nrouter: {{kind: external, base_url: "{url}"}}' + text[end:]
+    )
 
 
 def test_external_router_replies_are_attributed_to_tiers_by_model(project_dir, servers):
     small, large = servers()
-    routes = {"Refactor": (large.base_url, "test/large-70b"), "order": (large.base_url, "test/large-70b")}
+    routes = {
+        "Refactor": (large.base_url, "test/large-70b"),
+        "order": (large.base_url, "test/large-70b"),
+    }
     with router_double(routes, (small.base_url, "test/small-8b")) as router_url:
         configure(project_dir, small.base_url, large.base_url)
         use_external_router(project_dir, router_url)
@@ -331,7 +382,11 @@ def test_external_router_replies_are_attributed_to_tiers_by_model(project_dir, s
     offline = run_cli("run", "-o", "o.json", cwd=project_dir)
     assert offline.returncode == 0, offline.stderr
     records = {r["id"]: r for r in read(project_dir / "o.json")["records"]}
-    assert records["refactor"]["route"] == {"tier": "large", "reason": "external router (auto), recorded", "score": None}
+    assert records["refactor"]["route"] == {
+        "tier": "large",
+        "reason": "external router (auto), recorded",
+        "score": None,
+    }
     assert records["refactor"]["calls"][0]["output_source"] == "measured"
     # ... and without a recording there is no route to guess
     (project_dir / "recordings" / RESPONSES_FILE).unlink()
@@ -382,15 +437,21 @@ def test_shards_merge_into_the_unsharded_run(project_dir):
     assert stale.returncode == 2 and "computed from other inputs" in stale.stderr
 
 
-def test_live_shards_on_separate_machines_merge_reports_and_recordings(project_dir, servers, tmp_path):
+def test_live_shards_on_separate_machines_merge_reports_and_recordings(
+    project_dir, servers, tmp_path
+):
     small, large = servers()
     configure(project_dir, small.base_url, large.base_url, "replay: {min_profile_requests: 1}\n")
     other = tmp_path / "job2"  # the second CI job: its own checkout of the same commit
     shutil.copytree(project_dir, other)
     for i, cwd in ((1, project_dir), (2, other)):
-        out = run_cli("run", "--backend", "endpoint", "--shard", f"{i}/2", "-o", f"s{i}.json", cwd=cwd)
+        out = run_cli(
+            "run", "--backend", "endpoint", "--shard", f"{i}/2", "-o", f"s{i}.json", cwd=cwd
+        )
         assert out.returncode == 0, out.stderr
-    assert len(small.requests) + len(large.requests) == 3  # every request served once over both shards
+    assert (
+        len(small.requests) + len(large.requests) == 3
+    )  # every request served once over both shards
 
     out = run_cli("merge", "s1.json", str(other / "s2.json"), "-o", "m.json", "-q", cwd=project_dir)
     assert out.returncode == 0, out.stderr
@@ -417,10 +478,24 @@ def test_backend_vllm_launches_the_stack_for_the_run_and_stops_it(project_dir):
     ports = free_ports(2)
     config = project_dir / "costguard.yaml"
     text = STACK_YAML.format(tok=minilm_dir())
-    text = text.replace("    pricing: {input_per_mtok: 0.10", f"    serve: {{port: {ports[0]}}}\n    pricing: {{input_per_mtok: 0.10", 1)
-    text = text.replace("serve: {tensor_parallel_size: 4}", f"serve: {{tensor_parallel_size: 4, port: {ports[1]}}}")
+    text = text.replace(
+        "    pricing: {input_per_mtok: 0.10",
+        f"    serve: {{port: {ports[0]}}}\n    pricing: {{input_per_mtok: 0.10",
+        1,
+    )
+    text = text.replace(
+        "serve: {tensor_parallel_size: 4}", f"serve: {{tensor_parallel_size: 4, port: {ports[1]}}}"
+    )
     config.write_text(text)
-    out = run_cli("run", "--backend", "vllm", "-o", "r.json", cwd=project_dir, env=standin_env(FAKE_VLLM_STARTUP_S="0.5"))
+    out = run_cli(
+        "run",
+        "--backend",
+        "vllm",
+        "-o",
+        "r.json",
+        cwd=project_dir,
+        env=standin_env(FAKE_VLLM_STARTUP_S="0.5"),
+    )
     assert out.returncode == 0, out.stderr
     report = read(project_dir / "r.json")
     assert report["backend"] == "vllm" and report["complete"] is True
@@ -439,7 +514,9 @@ def test_backend_vllm_launches_the_stack_for_the_run_and_stops_it(project_dir):
         assert again.returncode == 0, again.stderr
         assert "started" not in again.stderr and read(project_dir / "r2.json")["complete"] is True
         assert run_cli("stack", "status", cwd=project_dir, env=env).returncode == 0
-        config.write_text(config.read_text().replace("tensor_parallel_size: 4,", "tensor_parallel_size: 2,"))
+        config.write_text(
+            config.read_text().replace("tensor_parallel_size: 4,", "tensor_parallel_size: 2,")
+        )
         other = run_cli("run", "--backend", "vllm", "-o", "r3.json", cwd=project_dir, env=env)
         assert other.returncode == 2 and "started with other commands" in other.stderr
     finally:

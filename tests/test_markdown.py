@@ -54,28 +54,53 @@ waivers:
 """
 
 
-def _scenario(project_dir: Path, monkeypatch: pytest.MonkeyPatch, with_base: bool) -> dict[str, Any]:
+def _scenario(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch, with_base: bool
+) -> dict[str, Any]:
     """A PR that lengthens a support prompt, adds a fixture and retires another (DiffReport dict)."""
     monkeypatch.chdir(project_dir)
     write(project_dir / "policies" / "budget.yaml", GOLDEN_POLICY)
     cfg = project_dir / "costguard.yaml"
-    cfg.write_text(cfg.read_text().replace("support: {output_tokens_prior", "support: {share: 0.8, output_tokens_prior")
-                   .replace("coding: {output_tokens_prior", "coding: {share: 0.2, output_tokens_prior"))
+    cfg.write_text(
+        cfg.read_text()
+        .replace("support: {output_tokens_prior", "support: {share: 0.8, output_tokens_prior")
+        .replace("coding: {output_tokens_prior", "coding: {share: 0.2, output_tokens_prior")
+    )
     base = api.run(api.load_project("costguard.yaml"))
     fx = project_dir / "fixtures" / "support.yaml"
-    text = fx.read_text().replace(
-        "Where is my order 12345? It has been two weeks.",
-        "Where is my order 12345? It has been two weeks and the tracking page has not changed since.",
-    ).replace("  - id: reset-password-dup\n", "  - id: reset-password-again\n")
-    fx.write_text(text + "  - id: invoice-copy\n    messages:\n      - {role: user, content: Please send a copy of my last invoice.}\n")
+    text = (
+        fx.read_text()
+        .replace(
+            "Where is my order 12345? It has been two weeks.",
+            "Where is my order 12345? It has been two weeks and the tracking page has not changed since.",
+        )
+        .replace("  - id: reset-password-dup\n", "  - id: reset-password-again\n")
+    )
+    fx.write_text(
+        text
+        + "  - id: invoice-copy\n    messages:\n      - {role: user, content: Please send a copy of my last invoice.}\n"
+    )
     head = api.run(api.load_project("costguard.yaml"))
-    base.data["quality"] = {"score": 0.918, "suites": {"support": {"score": 0.95}, "coding": {"score": 0.82}}}
-    head.data["quality"] = {"score": 0.902, "suites": {"support": {"score": 0.93}, "coding": {"score": 0.82}}}
+    base.data["quality"] = {
+        "score": 0.918,
+        "suites": {"support": {"score": 0.95}, "coding": {"score": 0.82}},
+    }
+    head.data["quality"] = {
+        "score": 0.902,
+        "suites": {"support": {"score": 0.93}, "coding": {"score": 0.82}},
+    }
     base.data["routing"]["escalation_rate"] = 0.12
     head.data["routing"]["escalation_rate"] = 0.14
-    baseline = Baseline(base, "the PR base main (0123456789ab)") if with_base else Baseline(
-        None, "none", "costguard.yaml does not exist at main (costguard is new in this change)")
-    diff, _ = api.compare(head, baseline, policy="policies/budget.yaml", head_source="commit fedcba987654")
+    baseline = (
+        Baseline(base, "the PR base main (0123456789ab)")
+        if with_base
+        else Baseline(
+            None, "none", "costguard.yaml does not exist at main (costguard is new in this change)"
+        )
+    )
+    diff, _ = api.compare(
+        head, baseline, policy="policies/budget.yaml", head_source="commit fedcba987654"
+    )
     data = diff.data
     data["created_at"] = "2026-01-01T00:00:00+00:00"
     data["costguard_version"] = "0.1.0"
@@ -105,7 +130,9 @@ def _check_well_formed(text: str) -> list[Any]:
                 assert cells == header_cells
             i += 1
     html = "".join(t.content for t in tokens if t.type == "html_block")
-    html += "".join(c.content for t in tokens if t.children for c in t.children if c.type == "html_inline")
+    html += "".join(
+        c.content for t in tokens if t.children for c in t.children if c.type == "html_inline"
+    )
     tags = re.findall(r"</?([a-zA-Z][a-zA-Z0-9]*)", html)
     assert set(tags) <= ALLOWED_HTML, set(tags) - ALLOWED_HTML
     assert tags.count("details") % 2 == 0 and html.count("<details>") == html.count("</details>")
@@ -139,12 +166,24 @@ def test_golden_regression_comment_says_what_changed() -> None:
     data = json.loads((GOLDEN / "diff_regression.json").read_text())
     cost = data["totals"]["cost_per_month"]
     first = text.splitlines()[0]
-    assert first == f"## 💰 Projected monthly spend +${cost['delta']:,.2f} (+{cost['delta_pct']:.1f}%)\\*"
-    assert "❌ failed (1 failed, 2 warning(s), 2 passed)" in text and "⚠️" in text and "✅" in text and "⏭️" not in text
+    assert (
+        first
+        == f"## 💰 Projected monthly spend +${cost['delta']:,.2f} (+{cost['delta_pct']:.1f}%)\\*"
+    )
+    assert (
+        "❌ failed (1 failed, 2 warning(s), 2 passed)" in text
+        and "⚠️" in text
+        and "✅" in text
+        and "⏭️" not in text
+    )
     assert "waiver until 2999-12-31" in text and "quality 91.8% → 90.2%" in text
-    assert "escalation rate 12.0% → 14.0%" in text and "invoice-copy" in text and "new fixture" in text
+    assert (
+        "escalation rate 12.0% → 14.0%" in text and "invoice-copy" in text and "new fixture" in text
+    )
     assert "```mermaid\nxychart-beta" in text
-    assert text.rstrip().endswith("this comment is updated in place on every run (tag golden) · estimates are marked \\*</sub>")
+    assert text.rstrip().endswith(
+        "this comment is updated in place on every run (tag golden) · estimates are marked \\*</sub>"
+    )
     nobase = (GOLDEN / "comment_no_baseline.md").read_text()
     assert "(no baseline yet)" in nobase.splitlines()[0]
     assert "**No baseline yet:** costguard.yaml does not exist at main" in nobase
@@ -157,16 +196,27 @@ def test_untrusted_names_cannot_escape_or_fake_the_marker(
     project_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = project_dir / "costguard.yaml"
-    cfg.write_text(cfg.read_text().replace("name: test-stack", f"name: {json.dumps(HOSTILE)}")
-                   .replace("model: test/small-8b", f"model: {json.dumps(HOSTILE)}")
-                   .replace("coding: {output_tokens_prior: 400}", f"{json.dumps(HOSTILE)}: {{output_tokens_prior: 400}}")
-                   .replace("suites: [coding]", f"suites: [{json.dumps(HOSTILE)}]"))
+    cfg.write_text(
+        cfg.read_text()
+        .replace("name: test-stack", f"name: {json.dumps(HOSTILE)}")
+        .replace("model: test/small-8b", f"model: {json.dumps(HOSTILE)}")
+        .replace(
+            "coding: {output_tokens_prior: 400}",
+            f"{json.dumps(HOSTILE)}: {{output_tokens_prior: 400}}",
+        )
+        .replace("suites: [coding]", f"suites: [{json.dumps(HOSTILE)}]")
+    )
     fx = project_dir / "fixtures" / "support.yaml"
     fx.write_text(fx.read_text().replace("suite: coding", f"suite: {json.dumps(HOSTILE)}"))
     base = api.run(api.load_project(cfg))
-    fx.write_text(fx.read_text().replace("with O(1) space.", "with O(1) space, keeping the public API."))
+    fx.write_text(
+        fx.read_text().replace("with O(1) space.", "with O(1) space, keeping the public API.")
+    )
     head = api.run(api.load_project(cfg))
-    policy = write(project_dir / "p.yaml", f"rules:\n  {json.dumps(HOSTILE)}:\n    metric: monthly_spend_increase\n    max: 0\n")
+    policy = write(
+        project_dir / "p.yaml",
+        f"rules:\n  {json.dumps(HOSTILE)}:\n    metric: monthly_spend_increase\n    max: 0\n",
+    )
     diff, _ = api.compare(head, Baseline(base, HOSTILE), policy=policy)
     assert diff.verdict == "fail"
     for context in ("comment", "summary"):
@@ -185,7 +235,9 @@ def test_untrusted_names_cannot_escape_or_fake_the_marker(
 def test_md_escape() -> None:
     assert md("plain-id_1") == "plain-id&#95;1"
     assert md("a|b") == "a&#124;b" and md("x\ny") == "x y"
-    assert md("- item") == "&#45; item" and md("1. one") == "1&#46; one" and md("2026.1") == "2026.1"
+    assert (
+        md("- item") == "&#45; item" and md("1. one") == "1&#46; one" and md("2026.1") == "2026.1"
+    )
     assert md("@team") == "@&#8203;team"
     assert md("x" * 500).endswith("…") and len(md("x" * 500)) == 200
     assert md(None) == ""
@@ -206,7 +258,9 @@ def test_large_diff_is_truncated_under_the_limit_and_stays_well_formed(
     _check_well_formed(body.split("\n", 1)[1])
 
 
-def test_diff_cli_markdown_matches_the_renderer(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_diff_cli_markdown_matches_the_renderer(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.conftest import run_cli
 
     assert run_cli("run", "-q", "--out", "base.json", cwd=project_dir).returncode == 0

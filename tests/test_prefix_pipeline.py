@@ -62,7 +62,9 @@ def _ids(messages: list[dict], generation_prompt: bool = True) -> list[int]:
     tok = Tokenizer.from_file(str(Path(minilm_dir()) / "tokenizer.json"))
     tok.no_padding()
     tok.no_truncation()
-    text = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages) + ("<|assistant|>\n" if generation_prompt else "")
+    text = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages) + (
+        "<|assistant|>\n" if generation_prompt else ""
+    )
     return tok.encode(text, add_special_tokens=False).ids
 
 
@@ -99,7 +101,9 @@ fixtures:
 """
 
 
-def test_shared_system_prompt_hits_whole_blocks_and_is_priced_at_the_cached_rate(tmp_path: Path) -> None:
+def test_shared_system_prompt_hits_whole_blocks_and_is_priced_at_the_cached_rate(
+    tmp_path: Path,
+) -> None:
     cfg = _project(tmp_path, SHARED_PREFIX)
     project = api.load_project(cfg)
     report = api.run(project)
@@ -114,7 +118,9 @@ def test_shared_system_prompt_hits_whole_blocks_and_is_priced_at_the_cached_rate
     q2 = by_id["q2"]
     assert q2["cached_tokens"] == expected and q2["calls"][0]["cached_source"] == "simulated"
     assert q2["input_tokens"] == len(ids["q2"])
-    assert q2["cost_usd"] == pytest.approx(((len(ids["q2"]) - expected) * 0.10 + expected * 0.02 + 30 * 0.40) / 1e6)
+    assert q2["cost_usd"] == pytest.approx(
+        ((len(ids["q2"]) - expected) * 0.10 + expected * 0.02 + 30 * 0.40) / 1e6
+    )
     # The saving is priced once, per tier, and summed per layer.
     prefix = report.data["cache"]["prefix"]
     cached_total = sum(r["monthly_requests"] * r["cached_tokens"] for r in report.records)
@@ -178,60 +184,126 @@ def test_follow_up_turn_reuses_the_blocks_generated_by_the_previous_turn(tmp_pat
 
 def test_session_routing_keeps_a_conversation_on_one_replica(tmp_path: Path) -> None:
     # Two copies of the conversation so round robin sends each second turn to the other replica.
-    second = CONVERSATION.split("fixtures:\n", 1)[1].replace("chat.t", "chat2.t").replace("&u1", "&v1").replace("*u1", "*v1").replace("&a1", "&b1")
+    second = (
+        CONVERSATION.split("fixtures:\n", 1)[1]
+        .replace("chat.t", "chat2.t")
+        .replace("&u1", "&v1")
+        .replace("*u1", "*v1")
+        .replace("&a1", "&b1")
+    )
     fixtures = CONVERSATION + second
-    rr = api.run(api.load_project(_project(tmp_path / "rr", fixtures, small="    hardware: {replicas: 2}")))
-    sticky = api.run(api.load_project(_project(
-        tmp_path / "sticky", fixtures, small="    hardware: {replicas: 2}", caches="caches:\n  prefix: {replica_routing: session}\n"
-    )))
+    rr = api.run(
+        api.load_project(_project(tmp_path / "rr", fixtures, small="    hardware: {replicas: 2}"))
+    )
+    sticky = api.run(
+        api.load_project(
+            _project(
+                tmp_path / "sticky",
+                fixtures,
+                small="    hardware: {replicas: 2}",
+                caches="caches:\n  prefix: {replica_routing: session}\n",
+            )
+        )
+    )
     rr_t2 = {r["id"]: r for r in rr.records}["chat.t2"]
     sticky_by = {r["id"]: r for r in sticky.records}
-    assert sticky_by["chat.t1"]["extra"]["prefix"]["instance"] == sticky_by["chat.t2"]["extra"]["prefix"]["instance"]
+    assert (
+        sticky_by["chat.t1"]["extra"]["prefix"]["instance"]
+        == sticky_by["chat.t2"]["extra"]["prefix"]["instance"]
+    )
     assert sticky_by["chat.t2"]["cached_tokens"] > rr_t2["cached_tokens"]
 
 
 def test_prefix_caching_off_per_tier_and_for_the_layer(tmp_path: Path) -> None:
-    off_tier = api.run(api.load_project(_project(tmp_path / "a", SHARED_PREFIX, small="    serve: {enable_prefix_caching: false}")))
-    assert all(r["cached_tokens"] == 0 and r["calls"][0]["cached_source"] == "none" for r in off_tier.records)
+    off_tier = api.run(
+        api.load_project(
+            _project(
+                tmp_path / "a", SHARED_PREFIX, small="    serve: {enable_prefix_caching: false}"
+            )
+        )
+    )
+    assert all(
+        r["cached_tokens"] == 0 and r["calls"][0]["cached_source"] == "none"
+        for r in off_tier.records
+    )
     assert off_tier.data["cache"]["prefix"]["tiers"]["small"]["simulated"] is False
-    off = api.run(api.load_project(_project(tmp_path / "b", SHARED_PREFIX, caches="caches:\n  prefix: {enabled: false}\n")))
-    assert off.data["cache"]["prefix"]["enabled"] is False and off.totals["cached_tokens_per_month"] == 0
+    off = api.run(
+        api.load_project(
+            _project(tmp_path / "b", SHARED_PREFIX, caches="caches:\n  prefix: {enabled: false}\n")
+        )
+    )
+    assert (
+        off.data["cache"]["prefix"]["enabled"] is False
+        and off.totals["cached_tokens_per_month"] == 0
+    )
 
 
 def test_declared_and_derived_capacity_are_labelled(tmp_path: Path) -> None:
     declared = _project(tmp_path / "a", SHARED_PREFIX, small="    kv_cache: {num_gpu_blocks: 4000}")
     block = api.run(api.load_project(declared)).data["cache"]["prefix"]["tiers"]["small"]
-    assert (block["num_gpu_blocks"], block["capacity_source"], block["capacity_tokens"]) == (4000, "declared", 3999 * 16)
-    derived = _project(tmp_path / "b", SHARED_PREFIX, small=(
-        "    hardware: {gpu_memory_gb: 24}\n    serve: {gpu_memory_utilization: 0.9}\n"
-        "    kv_cache: {derive: {weights_gb: 15, num_layers: 32, num_kv_heads: 8, head_dim: 128, overhead_gb: 2}}"
-    ))
+    assert (block["num_gpu_blocks"], block["capacity_source"], block["capacity_tokens"]) == (
+        4000,
+        "declared",
+        3999 * 16,
+    )
+    derived = _project(
+        tmp_path / "b",
+        SHARED_PREFIX,
+        small=(
+            "    hardware: {gpu_memory_gb: 24}\n    serve: {gpu_memory_utilization: 0.9}\n"
+            "    kv_cache: {derive: {weights_gb: 15, num_layers: 32, num_kv_heads: 8, head_dim: 128, overhead_gb: 2}}"
+        ),
+    )
     block = api.run(api.load_project(derived)).data["cache"]["prefix"]["tiers"]["small"]
     # (24 x 0.9 - 15 - 2) GiB / (2 x 32 layers x 8 heads x 128 x 2 bytes x 16 tokens) = 4.6 GiB / 2 MiB
     assert (block["num_gpu_blocks"], block["capacity_source"]) == (int(4.6 * 1024 / 2), "derived")
 
 
-def test_small_pool_evicts_request_tails_first_so_the_shared_prompt_survives(tmp_path: Path) -> None:
+def test_small_pool_evicts_request_tails_first_so_the_shared_prompt_survives(
+    tmp_path: Path,
+) -> None:
     # A pool holding about one request: every request evicts blocks, but vLLM frees a request's
     # deepest blocks to the front of the LRU queue, so the unique tails go and the shared system
     # prompt (touched by every request) stays: reuse is the same as with a roomy pool.
-    n = len(_ids([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Where is my tent?"}]))
+    n = len(
+        _ids(
+            [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": "Where is my tent?"},
+            ]
+        )
+    )
     tiny = n // 16 + 4
-    report = api.run(api.load_project(_project(tmp_path, SHARED_PREFIX, small=f"    kv_cache: {{num_gpu_blocks: {tiny}}}")))
+    report = api.run(
+        api.load_project(
+            _project(tmp_path, SHARED_PREFIX, small=f"    kv_cache: {{num_gpu_blocks: {tiny}}}")
+        )
+    )
     block = report.data["cache"]["prefix"]["tiers"]["small"]
     assert block["evicted_blocks"] > 0
     roomy = api.run(api.load_project(_project(tmp_path / "roomy", SHARED_PREFIX)))
-    assert block["cached_tokens_per_month"] == roomy.data["cache"]["prefix"]["tiers"]["small"]["cached_tokens_per_month"] > 0
+    assert (
+        block["cached_tokens_per_month"]
+        == roomy.data["cache"]["prefix"]["tiers"]["small"]["cached_tokens_per_month"]
+        > 0
+    )
 
 
 @pytest.mark.parametrize(
     ("small", "message"),
     [
-        ("    kv_cache: {num_gpu_blocks: 100, derive: {weights_gb: 1, num_layers: 1, num_kv_heads: 1, head_dim: 8}}",
-         "not both"),
-        ("    kv_cache: {derive: {weights_gb: 1, num_layers: 1, num_kv_heads: 1, head_dim: 8}}", "gpu_memory_gb"),
-        ("    hardware: {gpu_memory_gb: 24}\n    kv_cache: {derive: {weights_gb: 40, num_layers: 32, num_kv_heads: 8, head_dim: 128}}",
-         "no memory left for the KV cache"),
+        (
+            "    kv_cache: {num_gpu_blocks: 100, derive: {weights_gb: 1, num_layers: 1, num_kv_heads: 1, head_dim: 8}}",
+            "not both",
+        ),
+        (
+            "    kv_cache: {derive: {weights_gb: 1, num_layers: 1, num_kv_heads: 1, head_dim: 8}}",
+            "gpu_memory_gb",
+        ),
+        (
+            "    hardware: {gpu_memory_gb: 24}\n    kv_cache: {derive: {weights_gb: 40, num_layers: 32, num_kv_heads: 8, head_dim: 128}}",
+            "no memory left for the KV cache",
+        ),
     ],
 )
 def test_bad_capacity_is_one_located_line(tmp_path: Path, small: str, message: str) -> None:
@@ -239,7 +311,9 @@ def test_bad_capacity_is_one_located_line(tmp_path: Path, small: str, message: s
     proc = run_cli("run", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
-    assert "tiers[0].kv_cache" in proc.stderr or "tiers.0" in proc.stderr or "tiers[0]" in proc.stderr
+    assert (
+        "tiers[0].kv_cache" in proc.stderr or "tiers.0" in proc.stderr or "tiers[0]" in proc.stderr
+    )
     if "no memory" not in message:
         with pytest.raises(ConfigError):
             load_stack(cfg)
@@ -271,7 +345,9 @@ def _example_copy(tmp_path: Path) -> Path:
 
 
 def _rag_run(root: Path) -> tuple[dict, list[dict]]:
-    report = api.run(api.load_project(root / "costguard.yaml", [str(root / "fixtures" / "rag.yaml")]))
+    report = api.run(
+        api.load_project(root / "costguard.yaml", [str(root / "fixtures" / "rag.yaml")])
+    )
     return report.data, [r for r in report.records if r["suite"] == "rag"]
 
 
@@ -295,7 +371,9 @@ def test_bundled_rag_suite_reuses_its_shared_handbook_and_the_report_prices_it(e
         if r["cache"]["outcome"] in ("miss", "bypass"):
             assert call["cached_source"] == "simulated"
             uncached = call["input_tokens"] - call["cached_tokens"]
-            assert r["cost_usd"] == pytest.approx(1.80 / 3600 * (uncached / 3500 + call["output_tokens"] / 600) / 0.6)
+            assert r["cost_usd"] == pytest.approx(
+                1.80 / 3600 * (uncached / 3500 + call["output_tokens"] / 600) / 0.6
+            )
 
 
 def _move_line_to_top(template: Path, needle: str, replacement: str | None = None) -> None:
@@ -306,11 +384,14 @@ def _move_line_to_top(template: Path, needle: str, replacement: str | None = Non
     template.write_text("\n".join(lines) + "\n")
 
 
-def test_moving_customer_tier_to_the_top_splits_the_rag_prefix_three_ways(example, tmp_path: Path) -> None:
+def test_moving_customer_tier_to_the_top_splits_the_rag_prefix_three_ways(
+    example, tmp_path: Path
+) -> None:
     _, before, before_records = example
     root = _example_copy(tmp_path)
     _move_line_to_top(root / "fixtures" / "templates" / "rag_system.j2", "{{ customer_tier }}")
     after, after_records = _rag_run(root)
+
     # Before, only the first RAG request pays for the handbook (~2,000 tokens); after, the first
     # request of each customer tier (guest, trail, basecamp) does: vLLM then holds one handbook
     # copy per tier value. (What they still share is the chat template's header block.)
@@ -318,31 +399,58 @@ def test_moving_customer_tier_to_the_top_splits_the_rag_prefix_three_ways(exampl
         return [r["id"] for r in records if r["cached_tokens"] < 1000]
 
     first_of_tier: dict[str, str] = {}
-    fixtures = {fx.id: fx for fx in api.load_project(root / "costguard.yaml", [str(root / "fixtures" / "rag.yaml")]).fixtures}
+    fixtures = {
+        fx.id: fx
+        for fx in api.load_project(
+            root / "costguard.yaml", [str(root / "fixtures" / "rag.yaml")]
+        ).fixtures
+    }
     for r in sorted(after_records, key=lambda r: r["arrival_index"]):
-        tier = next(line for line in fixtures[r["id"]].messages[0]["content"].splitlines() if "customer in this" in line)
+        tier = next(
+            line
+            for line in fixtures[r["id"]].messages[0]["content"].splitlines()
+            if "customer in this" in line
+        )
         first_of_tier.setdefault(tier, r["id"])
     assert paying(before_records) == [min(before_records, key=lambda r: r["arrival_index"])["id"]]
-    assert sorted(paying(after_records)) == sorted(first_of_tier.values()) and len(first_of_tier) == 3
-    rate, rate_after = (d["cache"]["prefix"]["suites"]["rag"]["hit_rate_tokens"] for d in (before, after))
+    assert (
+        sorted(paying(after_records)) == sorted(first_of_tier.values()) and len(first_of_tier) == 3
+    )
+    rate, rate_after = (
+        d["cache"]["prefix"]["suites"]["rag"]["hit_rate_tokens"] for d in (before, after)
+    )
     assert rate_after < rate
     assert after["totals"]["cost_per_month"] > before["totals"]["cost_per_month"]
 
 
-def test_a_per_request_value_at_the_top_of_the_rag_template_collapses_prefix_reuse(example, tmp_path: Path) -> None:
+def test_a_per_request_value_at_the_top_of_the_rag_template_collapses_prefix_reuse(
+    example, tmp_path: Path
+) -> None:
     _, before, _ = example
     root = _example_copy(tmp_path)
     # The customer's question is different in every request: above the handbook, nothing is shared.
-    _move_line_to_top(root / "fixtures" / "templates" / "rag_system.j2", "{{ customer_tier }}",
-                      "The customer asked: {{ question }}")
+    _move_line_to_top(
+        root / "fixtures" / "templates" / "rag_system.j2",
+        "{{ customer_tier }}",
+        "The customer asked: {{ question }}",
+    )
     after, records = _rag_run(root)
     assert before["cache"]["prefix"]["suites"]["rag"]["hit_rate_tokens"] > 0.7
     assert after["cache"]["prefix"]["suites"]["rag"]["hit_rate_tokens"] < 0.05
-    assert after["cache"]["prefix"]["suites"]["rag"]["saved_per_month"] < before["cache"]["prefix"]["suites"]["rag"]["saved_per_month"] / 10
+    assert (
+        after["cache"]["prefix"]["suites"]["rag"]["saved_per_month"]
+        < before["cache"]["prefix"]["suites"]["rag"]["saved_per_month"] / 10
+    )
 
 
 def test_arrival_order_keeps_conversations_in_turn_order_in_the_example() -> None:
-    project = api.load_project(REPO / "costguard.yaml", [str(REPO / "fixtures" / "conversations.yaml")])
+    project = api.load_project(
+        REPO / "costguard.yaml", [str(REPO / "fixtures" / "conversations.yaml")]
+    )
     order = arrival_order(project.fixtures, project.config.traffic.seed)
     position = {project.fixtures[i].id: k for k, i in enumerate(order)}
-    assert position["conv-billing-1.t1"] < position["conv-billing-1.t2"] < position["conv-billing-1.t3"]
+    assert (
+        position["conv-billing-1.t1"]
+        < position["conv-billing-1.t2"]
+        < position["conv-billing-1.t3"]
+    )

@@ -77,8 +77,15 @@ def test_projection_matches_hand_computed_costs(project_dir: Path) -> None:
     # The counterfactual puts everything on the largest tier with no caches.
     cf = report.data["counterfactual"]
     cf_expected = sum(
-        r["monthly_requests"] * 3.0 * 4 / 3600 * (r["counterfactual"]["input_tokens"] / 20000
-                                                  + r["counterfactual"]["output_tokens"] / 2000) / 0.5
+        r["monthly_requests"]
+        * 3.0
+        * 4
+        / 3600
+        * (
+            r["counterfactual"]["input_tokens"] / 20000
+            + r["counterfactual"]["output_tokens"] / 2000
+        )
+        / 0.5
         for r in report.records
     )
     assert cf["cost_per_month"] == pytest.approx(cf_expected)
@@ -90,7 +97,10 @@ def test_report_is_json_with_schema_version_and_input_hashes(project_dir: Path) 
     path = report.write(project_dir / "out" / "report.json")
     data = json.loads(path.read_text())
     assert data["schema_version"] == "1.0" and data["complete"] is True
-    assert data["inputs"]["config"]["sha256"] and data["inputs"]["fixtures"][0]["path"] == "fixtures/support.yaml"
+    assert (
+        data["inputs"]["config"]["sha256"]
+        and data["inputs"]["fixtures"][0]["path"] == "fixtures/support.yaml"
+    )
     assert {t["name"] for t in data["stack"]["tiers"]} == {"small", "large"}
     assert all(t["tokenizer_exact"] for t in data["stack"]["tiers"])
 
@@ -123,19 +133,32 @@ def test_arrival_order_is_seeded_and_keeps_file_order_within_a_suite(project_dir
 
 def test_suite_shares_from_config_override_weights(project_dir: Path) -> None:
     cfg = (project_dir / "costguard.yaml").read_text()
-    cfg = cfg.replace("support: {output_tokens_prior: 100}", "support: {share: 0.5, output_tokens_prior: 100}")
-    cfg = cfg.replace("coding: {output_tokens_prior: 400}", "coding: {share: 0.5, output_tokens_prior: 400}")
+    cfg = cfg.replace(
+        "support: {output_tokens_prior: 100}", "support: {share: 0.5, output_tokens_prior: 100}"
+    )
+    cfg = cfg.replace(
+        "coding: {output_tokens_prior: 400}", "coding: {share: 0.5, output_tokens_prior: 400}"
+    )
     (project_dir / "costguard.yaml").write_text(cfg)
     project = api.load_project(project_dir / "costguard.yaml")
-    monthly = dict(zip([f.id for f in project.fixtures], monthly_requests(project.fixtures, project.config), strict=True))
+    monthly = dict(
+        zip(
+            [f.id for f in project.fixtures],
+            monthly_requests(project.fixtures, project.config),
+            strict=True,
+        )
+    )
     assert monthly["refactor"] == pytest.approx(500_000)
     assert monthly["reset-password"] == pytest.approx(250_000)
 
 
 def test_cached_tokens_are_billed_once_at_the_cached_rate() -> None:
     price = resolve_price(
-        "t", PricingConfig(input_per_mtok=1.0, cached_input_per_mtok=0.1, output_per_mtok=2.0),
-        gpus=1, base_dir=Path("."), where="x",
+        "t",
+        PricingConfig(input_per_mtok=1.0, cached_input_per_mtok=0.1, output_per_mtok=2.0),
+        gpus=1,
+        base_dir=Path("."),
+        where="x",
     )
     # 1000 prompt tokens of which 800 cached: 200 at $1/M + 800 at $0.1/M + 10 out at $2/M
     assert price.cost(1000, 800, 10) == pytest.approx((200 * 1.0 + 800 * 0.1 + 10 * 2.0) / 1e6)
@@ -145,8 +168,11 @@ def test_cached_tokens_are_billed_once_at_the_cached_rate() -> None:
 
 def test_litellm_price_table_and_missing_cached_rate_defaults_to_input() -> None:
     price = resolve_price(
-        "t", PricingConfig(litellm="together_ai/meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo"),
-        gpus=1, base_dir=Path("."), where="x",
+        "t",
+        PricingConfig(litellm="together_ai/meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo"),
+        gpus=1,
+        base_dir=Path("."),
+        where="x",
     )
     assert price.input_per_token == pytest.approx(1.8e-7)
     assert price.cached_input_per_token == price.input_per_token

@@ -56,7 +56,9 @@ def test_projects_a_call_{n}(costguard):
 """
 
 
-def make_project(pytester: pytest.Pytester, *, policy: str | None = POLICY_YAML, fixtures: str = FIXTURES_YAML) -> Path:
+def make_project(
+    pytester: pytest.Pytester, *, policy: str | None = POLICY_YAML, fixtures: str = FIXTURES_YAML
+) -> Path:
     root = pytester.path
     (root / "chat.jinja").write_text(CHAT_TEMPLATE)
     (root / "costguard.yaml").write_text(STACK_YAML.format(tok=minilm_dir()))
@@ -92,9 +94,13 @@ def comparable(report: dict) -> dict:
     return {k: v for k, v in report.items() if k not in ("created_at", "timing")}
 
 
-def test_costguard_runs_fixture_and_policy_items_and_fails_the_broken_budget(pytester: pytest.Pytester) -> None:
+def test_costguard_runs_fixture_and_policy_items_and_fails_the_broken_budget(
+    pytester: pytest.Pytester,
+) -> None:
     root = make_project(pytester)
-    result = run(pytester, "--costguard", "--costguard-policy", "policies/default.yaml", "-v", "-rs")
+    result = run(
+        pytester, "--costguard", "--costguard-policy", "policies/default.yaml", "-v", "-rs"
+    )
 
     result.assert_outcomes(passed=7, failed=1, skipped=1, warnings=1)
     result.stdout.fnmatch_lines(
@@ -124,11 +130,21 @@ def test_costguard_runs_fixture_and_policy_items_and_fails_the_broken_budget(pyt
     )
     assert "Traceback" not in result.stdout.str()
     # warn-level rule: passes, listed as a warning; a rule with nothing to measure is skipped, saying why.
-    result.stdout.fnmatch_lines(["*policies/default.yaml:9: PolicyWarning: rule output_tokens_p95: actual 500* breaks <= 300*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*policies/default.yaml:9: PolicyWarning: rule output_tokens_p95: actual 500* breaks <= 300*"
+        ]
+    )
     result.stdout.fnmatch_lines(["SKIPPED*suite 'billing' has no fixtures in this run*"])
     # The terminal summary shows the tables `costguard run` prints, and where the report went.
     result.stdout.fnmatch_lines(
-        ["*= costguard =*", "*Tiers*", "*Suites*", "Projected monthly spend: *", "costguard report written to costguard-report.json"]
+        [
+            "*= costguard =*",
+            "*Tiers*",
+            "*Suites*",
+            "Projected monthly spend: *",
+            "costguard report written to costguard-report.json",
+        ]
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
@@ -140,7 +156,9 @@ def test_plain_pytest_collects_nothing_extra(pytester: pytest.Pytester) -> None:
     assert "costguard" not in result.stdout.str()
 
 
-def test_plugin_without_the_flag_imports_nothing_heavy(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plugin_without_the_flag_imports_nothing_heavy(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_project(pytester)
     pytester.makepyfile(
         test_modules="""
@@ -164,7 +182,13 @@ def test_plugin_without_the_flag_imports_nothing_heavy(pytester: pytest.Pytester
 
 def test_junitxml_carries_cost_properties_per_item(pytester: pytest.Pytester) -> None:
     root = make_project(pytester)
-    run(pytester, "--costguard", "--costguard-policy", "policies/default.yaml", "--junitxml=junit.xml")
+    run(
+        pytester,
+        "--costguard",
+        "--costguard-policy",
+        "policies/default.yaml",
+        "--junitxml=junit.xml",
+    )
     report = load_json(root / "costguard-report.json")
     cases = {
         case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
@@ -210,7 +234,9 @@ def test_skip_and_xfail_come_from_fixture_metadata(pytester: pytest.Pytester) ->
     make_project(pytester, policy=None, fixtures=fixtures)
     result = run(pytester, "--costguard", "-rsX", "fixtures/support.yaml")
     result.assert_outcomes(passed=2, skipped=1, xpassed=1)
-    result.stdout.fnmatch_lines(["SKIPPED*waiting for the new order API", "XPASS*refactor*too long for the small tier"])
+    result.stdout.fnmatch_lines(
+        ["SKIPPED*waiting for the new order API", "XPASS*refactor*too long for the small tier"]
+    )
 
 
 def test_exitfirst_and_last_failed(pytester: pytest.Pytester) -> None:
@@ -221,9 +247,16 @@ def test_exitfirst_and_last_failed(pytester: pytest.Pytester) -> None:
 
     full = run(pytester, "--costguard", "--costguard-policy", "policies/default.yaml")
     full.assert_outcomes(passed=6, failed=2, skipped=1, warnings=1)
-    rerun = run(pytester, "--costguard", "--costguard-policy", "policies/default.yaml", "--lf", "-v")
+    rerun = run(
+        pytester, "--costguard", "--costguard-policy", "policies/default.yaml", "--lf", "-v"
+    )
     rerun.assert_outcomes(failed=2)
-    rerun.stdout.fnmatch_lines(["policies/default.yaml::monthly_spend FAILED*", "policies/default.yaml::small_share FAILED*"])
+    rerun.stdout.fnmatch_lines(
+        [
+            "policies/default.yaml::monthly_spend FAILED*",
+            "policies/default.yaml::small_share FAILED*",
+        ]
+    )
 
 
 def test_a_node_id_on_the_command_line_runs_that_item_only(pytester: pytest.Pytester) -> None:
@@ -256,23 +289,30 @@ def test_settings_from_pyproject_tables_and_command_line(pytester: pytest.Pytest
         '[tool.costguard]\nconfig = "stack/costguard.yaml"\npolicy = "policies/default.yaml"\nreport = "out/report.json"\n'
     )
     result = run(pytester, "--costguard", "--co", "-q")
-    result.stdout.fnmatch_lines(["stack/fixtures/support.yaml::reset-password", "policies/default.yaml::monthly_spend"])
+    result.stdout.fnmatch_lines(
+        ["stack/fixtures/support.yaml::reset-password", "policies/default.yaml::monthly_spend"]
+    )
     run(pytester, "--costguard")
     assert (root / "out" / "report.json").is_file()
 
     # [tool.pytest.ini_options] beats [tool.costguard]; the command line beats both.
     (root / "pyproject.toml").write_text(
-        (root / "pyproject.toml").read_text() + '\n[tool.pytest.ini_options]\ncostguard_report = "ini.json"\n'
+        (root / "pyproject.toml").read_text()
+        + '\n[tool.pytest.ini_options]\ncostguard_report = "ini.json"\n'
     )
     run(pytester, "--costguard")
     assert (root / "ini.json").is_file()
     run(pytester, "--costguard", "--costguard-report", "cli.json")
     assert (root / "cli.json").is_file()
 
-    (root / "pyproject.toml").write_text('[tool.costguard]\nconfig = "stack/costguard.yaml"\npolcy = "x.yaml"\n')
+    (root / "pyproject.toml").write_text(
+        '[tool.costguard]\nconfig = "stack/costguard.yaml"\npolcy = "x.yaml"\n'
+    )
     bad = run(pytester, "--costguard")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
-    bad.stderr.fnmatch_lines(["ERROR: costguard: *pyproject.toml: tool.costguard.polcy: unknown key*"])
+    bad.stderr.fnmatch_lines(
+        ["ERROR: costguard: *pyproject.toml: tool.costguard.polcy: unknown key*"]
+    )
 
 
 def test_calls_recorded_by_tests_join_the_report(pytester: pytest.Pytester) -> None:
@@ -288,23 +328,38 @@ def test_calls_recorded_by_tests_join_the_report(pytester: pytest.Pytester) -> N
     ]
     projected, recorded = observed
     assert recorded["location"] == "tests/test_llm.py:7"
-    assert recorded["calls"][0]["input_source"] == "measured" and recorded["calls"][0]["output_source"] == "measured"
-    assert (recorded["input_tokens"], recorded["cached_tokens"], recorded["output_tokens"]) == (40, 4, 25)
+    assert (
+        recorded["calls"][0]["input_source"] == "measured"
+        and recorded["calls"][0]["output_source"] == "measured"
+    )
+    assert (recorded["input_tokens"], recorded["cached_tokens"], recorded["output_tokens"]) == (
+        40,
+        4,
+        25,
+    )
     assert recorded["cost_usd"] == pytest.approx((36 * 0.10 + 4 * 0.05 + 25 * 0.40) / 1e6)
     assert recorded["monthly_requests"] == 50_000
-    assert projected["served_by"] == "large" and projected["calls"][0]["output_source"] == "expected"
+    assert (
+        projected["served_by"] == "large" and projected["calls"][0]["output_source"] == "expected"
+    )
     assert projected["estimated"] is True
     assert report["suites"]["pytest"]["requests_per_month"] == pytest.approx(50_000)
     assert report["suites"]["coding"]["requests_per_month"] == pytest.approx(200_000 + 1_000)
     fixtures_only = api.run(api.load_project(root / "costguard.yaml"))
     assert report["totals"]["cost_per_month"] == pytest.approx(
-        fixtures_only.totals["cost_per_month"] + 50_000 * recorded["cost_usd"] + 1_000 * projected["cost_usd"]
+        fixtures_only.totals["cost_per_month"]
+        + 50_000 * recorded["cost_usd"]
+        + 1_000 * projected["cost_usd"]
     )
     result.stdout.fnmatch_lines(["2 LLM call(s) recorded by tests are in the report"])
 
 
-def test_a_budget_broken_only_by_recorded_calls_fails_the_session(pytester: pytest.Pytester) -> None:
-    root = make_project(pytester, policy="rules:\n  monthly_spend: {metric: monthly_spend, max: 400}\n")
+def test_a_budget_broken_only_by_recorded_calls_fails_the_session(
+    pytester: pytest.Pytester,
+) -> None:
+    root = make_project(
+        pytester, policy="rules:\n  monthly_spend: {metric: monthly_spend, max: 400}\n"
+    )
     (root / "tests" / "test_llm.py").write_text(
         "def test_heavy_call(costguard):\n"
         "    costguard.complete([{'role': 'user', 'content': 'Plan a migration'}], tier='large',\n"
@@ -313,7 +368,9 @@ def test_a_budget_broken_only_by_recorded_calls_fails_the_session(pytester: pyte
     result = run(pytester, "--costguard", "--costguard-policy", "policies/default.yaml")
     result.assert_outcomes(passed=7)  # every item passed on the fixtures' projection ...
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # ... but the final report breaks the budget
-    result.stdout.fnmatch_lines(["FAILED with the calls recorded by tests: rule monthly_spend: actual $* breaks <= $400.00"])
+    result.stdout.fnmatch_lines(
+        ["FAILED with the calls recorded by tests: rule monthly_spend: actual $* breaks <= $400.00"]
+    )
 
 
 def test_bad_recorded_call_fails_its_test_with_one_line(pytester: pytest.Pytester) -> None:
@@ -374,7 +431,9 @@ def pytest_unconfigure(config):
 """
 
 
-def test_xdist_projects_once_and_writes_the_same_report(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_xdist_projects_once_and_writes_the_same_report(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = make_project(pytester)
     (root / "tests" / "test_llm_a.py").write_text(RECORDING_TESTS.format(n=1, p=40, c=25))
     (root / "tests" / "test_llm_b.py").write_text(RECORDING_TESTS.format(n=2, p=55, c=70))
@@ -389,20 +448,36 @@ def test_xdist_projects_once_and_writes_the_same_report(pytester: pytest.Pyteste
     assert (root / "replays.log").read_text() == "main\n"
     (root / "replays.log").unlink()
 
-    parallel = run_subprocess(pytester, *args, "-n", "2", "--costguard-report", "parallel.json", "--junitxml=j.xml")
+    parallel = run_subprocess(
+        pytester, *args, "-n", "2", "--costguard-report", "parallel.json", "--junitxml=j.xml"
+    )
     parallel.assert_outcomes(passed=11, failed=1, skipped=1, warnings=1)
-    parallel.stdout.fnmatch_lines(["2 workers [[]13 items[]]", "*rule monthly_spend: actual $* breaks <= $100.00"])
-    assert (root / "replays.log").read_text() == "main\n"  # the controller projected; the workers did not
+    parallel.stdout.fnmatch_lines(
+        ["2 workers [[]13 items[]]", "*rule monthly_spend: actual $* breaks <= $100.00"]
+    )
+    assert (
+        root / "replays.log"
+    ).read_text() == "main\n"  # the controller projected; the workers did not
 
     one, two = load_json(root / "serial.json"), load_json(root / "parallel.json")
-    assert len([r for r in two["records"] if r.get("extra", {}).get("source") == "pytest"]) == 4  # every worker's calls merged
+    assert (
+        len([r for r in two["records"] if r.get("extra", {}).get("source") == "pytest"]) == 4
+    )  # every worker's calls merged
     assert comparable(one) == comparable(two)
-    props = {p.get("name"): p.get("value") for case in ET.parse(root / "j.xml").getroot().iter("testcase")
-             if case.get("name") == "refactor" for p in case.iter("property")}
-    assert props["tier"] == "large"  # properties travel from the workers to the controller's JUnit file
+    props = {
+        p.get("name"): p.get("value")
+        for case in ET.parse(root / "j.xml").getroot().iter("testcase")
+        if case.get("name") == "refactor"
+        for p in case.iter("property")
+    }
+    assert (
+        props["tier"] == "large"
+    )  # properties travel from the workers to the controller's JUnit file
 
 
-def test_bundled_example_passes_its_default_policy_and_fails_the_strict_one(pytester: pytest.Pytester) -> None:
+def test_bundled_example_passes_its_default_policy_and_fails_the_strict_one(
+    pytester: pytest.Pytester,
+) -> None:
     import shutil
 
     for name in ("costguard.yaml", "fixtures", "policies", "tokenizers"):
@@ -413,12 +488,22 @@ def test_bundled_example_passes_its_default_policy_and_fails_the_strict_one(pyte
     from costguard.policy import METRICS, load_policy
 
     rules = load_policy(pytester.path / "policies" / "default.yaml").rules.values()
-    need_baseline = sum(METRICS[r.metric].needs_baseline for r in rules)  # skipped: no baseline here
+    need_baseline = sum(
+        METRICS[r.metric].needs_baseline for r in rules
+    )  # skipped: no baseline here
     default = run(pytester, "--costguard", "--costguard-policy", "policies/default.yaml")
     default.assert_outcomes(passed=n_fixtures + len(rules) - need_baseline, skipped=need_baseline)
     assert default.ret == pytest.ExitCode.OK
 
-    strict = run(pytester, "--costguard", "--costguard-policy", "policies/strict.yaml", "-m", "costguard", "-q")
+    strict = run(
+        pytester,
+        "--costguard",
+        "--costguard-policy",
+        "policies/strict.yaml",
+        "-m",
+        "costguard",
+        "-q",
+    )
     strict.assert_outcomes(passed=n_fixtures + 1, failed=3)
     strict.stdout.fnmatch_lines(
         [
@@ -438,21 +523,42 @@ def test_baseline_may_be_a_git_ref(pytester: pytest.Pytester) -> None:
     """`--costguard-baseline HEAD~1` projects the base commit offline, like `costguard diff --base-ref`."""
     import subprocess
 
-    root = make_project(pytester, policy="rules:\n  no_spend_increase:\n    metric: monthly_spend_increase_pct\n    max: 0.0\n")
+    root = make_project(
+        pytester,
+        policy="rules:\n  no_spend_increase:\n    metric: monthly_spend_increase_pct\n    max: 0.0\n",
+    )
 
     def git(*args: str) -> None:
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", *args], cwd=root, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@e", *args],
+            cwd=root,
+            check=True,
+            capture_output=True,
+        )
 
     git("init", "-q")
     git("add", "-A")
     git("commit", "-qm", "base")
     fixtures = root / "fixtures" / "support.yaml"
-    fixtures.write_text(fixtures.read_text().replace("How do I reset my password?",
-                                                      "How do I reset my password? I tried twice and the link expired."))
+    fixtures.write_text(
+        fixtures.read_text().replace(
+            "How do I reset my password?",
+            "How do I reset my password? I tried twice and the link expired.",
+        )
+    )
     git("commit", "-qam", "longer prompt")
 
-    result = run(pytester, "--costguard", "--costguard-baseline", "HEAD~1", "--costguard-policy",
-                 "policies/default.yaml", "-p", "no:cacheprovider", "-m", "costguard")
+    result = run(
+        pytester,
+        "--costguard",
+        "--costguard-baseline",
+        "HEAD~1",
+        "--costguard-policy",
+        "policies/default.yaml",
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        "costguard",
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*rule no_spend_increase: actual +* breaks <= +0.0%*"])

@@ -26,13 +26,22 @@ FAST = RetryPolicy(max_attempts=2, backoff_base_s=0.01, backoff_cap_s=0.02)
 
 def requests_for(url: str, n: int) -> list[ReplayRequest]:
     return [
-        ReplayRequest(url, {"model": "m", "messages": [{"role": "user", "content": f"question {i}"}], "max_tokens": 8})
+        ReplayRequest(
+            url,
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": f"question {i}"}],
+                "max_tokens": 8,
+            },
+        )
         for i in range(n)
     ]
 
 
 def max_overlap(spans: list[tuple[float, float]]) -> int:
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
+    events = sorted(
+        [(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1])
+    )
     best = now = 0
     for _, step in events:
         now += step
@@ -48,7 +57,9 @@ def test_concurrency_is_bounded_and_every_request_answered():
     assert outcome.stopped is None and outcome.completed == 24
     assert 2 <= max_overlap(outcome.spans) <= 4  # type: ignore[arg-type]
     assert progress[-1] == ("replay", 24, 24)
-    assert all(r is not None and r.completion_tokens == 8 and r.ttft_s is not None for r in outcome.results)
+    assert all(
+        r is not None and r.completion_tokens == 8 and r.ttft_s is not None for r in outcome.results
+    )
     # replies come back in request order, whatever order they finished in
     assert [r.text for r in outcome.results] == [  # type: ignore[union-attr]
         FakeVLLM("m")._make_reply(f"question {i}", 8, False, None).text for i in range(24)
@@ -57,7 +68,9 @@ def test_concurrency_is_bounded_and_every_request_answered():
 
 def test_poisson_arrivals_pace_the_requests():
     arrivals = poisson_arrivals(400, 50.0, seed=1)
-    assert arrivals == poisson_arrivals(400, 50.0, seed=1) and arrivals != poisson_arrivals(400, 50.0, seed=2)
+    assert arrivals == poisson_arrivals(400, 50.0, seed=1) and arrivals != poisson_arrivals(
+        400, 50.0, seed=2
+    )
     gaps = np.diff([0.0, *arrivals])
     assert 0.017 < gaps.mean() < 0.023  # 1/rate
     with FakeVLLM("m").start_in_thread() as server:
@@ -65,7 +78,9 @@ def test_poisson_arrivals_pace_the_requests():
                              request_rate_per_s=50.0, seed=3, handle_sigint=False)  # fmt: skip
     expected = poisson_arrivals(15, 50.0, seed=3)
     sent = [span[0] for span in outcome.spans]  # type: ignore[index]
-    assert all(s >= a - 0.002 for s, a in zip(sent, expected, strict=True))  # never before its arrival
+    assert all(
+        s >= a - 0.002 for s, a in zip(sent, expected, strict=True)
+    )  # never before its arrival
     assert outcome.duration_s >= expected[-1]
 
 
@@ -73,13 +88,21 @@ def test_a_request_failing_after_its_retries_stops_the_replay():
     with FakeVLLM("m", ttft_s=0.01, fail_after=3).start_in_thread() as server:
         outcome = run_replay(requests_for(server.base_url, 40), concurrency=2, timeout_s=10, retry=FAST,
                              handle_sigint=False)  # fmt: skip
-    assert outcome.stopped is not None and "HTTP 500" in outcome.stopped and "gave up after 2 attempts" in outcome.stopped
+    assert (
+        outcome.stopped is not None
+        and "HTTP 500" in outcome.stopped
+        and "gave up after 2 attempts" in outcome.stopped
+    )
     assert 3 <= outcome.completed < 40
     assert len(outcome.failures) == 1 and outcome.retries >= 1
-    assert all((r is None) == (s is None) for r, s in zip(outcome.results, outcome.spans, strict=True))
+    assert all(
+        (r is None) == (s is None) for r, s in zip(outcome.results, outcome.spans, strict=True)
+    )
 
 
-def result(prompt: int, cached: int, output: int, ttft: float, e2el: float, itl: list[float] | None = None) -> CompletionResult:
+def result(
+    prompt: int, cached: int, output: int, ttft: float, e2el: float, itl: list[float] | None = None
+) -> CompletionResult:
     return CompletionResult("x", "m", "stop", prompt, cached, output, ttft, itl or [], e2el)
 
 
@@ -96,12 +119,18 @@ def test_latency_summary_uses_vllm_bench_names_and_numpy_percentiles():
     assert summary["p99_ttft_ms"] == pytest.approx(1000 * np.percentile(ttft, 99))
     itl = np.concatenate([r.itl_s for r in results])
     assert summary["p99_itl_ms"] == pytest.approx(1000 * np.percentile(itl, 99))
-    assert set(summary) == {f"{s}_{m}_ms" for s in ("mean", "median", "p99") for m in ("ttft", "tpot", "itl", "e2el")}
+    assert set(summary) == {
+        f"{s}_{m}_ms" for s in ("mean", "median", "p99") for m in ("ttft", "tpot", "itl", "e2el")
+    }
     assert latency_summary([result(1, 0, 1, None, 0.1)])["mean_ttft_ms"] is None  # type: ignore[arg-type]
 
 
 def test_measured_throughput_prices_the_replay_at_its_wall_time():
-    results = [result(1000, 200, 100, 0.2, 1.0), result(500, 0, 50, 0.1, 0.6), result(800, 400, 200, 0.3, 2.0)]
+    results = [
+        result(1000, 200, 100, 0.2, 1.0),
+        result(500, 0, 50, 0.1, 0.6),
+        result(800, 400, 200, 0.3, 2.0),
+    ]
     spans = [(0.0, 1.0), (0.5, 1.1), (0.2, 2.2)]
     profile = throughput_profile(results, spans)
     assert profile is not None and profile["window_s"] == pytest.approx(2.2)
@@ -130,7 +159,14 @@ def test_reconcile_names_each_disagreement():
 def test_confidence_comes_only_from_a_structured_reply():
     assert confidence_from_reply('{"answer": "yes", "confidence": 0.8}') == 0.8
     assert confidence_from_reply(' {"answer": "yes", "confidence": 1} ') == 1.0
-    for text in ("yes", '{"answer": "yes"}', '{"confidence": 7}', '{"confidence": true}', "{not json", "[0.5]"):
+    for text in (
+        "yes",
+        '{"answer": "yes"}',
+        '{"confidence": 7}',
+        '{"confidence": true}',
+        "{not json",
+        "[0.5]",
+    ):
         assert confidence_from_reply(text) is None
 
 

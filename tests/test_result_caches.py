@@ -18,7 +18,9 @@ from costguard.quality import passes_expectations
 from tests.conftest import run_cli, write
 
 
-def _fixture(fid: str, user: str, *, temperature: float | None = 0.0, system: str = "Be brief.") -> Fixture:
+def _fixture(
+    fid: str, user: str, *, temperature: float | None = 0.0, system: str = "Be brief."
+) -> Fixture:
     return Fixture(
         id=fid,
         suite="s",
@@ -75,7 +77,9 @@ def test_luhn_check_by_hand() -> None:
 def test_custom_detectors_allow_list_and_roles() -> None:
     guard = PiiGuard(custom={"gift_card": r"\b6006(?:[ -]?\d{4}){3}\b"}, allow=["support@acme.com"])
     assert guard.scan_text("gift card 6006 4912 3388 1029") == ["gift_card"]
-    assert guard.scan_text("write to support@acme.com") == []  # the company's own address is not PII
+    assert (
+        guard.scan_text("write to support@acme.com") == []
+    )  # the company's own address is not PII
     assert guard.scan_text("write to support@acme.com or me@home.net") == ["email"]
     # Only user messages are scanned by default: a system prompt quoting a support line is fine.
     fx = _fixture("f", "hello", system="Escalate to 1-888-555-0142 or help@acme.com.")
@@ -126,7 +130,9 @@ def test_arrival_times_are_seeded_poisson_at_the_traffic_rate(project_dir: Path)
     assert all(b > a for a, b in zip(times, times[1:], strict=False))
     assert times[-1] / len(times) == pytest.approx(0.5, rel=0.05)  # mean gap 1/rate
     config.traffic.arrival_rate_per_s = None  # default: requests_per_month over an average month
-    assert arrival_times(4000, config)[-1] / 4000 == pytest.approx(30.4375 * 86400 / 1_000_000, rel=0.05)
+    assert arrival_times(4000, config)[-1] / 4000 == pytest.approx(
+        30.4375 * 86400 / 1_000_000, rel=0.05
+    )
 
 
 # -- the layers in a run --------------------------------------------------------------------
@@ -205,7 +211,11 @@ def test_bad_cache_config_is_one_located_line(project_dir: Path, caches: str, me
         load_stack(cfg)
     assert message in str(err.value) and "costguard.yaml:" in str(err.value)
     proc = run_cli("run", cwd=project_dir)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert (
+        proc.returncode == 2
+        and "Traceback" not in proc.stderr
+        and len(proc.stderr.strip().splitlines()) == 1
+    )
 
 
 # -- judging a cached answer ----------------------------------------------------------------
@@ -213,15 +223,36 @@ def test_bad_cache_config_is_one_located_line(project_dir: Path, caches: str, me
 
 def test_passes_expectations_minimal_checks() -> None:
     expect = Expect.model_validate(
-        {"reference": "Yes, within 30 days for a full refund.",
-         "assertions": [{"icontains": "full refund"}, {"contains": "30 days"}, {"not_contains": "store credit"}]}
+        {
+            "reference": "Yes, within 30 days for a full refund.",
+            "assertions": [
+                {"icontains": "full refund"},
+                {"contains": "30 days"},
+                {"not_contains": "store credit"},
+            ],
+        }
     )
-    assert passes_expectations(expect, "Yes,  within 30 days for a full refund.") is True  # the reference
+    assert (
+        passes_expectations(expect, "Yes,  within 30 days for a full refund.") is True
+    )  # the reference
     assert passes_expectations(expect, "A Full Refund is possible within 30 days.") is True
-    assert passes_expectations(expect, "After 30 days you get store credit, not a full refund.") is False
-    assert passes_expectations(Expect.model_validate({"assertions": [{"regex": r"\bCW-\d{7}\b"}]}), "CW-1234567") is True
-    assert passes_expectations(Expect.model_validate({"assertions": [{"json": True}]}), "{not json") is False
+    assert (
+        passes_expectations(expect, "After 30 days you get store credit, not a full refund.")
+        is False
+    )
+    assert (
+        passes_expectations(
+            Expect.model_validate({"assertions": [{"regex": r"\bCW-\d{7}\b"}]}), "CW-1234567"
+        )
+        is True
+    )
+    assert (
+        passes_expectations(Expect.model_validate({"assertions": [{"json": True}]}), "{not json")
+        is False
+    )
     # Nothing deterministic to check, and a different text than the reference: unjudged, not a guess.
-    only_judge = Expect.model_validate({"reference": "a", "assertions": [{"judge": {"rubric": "polite"}}]})
+    only_judge = Expect.model_validate(
+        {"reference": "a", "assertions": [{"judge": {"rubric": "polite"}}]}
+    )
     assert passes_expectations(only_judge, "b") is None
     assert passes_expectations(Expect(), "anything") is None

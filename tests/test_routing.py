@@ -40,7 +40,9 @@ def test_exemplar_scores_run_from_simple_to_complex() -> None:
 
 def test_exemplar_scores_with_three_tiers_put_the_middle_class_at_five() -> None:
     classes = [np.stack([unit(1, 0, 0)]), np.stack([unit(0, 1, 0)]), np.stack([unit(0, 0, 1)])]
-    s = exemplar_scores(np.stack([unit(1, 0, 0), unit(0, 1, 0), unit(0, 0, 1)]), classes, temperature=0.01)
+    s = exemplar_scores(
+        np.stack([unit(1, 0, 0), unit(0, 1, 0), unit(0, 0, 1)]), classes, temperature=0.01
+    )
     assert s == pytest.approx([0.0, 5.0, 10.0], abs=1e-3)
 
 
@@ -49,7 +51,10 @@ def test_exemplar_scores_average_the_top_k_of_each_class() -> None:
     simple = np.stack([unit(1, 1, 0)])
     complex_ = np.stack([unit(0, 1, 0), unit(0, 0, 1)])
     q = np.stack([unit(0, 1, 0)])
-    assert exemplar_scores(q, [simple, complex_], top_k=1)[0] > exemplar_scores(q, [simple, complex_], top_k=2)[0]
+    assert (
+        exemplar_scores(q, [simple, complex_], top_k=1)[0]
+        > exemplar_scores(q, [simple, complex_], top_k=2)[0]
+    )
 
 
 def test_knn_scores_vote_by_similarity_and_skip_the_query_itself() -> None:
@@ -59,11 +64,28 @@ def test_knn_scores_vote_by_similarity_and_skip_the_query_itself() -> None:
     s = knn_scores(q, train, positions, k=2)
     assert s[0] == pytest.approx(0.0) and s[1] == pytest.approx(10.0)
     # The query *is* training row 0: with keys it cannot vote for itself.
-    own = knn_scores(np.stack([unit(1, 0)]), train, positions, k=1, query_keys=["a"], train_keys=["a", "b", "c", "d"])
+    own = knn_scores(
+        np.stack([unit(1, 0)]),
+        train,
+        positions,
+        k=1,
+        query_keys=["a"],
+        train_keys=["a", "b", "c", "d"],
+    )
     alone = knn_scores(np.stack([unit(1, 0)]), train, positions, k=1)
     assert own[0] == pytest.approx(0.0) and alone[0] == pytest.approx(0.0)
     mixed_train = np.stack([unit(1, 0), unit(0.9, 0.44)])
-    assert knn_scores(np.stack([unit(1, 0)]), mixed_train, [0.0, 1.0], k=1, query_keys=["x"], train_keys=["x", "y"])[0] == 10.0
+    assert (
+        knn_scores(
+            np.stack([unit(1, 0)]),
+            mixed_train,
+            [0.0, 1.0],
+            k=1,
+            query_keys=["x"],
+            train_keys=["x", "y"],
+        )[0]
+        == 10.0
+    )
 
 
 def test_thresholds_are_inclusive_and_the_default_tier_takes_the_rest() -> None:
@@ -74,8 +96,16 @@ def test_thresholds_are_inclusive_and_the_default_tier_takes_the_rest() -> None:
 
 
 def test_long_texts_are_embedded_from_their_beginning_and_end() -> None:
-    fx = Fixture("x", "s", 1.0, [{"role": "user", "content": "INSTRUCTION " + "x" * 5000 + " QUESTION?"}],
-                 Sampling(), Expect(), "f.yaml", 1)
+    fx = Fixture(
+        "x",
+        "s",
+        1.0,
+        [{"role": "user", "content": "INSTRUCTION " + "x" * 5000 + " QUESTION?"}],
+        Sampling(),
+        Expect(),
+        "f.yaml",
+        1,
+    )
     text = routed_text(fx, "last_user", 200)
     assert text.startswith("INSTRUCTION") and text.endswith("QUESTION?") and len(text) < 220
     assert routed_text(fx, "last_user", None) == fx.last_user_text
@@ -126,10 +156,21 @@ def stack(text: str = STACK) -> StackConfig:
     return StackConfig.model_validate(yaml.safe_load(text))
 
 
-def record(i: int, tier: str, score: float | None, label: str | None, tokens: int, *, monthly: float = 25.0) -> RequestRecord:
+def record(
+    i: int, tier: str, score: float | None, label: str | None, tokens: int, *, monthly: float = 25.0
+) -> RequestRecord:
     return RequestRecord(
-        fixture_id=f"f{i}", suite="s", location="f.yaml", content_hash=str(i), weight=1.0, monthly_requests=monthly,
-        arrival_index=i, route_tier=tier, route_reason="test", route_score=score, route_label=label,
+        fixture_id=f"f{i}",
+        suite="s",
+        location="f.yaml",
+        content_hash=str(i),
+        weight=1.0,
+        monthly_requests=monthly,
+        arrival_index=i,
+        route_tier=tier,
+        route_reason="test",
+        route_score=score,
+        route_label=label,
         alternatives=RouteAlternatives(tokens, {"small": 1.0, "large": 10.0}, False),
     )
 
@@ -152,7 +193,9 @@ def test_baselines_price_the_same_fixtures_on_one_tier_each() -> None:
     assert rows["all_smallest"]["cost_per_month"] == pytest.approx(100)
     assert rows["random"]["cost_per_month"] == pytest.approx(100 * (0.5 * 1 + 0.5 * 10))
     # the length router sends the two short (hard) prompts to the small tier: all wrong
-    assert rows["length"]["quality"] == pytest.approx(0.5) and rows["length"]["pgr"] == pytest.approx(0.0)
+    assert rows["length"]["quality"] == pytest.approx(0.5) and rows["length"][
+        "pgr"
+    ] == pytest.approx(0.0)
     assert rows["router"]["quality"] == 1.0 and rows["router"]["pgr"] == 1.0
     assert rows["router"]["apgr"] > rows["random"]["apgr"] == 0.5 > rows["length"]["apgr"]
     assert rows["router"]["cpt50"] == pytest.approx(0.25)
@@ -168,33 +211,51 @@ def test_quality_metrics_say_why_they_are_missing() -> None:
     assert cmp["quality"]["available"] is False and "label" in cmp["quality"]["reason"]
     no_scores = [record(0, "small", None, "simple", 10), record(1, "large", None, "complex", 10)]
     rows = routing_details(no_scores, config, None)["comparison"]["baselines"]
-    assert rows["router"]["pgr"] == 1.0 and "apgr" not in rows["router"] and "no scores" in rows["router"]["sweep_reason"]
-    assert rows["length"]["apgr"] is not None  # the length baseline always has a score: the prompt length
+    assert (
+        rows["router"]["pgr"] == 1.0
+        and "apgr" not in rows["router"]
+        and "no scores" in rows["router"]["sweep_reason"]
+    )
+    assert (
+        rows["length"]["apgr"] is not None
+    )  # the length baseline always has a score: the prompt length
 
 
 def test_labels_map_to_the_weakest_sufficient_tier() -> None:
     order = tiers_by_strength(stack(STACK.replace("traffic:", "largest_tier: large\ntraffic:")))
     assert order == ["small", "large"]
-    assert [sufficient_rank(x, ["a", "b", "c"]) for x in ("simple", "complex", "b", "other", None)] == [0, 2, 1, None, None]
+    assert [
+        sufficient_rank(x, ["a", "b", "c"]) for x in ("simple", "complex", "b", "other", None)
+    ] == [0, 2, 1, None, None]
 
 
 def test_overhead_percentiles_and_router_price() -> None:
-    config = stack(STACK + "router:\n  kind: complexity\n  thresholds: [{max_score: 5, tier: small}]\n  default_tier: large\n"
-                   "  exemplars: {simple: [a], complex: [b]}\n  pricing: {instance_hour_usd: 3.6}\n")
-    run = RoutingRun("complexity", "r", (0, 10), RouterOverhead([0.01] * 99 + [0.5], "measured", "probes"))
+    config = stack(
+        STACK
+        + "router:\n  kind: complexity\n  thresholds: [{max_score: 5, tier: small}]\n  default_tier: large\n"
+        "  exemplars: {simple: [a], complex: [b]}\n  pricing: {instance_hour_usd: 3.6}\n"
+    )
+    run = RoutingRun(
+        "complexity", "r", (0, 10), RouterOverhead([0.01] * 99 + [0.5], "measured", "probes")
+    )
     records = [record(0, "small", 1.0, "simple", 10, monthly=1000.0)]
     ov = router_overhead(records, config, run)
     assert ov["p50_s"] == 0.01 and ov["p99_s"] == 0.01 and ov["samples"] == 100
     assert ov["mean_s"] == pytest.approx((0.99 + 0.5) / 100)
     assert ov["cost_per_request_usd"] == pytest.approx(3.6 / 3600 * ov["mean_s"])
-    assert ov["cost_per_month"] == pytest.approx(1000 * ov["cost_per_request_usd"]) and ov["cost_estimated"] is True
+    assert (
+        ov["cost_per_month"] == pytest.approx(1000 * ov["cost_per_request_usd"])
+        and ov["cost_estimated"] is True
+    )
 
 
 # -- policy metrics --------------------------------------------------------------------------------
 
 
 def test_routing_policy_metrics(tmp_path: Path) -> None:
-    policy = write(tmp_path / "p.yaml", """\
+    policy = write(
+        tmp_path / "p.yaml",
+        """\
         rules:
           escalation: {metric: escalation_rate, max: 0.3}
           strong_max: {metric: strong_tier_share, max: 0.2}
@@ -202,14 +263,27 @@ def test_routing_policy_metrics(tmp_path: Path) -> None:
           overhead: {metric: router_overhead_p99, max: 0.05, level: warn}
           apgr: {metric: routing_apgr, min: 0.6}
           pgr: {metric: routing_pgr, min: 0.5}
-        """)
+        """,
+    )
     config = stack()
     records = [record(0, "large", 9.0, "complex", 10), record(1, "small", 1.0, "simple", 500)]
     run = RoutingRun("complexity", "r", (0, 10), RouterOverhead([0.2], "measured", "m"))
     routing = routing_details(records, config, run)
-    routing.update(escalation_rate=0.4, escalation_estimated=True, escalation={"method": "logistic fit"})
+    routing.update(
+        escalation_rate=0.4, escalation_estimated=True, escalation={"method": "logistic fit"}
+    )
     timing = {"router_overhead": router_overhead(records, config, run)}
-    report = RunReport({"complete": True, "routing": routing, "timing": timing, "totals": {}, "tiers": {}, "suites": {}, "records": []})
+    report = RunReport(
+        {
+            "complete": True,
+            "routing": routing,
+            "timing": timing,
+            "totals": {},
+            "tiers": {},
+            "suites": {},
+            "records": [],
+        }
+    )
     verdicts = {v.rule: v for v in evaluate(load_policy(policy), MetricContext(report)).verdicts}
     assert verdicts["escalation"].status == "fail" and verdicts["escalation"].estimated
     assert "logistic fit" in verdicts["escalation"].message
@@ -217,13 +291,27 @@ def test_routing_policy_metrics(tmp_path: Path) -> None:
     assert verdicts["overhead"].status == "warn" and "200.0 ms" in verdicts["overhead"].message
     assert verdicts["apgr"].status == "pass" and verdicts["pgr"].status == "pass"
     timing = {"router_overhead": {"p99_s": None, "method": "the model was not loaded"}}
-    report = RunReport({"complete": True, "routing": routing, "timing": timing, "totals": {}, "tiers": {}, "suites": {}, "records": []})
-    skipped = {v.rule: v for v in evaluate(load_policy(policy), MetricContext(report)).verdicts}["overhead"]
+    report = RunReport(
+        {
+            "complete": True,
+            "routing": routing,
+            "timing": timing,
+            "totals": {},
+            "tiers": {},
+            "suites": {},
+            "records": [],
+        }
+    )
+    skipped = {v.rule: v for v in evaluate(load_policy(policy), MetricContext(report)).verdicts}[
+        "overhead"
+    ]
     assert skipped.status == "skip" and "not loaded" in skipped.message
 
 
 def test_policy_rejects_selectors_routing_metrics_do_not_take(tmp_path: Path) -> None:
-    policy = write(tmp_path / "p.yaml", "rules:\n  x: {metric: strong_tier_share, tier: large, max: 0.2}\n")
+    policy = write(
+        tmp_path / "p.yaml", "rules:\n  x: {metric: strong_tier_share, tier: large, max: 0.2}\n"
+    )
     with pytest.raises(ConfigError, match="takes no 'tier'"):
         load_policy(policy)
     assert Rule(metric="escalation_rate", max=0.3).max == 0.3
@@ -249,15 +337,23 @@ router:
         ("simple: [What are your hours?]", "small: [What are your hours?]", "not a mix"),
         ("{max_score: 4, tier: small}", "{max_score: 4, tier: medium}", "unknown tier 'medium'"),
         ("{max_score: 4, tier: small}", "{max_score: 11, tier: small}", "less than or equal to 10"),
-        ("    - {max_score: 4, tier: small}\n", "    - {max_score: 4, tier: small}\n    - {max_score: 2, tier: small}\n",
-         "must not decrease"),
+        (
+            "    - {max_score: 4, tier: small}\n",
+            "    - {max_score: 4, tier: small}\n    - {max_score: 2, tier: small}\n",
+            "must not decrease",
+        ),
         ("complex: [Prove the algorithm terminates.]", "complex: []", "at least one"),
-        ("default_tier: large", "default_tier: large\n  pricing: {instance_hour_usd: 1, per_million_requests_usd: 2}",
-         "exactly one of"),
+        (
+            "default_tier: large",
+            "default_tier: large\n  pricing: {instance_hour_usd: 1, per_million_requests_usd: 2}",
+            "exactly one of",
+        ),
         ("kind: complexity", "kind: complexity\n  top_k: 0", "greater than or equal to 1"),
     ],
 )
-def test_router_config_errors_name_the_key(tmp_path: Path, old: str, new: str, message: str) -> None:
+def test_router_config_errors_name_the_key(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
     from costguard.config import load_stack
 
     text = STACK + ROUTER
@@ -306,23 +402,54 @@ class FakeEmbedder:
         return self.embed(texts)
 
 
-def test_overhead_is_measured_when_the_model_is_loaded_and_stored_for_warm_runs(tmp_path: Path) -> None:
+def test_overhead_is_measured_when_the_model_is_loaded_and_stored_for_warm_runs(
+    tmp_path: Path,
+) -> None:
     from costguard.complexity import ComplexityRouter
     from costguard.config import ComplexityRouterConfig
     from costguard.router import RouteInput, measure_overhead
 
     config = ComplexityRouterConfig.model_validate(
-        {"kind": "complexity", "thresholds": [{"max_score": 5, "tier": "small"}], "default_tier": "large",
-         "exemplars": {"simple": ["hi"], "complex": ["prove it"]}}
+        {
+            "kind": "complexity",
+            "thresholds": [{"max_score": 5, "tier": "small"}],
+            "default_tier": "large",
+            "exemplars": {"simple": ["hi"], "complex": ["prove it"]},
+        }
     )
-    probes = [RouteInput(Fixture(f"f{i}", "s", 1.0, [{"role": "user", "content": "x" * i}], Sampling(), Expect(), "f", 1), 0)
-              for i in range(1, 11)]
+    probes = [
+        RouteInput(
+            Fixture(
+                f"f{i}",
+                "s",
+                1.0,
+                [{"role": "user", "content": "x" * i}],
+                Sampling(),
+                Expect(),
+                "f",
+                1,
+            ),
+            0,
+        )
+        for i in range(1, 11)
+    ]
     store = tmp_path / "router-overhead"
-    assert measure_overhead(ComplexityRouter(config, FakeEmbedder(False), overhead_dir=store), probes).source == "not_measured"  # type: ignore[arg-type]
+    assert (
+        measure_overhead(
+            ComplexityRouter(config, FakeEmbedder(False), overhead_dir=store), probes
+        ).source
+        == "not_measured"
+    )  # type: ignore[arg-type]
     cold = FakeEmbedder(True)
     measured = measure_overhead(ComplexityRouter(config, cold, overhead_dir=store), probes)  # type: ignore[arg-type]
-    assert measured is not None and measured.source == "measured" and len(measured.samples_s) == 10 == cold.encoded
+    assert (
+        measured is not None
+        and measured.source == "measured"
+        and len(measured.samples_s) == 10 == cold.encoded
+    )
     warm = FakeEmbedder(False)
     stored = measure_overhead(ComplexityRouter(config, warm, overhead_dir=store), probes)  # type: ignore[arg-type]
-    assert stored is not None and stored.source == "stored" and stored.samples_s == measured.samples_s
+    assert (
+        stored is not None and stored.source == "stored" and stored.samples_s == measured.samples_s
+    )
     assert warm.encoded == 0 and "measured earlier" in stored.method

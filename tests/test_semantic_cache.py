@@ -52,7 +52,9 @@ def test_finds_the_stored_answer_behind_more_than_the_kept_neighbours() -> None:
     # themselves; the last one's 32 nearest predecessors are those hits, so the stored answer
     # is found by searching past them.
     vectors = np.array([_unit(0)] + [_unit(20)] * 41, dtype=np.float32)
-    sim = SemanticCacheSimulation(list(range(42)), vectors, ["s"] * 42, [float(i) for i in range(42)], floor=0.5)
+    sim = SemanticCacheSimulation(
+        list(range(42)), vectors, ["s"] * 42, [float(i) for i in range(42)], floor=0.5
+    )
     hits = sim.run(0.9)
     assert [(h.index, h.source) for h in hits] == [(i, 0) for i in range(1, 42)]
 
@@ -76,7 +78,9 @@ def _naive(vectors: np.ndarray, scopes: list[str], threshold: float) -> list[tup
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 10_000), st.integers(2, 120), st.sampled_from([0.2, 0.5, 0.8, 0.95]))
-def test_matches_a_brute_force_cache_including_beyond_the_kept_neighbours(seed: int, n: int, threshold: float) -> None:
+def test_matches_a_brute_force_cache_including_beyond_the_kept_neighbours(
+    seed: int, n: int, threshold: float
+) -> None:
     # Clustered vectors so that many requests have more than 32 similar predecessors, most of
     # them hits (not stored): the simulation must then search past its kept neighbours.
     rng = np.random.default_rng(seed)
@@ -84,22 +88,30 @@ def test_matches_a_brute_force_cache_including_beyond_the_kept_neighbours(seed: 
     vectors = centres[rng.integers(0, 3, n)] + 0.3 * rng.normal(size=(n, 8))
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     scopes = [random.Random(seed + i).choice("ab") for i in range(n)]
-    sim = SemanticCacheSimulation(list(range(n)), vectors, scopes, [float(i) for i in range(n)], floor=0.2)
+    sim = SemanticCacheSimulation(
+        list(range(n)), vectors, scopes, [float(i) for i in range(n)], floor=0.2
+    )
     got = [(h.index, h.source) for h in sim.run(threshold)]
     assert got == _naive(vectors, scopes, threshold)
 
 
 def _fx(fid: str, reference: str | None, assertions: list[dict]) -> Fixture:
     return Fixture(
-        id=fid, suite="support", weight=1.0,
+        id=fid,
+        suite="support",
+        weight=1.0,
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": fid}],
-        sampling=Sampling(temperature=0), expect=Expect.model_validate({"reference": reference, "assertions": assertions}),
-        file="f.yaml", line=1,
+        sampling=Sampling(temperature=0),
+        expect=Expect.model_validate({"reference": reference, "assertions": assertions}),
+        file="f.yaml",
+        line=1,
     )
 
 
 def test_a_hit_is_judged_with_the_new_requests_expectations() -> None:
-    within = _fx("within", "Yes, within 30 days you get a full refund.", [{"icontains": "full refund"}])
+    within = _fx(
+        "within", "Yes, within 30 days you get a full refund.", [{"icontains": "full refund"}]
+    )
     after = _fx("after", "After 30 days only store credit.", [{"icontains": "store credit"}])
     para = _fx("para", "Yes, within 30 days you get a full refund.", [{"icontains": "full refund"}])
     bare = _fx("bare", None, [])
@@ -108,7 +120,9 @@ def test_a_hit_is_judged_with_the_new_requests_expectations() -> None:
     assert (wrong.correct, wrong.answer_source) == (False, "reference")
     assert judge(SemanticHit(2, 0, 0.9), fixtures, [None] * 4).correct is True
     # A recorded response is preferred to the reference as the cached answer.
-    recorded = judge(SemanticHit(1, 0, 0.99), fixtures, ["You can get store credit.", None, None, None])
+    recorded = judge(
+        SemanticHit(1, 0, 0.99), fixtures, ["You can get store credit.", None, None, None]
+    )
     assert (recorded.correct, recorded.answer_source) == (True, "response")
     # No answer known for the source: unjudged.
     assert judge(SemanticHit(0, 3, 0.9), fixtures, [None] * 4).correct is None
@@ -172,32 +186,52 @@ def test_the_layer_in_a_run_respects_scope_gates_suites_and_judges_hits(project_
     from tests.conftest import write
 
     cfg = project_dir / "costguard.yaml"
-    text = cfg.read_text().replace("  coding: {output_tokens_prior: 400}", "  coding: {output_tokens_prior: 400}\n  rag: {output_tokens_prior: 50, semantic_cache: false}")
-    cfg.write_text(text + "caches:\n  semantic: {enabled: true, threshold: 0.85, sweep: [0.5, 0.8]}\n")
+    text = cfg.read_text().replace(
+        "  coding: {output_tokens_prior: 400}",
+        "  coding: {output_tokens_prior: 400}\n  rag: {output_tokens_prior: 50, semantic_cache: false}",
+    )
+    cfg.write_text(
+        text + "caches:\n  semantic: {enabled: true, threshold: 0.85, sweep: [0.5, 0.8]}\n"
+    )
     write(project_dir / "fixtures" / "support.yaml", SEMANTIC_FIXTURES)
     project = api.load_project(cfg)
     config = project.config
     fleet = api.build_prefix_fleet(project)
     pipeline = Pipeline(
-        config, router=build_router(config, project=project), backend=OfflineBackend(config), prices=project.prices(),
-        tokens=api.count_prompt_tokens(project, keep_ids=list(fleet.instances)), prefix=fleet, embed=_bag_of_words,
+        config,
+        router=build_router(config, project=project),
+        backend=OfflineBackend(config),
+        prices=project.prices(),
+        tokens=api.count_prompt_tokens(project, keep_ids=list(fleet.instances)),
+        prefix=fleet,
+        embed=_bag_of_words,
     )
     records = {r.fixture_id: r for r in pipeline.run(project.fixtures)}
     # cos("what are your opening hours", "... today") = 5 / sqrt(5 x 6) = 0.913 >= 0.85: a hit, judged correct.
     para = records["hours-para"]
     assert para.cache == "semantic" and para.extra["semantic"]["source"] == "hours"
-    assert para.extra["semantic"]["correct"] is True and para.extra["semantic"]["answer_source"] == "reference"
+    assert (
+        para.extra["semantic"]["correct"] is True
+        and para.extra["semantic"]["answer_source"] == "reference"
+    )
     assert records["hours-other-scope"].cache == "miss"  # another system prompt
     assert records["hours-sampled"].cache == "bypass"  # temperature gate on both layers
     assert records["hours-pii"].cache == "bypass" and records["hours-pii"].extra["pii"] == ["email"]
-    assert records["rag-hours"].cache == "exact" or records["rag-hours"].cache == "miss"  # semantic off for rag
+    assert (
+        records["rag-hours"].cache == "exact" or records["rag-hours"].cache == "miss"
+    )  # semantic off for rag
     assert "semantic" not in records["rag-hours"].extra
     # "hours-para" was served from cache, so only "hours" is stored: cos("what are your closing
     # hours today", "what are your opening hours") = 4 / sqrt(6 x 5) = 0.730. A miss at 0.85 and
     # 0.8, a WRONG hit at 0.5 (served "9 to 5.", expected "close at 5").
     assert records["hours-closing"].cache == "miss"
     sweep = pipeline.simulation.semantic_sweep
-    closing = [(h.source, h.correct) for t in (0.8, 0.5) for h in sweep[t] if project.fixtures[h.index].id == "hours-closing"]
+    closing = [
+        (h.source, h.correct)
+        for t in (0.8, 0.5)
+        for h in sweep[t]
+        if project.fixtures[h.index].id == "hours-closing"
+    ]
     assert closing == [(0, False)]
     assert sorted(sweep) == [0.5, 0.8, 0.85]
     # The semantic hit never reached the small tier (nothing admitted), but is priced with what it

@@ -20,7 +20,9 @@ def support(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, float]
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
     # One real CLI run (one model load): the report and what the terminal shows.
-    proc = run_cli("run", "--fixtures", "fixtures/support.yaml", "--out", "r.json", cwd=root, timeout=300)
+    proc = run_cli(
+        "run", "--fixtures", "fixtures/support.yaml", "--out", "r.json", cwd=root, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     threshold = load_stack(root / "costguard.yaml").config.caches.semantic.threshold
     return load_report(root / "r.json").data, proc.stdout, threshold
@@ -38,7 +40,9 @@ def test_sweep_shows_wrong_hits_rising_as_the_threshold_drops(support) -> None:
     sweep = sorted(data["cache"]["semantic"]["sweep"], key=lambda row: row["threshold"])
     wrong = [row["wrong_hits"] for row in sweep]
     assert [row["threshold"] for row in sweep][:2] == [0.80, 0.82]
-    assert all(a >= b for a, b in zip(wrong, wrong[1:], strict=False))  # never fewer at a lower threshold
+    assert all(
+        a >= b for a, b in zip(wrong, wrong[1:], strict=False)
+    )  # never fewer at a lower threshold
     low = next(row for row in sweep if row["threshold"] == 0.80)
     high = next(row for row in sweep if row["threshold"] == 0.98)
     assert low["wrong_hits"] > high["wrong_hits"] > 0

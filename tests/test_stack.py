@@ -92,7 +92,7 @@ def test_dry_run_of_the_bundled_example_prints_correct_vllm_commands():
     for line, tier in zip(lines, config.tiers, strict=True):
         words = shlex.split(line)
         env = dict(w.split("=", 1) for w in words if re.match(r"^[A-Z_]+=", w))
-        argv = words[len(env):]
+        argv = words[len(env) :]
         # DESIGN §4: `vllm serve MODEL` with the model positional
         assert argv[:3] == ["vllm", "serve", tier.model]
         assert flag(argv, "--served-model-name") == tier.api_model_name
@@ -110,7 +110,9 @@ def test_dry_run_of_the_bundled_example_prints_correct_vllm_commands():
         devices = [int(d) for d in env["CUDA_VISIBLE_DEVICES"].split(",")]
         assert len(devices) == tier.serve.tensor_parallel_size * tier.serve.pipeline_parallel_size
         used_devices += devices
-        assert "--speculative-model" not in argv and "--num-speculative-tokens" not in argv  # removed flags
+        assert (
+            "--speculative-model" not in argv and "--num-speculative-tokens" not in argv
+        )  # removed flags
     assert len(used_devices) == len(set(used_devices))  # no two tiers share a GPU in the example
     assert any(t.quantization == "awq" for t in config.tiers)  # the AWQ case is really exercised
 
@@ -126,7 +128,9 @@ def test_tiers_sharing_a_gpu_split_the_memory_fraction(tmp_path):
     assert cmds["a"][0]["CUDA_VISIBLE_DEVICES"] == cmds["b"][0]["CUDA_VISIBLE_DEVICES"] == "0"
 
     three = stack_yaml(tmp_path, [(n, f"org/{n}", "{devices: [0]}") for n in "xyz"])
-    assert {flag(argv, "--gpu-memory-utilization") for _, argv in commands(three).values()} == {"0.3"}
+    assert {flag(argv, "--gpu-memory-utilization") for _, argv in commands(three).values()} == {
+        "0.3"
+    }
 
 
 def test_shared_gpu_fractions_are_checked_and_the_rest_is_split(tmp_path):
@@ -145,7 +149,9 @@ def test_shared_gpu_fractions_are_checked_and_the_rest_is_split(tmp_path):
     full = stack_yaml(tmp_path, [
         ("a", "org/a", "{devices: [0], gpu_memory_utilization: 0.9}"), ("b", "org/b", "{devices: [0]}"),
     ])  # fmt: skip
-    with pytest.raises(ConfigError, match="tiers\\[1\\].serve.gpu_memory_utilization: tier 'b' shares a GPU"):
+    with pytest.raises(
+        ConfigError, match="tiers\\[1\\].serve.gpu_memory_utilization: tier 'b' shares a GPU"
+    ):
         plan_stack(load_stack(full))
 
 
@@ -169,7 +175,8 @@ def test_devices_assigned_in_order_and_checked_against_launch_gpus(tmp_path):
 
 def test_quantization_speculative_prefix_caching_and_engine_args(tmp_path):
     path = tmp_path / "costguard.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         tiers:
           - name: gptq
             model: org/m-GPTQ
@@ -185,7 +192,8 @@ def test_quantization_speculative_prefix_caching_and_engine_args(tmp_path):
               speculative: {method: draft_model, model: org/tiny, num_speculative_tokens: 4}
             pricing: {input_per_mtok: 0.1, output_per_mtok: 0.4}
         traffic: {requests_per_month: 1000}
-    """))
+    """)
+    )
     cmds = commands(path)
     gptq, fp8 = cmds["gptq"][1], cmds["fp8"][1]
     assert "--quantization" not in gptq  # checkpoint-declared: vLLM picks gptq_marlin
@@ -213,11 +221,15 @@ def test_vllm_version_pin(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_VLLM_VERSION", "0.10.2")
     config = load_stack(stack_yaml(tmp_path, [("a", "org/a", "{}")])).config
-    with pytest.raises(BackendError, match=r"vLLM 0\.10\.2 is installed but .* pins launch.vllm_version 0\.11\.0"):
+    with pytest.raises(
+        BackendError, match=r"vLLM 0\.10\.2 is installed but .* pins launch.vllm_version 0\.11\.0"
+    ):
         check_vllm_version(config)
     monkeypatch.setenv("FAKE_VLLM_VERSION", "0.11.0")
     assert check_vllm_version(config) == "0.11.0"
-    missing = config.model_copy(update={"launch": config.launch.model_copy(update={"executable": "no-such-vllm"})})
+    missing = config.model_copy(
+        update={"launch": config.launch.model_copy(update={"executable": "no-such-vllm"})}
+    )
     with pytest.raises(BackendError, match="'no-such-vllm' not found on PATH"):
         check_vllm_version(missing)
 
@@ -254,19 +266,32 @@ def test_up_ready_down_leaves_no_process_behind(stack_dir):
     state = json.loads((stack_dir / ".costguard/cache/stack/state.json").read_text())
     groups = [t["pgid"] for t in state["tiers"]]
     children = [pid for t in state["tiers"] for pid in engine_child_pids(Path(t["log"]))]
-    assert len(children) == 2 and all(len(group_pids(g)) == 2 for g in groups)  # server + engine child
+    assert len(children) == 2 and all(
+        len(group_pids(g)) == 2 for g in groups
+    )  # server + engine child
 
     status = run_cli("stack", "status", cwd=stack_dir, env=env)
     assert status.returncode == 0 and status.stdout.count("\tready\t") == 2
     logs = run_cli("stack", "logs", "large", "-n", "5", cwd=stack_dir, env=env)
     assert "Application startup complete" in logs.stdout
     copied = run_cli("stack", "logs", "--out", "artifact", cwd=stack_dir, env=env)
-    assert copied.returncode == 0 and sorted(p.name for p in (stack_dir / "artifact").iterdir()) == ["large.log", "small.log"]
+    assert copied.returncode == 0 and sorted(
+        p.name for p in (stack_dir / "artifact").iterdir()
+    ) == ["large.log", "small.log"]
 
     # `down` runs in another process than `up`: it finds everything through the state file.
-    down = run_cli("stack", "down", cwd=stack_dir / ".costguard", env=env)  # any cwd: the path is absolute
+    down = run_cli(
+        "stack", "down", cwd=stack_dir / ".costguard", env=env
+    )  # any cwd: the path is absolute
     assert down.returncode == 2  # no costguard.yaml there ...
-    down = run_cli("stack", "down", "-c", str(stack_dir / "costguard.yaml"), cwd=stack_dir / ".costguard", env=env)
+    down = run_cli(
+        "stack",
+        "down",
+        "-c",
+        str(stack_dir / "costguard.yaml"),
+        cwd=stack_dir / ".costguard",
+        env=env,
+    )
     assert down.returncode == 0, down.stderr
     assert all(group_pids(g) == [] for g in groups)
     assert not any(pid_alive(pid) for pid in children)  # the engine children went with their groups
@@ -276,12 +301,18 @@ def test_up_ready_down_leaves_no_process_behind(stack_dir):
 
 
 def test_a_tier_crashing_at_start_up_stops_the_others_and_shows_its_log_tail(stack_dir):
-    env = standin_env(FAKE_VLLM_STARTUP_S="2", FAKE_VLLM_CRASH_MODEL="test/large", FAKE_VLLM_SPAWN_CHILD="1")
+    env = standin_env(
+        FAKE_VLLM_STARTUP_S="2", FAKE_VLLM_CRASH_MODEL="test/large", FAKE_VLLM_SPAWN_CHILD="1"
+    )
     up = run_cli("stack", "up", cwd=stack_dir, env=env)
     assert up.returncode == 2
     err = up.stderr
     assert "torch.OutOfMemoryError: CUDA out of memory" in err  # the crashed tier's log tail
-    assert err.strip().splitlines()[-1].startswith("costguard: error: tier 'large': vllm serve exited with code 1")
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("costguard: error: tier 'large': vllm serve exited with code 1")
+    )
     assert "stopped small" in err
     logs = stack_dir / ".costguard/cache/stack"
     children = engine_child_pids(logs / "small.log") + engine_child_pids(logs / "large.log")
@@ -325,7 +356,12 @@ def test_a_non_default_kv_block_size_is_passed_to_vllm(project_dir):
     from costguard.stack import plan_stack
 
     cfg = project_dir / "costguard.yaml"
-    cfg.write_text(cfg.read_text().replace("    model: test/small-8b\n", "    model: test/small-8b\n    kv_cache: {block_size: 32}\n"))
+    cfg.write_text(
+        cfg.read_text().replace(
+            "    model: test/small-8b\n",
+            "    model: test/small-8b\n    kv_cache: {block_size: 32}\n",
+        )
+    )
     commands = {c.tier: c.argv for c in plan_stack(load_stack(cfg))}
     small = commands["small"]
     assert small[small.index("--block-size") + 1] == "32"

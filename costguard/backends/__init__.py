@@ -27,7 +27,9 @@ class PlannedCall:
     prompt_tokens: int
     input_source: str  # "exact" | "approximate"
     prompt_ids: Sequence[int] | None = None
-    answered_by: str | None = None  # "exact" | "semantic": a result cache answers; never sent to a tier
+    answered_by: str | None = (
+        None  # "exact" | "semantic": a result cache answers; never sent to a tier
+    )
 
 
 @dataclass
@@ -43,7 +45,9 @@ class CallResult:
     confidence: float | None = None
     text: str | None = None
     response_ref: str | None = None
-    tier: str | None = None  # the tier that served it, when an external router chose (else the planned tier)
+    tier: str | None = (
+        None  # the tier that served it, when an external router chose (else the planned tier)
+    )
 
 
 class Backend(Protocol):

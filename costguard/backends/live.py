@@ -53,7 +53,9 @@ def _api_key(env_name: str | None, where: str) -> str | None:
         return None
     value = os.environ.get(env_name)
     if not value:
-        raise ConfigError(f"the environment variable {env_name} (the API key) is not set", key=where)
+        raise ConfigError(
+            f"the environment variable {env_name} (the API key) is not set", key=where
+        )
     return value
 
 
@@ -62,7 +64,9 @@ def endpoint_targets(stack: LoadedStack) -> dict[str, Target]:
     out = {}
     for i, tier in enumerate(stack.config.tiers):
         if tier.endpoint is not None:
-            key = _api_key(tier.endpoint.api_key_env, stack.where("tiers", i, "endpoint", "api_key_env"))
+            key = _api_key(
+                tier.endpoint.api_key_env, stack.where("tiers", i, "endpoint", "api_key_env")
+            )
             out[tier.name] = Target(tier.endpoint.base_url, tier.api_model_name, key)
     return out
 
@@ -146,7 +150,11 @@ class LiveBackend:
 
     def _payload(self, call: PlannedCall, target: Target) -> dict[str, Any]:
         model = (call.fixture.model or target.model) if self.router is not None else target.model
-        return {"model": model, "messages": call.fixture.messages, **call.fixture.sampling.as_request_params()}
+        return {
+            "model": model,
+            "messages": call.fixture.messages,
+            **call.fixture.sampling.as_request_params(),
+        }
 
     # -- serving ------------------------------------------------------------------------
     def execute(self, calls: Sequence[PlannedCall]) -> list[CallResult | None]:
@@ -155,7 +163,10 @@ class LiveBackend:
 
         live = [i for i, c in enumerate(calls) if c.answered_by is None]
         targets = [self._target(calls[i].tier) for i in live]
-        requests = [ReplayRequest(t.base_url, self._payload(calls[i], t), t.api_key) for i, t in zip(live, targets, strict=True)]
+        requests = [
+            ReplayRequest(t.base_url, self._payload(calls[i], t), t.api_key)
+            for i, t in zip(live, targets, strict=True)
+        ]
         scrape_urls = self._metrics_urls(calls, live)
         before = self._scrape(scrape_urls)
         outcome = run_replay(
@@ -194,7 +205,9 @@ class LiveBackend:
         answered = [i for i, c in enumerate(calls) if c.answered_by is not None]
         if answered:
             offline = OfflineBackend(self.config, self.recordings)
-            for i, result in zip(answered, offline.execute([calls[i] for i in answered]), strict=True):
+            for i, result in zip(
+                answered, offline.execute([calls[i] for i in answered]), strict=True
+            ):
                 results[i] = result
 
         self.sections = {
@@ -218,12 +231,22 @@ class LiveBackend:
         if self.recordings is not None and self.settings.record:
             self.recordings.put(
                 Recording(
-                    key=key, fixture_id=call.fixture.id, content_hash=call.fixture.content_hash, tier=tier,
-                    model=tier_config.model, reply_model=reply.model, text=reply.text,
-                    finish_reason=reply.finish_reason, prompt_tokens=reply.prompt_tokens,
-                    cached_tokens=reply.cached_tokens, completion_tokens=reply.completion_tokens,
-                    e2el_s=round(reply.e2el_s, 6), ttft_s=_round(reply.ttft_s), tpot_s=_round(reply.tpot_s),
-                    confidence=confidence, backend=self.name,
+                    key=key,
+                    fixture_id=call.fixture.id,
+                    content_hash=call.fixture.content_hash,
+                    tier=tier,
+                    model=tier_config.model,
+                    reply_model=reply.model,
+                    text=reply.text,
+                    finish_reason=reply.finish_reason,
+                    prompt_tokens=reply.prompt_tokens,
+                    cached_tokens=reply.cached_tokens,
+                    completion_tokens=reply.completion_tokens,
+                    e2el_s=round(reply.e2el_s, 6),
+                    ttft_s=_round(reply.ttft_s),
+                    tpot_s=_round(reply.tpot_s),
+                    confidence=confidence,
+                    backend=self.name,
                     route=f"external:{self.router.model}" if self.router is not None else None,
                 )  # fmt: skip
             )
@@ -306,12 +329,18 @@ class LiveBackend:
                 "discrepancies": notes,
             }
             for note in notes:
-                self.warnings.append(f"server metrics of tier {tier} disagree with the replies: {note}")
+                self.warnings.append(
+                    f"server metrics of tier {tier} disagree with the replies: {note}"
+                )
         return section
 
     # -- summaries ----------------------------------------------------------------------
     def _replay_section(
-        self, outcome: ReplayOutcome, calls: Sequence[PlannedCall], live: list[int], served: dict[str, list[int]]
+        self,
+        outcome: ReplayOutcome,
+        calls: Sequence[PlannedCall],
+        live: list[int],
+        served: dict[str, list[int]],
     ) -> dict[str, Any]:
         from costguard.serving.replay import latency_summary
 
@@ -333,7 +362,8 @@ class LiveBackend:
             "request_throughput": len(replies) / duration,
             "input_throughput": sum(r.prompt_tokens for r in replies) / duration,
             "output_throughput": sum(r.completion_tokens for r in replies) / duration,
-            "latency": {"all": latency_summary(replies)} | {
+            "latency": {"all": latency_summary(replies)}
+            | {
                 tier: latency_summary([outcome.results[p] for p in positions])  # type: ignore[misc]
                 for tier, positions in sorted(served.items())
             },
@@ -341,7 +371,11 @@ class LiveBackend:
         }
 
     def _profile(
-        self, outcome: ReplayOutcome, served: dict[str, list[int]], calls: Sequence[PlannedCall], live: list[int]
+        self,
+        outcome: ReplayOutcome,
+        served: dict[str, list[int]],
+        calls: Sequence[PlannedCall],
+        live: list[int],
     ) -> None:
         from costguard.serving.replay import throughput_profile
 

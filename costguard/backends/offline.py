@@ -28,7 +28,9 @@ class OfflineBackend:
         self.config = config
         self.recordings = recordings
         self.recorded = 0  # calls answered from recorded responses
-        self.prompt_mismatches: list[tuple[str, str, int, int]] = []  # (fixture, tier, counted, recorded)
+        self.prompt_mismatches: list[
+            tuple[str, str, int, int]
+        ] = []  # (fixture, tier, counted, recorded)
 
     def for_evaluation(self) -> OfflineBackend:
         """A backend for evaluation requests (LLM-judge calls): the same recordings, its own counts,
@@ -64,7 +66,9 @@ class OfflineBackend:
             return None
         self.recorded += 1
         if call.input_source == "exact" and rec.prompt_tokens != call.prompt_tokens:
-            self.prompt_mismatches.append((call.fixture.id, call.tier.name, call.prompt_tokens, rec.prompt_tokens))
+            self.prompt_mismatches.append(
+                (call.fixture.id, call.tier.name, call.prompt_tokens, rec.prompt_tokens)
+            )
         return CallResult(
             input_tokens=call.prompt_tokens,
             cached_tokens=0,

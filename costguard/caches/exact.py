@@ -42,11 +42,20 @@ def normalize_text(text: str, steps: Sequence[str]) -> str:
 def exact_key(fixture: Fixture, normalize: Sequence[str] = DEFAULT_NORMALIZE) -> str:
     """Normalised key: requested model, sampling parameters, and the full message list."""
     messages = [
-        {"role": m["role"].strip().lower(), "content": normalize_text(m.get("content") or "", normalize)}
+        {
+            "role": m["role"].strip().lower(),
+            "content": normalize_text(m.get("content") or "", normalize),
+        }
         for m in fixture.messages
     ]
-    payload = {"model": fixture.model or "", "sampling": fixture.sampling.as_request_params(), "messages": messages}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    payload = {
+        "model": fixture.model or "",
+        "sampling": fixture.sampling.as_request_params(),
+        "messages": messages,
+    }
+    return hashlib.sha256(
+        json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
 
 
 def temperature_gate(fixture: Fixture, max_temperature: float) -> str | None:
@@ -70,7 +79,9 @@ class ExactResultCache:
         self.max_temperature = max_temperature
         self.ttl_s = ttl_s
         self.normalize = tuple(normalize)
-        self._entries: dict[str, tuple[int, str, float]] = {}  # key -> (index, fixture id, stored at)
+        self._entries: dict[
+            str, tuple[int, str, float]
+        ] = {}  # key -> (index, fixture id, stored at)
         self.expired = 0  # lookups that found an entry older than the TTL
 
     def lookup(self, fixture: Fixture, *, index: int = -1, now: float = 0.0) -> CacheOutcome:
@@ -91,6 +102,9 @@ class ExactResultCache:
                 return CacheOutcome("exact", f"same request as {first_id}", first_index)
             self.expired += 1
             self._entries[key] = (index, fixture.id, now)
-            return CacheOutcome("miss", f"expired: {first_id}'s entry was {now - stored_at:,.0f} s old (ttl {self.ttl_s:g} s)")
+            return CacheOutcome(
+                "miss",
+                f"expired: {first_id}'s entry was {now - stored_at:,.0f} s old (ttl {self.ttl_s:g} s)",
+            )
         self._entries[key] = (index, fixture.id, now)
         return CacheOutcome("miss")

@@ -95,7 +95,9 @@ class PiiGuard:
 
     def scan(self, fixture: Fixture) -> list[str]:
         """Detector names matching any scanned message of the request (empty: no PII found)."""
-        return self.scan_text(_joined(m.get("content") or "" for m in fixture.messages if m["role"] in self.roles))
+        return self.scan_text(
+            _joined(m.get("content") or "" for m in fixture.messages if m["role"] in self.roles)
+        )
 
 
 def _joined(parts: Iterable[str]) -> str:

@@ -265,7 +265,9 @@ class PrefixCacheSimulator:
         self.evictions += evicted
         return PrefixLookup(n_prompt, cached_tokens, new_blocks, evicted)
 
-    def peek(self, prompt_ids: Sequence[int] | np.ndarray, *, extra_key: bytes | str | None = None) -> int:
+    def peek(
+        self, prompt_ids: Sequence[int] | np.ndarray, *, extra_key: bytes | str | None = None
+    ) -> int:
         """Prompt tokens a request would find cached right now, changing nothing.
 
         For a request that never reaches the engine (answered by a result cache): what serving

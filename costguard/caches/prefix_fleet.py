@@ -63,7 +63,8 @@ def kv_capacity(tier: TierConfig) -> KvCapacity:
     assert tier.hardware.gpu_memory_gb is not None  # TierConfig requires it with derive:
     blocks = derive_num_gpu_blocks(
         gpu_memory_gb=tier.hardware.gpu_memory_gb,
-        gpu_memory_utilization=tier.serve.gpu_memory_utilization or VLLM_DEFAULT_GPU_MEMORY_UTILIZATION,
+        gpu_memory_utilization=tier.serve.gpu_memory_utilization
+        or VLLM_DEFAULT_GPU_MEMORY_UTILIZATION,
         weights_gb=d.weights_gb / pp,
         num_layers=-(-d.num_layers // pp),
         num_kv_heads=d.num_kv_heads,
@@ -94,7 +95,10 @@ def conversation_replies(fixtures: Sequence[Fixture]) -> dict[int, str]:
     """
 
     def key(messages: Sequence[dict[str, Any]], model: str | None) -> str:
-        payload = json.dumps([model or "", [[m["role"], m.get("content") or ""] for m in messages]], ensure_ascii=False)
+        payload = json.dumps(
+            [model or "", [[m["role"], m.get("content") or ""] for m in messages]],
+            ensure_ascii=False,
+        )
         return hashlib.sha256(payload.encode()).hexdigest()
 
     continuation: dict[str, str] = {}
@@ -132,7 +136,8 @@ class PrefixCacheFleet:
             cap = capacities[name]
             replicas = config.tier(name).hardware.replicas
             self.instances[name] = [
-                PrefixCacheSimulator(block_size=cap.block_size, num_gpu_blocks=cap.num_gpu_blocks) for _ in range(replicas)
+                PrefixCacheSimulator(block_size=cap.block_size, num_gpu_blocks=cap.num_gpu_blocks)
+                for _ in range(replicas)
             ]
         self._turn = dict.fromkeys(self.instances, 0)
 
@@ -154,7 +159,9 @@ class PrefixCacheFleet:
     def peek(self, tier: str, fixture: Fixture, prompt_ids: Sequence[int]) -> int:
         """Cached prompt tokens the request would reuse if it reached the tier now (nothing changes):
         what a result-cache hit would otherwise have paid for at the cached rate."""
-        return self.instances[tier][self.instance_for(tier, fixture, advance=False)].peek(prompt_ids)
+        return self.instances[tier][self.instance_for(tier, fixture, advance=False)].peek(
+            prompt_ids
+        )
 
     def admit(
         self,

@@ -49,8 +49,12 @@ class SemanticHit:
     index: int  # the fixture served from cache
     source: int  # the fixture whose answer was cached
     similarity: float
-    answer_source: str | None = None  # "response" (recorded) | "reference" (expect.reference) | None
-    correct: bool | None = None  # the cached answer meets the new request's expectations; None: unjudged
+    answer_source: str | None = (
+        None  # "response" (recorded) | "reference" (expect.reference) | None
+    )
+    correct: bool | None = (
+        None  # the cached answer meets the new request's expectations; None: unjudged
+    )
 
 
 class SemanticCacheSimulation:
@@ -89,7 +93,9 @@ class SemanticCacheSimulation:
                 self._group_of[pos] = members
         self._candidates = self._nearest_earlier(list(groups.values()))
 
-    def _nearest_earlier(self, groups: list[list[int]]) -> list[tuple[list[int], list[float], bool]]:
+    def _nearest_earlier(
+        self, groups: list[list[int]]
+    ) -> list[tuple[list[int], list[float], bool]]:
         """Per position: earlier same-scope positions with similarity >= floor, most similar
         first (at most _MAX_CANDIDATES), and whether more were cut off."""
         import numpy as np
@@ -135,7 +141,9 @@ class SemanticCacheSimulation:
                     break
             if found is None and exhausted and cut:
                 # Every kept neighbour was above the threshold but unusable: search them all.
-                members = [p for p in self._group_of[pos] if p < pos and stored[p] and self._fresh(pos, p)]
+                members = [
+                    p for p in self._group_of[pos] if p < pos and stored[p] and self._fresh(pos, p)
+                ]
                 if members:
                     row = self._emb[members] @ self._emb[pos]
                     best = int(np.argmax(row))
@@ -144,7 +152,9 @@ class SemanticCacheSimulation:
             if found is None:
                 stored[pos] = True
             else:
-                hits.append(SemanticHit(self.indices[pos], self.indices[found[0]], round(found[1], 6)))
+                hits.append(
+                    SemanticHit(self.indices[pos], self.indices[found[0]], round(found[1], 6))
+                )
         return hits
 
 
@@ -158,7 +168,9 @@ def cached_answer(fixture: Fixture, response_text: str | None) -> tuple[str | No
     return None, None
 
 
-def judge(hit: SemanticHit, fixtures: Sequence[Fixture], responses: Sequence[str | None]) -> SemanticHit:
+def judge(
+    hit: SemanticHit, fixtures: Sequence[Fixture], responses: Sequence[str | None]
+) -> SemanticHit:
     """Hold the cached answer against the new request's expectations."""
     text, source = cached_answer(fixtures[hit.source], responses[hit.source])
     correct = None if text is None else passes_expectations(fixtures[hit.index].expect, text)

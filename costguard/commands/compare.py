@@ -53,7 +53,9 @@ def _cache_dir(config: str) -> Path | None:
     return path if path.is_absolute() else stack.root / path
 
 
-def load_baseline(baseline: str | None, base_ref: str | None, config: str, fixtures: tuple[str, ...]) -> Any:
+def load_baseline(
+    baseline: str | None, base_ref: str | None, config: str, fixtures: tuple[str, ...]
+) -> Any:
     from costguard import api
 
     return api.load_baseline(
@@ -93,19 +95,41 @@ def emit_annotations(diff: Any) -> None:
 
 @click.command("diff")
 @click.argument("reports", nargs=-1, type=click.Path(), metavar="[BASE] [HEAD]")
-@click.option("--base-ref", "base_ref", metavar="REF",
-              help="Project this git commit/branch offline (temporary worktree) as the base, "
-              "and the working tree as the head.")
+@click.option(
+    "--base-ref",
+    "base_ref",
+    metavar="REF",
+    help="Project this git commit/branch offline (temporary worktree) as the base, "
+    "and the working tree as the head.",
+)
 @config_option
 @fixtures_option
-@click.option("--policy", "-p", "policy", type=click.Path(dir_okay=False),
-              help="Also evaluate this policy and record its verdicts in the diff.")
-@click.option("--format", "fmt", type=click.Choice(["terminal", "json", "markdown"]), default="terminal",
-              show_default=True, help="What to print on stdout.")
-@click.option("--out", "-o", "out", type=click.Path(dir_okay=False), help="Write the DiffReport JSON here.")
+@click.option(
+    "--policy",
+    "-p",
+    "policy",
+    type=click.Path(dir_okay=False),
+    help="Also evaluate this policy and record its verdicts in the diff.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["terminal", "json", "markdown"]),
+    default="terminal",
+    show_default=True,
+    help="What to print on stdout.",
+)
+@click.option(
+    "--out", "-o", "out", type=click.Path(dir_okay=False), help="Write the DiffReport JSON here."
+)
 def diff_command(
-    reports: tuple[str, ...], base_ref: str | None, config: str, fixtures: tuple[str, ...],
-    policy: str | None, fmt: str, out: str | None,
+    reports: tuple[str, ...],
+    base_ref: str | None,
+    config: str,
+    fixtures: tuple[str, ...],
+    policy: str | None,
+    fmt: str,
+    out: str | None,
 ) -> None:
     """Compare two runs: BASE and HEAD RunReports, BASE against the working tree, or --base-ref REF.
 
@@ -151,7 +175,9 @@ def comment_group() -> None:
     """Post the cost diff where reviewers see it."""
 
 
-def _pr_target(repo: str | None, pr: int | None, required: bool) -> tuple[str | None, int | None, Any]:
+def _pr_target(
+    repo: str | None, pr: int | None, required: bool
+) -> tuple[str | None, int | None, Any]:
     from costguard.render.github_actions import pull_request_context
 
     ctx = pull_request_context()
@@ -165,7 +191,13 @@ def _pr_target(repo: str | None, pr: int | None, required: bool) -> tuple[str | 
 
 
 def _acknowledgement(
-    label: str | None, client: Any, repo: str | None, pr: int | None, ctx: Any, *, soft_fail: bool = False
+    label: str | None,
+    client: Any,
+    repo: str | None,
+    pr: int | None,
+    ctx: Any,
+    *,
+    soft_fail: bool = False,
 ) -> Any:
     """The acknowledgement if the PR carries `label` (labels from the API, else from the event)."""
     if not label:
@@ -180,33 +212,66 @@ def _acknowledgement(
         except GitHubError as exc:
             if not soft_fail:
                 raise
-            click.echo(f"costguard: warning: could not read the PR labels ({exc}); using the event's", err=True)
+            click.echo(
+                f"costguard: warning: could not read the PR labels ({exc}); using the event's",
+                err=True,
+            )
     return find_acknowledgement(
-        label, labels, event_action=ctx.action, event_label=ctx.label, event_sender=ctx.sender,
-        client=client, repo=repo, pr=pr,
+        label,
+        labels,
+        event_action=ctx.action,
+        event_label=ctx.label,
+        event_sender=ctx.sender,
+        client=client,
+        repo=repo,
+        pr=pr,
     )
 
 
 @comment_group.command("github")
 @click.option("--repo", metavar="OWNER/NAME", help="Repository. Default: $GITHUB_REPOSITORY.")
-@click.option("--pr", type=int, metavar="NUMBER", help="Pull request. Default: from $GITHUB_EVENT_PATH.")
-@click.option("--diff", "diff_path", type=click.Path(dir_okay=False),
-              help="A DiffReport JSON (from `costguard diff --out`) to post as it is.")
+@click.option(
+    "--pr", type=int, metavar="NUMBER", help="Pull request. Default: from $GITHUB_EVENT_PATH."
+)
+@click.option(
+    "--diff",
+    "diff_path",
+    type=click.Path(dir_okay=False),
+    help="A DiffReport JSON (from `costguard diff --out`) to post as it is.",
+)
 @click.argument("report", required=False, type=click.Path(dir_okay=False))
 @baseline_options
 @config_option
 @fixtures_option
-@click.option("--policy", "-p", "policy", type=click.Path(dir_okay=False), help="Policy to evaluate and show.")
+@click.option(
+    "--policy", "-p", "policy", type=click.Path(dir_okay=False), help="Policy to evaluate and show."
+)
 @comment_options
-@click.option("--head-sha", metavar="SHA",
-              help="Only comment if the pull request's head commit is SHA (a workflow_run job that "
-              "read the PR number from an untrusted artifact passes github.event.workflow_run.head_sha).")
+@click.option(
+    "--head-sha",
+    metavar="SHA",
+    help="Only comment if the pull request's head commit is SHA (a workflow_run job that "
+    "read the PR number from an untrusted artifact passes github.event.workflow_run.head_sha).",
+)
 @fail_on_option
 @click.option("--dry-run", is_flag=True, help="Print the comment body instead of posting it.")
 def comment_github(
-    repo: str | None, pr: int | None, diff_path: str | None, report: str | None, baseline: str | None,
-    base_ref: str | None, config: str, fixtures: tuple[str, ...], policy: str | None, tag: str, mode: str,
-    skip_no_diff: bool, acknowledge_label: str | None, head_sha: str | None, fail_on: str, dry_run: bool,
+    repo: str | None,
+    pr: int | None,
+    diff_path: str | None,
+    report: str | None,
+    baseline: str | None,
+    base_ref: str | None,
+    config: str,
+    fixtures: tuple[str, ...],
+    policy: str | None,
+    tag: str,
+    mode: str,
+    skip_no_diff: bool,
+    acknowledge_label: str | None,
+    head_sha: str | None,
+    fail_on: str,
+    dry_run: bool,
 ) -> None:
     """Post (or update in place) the cost-diff comment on a pull request.
 
@@ -228,8 +293,10 @@ def comment_github(
     ack = _acknowledgement(acknowledge_label, client, repo, pr, ctx)
     if diff_path is not None:
         if report or baseline or base_ref or policy:
-            raise UsageError("--diff posts a finished DiffReport: do not also pass REPORT, --baseline, "
-                             "--base-ref or --policy")
+            raise UsageError(
+                "--diff posts a finished DiffReport: do not also pass REPORT, --baseline, "
+                "--base-ref or --policy"
+            )
         from costguard.diff import load_diff
         from costguard.policy import acknowledge
 
@@ -240,7 +307,9 @@ def comment_github(
         head, head_source = head_report(report, config, fixtures)
         base = load_baseline(baseline, base_ref, config, fixtures)
         say_no_baseline(base)
-        diff, _ = api.compare(head, base, policy=policy, acknowledgement=ack, head_source=head_source)
+        diff, _ = api.compare(
+            head, base, policy=policy, acknowledgement=ack, head_source=head_source
+        )
     _publish(diff, client, repo, pr, tag=tag, mode=mode, skip_no_diff=skip_no_diff, dry_run=dry_run)
     sys.exit(_exit_code(diff.verdict, fail_on))
 
@@ -260,8 +329,16 @@ def _head_matches(client: Any, repo: str | None, pr: int | None, head_sha: str) 
 
 
 def _publish(
-    diff: Any, client: Any, repo: str | None, pr: int | None, *, tag: str, mode: str, skip_no_diff: bool,
-    dry_run: bool, soft_fail: bool = False,
+    diff: Any,
+    client: Any,
+    repo: str | None,
+    pr: int | None,
+    *,
+    tag: str,
+    mode: str,
+    skip_no_diff: bool,
+    dry_run: bool,
+    soft_fail: bool = False,
 ) -> str | None:
     """Post the comment (or print it for --dry-run); returns its URL when one was written."""
     from costguard.pull_request import comment_preview, post_comment
@@ -273,7 +350,9 @@ def _publish(
     from costguard.errors import GitHubError
 
     try:
-        result = post_comment(diff, client, repo=repo, pr=pr, tag=tag, mode=mode, skip_no_diff=skip_no_diff)
+        result = post_comment(
+            diff, client, repo=repo, pr=pr, tag=tag, mode=mode, skip_no_diff=skip_no_diff
+        )
     except GitHubError as exc:
         if not soft_fail:
             raise
@@ -281,7 +360,9 @@ def _publish(
         if os.environ.get("GITHUB_ACTIONS") == "true":
             from costguard.render.github_actions import escape_data
 
-            click.echo(f"::warning title=costguard::{escape_data('could not post the PR comment: ' + str(exc))}")
+            click.echo(
+                f"::warning title=costguard::{escape_data('could not post the PR comment: ' + str(exc))}"
+            )
         return None
     messages = {
         "created": f"posted the PR comment: {result.url}",
@@ -302,22 +383,53 @@ def _publish(
 @click.argument("report", required=False, type=click.Path(dir_okay=False))
 @config_option
 @fixtures_option
-@click.option("--policy", "-p", "policy", type=click.Path(dir_okay=False), help="Policy to gate on.")
+@click.option(
+    "--policy", "-p", "policy", type=click.Path(dir_okay=False), help="Policy to gate on."
+)
 @baseline_options
-@click.option("--report-out", default=DEFAULT_REPORT, show_default=True, type=click.Path(dir_okay=False),
-              help="Where to write the head RunReport (when it is projected here).")
-@click.option("--diff-out", default=DEFAULT_DIFF_FILE, show_default=True, type=click.Path(dir_okay=False),
-              help="Where to write the DiffReport JSON.")
+@click.option(
+    "--report-out",
+    default=DEFAULT_REPORT,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the head RunReport (when it is projected here).",
+)
+@click.option(
+    "--diff-out",
+    default=DEFAULT_DIFF_FILE,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the DiffReport JSON.",
+)
 @click.option("--repo", metavar="OWNER/NAME", help="Repository. Default: $GITHUB_REPOSITORY.")
-@click.option("--pr", type=int, metavar="NUMBER", help="Pull request. Default: from $GITHUB_EVENT_PATH.")
+@click.option(
+    "--pr", type=int, metavar="NUMBER", help="Pull request. Default: from $GITHUB_EVENT_PATH."
+)
 @comment_options
-@click.option("--comment/--no-comment", "comment", default=None,
-              help="Post the PR comment. Default: when GITHUB_TOKEN is set and a pull request is known.")
+@click.option(
+    "--comment/--no-comment",
+    "comment",
+    default=None,
+    help="Post the PR comment. Default: when GITHUB_TOKEN is set and a pull request is known.",
+)
 @fail_on_option
 def ci_command(
-    report: str | None, config: str, fixtures: tuple[str, ...], policy: str | None, baseline: str | None,
-    base_ref: str | None, report_out: str, diff_out: str, repo: str | None, pr: int | None, tag: str,
-    mode: str, skip_no_diff: bool, acknowledge_label: str | None, comment: bool | None, fail_on: str,
+    report: str | None,
+    config: str,
+    fixtures: tuple[str, ...],
+    policy: str | None,
+    baseline: str | None,
+    base_ref: str | None,
+    report_out: str,
+    diff_out: str,
+    repo: str | None,
+    pr: int | None,
+    tag: str,
+    mode: str,
+    skip_no_diff: bool,
+    acknowledge_label: str | None,
+    comment: bool | None,
+    fail_on: str,
 ) -> None:
     """Everything a CI step needs, in order: project, baseline, diff, check, PR comment, outputs, summary.
 
@@ -348,7 +460,9 @@ def ci_command(
         base = load_baseline(baseline, base_ref, config, fixtures)
     say_no_baseline(base)
 
-    want_comment = comment if comment is not None else bool(os.environ.get("GITHUB_TOKEN") and repo and pr)
+    want_comment = (
+        comment if comment is not None else bool(os.environ.get("GITHUB_TOKEN") and repo and pr)
+    )
     client = None
     if want_comment:
         from costguard.github import GitHubClient
@@ -361,12 +475,23 @@ def ci_command(
     print_diff(diff.data)
     url = None
     if client is not None:
-        url = _publish(diff, client, repo, pr, tag=tag, mode=mode, skip_no_diff=skip_no_diff, dry_run=False,
-                       soft_fail=True)
+        url = _publish(
+            diff,
+            client,
+            repo,
+            pr,
+            tag=tag,
+            mode=mode,
+            skip_no_diff=skip_no_diff,
+            dry_run=False,
+            soft_fail=True,
+        )
     elif comment is None and repo and pr:
         click.echo("costguard: not commenting on the PR: GITHUB_TOKEN is not set", err=True)
     emit_annotations(diff)
-    gha.write_outputs(gha.outputs(diff.data, report_path=report_path, diff_path=diff_out, comment_url=url))
+    gha.write_outputs(
+        gha.outputs(diff.data, report_path=report_path, diff_path=diff_out, comment_url=url)
+    )
     gha.append_summary(render_summary(diff.data))
     sys.exit(_exit_code(diff.verdict, fail_on))
 

@@ -16,16 +16,43 @@ from costguard.commands.options import config_option, fixtures_option
 @click.command("frontier")
 @config_option
 @fixtures_option
-@click.option("--policy", "-p", "policy", type=click.Path(dir_okay=False),
-              help="Policy whose floors a variant must meet to be recommended (the cheapest that does).")
-@click.option("--variant", "-v", "only", multiple=True,
-              help="Evaluate only these variants, by name (repeatable; `current` is always included).")
-@click.option("--no-auto", is_flag=True, help="Leave out the standard variants (tiers alone, caches, thresholds).")
-@click.option("--list", "list_only", is_flag=True, help="List the variants and their overrides; run nothing.")
-@click.option("--format", "fmt", type=click.Choice(["terminal", "json"]), default="terminal", show_default=True)
+@click.option(
+    "--policy",
+    "-p",
+    "policy",
+    type=click.Path(dir_okay=False),
+    help="Policy whose floors a variant must meet to be recommended (the cheapest that does).",
+)
+@click.option(
+    "--variant",
+    "-v",
+    "only",
+    multiple=True,
+    help="Evaluate only these variants, by name (repeatable; `current` is always included).",
+)
+@click.option(
+    "--no-auto",
+    is_flag=True,
+    help="Leave out the standard variants (tiers alone, caches, thresholds).",
+)
+@click.option(
+    "--list", "list_only", is_flag=True, help="List the variants and their overrides; run nothing."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["terminal", "json"]),
+    default="terminal",
+    show_default=True,
+)
 def frontier_command(
-    config: str, fixtures: tuple[str, ...], policy: str | None, only: tuple[str, ...], no_auto: bool,
-    list_only: bool, fmt: str,
+    config: str,
+    fixtures: tuple[str, ...],
+    policy: str | None,
+    only: tuple[str, ...],
+    no_auto: bool,
+    list_only: bool,
+    fmt: str,
 ) -> None:
     """Compare stack variants (routing, tiers on/off, precision, caches) on the same recorded responses.
 

@@ -56,16 +56,31 @@ def comment_options(f: Any) -> Any:
     """How the PR comment is found and refreshed."""
     for decorator in reversed(
         (
-            click.option("--tag", default="default", show_default=True,
-                         help="Comment tag: one comment per PR and tag (e.g. per matrix job)."),
-            click.option("--mode", type=click.Choice(COMMENT_MODES), default="update", show_default=True,
-                         help="update: edit in place; new: always post; hide-and-new / delete-and-new: "
-                         "post, then hide/delete the previous ones."),
-            click.option("--skip-no-diff", is_flag=True,
-                         help="Post nothing new when nothing changed and the policy passed "
-                         "(an existing comment is still refreshed if it is out of date)."),
-            click.option("--acknowledge-label", metavar="LABEL",
-                         help="When the PR carries this label, regression rules warn instead of failing."),
+            click.option(
+                "--tag",
+                default="default",
+                show_default=True,
+                help="Comment tag: one comment per PR and tag (e.g. per matrix job).",
+            ),
+            click.option(
+                "--mode",
+                type=click.Choice(COMMENT_MODES),
+                default="update",
+                show_default=True,
+                help="update: edit in place; new: always post; hide-and-new / delete-and-new: "
+                "post, then hide/delete the previous ones.",
+            ),
+            click.option(
+                "--skip-no-diff",
+                is_flag=True,
+                help="Post nothing new when nothing changed and the policy passed "
+                "(an existing comment is still refreshed if it is out of date).",
+            ),
+            click.option(
+                "--acknowledge-label",
+                metavar="LABEL",
+                help="When the PR carries this label, regression rules warn instead of failing.",
+            ),
         )
     ):
         f = decorator(f)

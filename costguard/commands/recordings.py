@@ -27,13 +27,21 @@ def _project(config: str, fixtures: tuple[str, ...]):  # -> api.Project
 @recordings_group.command("stats")
 @config_option
 @fixtures_option
-@click.option("--format", "fmt", type=click.Choice(["terminal", "json"]), default="terminal", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["terminal", "json"]),
+    default="terminal",
+    show_default=True,
+)
 def stats(config: str, fixtures: tuple[str, ...], fmt: str) -> None:
     """How many recordings match the current fixtures and tiers, and which are stale."""
     project = _project(config, fixtures)
     store = project.recordings()
     audit = store.audit(project.fixtures, project.config)
-    covered = {fx.id for fx in project.fixtures if any(store.get(fx, t) for t in project.config.tiers)}
+    covered = {
+        fx.id for fx in project.fixtures if any(store.get(fx, t) for t in project.config.tiers)
+    }
     data = {
         "path": str(store.path),
         **audit.to_dict(),
@@ -46,9 +54,13 @@ def stats(config: str, fixtures: tuple[str, ...], fmt: str) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     click.echo(f"{data['path']}: {audit.entries} recorded response(s)")
-    click.echo(f"  current:  {audit.current}  ({', '.join(f'{t}: {n}' for t, n in sorted(audit.per_tier.items())) or 'none'})")
+    click.echo(
+        f"  current:  {audit.current}  ({', '.join(f'{t}: {n}' for t, n in sorted(audit.per_tier.items())) or 'none'})"
+    )
     click.echo(f"  fixtures with a recording: {len(covered)} of {len(project.fixtures)}")
-    click.echo(f"  stale:    {len(audit.stale)}  (the fixture, its template or the tier's model changed)")
+    click.echo(
+        f"  stale:    {len(audit.stale)}  (the fixture, its template or the tier's model changed)"
+    )
     for fixture, tier, why in audit.stale[:20]:
         click.echo(f"    {fixture} on {tier}: {why}")
     if len(audit.stale) > 20:
@@ -59,14 +71,18 @@ def stats(config: str, fixtures: tuple[str, ...], fmt: str) -> None:
 @recordings_group.command("prune")
 @config_option
 @fixtures_option
-@click.option("--keep-orphaned", is_flag=True, help="Keep recordings of fixtures that no longer exist.")
+@click.option(
+    "--keep-orphaned", is_flag=True, help="Keep recordings of fixtures that no longer exist."
+)
 def prune(config: str, fixtures: tuple[str, ...], keep_orphaned: bool) -> None:
     """Drop recordings that no current fixture x tier uses (stale and orphaned)."""
     project = _project(config, fixtures)
     store = project.recordings()
     before = len(store)
     dropped = store.prune(project.fixtures, project.config, keep_orphaned=keep_orphaned)
-    click.echo(f"dropped {dropped} of {before} recorded response(s); {len(store)} left in {store.path}")
+    click.echo(
+        f"dropped {dropped} of {before} recorded response(s); {len(store)} left in {store.path}"
+    )
 
 
 @recordings_group.command("merge")
@@ -88,16 +104,22 @@ def merge_recordings(sources: tuple[str, ...], config: str) -> None:
     if taken:
         store.save()
     tiers = merge_throughput(directory, dirs)
-    click.echo(f"took {taken} recorded response(s) and {tiers} throughput profile(s); {len(store)} in {store.path}")
+    click.echo(
+        f"took {taken} recorded response(s) and {tiers} throughput profile(s); {len(store)} in {store.path}"
+    )
 
 
 @click.command("merge")
 @click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @config_option
 @fixtures_option
-@click.option("--out", "-o", default=DEFAULT_REPORT, show_default=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--out", "-o", default=DEFAULT_REPORT, show_default=True, type=click.Path(dir_okay=False)
+)
 @click.option("--quiet", "-q", is_flag=True)
-def merge(reports: tuple[str, ...], config: str, fixtures: tuple[str, ...], out: str, quiet: bool) -> None:
+def merge(
+    reports: tuple[str, ...], config: str, fixtures: tuple[str, ...], out: str, quiet: bool
+) -> None:
     """Join the reports of `costguard run --shard i/n` into one RunReport."""
     from costguard import api
     from costguard.report import load_report
@@ -111,7 +133,9 @@ def merge(reports: tuple[str, ...], config: str, fixtures: tuple[str, ...], out:
         print_run(merged)
         click.echo(f"Report written to {out}")
     if not merged.complete:
-        click.echo(f"costguard: error: merged run incomplete: {merged.get('incomplete_reason')}", err=True)
+        click.echo(
+            f"costguard: error: merged run incomplete: {merged.get('incomplete_reason')}", err=True
+        )
         raise SystemExit(2)
 
 

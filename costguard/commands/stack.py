@@ -43,10 +43,18 @@ def stack_group() -> None:
 
 @stack_group.command("up")
 @config_option
-@click.option("--tier", "tiers", multiple=True, help="Only this tier (repeatable). Default: every tier.")
-@click.option("--dry-run", is_flag=True, help="Print the exact commands and environment; start nothing.")
-@click.option("--timeout", "timeout_s", type=float, help="Seconds each tier may take to become healthy "
-              "(default: launch.startup_timeout_s).")
+@click.option(
+    "--tier", "tiers", multiple=True, help="Only this tier (repeatable). Default: every tier."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the exact commands and environment; start nothing."
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    help="Seconds each tier may take to become healthy (default: launch.startup_timeout_s).",
+)
 def up(config: str, tiers: tuple[str, ...], dry_run: bool, timeout_s: float | None) -> None:
     """Launch the tiers, wait until every /health answers 200, and leave them running."""
     from costguard import stack
@@ -56,7 +64,9 @@ def up(config: str, tiers: tuple[str, ...], dry_run: bool, timeout_s: float | No
         directory = stack.state_dir(loaded)
         for command in stack.plan_stack(loaded, tiers or None):
             gpus = ",".join(str(d) for d in command.devices)
-            click.echo(f"# {command.tier}: GPU {gpus} -> {command.base_url} (log: {directory / (command.tier + '.log')})")
+            click.echo(
+                f"# {command.tier}: GPU {gpus} -> {command.base_url} (log: {directory / (command.tier + '.log')})"
+            )
             click.echo(command.shell())
         return
     try:
@@ -99,17 +109,25 @@ def status(config: str) -> None:
     for proc in state.tiers:
         info = stack.tier_status(proc)
         healthy &= info["health"] == "ready"
-        click.echo(f"{info['tier']}\t{info['health']}\tpid {info['pid']}\t{info['base_url']}\t{info['log']}")
+        click.echo(
+            f"{info['tier']}\t{info['health']}\tpid {info['pid']}\t{info['base_url']}\t{info['log']}"
+        )
     sys.exit(0 if healthy else 1)
 
 
 @stack_group.command("logs")
 @config_option
 @click.argument("tier", required=False)
-@click.option("--lines", "-n", default=40, show_default=True, help="Lines from the end of each log.")
+@click.option(
+    "--lines", "-n", default=40, show_default=True, help="Lines from the end of each log."
+)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Copy the whole logs (and the previous start's) into this directory instead of printing.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Copy the whole logs (and the previous start's) into this directory instead of printing.",
+)
 def logs(config: str, tier: str | None, lines: int, follow: bool, out_dir: str | None) -> None:
     """Print the end of each tier's server log (or one tier's), or copy the logs (--out)."""
     import shutil
@@ -122,7 +140,11 @@ def logs(config: str, tier: str | None, lines: int, follow: bool, out_dir: str |
     if tier is not None and tier not in names:
         raise UsageError(f"unknown tier {tier!r} (tiers: {', '.join(names)})")
     directory = stack.state_dir(loaded)
-    paths = [directory / f"{name}.log{suffix}" for name in ([tier] if tier else names) for suffix in ("", ".prev")]
+    paths = [
+        directory / f"{name}.log{suffix}"
+        for name in ([tier] if tier else names)
+        for suffix in ("", ".prev")
+    ]
     paths = [p for p in paths if p.exists()]
     if out_dir is not None:  # for CI artifacts: never fails, says what it found
         Path(out_dir).mkdir(parents=True, exist_ok=True)

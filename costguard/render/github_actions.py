@@ -144,7 +144,9 @@ def pull_request_context(env: Mapping[str, str] | None = None) -> PullRequestCon
     base = pr.get("base") or {}
     ctx.base_sha = base.get("sha") or None
     ctx.base_ref = base.get("ref") or None
-    ctx.labels = [str(label.get("name")) for label in pr.get("labels") or [] if isinstance(label, dict)]
+    ctx.labels = [
+        str(label.get("name")) for label in pr.get("labels") or [] if isinstance(label, dict)
+    ]
     ctx.action = event.get("action")
     ctx.sender = (event.get("sender") or {}).get("login")
     ctx.label = (event.get("label") or {}).get("name")

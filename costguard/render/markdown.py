@@ -150,7 +150,9 @@ def verdict_value(verdict: dict[str, Any]) -> str:
 
     if verdict.get("actual") is None:
         return "—"
-    return md(format_value(verdict["actual"], verdict["unit"])) + ("\\*" if verdict.get("estimated") else "")
+    return md(format_value(verdict["actual"], verdict["unit"])) + (
+        "\\*" if verdict.get("estimated") else ""
+    )
 
 
 def status_icon(status: str) -> str:

@@ -41,7 +41,16 @@ def run_tables(report: RunReport) -> list[Any]:
 
     out: list[Any] = []
     tiers = Table(title="Tiers", title_justify="left", header_style="bold")
-    for col in ("tier", "share", "requests/mo", "input tok/mo", "cached tok/mo", "output tok/mo", "$/month", "cost basis"):
+    for col in (
+        "tier",
+        "share",
+        "requests/mo",
+        "input tok/mo",
+        "cached tok/mo",
+        "output tok/mo",
+        "$/month",
+        "cost basis",
+    ):
         tiers.add_column(col, justify="left" if col in ("tier", "cost basis") else "right")
     for name, t in report.tiers.items():
         tiers.add_row(
@@ -56,12 +65,29 @@ def run_tables(report: RunReport) -> list[Any]:
         )
     cache = report.get("cache", {})
     if cache.get("hit_rate", 0) > 0:
-        tiers.add_row("(cache)", _pct(report.get("routing", {}).get("cache_share", 0.0)),
-                      "", "", "", "", "$0.00", "served from cache")
+        tiers.add_row(
+            "(cache)",
+            _pct(report.get("routing", {}).get("cache_share", 0.0)),
+            "",
+            "",
+            "",
+            "",
+            "$0.00",
+            "served from cache",
+        )
     out.append(tiers)
 
     suites = Table(title="Suites", title_justify="left", header_style="bold")
-    for col in ("suite", "fixtures", "share", "requests/mo", "input tok/mo", "output tok/mo", "$/request", "$/month"):
+    for col in (
+        "suite",
+        "fixtures",
+        "share",
+        "requests/mo",
+        "input tok/mo",
+        "output tok/mo",
+        "$/request",
+        "$/month",
+    ):
         suites.add_column(col, justify="left" if col == "suite" else "right")
     for name, s in report.suites.items():
         suites.add_row(
@@ -101,7 +127,16 @@ def replay_tables(report: RunReport) -> list[Any]:
         f"{req['retries']} retries, {req['answered_by_cache']} answered by cache)",
         title_justify="left", header_style="bold",
     )  # fmt: skip
-    cols = ("tier", "TTFT ms mean", "p99", "TPOT ms mean", "p99", "ITL ms mean", "E2EL ms mean", "p99")
+    cols = (
+        "tier",
+        "TTFT ms mean",
+        "p99",
+        "TPOT ms mean",
+        "p99",
+        "ITL ms mean",
+        "E2EL ms mean",
+        "p99",
+    )
     for col in cols:
         table.add_column(col, justify="left" if col == "tier" else "right")
     for tier, lat in replay["latency"].items():
@@ -150,56 +185,114 @@ def cache_tables(report: RunReport) -> list[Any]:
     layers = Table(title="Cache layers", title_justify="left", header_style="bold")
     for col in ("layer", "hit rate (requests)", "hit rate (tokens)", "$ saved/month", "notes"):
         layers.add_column(col, justify="left" if col in ("layer", "notes") else "right")
-    exact, semantic, prefix = cache.get("exact", {}), cache.get("semantic", {}), cache.get("prefix", {})
+    exact, semantic, prefix = (
+        cache.get("exact", {}),
+        cache.get("semantic", {}),
+        cache.get("prefix", {}),
+    )
     bypass = cache.get("bypass", {})
     if exact.get("enabled"):
-        notes = [f"temperature <= {exact['max_temperature']:g}", f"ttl {exact['ttl_s']:g} s" if exact.get("ttl_s") else "no ttl"]
-        layers.add_row("exact", _pct(exact["hit_rate"]), _pct(exact["hit_rate_tokens"]),
-                       _money(exact["saved_per_month"], est), ", ".join(notes))
+        notes = [
+            f"temperature <= {exact['max_temperature']:g}",
+            f"ttl {exact['ttl_s']:g} s" if exact.get("ttl_s") else "no ttl",
+        ]
+        layers.add_row(
+            "exact",
+            _pct(exact["hit_rate"]),
+            _pct(exact["hit_rate_tokens"]),
+            _money(exact["saved_per_month"], est),
+            ", ".join(notes),
+        )
     if semantic.get("enabled"):
-        note = (f"threshold {semantic['threshold']:g}; {semantic['wrong_hits']} wrong of {semantic['hits']} hits "
-                f"(false-hit rate {_pct(semantic['false_hit_rate'])})")
+        note = (
+            f"threshold {semantic['threshold']:g}; {semantic['wrong_hits']} wrong of {semantic['hits']} hits "
+            f"(false-hit rate {_pct(semantic['false_hit_rate'])})"
+        )
         if semantic.get("unjudged_hits"):
             note += f", {semantic['unjudged_hits']} unjudged"
-        layers.add_row("semantic", _pct(semantic["hit_rate"]), _pct(semantic["hit_rate_tokens"]),
-                       _money(semantic["saved_per_month"], est), note)
+        layers.add_row(
+            "semantic",
+            _pct(semantic["hit_rate"]),
+            _pct(semantic["hit_rate_tokens"]),
+            _money(semantic["saved_per_month"], est),
+            note,
+        )
     if prefix.get("enabled"):
-        layers.add_row("prefix (KV)", _pct(prefix["hit_rate_requests"]), _pct(prefix["hit_rate_tokens"]),
-                       _money(prefix["saved_per_month"], est), f"simulated vLLM APC, replicas {prefix['replica_routing']}")
+        layers.add_row(
+            "prefix (KV)",
+            _pct(prefix["hit_rate_requests"]),
+            _pct(prefix["hit_rate_tokens"]),
+            _money(prefix["saved_per_month"], est),
+            f"simulated vLLM APC, replicas {prefix['replica_routing']}",
+        )
     if bypass.get("requests_per_month"):
-        reasons = ", ".join(f"{k} {_tokens(v)}" for k, v in sorted(bypass.get("reasons", {}).items()))
+        reasons = ", ".join(
+            f"{k} {_tokens(v)}" for k, v in sorted(bypass.get("reasons", {}).items())
+        )
         detectors = bypass.get("pii", {}).get("requests_per_month", {})
         if detectors:
-            reasons += " (PII: " + ", ".join(f"{k} {_tokens(v)}" for k, v in sorted(detectors.items())) + ")"
+            reasons += (
+                " (PII: "
+                + ", ".join(f"{k} {_tokens(v)}" for k, v in sorted(detectors.items()))
+                + ")"
+            )
         layers.add_row("bypassed", _tokens(bypass["requests_per_month"]) + "/mo", "", "", reasons)
     if layers.row_count:
         out.append(layers)
 
     if prefix.get("enabled"):
-        tiers = Table(title="Prefix caches (simulated, per tier)", title_justify="left", header_style="bold")
-        for col in ("tier", "replicas", "capacity each", "prompt tok/mo", "cached tok/mo",
-                    "hit (tokens)", "hit (requests)", "evicted", "$ saved/month"):
-            tiers.add_column(col, justify="left" if col in ("tier", "capacity each") else "right",
-                             no_wrap=col == "capacity each")
+        tiers = Table(
+            title="Prefix caches (simulated, per tier)", title_justify="left", header_style="bold"
+        )
+        for col in (
+            "tier",
+            "replicas",
+            "capacity each",
+            "prompt tok/mo",
+            "cached tok/mo",
+            "hit (tokens)",
+            "hit (requests)",
+            "evicted",
+            "$ saved/month",
+        ):
+            tiers.add_column(
+                col,
+                justify="left" if col in ("tier", "capacity each") else "right",
+                no_wrap=col == "capacity each",
+            )
         for name, block in prefix.get("tiers", {}).items():
             if not block.get("simulated"):
                 tiers.add_row(name, "", "prefix caching off", "", "", "", "", "", "")
                 continue
             tiers.add_row(
-                name, str(block["instances"]), _capacity(block), _tokens(block["input_tokens_per_month"]),
-                _tokens(block["cached_tokens_per_month"]), _pct(block["hit_rate_tokens"]),
-                _pct(block["hit_rate_requests"]), f"{block['evicted_blocks']:,}", _money(block["saved_per_month"], est),
+                name,
+                str(block["instances"]),
+                _capacity(block),
+                _tokens(block["input_tokens_per_month"]),
+                _tokens(block["cached_tokens_per_month"]),
+                _pct(block["hit_rate_tokens"]),
+                _pct(block["hit_rate_requests"]),
+                f"{block['evicted_blocks']:,}",
+                _money(block["saved_per_month"], est),
             )
         out.append(tiers)
 
     if semantic.get("sweep"):
-        sweep = Table(title="Semantic cache: threshold sweep", title_justify="left", header_style="bold")
+        sweep = Table(
+            title="Semantic cache: threshold sweep", title_justify="left", header_style="bold"
+        )
         for col in ("threshold", "hits", "wrong hits", "unjudged", "hit rate", "false-hit rate"):
             sweep.add_column(col, justify="right")
         for row in semantic["sweep"]:
             mark = " (shipped)" if row["shipped"] else ""
-            sweep.add_row(f"{row['threshold']:g}{mark}", str(row["hits"]), str(row["wrong_hits"]),
-                          str(row["unjudged_hits"]), _pct(row["hit_rate"]), _pct(row["false_hit_rate"]))
+            sweep.add_row(
+                f"{row['threshold']:g}{mark}",
+                str(row["hits"]),
+                str(row["wrong_hits"]),
+                str(row["unjudged_hits"]),
+                _pct(row["hit_rate"]),
+                _pct(row["false_hit_rate"]),
+            )
         out.append(sweep)
     return out
 
@@ -220,8 +313,13 @@ def quality_table(quality: dict[str, Any]) -> Any:
     rows += [(f"tier {name}", block) for name, block in quality.get("tiers", {}).items()]
     for name, block in rows:
         table.add_row(
-            _plain(name), str(block["fixtures"]), str(block["measured"]), str(block["unmeasured"]),
-            str(block["partial"]), _score(block["score"]), _score(block["pass_rate"]),
+            _plain(name),
+            str(block["fixtures"]),
+            str(block["measured"]),
+            str(block["unmeasured"]),
+            str(block["partial"]),
+            _score(block["score"]),
+            _score(block["pass_rate"]),
         )
     return table
 
@@ -270,7 +368,11 @@ def summary_lines(report: RunReport) -> list[str]:
         lines.append(
             f"Exact cache: {_pct(exact['hit_rate'])} of requests served from cache, saving "
             f"{_money(exact['saved_per_month'], est)}/month"
-            + (f"; {_tokens(exact['bypassed_per_month'])} requests/month not cacheable" if exact.get("bypassed_per_month") else "")
+            + (
+                f"; {_tokens(exact['bypassed_per_month'])} requests/month not cacheable"
+                if exact.get("bypassed_per_month")
+                else ""
+            )
         )
     semantic = cache.get("semantic", {})
     if semantic.get("enabled"):
@@ -334,7 +436,8 @@ def print_run(report: RunReport, console: Any | None = None) -> None:
             f"  {tier['name']}: {tier['model']}{quant} on {hw}; {tier['pricing']['basis']}"
             + (f" ({tier['pricing']['source']})" if tier["pricing"]["kind"] == "token" else "")
             + approx,
-            highlight=False, markup=False,
+            highlight=False,
+            markup=False,
         )
     for table in run_tables(report):
         console.print(table)
@@ -357,7 +460,9 @@ def routing_lines(routing: dict[str, Any], overhead: dict[str, Any] | None = Non
         return []
     router = routing.get("router", {})
     shares = " · ".join(f"{tier} {_pct(share)}" for tier, share in routing["routed_shares"].items())
-    lines = [f"Routing ({router.get('description') or router.get('kind', '?')}): {shares} of requests (before caches)"]
+    lines = [
+        f"Routing ({router.get('description') or router.get('kind', '?')}): {shares} of requests (before caches)"
+    ]
     ov = overhead or {}
     if ov.get("p99_s") is not None:
         cost = ""
@@ -394,7 +499,8 @@ def routing_table(routing: dict[str, Any]) -> Any | None:
     table = Table(
         title=f"Routing against baselines (same fixtures; each request on one tier, no caches, no cascade; "
         f"{routing.get('strong_tier', 'strong')} = share on the strongest tier; quality from labels)",
-        title_justify="left", header_style="bold",
+        title_justify="left",
+        header_style="bold",
     )
     cols = ["baseline", routing.get("strong_tier", "strong"), "$/month", "router saves"]
     if quality.get("available"):
@@ -416,11 +522,18 @@ def routing_table(routing: dict[str, Any]) -> Any | None:
             _plain(label),
             _pct(row["strong_share"]),
             _money(row["cost_per_month"]) + est,
-            "" if saved is None else f"{_money(saved['saving_per_month'])} ({saved['saving_pct']:+.0f}%)",
+            ""
+            if saved is None
+            else f"{_money(saved['saving_per_month'])} ({saved['saving_pct']:+.0f}%)",
         ]
         if quality.get("available"):
-            cells += [_ratio(row.get("quality")), _ratio(row.get("pgr")), _ratio(row.get("apgr")),
-                      _ratio(row.get("cpt50")), _ratio(row.get("cpt80"))]
+            cells += [
+                _ratio(row.get("quality")),
+                _ratio(row.get("pgr")),
+                _ratio(row.get("apgr")),
+                _ratio(row.get("cpt50")),
+                _ratio(row.get("cpt80")),
+            ]
         table.add_row(*cells)
     return table
 
@@ -442,15 +555,20 @@ def print_routing(report: RunReport, console: Any) -> None:
                 f"{comparison['baselines']['length']['label']}. Quality and PGR: {quality['note']} "
                 f"({quality['labelled_fixtures']} labelled fixtures, {_pct(quality['labelled_share'])} of traffic); "
                 "APGR over an 11-point strong-share sweep",
-                highlight=False, markup=False,
+                highlight=False,
+                markup=False,
             )
             if quality.get("reason"):
-                console.print(f"PGR unavailable: {quality['reason']}", highlight=False, markup=False)
+                console.print(
+                    f"PGR unavailable: {quality['reason']}", highlight=False, markup=False
+                )
     for line in lines:
         console.print(line, highlight=False, markup=False)
 
 
-def print_calibration(result: dict[str, Any], *, config: str, written: bool, console: Any | None = None) -> None:
+def print_calibration(
+    result: dict[str, Any], *, config: str, written: bool, console: Any | None = None
+) -> None:
     """`costguard calibrate`: old -> new thresholds, target and achieved shares, holdout drift."""
     from rich.table import Table
 
@@ -458,7 +576,8 @@ def print_calibration(result: dict[str, Any], *, config: str, written: bool, con
     console.print(
         f"Calibrated the {result['router']} router on {result['fixtures']} fixtures "
         "(shares weighted by requests per month)",
-        highlight=False, markup=False,
+        highlight=False,
+        markup=False,
     )
     table = Table(header_style="bold")
     holdout = result.get("holdout")
@@ -472,7 +591,13 @@ def print_calibration(result: dict[str, Any], *, config: str, written: bool, con
             change = f"{result['old'][k]:g} -> {result['new'][k]:g}"
         else:
             change = "(above the last threshold)"
-        row = [tier, _pct(result["before"][tier]), _pct(result["targets"][tier]), _pct(result["achieved"][tier]), change]
+        row = [
+            tier,
+            _pct(result["before"][tier]),
+            _pct(result["targets"][tier]),
+            _pct(result["achieved"][tier]),
+            change,
+        ]
         if holdout is not None:
             drift = result["drift"][tier]
             row += [_pct(holdout[tier]), f"{100 * drift:+.1f} pts"]
@@ -482,12 +607,17 @@ def print_calibration(result: dict[str, Any], *, config: str, written: bool, con
         console.print(
             f"Holdout: {result['holdout_fixtures']} fixtures from {', '.join(result['holdout_paths'])} routed with the "
             "new thresholds (not used to pick them)",
-            highlight=False, markup=False,
+            highlight=False,
+            markup=False,
         )
     if written:
         console.print(f"Wrote the new thresholds to {config}", highlight=False, markup=False)
     else:
-        console.print(f"Not written: re-run with --write to save them to {config}", highlight=False, markup=False)
+        console.print(
+            f"Not written: re-run with --write to save them to {config}",
+            highlight=False,
+            markup=False,
+        )
 
 
 STATUS_LABEL = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP"}
@@ -511,13 +641,21 @@ def print_check(result: PolicyResult | dict[str, Any], console: Any | None = Non
             actual = format_value(v["actual"], v["unit"]) + (EST if v.get("estimated") else "")
         table.add_row(
             f"[{STATUS_STYLE[v['status']]}]{STATUS_LABEL[v['status']]}[/]",
-            _plain(v["rule"]), v["metric"], actual, v["limit"], v["level"],
+            _plain(v["rule"]),
+            v["metric"],
+            actual,
+            v["limit"],
+            v["level"],
         )
     console.print(table)
     for v in verdicts:
         if v["status"] in ("fail", "warn"):
             where = f" ({v['file']}:{v['line']})" if v.get("file") and v.get("line") else ""
-            console.print(f"{STATUS_LABEL[v['status']]} {v['rule']}: {v['message']}{where}", highlight=False, markup=False)
+            console.print(
+                f"{STATUS_LABEL[v['status']]} {v['rule']}: {v['message']}{where}",
+                highlight=False,
+                markup=False,
+            )
     n_fail = sum(1 for v in verdicts if v["status"] == "fail")
     n_warn = sum(1 for v in verdicts if v["status"] == "warn")
     if n_fail:
@@ -529,8 +667,11 @@ def print_check(result: PolicyResult | dict[str, Any], console: Any | None = Non
     ack = data.get("acknowledgement")
     if ack:
         by = f" (added by {ack['by']})" if ack.get("by") else ""
-        console.print(f"regressions acknowledged by the label {ack['label']!r}{by}: regression rules warn",
-                      highlight=False, markup=False)
+        console.print(
+            f"regressions acknowledged by the label {ack['label']!r}{by}: regression rules warn",
+            highlight=False,
+            markup=False,
+        )
     if any(v.get("estimated") for v in verdicts):
         console.print(f"{EST} estimated (not measured)", highlight=False, markup=False)
 
@@ -555,7 +696,11 @@ def _signed_pct(value: float | None) -> str:
 def _pair(block: dict[str, Any], fmt: Any) -> str:
     base, head = block.get("base"), block.get("head")
     if base is None or not block.get("delta"):
-        return fmt(head if head is not None else base) if (head is not None or base is not None) else "-"
+        return (
+            fmt(head if head is not None else base)
+            if (head is not None or base is not None)
+            else "-"
+        )
     if head is None:
         return f"{fmt(base)} -> (removed)"
     return f"{fmt(base)} -> {fmt(head)}"
@@ -585,12 +730,27 @@ def print_diff(diff: dict[str, Any], console: Any | None = None) -> None:
     has_base = diff["base"]["available"]
     for title, blocks in (("Tiers", diff["tiers"]), ("Suites", diff["suites"])):
         table = Table(title=title, title_justify="left", header_style="bold")
-        for col in ("name", "share", "input tok/mo", "output tok/mo", "$/month", "delta $/month", "delta %"):
+        for col in (
+            "name",
+            "share",
+            "input tok/mo",
+            "output tok/mo",
+            "$/month",
+            "delta $/month",
+            "delta %",
+        ):
             table.add_column(col, justify="left" if col == "name" else "right")
         for name, b in blocks.items():
             est = EST if (b["estimated"].get("head") or b["estimated"].get("base")) else ""
             table.add_row(
-                _plain(name + ("" if b["status"] in ("changed", "unchanged", "head_only") else f" ({b['status']})")),
+                _plain(
+                    name
+                    + (
+                        ""
+                        if b["status"] in ("changed", "unchanged", "head_only")
+                        else f" ({b['status']})"
+                    )
+                ),
                 _pair(b.get("share", {}), _pct),
                 _pair(b.get("input_tokens_per_month", {}), _tokens),
                 _pair(b.get("output_tokens_per_month", {}), _tokens),
@@ -609,8 +769,18 @@ def print_diff(diff: dict[str, Any], console: Any | None = None) -> None:
         by_id = {f["id"]: f for f in fixtures["items"]}
         if fixtures["top_movers"]:
             table = Table(title="Top movers", title_justify="left", header_style="bold")
-            for col in ("fixture", "suite", "status", "input tok/req", "output tok/req", "$/month", "delta $/month"):
-                table.add_column(col, justify="left" if col in ("fixture", "suite", "status") else "right")
+            for col in (
+                "fixture",
+                "suite",
+                "status",
+                "input tok/req",
+                "output tok/req",
+                "$/month",
+                "delta $/month",
+            ):
+                table.add_column(
+                    col, justify="left" if col in ("fixture", "suite", "status") else "right"
+                )
             for fid in fixtures["top_movers"]:
                 f = by_id[fid]
                 table.add_row(
@@ -624,8 +794,11 @@ def print_diff(diff: dict[str, Any], console: Any | None = None) -> None:
                 )
             console.print(table)
     if diff.get("estimated"):
-        console.print(f"{EST} rests on estimates (expected/prior output tokens or declared GPU throughput)",
-                      highlight=False, markup=False)
+        console.print(
+            f"{EST} rests on estimates (expected/prior output tokens or declared GPU throughput)",
+            highlight=False,
+            markup=False,
+        )
     if diff.get("policy"):
         print_check(diff["policy"], console)
 
@@ -640,8 +813,19 @@ def print_frontier(data: dict[str, Any], console: Any | None = None) -> None:
 
     console = console or make_console()
     table = Table(title="Stack variants", title_justify="left", header_style="bold")
-    for col in ("variant", "$/month", "quality", "pass rate", "measured", "p95 latency", "policy", "frontier"):
-        table.add_column(col, justify="left" if col in ("variant", "policy", "frontier") else "right")
+    for col in (
+        "variant",
+        "$/month",
+        "quality",
+        "pass rate",
+        "measured",
+        "p95 latency",
+        "policy",
+        "frontier",
+    ):
+        table.add_column(
+            col, justify="left" if col in ("variant", "policy", "frontier") else "right"
+        )
     for v in data["variants"]:
         if v["name"] == data["recommended"]:
             place = "[bold green]recommended[/]"
@@ -658,11 +842,15 @@ def print_frontier(data: dict[str, Any], console: Any | None = None) -> None:
             _score(v["pass_rate"]),
             f"{v['quality_measured']}/{v['quality_fixtures']}",
             _seconds(v["latency_p95_s"]),
-            {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}.get(v["verdict"] or "", "-"),
+            {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}.get(
+                v["verdict"] or "", "-"
+            ),
             place,
         )
     console.print(table)
-    objectives = ", ".join(o.replace("_per_month", "").replace("_p95_s", " p95") for o in data["objectives"])
+    objectives = ", ".join(
+        o.replace("_per_month", "").replace("_p95_s", " p95") for o in data["objectives"]
+    )
     frontier = ", ".join(data["frontier"]) or "(none)"
     console.print(f"Non-dominated on {objectives}: {frontier}", highlight=False, markup=False)
     if data["recommended"] is not None:
@@ -671,10 +859,15 @@ def print_frontier(data: dict[str, Any], console: Any | None = None) -> None:
             f"Recommended: {best['name']} ({best['description']}): {_money(best['cost_per_month'], best['cost_estimated'])}"
             f"/month, quality {_score(best['quality'])} over {best['quality_measured']} of {best['quality_fixtures']} "
             f"fixtures, the cheapest variant that meets {data['policy']}",
-            highlight=False, markup=False,
+            highlight=False,
+            markup=False,
         )
     elif data["policy"] is None:
-        console.print("Give --policy to get the cheapest variant that meets its floors.", highlight=False, markup=False)
+        console.print(
+            "Give --policy to get the cheapest variant that meets its floors.",
+            highlight=False,
+            markup=False,
+        )
     for note in data["notes"]:
         console.print(f"note: {note}", highlight=False, markup=False)
 

@@ -42,16 +42,33 @@ class AssertionScore:
     value: float | None = None  # what was compared: a similarity, a judge's score, a token count
 
     @classmethod
-    def check(cls, assertion: Assertion, passed: bool, message: str, value: float | None = None) -> AssertionScore:
+    def check(
+        cls, assertion: Assertion, passed: bool, message: str, value: float | None = None
+    ) -> AssertionScore:
         """A pass/fail measurement (score 1 or 0)."""
-        return cls(assertion.type, assertion.weight, True, message, passed, 1.0 if passed else 0.0, value)
+        return cls(
+            assertion.type, assertion.weight, True, message, passed, 1.0 if passed else 0.0, value
+        )
 
     @classmethod
     def graded(
-        cls, assertion: Assertion, score: float, passed: bool, message: str, value: float | None = None
+        cls,
+        assertion: Assertion,
+        score: float,
+        passed: bool,
+        message: str,
+        value: float | None = None,
     ) -> AssertionScore:
         """A graded measurement: the score is the grade itself (a judge, a custom scorer)."""
-        return cls(assertion.type, assertion.weight, True, message, passed, min(1.0, max(0.0, score)), value)
+        return cls(
+            assertion.type,
+            assertion.weight,
+            True,
+            message,
+            passed,
+            min(1.0, max(0.0, score)),
+            value,
+        )
 
     @classmethod
     def unmeasured(cls, assertion: Assertion, reason: str) -> AssertionScore:

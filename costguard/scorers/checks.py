@@ -16,7 +16,14 @@ from costguard.fixtures import Assertion
 from costguard.scorers import AssertionScore, quoted
 
 CHECKS = ("equals", "contains", "icontains", "not_contains", "regex", "json", "max_output_tokens")
-TEXT_CHECKS = ("equals", "contains", "icontains", "not_contains", "regex", "json")  # need only the text
+TEXT_CHECKS = (
+    "equals",
+    "contains",
+    "icontains",
+    "not_contains",
+    "regex",
+    "json",
+)  # need only the text
 
 
 def same_text(a: str, b: str) -> bool:
@@ -55,7 +62,9 @@ def _json(assertion: Assertion, text: str) -> AssertionScore:
         data = json.loads(text)
     except ValueError as exc:
         hint = " (it is wrapped in a code fence)" if text.strip().startswith("```") else ""
-        return AssertionScore.check(assertion, False, f"not valid JSON{hint}: {exc.msg} at position {exc.pos}")
+        return AssertionScore.check(
+            assertion, False, f"not valid JSON{hint}: {exc.msg} at position {exc.pos}"
+        )
     schema = getattr(assertion.value, "schema_", None)
     if schema is None:
         return AssertionScore.check(assertion, True, "valid JSON")
@@ -64,7 +73,9 @@ def _json(assertion: Assertion, text: str) -> AssertionScore:
         return AssertionScore.check(assertion, True, "valid JSON matching the schema")
     error = min(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-    return AssertionScore.check(assertion, False, f"JSON does not match the schema at {where}: {error.message}")
+    return AssertionScore.check(
+        assertion, False, f"JSON does not match the schema at {where}: {error.message}"
+    )
 
 
 def run_check(assertion: Assertion, text: str, output_tokens: int | None = None) -> AssertionScore:
@@ -72,10 +83,16 @@ def run_check(assertion: Assertion, text: str, output_tokens: int | None = None)
     kind, value = assertion.type, assertion.value
     if kind == "equals":
         ok = same_text(text, value)
-        return AssertionScore.check(assertion, ok, f"equals {quoted(value)}" if ok else f"{quoted(text)} is not {quoted(value)}")
+        return AssertionScore.check(
+            assertion,
+            ok,
+            f"equals {quoted(value)}" if ok else f"{quoted(text)} is not {quoted(value)}",
+        )
     if kind == "contains":
         ok = value in text
-        return AssertionScore.check(assertion, ok, f"{'contains' if ok else 'does not contain'} {quoted(value)}")
+        return AssertionScore.check(
+            assertion, ok, f"{'contains' if ok else 'does not contain'} {quoted(value)}"
+        )
     if kind == "icontains":
         ok = value.casefold() in text.casefold()
         return AssertionScore.check(
@@ -83,17 +100,26 @@ def run_check(assertion: Assertion, text: str, output_tokens: int | None = None)
         )
     if kind == "not_contains":
         ok = value not in text
-        return AssertionScore.check(assertion, ok, f"{'does not contain' if ok else 'contains'} {quoted(value)}")
+        return AssertionScore.check(
+            assertion, ok, f"{'does not contain' if ok else 'contains'} {quoted(value)}"
+        )
     if kind == "regex":
         ok = _regex(value).search(text) is not None
-        return AssertionScore.check(assertion, ok, f"{'matches' if ok else 'no match for'} {quoted(value)}")
+        return AssertionScore.check(
+            assertion, ok, f"{'matches' if ok else 'no match for'} {quoted(value)}"
+        )
     if kind == "json":
         return _json(assertion, text)
     if kind == "max_output_tokens":
         if output_tokens is None:
-            return AssertionScore.unmeasured(assertion, "output tokens were not measured for this response")
+            return AssertionScore.unmeasured(
+                assertion, "output tokens were not measured for this response"
+            )
         ok = output_tokens <= value
         return AssertionScore.check(
-            assertion, ok, f"{output_tokens} output tokens {'<=' if ok else '>'} {value}", float(output_tokens)
+            assertion,
+            ok,
+            f"{output_tokens} output tokens {'<=' if ok else '>'} {value}",
+            float(output_tokens),
         )
     raise ValueError(f"not a deterministic check: {kind}")

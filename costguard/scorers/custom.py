@@ -39,7 +39,11 @@ def split_path(path: str) -> tuple[str, str]:
         module, _, attr = path.partition(":")
     else:
         module, _, attr = path.rpartition(".")
-    if not module or not attr or not all(part.isidentifier() for part in [*module.split("."), *attr.split(".")]):
+    if (
+        not module
+        or not attr
+        or not all(part.isidentifier() for part in [*module.split("."), *attr.split(".")])
+    ):
         raise ValueError(f"{path!r} is not a dotted path to a function (package.module:function)")
     return module, attr
 
@@ -76,13 +80,17 @@ def run_custom(scorer: CustomScorer, assertion: Assertion, response: Response) -
     except Exception as exc:  # noqa: BLE001 - user code; reported with the fixture's location
         raise ConfigError(
             f"custom scorer {assertion.custom} raised {type(exc).__name__}: {exc}",
-            file=fx.file, line=fx.line, key="expect.assertions",
+            file=fx.file,
+            line=fx.line,
+            key="expect.assertions",
         ) from None
     try:
         return _interpret(assertion, outcome)
     except ValueError as exc:
         raise ConfigError(
-            f"custom scorer {assertion.custom} returned {outcome!r}: {exc}", file=fx.file, line=fx.line,
+            f"custom scorer {assertion.custom} returned {outcome!r}: {exc}",
+            file=fx.file,
+            line=fx.line,
             key="expect.assertions",
         ) from None
 
@@ -90,7 +98,9 @@ def run_custom(scorer: CustomScorer, assertion: Assertion, response: Response) -
 def _interpret(assertion: Assertion, outcome: Any) -> AssertionScore:
     name = assertion.custom or "custom"
     if isinstance(outcome, bool):
-        return AssertionScore.check(assertion, outcome, f"{name}: {'passed' if outcome else 'failed'}")
+        return AssertionScore.check(
+            assertion, outcome, f"{name}: {'passed' if outcome else 'failed'}"
+        )
     if isinstance(outcome, tuple) and len(outcome) == 2 and isinstance(outcome[0], bool):
         return AssertionScore.check(assertion, outcome[0], f"{name}: {outcome[1]}")
     if isinstance(outcome, dict):
@@ -101,7 +111,9 @@ def _interpret(assertion: Assertion, outcome: Any) -> AssertionScore:
         if isinstance(score, bool) or not isinstance(score, int | float) or not 0.0 <= score <= 1.0:
             raise ValueError("`score` must be a number from 0 to 1")
         message = str(outcome.get("message") or ("passed" if passed else "failed"))
-        return AssertionScore.graded(assertion, float(score), passed, f"{name}: {message}", float(score))
+        return AssertionScore.graded(
+            assertion, float(score), passed, f"{name}: {message}", float(score)
+        )
     if isinstance(outcome, int | float):
         raise ValueError('a bare number is ambiguous; return {"passed": bool, "score": number}')
     raise ValueError("expected True/False, (passed, message) or {passed, score, message}")

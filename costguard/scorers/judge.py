@@ -47,7 +47,10 @@ def judge_messages(fixture: Fixture, assertion: Assertion, answer: str) -> list[
         parts.append(f"## Reference answer\n{fixture.expect.reference}")
     parts.append(f"## Answer to grade\n{answer}")
     parts.append(f"## Rubric\n{check.rubric}")
-    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
+    return [
+        {"role": "system", "content": JUDGE_SYSTEM},
+        {"role": "user", "content": "\n\n".join(parts)},
+    ]
 
 
 def judge_request(fixture: Fixture, index: int, answer: str) -> Fixture:
@@ -101,7 +104,9 @@ class Judge:
         self._backend: Backend | None = None
         self.count_prompt = count_prompt
         self.live = getattr(backend, "name", "offline") != "offline"
-        self.failure: str | None = None  # why the judge backend could not serve (shown as the reason)
+        self.failure: str | None = (
+            None  # why the judge backend could not serve (shown as the reason)
+        )
 
     @property
     def backend(self) -> Backend:
@@ -137,8 +142,16 @@ class Judge:
             request = judge_request(fx, index, response.text)
             tier = self.config.tier(self.tier_of(assertion))
             tokens, source = self.count_prompt(tier.name, request.messages)
-            calls.append(PlannedCall(arrival_index=-1, fixture=request, tier=tier, stage="judge",
-                                     prompt_tokens=tokens, input_source=source))
+            calls.append(
+                PlannedCall(
+                    arrival_index=-1,
+                    fixture=request,
+                    tier=tier,
+                    stage="judge",
+                    prompt_tokens=tokens,
+                    input_source=source,
+                )
+            )
         results = self._serve(calls)
         out = []
         for (index, response), call, result in zip(items, calls, results, strict=True):
@@ -151,7 +164,9 @@ class Judge:
                 elif self.live:
                     reason = f"the judge tier {tier} gave no reply"
                 else:
-                    reason = f"no recorded judge reply from tier {tier} (record one with a live backend)"
+                    reason = (
+                        f"no recorded judge reply from tier {tier} (record one with a live backend)"
+                    )
                 out.append(AssertionScore.unmeasured(assertion, reason))
                 continue
             try:
@@ -163,11 +178,17 @@ class Judge:
             assert check is not None
             ok = score >= check.min_score
             message = f"judge ({tier}) scored {score:.2f} {'>=' if ok else '<'} {check.min_score:g}"
-            out.append(AssertionScore.graded(assertion, score, ok, f"{message}: {why}" if why else message, score))
+            out.append(
+                AssertionScore.graded(
+                    assertion, score, ok, f"{message}: {why}" if why else message, score
+                )
+            )
         return out
 
 
-def recorded_judge_keys(fixtures: Sequence[Fixture], config: StackConfig, store: Any) -> dict[str, str]:
+def recorded_judge_keys(
+    fixtures: Sequence[Fixture], config: StackConfig, store: Any
+) -> dict[str, str]:
     """Recording keys of the judge requests that the recorded answers need (key -> judge tier).
 
     For every fixture with judge assertions and every tier with a recorded answer to it, the
@@ -188,7 +209,11 @@ def recorded_judge_keys(fixtures: Sequence[Fixture], config: StackConfig, store:
                 continue
             for i in judged:
                 check = fx.expect.assertions[i].judge
-                judge_tier = tiers.get((check.tier if check is not None else None) or config.largest.name)
+                judge_tier = tiers.get(
+                    (check.tier if check is not None else None) or config.largest.name
+                )
                 if judge_tier is not None:
-                    out[recording_key(judge_request(fx, i, rec.text), judge_tier.model)] = judge_tier.name
+                    out[recording_key(judge_request(fx, i, rec.text), judge_tier.model)] = (
+                        judge_tier.name
+                    )
     return out

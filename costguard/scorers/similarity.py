@@ -29,7 +29,9 @@ def pair_similarities(embedder: Any, left: Sequence[str], right: Sequence[str]) 
     return [float(vectors[i] @ vectors[n + i]) for i in range(n)]
 
 
-def score_similar(items: Sequence[tuple[Assertion, Response]], embedder: Any) -> list[AssertionScore]:
+def score_similar(
+    items: Sequence[tuple[Assertion, Response]], embedder: Any
+) -> list[AssertionScore]:
     """Score every `similar` assertion of a run at once."""
     references = [reference_of(a, r.fixture) or "" for a, r in items]
     sims = pair_similarities(embedder, [r.text for _, r in items], references)
@@ -40,7 +42,10 @@ def score_similar(items: Sequence[tuple[Assertion, Response]], embedder: Any) ->
         ok = sim >= threshold
         out.append(
             AssertionScore.check(
-                assertion, ok, f"similarity {sim:.3f} to the reference {'>=' if ok else '<'} {threshold:g}", sim
+                assertion,
+                ok,
+                f"similarity {sim:.3f} to the reference {'>=' if ok else '<'} {threshold:g}",
+                sim,
             )
         )
     return out

@@ -299,7 +299,9 @@ async def _complete(
 
     started = time.perf_counter()
     try:
-        async with session.post(url, data=data, headers=headers, timeout=_timeout(timeout_s)) as resp:
+        async with session.post(
+            url, data=data, headers=headers, timeout=_timeout(timeout_s)
+        ) as resp:
             if resp.status != 200:
                 raw = await resp.read()
                 raise BackendHTTPError(
@@ -431,7 +433,9 @@ async def _read_stream(
                 if chat:
                     delta = choice.get("delta")
                     if delta.__class__ is not dict:
-                        raise MalformedReplyError(f"{url}: stream chunk {chunk_no} has no 'delta'", url=url)
+                        raise MalformedReplyError(
+                            f"{url}: stream chunk {chunk_no} has no 'delta'", url=url
+                        )
                     piece = delta.get("content") or ""
                     if piece:
                         carries_token = True
@@ -513,7 +517,9 @@ def _other_chunk(chunk: Any, url: str, chunk_no: int, event: str) -> None:
         _bad_chunk(url, chunk_no, event)
     if "error" in chunk:
         status, message = _error_fields(chunk["error"])
-        raise BackendHTTPError(f"{url}: server error inside the stream: {message}", url=url, status=status)
+        raise BackendHTTPError(
+            f"{url}: server error inside the stream: {message}", url=url, status=status
+        )
     if choices is None and "usage" not in chunk:
         raise MalformedReplyError(f"{url}: stream chunk {chunk_no} has no 'choices'", url=url)
     return None
@@ -531,7 +537,9 @@ def _bad_chunk(url: str, chunk_no: int, event: str) -> NoReturn:
         raise MalformedReplyError(f"{url}: stream chunk {chunk_no} is not a JSON object", url=url)
     choices = chunk.get("choices")
     if not isinstance(choices, list) or not isinstance(choices[0], dict):
-        raise MalformedReplyError(f"{url}: stream chunk {chunk_no} has malformed 'choices'", url=url)
+        raise MalformedReplyError(
+            f"{url}: stream chunk {chunk_no} has malformed 'choices'", url=url
+        )
     raise MalformedReplyError(f"{url}: stream chunk {chunk_no} text is not a string", url=url)
 
 

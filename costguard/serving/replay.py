@@ -136,7 +136,12 @@ async def replay(
             try:
                 result = await call_with_retries(
                     lambda req=req: chat_completion(
-                        session, req.base_url, req.payload, api_key=req.api_key, timeout_s=timeout_s, stream=stream
+                        session,
+                        req.base_url,
+                        req.payload,
+                        api_key=req.api_key,
+                        timeout_s=timeout_s,
+                        stream=stream,
                     ),
                     policy,
                     on_retry=on_retry,
@@ -160,7 +165,9 @@ async def replay(
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
-            workers.extend(asyncio.create_task(work(session)) for _ in range(min(concurrency, max(n, 1))))
+            workers.extend(
+                asyncio.create_task(work(session)) for _ in range(min(concurrency, max(n, 1)))
+            )
             producer = asyncio.create_task(produce()) if request_rate_per_s is not None else None
             await asyncio.gather(*workers, return_exceptions=True)
             if producer is not None:

@@ -249,7 +249,9 @@ class Evaluator:
 
     def context(self, name: str) -> Any:
         if name not in self.contexts:
-            raise ExpressionError(f"unknown context {name!r} (available: {', '.join(sorted(self.contexts))})")
+            raise ExpressionError(
+                f"unknown context {name!r} (available: {', '.join(sorted(self.contexts))})"
+            )
         return self.contexts[name]
 
     def call(self, name: str, args: list[Any]) -> Any:
@@ -282,7 +284,11 @@ class Evaluator:
             return re.sub(r"\{\{|\}\}|\{(\d+)\}", fill, to_string(template))
         if lowered == "join":
             items, sep = args[0], (to_string(args[1]) if len(args) > 1 else ",")
-            return sep.join(to_string(x) for x in items) if isinstance(items, list) else to_string(items)
+            return (
+                sep.join(to_string(x) for x in items)
+                if isinstance(items, list)
+                else to_string(items)
+            )
         if lowered == "tojson":
             return json.dumps(args[0], indent=2)
         if lowered == "fromjson":
@@ -362,7 +368,9 @@ class ActionRun:
         parts = []
         for s in self.steps:
             if s.outcome != "skipped" and s.uses is None:
-                parts.append(f"--- {s.name} [{s.outcome}, exit {s.returncode}]\n{s.stdout}{s.stderr}")
+                parts.append(
+                    f"--- {s.name} [{s.outcome}, exit {s.returncode}]\n{s.stdout}{s.stderr}"
+                )
         return "\n".join(parts)
 
 
@@ -415,7 +423,11 @@ class CompositeRunner:
         self.workspace = Path(workspace)
         self.temp = Path(temp)
         self.env = dict(env)
-        self.github = {**github, "action_path": str(self.action_dir), "workspace": str(self.workspace)}
+        self.github = {
+            **github,
+            "action_path": str(self.action_dir),
+            "workspace": str(self.workspace),
+        }
         self.uses = dict(uses or {})
         self.timeout = timeout
 
@@ -424,7 +436,9 @@ class CompositeRunner:
         unknown = sorted(set(given) - set(declared))
         if unknown:
             raise ValueError(f"unexpected input(s) {unknown}; valid inputs are {sorted(declared)}")
-        ev = Evaluator({"github": self.github, "runner": self._runner(), "env": self.env}, lambda: False)
+        ev = Evaluator(
+            {"github": self.github, "runner": self._runner(), "env": self.env}, lambda: False
+        )
         values = {}
         for name, spec in declared.items():
             if name in given:
@@ -453,20 +467,38 @@ class CompositeRunner:
         carried_env: dict[str, str] = {}
         results = []
         for index, step in enumerate(self.action["runs"]["steps"]):
-            result = StepResult(index, step.get("id"), step.get("name") or step.get("uses") or f"step {index}", "skipped",
-                                uses=step.get("uses"))
+            result = StepResult(
+                index,
+                step.get("id"),
+                step.get("name") or step.get("uses") or f"step {index}",
+                "skipped",
+                uses=step.get("uses"),
+            )
             if ev.condition(step.get("if")):
                 if "uses" in step:
                     self._uses(step, result, ev)
                 else:
                     self._run(step, result, ev, carried_env, index)
-                if result.outcome == "failure" and not _truthy(step.get("continue-on-error", False)):
+                if result.outcome == "failure" and not _truthy(
+                    step.get("continue-on-error", False)
+                ):
                     state["failed"] = True
             if result.id:
-                conclusion = "success" if result.outcome == "failure" and step.get("continue-on-error") else result.outcome
-                steps_ctx[result.id] = {"outputs": result.outputs, "outcome": result.outcome, "conclusion": conclusion}
+                conclusion = (
+                    "success"
+                    if result.outcome == "failure" and step.get("continue-on-error")
+                    else result.outcome
+                )
+                steps_ctx[result.id] = {
+                    "outputs": result.outputs,
+                    "outcome": result.outcome,
+                    "conclusion": conclusion,
+                }
             results.append(result)
-        outputs = {name: ev.render(spec.get("value", "")) for name, spec in (self.action.get("outputs") or {}).items()}
+        outputs = {
+            name: ev.render(spec.get("value", ""))
+            for name, spec in (self.action.get("outputs") or {}).items()
+        }
         return ActionRun(results, outputs, state["failed"])
 
     def _uses(self, step: dict[str, Any], result: StepResult, ev: Evaluator) -> None:
@@ -479,9 +511,18 @@ class CompositeRunner:
             result.stderr = f"{type(exc).__name__}: {exc}"
             result.outcome = "failure"
 
-    def _run(self, step: dict[str, Any], result: StepResult, ev: Evaluator, carried_env: dict[str, str], index: int) -> None:
+    def _run(
+        self,
+        step: dict[str, Any],
+        result: StepResult,
+        ev: Evaluator,
+        carried_env: dict[str, str],
+        index: int,
+    ) -> None:
         if step.get("shell") != "bash":
-            raise ValueError(f"step {result.name!r}: composite run steps need `shell:`; the double runs bash only")
+            raise ValueError(
+                f"step {result.name!r}: composite run steps need `shell:`; the double runs bash only"
+            )
         files = self.temp / "_runner" / f"step{index}"
         files.mkdir(parents=True, exist_ok=True)
         script = files / "script.sh"
@@ -505,7 +546,11 @@ class CompositeRunner:
         started = time.perf_counter()
         proc = subprocess.run(
             ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
-            cwd=cwd, env=env, capture_output=True, text=True, timeout=self.timeout,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=self.timeout,
         )
         result.seconds = time.perf_counter() - started
         result.returncode = proc.returncode
@@ -516,4 +561,12 @@ class CompositeRunner:
         result.outcome = "success" if proc.returncode == 0 else "failure"
 
 
-__all__ = ["ActionRun", "CompositeRunner", "Evaluator", "ExpressionError", "StepResult", "parse_output_file", "to_string"]
+__all__ = [
+    "ActionRun",
+    "CompositeRunner",
+    "Evaluator",
+    "ExpressionError",
+    "StepResult",
+    "parse_output_file",
+    "to_string",
+]

@@ -157,13 +157,23 @@ class GitHubAPI:
     # -- state setup and inspection -----------------------------------------------------------
 
     def add_pr(
-        self, owner: str, repo: str, number: int, labels: list[str] | None = None, *, head_sha: str | None = None
+        self,
+        owner: str,
+        repo: str,
+        number: int,
+        labels: list[str] | None = None,
+        *,
+        head_sha: str | None = None,
     ) -> None:
         with self._lock:
             key = (owner.lower(), repo.lower(), int(number))
-            self._issues[key] = _Issue(owner, repo, int(number), list(labels or []), True, head_sha=head_sha)
+            self._issues[key] = _Issue(
+                owner, repo, int(number), list(labels or []), True, head_sha=head_sha
+            )
 
-    def add_label(self, owner: str, repo: str, number: int, name: str, *, actor: str = "octocat") -> None:
+    def add_label(
+        self, owner: str, repo: str, number: int, name: str, *, actor: str = "octocat"
+    ) -> None:
         """Label the issue/PR as `actor` did, recording a `labeled` issue event."""
         with self._lock:
             issue = self._issues[(owner.lower(), repo.lower(), int(number))]
@@ -383,7 +393,9 @@ class GitHubAPI:
         items = [_public(self._comments[cid]) for cid in issue.comment_ids]
         return self._page(req, items)
 
-    def _list_artifacts(self, req: Request, owner: str, repo: str) -> tuple[int, Any, dict[str, str]]:
+    def _list_artifacts(
+        self, req: Request, owner: str, repo: str
+    ) -> tuple[int, Any, dict[str, str]]:
         """GitHub lists artifacts newest first, wrapped in {total_count, artifacts}."""
         name = req.query.get("name")
         found = [
@@ -577,7 +589,10 @@ class GitHubAPI:
             f"{'pull' if issue.is_pr else 'issues'}/{issue.number}",
         }
         if kind == "pulls":
-            data["head"] = {"sha": issue.head_sha or f"{issue.number:040d}", "ref": f"pr-{issue.number}"}
+            data["head"] = {
+                "sha": issue.head_sha or f"{issue.number:040d}",
+                "ref": f"pr-{issue.number}",
+            }
         if issue.is_pr and kind == "issues":
             data["pull_request"] = {"url": f"{self.url}/repos/{issue.owner}/{issue.repo}/pulls/"}
         return data

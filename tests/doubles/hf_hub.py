@@ -25,7 +25,9 @@ class HubDouble:
         self.requests: list[tuple[str, str]] = []
         self._server: ThreadingHTTPServer | None = None
 
-    def add_repo(self, repo_id: str, files: dict[str, bytes], *, gated_token: str | None = None) -> str:
+    def add_repo(
+        self, repo_id: str, files: dict[str, bytes], *, gated_token: str | None = None
+    ) -> str:
         """Serve `files` as repo `repo_id`; returns its commit hash."""
         commit = hashlib.sha1(repo_id.encode()).hexdigest()
         self.repos[repo_id] = (commit, dict(files), gated_token)
@@ -46,7 +48,9 @@ class HubDouble:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        ).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -68,18 +72,34 @@ class HubDouble:
             return self._send(h, 404, {"X-Error-Code": "RepoNotFound"}, b"", body)
         repo_id, filename = f"{parts[0]}/{parts[1]}", "/".join(parts[4:])
         if repo_id not in self.repos:
-            return self._send(h, 404, {"X-Error-Code": "RepoNotFound"}, b"Repository not found", body)
+            return self._send(
+                h, 404, {"X-Error-Code": "RepoNotFound"}, b"Repository not found", body
+            )
         commit, files, gated_token = self.repos[repo_id]
         if gated_token is not None and h.headers.get("Authorization") != f"Bearer {gated_token}":
-            return self._send(h, 401, {"X-Error-Code": "GatedRepo"}, b"Access to model is restricted", body)
+            return self._send(
+                h, 401, {"X-Error-Code": "GatedRepo"}, b"Access to model is restricted", body
+            )
         if filename not in files:
-            return self._send(h, 404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit}, b"Entry not found",
-                              body)
+            return self._send(
+                h,
+                404,
+                {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit},
+                b"Entry not found",
+                body,
+            )
         data = files[filename]
         etag = hashlib.sha256(data).hexdigest()
         return self._send(h, 200, {"X-Repo-Commit": commit, "ETag": f'"{etag}"'}, data, body)
 
-    def _send(self, h: BaseHTTPRequestHandler, status: int, headers: dict[str, str], data: bytes, body: bool) -> None:
+    def _send(
+        self,
+        h: BaseHTTPRequestHandler,
+        status: int,
+        headers: dict[str, str],
+        data: bytes,
+        body: bool,
+    ) -> None:
         h.send_response(status)
         for k, v in headers.items():
             h.send_header(k, v)
