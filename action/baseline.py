@@ -17,8 +17,8 @@ from step import fail, guarded
 
 
 def main() -> None:
-    from costguard.github import GitHubClient
-    from costguard.render.github_actions import escape_data, pull_request_context, write_outputs
+    from costguard.integrations.actions import escape_data, pull_request_context, write_outputs
+    from costguard.integrations.github import GitHubClient
 
     spec = os.environ.get("INPUT_BASELINE", "")
     name = spec.removeprefix("artifact:").strip()

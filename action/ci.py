@@ -101,7 +101,7 @@ def _costguard(args: list[str]) -> int:
 
 
 def main() -> None:
-    from costguard.render.github_actions import pull_request_context, write_outputs
+    from costguard.integrations.actions import pull_request_context, write_outputs
 
     env = dict(os.environ)
     if not env.get("OUT_DIR"):

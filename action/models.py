@@ -22,18 +22,18 @@ from typing import TYPE_CHECKING
 from step import guarded
 
 if TYPE_CHECKING:
-    from costguard.config import LoadedStack
+    from costguard.model.config import LoadedStack
 
 
 def _stack(config: str) -> LoadedStack:
-    from costguard.config import load_stack
+    from costguard.model.config import load_stack
 
     return load_stack(config)
 
 
 def hub_ids(stack: LoadedStack, backend: str) -> list[str]:
     """The Hugging Face repos this run reads: hub tokenizers, plus model weights for backend vllm."""
-    from costguard.tokenization import hub_tokenizer_id
+    from costguard.text.tokenization import hub_tokenizer_id
 
     ids = set()
     for tier in stack.config.tiers:
@@ -49,7 +49,7 @@ def hub_ids(stack: LoadedStack, backend: str) -> list[str]:
 
 
 def plan(config: str, backend: str, tag: str) -> dict[str, str]:
-    from costguard.tokenization import hf_hub_cache_dir
+    from costguard.text.tokenization import hf_hub_cache_dir
 
     stack = _stack(config)
     ids = hub_ids(stack, backend)
@@ -78,7 +78,11 @@ def plan(config: str, backend: str, tag: str) -> dict[str, str]:
 
 
 def fetch_tokenizers(config: str) -> None:
-    from costguard.tokenization import fetch_hub_tokenizer, hub_tokenizer_cached, hub_tokenizer_id
+    from costguard.text.tokenization import (
+        fetch_hub_tokenizer,
+        hub_tokenizer_cached,
+        hub_tokenizer_id,
+    )
 
     stack = _stack(config)
     done: set[str] = set()
@@ -95,7 +99,7 @@ def fetch_tokenizers(config: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    from costguard.render.github_actions import write_outputs
+    from costguard.integrations.actions import write_outputs
 
     config = os.environ.get("INPUT_CONFIG") or "costguard.yaml"
     if argv == ["plan"]:

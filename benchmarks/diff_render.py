@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from costguard import api  # noqa: E402
-from costguard.diff import Baseline, diff_reports  # noqa: E402
-from costguard.github import compose_body, gh_len  # noqa: E402
+from costguard.compare.diff import Baseline, diff_reports  # noqa: E402
+from costguard.integrations.github import compose_body, gh_len  # noqa: E402
 from costguard.render.markdown import render_comment  # noqa: E402
-from costguard.report import RunReport  # noqa: E402
+from costguard.report.run_report import RunReport  # noqa: E402
 from tests.conftest import CHAT_TEMPLATE, FIXTURES_YAML, STACK_YAML, minilm_dir  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Benchmark costguard.embeddings: cold encode throughput and warm (cached) lookup throughput.
+"""Benchmark costguard.text.embeddings: cold encode throughput and warm (cached) lookup throughput.
 
     python benchmarks/embeddings.py                 # 800 prompts cold, 10k and 100k warm
     python benchmarks/embeddings.py --n 500 --repeats 5 --warm-sizes 10000
@@ -12,7 +12,7 @@ importable (they are not costguard dependencies). Each row is the best of --repe
 "min cos" is the lowest cosine between that row's vectors and the baseline's.
 
 Warm rows fill an on-disk cache with N synthetic unit vectors for N distinct prompts, then time
-a fresh interpreter (a subprocess) doing what a warm CI run does: import costguard.embeddings,
+a fresh interpreter (a subprocess) doing what a warm CI run does: import costguard.text.embeddings,
 build the Embedder and EmbeddingCache, and embed all N prompts (the cache load from disk is
 included). The child also reports the in-memory repeat throughput, per-prompt `embed([text])`
 latency percentiles, and whether torch / sentence_transformers got imported (they must not).
@@ -251,7 +251,7 @@ def _onnx_encoder(model, tmpdir: str):
 def bench_cold(n: int, repeats: int, latency_samples: int) -> list[dict]:
     import numpy as np
 
-    from costguard.embeddings import Embedder, EmbeddingCache, _cpu_has_native_bf16
+    from costguard.text.embeddings import Embedder, EmbeddingCache, _cpu_has_native_bf16
 
     texts = make_prompts(n, seed=1)
     rows: list[dict] = []
@@ -326,7 +326,7 @@ def _pcts(samples: list[float]) -> dict:
 _CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from costguard.embeddings import Embedder, EmbeddingCache
+from costguard.text.embeddings import Embedder, EmbeddingCache
 import_s = time.perf_counter() - t0
 cfg = json.loads(sys.argv[1])
 texts = json.load(open(cfg["texts"]))
@@ -352,7 +352,7 @@ print(json.dumps({
 def bench_warm(sizes: list[int], latency_samples: int) -> list[dict]:
     import numpy as np
 
-    from costguard.embeddings import Embedder, EmbeddingCache
+    from costguard.text.embeddings import Embedder, EmbeddingCache
 
     rows = []
     for size in sizes:
@@ -418,7 +418,9 @@ def main() -> None:
     args = ap.parse_args()
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# costguard.embeddings benchmark — {os.cpu_count()} CPUs, load average {load:.1f}\n")
+    print(
+        f"# costguard.text.embeddings benchmark — {os.cpu_count()} CPUs, load average {load:.1f}\n"
+    )
     if not args.skip_cold:
         rows = bench_cold(args.n, args.repeats, args.latency_samples)
         print(

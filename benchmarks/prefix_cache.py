@@ -1,4 +1,4 @@
-"""Throughput and memory of the APC simulator (costguard.caches.prefix) on a realistic mix.
+"""Throughput and memory of the APC simulator (costguard.engine.caches.prefix) on a realistic mix.
 
 10,000 requests x 2,000 prompt tokens (20M tokens, ids generated up front, not timed):
 70% start with one of 20 shared system prefixes of 1,000-1,500 tokens followed by a unique
@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from costguard.caches.prefix import PrefixCacheSimulator  # noqa: E402
+from costguard.engine.caches.prefix import PrefixCacheSimulator  # noqa: E402
 
 VOCAB = 150_000
 CASES = ["unlimited", "200000", "20000", "4000"]

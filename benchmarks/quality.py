@@ -20,11 +20,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from costguard.config import StackConfig  # noqa: E402
-from costguard.fixtures import Expect, Fixture, Sampling  # noqa: E402
-from costguard.quality import Answer, QualityScorer, quality_section  # noqa: E402
-from costguard.records import RequestRecord  # noqa: E402
-from costguard.scorers import Response  # noqa: E402
+from costguard.engine.quality.assess import Answer, QualityScorer, quality_section  # noqa: E402
+from costguard.engine.quality.scorers import Response  # noqa: E402
+from costguard.engine.records import RequestRecord  # noqa: E402
+from costguard.model.config import StackConfig  # noqa: E402
+from costguard.model.fixtures import Expect, Fixture, Sampling  # noqa: E402
 
 CONFIG = StackConfig.model_validate(
     {
@@ -118,7 +118,7 @@ def bench_checks(n: int) -> list[tuple[str, str]]:
 
 
 def bench_similar(n: int) -> list[tuple[str, str]]:
-    from costguard.embeddings import Embedder, EmbeddingCache
+    from costguard.text.embeddings import Embedder, EmbeddingCache
 
     rng = random.Random(9)
     fxs = []

@@ -70,8 +70,8 @@ def _bundled() -> tuple[object, list[object]]:
 
 
 def _inputs(texts: list[str]) -> list[object]:
-    from costguard.fixtures import Expect, Fixture, Sampling
-    from costguard.router import RouteInput
+    from costguard.engine.routing.router import RouteInput
+    from costguard.model.fixtures import Expect, Fixture, Sampling
 
     return [
         RouteInput(
@@ -92,8 +92,8 @@ def _inputs(texts: list[str]) -> list[object]:
 
 
 def _router(config: object, cache_dir: str | None, precision: str | None = None) -> object:
-    from costguard.embeddings import EmbeddingCache
-    from costguard.router import build_router
+    from costguard.engine.routing.router import build_router
+    from costguard.text.embeddings import EmbeddingCache
 
     if precision is not None:
         config = config.model_copy(
@@ -104,8 +104,8 @@ def _router(config: object, cache_dir: str | None, precision: str | None = None)
 
 
 def bench_cold(n: int, repeats: int) -> tuple[list[dict], list[str]]:
-    from costguard.complexity import routed_text
-    from costguard.router import RouteInput
+    from costguard.engine.routing.complexity import routed_text
+    from costguard.engine.routing.router import RouteInput
 
     project, fixtures = _bundled()
     config = project.config  # type: ignore[attr-defined]
@@ -127,7 +127,7 @@ def bench_cold(n: int, repeats: int) -> tuple[list[dict], list[str]]:
     rows = []
     decisions: dict[str, list[str]] = {}
     variants = [("float32 (default), token-bucketed batches", "float32")]
-    from costguard.embeddings import _cpu_has_native_bf16
+    from costguard.text.embeddings import _cpu_has_native_bf16
 
     if _cpu_has_native_bf16():
         variants.append(("bfloat16 autocast (precision: auto on this CPU)", "bfloat16"))
@@ -187,8 +187,8 @@ import json, sys, time
 cfg = json.loads(sys.argv[1])
 t0 = time.perf_counter()
 from costguard import api
-from costguard.embeddings import EmbeddingCache
-from costguard.router import build_router
+from costguard.text.embeddings import EmbeddingCache
+from costguard.engine.routing.router import build_router
 sys.path.insert(0, cfg["root"])
 from benchmarks.routing import _inputs
 texts = json.load(open(cfg["texts"]))
@@ -214,8 +214,8 @@ print(json.dumps({"first_s": t2 - t1, "repeat_s": t3 - t2, "lat": lat, "n": len(
 def bench_warm(sizes: list[int], latency_samples: int) -> list[dict]:
     import numpy as np
 
-    from costguard.complexity import routed_text
-    from costguard.embeddings import EmbeddingCache
+    from costguard.engine.routing.complexity import routed_text
+    from costguard.text.embeddings import EmbeddingCache
 
     project, _ = _bundled()
     config = project.config  # type: ignore[attr-defined]

@@ -1,3 +1,3 @@
-from costguard.cli import main
+from costguard.cli.main import main
 
 main()

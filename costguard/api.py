@@ -16,18 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from costguard import __version__
-from costguard.backends import Backend
-from costguard.config import LoadedStack, StackConfig, load_stack
-from costguard.diff import Baseline, DiffReport, diff_reports
+from costguard.compare.diff import Baseline, DiffReport, diff_reports
+from costguard.engine.backends import Backend
+from costguard.engine.pipeline import CacheSimulation, Pipeline, Progress, PromptTokens
+from costguard.engine.records import RequestRecord
+from costguard.engine.routing.router import RoutingRun, build_router, router_tokenizer_tier
 from costguard.errors import ConfigError, UsageError
-from costguard.fixtures import Fixture, load_fixtures
-from costguard.pipeline import CacheSimulation, Pipeline, Progress, PromptTokens
-from costguard.policy import Acknowledgement, MetricContext, PolicyResult, evaluate, load_policy
-from costguard.pricing import TierPrice, resolve_price
-from costguard.projection import aggregate
-from costguard.records import RequestRecord
-from costguard.report import SCHEMA_VERSION, RunReport
-from costguard.router import RoutingRun, build_router, router_tokenizer_tier
+from costguard.model.config import LoadedStack, StackConfig, load_stack
+from costguard.model.fixtures import Fixture, load_fixtures
+from costguard.model.pricing import TierPrice, resolve_price
+from costguard.policy.engine import (
+    Acknowledgement,
+    MetricContext,
+    PolicyResult,
+    evaluate,
+    load_policy,
+)
+from costguard.report.projection import aggregate
+from costguard.report.run_report import SCHEMA_VERSION, RunReport
 
 DEFAULT_CONFIG = "costguard.yaml"
 
@@ -74,7 +80,7 @@ class Project:
     def recordings(self) -> Any:
         """The project's RecordingStore (recorded responses), loaded on first use."""
         if self._recordings is None:
-            from costguard.recordings import RecordingStore
+            from costguard.engine.recordings import RecordingStore
 
             self._recordings = RecordingStore(self.recordings_dir)
         return self._recordings
@@ -82,7 +88,7 @@ class Project:
     def tokenizer(self, tier_name: str) -> Any:
         """The tier's ChatTokenizer (tiers with the same tokenizer spec share one instance)."""
         if tier_name not in self._tokenizers:
-            from costguard.tokenization import load_tokenizer
+            from costguard.text.tokenization import load_tokenizer
 
             index = next(i for i, t in enumerate(self.config.tiers) if t.name == tier_name)
             spec = self.config.tiers[index].tokenizer
@@ -100,13 +106,13 @@ class Project:
         """The sentence embedder for `model` (default all-MiniLM-L6-v2) over the project's embedding
         cache: one per model and precision, shared by the embedding routers, the semantic cache,
         `similar` assertions, agreement and the variants of `frontier`."""
-        from costguard.embeddings import DEFAULT_MODEL
+        from costguard.text.embeddings import DEFAULT_MODEL
 
         key = f"embedder:{model or DEFAULT_MODEL}" + (
             f"@{precision}" if precision != "auto" else ""
         )
         if key not in self._shared:
-            from costguard.embeddings import Embedder
+            from costguard.text.embeddings import Embedder
 
             self._shared[key] = Embedder(
                 model or DEFAULT_MODEL, cache=self.embedding_cache(), precision=precision
@@ -116,7 +122,7 @@ class Project:
     def embedding_cache(self) -> Any:
         """The project's on-disk embedding cache (`<cache_dir>/embeddings`), one instance for every embedder."""
         if "embedding_cache" not in self._shared:
-            from costguard.embeddings import EmbeddingCache
+            from costguard.text.embeddings import EmbeddingCache
 
             self._shared["embedding_cache"] = EmbeddingCache(
                 directory=self.cache_dir / "embeddings"
@@ -153,7 +159,7 @@ class Project:
         if self._prices is None:
             profiles: dict[str, Any] = {}
             if self.config.recordings.measured_throughput:
-                from costguard.recordings import load_throughput
+                from costguard.engine.recordings import load_throughput
 
                 profiles = load_throughput(self.recordings_dir)
             prices = {}
@@ -161,7 +167,7 @@ class Project:
                 assert tier.pricing is not None  # load_stack rejects unpriced tiers
                 measured = None
                 if profiles and tier.pricing.kind == "gpu_time":
-                    from costguard.recordings import measured_throughput
+                    from costguard.engine.recordings import measured_throughput
 
                     measured = measured_throughput(profiles, tier)
                 prices[tier.name] = resolve_price(
@@ -187,7 +193,7 @@ class Project:
             ],
             "templates": [{"path": rel(Path(t)), "sha256": _sha256(Path(t))} for t in templates],
         }
-        from costguard.recordings import RESPONSES_FILE, THROUGHPUT_FILE
+        from costguard.engine.recordings import RESPONSES_FILE, THROUGHPUT_FILE
 
         recorded = [self.recordings_dir / name for name in (RESPONSES_FILE, THROUGHPUT_FILE)]
         if self.config.recordings.use and any(p.exists() for p in recorded):
@@ -225,7 +231,7 @@ def load_project(
 def with_variant(project: Project, name: str) -> Project:
     """The project with one of its stack variants applied (`costguard frontier --list` names them):
     e.g. "only large", to record every fixture on the large tier with a live backend."""
-    from costguard.variants import build_variants, select_variants
+    from costguard.model.variants import build_variants, select_variants
 
     (variant,) = select_variants(build_variants(project.stack), [name])
     return project.with_config(variant.config, variant.name)
@@ -254,7 +260,7 @@ def count_prompt_tokens(
     tiers with the same tokenizer), with the ids of the replies that later fixtures of a
     conversation show (so generated blocks can be reused by the follow-up turn).
     """
-    from costguard.tokenization import TokenCountCache, encode_chat_cached
+    from costguard.text.tokenization import TokenCountCache, encode_chat_cached
 
     cache = TokenCountCache(project.cache_dir)
     messages = [fx.messages for fx in project.fixtures]
@@ -283,7 +289,7 @@ def count_prompt_tokens(
             if need_ids and hit[1] is not None:
                 ids[tier.name] = hit[1]
                 if reply_texts is None:
-                    from costguard.caches.prefix_fleet import conversation_replies
+                    from costguard.engine.caches.prefix_fleet import conversation_replies
 
                     reply_texts = conversation_replies(project.fixtures)
                 if tok.fingerprint not in replies_by_fingerprint:
@@ -305,7 +311,7 @@ def count_prompt_tokens(
 
 def build_prefix_fleet(project: Project) -> Any:
     """The stack's prefix-cache simulators (None when the layer is off); capacity errors are located."""
-    from costguard.caches.prefix_fleet import PrefixCacheFleet, kv_capacity, simulated_tiers
+    from costguard.engine.caches.prefix_fleet import PrefixCacheFleet, kv_capacity, simulated_tiers
 
     tiers = simulated_tiers(project.config)
     if not tiers:
@@ -326,8 +332,8 @@ def quality_scorer(project: Project, backend: Backend) -> Any:
     """The QualityScorer of a run: `similar` embeds through the project's embedding cache, `judge`
     requests go through the run's backend (offline: recorded judge replies), custom scorers are
     imported from the project root. Every assertion is checked here, before the run starts."""
-    from costguard.quality import QualityScorer
-    from costguard.scorers.judge import Judge
+    from costguard.engine.quality.assess import QualityScorer
+    from costguard.engine.quality.scorers.judge import Judge
 
     def count_prompt(tier: str, messages: list[dict[str, Any]]) -> tuple[int, str]:
         tok = project.tokenizer(tier)
@@ -359,7 +365,7 @@ def tier_agreement(project: Project) -> dict[str, Any] | None:
     store = project.recordings()
     if not len(store):
         return None
-    from costguard.agreement import agreement_section
+    from costguard.engine.quality.agreement import agreement_section
 
     def recorded_text(fixture: Fixture, tier: Any) -> str | None:
         rec = store.get(fixture, tier)
@@ -420,17 +426,17 @@ def open_backend(
         project.recordings() if (live and settings.record) or config.recordings.use else None
     )
     if name == "offline":
-        from costguard.backends.offline import OfflineBackend
+        from costguard.engine.backends.offline import OfflineBackend
 
         yield OfflineBackend(config, recordings)
         return
-    from costguard.backends.live import LiveBackend, Target, endpoint_targets
+    from costguard.engine.backends.live import LiveBackend, Target, endpoint_targets
 
     if name == "endpoint":
         yield LiveBackend(project.stack, endpoint_targets(project.stack), name="endpoint",
                           recordings=recordings, replay=settings, progress=progress)  # fmt: skip
         return
-    from costguard import stack as stack_processes
+    from costguard.serving import stack as stack_processes
 
     state = stack_processes.read_state(project.stack)
     launched = None
@@ -574,7 +580,7 @@ def _backend_sections(
         extra["shard"] = {"index": shard[0], "count": shard[1]}
     profiles = getattr(backend, "profiles", {})
     if profiles and complete and backend.settings.record:
-        from costguard.recordings import save_throughput
+        from costguard.engine.recordings import save_throughput
 
         stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         path = save_throughput(
@@ -583,7 +589,7 @@ def _backend_sections(
         extra["throughput_profile"] = {"path": project._relative(path), "tiers": profiles}
     recordings = getattr(backend, "recordings", None)
     if recordings is not None and (len(recordings) or recordings.added):
-        from costguard.recordings import describe
+        from costguard.engine.recordings import describe
 
         audit = recordings.audit(project.fixtures, project.config)
         section = {
@@ -663,7 +669,7 @@ def build_report(
         )
     quality = sections.get("quality")
     if quality is not None:
-        from costguard.quality import unmeasured_warning
+        from costguard.engine.quality.assess import unmeasured_warning
 
         note = unmeasured_warning(quality)
         if note:
@@ -750,7 +756,7 @@ def load_baseline(
     cache_dir: Path | None = None,
 ) -> Baseline:
     """The baseline from a report file or artifact directory (`path`) or a git ref, or none."""
-    from costguard import baseline as store
+    from costguard.compare import baseline as store
 
     if path is not None and base_ref is not None:
         raise UsageError("give either a baseline file/directory or --base-ref, not both")
@@ -789,7 +795,7 @@ def merge_shards(project: Project, reports: Sequence[RunReport]) -> RunReport:
     recordings); records are re-aggregated once here, as an unsharded run would. The merged
     report is complete only if every shard is.
     """
-    from costguard.records import RequestRecord
+    from costguard.engine.records import RequestRecord
 
     if not reports:
         raise UsageError("give the shard reports to merge")
@@ -839,7 +845,7 @@ def merge_shards(project: Project, reports: Sequence[RunReport]) -> RunReport:
     shards.sort(key=lambda s: s[0])
     carried = shards[0][2].get("cache_simulation")
     simulation = CacheSimulation.from_dict(carried) if isinstance(carried, dict) else None
-    from costguard.routing_metrics import routing_run_from_reports
+    from costguard.engine.routing.metrics import routing_run_from_reports
 
     sections = aggregate(
         records, project.config, project.prices(), simulation=simulation,

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from costguard.github import is_ours, marker
+from costguard.integrations.github import is_ours, marker
 from tests.conftest import REPO, git, write
 from tests.doubles.actions_runner import ActionRun, CompositeRunner, Evaluator
 from tests.doubles.github_api import GitHubAPI
@@ -197,7 +197,7 @@ def test_vllm_steps_call_the_stack_commands_with_options_the_cli_accepts() -> No
         and "--timeout" in calls["up"]
     )
     assert "--out" in calls["logs"]
-    from costguard.cli import cli
+    from costguard.cli.main import cli
 
     if "stack" not in cli.commands:
         pytest.skip("`costguard stack` is not on this branch yet (live backends)")
@@ -288,7 +288,7 @@ def test_ci_script_maps_inputs_to_costguard_commands() -> None:
         "reports/base.json",
     ]
     assert ci.baseline_args({"INPUT_BASELINE": "file:a:b.json"}) == ["--baseline", "a:b.json"]
-    from costguard.cli import cli
+    from costguard.cli.main import cli
 
     for args in (offline, live, run):  # every option exists on the real command
         cli.make_context("costguard", list(args))
@@ -550,7 +550,7 @@ def test_artifact_baseline_from_the_newest_run_on_the_base_branch(
     gh.add_artifact(OWNER, NAME, "costguard-live", run_id=504, head_branch="main", expired=True)
     gh.add_artifact(OWNER, NAME, "costguard-other", run_id=505, head_branch="main")
     git(pr_repo, "checkout", "-q", "HEAD~2")
-    from costguard.cli import main as cli_main
+    from costguard.cli.main import main as cli_main
 
     old = Path.cwd()
     os.chdir(pr_repo)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from costguard.agreement import agreement_section
-from costguard.config import StackConfig
-from costguard.embeddings import Embedder, EmbeddingCache
-from costguard.fixtures import Expect, Fixture, Sampling
-from costguard.policy import MetricContext, Rule
-from costguard.report import RunReport
+from costguard.engine.quality.agreement import agreement_section
+from costguard.model.config import StackConfig
+from costguard.model.fixtures import Expect, Fixture, Sampling
+from costguard.policy.engine import MetricContext, Rule
+from costguard.report.run_report import RunReport
+from costguard.text.embeddings import Embedder, EmbeddingCache
 
 CONFIG = StackConfig.model_validate(
     {
@@ -68,7 +68,9 @@ def test_agreement_compares_each_tier_with_the_largest() -> None:
         "similarity": round(small["min"], 6),
     }
 
-    from costguard.floors import _tier_agreement  # the policy metric reads the section
+    from costguard.policy.metrics.quality import (
+        _tier_agreement,  # the policy metric reads the section
+    )
 
     report = RunReport({"complete": True, "agreement": section})
     value = _tier_agreement(MetricContext(report=report), Rule(metric="tier_agreement", min=0.9))

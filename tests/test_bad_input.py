@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from costguard.cli import main
+from costguard.cli.main import main
 from costguard.errors import ConfigError
-from costguard.fixtures import load_fixture_file
+from costguard.model.fixtures import load_fixture_file
 from tests.conftest import run_cli
 
 

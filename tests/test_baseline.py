@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from costguard.baseline import baseline_from_git_ref, baseline_from_path
+from costguard.compare.baseline import baseline_from_git_ref, baseline_from_path
 from costguard.errors import ConfigError, UsageError
 from tests.conftest import TEMPLATE_V1, TEMPLATE_V2, git, minilm_dir, run_cli
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from costguard import api
-from costguard.caches.metrics import _semantic_false_hit_rate
 from costguard.errors import ConfigError
-from costguard.policy import MetricContext, Rule, evaluate, load_policy
-from costguard.report import RunReport
+from costguard.policy.engine import MetricContext, Rule, evaluate, load_policy
+from costguard.policy.metrics.caches import _semantic_false_hit_rate
+from costguard.report.run_report import RunReport
 from tests.conftest import run_cli, write
 from tests.test_prefix_pipeline import SHARED_PREFIX, _project
 

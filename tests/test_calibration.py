@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from costguard.calibration import (
+from costguard.engine.routing.calibration import (
     Calibration,
     calibrate,
     edit_thresholds,
@@ -14,8 +14,8 @@ from costguard.calibration import (
     resolve_targets,
     shares_at,
 )
-from costguard.config import load_stack
 from costguard.errors import UsageError
+from costguard.model.config import load_stack
 from tests.conftest import write
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from costguard import api
-from costguard.backends import CallResult, PlannedCall
-from costguard.backends.offline import OfflineBackend
-from costguard.cascade import fit_logistic
-from costguard.pipeline import Pipeline
-from costguard.router import build_router
+from costguard.engine.backends import CallResult, PlannedCall
+from costguard.engine.backends.offline import OfflineBackend
+from costguard.engine.pipeline import Pipeline
+from costguard.engine.routing.cascade import fit_logistic
+from costguard.engine.routing.router import build_router
 from tests.conftest import write
 
 FIXTURES = """\
@@ -191,7 +191,7 @@ def test_cascade_disabled_is_off(cascade_project: Path) -> None:
 def test_merged_shards_report_the_same_routing_as_one_run(
     cascade_project: Path, tmp_path: Path
 ) -> None:
-    from costguard.report import load_report
+    from costguard.report.run_report import load_report
 
     project = api.load_project(cascade_project)
     whole = api.run(project).get("routing")

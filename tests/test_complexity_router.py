@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from costguard import api
-from costguard.calibration import calibrate, write_thresholds
+from costguard.engine.routing.calibration import calibrate, write_thresholds
 from costguard.errors import ConfigError
 from tests.conftest import REPO, replace_router, run_cli
 

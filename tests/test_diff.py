@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from costguard import api
-from costguard.diff import Baseline, change, diff_reports, load_diff
+from costguard.compare.diff import Baseline, change, diff_reports, load_diff
 from costguard.errors import ConfigError
-from costguard.report import RunReport
+from costguard.report.run_report import RunReport
 
 
 def _run(project_dir: Path) -> RunReport:

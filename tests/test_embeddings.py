@@ -1,4 +1,4 @@
-"""costguard.embeddings with the real all-MiniLM-L6-v2 model (loaded once for the module)."""
+"""costguard.text.embeddings with the real all-MiniLM-L6-v2 model (loaded once for the module)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from costguard import embeddings as emb
-from costguard.embeddings import (
+from costguard.errors import ConfigError
+from costguard.text import embeddings as emb
+from costguard.text.embeddings import (
     Embedder,
     EmbeddingCache,
     EmbeddingCacheWarning,
@@ -24,7 +25,6 @@ from costguard.embeddings import (
     default_cache_dir,
     text_key,
 )
-from costguard.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.xdist_group("embeddings-model")
@@ -84,8 +84,8 @@ def test_import_and_model_resolution_do_not_load_numpy_or_torch(tmp_path):
     out = _run_child(
         """
         import sys
-        import costguard.embeddings as e
-        assert "numpy" not in sys.modules, "import costguard.embeddings pulled in numpy"
+        import costguard.text.embeddings as e
+        assert "numpy" not in sys.modules, "import costguard.text.embeddings pulled in numpy"
         emb = e.Embedder(cache=e.EmbeddingCache(directory=sys.argv[1]))
         assert emb.model_id.startswith("all-MiniLM-L6-v2@"), emb.model_id
         assert emb.dim == 384
@@ -170,7 +170,7 @@ def test_warm_embed_in_a_subprocess_never_imports_torch(embedder, cache_dir, tmp
         """
         import json, sys
         import numpy as np
-        from costguard.embeddings import Embedder, EmbeddingCache
+        from costguard.text.embeddings import Embedder, EmbeddingCache
         cache_dir, tmp = sys.argv[1], sys.argv[2]
         texts = json.load(open(tmp + "/texts.json"))
         e = Embedder(cache=EmbeddingCache(directory=cache_dir))
@@ -287,7 +287,7 @@ def test_concurrent_writers_never_corrupt_the_cache(tmp_path):
     child = """
         import hashlib, sys
         import numpy as np
-        from costguard.embeddings import EmbeddingCache
+        from costguard.text.embeddings import EmbeddingCache
         def vec(t):
             seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
             v = np.random.default_rng(seed).standard_normal(8).astype(np.float32)

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from costguard.config import load_stack
+from costguard.compare.frontier import OBJECTIVES, VariantOutcome, dominates, non_dominated, place
 from costguard.errors import ConfigError
-from costguard.frontier import OBJECTIVES, VariantOutcome, dominates, non_dominated, place
-from costguard.variants import build_variants, set_path
+from costguard.model.config import load_stack
+from costguard.model.variants import build_variants, set_path
 
 
 def outcome(

@@ -1,4 +1,4 @@
-"""costguard.github against the GitHub API double (tests/doubles/github_api.py) over real HTTP."""
+"""costguard.integrations.github against the GitHub API double (tests/doubles/github_api.py) over real HTTP."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 
 from costguard.errors import GitHubError
-from costguard.github import (
+from costguard.integrations.github import (
     COMMENT_LIMIT,
     CommentResult,
     GitHubClient,

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from costguard.commands.options import COMMENT_MODES
-from costguard.github import MODES
-from costguard.pull_request import find_acknowledgement
-from costguard.render.github_actions import (
+from costguard.cli.options import COMMENT_MODES
+from costguard.integrations.actions import (
     annotations,
     append_summary,
     escape_data,
@@ -17,6 +15,8 @@ from costguard.render.github_actions import (
     pull_request_context,
     write_outputs,
 )
+from costguard.integrations.github import MODES
+from costguard.integrations.pull_request import find_acknowledgement
 
 
 def _diff(verdicts: list[dict]) -> dict:

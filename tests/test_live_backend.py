@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from costguard.recordings import RESPONSES_FILE, THROUGHPUT_FILE
+from costguard.engine.recordings import RESPONSES_FILE, THROUGHPUT_FILE
 from tests.conftest import REPO, STACK_YAML, minilm_dir, run_cli, write
 from tests.doubles.fake_vllm import FakeVLLM
 from tests.test_openai_client import tiny_server

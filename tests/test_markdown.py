@@ -19,8 +19,8 @@ import pytest
 from markdown_it import MarkdownIt
 
 from costguard import api
-from costguard.diff import Baseline, diff_reports
-from costguard.github import COMMENT_LIMIT, compose_body, gh_len, is_ours, marker
+from costguard.compare.diff import Baseline, diff_reports
+from costguard.integrations.github import COMMENT_LIMIT, compose_body, gh_len, is_ours, marker
 from costguard.render.markdown import md, render
 from tests.conftest import write
 

@@ -9,9 +9,14 @@ from pathlib import Path
 import pytest
 
 from costguard import api
+from costguard.engine.observed import (
+    ObservedCall,
+    observe_response,
+    observed_records,
+    serve_request,
+)
 from costguard.errors import ConfigError, UsageError
-from costguard.observed import ObservedCall, observe_response, observed_records, serve_request
-from costguard.pytest_session import fixture_item, quality_failure
+from costguard.pytest_plugin.session import fixture_item, quality_failure
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from costguard.github import is_ours, marker
+from costguard.integrations.github import is_ours, marker
 from tests.conftest import git, run_cli, write
 from tests.doubles.github_api import GitHubAPI
 
@@ -225,7 +225,7 @@ def test_posting_a_finished_diff_file_and_dry_run(git_project: Path, gh: GitHubA
 
 def test_token_never_appears_in_output_or_errors(project_dir: Path, gh: GitHubAPI) -> None:
     from costguard import api
-    from costguard.diff import Baseline
+    from costguard.compare.diff import Baseline
 
     diff, _ = api.compare(
         api.run(api.load_project(project_dir / "costguard.yaml")), Baseline(None, "none", "x")

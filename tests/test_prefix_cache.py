@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from costguard.caches.prefix import PrefixCacheSimulator, PrefixLookup, derive_num_gpu_blocks
+from costguard.engine.caches.prefix import PrefixCacheSimulator, PrefixLookup, derive_num_gpu_blocks
 
 BS = 16
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from costguard import api
-from costguard.caches.prefix_fleet import conversation_replies
-from costguard.config import load_stack
+from costguard.engine.caches.prefix_fleet import conversation_replies
+from costguard.engine.pipeline import arrival_order
 from costguard.errors import ConfigError
-from costguard.pipeline import arrival_order
+from costguard.model.config import load_stack
 from tests.conftest import REPO, minilm_dir, replace_router, run_cli, write
 
 SYSTEM = (

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from costguard import api
-from costguard.pipeline import arrival_order, monthly_requests
-from costguard.pricing import PricingConfig, resolve_price
-from costguard.projection import weighted_percentile
+from costguard.engine.pipeline import arrival_order, monthly_requests
+from costguard.model.pricing import PricingConfig, resolve_price
+from costguard.report.projection import weighted_percentile
 from tests.conftest import minilm_dir
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from costguard import api
-from costguard.policy import format_value
+from costguard.policy.engine import format_value
 from tests.conftest import CHAT_TEMPLATE, FIXTURES_YAML, REPO, STACK_YAML, minilm_dir
 
 POLICY_YAML = """\
@@ -164,7 +164,7 @@ def test_plugin_without_the_flag_imports_nothing_heavy(
         test_modules="""
         import sys
 
-        HEAVY = ["costguard.api", "costguard.config", "costguard.pytest_session", "pydantic", "rich",
+        HEAVY = ["costguard.api", "costguard.model.config", "costguard.pytest_plugin.session", "pydantic", "rich",
                  "tokenizers", "tiktoken", "torch", "sentence_transformers", "numpy", "jinja2", "yaml",
                  "aiohttp", "requests"]
 
@@ -485,7 +485,7 @@ def test_bundled_example_passes_its_default_policy_and_fails_the_strict_one(
         (shutil.copytree if source.is_dir() else shutil.copy)(source, pytester.path / name)
     n_fixtures = len(api.load_project(pytester.path / "costguard.yaml").fixtures)
 
-    from costguard.policy import METRICS, load_policy
+    from costguard.policy.engine import METRICS, load_policy
 
     rules = load_policy(pytester.path / "policies" / "default.yaml").rules.values()
     need_baseline = sum(

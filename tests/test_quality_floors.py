@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from costguard.engine.quality.assess import quality_section
+from costguard.engine.records import RequestRecord
 from costguard.errors import ConfigError
-from costguard.policy import MetricContext, evaluate, load_policy
-from costguard.quality import quality_section
-from costguard.records import RequestRecord
-from costguard.report import RunReport
+from costguard.policy.engine import MetricContext, evaluate, load_policy
+from costguard.report.run_report import RunReport
 
 
 def record(fid: str, suite: str, monthly: float, quality: dict | None) -> RequestRecord:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from costguard import api
-from costguard.frontier import evaluate
-from costguard.recordings import RESPONSES_FILE
-from costguard.variants import build_variants
+from costguard.compare.frontier import evaluate
+from costguard.engine.recordings import RESPONSES_FILE
+from costguard.model.variants import build_variants
 from tests.conftest import CHAT_TEMPLATE, run_cli
 from tests.doubles.fake_vllm import FakeVLLM
 from tests.test_live_backend import configure

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from costguard import api
-from costguard.diff import Baseline, diff_reports
+from costguard.compare.diff import Baseline, diff_reports
 from costguard.render.markdown import render_comment
 from tests.conftest import run_cli
 

@@ -7,21 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from costguard.backends import CallResult
-from costguard.config import StackConfig
-from costguard.errors import ConfigError
-from costguard.fixtures import Expect, Fixture, Sampling
-from costguard.pytest_session import quality_failure
-from costguard.quality import (
+from costguard.engine.backends import CallResult
+from costguard.engine.quality.assess import (
     Answer,
     QualityScorer,
     fixture_quality,
     passes_expectations,
     score_response,
 )
-from costguard.scorers import AssertionScore, Response
-from costguard.scorers.checks import run_check
-from costguard.scorers.judge import Judge, judge_request, parse_verdict
+from costguard.engine.quality.scorers import AssertionScore, Response
+from costguard.engine.quality.scorers.checks import run_check
+from costguard.engine.quality.scorers.judge import Judge, judge_request, parse_verdict
+from costguard.errors import ConfigError
+from costguard.model.config import StackConfig
+from costguard.model.fixtures import Expect, Fixture, Sampling
+from costguard.pytest_plugin.session import quality_failure
 
 CONFIG = StackConfig.model_validate(
     {
@@ -424,7 +424,7 @@ def test_answers_without_a_response_keep_the_reason() -> None:
 
 @pytest.fixture(scope="module")
 def embedder():  # noqa: ANN201
-    from costguard.embeddings import Embedder, EmbeddingCache
+    from costguard.text.embeddings import Embedder, EmbeddingCache
 
     return Embedder(cache=EmbeddingCache.memory())
 

@@ -8,10 +8,16 @@ from pathlib import Path
 import pytest
 
 from costguard import api
-from costguard.diff import Baseline
+from costguard.compare.diff import Baseline
 from costguard.errors import ConfigError
-from costguard.policy import Acknowledgement, MetricContext, acknowledge, evaluate, load_policy
-from costguard.report import RunReport
+from costguard.policy.engine import (
+    Acknowledgement,
+    MetricContext,
+    acknowledge,
+    evaluate,
+    load_policy,
+)
+from costguard.report.run_report import RunReport
 from tests.conftest import run_cli, write
 
 POLICY = """\

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from costguard.engine.recordings import Recording, RecordingStore, confidence_from_reply
 from costguard.errors import ConfigError
-from costguard.pricing import TierPrice
-from costguard.recordings import Recording, RecordingStore, confidence_from_reply
+from costguard.model.pricing import TierPrice
 from costguard.serving.metrics import ClientUsage, HistogramStat, MetricsDelta, reconcile
 from costguard.serving.openai_client import CompletionResult, RetryPolicy
 from costguard.serving.replay import (

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from costguard import api
-from costguard.caches.exact import ExactResultCache, normalize_text
-from costguard.caches.pii import PiiGuard, luhn_valid
-from costguard.config import load_stack
+from costguard.engine.caches.exact import ExactResultCache, normalize_text
+from costguard.engine.caches.pii import PiiGuard, luhn_valid
+from costguard.engine.pipeline import arrival_times
+from costguard.engine.quality.assess import passes_expectations
 from costguard.errors import ConfigError
-from costguard.fixtures import Expect, Fixture, Sampling
-from costguard.pipeline import arrival_times
-from costguard.quality import passes_expectations
+from costguard.model.config import load_stack
+from costguard.model.fixtures import Expect, Fixture, Sampling
 from tests.conftest import run_cli, write
 
 

@@ -8,15 +8,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from costguard.complexity import exemplar_scores, knn_scores, routed_text, tier_for_score
-from costguard.config import ScoreThreshold, StackConfig
+from costguard.engine.records import RequestRecord, RouteAlternatives
+from costguard.engine.routing.complexity import (
+    exemplar_scores,
+    knn_scores,
+    routed_text,
+    tier_for_score,
+)
+from costguard.engine.routing.metrics import (
+    apgr,
+    cpt,
+    pgr_at,
+    pgr_curve,
+    router_overhead,
+    routing_details,
+)
+from costguard.engine.routing.router import (
+    RouterOverhead,
+    RoutingRun,
+    sufficient_rank,
+    tiers_by_strength,
+)
 from costguard.errors import ConfigError
-from costguard.fixtures import Expect, Fixture, Sampling
-from costguard.policy import MetricContext, Rule, evaluate, load_policy
-from costguard.records import RequestRecord, RouteAlternatives
-from costguard.report import RunReport
-from costguard.router import RouterOverhead, RoutingRun, sufficient_rank, tiers_by_strength
-from costguard.routing_metrics import apgr, cpt, pgr_at, pgr_curve, router_overhead, routing_details
+from costguard.model.config import ScoreThreshold, StackConfig
+from costguard.model.fixtures import Expect, Fixture, Sampling
+from costguard.policy.engine import MetricContext, Rule, evaluate, load_policy
+from costguard.report.run_report import RunReport
 from tests.conftest import write
 
 
@@ -354,7 +371,7 @@ router:
 def test_router_config_errors_name_the_key(
     tmp_path: Path, old: str, new: str, message: str
 ) -> None:
-    from costguard.config import load_stack
+    from costguard.model.config import load_stack
 
     text = STACK + ROUTER
     assert old in text
@@ -374,7 +391,7 @@ def test_router_config_errors_name_the_key(
     ],
 )
 def test_cascade_config_errors(tmp_path: Path, cascade: str, message: str) -> None:
-    from costguard.config import load_stack
+    from costguard.model.config import load_stack
 
     path = write(tmp_path / "costguard.yaml", STACK + f"cascade: {cascade}\n")
     with pytest.raises(ConfigError, match=message):
@@ -405,9 +422,9 @@ class FakeEmbedder:
 def test_overhead_is_measured_when_the_model_is_loaded_and_stored_for_warm_runs(
     tmp_path: Path,
 ) -> None:
-    from costguard.complexity import ComplexityRouter
-    from costguard.config import ComplexityRouterConfig
-    from costguard.router import RouteInput, measure_overhead
+    from costguard.engine.routing.complexity import ComplexityRouter
+    from costguard.engine.routing.router import RouteInput, measure_overhead
+    from costguard.model.config import ComplexityRouterConfig
 
     config = ComplexityRouterConfig.model_validate(
         {

@@ -11,8 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from costguard.caches.semantic import SemanticCacheSimulation, SemanticHit, judge, semantic_scope
-from costguard.fixtures import Expect, Fixture, Sampling
+from costguard.engine.caches.semantic import (
+    SemanticCacheSimulation,
+    SemanticHit,
+    judge,
+    semantic_scope,
+)
+from costguard.model.fixtures import Expect, Fixture, Sampling
 
 
 def _unit(angle_deg: float) -> list[float]:
@@ -180,9 +185,9 @@ def _bag_of_words(texts: list[str]) -> np.ndarray:
 
 def test_the_layer_in_a_run_respects_scope_gates_suites_and_judges_hits(project_dir) -> None:
     from costguard import api
-    from costguard.backends.offline import OfflineBackend
-    from costguard.pipeline import Pipeline
-    from costguard.router import build_router
+    from costguard.engine.backends.offline import OfflineBackend
+    from costguard.engine.pipeline import Pipeline
+    from costguard.engine.routing.router import build_router
     from tests.conftest import write
 
     cfg = project_dir / "costguard.yaml"

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from costguard.config import load_stack
-from costguard.report import load_report
+from costguard.model.config import load_stack
+from costguard.report.run_report import load_report
 from tests.conftest import REPO, run_cli
 
 

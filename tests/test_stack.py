@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from costguard.config import load_stack
 from costguard.errors import BackendError, ConfigError
-from costguard.stack import check_vllm_version, plan_stack, version_matches
+from costguard.model.config import load_stack
+from costguard.serving.stack import check_vllm_version, plan_stack, version_matches
 from tests.conftest import REPO, run_cli
 from tests.test_vllm_standin import group_pids
 
@@ -352,8 +352,8 @@ def test_version_mismatch_starts_nothing(stack_dir):
 
 def test_a_non_default_kv_block_size_is_passed_to_vllm(project_dir):
     """The simulator's block size and the server's must agree."""
-    from costguard.config import load_stack
-    from costguard.stack import plan_stack
+    from costguard.model.config import load_stack
+    from costguard.serving.stack import plan_stack
 
     cfg = project_dir / "costguard.yaml"
     cfg.write_text(

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from costguard.errors import ConfigError, TokenizerError
-from costguard.tokenization import (
+from costguard.model.yamlio import parse_yaml, validate
+from costguard.text.tokenization import (
     ChatTokenizer,
     TokenCountCache,
     TokenizerSpec,
@@ -24,7 +25,6 @@ from costguard.tokenization import (
     load_tokenizer,
     messages_key,
 )
-from costguard.yamlio import parse_yaml, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 WHERE = "costguard.yaml:14: tiers[0].tokenizer"
@@ -434,7 +434,7 @@ def test_tiktoken_chat_counts_equal_encoding_encode(
 def test_tiktoken_name_resolved_through_tiktoken_cache_dir(
     tiktoken_files: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import costguard.tokenization as tz
+    import costguard.text.tokenization as tz
 
     url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
     cache = tmp_path / "tiktoken-cache"
@@ -512,7 +512,7 @@ def test_spec_validation(yaml_text: str, message: str) -> None:
 def test_approximate_fallback_is_opt_in_and_labelled(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="costguard.tokenization"):
+    with caplog.at_level(logging.WARNING, logger="costguard.text.tokenization"):
         tok = load({"hf": "missing-dir/", "approximate_fallback": True}, tmp_path)
     assert tok.exact is False
     assert tok.description.startswith("approximate (chars/4): tokenizer.json not found at ")
@@ -610,7 +610,7 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path: Path, caplog: pytest.LogCapture
     for suffix in ("-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     path.write_bytes(b"this is not an sqlite database" * 200)
-    with caplog.at_level(logging.WARNING, logger="costguard.tokenization"):
+    with caplog.at_level(logging.WARNING, logger="costguard.text.tokenization"):
         with TokenCountCache(cache_dir) as cache:
             assert cache.get_many("fp", ["a"]) == {}
             cache.put_many("fp", {"a": [3]})
@@ -638,7 +638,7 @@ def test_two_processes_share_the_cache(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys
-        from costguard.tokenization import TokenCountCache
+        from costguard.text.tokenization import TokenCountCache
         worker = sys.argv[1]
         with TokenCountCache(sys.argv[2]) as cache:
             for batch in range(20):
@@ -675,7 +675,7 @@ def test_two_processes_share_the_cache(tmp_path: Path) -> None:
 
 def test_import_does_not_load_tokenizer_libraries() -> None:
     code = (
-        "import sys, costguard.tokenization; "
+        "import sys, costguard.text.tokenization; "
         "print([m for m in ('tokenizers', 'tiktoken', 'jinja2') if m in sys.modules])"
     )
     out = subprocess.run(

@@ -1,8 +1,8 @@
 """Markdown rendering of a DiffReport: the PR comment and the GitHub job summary.
 
 Both come from the DiffReport JSON alone, through jinja2 templates shipped in
-`costguard/templates/`; this module only supplies formatting filters. Nothing is recomputed
-here: every delta, percentage and verdict was computed by `costguard.diff` / `costguard.policy`.
+`costguard/render/templates/`; this module only supplies formatting filters. Nothing is recomputed
+here: every delta, percentage and verdict was computed by `costguard.compare.diff` / `costguard.policy.engine`.
 
 Text that comes from the user's repository (suite, tier, fixture and rule names, file paths,
 warnings, waiver reasons, git ref names) is untrusted: `md()` turns it into inert text, so it
@@ -19,7 +19,7 @@ from typing import Any
 
 from costguard.render.numbers import compact_count
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 MAX_TEXT = 200
 """Longest untrusted string shown in full; longer ones are cut with an ellipsis."""
 MAX_FIXTURE_ROWS = 200
@@ -146,7 +146,7 @@ _FORMATS = {"usd": usd, "rate": rate, "count": count, "int": integer}
 
 def verdict_value(verdict: dict[str, Any]) -> str:
     """A policy verdict's measured value in its metric's unit (estimates marked)."""
-    from costguard.policy import format_value
+    from costguard.policy.engine import format_value
 
     if verdict.get("actual") is None:
         return "—"
@@ -193,7 +193,7 @@ def _environment() -> Any:
 def render(diff: dict[str, Any], *, context: str = "comment", tag: str = "default") -> str:
     """The Markdown for a DiffReport dict. `context`: "comment" (PR comment) or "summary" (job summary).
 
-    The comment's hidden marker is not part of this text: `costguard.github.compose_body` adds it.
+    The comment's hidden marker is not part of this text: `costguard.integrations.github.compose_body` adds it.
     """
     if context not in ("comment", "summary"):
         raise ValueError(f"unknown markdown context {context!r}")

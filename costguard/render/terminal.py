@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from costguard.policy import PolicyResult, format_value
+from costguard.policy.engine import PolicyResult, format_value
 from costguard.render.numbers import compact_count
-from costguard.report import RunReport
+from costguard.report.run_report import RunReport
 
 EST = "*"  # marks a figure that rests on estimates; the legend under the tables says so
 

@@ -1,0 +1,88 @@
+"""`costguard frontier`: stack variants on cost, quality and p95 latency, from recorded responses.
+
+Gathers the inputs, calls `costguard.compare.frontier.evaluate`, renders. Exit code 0; 1 when a policy
+was given and no variant meets it; 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from costguard.cli.options import config_option, fixtures_option
+
+
+@click.command("frontier")
+@config_option
+@fixtures_option
+@click.option(
+    "--policy",
+    "-p",
+    "policy",
+    type=click.Path(dir_okay=False),
+    help="Policy whose floors a variant must meet to be recommended (the cheapest that does).",
+)
+@click.option(
+    "--variant",
+    "-v",
+    "only",
+    multiple=True,
+    help="Evaluate only these variants, by name (repeatable; `current` is always included).",
+)
+@click.option(
+    "--no-auto",
+    is_flag=True,
+    help="Leave out the standard variants (tiers alone, caches, thresholds).",
+)
+@click.option(
+    "--list", "list_only", is_flag=True, help="List the variants and their overrides; run nothing."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["terminal", "json"]),
+    default="terminal",
+    show_default=True,
+)
+def frontier_command(
+    config: str,
+    fixtures: tuple[str, ...],
+    policy: str | None,
+    only: tuple[str, ...],
+    no_auto: bool,
+    list_only: bool,
+    fmt: str,
+) -> None:
+    """Compare stack variants (routing, tiers on/off, precision, caches) on the same recorded responses.
+
+    Prints every variant's projected spend, quality and p95 latency, the non-dominated set and,
+    with --policy, the cheapest variant that meets the policy. Variants come from `frontier:` in
+    the config (overrides and sweeps) plus the standard ones.
+    """
+    import json
+
+    from costguard import api
+    from costguard.compare.frontier import evaluate
+    from costguard.model.variants import CURRENT, build_variants, select_variants
+
+    project = api.load_project(config, fixtures or None)
+    variants = build_variants(project.stack, auto=False if no_auto else None)
+    if only:
+        variants = select_variants(variants, [CURRENT, *only])
+    if list_only:
+        for v in variants:
+            click.echo(f"{v.name}: {v.description}")
+        return
+    result = evaluate(project, variants, policy=policy)
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        from costguard.render.terminal import print_frontier
+
+        print_frontier(result.to_dict())
+    sys.exit(result.exit_code)
+
+
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(frontier_command)

@@ -1,0 +1,144 @@
+"""`costguard recordings stats|prune` and `costguard merge`: the measured data live runs leave behind.
+
+Thin over `costguard.engine.recordings` and `costguard.api.merge_shards`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from costguard.cli.options import config_option, fixtures_option
+from costguard.report.run_report import DEFAULT_REPORT
+
+
+@click.group("recordings")
+def recordings_group() -> None:
+    """Recorded responses (what live runs measured; offline runs reuse them)."""
+
+
+def _project(config: str, fixtures: tuple[str, ...]):  # -> api.Project
+    from costguard import api
+
+    return api.load_project(config, fixtures or None)
+
+
+@recordings_group.command("stats")
+@config_option
+@fixtures_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["terminal", "json"]),
+    default="terminal",
+    show_default=True,
+)
+def stats(config: str, fixtures: tuple[str, ...], fmt: str) -> None:
+    """How many recordings match the current fixtures and tiers, and which are stale."""
+    project = _project(config, fixtures)
+    store = project.recordings()
+    audit = store.audit(project.fixtures, project.config)
+    covered = {
+        fx.id for fx in project.fixtures if any(store.get(fx, t) for t in project.config.tiers)
+    }
+    data = {
+        "path": str(store.path),
+        **audit.to_dict(),
+        "fixtures": len(project.fixtures),
+        "fixtures_recorded": len(covered),
+        "stale_detail": [{"fixture": f, "tier": t, "why": why} for f, t, why in audit.stale],
+        "orphaned_detail": [{"fixture": f, "tier": t} for f, t in audit.orphaned],
+    }
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"{data['path']}: {audit.entries} recorded response(s)")
+    click.echo(
+        f"  current:  {audit.current}  ({', '.join(f'{t}: {n}' for t, n in sorted(audit.per_tier.items())) or 'none'})"
+    )
+    click.echo(f"  fixtures with a recording: {len(covered)} of {len(project.fixtures)}")
+    click.echo(
+        f"  stale:    {len(audit.stale)}  (the fixture, its template or the tier's model changed)"
+    )
+    for fixture, tier, why in audit.stale[:20]:
+        click.echo(f"    {fixture} on {tier}: {why}")
+    if len(audit.stale) > 20:
+        click.echo(f"    ... and {len(audit.stale) - 20} more")
+    click.echo(f"  orphaned: {len(audit.orphaned)}  (the fixture no longer exists)")
+
+
+@recordings_group.command("prune")
+@config_option
+@fixtures_option
+@click.option(
+    "--keep-orphaned", is_flag=True, help="Keep recordings of fixtures that no longer exist."
+)
+def prune(config: str, fixtures: tuple[str, ...], keep_orphaned: bool) -> None:
+    """Drop recordings that no current fixture x tier uses (stale and orphaned)."""
+    project = _project(config, fixtures)
+    store = project.recordings()
+    before = len(store)
+    dropped = store.prune(project.fixtures, project.config, keep_orphaned=keep_orphaned)
+    click.echo(
+        f"dropped {dropped} of {before} recorded response(s); {len(store)} left in {store.path}"
+    )
+
+
+@recordings_group.command("merge")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
+@config_option
+def merge_recordings(sources: tuple[str, ...], config: str) -> None:
+    """Fold other recordings directories (e.g. from sharded CI jobs) into this project's."""
+    from pathlib import Path
+
+    from costguard.engine.recordings import RESPONSES_FILE, RecordingStore, merge_throughput
+    from costguard.model.config import load_stack
+
+    stack = load_stack(config)
+    path = Path(stack.config.recordings.path)
+    directory = path if path.is_absolute() else stack.root / path
+    store = RecordingStore(directory)
+    dirs = [Path(s) if Path(s).is_dir() else Path(s).parent for s in sources]
+    taken = sum(store.merge_from(RecordingStore(d)) for d in dirs if (d / RESPONSES_FILE).exists())
+    if taken:
+        store.save()
+    tiers = merge_throughput(directory, dirs)
+    click.echo(
+        f"took {taken} recorded response(s) and {tiers} throughput profile(s); {len(store)} in {store.path}"
+    )
+
+
+@click.command("merge")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@config_option
+@fixtures_option
+@click.option(
+    "--out", "-o", default=DEFAULT_REPORT, show_default=True, type=click.Path(dir_okay=False)
+)
+@click.option("--quiet", "-q", is_flag=True)
+def merge(
+    reports: tuple[str, ...], config: str, fixtures: tuple[str, ...], out: str, quiet: bool
+) -> None:
+    """Join the reports of `costguard run --shard i/n` into one RunReport."""
+    from costguard import api
+    from costguard.report.run_report import load_report
+
+    project = _project(config, fixtures)
+    merged = api.merge_shards(project, [load_report(path) for path in reports])
+    merged.write(out)
+    if not quiet:
+        from costguard.render.terminal import print_run
+
+        print_run(merged)
+        click.echo(f"Report written to {out}")
+    if not merged.complete:
+        click.echo(
+            f"costguard: error: merged run incomplete: {merged.get('incomplete_reason')}", err=True
+        )
+        raise SystemExit(2)
+
+
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(recordings_group)
+    cli.add_command(merge)

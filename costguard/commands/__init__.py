@@ -1,1 +1,0 @@
-"""CLI command groups beyond the core ones in `costguard.cli` (each registers itself on `cli`)."""

@@ -1,0 +1,110 @@
+"""The exact result cache: an identical request (model, sampling, messages) is served from cache.
+
+Only near-deterministic requests are cacheable: temperature must be set and at most the
+configured maximum (an unset temperature means the server's default, usually 1.0). Entries live
+`ttl_s` seconds of simulated traffic time (the arrival times of the traffic model), and message
+text is normalised before keying (configurable: what counts as "the same request").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from costguard.model.fixtures import Fixture
+
+DEFAULT_NORMALIZE = ("whitespace",)
+
+
+@dataclass(frozen=True)
+class CacheOutcome:
+    outcome: str  # "miss" | "exact" | "semantic" | "bypass"
+    detail: str | None = None
+    source_index: int | None = None  # on a hit: the fixture whose answer is served
+
+
+def normalize_text(text: str, steps: Sequence[str]) -> str:
+    """Apply the configured normalisations (strip, whitespace, case, unicode) to one message."""
+    if "unicode" in steps:
+        text = unicodedata.normalize("NFKC", text)
+    if "whitespace" in steps:
+        text = " ".join(text.split())
+    elif "strip" in steps:
+        text = text.strip()
+    if "case" in steps:
+        text = text.casefold()
+    return text
+
+
+def exact_key(fixture: Fixture, normalize: Sequence[str] = DEFAULT_NORMALIZE) -> str:
+    """Normalised key: requested model, sampling parameters, and the full message list."""
+    messages = [
+        {
+            "role": m["role"].strip().lower(),
+            "content": normalize_text(m.get("content") or "", normalize),
+        }
+        for m in fixture.messages
+    ]
+    payload = {
+        "model": fixture.model or "",
+        "sampling": fixture.sampling.as_request_params(),
+        "messages": messages,
+    }
+    return hashlib.sha256(
+        json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
+
+
+def temperature_gate(fixture: Fixture, max_temperature: float) -> str | None:
+    """Why a request may not be cached because of its sampling (None: it may)."""
+    temperature = fixture.sampling.temperature
+    if temperature is None:
+        return "temperature unset (server default is sampled)"
+    if temperature > max_temperature:
+        return f"temperature {temperature:g} > {max_temperature:g}"
+    return None
+
+
+class ExactResultCache:
+    def __init__(
+        self,
+        *,
+        max_temperature: float = 0.1,
+        ttl_s: float | None = None,
+        normalize: Sequence[str] = DEFAULT_NORMALIZE,
+    ) -> None:
+        self.max_temperature = max_temperature
+        self.ttl_s = ttl_s
+        self.normalize = tuple(normalize)
+        self._entries: dict[
+            str, tuple[int, str, float]
+        ] = {}  # key -> (index, fixture id, stored at)
+        self.expired = 0  # lookups that found an entry older than the TTL
+
+    def lookup(self, fixture: Fixture, *, index: int = -1, now: float = 0.0) -> CacheOutcome:
+        """Look the request up at traffic time `now`; on a miss its answer is stored.
+
+        Requests are replayed in arrival order, so "stored" means: the next identical request
+        within `ttl_s` is served from this one's answer. An expired entry is a miss and is
+        refreshed by the request that found it.
+        """
+        gate = temperature_gate(fixture, self.max_temperature)
+        if gate is not None:
+            return CacheOutcome("bypass", gate)
+        key = exact_key(fixture, self.normalize)
+        entry = self._entries.get(key)
+        if entry is not None:
+            first_index, first_id, stored_at = entry
+            if self.ttl_s is None or now - stored_at <= self.ttl_s:
+                return CacheOutcome("exact", f"same request as {first_id}", first_index)
+            self.expired += 1
+            self._entries[key] = (index, fixture.id, now)
+            return CacheOutcome(
+                "miss",
+                f"expired: {first_id}'s entry was {now - stored_at:,.0f} s old (ttl {self.ttl_s:g} s)",
+            )
+        self._entries[key] = (index, fixture.id, now)
+        return CacheOutcome("miss")

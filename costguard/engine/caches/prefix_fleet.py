@@ -1,0 +1,205 @@
+"""The stack's KV prefix caches: one vLLM prefix-cache simulator per tier instance.
+
+Each replica of a tier (`hardware.replicas`) is one vLLM engine with its own block pool, so it
+gets its own `PrefixCacheSimulator`. How a tier's requests spread over its replicas is the load
+balancer's choice (`caches.prefix.replica_routing`):
+
+* ``round_robin`` (default, like vLLM production-stack's default router and a plain Kubernetes
+  Service): the tier's requests go to its replicas in turn, in arrival order. A conversation's
+  turns can land on different replicas and then cannot reuse each other's blocks.
+* ``session``: sticky by the requested model, the system prompt and the first user message (a
+  stand-in for a session id), so every turn of a conversation reaches the same replica.
+
+Capacity per instance is declared (`kv_cache.num_gpu_blocks`), derived from the tier's GPU memory
+(`kv_cache.derive`), or unbounded when neither is given (no eviction: an upper bound on reuse).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from costguard.model.config import StackConfig, TierConfig
+from costguard.model.fixtures import Fixture
+
+if TYPE_CHECKING:
+    from costguard.engine.caches.prefix import PrefixCacheSimulator, PrefixLookup
+
+VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+
+
+@dataclass(frozen=True)
+class KvCapacity:
+    """One instance's KV cache: block size, pool size and where the pool size came from."""
+
+    block_size: int
+    num_gpu_blocks: int | None  # None: unbounded
+    source: str  # "declared" | "derived" | "unbounded"
+
+    @property
+    def tokens(self) -> int | None:
+        """Tokens the pool holds (vLLM reserves one null block)."""
+        return None if self.num_gpu_blocks is None else (self.num_gpu_blocks - 1) * self.block_size
+
+
+def kv_capacity(tier: TierConfig) -> KvCapacity:
+    """Resolve a tier's KV capacity; ValueError when a derivation leaves no room for the cache.
+
+    Derivation follows vLLM's profiling (see `derive_num_gpu_blocks`) per GPU of the instance:
+    weights and layers are split over pipeline stages, KV heads over tensor-parallel ranks.
+    """
+    kv = tier.kv_cache
+    if kv.num_gpu_blocks is not None:
+        return KvCapacity(kv.block_size, kv.num_gpu_blocks, "declared")
+    if kv.derive is None:
+        return KvCapacity(kv.block_size, None, "unbounded")
+    from costguard.engine.caches.prefix import derive_num_gpu_blocks
+
+    d = kv.derive
+    pp = tier.serve.pipeline_parallel_size
+    assert tier.hardware.gpu_memory_gb is not None  # TierConfig requires it with derive:
+    blocks = derive_num_gpu_blocks(
+        gpu_memory_gb=tier.hardware.gpu_memory_gb,
+        gpu_memory_utilization=tier.serve.gpu_memory_utilization
+        or VLLM_DEFAULT_GPU_MEMORY_UTILIZATION,
+        weights_gb=d.weights_gb / pp,
+        num_layers=-(-d.num_layers // pp),
+        num_kv_heads=d.num_kv_heads,
+        head_dim=d.head_dim,
+        kv_dtype_bytes=d.kv_dtype_bytes,
+        block_size=kv.block_size,
+        tensor_parallel_size=tier.serve.tensor_parallel_size,
+        overhead_gb=d.overhead_gb,
+        max_model_len=tier.serve.max_model_len,
+    )
+    return KvCapacity(kv.block_size, blocks, "derived")
+
+
+def simulated_tiers(config: StackConfig) -> list[str]:
+    """Tiers whose prefix caching is simulated: the layer is on and vLLM's APC is not turned off."""
+    if not config.caches.prefix.enabled:
+        return []
+    return [t.name for t in config.tiers if t.serve.enable_prefix_caching]
+
+
+def conversation_replies(fixtures: Sequence[Fixture]) -> dict[int, str]:
+    """Assistant replies that later fixtures show following each fixture's messages.
+
+    When a fixture's messages are [m1..mk] and another fixture's start with [m1..mk, assistant
+    reply, ...], that reply is what the conversation records the model answering, so it is what
+    the first request generated (and cached as KV blocks) for the follow-up to reuse. The first
+    such continuation in fixture order wins.
+    """
+
+    def key(messages: Sequence[dict[str, Any]], model: str | None) -> str:
+        payload = json.dumps(
+            [model or "", [[m["role"], m.get("content") or ""] for m in messages]],
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    continuation: dict[str, str] = {}
+    for fx in fixtures:
+        for k, message in enumerate(fx.messages):
+            if k and message["role"] == "assistant" and message.get("content"):
+                continuation.setdefault(key(fx.messages[:k], fx.model), message["content"])
+    if not continuation:
+        return {}
+    replies = {}
+    for i, fx in enumerate(fixtures):
+        reply = continuation.get(key(fx.messages, fx.model))
+        if reply is not None:
+            replies[i] = reply
+    return replies
+
+
+def session_key(fixture: Fixture) -> int:
+    """Stable across processes (not Python's salted hash): model, system prompt, first user message."""
+    first_user = next((m.get("content") or "" for m in fixture.messages if m["role"] == "user"), "")
+    payload = json.dumps([fixture.model or "", fixture.system_text, first_user], ensure_ascii=False)
+    return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:8], "big")
+
+
+class PrefixCacheFleet:
+    """Every simulated tier's instances, fed the stack's requests in arrival order."""
+
+    def __init__(self, config: StackConfig, capacities: dict[str, KvCapacity]) -> None:
+        from costguard.engine.caches.prefix import PrefixCacheSimulator
+
+        self.routing = config.caches.prefix.replica_routing
+        self.capacities = capacities
+        self.instances: dict[str, list[PrefixCacheSimulator]] = {}
+        for name in simulated_tiers(config):
+            cap = capacities[name]
+            replicas = config.tier(name).hardware.replicas
+            self.instances[name] = [
+                PrefixCacheSimulator(block_size=cap.block_size, num_gpu_blocks=cap.num_gpu_blocks)
+                for _ in range(replicas)
+            ]
+        self._turn = dict.fromkeys(self.instances, 0)
+
+    def simulates(self, tier: str) -> bool:
+        return tier in self.instances
+
+    def instance_for(self, tier: str, fixture: Fixture, *, advance: bool = True) -> int:
+        """Which replica of `tier` serves this request (advancing the round-robin turn unless told not to)."""
+        n = len(self.instances[tier])
+        if n == 1:
+            return 0
+        if self.routing == "session":
+            return session_key(fixture) % n
+        turn = self._turn[tier]
+        if advance:
+            self._turn[tier] = turn + 1
+        return turn % n
+
+    def peek(self, tier: str, fixture: Fixture, prompt_ids: Sequence[int]) -> int:
+        """Cached prompt tokens the request would reuse if it reached the tier now (nothing changes):
+        what a result-cache hit would otherwise have paid for at the cached rate."""
+        return self.instances[tier][self.instance_for(tier, fixture, advance=False)].peek(
+            prompt_ids
+        )
+
+    def admit(
+        self,
+        tier: str,
+        fixture: Fixture,
+        prompt_ids: Sequence[int],
+        *,
+        output_ids: Sequence[int] | None = None,
+        num_output_tokens: int = 0,
+    ) -> tuple[int, PrefixLookup]:
+        """Run one request on one of the tier's instances: (instance index, what the cache did).
+
+        With `output_ids` (the generated tokens, known from the conversation) the generated
+        blocks can be hit by a follow-up; with only `num_output_tokens` they take room but never hit.
+        """
+        instance = self.instance_for(tier, fixture)
+        sim = self.instances[tier][instance]
+        if output_ids is not None:
+            return instance, sim.admit(prompt_ids, output_ids)
+        return instance, sim.admit(prompt_ids, num_output_tokens=num_output_tokens)
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per simulated tier: capacity and its source, routing, and the simulation's own counters
+        over the fixtures (one admission per fixture, not monthly figures)."""
+        out = {}
+        for name, sims in self.instances.items():
+            cap = self.capacities[name]
+            out[name] = {
+                "instances": len(sims),
+                "replica_routing": self.routing,
+                "block_size": cap.block_size,
+                "num_gpu_blocks": cap.num_gpu_blocks,
+                "capacity_tokens": cap.tokens,
+                "capacity_source": cap.source,
+                "admitted": sum(s.requests for s in sims),
+                "queried_tokens": sum(s.queries for s in sims),
+                "hit_tokens": sum(s.hits for s in sims),
+                "evicted_blocks": sum(s.evictions for s in sims),
+                "oversized_requests": sum(s.oversized_requests for s in sims),
+            }
+        return out

@@ -1,0 +1,737 @@
+"""The request pipeline: PII guard -> exact cache -> semantic cache -> router -> tier backend
+-> prefix caches -> cascade.
+
+One code path for every backend. Stages run over the whole fixture set in a seeded arrival
+order (suites interleaved by traffic weight, each suite in file order so multi-turn
+conversations stay in order) at seeded Poisson arrival times; caches are stateful, the router
+scores in batches, and the backend serves the planned calls. Prices are applied here, in one place.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from costguard.engine.backends import Backend, CallResult, PlannedCall
+from costguard.engine.caches.exact import CacheOutcome, ExactResultCache, temperature_gate
+from costguard.engine.caches.pii import PiiGuard
+from costguard.engine.caches.semantic import SemanticHit, judge, semantic_scope, semantic_text
+from costguard.engine.quality.assess import Answer, QualityScorer, Response
+from costguard.engine.records import ESTIMATED_OUTPUT, RequestRecord, RouteAlternatives, TierCall
+from costguard.engine.routing.router import (
+    RouteDecision,
+    RouteInput,
+    Router,
+    RoutingRun,
+    measure_overhead,
+    overhead_probes,
+    router_tokenizer_tier,
+)
+from costguard.model.config import StackConfig, TierConfig
+from costguard.model.fixtures import Fixture
+from costguard.model.pricing import TierPrice
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from costguard.engine.caches.prefix_fleet import PrefixCacheFleet
+    from costguard.engine.routing.cascade import CascadeTally
+
+Progress = Callable[[str, int, int], None]
+Embed = Callable[[list[str]], "np.ndarray"]  # texts -> L2-normalised embeddings, one row each
+
+SECONDS_PER_MONTH = 30.4375 * 86400  # an average month
+
+
+def arrival_order(fixtures: Sequence[Fixture], seed: int) -> list[int]:
+    """Indices of `fixtures` in simulated arrival order.
+
+    At each step a suite is drawn with probability proportional to its remaining weight and
+    its next fixture (in file order) arrives. Deterministic for a seed.
+    """
+    queues: dict[str, list[int]] = {}
+    for i, fx in enumerate(fixtures):
+        queues.setdefault(fx.suite, []).append(i)
+    remaining = {s: sum(fixtures[i].weight for i in q) for s, q in queues.items()}
+    pos = {s: 0 for s in queues}
+    rng = random.Random(seed)
+    suites = sorted(queues)
+    order: list[int] = []
+    while len(order) < len(fixtures):
+        live = [s for s in suites if pos[s] < len(queues[s])]
+        total = sum(remaining[s] for s in live)
+        pick = rng.random() * total
+        chosen = live[-1]
+        for s in live:
+            pick -= remaining[s]
+            if pick < 0:
+                chosen = s
+                break
+        i = queues[chosen][pos[chosen]]
+        pos[chosen] += 1
+        remaining[chosen] -= fixtures[i].weight
+        order.append(i)
+    return order
+
+
+def arrival_times(n: int, config: StackConfig) -> list[float]:
+    """Arrival time in seconds of the n-th request in arrival order: Poisson arrivals, seeded.
+
+    The rate is `traffic.arrival_rate_per_s`, else `requests_per_month` spread over an average
+    month. Cache TTLs are measured against these times: the fixtures are treated as consecutive
+    requests of live traffic.
+    """
+    from costguard.serving.replay import poisson_arrivals
+
+    traffic = config.traffic
+    rate = traffic.arrival_rate_per_s or traffic.requests_per_month / SECONDS_PER_MONTH
+    return poisson_arrivals(n, rate, f"{traffic.seed}:arrival-times")
+
+
+def monthly_requests(fixtures: Sequence[Fixture], config: StackConfig) -> list[float]:
+    """Each fixture's requests per month: total x suite share x the fixture's share of its suite.
+
+    Suite shares come from `suites:` in the config, else from the fixtures' summed weights.
+    """
+    suite_weight: dict[str, float] = {}
+    for fx in fixtures:
+        suite_weight[fx.suite] = suite_weight.get(fx.suite, 0.0) + fx.weight
+    declared = {name: s.share for name, s in config.suites.items() if s.share is not None}
+    if declared:
+        present = set(suite_weight)
+        # Suites with a share but no fixtures carry no traffic here; renormalise over the present ones.
+        total_share = sum(v for k, v in declared.items() if k in present)
+        shares = {s: declared.get(s, 0.0) / total_share if total_share else 0.0 for s in present}
+    else:
+        total = sum(suite_weight.values())
+        shares = {s: w / total for s, w in suite_weight.items()}
+    per_month = config.traffic.requests_per_month
+    return [per_month * shares[fx.suite] * fx.weight / suite_weight[fx.suite] for fx in fixtures]
+
+
+def price_call(price: TierPrice, tier: str, stage: str, result: CallResult) -> TierCall:
+    """A served call with its cost: the one place a CallResult is priced (fixtures and observed calls)."""
+    return TierCall(
+        tier=tier,
+        stage=stage,
+        input_tokens=result.input_tokens,
+        cached_tokens=result.cached_tokens,
+        output_tokens=result.output_tokens,
+        input_source=result.input_source,
+        cached_source=result.cached_source,
+        output_source=result.output_source,
+        cost_usd=price.cost(result.input_tokens, result.cached_tokens, result.output_tokens),
+        cost_estimated=price.estimated,
+        latency_s=result.latency_s,
+        latency_source=result.latency_source,
+        confidence=result.confidence,
+        confidence_source="recorded" if result.confidence is not None else None,
+        response_ref=result.response_ref,
+    )
+
+
+@dataclass
+class PromptTokens:
+    """Prompt token counts (and ids where a stage needs them) per tier for every fixture."""
+
+    counts: dict[str, list[int]]  # tier name -> count per fixture index
+    sources: dict[str, str]  # tier name -> "exact" | "approximate"
+    ids: dict[str, list[Sequence[int]]]  # tier name -> ids per fixture (kept only when needed)
+    # tier name -> {fixture index: token ids of the reply a later fixture shows it getting}
+    replies: dict[str, dict[int, Sequence[int]]] = field(default_factory=dict)
+
+
+@dataclass
+class CacheSimulation:
+    """What the cache layers did beyond the per-request records (the projection reads it)."""
+
+    prefix: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # tier -> PrefixCacheFleet.summary()
+    semantic_threshold: float | None = None
+    semantic_sweep: dict[float, list[SemanticHit]] = field(
+        default_factory=dict
+    )  # judged hits per threshold
+    semantic_candidates: int = 0  # fixtures that reached the semantic layer
+    exact_expired: int = 0  # exact-cache lookups that found an expired entry
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, carried by shard reports so `costguard merge` reports the caches like an unsharded run."""
+        return {
+            "prefix": self.prefix,
+            "semantic_threshold": self.semantic_threshold,
+            "semantic_sweep": [
+                [t, [asdict(h) for h in hits]] for t, hits in self.semantic_sweep.items()
+            ],
+            "semantic_candidates": self.semantic_candidates,
+            "exact_expired": self.exact_expired,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CacheSimulation:
+        return cls(
+            prefix=data.get("prefix", {}),
+            semantic_threshold=data.get("semantic_threshold"),
+            semantic_sweep={
+                float(t): [SemanticHit(**h) for h in hits]
+                for t, hits in data.get("semantic_sweep", [])
+            },
+            semantic_candidates=int(data.get("semantic_candidates", 0)),
+            exact_expired=int(data.get("exact_expired", 0)),
+        )
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: StackConfig,
+        *,
+        router: Router,
+        backend: Backend,
+        prices: dict[str, TierPrice],
+        tokens: PromptTokens,
+        prefix: PrefixCacheFleet | None = None,
+        embed: Embed | None = None,
+        progress: Progress | None = None,
+        quality: QualityScorer | None = None,
+    ) -> None:
+        self.config = config
+        self.router = router
+        self.backend = backend
+        self.prices = prices
+        self.tokens = tokens
+        self.quality = quality
+        self.prefix = prefix
+        self.embed = embed
+        self.progress = progress or (lambda stage, done, total: None)
+        self.incomplete_reason: str | None = None
+        caches = config.caches
+        self.exact_cache = (
+            ExactResultCache(
+                max_temperature=caches.exact.max_temperature,
+                ttl_s=caches.exact.ttl_s,
+                normalize=caches.exact.normalize,
+            )
+            if caches.exact.enabled
+            else None
+        )
+        self.semantic = caches.semantic if caches.semantic.enabled else None
+        if self.semantic is not None and embed is None:
+            raise ValueError("the semantic cache is enabled but no embedding function was given")
+        self.pii = (
+            PiiGuard(caches.pii.detectors, caches.pii.custom, caches.pii.allow, caches.pii.roles)
+            if caches.pii.enabled and (self.exact_cache is not None or self.semantic is not None)
+            else None
+        )
+        self.simulation = CacheSimulation()
+        self.stage_seconds: dict[str, float] = {}
+        self.routing: RoutingRun | None = None  # set by run(): overhead, cascade method
+
+    # -- stages -------------------------------------------------------------------------
+    def _route(self, batch: Sequence[RouteInput]) -> list[RouteDecision]:
+        decisions = self.router.route(batch)
+        if len(decisions) != len(batch):
+            raise RuntimeError(
+                f"router {self.router.kind} returned {len(decisions)} decisions for {len(batch)} requests"
+            )
+        return decisions
+
+    def _route_batch(self, fixtures: Sequence[Fixture]) -> list[RouteInput]:
+        counts = self.tokens.counts[router_tokenizer_tier(self.config)]
+        return [RouteInput(fx, counts[i]) for i, fx in enumerate(fixtures)]
+
+    def _result_caches(
+        self, index: int, fixture: Fixture, now: float
+    ) -> tuple[CacheOutcome, list[str], bool]:
+        """PII guard, then the exact cache: (outcome, PII detectors matched, reaches the semantic layer)."""
+        if self.pii is not None:
+            found = self.pii.scan(fixture)
+            if found:
+                return CacheOutcome("bypass", "PII: " + ", ".join(found)), found, False
+        gates: list[str] = []
+        outcome = None
+        if self.exact_cache is not None:
+            outcome = self.exact_cache.lookup(fixture, index=index, now=now)
+            if outcome.outcome == "exact":
+                return outcome, [], False
+            if outcome.outcome == "bypass":
+                gates.append(outcome.detail or "bypass")
+                outcome = None
+        semantic = self._semantic_eligible(fixture)
+        if semantic is True:
+            return outcome or CacheOutcome("miss"), [], True
+        if semantic is not None:
+            gates.append(semantic)
+        if outcome is not None:
+            return outcome, [], False
+        return (
+            (CacheOutcome("bypass", "; ".join(gates)) if gates else CacheOutcome("miss")),
+            [],
+            False,
+        )
+
+    def _semantic_eligible(self, fixture: Fixture) -> bool | str | None:
+        """True: looked up; a string: the gate that stops it; None: the layer does not apply."""
+        if self.semantic is None:
+            return None
+        suite = self.config.suites.get(fixture.suite)
+        if suite is not None and not suite.semantic_cache:
+            return None
+        if not semantic_text(fixture).strip():
+            return None
+        gate = temperature_gate(fixture, self.semantic.max_temperature)
+        return True if gate is None else gate
+
+    def _semantic_cache(
+        self, fixtures: Sequence[Fixture], candidates: list[tuple[int, float]]
+    ) -> dict[float, list[SemanticHit]]:
+        """Run the semantic layer at the configured threshold and every sweep threshold (unjudged hits)."""
+        from costguard.engine.caches.semantic import SemanticCacheSimulation
+
+        assert self.semantic is not None and self.embed is not None
+        thresholds = sorted({self.semantic.threshold, *self.semantic.sweep})
+        if not candidates:
+            return {t: [] for t in thresholds}
+        indices = [i for i, _ in candidates]
+        embeddings = self.embed([semantic_text(fixtures[i]) for i in indices])
+        simulation = SemanticCacheSimulation(
+            indices,
+            embeddings,
+            [semantic_scope(fixtures[i]) for i in indices],
+            [t for _, t in candidates],
+            ttl_s=self.semantic.ttl_s,
+            floor=thresholds[0],
+        )
+        return {t: simulation.run(t) for t in thresholds}
+
+    def _plan(self, index: int, fixture: Fixture, tier: TierConfig, stage: str) -> PlannedCall:
+        ids = self.tokens.ids.get(tier.name)
+        return PlannedCall(
+            arrival_index=-1,
+            fixture=fixture,
+            tier=tier,
+            stage=stage,
+            prompt_tokens=self.tokens.counts[tier.name][index],
+            input_source=self.tokens.sources[tier.name],
+            prompt_ids=ids[index] if ids is not None else None,
+        )
+
+    def _prefix_caches(
+        self,
+        order: Sequence[int],
+        outcomes: dict[int, CacheOutcome],
+        planned: list[PlannedCall],
+        results: list[CallResult | None],
+        served: list[tuple[int, int]],
+    ) -> dict[int, dict[str, Any]]:
+        """Admit every call that reaches a tier to that tier's instance, in arrival order.
+
+        Results whose cached tokens the backend already knows (measured) are left alone.
+        Requests answered by a result cache never reach a tier: their would-be call is priced
+        with what the instance would have reused at that moment (a lookup that changes nothing).
+        Returns per fixture index what the record should say about its instance.
+        """
+        import numpy as np
+
+        fleet = self.prefix
+        assert fleet is not None
+        notes: dict[int, dict[str, Any]] = {}
+        for pos, arrival in served:
+            i = order[arrival]
+            call, result = planned[pos], results[pos]
+            assert result is not None
+            tier = call.tier.name
+            if not fleet.simulates(tier) or result.cached_source != "none":
+                continue
+            ids = call.prompt_ids
+            if ids is None:
+                raise RuntimeError(f"no prompt token ids kept for tier {tier!r}")
+            if outcomes[i].outcome in ("exact", "semantic"):
+                result.cached_tokens = fleet.peek(tier, call.fixture, ids)
+                result.cached_source = "simulated"
+                continue
+            reply = self.tokens.replies.get(tier, {}).get(i)
+            if reply is not None:
+                # The reply's tokens, then the stop token: sampled last, never computed, so its id
+                # never enters a block (0 is a placeholder).
+                instance, lookup = fleet.admit(
+                    tier, call.fixture, ids, output_ids=np.append(np.asarray(reply, np.uint32), 0)
+                )
+            else:
+                instance, lookup = fleet.admit(
+                    tier, call.fixture, ids, num_output_tokens=result.output_tokens
+                )
+            result.cached_tokens = lookup.cached_tokens
+            result.cached_source = "simulated"
+            notes[i] = {
+                "instance": instance,
+                "generated_blocks": "conversation" if reply is not None else "count only",
+            }
+        return notes
+
+    def _priced(self, tier: str, stage: str, result: CallResult) -> TierCall:
+        return price_call(self.prices[tier], tier, stage, result)
+
+    def _timed(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        self.stage_seconds[stage] = round(self.stage_seconds.get(stage, 0.0) + now - started, 4)
+        return now
+
+    # -- the run ------------------------------------------------------------------------
+    def run(
+        self, fixtures: Sequence[Fixture], *, shard: tuple[int, int] | None = None
+    ) -> list[RequestRecord]:
+        """Records for every fixture, or for one shard's share of the arrival order.
+
+        Routing and the result caches always run over the whole fixture set, so a shard's
+        requests see the same cache outcomes as in an unsharded run; only the shard's calls
+        are served (and admitted to the prefix-cache simulators). A backend that stops early
+        leaves out the requests it has no reply for and sets `incomplete_reason`.
+        """
+        n = len(fixtures)
+        clock = time.perf_counter()
+        order = arrival_order(fixtures, self.config.traffic.seed)
+        times = arrival_times(n, self.config)
+        monthly = monthly_requests(fixtures, self.config)
+        self.progress("route", 0, n)
+        batch = self._route_batch(fixtures)
+        decisions = self._route(batch)
+        self.progress("route", n, n)
+        clock = self._timed("route", clock)
+        overhead = measure_overhead(self.router, overhead_probes(batch)) if batch else None
+        clock = self._timed("router_overhead", clock)
+
+        outcomes: dict[int, CacheOutcome] = {}
+        pii: dict[int, list[str]] = {}
+        semantic_candidates: list[tuple[int, float]] = []
+        for arrival, i in enumerate(order):
+            outcome, found, semantic = self._result_caches(i, fixtures[i], times[arrival])
+            outcomes[i] = outcome
+            if found:
+                pii[i] = found
+            if semantic:
+                semantic_candidates.append((i, times[arrival]))
+        if self.exact_cache is not None:
+            self.simulation.exact_expired = self.exact_cache.expired
+        clock = self._timed("exact_cache", clock)
+
+        sweep: dict[float, list[SemanticHit]] = {}
+        if self.semantic is not None:
+            sweep = self._semantic_cache(fixtures, semantic_candidates)
+            for hit in sweep[self.semantic.threshold]:
+                source = fixtures[hit.source].id
+                outcomes[hit.index] = CacheOutcome(
+                    "semantic", f"similar to {source} (cosine {hit.similarity:.3f})", hit.source
+                )
+            clock = self._timed("semantic_cache", clock)
+
+        arrivals = shard_arrivals(n, shard)
+        planned: list[PlannedCall] = []
+        for arrival in range(n):
+            i = order[arrival]
+            call = self._plan(i, fixtures[i], self.config.tier(decisions[i].tier), "primary")
+            call.arrival_index = arrival
+            if outcomes[i].outcome in ("exact", "semantic"):
+                call.answered_by = outcomes[i].outcome
+            planned.append(call)
+        # Only this shard's calls are served; the others are projected offline so the cache
+        # simulators see the whole arrival sequence, exactly as in an unsharded run.
+        results: list[CallResult | None] = list(
+            self._project_offline([planned[a] for a in range(n) if a not in arrivals])
+        )
+        shard_results = self.backend.execute([planned[a] for a in arrivals])
+        results = _interleave(n, arrivals, shard_results, results)
+        self.incomplete_reason = getattr(self.backend, "incomplete_reason", None)
+        self.progress("serve", len(arrivals), len(arrivals))
+        clock = self._timed("serve", clock)
+        answered = [(a, a) for a in range(n) if results[a] is not None]
+        # (position in `planned`, arrival) of every call of this shard the backend answered
+        served = [(a, a) for a in arrivals if results[a] is not None]
+
+        prefix_notes: dict[int, dict[str, Any]] = {}
+        if self.prefix is not None:
+            prefix_notes = self._prefix_caches(order, outcomes, planned, results, answered)
+            self.simulation.prefix = self.prefix.summary()
+            clock = self._timed("prefix_cache", clock)
+
+        # Judge semantic hits now that recorded responses (if any) are known.
+        semantic_notes: dict[int, SemanticHit] = {}
+        if self.semantic is not None:
+            responses: list[str | None] = [None] * n
+            for pos, arrival in answered:
+                responses[order[arrival]] = results[pos].text
+            judged = {t: [judge(h, fixtures, responses) for h in hits] for t, hits in sweep.items()}
+            self.simulation.semantic_threshold = self.semantic.threshold
+            self.simulation.semantic_sweep = judged
+            self.simulation.semantic_candidates = len(semantic_candidates)
+            semantic_notes = {h.index: h for h in judged[self.semantic.threshold]}
+
+        # Who answered what (fixture index -> tier, reply): cache hits are answered with these.
+        replies = {
+            order[arrival]: (results[pos].tier or decisions[order[arrival]].tier, results[pos])  # type: ignore[union-attr]
+            for pos, arrival in answered
+        }
+
+        escalations, tally = self._cascade(fixtures, order, decisions, outcomes, results, served)
+        for i, (call, result) in escalations.items():
+            replies[i] = (call.tier, result)  # an escalated request is answered by the second tier
+        clock = self._timed("cascade", clock)
+        alternatives = self._alternatives(
+            fixtures, batch, {order[arrival] for _, arrival in served}
+        )
+
+        # The counterfactual: every request on the largest tier, no caches, no cascade.
+        largest = self.config.largest
+        cf_planned = []
+        for _, arrival in served:
+            i = order[arrival]
+            call = self._plan(i, fixtures[i], largest, "counterfactual")
+            call.arrival_index = arrival
+            cf_planned.append(call)
+        cf_results = self._counterfactual_results(cf_planned)
+
+        records: list[RequestRecord | None] = [None] * n
+        answers: list[tuple[RequestRecord, Answer]] = []
+        for (pos, arrival), cf_result in zip(served, cf_results, strict=True):
+            i = order[arrival]
+            fx = fixtures[i]
+            result = results[pos]
+            assert result is not None
+            decision = decisions[i]
+            if result.tier is not None:  # an external router chose when it served the request
+                decision = RouteDecision(result.tier, "external router (reply model)")
+            outcome = outcomes[i]
+            primary = self._priced(decision.tier, "primary", result)
+            if tally is not None and i in tally.confidences:
+                primary.confidence, primary.confidence_source = tally.confidences[i]
+            cf = self._priced(largest.name, "counterfactual", cf_result)
+            extra: dict[str, Any] = {}
+            if i in pii:
+                extra["pii"] = pii[i]
+            if i in semantic_notes:
+                hit = semantic_notes[i]
+                extra["semantic"] = {
+                    "source": fixtures[hit.source].id,
+                    "similarity": hit.similarity,
+                    "answer_source": hit.answer_source,
+                    "correct": hit.correct,
+                }
+            if i in prefix_notes:
+                extra["prefix"] = prefix_notes[i]
+            record = records[i] = RequestRecord(
+                fixture_id=fx.id,
+                suite=fx.suite,
+                location=fx.location,
+                content_hash=fx.content_hash,
+                weight=fx.weight,
+                monthly_requests=monthly[i],
+                arrival_index=arrival,
+                arrival_s=round(times[arrival], 3),
+                route_tier=decision.tier,
+                route_reason=decision.reason,
+                route_score=decision.score,
+                route_label=fx.label,
+                cache=outcome.outcome,
+                cache_detail=outcome.detail,
+                calls=[primary, escalations[i][0]] if i in escalations else [primary],
+                counterfactual=cf,
+                extra=extra,
+                alternatives=alternatives.get(i),
+            )
+            answers.append((record, self.answer(fixtures, i, outcome, replies)))
+        clock = self._timed("records", clock)
+        self._score(answers)
+        self._timed("quality", clock)
+        self.routing = RoutingRun(
+            kind=self.router.kind,
+            description=getattr(self.router, "description", f"{self.router.kind} router"),
+            score_range=getattr(self.router, "score_range", None),
+            overhead=overhead,
+            cascade=tally.summary() if tally is not None else None,
+        )
+        return [r for r in records if r is not None]
+
+    def _cascade(
+        self,
+        fixtures: Sequence[Fixture],
+        order: Sequence[int],
+        decisions: Sequence[RouteDecision],
+        outcomes: dict[int, CacheOutcome],
+        results: Sequence[CallResult | None],
+        served: Sequence[tuple[int, int]],
+    ) -> tuple[dict[int, tuple[TierCall, CallResult]], CascadeTally | None]:
+        """Escalate the first tier's low-confidence answers: a second, priced call on the next tier.
+
+        Only requests this run served on `from_tier` (no result-cache hit) can escalate; the
+        confidence is the recorded one, else the configured estimate (`costguard.engine.routing.cascade`).
+        """
+        cc = self.config.cascade
+        if cc is None or not cc.enabled:
+            return {}, None
+        from costguard.engine.routing.cascade import CascadeTally, estimate_confidence
+
+        estimate = estimate_confidence(
+            cc, self.config, fixtures, [d.score for d in decisions],
+            score_range=getattr(self.router, "score_range", None), router_kind=self.router.kind,
+        )  # fmt: skip
+        tally = CascadeTally(cc, estimate.method)
+        to_tier = self.config.tier(cc.to_tier)
+        planned: list[tuple[int, PlannedCall]] = []
+        for pos, arrival in served:
+            i = order[arrival]
+            result = results[pos]
+            assert result is not None
+            tier = result.tier or decisions[i].tier
+            if tier != cc.from_tier or outcomes[i].outcome in ("exact", "semantic"):
+                continue
+            if tally.decide(i, result.confidence, estimate.values[i]):
+                call = self._plan(i, fixtures[i], to_tier, "escalation")
+                call.arrival_index = arrival
+                planned.append((i, call))
+        escalated: dict[int, tuple[TierCall, CallResult]] = {}
+        replies = self.backend.execute([call for _, call in planned]) if planned else []
+        for (i, _), reply in zip(planned, replies, strict=True):
+            if (
+                reply is not None
+            ):  # a live backend that stopped early: the request stays on the first tier
+                escalated[i] = (self._priced(cc.to_tier, "escalation", reply), reply)
+        tally.escalated = sorted(escalated)
+        return escalated, tally
+
+    def _alternatives(
+        self, fixtures: Sequence[Fixture], batch: Sequence[RouteInput], indices: set[int]
+    ) -> dict[int, RouteAlternatives]:
+        """Each served request priced on every tier, projected offline with no caches: what the
+        routing baselines (all-small, all-large, random, length) are computed from."""
+        from costguard.engine.backends.offline import OfflineBackend
+
+        # Its own backend: these projections are not calls of the run (recorded-response counts stay).
+        offline = OfflineBackend(self.config, getattr(self.backend, "recordings", None))
+        wanted = sorted(indices)
+        costs: dict[int, dict[str, float]] = {i: {} for i in wanted}
+        estimated = dict.fromkeys(wanted, False)
+        for tier in self.config.tiers:
+            price = self.prices[tier.name]
+            results = offline.execute(
+                [self._plan(i, fixtures[i], tier, "counterfactual") for i in wanted]
+            )
+            for i, r in zip(wanted, results, strict=True):
+                assert r is not None  # the offline backend answers every call
+                costs[i][tier.name] = price.cost(r.input_tokens, 0, r.output_tokens)
+                if (
+                    r.output_source in ESTIMATED_OUTPUT
+                    or r.input_source == "approximate"
+                    or price.estimated
+                ):
+                    estimated[i] = True
+        return {
+            i: RouteAlternatives(batch[i].prompt_tokens, costs[i], estimated[i]) for i in wanted
+        }
+
+    def answer(
+        self,
+        fixtures: Sequence[Fixture],
+        index: int,
+        outcome: CacheOutcome,
+        replies: dict[int, tuple[str, CallResult]],
+    ) -> Answer:
+        """What request `index` was answered with: the text to score, or why there is none.
+
+        A result-cache hit is answered with the cached answer, i.e. the reply to the request that
+        filled the cache entry (`source_index`), never with a reply this request did not get.
+        """
+        fixture = fixtures[index]
+        hit = outcome.outcome in ("exact", "semantic") and outcome.source_index is not None
+        source = outcome.source_index if hit else index
+        assert source is not None
+        tier, result = replies.get(source, (None, None))
+        if result is None or result.text is None:
+            where = f"on tier {tier}" if tier else "in this run"
+            if result is None:
+                missing = f"no reply {where}"
+            elif self.backend.name == "offline" or hit:
+                missing = f"no recorded response {where}"
+            else:
+                missing = f"tier {tier} returned no text"
+            if hit:
+                missing = (
+                    f"{outcome.outcome} cache hit on {fixtures[source].id}'s answer: {missing}"
+                )
+            return Answer(fixture, None, tier, missing)
+        measured = result.output_tokens if result.output_source == "measured" else None
+        return Answer(
+            fixture, Response(fixture, result.text, measured, tier, result.response_ref), tier
+        )
+
+    def _score(self, answers: list[tuple[RequestRecord, Answer]]) -> None:
+        """Quality of every answer, in one batch (similarity and judge calls are batched)."""
+        if self.quality is None or not any(a.fixture.expect.assertions for _, a in answers):
+            return
+        self.progress("quality", 0, len(answers))
+        scores = self.quality.score_many([a for _, a in answers])
+        for (record, _), quality in zip(answers, scores, strict=True):
+            record.quality = quality
+        self.progress("quality", len(answers), len(answers))
+
+    def _project_offline(self, calls: list[PlannedCall]) -> list[CallResult]:
+        """Offline projections of calls (recorded replies where there are any), for what this
+        backend does not serve: other shards' requests and the counterfactual."""
+        from costguard.engine.backends.offline import OfflineBackend
+
+        if not calls:
+            return []
+        if isinstance(self.backend, OfflineBackend):
+            offline = self.backend
+        else:
+            offline = OfflineBackend(self.config, getattr(self.backend, "recordings", None))
+        results = offline.execute(calls)
+        assert all(r is not None for r in results)  # the offline backend answers every call
+        return results  # type: ignore[return-value]
+
+    def _counterfactual_results(self, calls: list[PlannedCall]) -> list[CallResult]:
+        """No caches: projected offline (recorded replies of the largest tier where there are
+        any, else the expected/prior output), with no cached prompt tokens."""
+        results = self._project_offline(calls)
+        for r in results:
+            r.cached_tokens = 0
+            r.cached_source = "none"
+        return results
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`i/n` (1-based) -> (i, n)."""
+    from costguard.errors import UsageError
+
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text!r}: expected i/n, e.g. 2/4") from None
+    if count < 1 or not 1 <= index <= count:
+        raise UsageError(f"--shard {text!r}: need 1 <= i <= n")
+    return index, count
+
+
+def _interleave(
+    n: int,
+    arrivals: range,
+    shard_results: Sequence[CallResult | None],
+    others: Sequence[CallResult | None],
+) -> list[CallResult | None]:
+    """One result per arrival: the shard's from the backend, the rest (in order) from `others`."""
+    out: list[CallResult | None] = []
+    rest = iter(others)
+    for a in range(n):
+        out.append(shard_results[a - arrivals.start] if a in arrivals else next(rest))
+    return out
+
+
+def shard_arrivals(n: int, shard: tuple[int, int] | None) -> range:
+    """Arrival positions of one shard: a contiguous block of the arrival order, so requests that
+    arrive close together (a conversation's turns, bursts that share prefixes) stay on one server."""
+    if shard is None:
+        return range(n)
+    index, count = shard
+    return range((index - 1) * n // count, index * n // count)

@@ -1,0 +1,251 @@
+"""Routers: decide which tier serves each request.
+
+A router sees the whole fixture batch at once (embedding routers encode in batches) and returns
+one decision per request. The rules router and the length router live here; the embedding
+complexity and kNN routers (`costguard.engine.routing.complexity`) plug in through `build_router`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from costguard.errors import ConfigError
+from costguard.model.config import (
+    BINARY_CLASSES,
+    ComplexityRouterConfig,
+    KnnRouterConfig,
+    LengthRouterConfig,
+    RulesRouterConfig,
+    StackConfig,
+)
+from costguard.model.fixtures import Fixture
+
+
+@dataclass(frozen=True)
+class RouteInput:
+    fixture: Fixture
+    prompt_tokens: int  # counted with the router's tokenizer tier
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    tier: str
+    reason: str
+    score: float | None = None
+
+
+@dataclass
+class RouterOverhead:
+    """Per-request scoring latency of the router as deployed (one request at a time)."""
+
+    samples_s: list[float] = field(default_factory=list)
+    source: str = "measured"  # "measured" | "stored" (an earlier run's) | "not_measured"
+    method: str = ""
+
+
+@dataclass
+class RoutingRun:
+    """Run-level routing facts that the per-request records cannot hold (the report's routing section)."""
+
+    kind: str
+    description: str
+    score_range: tuple[float, float] | None = (
+        None  # None: scores are not on a fixed scale (or absent)
+    )
+    overhead: RouterOverhead | None = None
+    cascade: dict[str, Any] | None = None  # CascadeTally.summary()
+
+
+class Router(Protocol):
+    kind: str
+
+    def route(self, batch: Sequence[RouteInput]) -> list[RouteDecision]: ...
+
+
+OVERHEAD_PROBES = 32
+
+
+def overhead_probes(batch: Sequence[RouteInput], limit: int = OVERHEAD_PROBES) -> list[RouteInput]:
+    """A deterministic sample spread over the batch, for the router-overhead measurement."""
+    step = max(1, len(batch) // limit)
+    return list(batch[::step][:limit])
+
+
+def measure_overhead(router: Router, probes: Sequence[RouteInput]) -> RouterOverhead | None:
+    """The router's per-request latency on `probes`: its own measurement where it has one
+    (embedding routers), else each probe routed alone and timed."""
+    own = getattr(router, "measure_overhead", None)
+    if own is not None:
+        return own(probes)
+    if not probes:
+        return None
+    samples = []
+    for item in probes:
+        started = time.perf_counter()
+        router.route([item])
+        samples.append(time.perf_counter() - started)
+    return RouterOverhead(
+        samples, "measured", f"each of {len(samples)} probe requests routed alone, in process"
+    )
+
+
+class SingleTierRouter:
+    """No router configured: everything goes to one tier."""
+
+    kind = "single"
+
+    def __init__(self, tier: str) -> None:
+        self.tier = tier
+
+    def route(self, batch: Sequence[RouteInput]) -> list[RouteDecision]:
+        return [RouteDecision(self.tier, "single tier (no router configured)") for _ in batch]
+
+
+class RulesRouter:
+    """First matching rule wins: by suite, regex on the last user message, prompt length."""
+
+    kind = "rules"
+
+    def __init__(self, config: RulesRouterConfig) -> None:
+        self.config = config
+        self._regex = [re.compile(r.regex) if r.regex else None for r in config.rules]
+
+    def route(self, batch: Sequence[RouteInput]) -> list[RouteDecision]:
+        return [self._one(item) for item in batch]
+
+    def _one(self, item: RouteInput) -> RouteDecision:
+        fx = item.fixture
+        for i, rule in enumerate(self.config.rules):
+            if rule.suites is not None and fx.suite not in rule.suites:
+                continue
+            if rule.min_prompt_tokens is not None and item.prompt_tokens < rule.min_prompt_tokens:
+                continue
+            if rule.max_prompt_tokens is not None and item.prompt_tokens > rule.max_prompt_tokens:
+                continue
+            pattern = self._regex[i]
+            if pattern is not None and not pattern.search(fx.last_user_text):
+                continue
+            return RouteDecision(rule.tier, f"rule {i + 1}")
+        return RouteDecision(self.config.default_tier, "default tier")
+
+
+class LengthRouter:
+    """Route by prompt length alone: the known-bad baseline that short-but-hard prompts defeat."""
+
+    kind = "length"
+
+    def __init__(self, config: LengthRouterConfig) -> None:
+        self.thresholds = sorted(config.thresholds, key=lambda t: t.max_prompt_tokens)
+        self.default_tier = config.default_tier
+
+    def route(self, batch: Sequence[RouteInput]) -> list[RouteDecision]:
+        out = []
+        for item in batch:
+            for t in self.thresholds:
+                if item.prompt_tokens <= t.max_prompt_tokens:
+                    out.append(
+                        RouteDecision(
+                            t.tier,
+                            f"prompt <= {t.max_prompt_tokens} tokens",
+                            float(item.prompt_tokens),
+                        )
+                    )
+                    break
+            else:
+                out.append(
+                    RouteDecision(
+                        self.default_tier, "longer than every threshold", float(item.prompt_tokens)
+                    )
+                )
+        return out
+
+
+def tiers_by_strength(config: StackConfig) -> list[str]:
+    """Tiers from the weakest to the strongest: config order, with the largest tier last."""
+    largest = config.largest.name
+    return [t.name for t in config.tiers if t.name != largest] + [largest]
+
+
+def sufficient_rank(label: str | None, order: Sequence[str]) -> int | None:
+    """The rank (in `order`) of the weakest tier that answers a request with this label well.
+
+    `simple` -> the weakest tier; `complex` -> only the strongest; a tier name -> that tier
+    (or any stronger). Other labels (and none) say nothing: None.
+    """
+    if label is None:
+        return None
+    if label == BINARY_CLASSES[0]:
+        return 0
+    if label == BINARY_CLASSES[1]:
+        return len(order) - 1
+    if label in order:
+        return list(order).index(label)
+    return None
+
+
+def router_tokenizer_tier(config: StackConfig) -> str:
+    tier = getattr(config.router, "tokenizer_tier", None) if config.router else None
+    return tier or config.tiers[0].name
+
+
+def build_router(config: StackConfig, **context: Any) -> Router:
+    """The router for a stack config.
+
+    `context`: `project` (an api.Project: its root, fixtures, cache directory and shared
+    embedders), or the pieces alone: `root`, `fixtures`, `embedding_cache`, `cache_dir`.
+    Without a cache the embedding routers keep vectors in memory only.
+    """
+    rc = config.router
+    if rc is None:
+        return SingleTierRouter(config.tiers[0].name)
+    if isinstance(rc, RulesRouterConfig):
+        return RulesRouter(rc)
+    if isinstance(rc, LengthRouterConfig):
+        return LengthRouter(rc)
+    if isinstance(rc, (ComplexityRouterConfig, KnnRouterConfig)):
+        return _embedding_router(rc, **context)
+    if rc.kind == "external":
+        from costguard.engine.routing.external import ExternalRouter
+
+        project = context.get("project")
+        recordings = project.recordings() if project is not None else None  # type: ignore[attr-defined]
+        return ExternalRouter(config, recordings, live=bool(context.get("live")))
+    raise TypeError(f"unsupported router kind {getattr(rc, 'kind', rc)!r}")
+
+
+def _embedding_router(rc: ComplexityRouterConfig | KnnRouterConfig, **context: Any) -> Router:
+    from costguard.engine.routing import complexity
+
+    project = context.get("project")
+    root = Path(context.get("root") or (project.root if project is not None else "."))
+    cache_dir = context.get("cache_dir") or (project.cache_dir if project is not None else None)
+    overhead_dir = Path(cache_dir) / "router-overhead" if cache_dir is not None else None
+    try:
+        if (
+            project is not None
+        ):  # one embedder per model on the project, shared with the semantic cache
+            embedder = project.embedder(complexity.model_name(rc, root), precision=rc.precision)
+        else:
+            embedder = complexity.make_embedder(rc, root=root, cache=context.get("embedding_cache"))
+    except ConfigError as exc:
+        if project is None or exc.file is not None:
+            raise
+        raise project.stack.error(exc.message, "router", "model") from None
+    if isinstance(rc, ComplexityRouterConfig):
+        return complexity.ComplexityRouter(rc, embedder, overhead_dir=overhead_dir)
+    from costguard.model.fixtures import load_fixtures
+
+    if rc.train is not None:
+        training = load_fixtures(rc.train, root=root)
+    else:
+        # The run's fixtures; a project loaded without them (a pytest-xdist worker serving the
+        # tests' own calls) trains on the config's fixture paths.
+        training = context.get("fixtures") or (project.fixtures if project is not None else [])
+        if not training and project is not None:
+            training = load_fixtures(project.config.fixtures, root=root)
+    return complexity.KnnRouter(rc, embedder, training, overhead_dir=overhead_dir)

@@ -1,0 +1,64 @@
+"""Policy metrics over the cache layers: semantic false-hit rate, prefix hit rate per tier/suite.
+
+(`cache_hit_rate` with `layer: exact | semantic | prefix` is a core metric in `costguard.policy.engine`.)
+"""
+
+from __future__ import annotations
+
+from costguard.policy.engine import Metric, MetricContext, MetricValue, Rule, register_metric
+
+
+def _semantic_false_hit_rate(ctx: MetricContext, rule: Rule) -> MetricValue:
+    block = ctx.report.get("cache", {}).get("semantic")
+    if not isinstance(block, dict) or not block.get("enabled"):
+        return MetricValue(None, note="the semantic cache is disabled")
+    if not block.get("hits"):
+        return MetricValue(0.0, note="no semantic hits")
+    notes = []
+    if block.get("unjudged_hits"):
+        notes.append(f"{block['unjudged_hits']} hit(s) could not be judged and count as correct")
+    # A cached answer that is the earlier fixture's reference (not a recorded response) is a
+    # stand-in for what the model said: the judgement rests on it.
+    estimated = bool(block.get("answer_sources", {}).get("reference"))
+    if estimated:
+        notes.append("cached answers are expect.reference stand-ins, not recorded responses")
+    return MetricValue(block["false_hit_rate"], estimated, "; ".join(notes) or None)
+
+
+def _prefix_hit_rate(ctx: MetricContext, rule: Rule) -> MetricValue:
+    prefix = ctx.report.get("cache", {}).get("prefix")
+    if not isinstance(prefix, dict) or not prefix.get("enabled"):
+        return MetricValue(None, note="the prefix-cache simulation is off")
+    if rule.tier is not None:
+        block = prefix.get("tiers", {}).get(rule.tier)
+        if block is None:
+            return MetricValue(None, note=f"tier {rule.tier!r} is not in this stack")
+        if not block.get("simulated"):
+            return MetricValue(None, note=f"prefix caching is off on tier {rule.tier!r}")
+        if not block.get("calls_per_month"):
+            return MetricValue(None, note=f"no requests reach tier {rule.tier!r}")
+        return MetricValue(block["hit_rate_tokens"], note="simulated")
+    if rule.suite is not None:
+        block = prefix.get("suites", {}).get(rule.suite)
+        if block is None:
+            return MetricValue(None, note=f"suite {rule.suite!r} has no fixtures in this run")
+        return MetricValue(block["hit_rate_tokens"], note="simulated")
+    return MetricValue(prefix["hit_rate_tokens"], note="simulated")
+
+
+for _metric in (
+    Metric(
+        "semantic_false_hit_rate",
+        "ratio",
+        "share of semantic-cache hits whose cached answer fails the new request's expectations (0..1)",
+        _semantic_false_hit_rate,
+    ),
+    Metric(
+        "prefix_hit_rate",
+        "ratio",
+        "share of prompt tokens served from vLLM's prefix cache, simulated (tier: or suite: to select)",
+        _prefix_hit_rate,
+        ("tier", "suite"),
+    ),
+):
+    register_metric(_metric)
