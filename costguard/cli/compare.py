@@ -37,7 +37,7 @@ def head_report(report: str | None, config: str, fixtures: tuple[str, ...]) -> t
         from costguard.report.run_report import load_report
 
         return load_report(report), f"file {report}"
-    from costguard.cli.main import run_projection
+    from costguard.cli.running import run_projection
 
     return run_projection(config, fixtures), "working tree"
 
@@ -440,8 +440,8 @@ def ci_command(
     the exit code says whether the policy failed.
     """
     from costguard import api
-    from costguard.integrations.github import marker
     from costguard.integrations import actions as gha
+    from costguard.integrations.github import marker
     from costguard.render.markdown import render_summary
     from costguard.render.terminal import print_diff
 

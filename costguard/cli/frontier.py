@@ -63,7 +63,6 @@ def frontier_command(
     import json
 
     from costguard import api
-    from costguard.compare.frontier import evaluate
     from costguard.model.variants import CURRENT, build_variants, select_variants
 
     project = api.load_project(config, fixtures or None)
@@ -74,7 +73,7 @@ def frontier_command(
         for v in variants:
             click.echo(f"{v.name}: {v.description}")
         return
-    result = evaluate(project, variants, policy=policy)
+    result = api.frontier(project, variants, policy=policy)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

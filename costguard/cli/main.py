@@ -13,60 +13,16 @@ from typing import Any
 import click
 
 from costguard import __version__
+from costguard.cli import compare as _compare
+from costguard.cli import frontier as _frontier
+from costguard.cli import recordings as _recordings
+from costguard.cli import stack as _stack
 from costguard.cli.options import baseline_options
 from costguard.cli.options import config_option as _config_option
 from costguard.cli.options import fixtures_option as _fixtures_option
+from costguard.cli.running import run_projection
 from costguard.errors import EXIT_USAGE, CostguardError
 from costguard.report.run_report import DEFAULT_REPORT
-
-
-def make_progress(enabled: bool) -> Any:
-    """A rich progress bar on stderr for long runs; None when stderr is not a terminal."""
-    if not enabled or not sys.stderr.isatty():
-        return None, None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    tasks: dict[str, Any] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total)
-        progress.update(tasks[stage], completed=done, total=total)
-
-    return progress, update
-
-
-def run_projection(
-    config: str,
-    fixtures: tuple[str, ...],
-    backend: str = "offline",
-    show_progress: bool = True,
-    variant: str | None = None,
-    **options: Any,
-) -> Any:
-    """Load the project (or one of its stack variants) and run it (`options`: shard, replay
-    overrides for live backends)."""
-    from costguard import api
-
-    project = api.load_project(config, fixtures or None)
-    if variant is not None:
-        project = api.with_variant(project, variant)
-    live = backend != "offline"
-    progress, update = make_progress(show_progress and (live or len(project.fixtures) >= 2000))
-    notify = (lambda message: click.echo(f"costguard: {message}", err=True)) if live else None
-    if progress is None:
-        return api.run(project, backend=backend, notify=notify, **options)
-    with progress:
-        return api.run(project, backend=backend, progress=update, notify=notify, **options)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -147,7 +103,7 @@ def run(
     A live run that stops early (Ctrl-C, a request failing after its retries) still writes its
     report, marked incomplete (it fails every policy), and exits 2 (130 on Ctrl-C).
     """
-    from costguard.engine.pipeline import parse_shard
+    from costguard.engine.traffic import parse_shard
 
     replay: dict[str, Any] = {}
     if concurrency is not None:
@@ -400,11 +356,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     sys.exit(0)
 
-
-from costguard.cli import compare as _compare  # noqa: E402 (needs `cli` defined above)
-from costguard.cli import frontier as _frontier  # noqa: E402
-from costguard.cli import recordings as _recordings  # noqa: E402
-from costguard.cli import stack as _stack  # noqa: E402
 
 for _module in (_compare, _stack, _recordings, _frontier):
     _module.register_commands(cli)

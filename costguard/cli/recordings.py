@@ -37,8 +37,10 @@ def _project(config: str, fixtures: tuple[str, ...]):  # -> api.Project
 def stats(config: str, fixtures: tuple[str, ...], fmt: str) -> None:
     """How many recordings match the current fixtures and tiers, and which are stale."""
     project = _project(config, fixtures)
+    from costguard import api
+
     store = project.recordings()
-    audit = store.audit(project.fixtures, project.config)
+    audit = api.audit_recordings(project, store)
     covered = {
         fx.id for fx in project.fixtures if any(store.get(fx, t) for t in project.config.tiers)
     }
@@ -77,9 +79,11 @@ def stats(config: str, fixtures: tuple[str, ...], fmt: str) -> None:
 def prune(config: str, fixtures: tuple[str, ...], keep_orphaned: bool) -> None:
     """Drop recordings that no current fixture x tier uses (stale and orphaned)."""
     project = _project(config, fixtures)
+    from costguard import api
+
     store = project.recordings()
     before = len(store)
-    dropped = store.prune(project.fixtures, project.config, keep_orphaned=keep_orphaned)
+    dropped = api.prune_recordings(project, keep_orphaned=keep_orphaned)
     click.echo(
         f"dropped {dropped} of {before} recorded response(s); {len(store)} left in {store.path}"
     )

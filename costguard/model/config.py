@@ -14,8 +14,8 @@ from pydantic import Field, field_validator, model_validator
 
 from costguard.errors import ConfigError
 from costguard.model.pricing import PricingConfig
+from costguard.model.tokenizer import TokenizerSpec
 from costguard.model.yamlio import StrictModel, check_regex, line_of, load_yaml, validate
-from costguard.text.tokenization import TokenizerSpec
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 

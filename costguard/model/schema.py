@@ -12,7 +12,7 @@ SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 def schemas() -> dict[str, dict[str, Any]]:
     from costguard.model.config import StackConfig
     from costguard.model.fixtures import FixtureFile, FixtureSpec
-    from costguard.policy.engine import PolicyFile
+    from costguard.model.policy_file import PolicyFile
 
     stack = StackConfig.model_json_schema(by_alias=True)
     stack["title"] = "costguard stack config (costguard.yaml)"

@@ -103,13 +103,13 @@ def resolve_settings(config: pytest.Config) -> Settings:
 def resolve_baseline(settings: Settings) -> RunReport | None:
     """`--costguard-baseline`: a RunReport file or artifact directory if that path exists, else a
     git ref projected offline in a temporary worktree (the same code path as `costguard diff --base-ref`)."""
-    from costguard.compare.baseline import baseline_from_git_ref, baseline_from_path
+    from costguard import api
 
     assert settings.baseline is not None
     if settings.baseline.exists() or settings.baseline_spec is None:
-        return baseline_from_path(_cwd_relative(settings.baseline)).report
-    return baseline_from_git_ref(
-        settings.baseline_spec, config=_cwd_relative(settings.config)
+        return api.load_baseline(path=_cwd_relative(settings.baseline)).report
+    return api.load_baseline(
+        base_ref=settings.baseline_spec, config=_cwd_relative(settings.config)
     ).report
 
 

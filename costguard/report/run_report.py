@@ -6,12 +6,11 @@ Format documented in docs/report-format.md. Renderers never recompute: they read
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from costguard.errors import ConfigError
+from costguard.model.files import write_atomic as write_atomic  # re-exported: diff writes with it
 
 DEFAULT_REPORT = "costguard-report.json"  # where front ends write the report unless told otherwise
 SCHEMA_VERSION = "1.0"
@@ -88,21 +87,6 @@ def _replaced(data: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[s
     out = dict(data)
     out[path[0]] = value if len(path) == 1 else _replaced(data[path[0]], path[1:], value)
     return out
-
-
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file and a rename, so nothing is half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 REQUIRED_KEYS = ("schema_version", "complete", "totals", "tiers", "suites", "records")

@@ -518,7 +518,7 @@ class StackState:
     tiers: list[TierProcess]
 
     def write(self) -> None:
-        from costguard.report.run_report import write_atomic
+        from costguard.model.files import write_atomic
 
         data = {"version": 1, "config": self.config, "started_at": self.started_at,
                 "tiers": [t.to_dict() for t in self.tiers]}  # fmt: skip
