@@ -12,6 +12,7 @@ from typing import Any
 
 from costguard.compare.diff import Baseline, DiffReport, diff_reports
 from costguard.compare.frontier import Frontier, outcome_of, place
+from costguard.compare.projection_cache import external_inputs
 from costguard.engine.backends.factory import BACKENDS, open_backend
 from costguard.engine.project import DEFAULT_CONFIG, Project, load_project, with_variant
 from costguard.engine.run import (
@@ -88,13 +89,23 @@ def check(
 
 
 def project_offline(
-    config: Path, fixtures: list[str] | None = None, cache_dir: Path | None = None
-) -> RunReport:
-    """An offline projection of a checkout (a git ref's baseline), sharing `cache_dir` if given."""
+    config: Path,
+    fixtures: list[str] | None = None,
+    cache_dir: Path | None = None,
+    tree: Path | None = None,
+) -> tuple[RunReport, dict[str, str] | None]:
+    """An offline projection of a checkout (a git ref's baseline), sharing `cache_dir` if given,
+    with the files outside the checkout `tree` it read (None: do not cache this projection)."""
     project = load_project(config, fixtures)
     if cache_dir is not None:
         project.config.cache_dir = str(cache_dir)
-    return run(project)
+    report = run(project)
+    external = (
+        external_inputs(project, tree, report.data.get("inputs") or {})
+        if tree is not None
+        else None
+    )
+    return report, external
 
 
 def load_baseline(

@@ -21,11 +21,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from costguard.compare.diff import Baseline
+from costguard.compare.projection_cache import BaseProjectionCache, projection_key
 from costguard.errors import CostguardError, UsageError
 from costguard.report.run_report import DEFAULT_REPORT, RunReport, load_report
 
-Projector = Callable[[Path, "list[str] | None", "Path | None"], RunReport]
-"""Projects a checkout offline: (config path, fixture paths or None, token cache dir or None)."""
+Projector = Callable[
+    [Path, "list[str] | None", "Path | None", Path], "tuple[RunReport, dict[str, str] | None]"
+]
+"""Projects a checkout offline: (config path, fixture paths or None, token cache dir or None,
+the checkout) -> its RunReport and the files outside the checkout it read ({path: sha256}, None
+when the projection must not be cached: see `projection_cache.external_inputs`)."""
 
 __all__ = ["Baseline", "baseline_from_path", "baseline_from_git_ref", "no_baseline"]
 
@@ -150,6 +155,16 @@ def baseline_from_git_ref(
             f"{rel_config} does not exist at {ref} (costguard is new in this change)", source
         )
 
+    rel_fixtures = None
+    if fixtures:
+        rel_fixtures = [_relative(Path(f), root) or str(Path(f).resolve()) for f in fixtures]
+    cache_root = _cache_root(config_path, cache_dir)
+    cache = BaseProjectionCache(cache_root / "base-projections") if cache_root else None
+    key = projection_key(sha, rel_config, rel_fixtures)
+    cached = cache.get(key) if cache is not None else None
+    if cached is not None:
+        return Baseline(cached, f"{source}, projection cached")
+
     base_fixtures: list[str] | None = None
     tmp = Path(tempfile.mkdtemp(prefix="costguard-base-"))
     tree = tmp / "tree"
@@ -164,16 +179,36 @@ def baseline_from_git_ref(
                 rel = _relative(Path(f), root)
                 base_fixtures.append(str(tree / rel) if rel is not None else str(Path(f).resolve()))
         try:
-            report = project(
-                tree / rel_config, base_fixtures, Path(cache_dir).resolve() if cache_dir else None
+            report, external = project(
+                tree / rel_config,
+                base_fixtures,
+                Path(cache_dir).resolve() if cache_dir else None,
+                tree,
             )
         except CostguardError as exc:
             raise _at_ref(exc, tree, ref) from None
+        if cache is not None and external is not None:
+            cache.put(key, report, external, commit=sha)
         return Baseline(report, source)
     finally:
         _git("worktree", "remove", "--force", str(tree), cwd=root)
         shutil.rmtree(tmp, ignore_errors=True)
         _git("worktree", "prune", cwd=root)
+
+
+def _cache_root(config_path: Path, cache_dir: Path | None) -> Path | None:
+    """The head's cache directory: given, else `cache_dir:` of the head's config (default
+    .costguard/cache beside it); None when the head has no readable config (no cache then)."""
+    if cache_dir is not None:
+        return Path(cache_dir).resolve()
+    from costguard.model.config import load_stack
+
+    try:
+        stack = load_stack(config_path)
+    except CostguardError:
+        return None
+    path = Path(stack.config.cache_dir)
+    return path if path.is_absolute() else stack.root / path
 
 
 def _at_ref(exc: CostguardError, tree: Path, ref: str) -> CostguardError:
