@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from costguard import api
+from costguard.api import core
 from costguard.compare import projection_cache
 from tests.conftest import STACK_YAML, TEMPLATE_V1, TICKETS_YAML, git, minilm_dir, run_cli
 
@@ -19,13 +20,13 @@ from tests.conftest import STACK_YAML, TEMPLATE_V1, TICKETS_YAML, git, minilm_di
 def counted_runs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The roots of the projects `api.run` projected (base projections happen in-process)."""
     roots: list[Path] = []
-    real_run = api.run
+    real_run = core.run
 
     def run(project, **options):  # type: ignore[no-untyped-def]
         roots.append(project.root)
         return real_run(project, **options)
 
-    monkeypatch.setattr(api, "run", run)
+    monkeypatch.setattr(core, "run", run)
     return roots
 
 

@@ -67,7 +67,8 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             if t.split(".")[0] != "costguard":
                 continue
             r = resolve(t)
-            if r and r != name:
+            # a module's own parent packages are imported before it anyway: not an edge
+            if r and r != name and not name.startswith(r + "."):
                 found.add(r)
     return found
 
@@ -124,6 +125,7 @@ def main() -> int:
     # A package's own import of its submodule is not an edge worth counting as a cycle source
     # unless the submodule imports the package back; keep all edges, Tarjan sorts it out.
     graph = {m: imports_of(m, p, known) for m, p in mods.items()}
+    graph[root.name] = set()  # the lazy export of the facade (see the module docstring)
     # importing a.b.c also imports packages a.b and a: ignore those implicit parents here.
     sccs = cycles(graph)
     upward = [

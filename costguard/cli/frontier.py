@@ -62,18 +62,15 @@ def frontier_command(
     """
     import json
 
-    from costguard import api
-    from costguard.model.variants import CURRENT, build_variants, select_variants
+    from costguard.api import Costguard
 
-    project = api.load_project(config, fixtures or None)
-    variants = build_variants(project.stack, auto=False if no_auto else None)
-    if only:
-        variants = select_variants(variants, [CURRENT, *only])
+    cg = Costguard(config, fixtures or None)
+    variants = cg.variants(only=only, auto=False if no_auto else None)
     if list_only:
         for v in variants:
             click.echo(f"{v.name}: {v.description}")
         return
-    result = api.frontier(project, variants, policy=policy)
+    result = cg.frontier(variants, policy=policy)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

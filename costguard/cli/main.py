@@ -17,12 +17,12 @@ from costguard.cli import compare as _compare
 from costguard.cli import frontier as _frontier
 from costguard.cli import recordings as _recordings
 from costguard.cli import stack as _stack
+from costguard.cli.compare import DEFAULT_REPORT
 from costguard.cli.options import baseline_options
 from costguard.cli.options import config_option as _config_option
 from costguard.cli.options import fixtures_option as _fixtures_option
 from costguard.cli.running import run_projection
 from costguard.errors import EXIT_USAGE, CostguardError
-from costguard.report.run_report import DEFAULT_REPORT
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,7 +103,7 @@ def run(
     A live run that stops early (Ctrl-C, a request failing after its retries) still writes its
     report, marked incomplete (it fails every policy), and exits 2 (130 on Ctrl-C).
     """
-    from costguard.engine.traffic import parse_shard
+    from costguard.api import parse_shard
 
     replay: dict[str, Any] = {}
     if concurrency is not None:
@@ -213,9 +213,9 @@ def check(
 )
 def schema(out_dir: str) -> None:
     """Write JSON Schemas for costguard.yaml, policy and fixture files (for editor validation)."""
-    from costguard.model.schema import write_schemas
+    from costguard.api import Costguard
 
-    for path in write_schemas(Path(out_dir)):
+    for path in Costguard.write_schemas(Path(out_dir)):
         click.echo(f"wrote {path}")
 
 
@@ -264,12 +264,9 @@ def calibrate(
     fmt: str,
 ) -> None:
     """Pick router thresholds from the fixtures' score quantiles so each tier gets a target share."""
-    from costguard import api
-    from costguard.engine.routing.calibration import calibrate as run_calibration
-    from costguard.engine.routing.calibration import strong_tier, write_thresholds
+    from costguard.api import Costguard
     from costguard.errors import UsageError
 
-    project = api.load_project(config, fixtures or None)
     targets: dict[str, float] = {}
     for item in target_shares:
         tier, sep, value = item.partition("=")
@@ -279,18 +276,12 @@ def calibrate(
             sep = ""
         if not sep or not tier.strip():
             raise UsageError(f"--target-share takes TIER=SHARE, e.g. large=0.15 (got {item!r})")
-    if target_strong_share is not None:
-        targets[strong_tier(project.config)] = target_strong_share
-    if not targets:
-        raise UsageError("give --target-strong-share SHARE or --target-share TIER=SHARE")
-    held = None
-    if holdout:
-        from costguard.model.fixtures import load_fixtures
-
-        held = load_fixtures(list(holdout), root=Path.cwd())
-    result = run_calibration(project, targets, holdout=held, holdout_paths=list(holdout))
-    if write:
-        write_thresholds(project.stack, result)
+    result = Costguard(config, fixtures or None).calibrate(
+        target_strong_share=target_strong_share,
+        target_shares=targets,
+        holdout=list(holdout),
+        write=write,
+    )
     if fmt == "json":
         import json
 
@@ -321,9 +312,9 @@ def import_logs(log: str, suite: str, out: str, id_prefix: str, dedupe: bool) ->
 
     import yaml
 
-    from costguard.model.fixtures import import_logs as do_import
+    from costguard.api import Costguard
 
-    fixtures = do_import(Path(log), suite=suite, id_prefix=id_prefix, dedupe=dedupe)
+    fixtures = Costguard.import_logs(log, suite=suite, id_prefix=id_prefix, dedupe=dedupe)
     out_path = Path(out)
     if out_path.suffix == ".jsonl":
         text = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in fixtures)

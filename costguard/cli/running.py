@@ -43,15 +43,15 @@ def run_projection(
 ) -> Any:
     """Load the project (or one of its stack variants) and run it (`options`: shard, replay
     overrides for live backends)."""
-    from costguard import api
+    from costguard.api import Costguard
 
-    project = api.load_project(config, fixtures or None)
-    if variant is not None:
-        project = api.with_variant(project, variant)
+    session = Costguard(config, fixtures or None, variant=variant)
     live = backend != "offline"
-    progress, update = make_progress(show_progress and (live or len(project.fixtures) >= 2000))
+    progress, update = make_progress(
+        show_progress and (live or len(session.project.fixtures) >= 2000)
+    )
     notify = (lambda message: click.echo(f"costguard: {message}", err=True)) if live else None
     if progress is None:
-        return api.run(project, backend=backend, notify=notify, **options)
+        return session.run(backend=backend, notify=notify, **options)
     with progress:
-        return api.run(project, backend=backend, progress=update, notify=notify, **options)
+        return session.run(backend=backend, progress=update, notify=notify, **options)

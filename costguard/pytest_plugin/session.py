@@ -22,20 +22,21 @@ from typing import Any
 import pytest
 
 from costguard import api
-from costguard.engine.observed import (
+from costguard.api import (
+    DEFAULT_REPORT,
     DEFAULT_SUITE,
+    ESTIMATED_OUTPUT,
+    Fixture,
+    Observed,
     ObservedCall,
-    observe_response,
+    PolicyResult,
+    RequestRecord,
+    RunReport,
+    Verdict,
     observed_records,
-    serve_request,
+    read_tool_settings,
 )
-from costguard.engine.pipeline import price_call
-from costguard.engine.records import ESTIMATED_OUTPUT, RequestRecord
 from costguard.errors import CostguardError
-from costguard.model.fixtures import Fixture
-from costguard.model.settings import read_tool_settings
-from costguard.policy.engine import PolicyResult, Verdict
-from costguard.report.run_report import DEFAULT_REPORT, RunReport
 
 WORKER_CALLS = "costguard_calls"
 
@@ -103,14 +104,14 @@ def resolve_settings(config: pytest.Config) -> Settings:
 def resolve_baseline(settings: Settings) -> RunReport | None:
     """`--costguard-baseline`: a RunReport file or artifact directory if that path exists, else a
     git ref projected offline in a temporary worktree (the same code path as `costguard diff --base-ref`)."""
-    from costguard import api
-
     assert settings.baseline is not None
     if settings.baseline.exists() or settings.baseline_spec is None:
-        return api.load_baseline(path=_cwd_relative(settings.baseline)).report
-    return api.load_baseline(
-        base_ref=settings.baseline_spec, config=_cwd_relative(settings.config)
-    ).report
+        spec = api.BaselineSpec("path", str(_cwd_relative(settings.baseline)))
+    else:  # one grammar (ref:, artifact:, file:); a bare word that is no path is a git ref
+        spec = api.parse_baseline(
+            settings.baseline_spec, bare="path-or-ref", option="--costguard-baseline"
+        )
+    return api.Costguard(_cwd_relative(settings.config)).load_baseline(spec).report
 
 
 # -- the plan: every item and its outcome, decided once ------------------------------------------
@@ -328,6 +329,7 @@ class CostguardRun:
         self.report_path: Path | None = None
         self.seconds = 0.0
         self._plan_file: Path | None = None
+        self._calls: api.Costguard | None = None
 
     # -- start: the projection, once --------------------------------------------------------
     def start(self, session: pytest.Session) -> None:
@@ -395,15 +397,16 @@ class CostguardRun:
     def recorder(self, node: pytest.Item) -> TestCallRecorder:
         return TestCallRecorder(self, node)
 
-    def call_project(self) -> api.Project:
-        """The project for observed calls (a worker loads only the stack config, lazily)."""
-        if self.project is None:
-            from costguard.model.config import load_stack
-
-            self.project = api.Project(
-                stack=load_stack(self.plan.config), fixtures=[], fixture_paths=[]
-            )
-        return self.project
+    def call_session(self) -> api.Costguard:
+        """The facade that serves and prices observed calls (a worker loads only the stack
+        config, lazily)."""
+        if self._calls is None:
+            if self.project is not None:
+                self._calls = api.Costguard.of(self.project)
+            else:
+                self._calls = api.Costguard.calls_only(self.plan.config)
+                self.project = self._calls.project
+        return self._calls
 
     def merge_worker_output(self, workeroutput: dict[str, Any]) -> None:
         self.calls.extend(ObservedCall.from_dict(d) for d in workeroutput.get(WORKER_CALLS, []))
@@ -522,20 +525,10 @@ class TestCallRecorder:
         path = _display(Path(frame.f_code.co_filename), self._run.config.rootpath)
         return len(self.calls), f"{path}:{frame.f_lineno}"
 
-    def _keep(self, call: ObservedCall) -> dict[str, Any]:
-        project = self._run.call_project()
-        priced = price_call(project.prices()[call.tier], call.tier, "primary", call.served)
-        self._run.calls.append(call)
-        self.calls.append(call)
-        return {
-            "tier": call.tier,
-            "input_tokens": priced.input_tokens,
-            "cached_tokens": priced.cached_tokens,
-            "output_tokens": priced.output_tokens,
-            "output_tokens_source": priced.output_source,
-            "cost_usd": priced.cost_usd,
-            "estimated": priced.estimated,
-        }
+    def _keep(self, observed: Observed) -> dict[str, Any]:
+        self._run.calls.append(observed.call)
+        self.calls.append(observed.call)
+        return observed.summary
 
     def record(
         self,
@@ -553,8 +546,7 @@ class TestCallRecorder:
         """
         seq, location = self._where()
         try:
-            call = observe_response(
-                self._run.call_project(),
+            observed = self._run.call_session().observe(
                 request,
                 response,
                 test=self._node.nodeid,
@@ -564,7 +556,7 @@ class TestCallRecorder:
                 suite=suite,
                 per_month=per_month,
             )
-            return self._keep(call)
+            return self._keep(observed)
         except CostguardError as exc:
             error = f"costguard.record: {exc}"
         pytest.fail(error, pytrace=False)  # outside the except: no chained traceback
@@ -585,7 +577,8 @@ class TestCallRecorder:
         counted exactly, output tokens come from `expected_output_tokens` or the suite's
         `output_tokens_prior` and are labelled estimated."""
         seq, location = self._where()
-        project = self._run.call_project()
+        calls = self._run.call_session()
+        project = calls.project
         request = {"messages": messages, **params}
         try:
             if model is not None and tier is None and model != "auto":
@@ -601,8 +594,7 @@ class TestCallRecorder:
                     raise CostguardError(
                         f"model {model!r} names no tier (use model='auto' or omit it to route)"
                     )
-            call, result = serve_request(
-                project,
+            observed = calls.serve(
                 request,
                 test=self._node.nodeid,
                 seq=seq,
@@ -613,7 +605,8 @@ class TestCallRecorder:
                 per_month=per_month,
                 expected_output_tokens=expected_output_tokens,
             )
-            summary = self._keep(call)
+            call, result = observed.call, observed.result
+            summary = self._keep(observed)
         except CostguardError as exc:
             error = f"costguard.complete: {exc}"
         else:

@@ -1,6 +1,6 @@
-"""The costguard API: load a project -> run it through the stack -> report -> check a policy.
+"""The facade's functions over a Project: run, check, compare, load a baseline, frontier.
 
-The CLI, the pytest plugin and the Action scripts are thin layers over these functions.
+`costguard.api` re-exports them with the `Costguard` object that front ends drive.
 """
 
 from __future__ import annotations
@@ -13,14 +13,8 @@ from typing import Any
 from costguard.compare.diff import Baseline, DiffReport, diff_reports
 from costguard.compare.frontier import Frontier, outcome_of, place
 from costguard.compare.projection_cache import external_inputs
-from costguard.engine.backends.factory import BACKENDS, open_backend
-from costguard.engine.project import DEFAULT_CONFIG, Project, load_project, with_variant
+from costguard.engine.project import DEFAULT_CONFIG, Project, load_project
 from costguard.engine.run import (
-    Replay,
-    audit_recordings,
-    build_prefix_fleet,
-    count_prompt_tokens,
-    prune_recordings,
     replay,
 )
 from costguard.errors import UsageError
@@ -32,32 +26,8 @@ from costguard.policy.engine import (
     evaluate,
     load_policy,
 )
-from costguard.report.assemble import build_report, merge_shards, report_from_records
+from costguard.report.assemble import report_from_records
 from costguard.report.run_report import RunReport
-
-__all__ = [
-    "BACKENDS",
-    "DEFAULT_CONFIG",
-    "Project",
-    "Replay",
-    "audit_recordings",
-    "build_prefix_fleet",
-    "build_report",
-    "check",
-    "compare",
-    "count_prompt_tokens",
-    "frontier",
-    "load_baseline",
-    "load_project",
-    "merge_shards",
-    "open_backend",
-    "project_offline",
-    "prune_recordings",
-    "replay",
-    "report_from_records",
-    "run",
-    "with_variant",
-]
 
 
 def run(project: Project, **options: Any) -> RunReport:
