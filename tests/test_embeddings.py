@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from costguard.errors import ConfigError
-from costguard.text import embeddings as emb
+from costguard.text.embeddings import models as emb
 from costguard.text.embeddings import (
     Embedder,
     EmbeddingCache,
