@@ -191,7 +191,7 @@ class TrafficConfig(StrictModel):
 
 
 VLLM_VERSION = "0.11.0"
-"""The vLLM release whose flags, routes, usage fields and metric names costguard follows (DESIGN §4)."""
+"""The vLLM release whose flags, routes, usage fields and metric names costguard follows (docs/live-backends.md)."""
 
 
 class LaunchConfig(StrictModel):

@@ -1,6 +1,6 @@
 """The routed vLLM stack as processes: one `vllm serve` per tier, started, watched and stopped.
 
-`plan_stack` (`costguard.serving.vllm_plan`) turns `costguard.yaml` into exact commands (DESIGN §4: the model is positional;
+`plan_stack` (`costguard.serving.vllm_plan`) turns `costguard.yaml` into exact commands (docs/live-backends.md: the model is positional;
 per-instance `--gpu-memory-utilization`, split when tiers share a GPU; CUDA_VISIBLE_DEVICES;
 no `--quantization` for AWQ/GPTQ checkpoints, whose fast Marlin kernels vLLM picks itself;
 `--enable-prompt-tokens-details` so usage reports cached tokens). `start_stack` launches each

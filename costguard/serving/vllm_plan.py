@@ -184,7 +184,7 @@ def assign_ports(config: StackConfig) -> dict[str, int]:
 def serve_argv(
     tier: TierConfig, executable: str, *, port: int, gpu_memory_utilization: float | None
 ) -> list[str]:
-    """`vllm serve MODEL ...` for one tier (DESIGN §4)."""
+    """`vllm serve MODEL ...` for one tier (docs/live-backends.md)."""
     serve = tier.serve
     argv = [executable, "serve", tier.model, "--served-model-name", tier.api_model_name]
     argv += ["--host", serve.host, "--port", str(port)]
@@ -302,6 +302,6 @@ def check_vllm_version(config: StackConfig) -> str | None:
     if pinned is not None and not version_matches(installed, pinned):
         raise BackendError(
             f"vLLM {installed} is installed but costguard.yaml pins launch.vllm_version {pinned}: install it "
-            f"(pip install vllm=={pinned}) or, after checking the flags in DESIGN §4 still hold, change the pin"
+            f"(pip install vllm=={pinned}) or, after checking the flags in docs/live-backends.md still hold, change the pin"
         )
     return installed

@@ -1,4 +1,4 @@
-"""The GitHub client behind the PR comment (DESIGN.md §7).
+"""The GitHub client behind the PR comment (docs/pull-requests.md).
 
 One comment per PR and per `--tag`, found again by a hidden marker and updated in place:
 
