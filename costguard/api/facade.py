@@ -25,14 +25,16 @@ from costguard.compare.baseline import Baseline, no_baseline
 from costguard.compare.diff import DiffReport, load_diff
 from costguard.engine.observed import ObservedCall, observe_response, serve_request
 from costguard.engine.pipeline import price_call
-from costguard.engine.project import DEFAULT_CONFIG, Project
+from costguard.engine.project import DEFAULT_CONFIG, Project, load_project, with_variant
 from costguard.engine.routing import calibration
+from costguard.engine.run import audit_recordings, prune_recordings
 from costguard.errors import CostguardError, UsageError
 from costguard.model.config import LoadedStack, load_stack
 from costguard.model.fixtures import import_logs, load_fixtures
 from costguard.model.schema import write_schemas
 from costguard.model.variants import CURRENT, Variant, build_variants, select_variants
 from costguard.policy.engine import Acknowledgement, PolicyResult
+from costguard.report.assemble import merge_shards
 from costguard.report.run_report import RunReport, load_report
 
 if TYPE_CHECKING:
@@ -85,9 +87,9 @@ class Costguard:
     def project(self) -> Project:
         """The loaded config and fixtures (and the variant, if one was named)."""
         if self._project is None:
-            project = api.load_project(self.config_path, self.fixture_paths)
+            project = load_project(self.config_path, self.fixture_paths)
             if self.variant is not None:
-                project = api.with_variant(project, self.variant)
+                project = with_variant(project, self.variant)
             self._project = project
         return self._project
 
@@ -184,16 +186,16 @@ class Costguard:
     def merge(self, reports: Sequence[str | Path | RunReport]) -> RunReport:
         """Join the reports of `run --shard i/n` into one RunReport."""
         loaded = [r if isinstance(r, RunReport) else load_report(r) for r in reports]
-        return api.merge_shards(self.project, loaded)
+        return merge_shards(self.project, loaded)
 
     def recordings(self) -> RecordingStore:
         return self.project.recordings()
 
     def audit_recordings(self) -> RecordingAudit:
-        return api.audit_recordings(self.project)
+        return audit_recordings(self.project)
 
     def prune_recordings(self, *, keep_orphaned: bool = False) -> int:
-        return api.prune_recordings(self.project, keep_orphaned=keep_orphaned)
+        return prune_recordings(self.project, keep_orphaned=keep_orphaned)
 
     def merge_recordings(self, sources: Sequence[str | Path]) -> tuple[int, int, RecordingStore]:
         """Fold other recordings directories (e.g. of sharded CI jobs) into this project's:
