@@ -8,22 +8,79 @@ from __future__ import annotations
 
 import difflib
 import json
+import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, Union
 
+import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 
 from costguard.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class StrictModel(BaseModel):
-    """Base for every input schema: unknown keys are errors, values are not coerced silently."""
+INT_LIMIT = 2**63 - 1
+"""The largest magnitude an integer input may have (int64): 10**400 is bad input, not a number."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+class StrictModel(BaseModel):
+    """Base for every input schema: unknown keys are errors, values are not coerced silently.
+
+    The one numeric rule for every input (README "Reliability"): a number is a finite number
+    (`.nan`, `.inf`, "NaN" are errors), an integer fits in int64, and neither numbers nor
+    booleans are coerced -- `true` is not 1, "1.5" is not a number, "yes" and 1 are not booleans.
+    Every `bool`/`int`/`float` in a subclass's fields, however nested (Optional, list, dict,
+    tuple), is made strict when the class is created.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        changed = False
+        for field in cls.model_fields.values():
+            strict = strict_type(field.annotation)
+            if strict is not field.annotation:
+                field.annotation = strict
+                changed = True
+        if changed:
+            cls.model_rebuild(force=True)
+
+
+_STRICT_SCALARS: dict[Any, Any] = {
+    bool: Annotated[bool, Strict()],
+    int: Annotated[int, Strict(), annotated_types.Interval(ge=-INT_LIMIT, le=INT_LIMIT)],
+    float: Annotated[float, Strict()],
+}
+_CONTAINERS: dict[Any, Any] = {list: list, dict: dict, tuple: tuple, set: set, frozenset: frozenset}
+
+
+def strict_type(tp: Any) -> Any:
+    """`tp` with every bool/int/float inside made strict (returns `tp` itself when unchanged)."""
+    if tp in _STRICT_SCALARS:
+        return _STRICT_SCALARS[tp]
+    origin = typing.get_origin(tp)
+    if origin is None or origin is Literal:
+        return tp
+    args = typing.get_args(tp)
+    if origin is Annotated:
+        inner = strict_type(args[0])
+        return tp if inner is args[0] else Annotated[(inner, *tp.__metadata__)]
+    new = tuple(a if a is Ellipsis else strict_type(a) for a in args)
+    if all(a is b for a, b in zip(new, args, strict=True)):
+        return tp
+    if origin in (Union, types.UnionType):
+        return Union[new]  # noqa: UP007 - built from a tuple at run time
+    if origin in _CONTAINERS:
+        return _CONTAINERS[origin][new]
+    try:
+        return origin[new]
+    except TypeError:
+        return tp
 
 
 class LineDict(dict):
