@@ -866,7 +866,8 @@ def own_comments(
     if not login:
         log.warning(
             "cannot tell which PR comments this token wrote (GraphQL viewerDidAuthor and GET /user "
-            "both failed, %s is not set): existing comments are left alone", AUTHOR_ENV
+            "both failed, %s is not set): existing comments are left alone",
+            AUTHOR_ENV,
         )
         return (lambda c: False), f"identity unknown: set {AUTHOR_ENV}"
     return (lambda c: _login_matches(c, login)), how
@@ -948,9 +949,7 @@ def upsert_comment(
         and _normalized(newest.get("body")) == _normalized(full)
     ):
         log.info("PR comment %s is already up to date", newest.get("html_url"))
-        return CommentResult(
-            "unchanged", newest.get("id"), newest.get("html_url"), tuple(warnings)
-        )
+        return CommentResult("unchanged", newest.get("id"), newest.get("html_url"), tuple(warnings))
 
     if not create:
         if newest is None:

@@ -26,6 +26,14 @@ INT_LIMIT = 2**63 - 1
 """The largest magnitude an integer input may have (int64): 10**400 is bad input, not a number."""
 
 
+def is_number(value: Any) -> bool:
+    """A real, finite number: not a bool, not a string, not NaN or infinity (the one numeric
+    rule, for inputs read without a schema: reports, recordings, price tables, server replies)."""
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class StrictModel(BaseModel):
     """Base for every input schema: unknown keys are errors, values are not coerced silently.
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from costguard.errors import ConfigError
+from costguard.model.yamlio import is_number
 
 TOTAL_KEYS = (
     "requests_per_month",
@@ -33,15 +34,6 @@ ABS_TOL = 1e-6
 def json_constant(name: str) -> float:
     """`parse_constant` for json.loads: NaN/Infinity are not JSON and never a number here."""
     raise ValueError(f"{name} is not a number costguard accepts (numbers must be finite)")
-
-
-def is_number(value: Any) -> bool:
-    """A real, finite number: not a bool, not a string, not NaN or infinity."""
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
 
 
 def check_report(data: dict[str, Any], path: str | Path, text: str | None = None) -> None:

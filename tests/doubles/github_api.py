@@ -316,7 +316,9 @@ class GitHubAPI:
         req = Request(method, split.path, query, headers, body)
         with self._lock:
             self.requests.append(req)
-            injection = next((i for i in self._injections if i.matches(method, split.path, body)), None)
+            injection = next(
+                (i for i in self._injections if i.matches(method, split.path, body)), None
+            )
             if injection is not None:
                 self._injections.remove(injection)
         if injection is not None and not injection.process:
@@ -564,7 +566,9 @@ class GitHubAPI:
                 200,
                 {
                     "data": {"repository": None},
-                    "errors": [{"type": "NOT_FOUND", "message": "Could not resolve to a Repository"}],
+                    "errors": [
+                        {"type": "NOT_FOUND", "message": "Could not resolve to a Repository"}
+                    ],
                 },
                 {},
             )
