@@ -98,7 +98,10 @@ class Project:
                     break
             else:
                 self._tokenizers[tier_name] = load_tokenizer(
-                    spec, base_dir=self.root, where=self.stack.where("tiers", index, "tokenizer")
+                    spec,
+                    base_dir=self.root,
+                    where=self.stack.where("tiers", index, "tokenizer"),
+                    allowed=self.stack.allowed,
                 )
         return self._tokenizers[tier_name]
 
@@ -177,6 +180,7 @@ class Project:
                     base_dir=self.root,
                     where=self.stack.where("tiers", i, "pricing"),
                     measured_throughput=measured,
+                    allowed=self.stack.allowed,
                 )
             self._prices = prices
         return self._prices
@@ -217,7 +221,13 @@ def load_project(
     # Fixture paths given on the command line are relative to the working directory;
     # those in costguard.yaml are relative to the config file.
     root = Path.cwd() if fixtures else stack.root
-    loaded = load_fixtures(paths, root=root)
+    loaded = load_fixtures(
+        paths,
+        root=root,
+        project_root=stack.root,
+        allowed=stack.allowed,
+        confine=not fixtures,
+    )
     if fixtures:
         for fx in loaded:
             try:

@@ -176,6 +176,7 @@ def resolve_price(
     base_dir: Path,
     where: str,
     measured_throughput: tuple[float, float] | None = None,
+    allowed: tuple[Path, ...] = (),
 ) -> TierPrice:
     """Turn a tier's pricing config into a TierPrice; `where` locates errors in the config."""
     if pricing.kind == "gpu_time":
@@ -198,6 +199,10 @@ def resolve_price(
         table_path = (
             (base_dir / pricing.price_table) if pricing.price_table else BUNDLED_PRICE_TABLE
         )
+        if pricing.price_table:
+            from costguard.model.paths import require_inside
+
+            require_inside(table_path, base_dir, allowed, what="price table", key=where)
         table, version = _load_table(str(table_path))
         entry = table.get(pricing.litellm)
         if not isinstance(entry, dict):
