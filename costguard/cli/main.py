@@ -381,7 +381,12 @@ def import_logs(log: str, suite: str, out: str, id_prefix: str, dedupe: bool) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every CostguardError becomes one line on stderr and exit code 2."""
+    """Entry point: every CostguardError becomes one line on stderr and exit code 2.
+
+    SIGTERM and SIGHUP are handled like SIGINT (costguard.serving.interrupts)."""
+    from costguard.serving import interrupts
+
+    interrupts.install()
     try:
         cli.main(args=argv, prog_name="costguard", standalone_mode=False)
     except click.exceptions.Abort:
