@@ -247,6 +247,19 @@ def with_variant(project: Project, name: str) -> Project:
     return project.with_config(variant.config, variant.name)
 
 
+def load_holdout(project: Project, paths: Sequence[str | Path]) -> list[Fixture]:
+    """Fixtures from `paths` (relative to the working directory) checked like `run` checks the
+    project's own: a suite the config gives no share is refused, never silently routed at 0%."""
+    loaded = load_fixtures(
+        [str(p) for p in paths],
+        root=Path.cwd(),
+        project_root=project.stack.root,
+        allowed=project.stack.allowed,
+    )
+    _check_suites(project.stack, loaded)
+    return loaded
+
+
 def _check_suites(stack: LoadedStack, fixtures: list[Fixture]) -> None:
     suites = stack.config.suites
     declared = {name for name, s in suites.items() if s.share is not None}

@@ -161,3 +161,94 @@ def test_fixture_booleans_are_booleans(project_dir: Path):
     fx.write_text(fx.read_text().replace("weight: 2", "weight: true"))
     proc = run_cli("run", "--out", "r.json", cwd=project_dir)
     one_line_exit_2(proc, "support.yaml:", "fixtures[0].weight")
+
+
+# -- no silent wrong answers ----------------------------------------------------------------------
+
+
+def test_calibrate_holdout_refuses_suites_the_config_does_not_know_like_run(project_dir: Path):
+    config = project_dir / "costguard.yaml"
+    text = config.read_text()
+    start, end = text.index("router:"), text.index("\nsuites:") + 1
+    text = (
+        text[:start]
+        + "router:\n  kind: length\n  thresholds: [{max_prompt_tokens: 5, tier: small}]\n"
+        + "  default_tier: large\n"
+        + text[end:]
+    )
+    text = text.replace("support: {output_tokens_prior: 100}", "support: {share: 0.7}")
+    text = text.replace("coding: {output_tokens_prior: 400}", "coding: {share: 0.3}")
+    config.write_text(text)
+    write(
+        project_dir / "holdout" / "billing.yaml",
+        """\
+        suite: billing
+        fixtures:
+          - id: invoice
+            messages: [{role: user, content: "Why was I charged twice for March?"}]
+        """,
+    )
+    run = run_cli("run", "--fixtures", "holdout", "--out", "r.json", cwd=project_dir)
+    refused = one_line_exit_2(run, "billing", "no share")
+    cal = run_cli(
+        "calibrate", "--target-share", "large=0.5", "--holdout", "holdout", cwd=project_dir
+    )
+    assert one_line_exit_2(cal, "billing", "no share") == refused
+    assert "0.0%" not in cal.stdout
+
+
+def _semantic_report(hits: int, false_hit_rate: float | None):
+    from costguard.report.run_report import RunReport
+
+    return RunReport(
+        {
+            "kind": "run",
+            "schema_version": "1.0",
+            "complete": True,
+            "totals": {},
+            "tiers": {},
+            "suites": {},
+            "records": [],
+            "cache": {
+                "semantic": {"enabled": True, "hits": hits, "false_hit_rate": false_hit_rate}
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("on_unmeasured", "status"), [("warn", "warn"), ("fail", "fail"), ("ignore", "skip")]
+)
+def test_a_rule_on_a_rate_over_zero_events_follows_on_unmeasured(
+    tmp_path: Path, on_unmeasured: str, status: str
+):
+    from costguard.policy.engine import MetricContext, evaluate, load_policy
+
+    policy = write(
+        tmp_path / "p.yaml",
+        f"""\
+        quality: {{on_unmeasured: {on_unmeasured}}}
+        rules:
+          false_hits:
+            metric: semantic_false_hit_rate
+            max: 0.05
+        """,
+    )
+    result = evaluate(load_policy(policy), MetricContext(report=_semantic_report(0, None)))
+    (verdict,) = result.verdicts
+    assert verdict.status == status and verdict.actual is None
+    assert "n/a" in verdict.message and "0.0%" not in verdict.message
+    measured = evaluate(load_policy(policy), MetricContext(report=_semantic_report(10, 0.2)))
+    assert measured.verdicts[0].status == "fail"
+
+
+def test_zero_semantic_hits_show_n_a_not_zero_percent(project_dir: Path):
+    cfg = project_dir / "costguard.yaml"
+    cfg.write_text(cfg.read_text() + "caches: {semantic: {enabled: true, threshold: 0.999}}\n")
+    proc = run_cli("run", "--out", "r.json", cwd=project_dir)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((project_dir / "r.json").read_text())
+    semantic = report["cache"]["semantic"]
+    assert semantic["enabled"] and semantic["hits"] == 0
+    assert semantic["false_hit_rate"] is None
+    assert "false-hit rate n/a" in proc.stdout

@@ -533,7 +533,9 @@ def test_truncate_keeps_head_tail_and_note():
     assert "see the job summary or the report artifact" in out
     removed = int(out.split("… ")[1].split(" characters")[0].replace(",", ""))
     start, end = out.index("\n\n> ✂️"), out.index("…\n\n", out.index("truncated")) + 3
-    kept = out[:start] + "\n" + out[end:]
+    header = "| tier | base | head |\n|---|---|---|\n"
+    assert out[end:].startswith(header)  # the cut table keeps its header after the note
+    kept = out[:start] + "\n" + out[end + len(header) :]
     assert len(body) - removed == len(kept)  # the count of dropped characters is exact
     # cut at line boundaries: every line kept is a whole line of the original
     assert set(kept.splitlines()) <= set(body.splitlines())
@@ -656,3 +658,52 @@ def test_actions_token_without_graphql_uses_the_explicit_author_setting(
         left = {x["id"] for x in api.comments("octo", "widgets", PR)}
         assert forged["id"] in left and mine["id"] not in left and blind.comment_id not in left
         assert any(forged["html_url"] in w for w in res.warnings)
+
+
+def _markdown_problems(text: str) -> list[str]:
+    """Unbalanced <details> and table rows without a header, as GitHub would render them."""
+    import re
+
+    problems = []
+    depth = 0
+    for m in re.finditer(r"<(/?)details\b", text):
+        depth += -1 if m.group(1) else 1
+        if depth < 0:
+            problems.append("a </details> without its <details>")
+            depth = 0
+    if depth:
+        problems.append(f"{depth} <details> never closed")
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        if lines[i].lstrip().startswith("|"):
+            j = i
+            while j < len(lines) and lines[j].lstrip().startswith("|"):
+                j += 1
+            block = lines[i:j]
+            if len(block) < 2 or not re.match(r"^\s*\|?\s*:?-{3,}", block[1]):
+                problems.append(f"table rows without a header at line {i + 1}: {block[0][:40]}")
+            i = j
+        else:
+            i += 1
+    return problems
+
+
+@pytest.mark.parametrize("cut_at", [0.2, 0.5, 0.8])
+def test_truncated_comment_stays_valid_markdown(cut_at: float):
+    sections = []
+    for s in range(6):
+        rows = "".join(
+            f"| fixture-{s}-{i} | {i * 0.001:.4f} $ | +{i % 7} % |\n" for i in range(900)
+        )
+        sections.append(
+            f"<details><summary>Section {s}</summary>\n\n| fixture | cost | delta |\n"
+            f"|---|---:|---:|\n{rows}\n</details>\n"
+        )
+    body = "## costguard: +4.2 % monthly\n\n" + "\n".join(sections) + "\n**Policy: ✅**"
+    assert not _markdown_problems(body)
+    limit = int(len(body) * cut_at)
+    out = truncate_body(body, limit, reserve=0)
+    assert gh_len(out) <= limit
+    assert "truncated" in out
+    assert _markdown_problems(out) == []

@@ -329,9 +329,9 @@ def calibrate(
         raise UsageError("give --target-strong-share SHARE or --target-share TIER=SHARE")
     held = None
     if holdout:
-        from costguard.model.fixtures import load_fixtures
+        from costguard.api import load_holdout
 
-        held = load_fixtures(list(holdout), root=Path.cwd())
+        held = load_holdout(project, holdout)
     result = run_calibration(project, targets, holdout=held, holdout_paths=list(holdout))
     if write:
         write_thresholds(project.stack, result)

@@ -131,6 +131,9 @@ class MetricValue:
     unmeasured: int = (
         0  # fixtures in the rule's scope the value could not cover (see on_unmeasured)
     )
+    vacuous: bool = (
+        False  # value None: a rate over zero events (n/a); the rule follows on_unmeasured
+    )
 
 
 @dataclass(frozen=True)
@@ -480,6 +483,16 @@ def evaluate(
             verdicts.append(verdict)
             continue
         mv = metric.compute(ctx, rule)
+        if mv.value is None and mv.vacuous:
+            why = f"n/a: {mv.note or 'nothing to measure'} (on_unmeasured: {policy.on_unmeasured})"
+            if policy.on_unmeasured == "ignore":
+                verdicts.append(Verdict(**base, status="skip", actual=None, message=why))
+            else:
+                status = rule.level if policy.on_unmeasured == "fail" else "warn"
+                verdict = Verdict(**base, status=status, actual=None, message=why)
+                _soften(verdict, policy, metric, acknowledgement, today)
+                verdicts.append(verdict)
+            continue
         mode = policy.on_unmeasured if mv.unmeasured else "ignore"
         unmeasured = f"{mv.unmeasured} fixture(s) in scope have no measured quality (on_unmeasured: {policy.on_unmeasured})"
         if mv.value is None:
