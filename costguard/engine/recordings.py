@@ -85,6 +85,12 @@ class Recording:
         numbers (the one numeric rule), or ValueError naming the key."""
         if not isinstance(data, dict):
             raise TypeError("expected a JSON object")
+        for key in ("key", "fixture_id", "content_hash", "tier", "model", "reply_model", "text"):
+            if not isinstance(data.get(key), str):
+                raise ValueError(f"{key} must be a string, got {data.get(key)!r}"[:120])
+        for key in ("finish_reason", "route", "backend", "recorded_at"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise ValueError(f"{key} must be a string, got {data[key]!r}"[:120])
         for key in ("prompt_tokens", "cached_tokens", "completion_tokens"):
             value = data.get(key)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):

@@ -31,7 +31,11 @@ def is_number(value: Any) -> bool:
     rule, for inputs read without a schema: reports, recordings, price tables, server replies)."""
     import math
 
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= INT_LIMIT  # 10**400 is no amount of anything (nor a float)
+    return isinstance(value, float) and math.isfinite(value)
 
 
 class StrictModel(BaseModel):
