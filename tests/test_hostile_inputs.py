@@ -244,3 +244,25 @@ def test_include_import_extends_work_inside_the_root_and_nowhere_else(project_di
     (prompts / "p.jinja").write_text('{% include "prompts/missing.jinja" %}')
     result = measured_cli("run", "--out", "r.json", cwd=project_dir)
     assert_bounded_one_line(result, "fixtures/hostile.yaml:", "missing.jinja")
+
+
+# -- the tracebacks fuzzing found -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("template", ["", "{% for m in messages %}{% endfor %}"])
+def test_a_chat_template_that_renders_nothing_is_one_line(project_dir: Path, template: str):
+    (project_dir / "chat.jinja").write_text(template)
+    result = measured_cli("run", "--out", "r.json", cwd=project_dir)
+    assert_bounded_one_line(result, "costguard.yaml:", "chat.jinja rendered an empty prompt")
+
+
+def test_paths_too_long_for_the_system_are_one_line(project_dir: Path):
+    _fixture(
+        project_dir,
+        f"suite: support\nfixtures:\n  - id: long\n    template: {'a' * 5000}\n",
+    )
+    result = measured_cli("run", "--out", "r.json", cwd=project_dir)
+    assert_bounded_one_line(result, "File name too long")
+    (project_dir / "fixtures" / "hostile.yaml").unlink()
+    result = measured_cli("run", "--fixtures", "b" * 5000, "--out", "r.json", cwd=project_dir)
+    assert_bounded_one_line(result, "File name too long")

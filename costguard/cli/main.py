@@ -403,6 +403,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        # a path the input names that the system refuses (too long, a loop, no permission...)
+        name = str(exc.filename)
+        shown = name if len(name) <= 120 else name[:80] + "…" + name[-30:]
+        click.echo(f"costguard: error: {shown}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
     sys.exit(0)
 
 

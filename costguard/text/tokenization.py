@@ -250,7 +250,7 @@ class _ChatTemplate:
 
         conversation = _normalize_messages(messages, self.content_format, self.where)
         try:
-            return render_bounded(
+            text = render_bounded(
                 self.template,
                 messages=conversation,
                 tools=tools,
@@ -267,6 +267,13 @@ class _ChatTemplate:
                 self.where,
                 f"chat template {self.name} failed to render: {type(exc).__name__}: {_one_line(exc)}",
             ) from None
+        if not text:
+            raise _error(
+                self.where,
+                f"chat template {self.name} rendered an empty prompt (vLLM rejects empty prompts); "
+                "check that it loops over `messages`",
+            )
+        return text
 
 
 def _normalize_messages(messages: Any, content_format: str, where: str) -> list[dict]:
