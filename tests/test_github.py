@@ -61,17 +61,7 @@ def ours(gh: GitHubAPI, tag: str = "default") -> list[dict]:
 
 
 def writes(gh: GitHubAPI) -> list[str]:
-    """Writes only: GraphQL queries (authorship, minimized states) are POSTs that change nothing."""
-    return [
-        r.method
-        for r in gh.requests
-        if r.method in ("POST", "PATCH", "DELETE")
-        and not (
-            r.path.endswith("/graphql")
-            and isinstance(r.body, dict)
-            and not str(r.body.get("query", "")).lstrip().startswith("mutation")
-        )
-    ]
+    return [r.method for r in gh.writes()]
 
 
 # -- upsert: create, update, skip --------------------------------------------------------------

@@ -74,16 +74,7 @@ def ours(gh: GitHubAPI, pr: int = 7, tag: str = "default") -> list[dict]:
 
 
 def writes(gh: GitHubAPI) -> list[str]:
-    """Writes only: GraphQL queries (which comments are ours) are POSTs that change nothing."""
-    return [
-        r.route
-        for r in gh.requests
-        if r.method in ("POST", "PATCH", "DELETE")
-        and not (
-            r.path.endswith("/graphql")
-            and not str((r.body or {}).get("query", "")).lstrip().startswith("mutation")
-        )
-    ]
+    return [r.route for r in gh.writes()]
 
 
 def test_first_run_creates_second_updates_in_place_third_leaves_it(

@@ -15,25 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, STACK_YAML, minilm_dir
-from tests.test_stack import free_ports, group_pids, pid_alive, standin_env
+from tests.conftest import REPO
+from tests.test_stack import group_pids, pid_alive, standin_env, vllm_project
 
 STATE = Path(".costguard") / "cache" / "stack" / "state.json"
-
-
-def _vllm_project(project_dir: Path) -> Path:
-    ports = free_ports(2)
-    text = STACK_YAML.format(tok=minilm_dir())
-    text = text.replace(
-        "    pricing: {input_per_mtok: 0.10",
-        f"    serve: {{port: {ports[0]}}}\n    pricing: {{input_per_mtok: 0.10",
-        1,
-    )
-    text = text.replace(
-        "serve: {tensor_parallel_size: 4}", f"serve: {{tensor_parallel_size: 4, port: {ports[1]}}}"
-    )
-    (project_dir / "costguard.yaml").write_text(text + "replay: {concurrency: 1}\n")
-    return project_dir
 
 
 def _start(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
@@ -113,7 +98,7 @@ def _all_ready(project_dir: Path) -> bool:
 def test_signals_mid_run_backend_vllm_leave_no_orphans_and_an_incomplete_report(
     project_dir: Path, cleanup: list[int], sequence: tuple[str, ...]
 ):
-    _vllm_project(project_dir)
+    vllm_project(project_dir, "replay: {concurrency: 1}\n")
     env = standin_env(FAKE_VLLM_STARTUP_S="0.3", FAKE_VLLM_SPAWN_CHILD="1", FAKE_VLLM_TPOT_S="0.05")
     proc = _start(project_dir, "run", "--backend", "vllm", "-o", "cut.json", "-q", env=env)
     try:
@@ -146,7 +131,7 @@ def test_signals_mid_run_backend_vllm_leave_no_orphans_and_an_incomplete_report(
 def test_signals_during_stack_up_stop_every_group_started(
     project_dir: Path, cleanup: list[int], name: str
 ):
-    _vllm_project(project_dir)
+    vllm_project(project_dir, "replay: {concurrency: 1}\n")
     env = standin_env(FAKE_VLLM_STARTUP_S="30", FAKE_VLLM_SPAWN_CHILD="1")
     proc = _start(project_dir, "stack", "up", env=env)
     try:

@@ -297,6 +297,20 @@ class GitHubAPI:
                     _Injection(status, body, dict(headers or {}), method, path, process, query)
                 )
 
+    def writes(self) -> list[Request]:
+        """Requests that change state: REST POST/PATCH/DELETE and GraphQL mutations (a GraphQL
+        query is a POST that changes nothing)."""
+        return [
+            r
+            for r in self.requests
+            if r.method in ("POST", "PATCH", "DELETE")
+            and not (
+                r.path.endswith("/graphql")
+                and isinstance(r.body, dict)
+                and not str(r.body.get("query", "")).lstrip().startswith("mutation")
+            )
+        ]
+
     def requests_for(self, method: str, path_part: str = "") -> list[Request]:
         return [r for r in self.requests if r.method == method and path_part in r.path]
 
