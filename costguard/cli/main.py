@@ -386,9 +386,9 @@ def main(argv: list[str] | None = None) -> None:
     SIGTERM and SIGHUP are handled like SIGINT (costguard.serving.interrupts)."""
     from costguard.serving import interrupts
 
-    interrupts.install()
     try:
-        cli.main(args=argv, prog_name="costguard", standalone_mode=False)
+        with interrupts.installed():
+            cli.main(args=argv, prog_name="costguard", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("costguard: aborted", err=True)
         sys.exit(130)

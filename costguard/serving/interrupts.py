@@ -1,7 +1,7 @@
 """SIGINT, SIGTERM and SIGHUP all mean "stop now, cleanly" (README "Reliability").
 
 GitHub Actions cancels a job with SIGINT, then SIGTERM about 7.5 s later, then SIGKILL about
-2.5 s after that; a closed terminal sends SIGHUP. `install()` (called by the CLI) makes SIGTERM
+2.5 s after that; a closed terminal sends SIGHUP. `installed()` (around every CLI command) makes SIGTERM
 and SIGHUP raise KeyboardInterrupt exactly as SIGINT does, so every `finally`/`except
 BaseException` that cleans up after Ctrl-C -- stopping the `vllm serve` process groups a run or
 `stack up` started, writing an interrupted run's incomplete report -- also runs on them.
@@ -50,13 +50,21 @@ def _handler(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(reason(signum))
 
 
-def install() -> None:
-    """Route SIGINT, SIGTERM and SIGHUP to KeyboardInterrupt (main thread only; idempotent)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in SIGNALS:
-        with contextlib.suppress(OSError, ValueError):
-            signal.signal(sig, _handler)
+@contextlib.contextmanager
+def installed() -> Iterator[None]:
+    """Within: SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt (main thread only). The
+    previous handlers come back afterwards, so an in-process CLI call leaves no trace."""
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            with contextlib.suppress(OSError, ValueError):
+                previous[sig] = signal.signal(sig, _handler)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                signal.signal(sig, handler)
 
 
 def received() -> list[str]:
