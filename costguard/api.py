@@ -313,7 +313,7 @@ def build_prefix_fleet(project: Project) -> Any:
     """The stack's prefix-cache simulators (None when the layer is off); capacity errors are located."""
     from costguard.engine.caches.prefix_fleet import PrefixCacheFleet, kv_capacity, simulated_tiers
 
-    tiers = simulated_tiers(project.config)
+    tiers = simulated_tiers(project.config, project.stack.where)
     if not tiers:
         return None
     capacities = {}

@@ -57,6 +57,12 @@ class Sampling(StrictModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     response_format: dict[str, Any] | None = None
+    prompt_logprobs: int | None = Field(
+        default=None,
+        ge=-1,
+        description="vLLM: logprobs of the prompt tokens (-1: the whole vocabulary); vLLM skips "
+        "its prefix cache for such requests",
+    )
 
     def as_request_params(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
