@@ -36,9 +36,10 @@ def test_eagle_lookahead_hashes_need_the_token_after_a_block_to_match():
     """vLLM 0.33 default for EAGLE-style drafters: VllmConfig.num_hash_lookahead_tokens = 1, so
     get_request_block_hasher keys block k on tokens [4k, 4k+4) AND token 4k+4."""
     sim = PrefixCacheSimulator(block_size=BS, hash_lookahead_tokens=1)
-    # A: 12 prompt + 2 output tokens ([100, stop]); 14 tokens in all. Hashes exist for blocks
-    # whose lookahead token exists: (k+1)*4 + 1 <= 14 -> blocks 0, 1, 2 (block 2 keyed with 100).
-    # Computed tokens are 13 (the stop token is never fed back): 13 // 4 = 3 full blocks cached.
+    # A: 12 prompt + 2 output tokens ([100, stop]). The last allocate_slots (cache_blocks) runs
+    # when 13 tokens exist (the stop token is sampled after it and never computed); a block's
+    # hash needs its lookahead token: (k+1)*4 + 1 <= 13 -> blocks 0, 1, 2 cached (block 2 keyed
+    # with 100).
     assert sim.admit(A, [100, 0]).cached_tokens == 0
     # B shares A's first 8 tokens, then differs at position 8. Plain rule: max hit
     # (12 - 1) // 4 = 2 blocks, both match -> 8. With lookahead, block 1's key covers token 8,
@@ -53,6 +54,20 @@ def test_eagle_lookahead_hashes_need_the_token_after_a_block_to_match():
     plain = PrefixCacheSimulator(block_size=BS)
     plain.admit(A, [100, 0])
     assert plain.admit(b).cached_tokens == 8
+
+
+def test_eagle_lookahead_leaves_the_block_completed_last_uncached():
+    """The block completed by the last computed token has its lookahead token only once the final
+    token is sampled, after the last allocate_slots: vLLM never caches it (and frees it key-less,
+    to the front of the free queue)."""
+    sim = PrefixCacheSimulator(block_size=BS, hash_lookahead_tokens=1)
+    # 6 prompt + 3 output tokens: computed 6 + 2 = 8 tokens, two full blocks; hashes at the last
+    # cache_blocks need (k+1)*4 + 1 <= 8 -> only block 0.
+    sim.admit([1, 2, 3, 4, 5, 6], [7, 8, 9])
+    assert sim.admit([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).cached_tokens == 4  # plain rule: 8
+    plain = PrefixCacheSimulator(block_size=BS)
+    plain.admit([1, 2, 3, 4, 5, 6], [7, 8, 9])
+    assert plain.admit([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).cached_tokens == 8
 
 
 def test_eagle_without_lookahead_hashes_drops_the_last_matched_block():
@@ -118,6 +133,7 @@ def test_speculative_methods_vllm_removed_are_config_errors(tmp_path: Path):
     assert speculative_prefix_behaviour(tier) == {
         "hash_lookahead_tokens": 1,
         "drop_last_block": False,
+        "speculative_slots": 2,
     }
 
 

@@ -157,6 +157,25 @@ def drops_or_looks_ahead(speculative: dict[str, Any] | None) -> bool:
     return not speculative.get("disable_eagle_block_drop", False)
 
 
+def speculative_lookahead_slots(speculative: dict[str, Any] | None) -> int:
+    """KV slots the scheduler reserves past the computed tokens (`VllmConfig.num_lookahead_tokens`):
+    num_speculative_tokens for EAGLE-family and draft-model drafters, one more for DFlash, none
+    for n-gram and suffix drafters."""
+    if not speculative:
+        return 0
+    method = speculative.get("method")
+    if method is None and speculative.get("model") not in (None, "ngram", "[ngram]"):
+        method = "draft_model"  # vLLM's inference from `model`
+    k = speculative.get("num_speculative_tokens") or 0
+    if not isinstance(k, int) or k < 0:
+        return 0
+    if method == "dflash":
+        return k + 1
+    if method in EAGLE_STYLE_METHODS or method in ("dspark", "draft_model"):
+        return k
+    return 0
+
+
 # ---- prefix caching ------------------------------------------------------------------------------
 
 SKIPS_PREFIX_CACHE_READ = ("prompt_logprobs", "prompt_logprob_token_ids")

@@ -47,6 +47,10 @@ and by the conformance tier):
   hit when that token matches too: ``hash_lookahead_tokens=1``.  With
   ``disable_lookahead_block_hashes`` the last matched block of every hit is dropped instead
   (``FullAttentionManager.find_longest_cache_hit``, ``drop_eagle_block``): ``drop_last_block``.
+* A speculative drafter makes the scheduler reserve ``num_lookahead_tokens`` slots past the
+  computed tokens (``allocate_slots``): a request holds ``ceil((P + O - 1 + slots) / block_size)``
+  blocks at its peak.  Draft tokens in flight at the last step (which depend on acceptance) are
+  not modelled.
 * Requests with ``prompt_logprobs`` skip reading the cache (``skip_reading_prefix_cache``) and
   are left out of the stats (``record_prefix_cache_stats``); their blocks are still written.
 
@@ -151,7 +155,8 @@ class PrefixCacheSimulator:
 
     ``hash_lookahead_tokens`` and ``drop_last_block`` model an EAGLE-style speculative drafter
     (see the module docstring; ``vllm_facts.hash_lookahead_tokens`` / ``drops_last_cached_block``
-    say which a tier's ``--speculative-config`` implies).
+    say which a tier's ``--speculative-config`` implies); ``speculative_slots`` are the KV slots
+    a drafter reserves past the computed tokens (``vllm_facts.speculative_lookahead_slots``).
 
     Memory is bounded by the pool: only blocks that are still cached are tracked.
     """
@@ -164,6 +169,7 @@ class PrefixCacheSimulator:
         extra_key: bytes | str | None = None,
         hash_lookahead_tokens: int = 0,
         drop_last_block: bool = False,
+        speculative_slots: int = 0,
     ) -> None:
         if not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
@@ -177,12 +183,17 @@ class PrefixCacheSimulator:
             raise ValueError(
                 f"hash_lookahead_tokens must be a non-negative integer, got {hash_lookahead_tokens!r}"
             )
+        if not isinstance(speculative_slots, int) or speculative_slots < 0:
+            raise ValueError(
+                f"speculative_slots must be a non-negative integer, got {speculative_slots!r}"
+            )
         if hash_lookahead_tokens and drop_last_block:
             raise ValueError("vLLM drops the last block only without lookahead hashes, not both")
         self.block_size = block_size
         self.num_gpu_blocks = num_gpu_blocks
         self.hash_lookahead_tokens = hash_lookahead_tokens
         self.drop_last_block = bool(drop_last_block)
+        self.speculative_slots = speculative_slots
         self.extra_key = _as_extra_key(extra_key)
         self._block_dtype = np.dtype(f"V{4 * block_size}")
         self._root = hash(("costguard.prefix-cache.root", self.extra_key))
@@ -278,10 +289,13 @@ class PrefixCacheSimulator:
         # Tokens whose KV is computed and held: the prompt plus every output token except the
         # last sampled one, which the model never reads back (the request stops first).
         n_computed = n_prompt + max(n_output - 1, 0)
-        n_held = -(-n_computed // bs)
-        # Full blocks that get a key: a key also covers `ahead` tokens after its block, so it
-        # exists once those tokens do (all P + O tokens, the last sampled one included).
-        n_full = min(n_computed // bs, max(n_prompt + n_output - ahead, 0) // bs)
+        # A speculative drafter also reserves its lookahead slots (`num_lookahead_tokens`).
+        n_held = -(-(n_computed + self.speculative_slots) // bs)
+        # Full blocks that get cached: a key also covers `ahead` tokens after its block, so it
+        # exists once those tokens do. The last block caching happens at the last step that
+        # allocates slots, when the computed tokens are all the tokens the request has (the last
+        # sampled token arrives after it), so keys reach `n_computed - ahead` tokens.
+        n_full = max(n_computed - ahead, 0) // bs
         max_hit = 0 if skip_cache_read else min((n_prompt - 1) // bs, (n_prompt - ahead) // bs)
 
         # Keys of the full blocks whose tokens (and lookahead tokens) are known.

@@ -131,6 +131,7 @@ def speculative_prefix_behaviour(tier: TierConfig) -> dict[str, Any]:
     return {
         "hash_lookahead_tokens": vllm_facts.hash_lookahead_tokens(spec, prefix_caching=on),
         "drop_last_block": vllm_facts.drops_last_cached_block(spec),
+        "speculative_slots": vllm_facts.speculative_lookahead_slots(spec),
     }
 
 
@@ -258,6 +259,7 @@ class PrefixCacheFleet:
                 "capacity_source": cap.source,
                 "hash_lookahead_tokens": sims[0].hash_lookahead_tokens if sims else 0,
                 "drop_last_block": sims[0].drop_last_block if sims else False,
+                "speculative_slots": sims[0].speculative_slots if sims else 0,
                 "admitted": sum(s.requests for s in sims),
                 "skipped_lookups": sum(s.skipped_lookups for s in sims),
                 "queried_tokens": sum(s.queries for s in sims),
