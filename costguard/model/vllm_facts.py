@@ -183,7 +183,7 @@ SKIPS_PREFIX_CACHE_READ = ("prompt_logprobs", "prompt_logprob_token_ids")
 (`SamplingParams.skip_reading_prefix_cache`); such a request is not counted in
 `vllm:prefix_cache_queries_total` / `_hits_total` either. Its blocks are still written."""
 
-HYBRID_ATTENTION_MODEL_MARKERS = ("gpt-oss", "gemma-2", "gemma-3", "gemma2", "gemma3", "gemma-4")
+HYBRID_ATTENTION_MODEL_MARKERS = ("gpt-oss", "gemma-2", "gemma-3", "gemma2", "gemma3")
 """Model-id fragments of well-known hybrid full + sliding-window attention families."""
 
 HYBRID_ATTENTION_LIMITATION = (

@@ -21,6 +21,7 @@ import io
 import json
 import os
 import sys
+import time
 from types import SimpleNamespace
 from typing import Any, get_args
 
@@ -184,6 +185,7 @@ def kv_run(run: dict[str, Any]) -> dict[str, Any]:
     from vllm.v1.request import Request
 
     init_none_hash(sha256)
+    started = time.perf_counter()
     manager = _manager(run)
     bs = run["block_size"]
     lookahead_slots = run.get("lookahead_slots", 0)
@@ -226,6 +228,7 @@ def kv_run(run: dict[str, Any]) -> dict[str, Any]:
         hits.append(hit)
     stats = manager.make_prefix_cache_stats()
     return {
+        "seconds": time.perf_counter() - started,
         "hits": hits,
         "queries": stats.queries,
         "stat_hits": stats.hits,
