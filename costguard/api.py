@@ -264,6 +264,7 @@ def count_prompt_tokens(
 
     cache = TokenCountCache(project.cache_dir)
     messages = [fx.messages for fx in project.fixtures]
+    tools = [fx.tools for fx in project.fixtures]
     counts: dict[str, list[int]] = {}
     sources: dict[str, str] = {}
     ids: dict[str, list[Sequence[int]]] = {}
@@ -274,13 +275,13 @@ def count_prompt_tokens(
     try:
         for tier in project.config.tiers:
             tok = project.tokenizer(tier.name)
-            sources[tier.name] = "exact" if tok.exact else "approximate"
+            sources[tier.name] = tok.input_source
             need_ids = tier.name in keep_ids
             hit = by_fingerprint.get(tok.fingerprint)
             if hit is None or (need_ids and hit[1] is None):
                 if progress:
                     progress(f"tokens:{tier.name}", 0, len(messages))
-                encoded = encode_chat_cached(tok, messages, cache, compact=True)
+                encoded = encode_chat_cached(tok, messages, cache, tools_list=tools, compact=True)
                 hit = ([len(e) for e in encoded], encoded if need_ids else None)
                 by_fingerprint[tok.fingerprint] = hit
                 if progress:
@@ -337,7 +338,7 @@ def quality_scorer(project: Project, backend: Backend) -> Any:
 
     def count_prompt(tier: str, messages: list[dict[str, Any]]) -> tuple[int, str]:
         tok = project.tokenizer(tier)
-        return tok.count_chat(messages), "exact" if tok.exact else "approximate"
+        return tok.count_chat(messages), tok.input_source
 
     scorer = QualityScorer(
         project.config,
@@ -642,6 +643,8 @@ def build_report(
                 "gpu": tier.hardware.gpu,
                 "tokenizer": tok.description,
                 "tokenizer_exact": tok.exact,
+                "tokenizer_counts": tok.input_source,
+                "tokenizer_exactness": tok.exactness,
                 "pricing": {
                     "kind": prices[tier.name].kind,
                     "basis": prices[tier.name].basis,
@@ -655,10 +658,25 @@ def build_report(
         d["cost_per_month"] = r.monthly_requests * r.cost_usd
         record_dicts.append(d)
     warnings = []
-    approx = [t["name"] for t in tiers_summary if not t["tokenizer_exact"]]
-    if approx:
+    fallback = [t["name"] for t in tiers_summary if t["tokenizer_exactness"] == "fallback"]
+    if fallback:
         warnings.append(
-            f"approximate token counts (tokenizer fallback) on tier(s): {', '.join(approx)}"
+            f"approximate token counts (tokenizer fallback, chars/4) on tier(s): {', '.join(fallback)}"
+        )
+    stand_in = [t["name"] for t in tiers_summary if t["tokenizer_exactness"] == "stand-in"]
+    if stand_in:
+        warnings.append(
+            f"approximate prompt token counts on tier(s) {', '.join(stand_in)}: the tokenizer is a "
+            "stand-in for the model's own (another encoding or a hand-written chat layout); point "
+            "`tokenizer.hf:` at the model's tokenizer.json for exact counts, and check them against "
+            "the server with `costguard verify`"
+        )
+    unreported = sections["provenance"].get("cached_tokens", {}).get("unreported", 0)
+    if unreported:
+        warnings.append(
+            f"cached prompt tokens unknown on {unreported} call(s): the server's usage had no "
+            "prompt_tokens_details (it cached nothing, or cannot report it; vLLM reports it with "
+            "--enable-prompt-tokens-details): labelled `unreported`, not read as 0 cached"
         )
     est_out = sections["provenance"]["output_tokens"]
     n_est = est_out.get("expected", 0) + est_out.get("prior", 0)

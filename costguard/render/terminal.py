@@ -431,7 +431,12 @@ def print_run(report: RunReport, console: Any | None = None) -> None:
     for tier in stack.get("tiers", []):
         hw = f"{tier['gpus']}x {tier['gpu']}" if tier.get("gpu") else f"{tier['gpus']} GPU(s)"
         quant = f", {tier['quantization']}" if tier.get("quantization") else ""
-        approx = "" if tier.get("tokenizer_exact", True) else " [approximate token counts]"
+        approx = (
+            ""
+            if tier.get("tokenizer_exact", True)
+            else " [approximate token counts: the tokenizer is "
+            + ("a chars/4 fallback]" if tier.get("tokenizer_exactness") == "fallback" else "a stand-in]")
+        )
         console.print(
             f"  {tier['name']}: {tier['model']}{quant} on {hw}; {tier['pricing']['basis']}"
             + (f" ({tier['pricing']['source']})" if tier["pricing"]["kind"] == "token" else "")
