@@ -435,7 +435,11 @@ def print_run(report: RunReport, console: Any | None = None) -> None:
             ""
             if tier.get("tokenizer_exact", True)
             else " [approximate token counts: the tokenizer is "
-            + ("a chars/4 fallback]" if tier.get("tokenizer_exactness") == "fallback" else "a stand-in]")
+            + (
+                "a chars/4 fallback]"
+                if tier.get("tokenizer_exactness") == "fallback"
+                else "a stand-in]"
+            )
         )
         console.print(
             f"  {tier['name']}: {tier['model']}{quant} on {hw}; {tier['pricing']['basis']}"
