@@ -941,19 +941,27 @@ def verify(
             f"--url names unknown tier(s) {', '.join(bad)} (tiers: {', '.join(names)})"
         )
     configured = endpoint_targets(project.stack)
+    from costguard.serving import stack as stack_processes
+
+    state = stack_processes.read_state(project.stack)  # `costguard stack up`, if it ran
     targets: dict[str, Target] = {}
     for name in chosen:
         tier = project.config.tier(name)
         url = urls.get(name) or urls.get("*")
+        launched = state.tier(name) if state is not None else None
         if url is not None:
             key = configured[name].api_key if name in configured else None
             targets[name] = Target(url, tier.api_model_name, key)
         elif name in configured:
             targets[name] = configured[name]
+        elif launched is not None and launched.running:
+            key = os.environ.get(tier.serve.api_key_env) if tier.serve.api_key_env else None
+            targets[name] = Target(launched.base_url, tier.api_model_name, key)
         else:
             raise UsageError(
                 f"tier {name!r} has no server to verify against: pass --url {name}=URL "
-                "(or --url URL for every tier) or set its endpoint.base_url"
+                "(or --url URL for every tier), set its endpoint.base_url, or start the stack "
+                "with `costguard stack up`"
             )
     offline = count_prompt_tokens(project)
     warnings: list[str] = []
