@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from costguard.errors import ConfigError
 from costguard.model.yamlio import (
@@ -155,14 +155,19 @@ class Message(StrictModel):
         default=None, description="tool only: the call this message answers"
     )
 
+    @field_validator("content")
+    @classmethod
+    def _text_parts(cls, content: Any) -> Any:
+        if isinstance(content, list):
+            check_content_parts(content)
+        return content
+
     @model_validator(mode="after")
     def _content_or_template(self) -> Message:
         if self.content is not None and self.template is not None:
             raise ValueError("give exactly one of content or template")
         if self.content is None and self.template is None and not self.tool_calls:
             raise ValueError("give exactly one of content or template")
-        if isinstance(self.content, list):
-            check_content_parts(self.content)
         if self.tool_calls is not None and self.role != "assistant":
             raise ValueError("tool_calls belong to assistant messages")
         if self.tool_call_id is not None and self.role != "tool":
