@@ -197,3 +197,26 @@ def test_any_request_body_parses_or_is_a_located_config_error(body: object) -> N
         assert str(exc).startswith("log.jsonl:3: ") and "\n" not in str(exc)
     else:
         assert parsed.messages
+
+
+def test_result_caches_never_merge_requests_that_differ_in_their_tools(tmp_path: Path) -> None:
+    from costguard.engine.caches.exact import exact_key
+    from costguard.engine.caches.semantic import semantic_scope
+
+    path = write(
+        tmp_path / "f.yaml",
+        """\
+        fixtures:
+          - {id: plain, messages: [{role: user, content: "Where is CW-1?"}]}
+          - id: with-tools
+            tools: [{function: {name: lookup_order}}]
+            messages: [{role: user, content: "Where is CW-1?"}]
+          - id: other-tools
+            tools: [{function: {name: cancel_order}}]
+            messages: [{role: user, content: "Where is CW-1?"}]
+        """,
+    )
+    plain, with_tools, other = load_fixture_file(path)
+    assert len({exact_key(f) for f in (plain, with_tools, other)}) == 3
+    assert len({semantic_scope(f) for f in (plain, with_tools, other)}) == 3
+    assert len({f.content_hash for f in (plain, with_tools, other)}) == 3

@@ -97,6 +97,17 @@ def parts_text(content: Any) -> str:
     return "\n".join(texts)
 
 
+def tool_fields(tools: Any, tool_choice: Any) -> dict[str, Any]:
+    """`tools` and `tool_choice` of a request, only those that are set (a plain chat request's
+    body, hash and cache keys stay what they were before tools existed)."""
+    out: dict[str, Any] = {}
+    if tools is not None:
+        out["tools"] = tools
+    if tool_choice is not None:
+        out["tool_choice"] = tool_choice
+    return out
+
+
 def message_text(message: dict[str, Any]) -> str:
     """A message's text (content parts joined the way vLLM joins them)."""
     return parts_text(message.get("content"))
@@ -335,12 +346,7 @@ class Fixture:
 
     def request_body(self) -> dict[str, Any]:
         """What a backend sends besides the model and sampling: messages, tools, tool_choice."""
-        body: dict[str, Any] = {"messages": self.messages}
-        if self.tools is not None:
-            body["tools"] = self.tools
-        if self.tool_choice is not None:
-            body["tool_choice"] = self.tool_choice
-        return body
+        return {"messages": self.messages, **tool_fields(self.tools, self.tool_choice)}
 
     @property
     def location(self) -> str:
@@ -356,10 +362,7 @@ class Fixture:
                 "model": self.model,
             }
             # Only when set, so the hashes (and recording keys) of plain chat fixtures stay put.
-            if self.tools is not None:
-                payload["tools"] = self.tools
-            if self.tool_choice is not None:
-                payload["tool_choice"] = self.tool_choice
+            payload.update(tool_fields(self.tools, self.tool_choice))
             self._hash = hashlib.sha256(
                 json.dumps(
                     payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")
@@ -618,11 +621,10 @@ class ChatRequest(NamedTuple):
 
     def fixture_fields(self) -> dict[str, Any]:
         """The fixture keys this request fills (for a fixture dict validated by FixtureSpec)."""
-        out: dict[str, Any] = {"messages": self.messages}
-        if self.tools is not None:
-            out["tools"] = self.tools
-        if self.tool_choice is not None:
-            out["tool_choice"] = self.tool_choice
+        out: dict[str, Any] = {
+            "messages": self.messages,
+            **tool_fields(self.tools, self.tool_choice),
+        }
         if self.sampling:
             out["sampling"] = self.sampling
         if self.model:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from costguard.model.fixtures import Fixture, message_text
+from costguard.model.fixtures import Fixture, message_text, tool_fields
 
 DEFAULT_NORMALIZE = ("whitespace",)
 
@@ -56,10 +56,7 @@ def exact_key(fixture: Fixture, normalize: Sequence[str] = DEFAULT_NORMALIZE) ->
         "sampling": fixture.sampling.as_request_params(),
         "messages": messages,
     }
-    if fixture.tools is not None:
-        payload["tools"] = fixture.tools
-    if fixture.tool_choice is not None:
-        payload["tool_choice"] = fixture.tool_choice
+    payload.update(tool_fields(fixture.tools, fixture.tool_choice))
     return hashlib.sha256(
         json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
     ).hexdigest()
