@@ -410,7 +410,7 @@ def summary_lines(report: RunReport) -> list[str]:
     if est:
         lines.append(
             f"{EST} estimated: {100 * t.get('estimated_share', 0):.0f}% of this spend rests on estimated "
-            "output tokens or declared GPU throughput (see warnings)"
+            "output tokens, approximate prompt token counts or declared GPU throughput (see warnings)"
         )
     for warning in report.get("warnings", []):
         lines.append(f"warning: {warning}")
@@ -804,7 +804,8 @@ def print_diff(diff: dict[str, Any], console: Any | None = None) -> None:
             console.print(table)
     if diff.get("estimated"):
         console.print(
-            f"{EST} rests on estimates (expected/prior output tokens or declared GPU throughput)",
+            f"{EST} rests on estimates (expected/prior output tokens, approximate prompt token "
+            "counts or declared GPU throughput)",
             highlight=False,
             markup=False,
         )
