@@ -145,3 +145,37 @@ def test_verify_bad_input_and_unreachable_server_exit_2(tmp_path: Path, server) 
     proc = run_cli("verify", "--url", "http://127.0.0.1:9", "--out", "v.json", cwd=project)
     assert proc.returncode == 2 and proc.stderr.startswith("costguard: error: tier small:")
     assert "Traceback" not in proc.stderr and not (project / "v.json").exists()
+
+
+def test_verify_finds_the_stack_that_stack_up_started(tmp_path: Path) -> None:
+    """No endpoints configured: verify checks the servers `costguard stack up` launched (the
+    stand-in `vllm` executable). Their tokenizer is not the chars/4 fallback these tiers count
+    with, so the counts differ and the report says why."""
+    from tests.test_stack import free_ports, stack_dir_cleanup, stack_yaml, standin_env
+
+    ports = free_ports(2)
+    stack_yaml(tmp_path, [
+        ("small", "test/small", f"{{port: {ports[0]}}}"), ("large", "test/large", f"{{port: {ports[1]}}}"),
+    ])  # fmt: skip
+    write(
+        tmp_path / "fixtures" / "f.yaml",
+        "fixtures:\n  - {id: a, messages: [{role: user, content: hi there}]}\n",
+    )
+    env = standin_env(FAKE_VLLM_STARTUP_S="0")
+    try:
+        before = run_cli("verify", cwd=tmp_path, env=env)
+        assert before.returncode == 2 and "costguard stack up" in before.stderr
+        up = run_cli("stack", "up", cwd=tmp_path, env=env)
+        assert up.returncode == 0, up.stderr
+        proc = run_cli("verify", "--out", "v.json", cwd=tmp_path, env=env)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        data = json.loads((tmp_path / "v.json").read_text())
+        assert {name: t["server"] for name, t in data["tiers"].items()} == {
+            "small": f"http://127.0.0.1:{ports[0]}",
+            "large": f"http://127.0.0.1:{ports[1]}",
+        }
+        assert {r["offline_source"] for r in data["rows"]} == {"approximate"}
+        assert any("not the model's own" in w for w in data["warnings"])
+    finally:
+        run_cli("stack", "down", cwd=tmp_path, env=env)
+        stack_dir_cleanup(tmp_path)
