@@ -220,3 +220,27 @@ def test_result_caches_never_merge_requests_that_differ_in_their_tools(tmp_path:
     assert len({exact_key(f) for f in (plain, with_tools, other)}) == 3
     assert len({semantic_scope(f) for f in (plain, with_tools, other)}) == 3
     assert len({f.content_hash for f in (plain, with_tools, other)}) == 3
+
+
+def test_exactness_is_a_property_of_the_tokenizer_and_can_be_declared() -> None:
+    from costguard.text.tokenization import TokenizerSpec, load_tokenizer
+    from tests.conftest import REPO, minilm_dir
+
+    bundled = {
+        "tiktoken": "tokenizers/cl100k_base.tiktoken",
+        "chat_template": "tokenizers/llama3-chat.jinja",
+        "special_tokens": {"<|begin_of_text|>": 128000, "<|start_header_id|>": 128006,
+                           "<|end_header_id|>": 128007, "<|eot_id|>": 128009},
+    }  # fmt: skip
+    stand_in = load_tokenizer(TokenizerSpec(**bundled), base_dir=REPO, where="t")
+    assert (stand_in.exactness, stand_in.input_source) == ("stand-in", "approximate")
+    assert "stand-in" in stand_in.description
+    declared = load_tokenizer(TokenizerSpec(**bundled, exact=True), base_dir=REPO, where="t")
+    assert declared.exact and declared.input_source == "exact"
+    own = load_tokenizer(TokenizerSpec(hf=minilm_dir()), base_dir=REPO, where="t")
+    assert own.exact
+    other = load_tokenizer(TokenizerSpec(hf=minilm_dir(), exact=False), base_dir=REPO, where="t")
+    assert other.input_source == "approximate"
+    # The same counts either way: exactness labels the numbers, it does not change them.
+    messages = [{"role": "user", "content": "Wie ist das Wetter in Zürich?"}]
+    assert stand_in.count_chat(messages) == declared.count_chat(messages)
