@@ -222,7 +222,7 @@ def test_result_caches_never_merge_requests_that_differ_in_their_tools(tmp_path:
     assert len({f.content_hash for f in (plain, with_tools, other)}) == 3
 
 
-def test_exactness_is_a_property_of_the_tokenizer_and_can_be_declared() -> None:
+def test_exactness_is_a_property_of_the_tokenizer_and_can_be_declared(tmp_path: Path) -> None:
     from costguard.text.tokenization import TokenizerSpec, load_tokenizer
     from tests.conftest import REPO, minilm_dir
 
@@ -237,9 +237,13 @@ def test_exactness_is_a_property_of_the_tokenizer_and_can_be_declared() -> None:
     assert "stand-in" in stand_in.description
     declared = load_tokenizer(TokenizerSpec(**bundled, exact=True), base_dir=REPO, where="t")
     assert declared.exact and declared.input_source == "exact"
-    own = load_tokenizer(TokenizerSpec(hf=minilm_dir()), base_dir=REPO, where="t")
+    from tests.conftest import CHAT_TEMPLATE
+
+    (tmp_path / "chat.jinja").write_text(CHAT_TEMPLATE)
+    hf = {"hf": minilm_dir(), "chat_template": "chat.jinja"}
+    own = load_tokenizer(TokenizerSpec(**hf), base_dir=tmp_path, where="t")
     assert own.exact
-    other = load_tokenizer(TokenizerSpec(hf=minilm_dir(), exact=False), base_dir=REPO, where="t")
+    other = load_tokenizer(TokenizerSpec(**hf, exact=False), base_dir=tmp_path, where="t")
     assert other.input_source == "approximate"
     # The same counts either way: exactness labels the numbers, it does not change them.
     messages = [{"role": "user", "content": "Wie ist das Wetter in Zürich?"}]
