@@ -359,9 +359,9 @@ def _normalize_messages(messages: Any, content_format: str, where: str) -> list[
                 tool_calls = _normalize_tool_calls(message["tool_calls"], i, where)
                 if tool_calls:
                     conv["tool_calls"] = tool_calls
-            for key in ("reasoning", "reasoning_content"):
-                if message.get(key) is not None:
-                    conv[key] = message[key]
+            # vLLM reads `reasoning` (interleaved thinking) and hands it on under both names.
+            if message.get("reasoning") is not None:
+                conv["reasoning"] = conv["reasoning_content"] = message["reasoning"]
         elif role == "tool" and "tool_call_id" in message:
             conv["tool_call_id"] = message["tool_call_id"]
         if isinstance(message.get("name"), str):
