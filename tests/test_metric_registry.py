@@ -47,7 +47,7 @@ def install_plugin(site: Path, entry_points: str, module: str = PLUGIN) -> Path:
 
 def test_builtins_are_listed_without_import_side_effects() -> None:
     names = [m.name for m in BUILTIN_METRICS]
-    assert len(names) == len(set(names)) == 24
+    assert len(names) == len(set(names)) == 25
     assert {"monthly_spend", "escalation_rate", "quality_score", "quality_drop"} <= set(names)
     registry = MetricRegistry(entry_points=False)
     assert list(registry) == names and registry.source("monthly_spend") == "costguard"
@@ -124,7 +124,7 @@ def test_the_registry_loads_plugins_once_and_lazily(tmp_path: Path) -> None:
         import sys
         from costguard.policy.engine import METRICS
         assert "acme_metrics" not in sys.modules
-        assert "spend_per_fixture" in METRICS and len(METRICS) == 25
+        assert "spend_per_fixture" in METRICS and len(METRICS) == 26
         print(METRICS.source("spend_per_fixture"))
         """
     )

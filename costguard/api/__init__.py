@@ -19,10 +19,17 @@ from costguard.api.core import (
     run,
 )
 from costguard.api.facade import Costguard, Observed, StackControl
+from costguard.api.verify import VERIFY_VIA, verify
 from costguard.compare.diff import Baseline, DiffReport
 from costguard.engine.backends.factory import BACKENDS, open_backend
 from costguard.engine.observed import DEFAULT_SUITE, ObservedCall, observed_records
-from costguard.engine.project import DEFAULT_CONFIG, Project, load_project, with_variant
+from costguard.engine.project import (
+    DEFAULT_CONFIG,
+    Project,
+    load_holdout,
+    load_project,
+    with_variant,
+)
 from costguard.engine.records import ESTIMATED_OUTPUT, RequestRecord
 from costguard.engine.run import (
     Replay,
@@ -38,6 +45,7 @@ from costguard.model.settings import read_tool_settings
 from costguard.policy.engine import Acknowledgement, PolicyResult, Verdict
 from costguard.report.assemble import build_report, merge_shards, report_from_records
 from costguard.report.run_report import DEFAULT_REPORT, RunReport
+from costguard.serving import interrupts
 
 __all__ = [
     "BACKENDS",
@@ -82,4 +90,8 @@ __all__ = [
     "report_from_records",
     "run",
     "with_variant",
+    "load_holdout",
+    "verify",
+    "VERIFY_VIA",
+    "interrupts",
 ]

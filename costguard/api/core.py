@@ -49,11 +49,15 @@ def check(
     baseline: RunReport | None = None,
     diff: DiffReport | None = None,
     acknowledgement: Acknowledgement | None = None,
+    baseline_reason: str | None = None,
 ) -> PolicyResult:
     """Evaluate a policy file against a report (and a baseline, for regression rules)."""
     policy = load_policy(policy_path)
     ctx = MetricContext(
-        report=report, baseline=baseline, diff=diff.data if diff is not None else None
+        report=report,
+        baseline=baseline,
+        diff=diff.data if diff is not None else None,
+        baseline_reason=baseline_reason,
     )
     return evaluate(policy, ctx, acknowledgement=acknowledgement)
 
@@ -113,7 +117,12 @@ def compare(
     result = None
     if policy is not None:
         result = check(
-            head, policy, baseline=baseline.report, diff=diff, acknowledgement=acknowledgement
+            head,
+            policy,
+            baseline=baseline.report,
+            diff=diff,
+            acknowledgement=acknowledgement,
+            baseline_reason=baseline.reason,
         )
         diff.attach_policy(result.to_dict())
     return diff, result

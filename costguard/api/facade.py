@@ -25,12 +25,18 @@ from costguard.compare.baseline import Baseline, no_baseline
 from costguard.compare.diff import DiffReport, load_diff
 from costguard.engine.observed import ObservedCall, observe_response, serve_request
 from costguard.engine.pipeline import price_call
-from costguard.engine.project import DEFAULT_CONFIG, Project, load_project, with_variant
+from costguard.engine.project import (
+    DEFAULT_CONFIG,
+    Project,
+    load_holdout,
+    load_project,
+    with_variant,
+)
 from costguard.engine.routing import calibration
 from costguard.engine.run import audit_recordings, prune_recordings
 from costguard.errors import CostguardError, UsageError
 from costguard.model.config import LoadedStack, load_stack
-from costguard.model.fixtures import import_logs, load_fixtures
+from costguard.model.fixtures import import_logs
 from costguard.model.schema import write_schemas
 from costguard.model.variants import CURRENT, Variant, build_variants, select_variants
 from costguard.policy.engine import Acknowledgement, PolicyResult
@@ -230,7 +236,7 @@ class Costguard:
             targets[calibration.strong_tier(project.config)] = target_strong_share
         if not targets:
             raise UsageError("give --target-strong-share SHARE or --target-share TIER=SHARE")
-        held = load_fixtures(list(holdout), root=Path.cwd()) if holdout else None
+        held = load_holdout(project, holdout) if holdout else None
         result = calibration.calibrate(project, targets, holdout=held, holdout_paths=list(holdout))
         if write:
             calibration.write_thresholds(project.stack, result)
@@ -245,6 +251,13 @@ class Costguard:
         self, variants: Sequence[Variant] | None = None, *, policy: str | Path | None = None
     ) -> Frontier:
         return api.frontier(self.project, variants or self.variants(), policy=policy)
+
+    def verify(self, **options: Any) -> Any:
+        """Offline prompt token counts against a running server's (`costguard verify`); options
+        as `costguard.api.verify.verify` (via, tiers, urls, concurrency, timeout_s)."""
+        from costguard.api.verify import verify
+
+        return verify(self.project, **options)
 
     # -- inputs and schemas ------------------------------------------------------------------------
     @staticmethod
@@ -358,6 +371,10 @@ class StackControl:
 
     def state_dir(self) -> Path:
         return self._p.state_dir(self.loaded)
+
+    def target_version_note(self) -> str:
+        """Which vLLM release the planned commands follow (for `stack up --dry-run`)."""
+        return self._p.target_version_note(self.loaded.config)
 
     def plan(self, tiers: Sequence[str] | None = None) -> list[ServeCommand]:
         return self._p.plan_stack(self.loaded, tiers or None)

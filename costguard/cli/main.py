@@ -17,6 +17,7 @@ from costguard.cli import compare as _compare
 from costguard.cli import frontier as _frontier
 from costguard.cli import recordings as _recordings
 from costguard.cli import stack as _stack
+from costguard.cli import verify as _verify
 from costguard.cli.compare import DEFAULT_REPORT
 from costguard.cli.options import baseline_options
 from costguard.cli.options import config_option as _config_option
@@ -328,9 +329,14 @@ def import_logs(log: str, suite: str, out: str, id_prefix: str, dedupe: bool) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every CostguardError becomes one line on stderr and exit code 2."""
+    """Entry point: every CostguardError becomes one line on stderr and exit code 2.
+
+    SIGTERM and SIGHUP are handled like SIGINT (costguard.serving.interrupts)."""
+    from costguard.api import interrupts
+
     try:
-        cli.main(args=argv, prog_name="costguard", standalone_mode=False)
+        with interrupts.installed():
+            cli.main(args=argv, prog_name="costguard", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("costguard: aborted", err=True)
         sys.exit(130)
@@ -345,10 +351,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        # a path the input names that the system refuses (too long, a loop, no permission...)
+        name = str(exc.filename)
+        shown = name if len(name) <= 120 else name[:80] + "…" + name[-30:]
+        click.echo(f"costguard: error: {shown}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
     sys.exit(0)
 
 
-for _module in (_compare, _stack, _recordings, _frontier):
+for _module in (_compare, _stack, _recordings, _frontier, _verify):
     _module.register_commands(cli)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -58,6 +58,7 @@ def up(config: str, tiers: tuple[str, ...], dry_run: bool, timeout_s: float | No
     stack = _control(config)
     if dry_run:
         directory = stack.state_dir()
+        click.echo(f"# {stack.target_version_note()}")
         for command in stack.plan(tiers or None):
             gpus = ",".join(str(d) for d in command.devices)
             click.echo(

@@ -36,6 +36,7 @@ def count_prompt_tokens(
 
     cache = TokenCountCache(project.cache_dir)
     messages = [fx.messages for fx in project.fixtures]
+    tools = [fx.tools for fx in project.fixtures]
     counts: dict[str, list[int]] = {}
     sources: dict[str, str] = {}
     ids: dict[str, list[Sequence[int]]] = {}
@@ -46,13 +47,13 @@ def count_prompt_tokens(
     try:
         for tier in project.config.tiers:
             tok = project.tokenizer(tier.name)
-            sources[tier.name] = "exact" if tok.exact else "approximate"
+            sources[tier.name] = tok.input_source
             need_ids = tier.name in keep_ids
             hit = by_fingerprint.get(tok.fingerprint)
             if hit is None or (need_ids and hit[1] is None):
                 if progress:
                     progress(f"tokens:{tier.name}", 0, len(messages))
-                encoded = encode_chat_cached(tok, messages, cache, compact=True)
+                encoded = encode_chat_cached(tok, messages, cache, tools_list=tools, compact=True)
                 hit = ([len(e) for e in encoded], encoded if need_ids else None)
                 by_fingerprint[tok.fingerprint] = hit
                 if progress:
@@ -85,7 +86,7 @@ def build_prefix_fleet(project: Project) -> Any:
     """The stack's prefix-cache simulators (None when the layer is off); capacity errors are located."""
     from costguard.engine.caches.prefix_fleet import PrefixCacheFleet, kv_capacity, simulated_tiers
 
-    tiers = simulated_tiers(project.config)
+    tiers = simulated_tiers(project.config, project.stack.where)
     if not tiers:
         return None
     capacities = {}
@@ -109,7 +110,7 @@ def quality_scorer(project: Project, backend: Backend) -> Any:
 
     def count_prompt(tier: str, messages: list[dict[str, Any]]) -> tuple[int, str]:
         tok = project.tokenizer(tier)
-        return tok.count_chat(messages), "exact" if tok.exact else "approximate"
+        return tok.count_chat(messages), tok.input_source
 
     scorer = QualityScorer(
         project.config,

@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from costguard.errors import ConfigError
+from costguard.model import vllm_facts
 from costguard.model.cache_config import (  # noqa: F401 (re-exported)
     CachesConfig,
     ExactCacheConfig,
@@ -77,6 +78,14 @@ class ServeConfig(StrictModel):
         default_factory=list, description="extra `vllm serve` arguments, passed through"
     )
 
+    @field_validator("speculative")
+    @classmethod
+    def _speculative_method_exists(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        problem = None if value is None else vllm_facts.speculative_method_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _devices_fit(self) -> ServeConfig:
         needed = self.tensor_parallel_size * self.pipeline_parallel_size
@@ -136,6 +145,14 @@ class KvCacheConfig(StrictModel):
         default=None,
         description="derive num_gpu_blocks from the tier's GPU memory and this model shape",
     )
+    attention: Literal["auto", "full", "hybrid"] = Field(
+        default="auto",
+        description=(
+            "full: every layer attends to the whole sequence; hybrid: some layers use a sliding "
+            "window (gpt-oss, Gemma 2/3), which the prefix-cache simulator refuses; auto: hybrid "
+            "for well-known hybrid model families, full otherwise"
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_capacity(self) -> KvCacheConfig:
@@ -190,8 +207,7 @@ class TrafficConfig(StrictModel):
     arrival_rate_per_s: float | None = Field(default=None, gt=0)
 
 
-VLLM_VERSION = "0.11.0"
-"""The vLLM release whose flags, routes, usage fields and metric names costguard follows (docs/live-backends.md)."""
+VLLM_VERSION = vllm_facts.VLLM_VERSION
 
 
 class LaunchConfig(StrictModel):
@@ -199,7 +215,7 @@ class LaunchConfig(StrictModel):
 
     vllm_version: str | None = Field(
         default=VLLM_VERSION,
-        description="required `vllm --version` (a prefix: 0.11 accepts 0.11.x); null: no check",
+        description="required `vllm --version` (a prefix: 0.33 accepts 0.33.x); null: no check",
     )
     executable: str = Field(
         default="vllm", description="the vllm executable (a name on PATH or a path)"
@@ -280,6 +296,12 @@ class StackConfig(StrictModel):
         description="tier for the 'everything on the largest tier' baseline (default: last)",
     )
     cache_dir: str = ".costguard/cache"
+    allowed_paths: list[str] = Field(
+        default_factory=list,
+        description="directories outside the project root that templates, chat templates, "
+        "includes, fixture files and price tables may be read from (relative to this file or "
+        "absolute); everything else must be inside the project root",
+    )
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     recordings: RecordingsConfig = Field(default_factory=RecordingsConfig)
@@ -351,6 +373,9 @@ class LoadedStack:
         self.path = path
         self.root = path.parent
         self._raw = raw
+        from costguard.model.paths import resolve_allowed
+
+        self.allowed = resolve_allowed(config.allowed_paths, self.root)
 
     def where(self, *loc: Any) -> str:
         """`file:line: key.path` for a location inside the config, for errors raised later."""

@@ -73,6 +73,12 @@ class QualityPolicy(StrictModel):
 class PolicyFile(StrictModel):
     version: Literal[1] = 1
     description: str | None = None
+    on_no_baseline: Literal["fail", "warn", "skip"] = Field(
+        default="skip",
+        description="what a regression rule does when there is no usable baseline (none given, "
+        "none found, or an incomplete one): skip it (the default: a repository's first run), "
+        "warn, or fail",
+    )
     quality: QualityPolicy = Field(default_factory=QualityPolicy)
     rules: dict[str, Rule] = Field(min_length=1)
     waivers: list[Waiver] = Field(

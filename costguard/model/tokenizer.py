@@ -21,6 +21,11 @@ class TokenizerSpec(StrictModel):
     """tiktoken only: extra special tokens (e.g. Llama-3 style `<|begin_of_text|>`)."""
     approximate_fallback: bool = False
     """If the tokenizer cannot be loaded, count ~chars/4 and label every count approximate."""
+    exact: bool | None = None
+    """Whether these are the model's own tokenizer and chat template, so counts are exact.
+    Default: true for `hf:` (the model's tokenizer.json), false for `tiktoken:` (an encoding and a
+    hand-written chat layout standing in for the model's). Declare `exact: true` on a tiktoken
+    tokenizer only when it is the model's own encoding and template."""
 
     @model_validator(mode="after")
     def _check(self) -> TokenizerSpec:

@@ -62,6 +62,7 @@ class Policy:
     waivers: list[Waiver] = field(default_factory=list)
     waiver_lines: list[int | None] = field(default_factory=list)
     on_unmeasured: str = "warn"  # quality.on_unmeasured: fail | warn | ignore
+    on_no_baseline: str = "skip"  # fail | warn | skip: regression rules without a usable baseline
     metrics: Mapping[str, Metric] = field(
         default_factory=lambda: METRICS, repr=False
     )  # named by rules
@@ -123,6 +124,7 @@ def load_policy(path: str | Path, *, metrics: Mapping[str, Metric] = METRICS) ->
         waivers=list(parsed.waivers),
         waiver_lines=waiver_lines,
         on_unmeasured=parsed.quality.on_unmeasured,
+        on_no_baseline=parsed.on_no_baseline,
         metrics=metrics,
     )
 
@@ -255,16 +257,31 @@ def evaluate(
             )
             continue
         if metric.needs_baseline and ctx.baseline is None:
-            verdicts.append(
-                Verdict(
-                    **base,
-                    status="skip",
-                    actual=None,
-                    message="no baseline yet: nothing to compare with",
-                )
+            why = ctx.baseline_reason or "no baseline yet: nothing to compare with"
+            if policy.on_no_baseline == "skip":
+                verdicts.append(Verdict(**base, status="skip", actual=None, message=why))
+                continue
+            status = rule.level if policy.on_no_baseline == "fail" else "warn"
+            verdict = Verdict(
+                **base,
+                status=status,
+                actual=None,
+                message=f"{why} (on_no_baseline: {policy.on_no_baseline})",
             )
+            _soften(verdict, policy, metric, acknowledgement, today)
+            verdicts.append(verdict)
             continue
         mv = metric.compute(ctx, rule)
+        if mv.value is None and mv.vacuous:
+            why = f"n/a: {mv.note or 'nothing to measure'} (on_unmeasured: {policy.on_unmeasured})"
+            if policy.on_unmeasured == "ignore":
+                verdicts.append(Verdict(**base, status="skip", actual=None, message=why))
+            else:
+                status = rule.level if policy.on_unmeasured == "fail" else "warn"
+                verdict = Verdict(**base, status=status, actual=None, message=why)
+                _soften(verdict, policy, metric, acknowledgement, today)
+                verdicts.append(verdict)
+            continue
         mode = policy.on_unmeasured if mv.unmeasured else "ignore"
         unmeasured = f"{mv.unmeasured} fixture(s) in scope have no measured quality (on_unmeasured: {policy.on_unmeasured})"
         if mv.value is None:

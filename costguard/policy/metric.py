@@ -18,6 +18,7 @@ class MetricContext:
     report: RunReport
     baseline: RunReport | None = None
     diff: dict[str, Any] | None = None
+    baseline_reason: str | None = None  # why there is no usable baseline, when there is none
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class MetricValue:
     note: str | None = None
     unmeasured: int = (
         0  # fixtures in the rule's scope the value could not cover (see on_unmeasured)
+    )
+    vacuous: bool = (
+        False  # value None: a rate over zero events (n/a); the rule follows on_unmeasured
     )
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from costguard.errors import ConfigError
 from costguard.policy.metric import Metric
-from costguard.policy.metrics import budget, caches, quality, regression, routing
+from costguard.policy.metrics import budget, caches, quality, regression, routing, tokens
 
 ENTRY_POINT_GROUP = "costguard.metrics"
 
@@ -35,6 +35,7 @@ BUILTIN_METRICS: tuple[Metric, ...] = (
     *caches.METRICS,
     *quality.METRICS,
     *regression.METRICS,
+    *tokens.METRICS,
 )
 
 

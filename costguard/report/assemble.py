@@ -72,6 +72,8 @@ def build_report(
                 "gpu": tier.hardware.gpu,
                 "tokenizer": tok.description,
                 "tokenizer_exact": tok.exact,
+                "tokenizer_counts": tok.input_source,
+                "tokenizer_exactness": tok.exactness,
                 "pricing": {
                     "kind": prices[tier.name].kind,
                     "basis": prices[tier.name].basis,
@@ -85,10 +87,25 @@ def build_report(
         d["cost_per_month"] = r.monthly_requests * r.cost_usd
         record_dicts.append(d)
     warnings = []
-    approx = [t["name"] for t in tiers_summary if not t["tokenizer_exact"]]
-    if approx:
+    fallback = [t["name"] for t in tiers_summary if t["tokenizer_exactness"] == "fallback"]
+    if fallback:
         warnings.append(
-            f"approximate token counts (tokenizer fallback) on tier(s): {', '.join(approx)}"
+            f"approximate token counts (tokenizer fallback, chars/4) on tier(s): {', '.join(fallback)}"
+        )
+    stand_in = [t["name"] for t in tiers_summary if t["tokenizer_exactness"] == "stand-in"]
+    if stand_in:
+        warnings.append(
+            f"approximate prompt token counts on tier(s) {', '.join(stand_in)}: the tokenizer is a "
+            "stand-in for the model's own (another encoding or a hand-written chat layout); point "
+            "`tokenizer.hf:` at the model's tokenizer.json for exact counts, and check them against "
+            "the server with `costguard verify`"
+        )
+    unreported = sections["provenance"].get("cached_tokens", {}).get("unreported", 0)
+    if unreported:
+        warnings.append(
+            f"cached prompt tokens unknown on {unreported} call(s): the server's usage had no "
+            "prompt_tokens_details (it cached nothing, or cannot report it; vLLM reports it with "
+            "--enable-prompt-tokens-details): labelled `unreported`, not read as 0 cached"
         )
     est_out = sections["provenance"]["output_tokens"]
     n_est = est_out.get("expected", 0) + est_out.get("prior", 0)

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -46,40 +43,6 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
-
-
-def stop_group(pgid: int, *, grace_s: float = 20.0, child: subprocess.Popen | None = None) -> bool:
-    """SIGTERM the whole group, wait `grace_s`, then SIGKILL what is left. True if it was running."""
-    if not group_alive(pgid):
-        if child is not None:
-            child.poll()
-        return False
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if child is not None:
-            child.poll()  # reap our own child so it does not linger as a zombie
-        if not group_alive(pgid):
-            return True
-        time.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return True
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and group_alive(pgid):
-        if child is not None:
-            child.poll()
-        time.sleep(0.05)
-    if child is not None:
-        try:
-            child.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            pass
     return True
 
 

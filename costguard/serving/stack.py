@@ -1,6 +1,6 @@
 """The routed vLLM stack as processes: one `vllm serve` per tier, started, watched and stopped.
 
-`plan_stack` (`costguard.serving.vllm_plan`) turns `costguard.yaml` into exact commands (docs/live-backends.md: the model is positional;
+`plan_stack` turns `costguard.yaml` into exact commands (DESIGN §4: the model is positional;
 per-instance `--gpu-memory-utilization`, split when tiers share a GPU; CUDA_VISIBLE_DEVICES;
 no `--quantization` for AWQ/GPTQ checkpoints, whose fast Marlin kernels vLLM picks itself;
 `--enable-prompt-tokens-details` so usage reports cached tokens). `start_stack` launches each
@@ -8,13 +8,18 @@ command in its own session (a process group, so teardown reaches vLLM's engine-c
 too), polls `/health` until every tier answers 200 (the port refuses connections while weights
 load, for minutes), and writes a state file so `down`, `status` and `logs` work from another
 process. A tier that dies or times out stops the others and carries its log tail.
+
+The commands are planned in `vllm_plan`, processes probed in `processes`; their names are
+importable from here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -24,19 +29,28 @@ from typing import Any
 
 from costguard.errors import BackendError, ConfigError
 from costguard.model.config import LoadedStack
-from costguard.serving.processes import (  # noqa: F401 (log_tail: re-exported)
+from costguard.serving.processes import (  # noqa: F401 (re-exported)
+    LOG_TAIL_LINES,
     group_alive,
     log_tail,
     port_in_use,
     probe_health,
     process_start_ticks,
     served_models,
-    stop_group,
 )
-from costguard.serving.vllm_plan import (  # noqa: F401 (the plan, re-exported with the processes)
+from costguard.serving.vllm_plan import (  # noqa: F401 (re-exported)
+    CHECKPOINT_QUANTIZATION,
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    MANAGED_FLAGS,
     ServeCommand,
+    assign_devices,
+    assign_ports,
     check_vllm_version,
+    installed_vllm_version,
+    memory_utilization,
     plan_stack,
+    serve_argv,
+    target_version_note,
     version_matches,
 )
 
@@ -279,24 +293,80 @@ def wait_ready(
 def stop_stack(
     state: StackState, *, notify: Notify | None = None, grace_s: float = 20.0
 ) -> list[str]:
-    """Stop every tier's whole process group and remove the state file. Returns the tiers stopped."""
+    """Stop every tier's whole process group and remove the state file. Returns the tiers stopped.
+
+    All groups get SIGTERM at once, then share one grace period; what is left gets SIGKILL.
+    Signals arriving meanwhile do not cut this short (the clean-up is shielded); they shorten
+    the grace period instead -- when a run was interrupted (GitHub sends SIGKILL ~10 s after its
+    first signal), the groups get at most `INTERRUPTED_GRACE_S`.
+    """
+    from costguard.serving import interrupts
+
     say = notify or (lambda message: None)
     stopped = []
-    for proc in state.tiers:
-        ticks = process_start_ticks(proc.pid)
-        if (
-            proc.start_ticks is not None
-            and ticks is not None
-            and ticks != proc.start_ticks
-            and proc.child is None
-        ):
-            say(f"{proc.tier}: pid {proc.pid} now belongs to another process; not signalling it")
-            continue
-        if stop_group(proc.pgid, grace_s=grace_s, child=proc.child):
+    with interrupts.shielded():
+        signalled: list[TierProcess] = []
+        for proc in state.tiers:
+            ticks = process_start_ticks(proc.pid)
+            if (
+                proc.start_ticks is not None
+                and ticks is not None
+                and ticks != proc.start_ticks
+                and proc.child is None
+            ):
+                say(
+                    f"{proc.tier}: pid {proc.pid} now belongs to another process; not signalling it"
+                )
+                continue
+            if _terminate(proc):
+                signalled.append(proc)
+        interrupted = bool(interrupts.received())
+        deadline = time.monotonic() + (
+            min(grace_s, INTERRUPTED_GRACE_S) if interrupted else grace_s
+        )
+        seen = len(interrupts.received())
+        while signalled and time.monotonic() < deadline:
+            for proc in signalled:
+                if proc.child is not None:
+                    proc.child.poll()  # reap our own child so it does not linger as a zombie
+            if not any(group_alive(p.pgid) for p in signalled):
+                break
+            if len(interrupts.received()) > seen:  # another signal: stop waiting
+                break
+            time.sleep(0.05)
+        for proc in signalled:
+            if group_alive(proc.pgid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pgid, signal.SIGKILL)
+        kill_deadline = time.monotonic() + 5
+        for proc in signalled:
+            while time.monotonic() < kill_deadline and group_alive(proc.pgid):
+                if proc.child is not None:
+                    proc.child.poll()
+                time.sleep(0.05)
+            if proc.child is not None:
+                proc.child.poll()
             stopped.append(proc.tier)
             say(f"stopped {proc.tier} (process group {proc.pgid})")
-    state.path.unlink(missing_ok=True)
+        state.path.unlink(missing_ok=True)
     return stopped
+
+
+INTERRUPTED_GRACE_S = 2.0
+"""How long an interrupted run lets `vllm serve` shut down before SIGKILL."""
+
+
+def _terminate(proc: TierProcess) -> bool:
+    """SIGTERM the tier's group; False when nothing of it was running."""
+    if not group_alive(proc.pgid):
+        if proc.child is not None:
+            proc.child.poll()
+        return False
+    try:
+        os.killpg(proc.pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def tier_status(proc: TierProcess) -> dict[str, Any]:

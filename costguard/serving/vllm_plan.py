@@ -12,9 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from costguard.errors import BackendError, ConfigError
+from costguard.model import vllm_facts as vf
 from costguard.model.config import LoadedStack, StackConfig, TierConfig
 
-DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default, shared out when tiers share a GPU
+DEFAULT_GPU_MEMORY_UTILIZATION = (
+    vf.DEFAULT_GPU_MEMORY_UTILIZATION
+)  # shared out when tiers share a GPU
 
 
 # Quantization methods declared by the checkpoint itself: vLLM reads them from the model's
@@ -23,25 +26,29 @@ CHECKPOINT_QUANTIZATION = {"awq": "awq_marlin", "gptq": "gptq_marlin"}
 
 
 # Flags costguard sets from the config; passing them again in engine_args would contradict it.
+_MANAGED = {
+    vf.FLAG_PORT: "serve.port",
+    vf.FLAG_HOST: "serve.host",
+    vf.FLAG_SERVED_MODEL_NAME: "served_model_name",
+    vf.FLAG_GPU_MEMORY_UTILIZATION: "serve.gpu_memory_utilization",
+    vf.FLAG_TENSOR_PARALLEL_SIZE: "serve.tensor_parallel_size",
+    vf.FLAG_PIPELINE_PARALLEL_SIZE: "serve.pipeline_parallel_size",
+    vf.FLAG_MAX_MODEL_LEN: "serve.max_model_len",
+    vf.FLAG_SEED: "serve.seed",
+    vf.FLAG_QUANTIZATION: "quantization",
+    vf.FLAG_SPECULATIVE_CONFIG: "serve.speculative",
+    vf.FLAG_ENABLE_PREFIX_CACHING: "serve.enable_prefix_caching",
+    vf.FLAG_DISABLE_PREFIX_CACHING: "serve.enable_prefix_caching",
+    vf.FLAG_API_KEY: "serve.api_key_env",
+    vf.FLAG_MODEL: "model",
+    vf.FLAG_BLOCK_SIZE: "kv_cache.block_size",
+}
+
+
 MANAGED_FLAGS = {
-    "--port": "serve.port",
-    "--host": "serve.host",
-    "--served-model-name": "served_model_name",
-    "--gpu-memory-utilization": "serve.gpu_memory_utilization",
-    "--tensor-parallel-size": "serve.tensor_parallel_size",
-    "-tp": "serve.tensor_parallel_size",
-    "--pipeline-parallel-size": "serve.pipeline_parallel_size",
-    "-pp": "serve.pipeline_parallel_size",
-    "--max-model-len": "serve.max_model_len",
-    "--seed": "serve.seed",
-    "--quantization": "quantization",
-    "-q": "quantization",
-    "--speculative-config": "serve.speculative",
-    "--enable-prefix-caching": "serve.enable_prefix_caching",
-    "--no-enable-prefix-caching": "serve.enable_prefix_caching",
-    "--api-key": "serve.api_key_env",
-    "--model": "model",
-    "--block-size": "kv_cache.block_size",
+    **_MANAGED,
+    **{alias: _MANAGED[flag] for alias, flag in vf.ALIASES.items()},
+    **{legacy: _MANAGED[flag] for legacy, flag in vf.LEGACY_SPELLINGS.items()},
 }
 
 
@@ -112,8 +119,8 @@ def assign_devices(
 def memory_utilization(
     config: StackConfig, devices: dict[str, list[int]], where: Callable[..., str] | None = None
 ) -> dict[str, float | None]:
-    """Per-instance `--gpu-memory-utilization`: as configured, or what is left of vLLM's 0.9
-    split evenly between the tiers that share a GPU (two tiers: 0.45 each). None: a tier alone
+    """Per-instance `--gpu-memory-utilization`: as configured, or what is left of vLLM's default
+    (0.92) split evenly between the tiers that share a GPU (two tiers: 0.45 each). None: a tier alone
     on its GPUs, vLLM's default.
 
     The fraction is per instance, so tiers sharing a GPU must add up to at most 1.
@@ -184,30 +191,31 @@ def assign_ports(config: StackConfig) -> dict[str, int]:
 def serve_argv(
     tier: TierConfig, executable: str, *, port: int, gpu_memory_utilization: float | None
 ) -> list[str]:
-    """`vllm serve MODEL ...` for one tier (docs/live-backends.md)."""
+    """`vllm serve MODEL ...` for one tier (DESIGN §4; spellings from `vllm_facts`)."""
     serve = tier.serve
-    argv = [executable, "serve", tier.model, "--served-model-name", tier.api_model_name]
-    argv += ["--host", serve.host, "--port", str(port)]
+    argv = [executable, "serve", tier.model, vf.FLAG_SERVED_MODEL_NAME, tier.api_model_name]
+    argv += [vf.FLAG_HOST, serve.host, vf.FLAG_PORT, str(port)]
     if gpu_memory_utilization is not None:
-        argv += ["--gpu-memory-utilization", f"{gpu_memory_utilization:g}"]
+        argv += [vf.FLAG_GPU_MEMORY_UTILIZATION, f"{gpu_memory_utilization:g}"]
     if serve.tensor_parallel_size > 1:
-        argv += ["--tensor-parallel-size", str(serve.tensor_parallel_size)]
+        argv += [vf.FLAG_TENSOR_PARALLEL_SIZE, str(serve.tensor_parallel_size)]
     if serve.pipeline_parallel_size > 1:
-        argv += ["--pipeline-parallel-size", str(serve.pipeline_parallel_size)]
+        argv += [vf.FLAG_PIPELINE_PARALLEL_SIZE, str(serve.pipeline_parallel_size)]
     quantization = (tier.quantization or "").strip().lower()
     if quantization and quantization not in CHECKPOINT_QUANTIZATION:
-        argv += ["--quantization", quantization]
+        argv += [vf.FLAG_QUANTIZATION, quantization]
     if serve.max_model_len is not None:
-        argv += ["--max-model-len", str(serve.max_model_len)]
+        argv += [vf.FLAG_MAX_MODEL_LEN, str(serve.max_model_len)]
     if serve.seed is not None:
-        argv += ["--seed", str(serve.seed)]
+        argv += [vf.FLAG_SEED, str(serve.seed)]
     if serve.speculative is not None:
-        argv += ["--speculative-config", json.dumps(serve.speculative, separators=(",", ":"))]
-    if tier.kv_cache.block_size != 16:  # keep the server's blocks the size the simulator assumes
-        argv += ["--block-size", str(tier.kv_cache.block_size)]
+        argv += [vf.FLAG_SPECULATIVE_CONFIG, json.dumps(serve.speculative, separators=(",", ":"))]
+    # Always pinned: without it the attention backend may pick a block larger than the one the
+    # prefix-cache simulator (and the KV capacity derivation) assumes.
+    argv += [vf.FLAG_BLOCK_SIZE, str(tier.kv_cache.block_size)]
     if not serve.enable_prefix_caching:
-        argv.append("--no-enable-prefix-caching")
-    argv.append("--enable-prompt-tokens-details")  # usage.prompt_tokens_details.cached_tokens
+        argv.append(vf.FLAG_DISABLE_PREFIX_CACHING)
+    argv.append(vf.FLAG_PROMPT_TOKENS_DETAILS)  # usage.prompt_tokens_details.cached_tokens
     argv += serve.engine_args
     return argv
 
@@ -223,6 +231,12 @@ def plan_stack(stack: LoadedStack, tiers: Sequence[str] | None = None) -> list[S
     for i, tier in enumerate(config.tiers):
         for arg in tier.serve.engine_args:
             flag = arg.split("=", 1)[0]
+            if flag in vf.REMOVED_FLAGS:
+                raise ConfigError(
+                    f"engine_args sets {flag}, which vLLM {vf.VLLM_VERSION} no longer has: use "
+                    f"{vf.REMOVED_FLAGS[flag]} (serve.speculative)",
+                    key=stack.where("tiers", i, "serve", "engine_args"),
+                )
             if flag in MANAGED_FLAGS:
                 raise ConfigError(
                     f"engine_args sets {flag}, which costguard derives from {MANAGED_FLAGS[flag]}: set that instead",
@@ -259,6 +273,17 @@ def plan_stack(stack: LoadedStack, tiers: Sequence[str] | None = None) -> list[S
             )
         )
     return commands
+
+
+def target_version_note(config: StackConfig) -> str:
+    """Which vLLM the commands are for: the pinned release and the one the flags were checked against."""
+    pinned = config.launch.vllm_version
+    checked = f"flags and defaults checked against vLLM {vf.VLLM_VERSION}"
+    if pinned is None:
+        return f"vLLM: any version (launch.vllm_version: null; {checked})"
+    if not version_matches(vf.VLLM_VERSION, pinned):
+        return f"vLLM {pinned} (launch.vllm_version; {checked}: they may not hold for {pinned})"
+    return f"vLLM {pinned} ({checked})"
 
 
 _VERSION_RE = re.compile(r"\b(\d+)\.(\d+)(?:\.(\d+))?(?:[.\w+-]*)\b")
@@ -302,6 +327,6 @@ def check_vllm_version(config: StackConfig) -> str | None:
     if pinned is not None and not version_matches(installed, pinned):
         raise BackendError(
             f"vLLM {installed} is installed but costguard.yaml pins launch.vllm_version {pinned}: install it "
-            f"(pip install vllm=={pinned}) or, after checking the flags in docs/live-backends.md still hold, change the pin"
+            f"(pip install vllm=={pinned}) or, after checking the flags in DESIGN §4 still hold, change the pin"
         )
     return installed

@@ -122,6 +122,18 @@ def router_overhead(
         "mean_s": sum(samples) / len(samples) if samples else None,
         "requests_per_month": routed_requests,
     }
+    cpu = ov.cpu_samples_s
+    if cpu:
+        # CPU time of the routing work (min of repeated probes): what policies gate on, since
+        # it does not grow with what else the machine runs the way wall-clock time does.
+        block.update(
+            cpu_samples_s=[round(x, 6) for x in cpu],
+            cpu_p50_s=_percentile(cpu, 0.50),
+            cpu_p99_s=_percentile(cpu, 0.99),
+            repeats=ov.repeats,
+        )
+    if ov.conditions:
+        block["conditions"] = dict(ov.conditions)
     pricing = config.router.pricing if isinstance(config.router, EmbeddingRouterConfig) else None
     if pricing is not None:
         if pricing.per_million_requests_usd is not None:
@@ -157,7 +169,12 @@ def routing_run_from_reports(reports: Sequence[Any]) -> RoutingRun | None:
     block = (first.get("timing") or {}).get("router_overhead") or {}
     if block.get("source"):
         overhead = RouterOverhead(
-            list(block.get("samples_s") or []), block["source"], block.get("method", "")
+            list(block.get("samples_s") or []),
+            block["source"],
+            block.get("method", ""),
+            cpu_samples_s=list(block.get("cpu_samples_s") or []),
+            repeats=int(block.get("repeats") or 1),
+            conditions=dict(block.get("conditions") or {}),
         )
     cascade = None
     escalation = routing.get("escalation") or {}

@@ -116,11 +116,59 @@ def _cut_middle(body: str, lines: list[str], avail: int) -> str:
     fix_head = ""
     if _fences(head_text) % 2:
         fix_head += "\n```"
-    open_details = head_text.count("<details") - head_text.count("</details>")
+    open_details = _open_details(head_text)
     if open_details > 0:
-        fix_head += "\n</details>" * min(open_details, 3)
+        fix_head += "\n\n</details>" * open_details
     fix_tail = "```\n" if _fences(tail_text) % 2 else ""
+    if not fix_tail:
+        # the tail's unmatched </details> get their opening tag back ...
+        fix_tail += "<details><summary>… (continued)</summary>\n\n" * _unopened_details(tail_text)
+        # ... and a table cut in the middle keeps its header
+        fix_tail += _table_header_for(lines, len(lines) - len(tail), tail)
     return head_text.rstrip("\n") + fix_head + _note(removed) + fix_tail + tail_text
+
+
+_DETAILS_RE = re.compile(r"<(/?)details\b", re.IGNORECASE)
+
+
+_TABLE_SEPARATOR_RE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+
+
+def _open_details(text: str) -> int:
+    """`<details>` opened in `text` and not closed in it."""
+    depth = 0
+    for m in _DETAILS_RE.finditer(text):
+        depth = depth - 1 if m.group(1) else depth + 1
+        depth = max(depth, 0)
+    return depth
+
+
+def _unopened_details(text: str) -> int:
+    """`</details>` in `text` whose opening tag is not in it."""
+    depth = missing = 0
+    for m in _DETAILS_RE.finditer(text):
+        if m.group(1):
+            if depth:
+                depth -= 1
+            else:
+                missing += 1
+        else:
+            depth += 1
+    return missing
+
+
+def _table_header_for(lines: list[str], start: int, tail: list[str]) -> str:
+    """The header and separator rows of the table that `lines[start]` continues, if any."""
+    if not tail or not tail[0].lstrip().startswith("|") or _TABLE_SEPARATOR_RE.match(tail[0]):
+        return ""
+    if len(tail) > 1 and _TABLE_SEPARATOR_RE.match(tail[1]):
+        return ""  # the tail starts with a whole table
+    for i in range(start - 1, 0, -1):
+        if not lines[i].lstrip().startswith("|"):
+            return ""
+        if _TABLE_SEPARATOR_RE.match(lines[i]):
+            return lines[i - 1] + lines[i]
+    return ""
 
 
 def _fences(text: str) -> int:

@@ -50,6 +50,24 @@ _MINIMIZED_QUERY = (
 )
 
 
+_AUTHORED_QUERY = (
+    "query($owner: String!, $name: String!, $number: Int!, $after: String) {"
+    " repository(owner: $owner, name: $name) { issueOrPullRequest(number: $number) {"
+    " ... on PullRequest { comments(first: 100, after: $after) { ...page } }"
+    " ... on Issue { comments(first: 100, after: $after) { ...page } } } } }"
+    " fragment page on IssueCommentConnection {"
+    " pageInfo { hasNextPage endCursor } nodes { databaseId viewerDidAuthor } }"
+)
+"""Which of the PR's comments the token's own identity wrote. `IssueComment.viewerDidAuthor`
+answers for every kind of token, including the Actions GITHUB_TOKEN (an app installation token,
+which gets 403 from `GET /user`)."""
+
+
+AUTHOR_ENV = "COSTGUARD_COMMENT_AUTHOR"
+"""The explicit fallback: the login whose comments costguard may touch (e.g.
+`github-actions[bot]`), used only when neither GraphQL nor `GET /user` can say who the token is."""
+
+
 class GitHubClient:
     """A small GitHub REST/GraphQL client for PR comments and labels.
 
@@ -337,6 +355,44 @@ class GitHubClient:
         n = _pr_number(pr)
         ctx = {"repo": repo, "pr": n, "what": f"read the comments of pull request #{n}"}
         return self._paginate(f"/repos/{owner}/{name}/issues/{n}/comments", ctx)
+
+    def authored_comment_ids(self, repo: str, pr: int, *, max_pages: int = 100) -> set[int]:
+        """Database ids of the PR's comments written by this token's identity (GraphQL
+        `viewerDidAuthor`, 100 comments per call). Raises GitHubError when GraphQL cannot say."""
+        owner, name = _split_repo(repo)
+        n = _pr_number(pr)
+        ids: set[int] = set()
+        after: str | None = None
+        for _ in range(max_pages):
+            data = self.graphql(
+                _AUTHORED_QUERY,
+                {"owner": owner, "name": name, "number": n, "after": after},
+                what=f"find which comments of pull request #{n} this token wrote",
+            )
+            item = ((data or {}).get("repository") or {}).get("issueOrPullRequest")
+            conn = item.get("comments") if isinstance(item, dict) else None
+            if not isinstance(conn, dict) or not isinstance(conn.get("nodes"), list):
+                raise self._fail(f"unexpected GraphQL reply for the comments of #{n}")
+            for node in conn["nodes"]:
+                if not isinstance(node, dict):
+                    continue
+                did, db_id = node.get("viewerDidAuthor"), node.get("databaseId")
+                if did is True and isinstance(db_id, int) and not isinstance(db_id, bool):
+                    ids.add(db_id)
+            page = conn.get("pageInfo") or {}
+            if page.get("hasNextPage") is not True or not isinstance(page.get("endCursor"), str):
+                return ids
+            after = page["endCursor"]
+        raise self._fail(f"GraphQL pagination for the comments of #{n} does not end; giving up")
+
+    def viewer_login(self) -> str:
+        """Login of the token's user (`GET /user`); GitHub answers 403 for app installation
+        tokens such as the Actions GITHUB_TOKEN."""
+        reply = self._request("GET", "/user", context={"what": "read the token's own user"})
+        login = reply.data.get("login") if isinstance(reply.data, dict) else None
+        if not isinstance(login, str) or not login:
+            raise self._fail("unexpected reply from GitHub for GET /user: no login")
+        return login
 
     def create_comment(
         self, repo: str, pr: int, body: str, *, known_ids: Iterable[int] | None = None

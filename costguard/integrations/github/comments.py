@@ -3,12 +3,14 @@ deleted and new, by mode)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from costguard.errors import GitHubError
 from costguard.integrations.github.body import _normalized, compose_body, is_ours, marker
-from costguard.integrations.github.client import GitHubClient, log
+from costguard.integrations.github.client import AUTHOR_ENV, GitHubClient, log
 
 MODES = ("update", "new", "hide-and-new", "delete-and-new")
 
@@ -28,6 +30,56 @@ class CommentResult:
     comment_id: int | None
     url: str | None
     warnings: tuple[str, ...] = ()
+
+
+def own_comments(
+    client: GitHubClient, repo: str, pr: int, comments: list[dict[str, Any]]
+) -> tuple[Callable[[dict[str, Any]], bool], str]:
+    """Which comments the token's own identity wrote, and how that was established.
+
+    In order: GraphQL `viewerDidAuthor` (works for every token type, including the Actions
+    GITHUB_TOKEN), the login from `GET /user` (personal tokens; GitHub Enterprise Servers
+    without the GraphQL field), then the explicit `COSTGUARD_COMMENT_AUTHOR` login. When none
+    of them answers, no comment counts as ours: costguard then only ever posts new comments.
+    A marker alone never makes a comment ours -- anyone can paste it.
+    """
+    try:
+        ids = client.authored_comment_ids(repo, pr)
+    except GitHubError as err:
+        log.info("GraphQL viewerDidAuthor unavailable (%s); trying GET /user", err)
+    else:
+        return (lambda c: _comment_id(c) in ids), "GraphQL viewerDidAuthor"
+    try:
+        login = client.viewer_login()
+        how = f"the token's login {login} from GET /user"
+    except GitHubError as err:
+        log.info("GET /user unavailable (%s); trying %s", err, AUTHOR_ENV)
+        login = os.environ.get(AUTHOR_ENV, "").strip()
+        how = f"{AUTHOR_ENV}={login}"
+    if not login:
+        log.warning(
+            "cannot tell which PR comments this token wrote (GraphQL viewerDidAuthor and GET /user "
+            "both failed, %s is not set): existing comments are left alone",
+            AUTHOR_ENV,
+        )
+        return (lambda c: False), f"identity unknown: set {AUTHOR_ENV}"
+    return (lambda c: _login_matches(c, login)), how
+
+
+def _comment_id(c: dict[str, Any]) -> int | None:
+    value = c.get("id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _login_matches(c: dict[str, Any], login: str) -> bool:
+    user = c.get("user") if isinstance(c.get("user"), dict) else {}
+    author = user.get("login") if isinstance(user, dict) else None
+    if not isinstance(author, str):
+        return False
+    want = login.lower()
+    got = author.lower()
+    # apps appear as `slug[bot]` in REST; a login given without the suffix still means the bot
+    return got == want or (user.get("type") == "Bot" and got == want + "[bot]")
 
 
 def upsert_comment(
@@ -59,7 +111,28 @@ def upsert_comment(
         raise GitHubError("refusing to post an empty PR comment")
     full = compose_body(body, tag)
     comments = client.list_comments(repo, pr)
-    ours = [c for c in comments if isinstance(c, dict) and is_ours(c.get("body"), mark)]
+    marked = [c for c in comments if isinstance(c, dict) and is_ours(c.get("body"), mark)]
+    warnings: list[str] = []
+    ours: list[dict[str, Any]] = []
+    if marked:
+        authored, how = own_comments(client, repo, pr, comments)
+        for c in marked:
+            if authored(c):
+                ours.append(c)
+                continue
+            who = ((c.get("user") or {}) if isinstance(c.get("user"), dict) else {}).get("login")
+            why = (
+                f"costguard cannot tell whether this token wrote it ({how})"
+                if how.startswith("identity unknown")
+                else f"this token's identity did not write it ({how})"
+            )
+            text = (
+                f"ignored comment {c.get('html_url') or c.get('id')}"
+                f"{f' by @{who}' if who else ''}: it carries costguard's marker for tag "
+                f"{tag!r} but {why}; it was not edited, hidden or deleted"
+            )
+            warnings.append(text)
+            log.warning("%s", text)
     ours.sort(key=lambda c: (str(c.get("created_at") or ""), int(c.get("id") or 0)))
     newest = ours[-1] if ours else None
 
@@ -69,12 +142,12 @@ def upsert_comment(
         and _normalized(newest.get("body")) == _normalized(full)
     ):
         log.info("PR comment %s is already up to date", newest.get("html_url"))
-        return CommentResult("unchanged", newest.get("id"), newest.get("html_url"))
+        return CommentResult("unchanged", newest.get("id"), newest.get("html_url"), tuple(warnings))
 
     if not create:
         if newest is None:
             log.info("no PR comment to refresh; not creating one")
-            return CommentResult("skipped", None, None)
+            return CommentResult("skipped", None, None, tuple(warnings))
         mode = "update"
     known = [int(c.get("id") or 0) for c in comments if isinstance(c, dict)]
     if mode == "update" and newest is not None:
@@ -86,11 +159,10 @@ def upsert_comment(
             log.info("PR comment %s vanished meanwhile; posting a new one", newest.get("id"))
         else:
             log.info("updated PR comment %s", c.get("html_url"))
-            return CommentResult("updated", c.get("id"), c.get("html_url"))
+            return CommentResult("updated", c.get("id"), c.get("html_url"), tuple(warnings))
 
     c = client.create_comment(repo, pr, full, known_ids=known)
     log.info("posted PR comment %s", c.get("html_url"))
-    warnings: list[str] = []
     previous = ours if mode in ("hide-and-new", "delete-and-new") else []
     if mode == "hide-and-new" and previous:
         try:

@@ -35,10 +35,11 @@ from costguard.text.tokenization.hub import (
     hub_tokenizer_id,
 )
 from costguard.text.tokenization.loading import load_tokenizer
+from costguard.text.tokenization.templates import vllm_tool_dicts
 
 __all__ = [
-    "ChatTokenizer",
     "TokenizerSpec",
+    "ChatTokenizer",
     "HUB_TOKENIZER_FILES",
     "RENDER_VERSION",
     "TokenCountCache",
@@ -50,4 +51,5 @@ __all__ = [
     "load_tokenizer",
     "logger",
     "messages_key",
+    "vllm_tool_dicts",
 ]

@@ -274,7 +274,7 @@ def encode_chat_cached(
     bytes a token): what keeping the ids of 100k long prompts in memory needs.
     """
     tools_seq = list(tools_list) if tools_list is not None else [None] * len(messages_list)
-    if cache is None or not tokenizer.exact:
+    if cache is None or tokenizer.kind == "approximate":
         encoded = tokenizer.encode_chat_many(messages_list, tools_list=tools_seq)
         return [_as_compact(ids) for ids in encoded] if compact else encoded
     keys = [messages_key(m, t) for m, t in zip(messages_list, tools_seq, strict=True)]

@@ -25,7 +25,7 @@ logger = logging.getLogger("costguard.text.tokenization")
 
 # Bump when rendering/normalisation semantics change: it is part of every fingerprint, so
 # cached token ids computed by an older costguard are not reused.
-RENDER_VERSION = "1"
+RENDER_VERSION = "2"
 
 
 _APPROX_HINT = "or set approximate_fallback: true to accept approximate counts"
@@ -37,11 +37,23 @@ class ChatTokenizer:
     fingerprint: str
     """Stable id (sha256 over tokenizer file bytes, chat template text and kind): a cache key."""
     description: str
-    exact: bool = True
+    exactness: str = "exact"
+    """"exact": the model's own tokenizer and chat template; "stand-in": another encoding or a
+    hand-written layout (counts are approximate); "fallback": chars/4 (approximate)."""
     kind: str = ""
     sources: tuple[Path, ...] = ()
     """The files it was loaded from (tokenizer, its config, the chat template): what a cached
     projection depends on beyond the fixtures and the config."""
+
+    @property
+    def exact(self) -> bool:
+        """Counts equal the server's only with the model's own tokenizer and template."""
+        return self.exactness == "exact"
+
+    @property
+    def input_source(self) -> str:
+        """How a prompt count from this tokenizer is labelled in reports."""
+        return "exact" if self.exact else "approximate"
 
     def __init__(self, *, template: _ChatTemplate, fingerprint: str, description: str):
         self._template = template
@@ -124,7 +136,7 @@ class _ApproxChatTokenizer(ChatTokenizer):
     prefixes still give equal id prefixes for the prefix-cache simulation."""
 
     kind = "approximate"
-    exact = False
+    exactness = "fallback"
 
     def _encode(self, text: str) -> list[int]:
         return [

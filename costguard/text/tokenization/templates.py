@@ -1,5 +1,5 @@
 """Chat templates rendered the way vLLM does (jinja2, `apply_chat_template` semantics): message
-normalisation, content formats, named templates, template files."""
+normalisation, content formats, tools, named templates, template files."""
 
 from __future__ import annotations
 
@@ -63,7 +63,10 @@ def _jinja_env() -> Any:
     def strftime_now(fmt: str) -> str:
         return datetime.now().strftime(fmt)
 
-    env = ImmutableSandboxedEnvironment(
+    from costguard.model.templating import bounded_environment
+
+    env = bounded_environment(
+        ImmutableSandboxedEnvironment,
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=[_GenerationTag, "jinja2.ext.loopcontrols"],
@@ -146,6 +149,8 @@ class _ChatTemplate:
         env.globals["raise_exception"] = _raise_exception
         try:
             self.template = env.from_string(source)
+        except RecursionError:
+            raise _error(where, f"chat template {name} is nested too deeply") from None
         except jinja2.TemplateSyntaxError as exc:
             raise _error(
                 where,
@@ -155,11 +160,14 @@ class _ChatTemplate:
         self.content_format = _detect_content_format(env, source)
 
     def render(self, messages: list[dict], tools: list | None = None) -> str:
+        from costguard.model.templating import render_bounded
+
         conversation = _normalize_messages(messages, self.content_format, self.where)
         try:
-            return self.template.render(
+            text = render_bounded(
+                self.template,
                 messages=conversation,
-                tools=tools,
+                tools=vllm_tool_dicts(tools),
                 documents=None,
                 add_generation_prompt=True,
                 **self.variables,
@@ -173,10 +181,86 @@ class _ChatTemplate:
                 self.where,
                 f"chat template {self.name} failed to render: {type(exc).__name__}: {_one_line(exc)}",
             ) from None
+        if not text:
+            raise _error(
+                self.where,
+                f"chat template {self.name} rendered an empty prompt (vLLM rejects empty prompts); "
+                "check that it loops over `messages`",
+            )
+        return text
+
+
+# Content part types vLLM reads as text, and the key holding the text (see
+# vllm/renderers/chat_utils/chat_message.py: TEXT_PART_TYPES, MM_PARSER_MAP).
+_TEXT_PART_KEYS = {
+    "text": "text",
+    "input_text": "text",
+    "output_text": "text",
+    "refusal": "refusal",
+    "thinking": "thinking",
+}
+
+
+_BILLING_HEADER = "x-anthropic-billing-header"
+
+
+def _text_parts(message: Mapping[str, Any], i: int, where: str) -> list[Any]:
+    """A message's content as vLLM parses it: a list of text parts (None-text parts skipped).
+
+    Non-text parts (images, audio, video, files) are an error: their token count depends on the
+    model's multimodal processor, which costguard does not run."""
+    content = message.get("content")
+    if content is None:
+        return []
+    if isinstance(content, str):
+        parts: list[Any] = [content]
+    elif isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            if isinstance(part, str):
+                parts.append(part)
+                continue
+            kind = part.get("type", "text") if isinstance(part, Mapping) else None
+            if kind not in _TEXT_PART_KEYS:
+                kind = kind if kind is not None else type(part).__name__
+                raise _error(
+                    where,
+                    f"messages[{i}].content[{j}] is a {kind!r} part; costguard counts text content "
+                    "parts only (image, audio, video and file tokens depend on the model's processor)",
+                )
+            text = part.get(_TEXT_PART_KEYS[kind])
+            if text is None:
+                continue  # vLLM skips a text part without text
+            extra = {k: v for k, v in part.items() if k not in ("type", _TEXT_PART_KEYS[kind])}
+            parts.append((str(text), extra))
+    else:
+        raise _error(where, f"messages[{i}].content must be a string or a list of parts")
+    if message.get("role") == "system":
+        parts = _strip_billing_header(parts)
+    return parts
+
+
+def _strip_billing_header(parts: list[Any]) -> list[Any]:
+    """vLLM drops a leading Claude Code attribution line from system text parts."""
+    out = []
+    for part in parts:
+        text = part if isinstance(part, str) else part[0]
+        if not text.startswith(_BILLING_HEADER):
+            out.append(part)
+            continue
+        rest = text.partition("\n")[2]
+        if rest:
+            out.append(rest if isinstance(part, str) else (rest, part[1]))
+    return out
 
 
 def _normalize_messages(messages: Any, content_format: str, where: str) -> list[dict]:
-    """Turn OpenAI-format request messages into the conversation vLLM hands to the template."""
+    """Turn OpenAI-format request messages into the conversation vLLM hands to the template.
+
+    Mirrors vLLM 0.33's `parse_chat_message_content` + `_postprocess_messages`: text parts joined
+    with "\n" (or kept as text dicts for templates that loop over content), tool messages'
+    text parts joined even then, `tool_calls` kept with JSON arguments parsed to objects,
+    `tool_call_id` and `name` kept."""
     if not isinstance(messages, list):
         raise _error(where, f"messages must be a list, got {type(messages).__name__}")
     out: list[dict] = []
@@ -184,38 +268,26 @@ def _normalize_messages(messages: Any, content_format: str, where: str) -> list[
         if not isinstance(message, Mapping) or "role" not in message:
             raise _error(where, f"messages[{i}] must be a mapping with a `role`")
         role = message["role"]
-        content = message.get("content")
-        if content is None:
-            parts: list[str] = []
-        elif isinstance(content, str):
-            parts = [content]
-        elif isinstance(content, list):
-            parts = []
-            for j, part in enumerate(content):
-                if isinstance(part, str):
-                    parts.append(part)
-                elif isinstance(part, Mapping) and part.get("type") in ("text", "input_text"):
-                    parts.append(str(part.get("text", "")))
-                else:
-                    kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                    raise _error(
-                        where,
-                        f"messages[{i}].content[{j}] is a {kind!r} part; costguard counts text "
-                        "content parts only",
-                    )
+        parts = _text_parts(message, i, where)
+        texts = [p if isinstance(p, str) else p[0] for p in parts]
+        if content_format == "openai" and role != "tool":
+            new_content: Any = [
+                {"type": "text", "text": p}
+                if isinstance(p, str)
+                else {"type": "text", "text": p[0], **p[1]}
+                for p in parts
+            ]
         else:
-            raise _error(where, f"messages[{i}].content must be a string or a list of parts")
-        if content_format == "openai":
-            new_content: Any = [{"type": "text", "text": p} for p in parts]
-        else:
-            new_content = "\n".join(parts)
+            new_content = "\n".join(texts)
         conv: dict[str, Any] = {"role": role, "content": new_content}
         if role == "assistant":
             if message.get("tool_calls") is not None:
-                conv["tool_calls"] = _normalize_tool_calls(message["tool_calls"])
-            for key in ("reasoning", "reasoning_content"):
-                if message.get(key) is not None:
-                    conv[key] = message[key]
+                tool_calls = _normalize_tool_calls(message["tool_calls"], i, where)
+                if tool_calls:
+                    conv["tool_calls"] = tool_calls
+            # vLLM reads `reasoning` (interleaved thinking) and hands it on under both names.
+            if message.get("reasoning") is not None:
+                conv["reasoning"] = conv["reasoning_content"] = message["reasoning"]
         elif role == "tool" and "tool_call_id" in message:
             conv["tool_call_id"] = message["tool_call_id"]
         if isinstance(message.get("name"), str):
@@ -224,22 +296,60 @@ def _normalize_messages(messages: Any, content_format: str, where: str) -> list[
     return out
 
 
-def _normalize_tool_calls(tool_calls: Any) -> Any:
-    """vLLM parses each tool call's JSON `arguments` string into a dict before rendering."""
-    tool_calls = copy.deepcopy(list(tool_calls))
-    for call in tool_calls:
+def _normalize_tool_calls(tool_calls: Any, i: int, where: str) -> list[Any]:
+    """vLLM parses each tool call's JSON `arguments` into an object before rendering: empty or
+    malformed arguments (and JSON that is not an object) become {}."""
+    if not isinstance(tool_calls, list):
+        raise _error(where, f"messages[{i}].tool_calls must be a list")
+    tool_calls = copy.deepcopy(tool_calls)
+    for j, call in enumerate(tool_calls):
         function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            continue
+        if (
+            not isinstance(call, dict)
+            or call.get("type", "function") != "function"
+            or not isinstance(function, dict)
+        ):
+            raise _error(
+                where, f"messages[{i}].tool_calls[{j}] must be a function call (type: function)"
+            )
         args = function.get("arguments")
         if not args:
             function["arguments"] = {}
-        elif isinstance(args, str):
-            try:
-                function["arguments"] = json.loads(args)
-            except json.JSONDecodeError:
-                pass
+        elif not isinstance(args, dict):
+            parsed: Any = None
+            if isinstance(args, str):
+                try:
+                    parsed = json.loads(args)
+                except json.JSONDecodeError:
+                    parsed = None
+            function["arguments"] = parsed if isinstance(parsed, dict) else {}
     return tool_calls
+
+
+def vllm_tool_dicts(tools: Any) -> list[dict[str, Any]] | None:
+    """The `tools` vLLM passes to the chat template: each tool validated into its
+    ChatCompletionToolsParam and `model_dump()`ed, so unset `description` / `parameters` are
+    present as None (templates test them) and `strict` / `defer_loading` only when set."""
+    if tools is None:
+        return None
+    out = []
+    for tool in tools:
+        function = dict(tool.get("function") or {})
+        dumped: dict[str, Any] = {
+            "name": function.get("name"),
+            "description": function.get("description"),
+            "parameters": function.get("parameters"),
+        }
+        defer = function.get("defer_loading", tool.get("defer_loading"))
+        if function.get("strict") is not None:
+            dumped["strict"] = function["strict"]
+        if defer is not None:
+            dumped["defer_loading"] = defer
+        entry: dict[str, Any] = {"type": "function", "function": dumped}
+        if tool.get("defer_loading") is not None:
+            entry["defer_loading"] = tool["defer_loading"]
+        out.append(entry)
+    return out
 
 
 def _token_content(value: Any) -> str | None:
