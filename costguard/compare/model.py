@@ -53,6 +53,9 @@ class RunSummary(Section):
     estimated_share: float = 0.0
     fixtures: int = 0
     warnings: list[str] = []
+    approximate_token_tiers: list[str] = Field(
+        default_factory=list, description="tiers whose prompt tokens a stand-in tokenizer counted"
+    )
 
 
 class UsageChanges(Section):

@@ -380,7 +380,7 @@ def summary_lines(report: RunReport) -> list[str]:
     if est:
         lines.append(
             f"{EST} estimated: {fmt.percent(t.estimated_share)} of this spend rests on estimated "
-            "output tokens or declared GPU throughput (see warnings)"
+            "output tokens, approximate prompt token counts or declared GPU throughput (see warnings)"
         )
     for warning in m.warnings:
         lines.append(f"warning: {warning}")
@@ -403,7 +403,12 @@ def print_run(report: RunReport, console: Any | None = None) -> None:
     for tier in stack.tiers if stack else []:
         hw = f"{tier.gpus}x {tier.gpu}" if tier.gpu else f"{tier.gpus} GPU(s)"
         quant = f", {tier.quantization}" if tier.quantization else ""
-        approx = "" if tier.tokenizer_exact else " [approximate token counts]"
+        approx = (
+            ""
+            if tier.tokenizer_exact
+            else " [approximate token counts: the tokenizer is "
+            + ("a chars/4 fallback]" if tier.tokenizer_exactness == "fallback" else "a stand-in]")
+        )
         console.print(
             f"  {tier.name}: {tier.model}{quant} on {hw}; {tier.pricing.basis}"
             + (f" ({tier.pricing.source})" if tier.pricing.kind == "token" else "")
@@ -751,7 +756,8 @@ def print_diff(diff: DiffReport | DiffReportModel, console: Any | None = None) -
             console.print(table)
     if d.estimated:
         console.print(
-            f"{EST} rests on estimates (expected/prior output tokens or declared GPU throughput)",
+            f"{EST} rests on estimates (expected/prior output tokens, approximate prompt token "
+            "counts or declared GPU throughput)",
             highlight=False,
             markup=False,
         )

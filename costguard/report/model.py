@@ -93,6 +93,9 @@ class StackTier(Section):
     gpu: str | None = None
     tokenizer: str | None = None
     tokenizer_exact: bool = True
+    tokenizer_exactness: str | None = Field(
+        None, description="how the count was made when not exact: `stand-in` or `fallback`"
+    )
     pricing: TierPricing
 
 
@@ -132,7 +135,7 @@ class SemanticHits(Section):
     wrong_hits_per_month: float = 0.0
     unjudged_hits_per_month: float = 0.0
     hit_rate: float = 0.0
-    false_hit_rate: float = 0.0
+    false_hit_rate: float | None = Field(0.0, description="null when there were no hits")
 
 
 class SweepRow(SemanticHits):
