@@ -179,6 +179,10 @@ def render(
 
     The comment's hidden marker is not part of this text: `costguard.integrations.github.compose_body` adds it.
     """
+    if not isinstance(diff, (DiffReport, DiffReportModel)):
+        raise TypeError(
+            f"render() takes a DiffReport or DiffReportModel, not {type(diff).__name__}"
+        )
     if context not in ("comment", "summary"):
         raise ValueError(f"unknown markdown context {context!r}")
     template = _environment().get_template("comment.md.j2")
