@@ -325,7 +325,7 @@ class Workflow:
         gha.write_outputs(
             gha.outputs(diff.data, report_path=report_path, diff_path=req.diff_out, comment_url=url)
         )
-        gha.append_summary(render_summary(diff.data))
+        gha.append_summary(render_summary(diff))
         return url
 
 

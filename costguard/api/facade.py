@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from costguard.api import core as api
 from costguard.api.baselines import BaselineSpec, parse_baseline
+from costguard.api.schemas import write_schemas
 from costguard.compare.baseline import Baseline, no_baseline
 from costguard.compare.diff import DiffReport, load_diff
 from costguard.engine.observed import ObservedCall, observe_response, serve_request
@@ -37,7 +38,6 @@ from costguard.engine.run import audit_recordings, prune_recordings
 from costguard.errors import CostguardError, UsageError
 from costguard.model.config import LoadedStack, load_stack
 from costguard.model.fixtures import import_logs
-from costguard.model.schema import write_schemas
 from costguard.model.variants import CURRENT, Variant, build_variants, select_variants
 from costguard.policy.engine import Acknowledgement, PolicyResult
 from costguard.report.assemble import merge_shards

@@ -140,11 +140,11 @@ def diff_command(
     elif fmt == "markdown":
         from costguard.render.markdown import render_summary
 
-        click.echo(render_summary(diff.data), nl=False)
+        click.echo(render_summary(diff), nl=False)
     else:
         from costguard.render.terminal import print_diff
 
-        print_diff(diff.data)
+        print_diff(diff)
         if out:
             click.echo(f"DiffReport written to {out}")
 
@@ -314,7 +314,7 @@ def ci_command(
             fail_on=fail_on,
         )
     )
-    print_diff(outcome.diff.data)
+    print_diff(outcome.diff)
     for line in outcome.annotations:
         click.echo(line)
     sys.exit(outcome.exit_code)

@@ -197,7 +197,7 @@ def check(
         from costguard.render.terminal import diff_headline, print_check
 
         if base.available:
-            click.echo(diff_headline(diff.data))
+            click.echo(diff_headline(diff))
         print_check(result)
     emit_annotations(diff)
     sys.exit(result.exit_code)
@@ -213,7 +213,8 @@ def check(
     help="Directory for the JSON Schema files.",
 )
 def schema(out_dir: str) -> None:
-    """Write JSON Schemas for costguard.yaml, policy and fixture files (for editor validation)."""
+    """Write JSON Schemas for costguard.yaml, policy and fixture files (for editor validation) and
+    for the RunReport and DiffReport JSON."""
     from costguard.api import Costguard
 
     for path in Costguard.write_schemas(Path(out_dir)):
