@@ -440,8 +440,8 @@ def ci_command(
     the exit code says whether the policy failed.
     """
     from costguard import api
-    from costguard.integrations.github import marker
     from costguard.integrations import actions as gha
+    from costguard.integrations.github import marker
     from costguard.render.markdown import render_summary
     from costguard.render.terminal import print_diff
 

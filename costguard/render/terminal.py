@@ -25,12 +25,14 @@ def _pct(value: float) -> str:
 
 
 def make_console(**kwargs: Any) -> Any:
-    """A console that is wide enough for the tables in CI logs (not a terminal: 120 columns)."""
+    """A console that is wide enough for the tables in CI logs (not a terminal: 120 columns,
+    unless COLUMNS says otherwise)."""
+    import os
     import sys
 
     from rich.console import Console
 
-    if "width" not in kwargs and not sys.stdout.isatty():
+    if "width" not in kwargs and not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
         kwargs["width"] = 120
     return Console(**kwargs)
 
@@ -838,8 +840,8 @@ def print_frontier(data: dict[str, Any], console: Any | None = None) -> None:
         table.add_row(
             _plain(v["name"]),
             _money(v["cost_per_month"], v["cost_estimated"]),
-            _score(v["quality"]),
-            _score(v["pass_rate"]),
+            _score(v["quality"]) if v["quality_measured"] else "unmeasured",
+            _score(v["pass_rate"]) if v["quality_measured"] else "unmeasured",
             f"{v['quality_measured']}/{v['quality_fixtures']}",
             _seconds(v["latency_p95_s"]),
             {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}.get(
@@ -852,13 +854,25 @@ def print_frontier(data: dict[str, Any], console: Any | None = None) -> None:
         o.replace("_per_month", "").replace("_p95_s", " p95") for o in data["objectives"]
     )
     frontier = ", ".join(data["frontier"]) or "(none)"
-    console.print(f"Non-dominated on {objectives}: {frontier}", highlight=False, markup=False)
+    unmeasured = "" if data.get("quality_measured", True) else " (quality unmeasured)"
+    console.print(
+        f"Non-dominated on {objectives}{unmeasured}: {frontier}", highlight=False, markup=False
+    )
     if data["recommended"] is not None:
         best = next(v for v in data["variants"] if v["name"] == data["recommended"])
         console.print(
             f"Recommended: {best['name']} ({best['description']}): {_money(best['cost_per_month'], best['cost_estimated'])}"
             f"/month, quality {_score(best['quality'])} over {best['quality_measured']} of {best['quality_fixtures']} "
             f"fixtures, the cheapest variant that meets {data['policy']}",
+            highlight=False,
+            markup=False,
+        )
+    elif data.get("cheapest_passing") is not None:
+        best = next(v for v in data["variants"] if v["name"] == data["cheapest_passing"])
+        console.print(
+            f"Cheapest variant that passes {data['policy']}: {best['name']} ({best['description']}): "
+            f"{_money(best['cost_per_month'], best['cost_estimated'])}/month. Not a recommendation: its "
+            f"quality is unmeasured (on_unmeasured: {data.get('on_unmeasured')})",
             highlight=False,
             markup=False,
         )
