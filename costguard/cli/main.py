@@ -128,6 +128,12 @@ def cli() -> None:
     show_default=True,
     help="What to print on stdout.",
 )
+@click.option(
+    "--summary/--details",
+    default=False,
+    help="--summary: print only the answer (spend, saving, what is estimated, warnings); "
+    "--details (default): the tables and the routing section too.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; just write the report.")
 def run(
     config: str,
@@ -140,6 +146,7 @@ def run(
     no_record: bool,
     variant: str | None,
     fmt: str,
+    summary: bool,
     quiet: bool,
 ) -> None:
     """Replay the fixtures through the stack and write the RunReport.
@@ -171,7 +178,7 @@ def run(
         else:
             from costguard.render.terminal import print_run
 
-            print_run(report)
+            print_run(report, details=not summary)
             click.echo(f"Report written to {out}")
     if not report.complete:
         reason = report.get("incomplete_reason") or "stopped early"

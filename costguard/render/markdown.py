@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from costguard.render.numbers import compact_count
+from costguard.render.numbers import change_reasons, compact_count
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 MAX_TEXT = 200
@@ -186,6 +186,7 @@ def _environment() -> Any:
         icon=status_icon,
         verdict_value=verdict_value,
         mermaid=mermaid_label,
+        why=lambda f: "; ".join(change_reasons(f, arrow="→", value=md)),
     )
     return env
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from costguard.policy.engine import PolicyResult, format_value
-from costguard.render.numbers import compact_count
+from costguard.render.numbers import change_reasons, compact_count
 from costguard.report.run_report import RunReport
 
 EST = "*"  # marks a figure that rests on estimates; the legend under the tables says so
@@ -24,6 +24,11 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
+def _rate(value: float | None, events: float | None) -> str:
+    """A rate over `events` (e.g. wrong hits over hits): "n/a" when there were none to count."""
+    return "n/a" if value is None or not events else _pct(value)
+
+
 def make_console(**kwargs: Any) -> Any:
     """A console that is wide enough for the tables in CI logs (not a terminal: 120 columns,
     unless COLUMNS says otherwise)."""
@@ -37,12 +42,60 @@ def make_console(**kwargs: Any) -> Any:
     return Console(**kwargs)
 
 
+def fit(table: Any, width: int | None = None) -> Any:
+    """Give each column a width no narrower than its longest word (header or cell), shrinking the
+    columns with the most room first, so a narrow terminal (e.g. 100 columns) wraps cells at
+    spaces instead of cutting headers and names with "…". `width`: the console's width."""
+    from rich.text import Text
+
+    if width is None:
+        width = make_console().width
+
+    def lines(cell: Any) -> list[str]:
+        if isinstance(cell, Text):
+            return cell.plain.splitlines() or [""]
+        if isinstance(cell, str):
+            return _strip_markup(cell).splitlines() or [""]
+        return []
+
+    natural, least = [], []
+    for column in table.columns:
+        texts = [line for cell in [column.header, *column._cells] for line in lines(cell)]
+        natural.append(max([len(t) for t in texts] or [1]))
+        least.append(max([len(w) for t in texts for w in t.split()] or [1]))
+    n = len(table.columns)
+    available = width - (n + 1) - 2 * n  # borders and one space of padding either side
+    widths = list(natural)
+    excess = sum(widths) - available
+    if excess <= 0:
+        return table
+    while excess > 0:
+        k = max(range(n), key=lambda i: widths[i] - least[i])
+        if widths[k] <= least[k]:
+            break  # every column at its longest word: rich must cut; nothing better to do
+        widths[k] -= 1
+        excess -= 1
+    for column, w in zip(table.columns, widths, strict=True):
+        column.width = w
+    return table
+
+
+def _strip_markup(text: str) -> str:
+    from rich.markup import render
+
+    return render(text).plain
+
+
 def run_tables(report: RunReport) -> list[Any]:
     """The rich renderables for a run: tiers, suites, totals (shared by the CLI and the pytest plugin)."""
     from rich.table import Table
 
     out: list[Any] = []
-    tiers = Table(title="Tiers", title_justify="left", header_style="bold")
+    tiers = Table(
+        title="Tiers: share of requests by the tier that answers them (after caches and cascade)",
+        title_justify="left",
+        header_style="bold",
+    )
     for col in (
         "tier",
         "share",
@@ -185,7 +238,7 @@ def cache_tables(report: RunReport) -> list[Any]:
     est = report.totals.get("estimated", False)
     out: list[Any] = []
     layers = Table(title="Cache layers", title_justify="left", header_style="bold")
-    for col in ("layer", "hit rate (requests)", "hit rate (tokens)", "$ saved/month", "notes"):
+    for col in ("layer", "hit rate (requests)", "hit rate (tokens)", "saved $/month", "notes"):
         layers.add_column(col, justify="left" if col in ("layer", "notes") else "right")
     exact, semantic, prefix = (
         cache.get("exact", {}),
@@ -208,7 +261,7 @@ def cache_tables(report: RunReport) -> list[Any]:
     if semantic.get("enabled"):
         note = (
             f"threshold {semantic['threshold']:g}; {semantic['wrong_hits']} wrong of {semantic['hits']} hits "
-            f"(false-hit rate {_pct(semantic['false_hit_rate'])})"
+            f"(false-hit rate {_rate(semantic['false_hit_rate'], semantic['hits'])})"
         )
         if semantic.get("unjudged_hits"):
             note += f", {semantic['unjudged_hits']} unjudged"
@@ -225,7 +278,7 @@ def cache_tables(report: RunReport) -> list[Any]:
             _pct(prefix["hit_rate_requests"]),
             _pct(prefix["hit_rate_tokens"]),
             _money(prefix["saved_per_month"], est),
-            f"simulated vLLM APC, replicas {prefix['replica_routing']}",
+            f"simulated vLLM automatic prefix caching, replicas {prefix['replica_routing']}",
         )
     if bypass.get("requests_per_month"):
         reasons = ", ".join(
@@ -252,16 +305,12 @@ def cache_tables(report: RunReport) -> list[Any]:
             "capacity each",
             "prompt tok/mo",
             "cached tok/mo",
-            "hit (tokens)",
-            "hit (requests)",
+            "token hit rate",
+            "request hit rate",
             "evicted",
-            "$ saved/month",
+            "saved $/month",
         ):
-            tiers.add_column(
-                col,
-                justify="left" if col in ("tier", "capacity each") else "right",
-                no_wrap=col == "capacity each",
-            )
+            tiers.add_column(col, justify="left" if col in ("tier", "capacity each") else "right")
         for name, block in prefix.get("tiers", {}).items():
             if not block.get("simulated"):
                 tiers.add_row(name, "", "prefix caching off", "", "", "", "", "", "")
@@ -293,7 +342,7 @@ def cache_tables(report: RunReport) -> list[Any]:
                 str(row["wrong_hits"]),
                 str(row["unjudged_hits"]),
                 _pct(row["hit_rate"]),
-                _pct(row["false_hit_rate"]),
+                _rate(row["false_hit_rate"], row["hits"]),
             )
         out.append(sweep)
     return out
@@ -344,26 +393,48 @@ def quality_line(quality: dict[str, Any]) -> str:
     return head + (f"; {', '.join(extra)}" if extra else "")
 
 
-def summary_lines(report: RunReport) -> list[str]:
-    """Plain-text headline lines (also used by the pytest terminal summary)."""
+def headline_lines(report: RunReport) -> list[str]:
+    """The answer, first: spend, saving, what is not compared or gated yet, quality, the estimate
+    note and the warnings (`costguard run --summary` prints only these)."""
     t = report.totals
     est = t.get("estimated", False)
     lines = [
         f"Projected monthly spend: {_money(t['cost_per_month'], est)} for {_tokens(t['requests_per_month'])} requests/month "
-        f"(mean {format_value(t['cost_per_request']['mean'], 'usd_per_request')}, "
-        f"p95 {format_value(t['cost_per_request']['p95'], 'usd_per_request')} per request)",
+        f"(per request: mean {format_value(t['cost_per_request']['mean'], 'usd_per_request')}, "
+        f"p95 {format_value(t['cost_per_request']['p95'], 'usd_per_request')})",
     ]
-    tpr = t["tokens_per_request"]
-    lines.append(
-        f"Tokens per request: input mean {tpr['input']['mean']:,.0f} / p95 {tpr['input']['p95']:,.0f}, "
-        f"output mean {tpr['output']['mean']:,.0f}{EST if est else ''} / p95 {tpr['output']['p95']:,.0f}{EST if est else ''}"
-    )
     cf = report.get("counterfactual")
     if cf:
         lines.append(
-            f"Baseline, {cf['label']}: {_money(cf['cost_per_month'], est)} -> saving "
-            f"{_money(cf['saving_per_month'], est)} ({cf['saving_pct']:.1f}%)"
+            f"Saving: {_money(cf['saving_per_month'], est)}/month ({cf['saving_pct']:.1f}%) vs "
+            f"{_money(cf['cost_per_month'], est)} for {cf['label']}"
         )
+    lines.append(
+        "Not compared, not gated: `costguard check --policy POLICY --base-ref origin/main` does both"
+    )
+    if report.get("quality"):
+        lines.append(quality_line(report.get("quality")))
+    if not report.complete:
+        lines.append(f"INCOMPLETE RUN: {report.get('incomplete_reason') or 'stopped early'}")
+    if est:
+        lines.append(
+            f"{EST} estimated: {100 * t.get('estimated_share', 0):.0f}% of this spend rests on estimated "
+            "output tokens or declared GPU throughput"
+        )
+    for warning in report.get("warnings", []):
+        lines.append(f"warning: {warning}")
+    return lines
+
+
+def detail_lines(report: RunReport) -> list[str]:
+    """The figures under the tables: tokens per request, each cache layer, agreement, cascade."""
+    t = report.totals
+    est = t.get("estimated", False)
+    tpr = t["tokens_per_request"]
+    lines = [
+        f"Tokens per request: input mean {tpr['input']['mean']:,.0f} / p95 {tpr['input']['p95']:,.0f}, "
+        f"output mean {tpr['output']['mean']:,.0f}{EST if est else ''} / p95 {tpr['output']['p95']:,.0f}{EST if est else ''}"
+    ]
     cache = report.get("cache", {})
     exact = cache.get("exact", {})
     if exact.get("enabled"):
@@ -383,7 +454,7 @@ def summary_lines(report: RunReport) -> list[str]:
         lines.append(
             f"Semantic cache (threshold {semantic['threshold']:g}): {_pct(semantic['hit_rate'])} of requests, "
             f"saving {_money(semantic['saved_per_month'], est)}/month; false-hit rate "
-            f"{_pct(semantic['false_hit_rate'])} ({semantic['wrong_hits']} wrong of {semantic['hits']} hits){judged_on}"
+            f"{_rate(semantic['false_hit_rate'], semantic['hits'])} ({semantic['wrong_hits']} wrong of {semantic['hits']} hits){judged_on}"
         )
     prefix = cache.get("prefix", {})
     if prefix.get("enabled"):
@@ -391,35 +462,36 @@ def summary_lines(report: RunReport) -> list[str]:
             f"Prefix caches (simulated): {_pct(prefix['hit_rate_tokens'])} of prompt tokens reused, saving "
             f"{_money(prefix['saved_per_month'], est)}/month"
         )
-    if report.get("quality"):
-        lines.append(quality_line(report.get("quality")))
     agreement = report.get("agreement")
     if agreement:
         tiers = "; ".join(
-            f"{name} mean {t['mean']:.2f} (p10 {t['p10']:.2f}, min {t['min']:.2f}) over {t['fixtures']} fixtures"
-            for name, t in agreement["tiers"].items()
+            f"{name} mean {a['mean']:.2f} (p10 {a['p10']:.2f}, min {a['min']:.2f}) over {a['fixtures']} fixtures"
+            for name, a in agreement["tiers"].items()
         )
         lines.append(f"Agreement with {agreement['reference_tier']}'s recorded answers: {tiers}")
-    routing = report.get("routing", {})
-    if routing.get("escalation_rate"):
-        mark = EST if routing.get("escalation_estimated") else ""
-        lines.append(
-            f"Cascade: {_pct(routing['escalation_rate'])}{mark} of requests escalated, "
-            f"{_money(routing.get('escalation_cost_per_month', 0.0), est)}/month for the second calls"
-        )
-    if not report.complete:
-        lines.append(f"INCOMPLETE RUN: {report.get('incomplete_reason') or 'stopped early'}")
-    if est:
-        lines.append(
-            f"{EST} estimated: {100 * t.get('estimated_share', 0):.0f}% of this spend rests on estimated "
-            "output tokens or declared GPU throughput (see warnings)"
-        )
-    for warning in report.get("warnings", []):
-        lines.append(f"warning: {warning}")
     return lines
 
 
-def print_run(report: RunReport, console: Any | None = None) -> None:
+def summary_lines(report: RunReport) -> list[str]:
+    """Every plain-text line of a run: the headline, then the detail lines."""
+    return headline_lines(report) + detail_lines(report)
+
+
+TERMS = (
+    "Terms: PGR (performance gap recovered) = (quality of the router - all on the weakest tier) / "
+    "(all on the strongest - all on the weakest); APGR = average PGR over the strong-tier share sweep; "
+    "CPT(x%) = the smallest strong-tier share whose PGR reaches x% (RouteLLM's definitions; "
+    "docs/routing.md)"
+)
+REPLAY_TERMS = (
+    "Terms (vllm bench serve's): TTFT = time to first token, TPOT = time per output token after "
+    "the first, ITL = inter-token latency, E2EL = end-to-end request latency; p99 = 99th percentile"
+)
+
+
+def print_run(report: RunReport, console: Any | None = None, *, details: bool = True) -> None:
+    """A run for a person: the answer in the first lines (spend, saving, what is estimated,
+    warnings), then — unless `details` is False — the stack, the tables and the routing section."""
     console = console or make_console()
     stack = report.get("stack", {})
     backend = report.get("backend", "offline")
@@ -427,9 +499,16 @@ def print_run(report: RunReport, console: Any | None = None) -> None:
         f"[bold]costguard[/bold] {backend} {'projection' if backend == 'offline' else 'run'} of stack "
         f"[bold]{_escape(stack.get('name', ''))}[/bold]"
         + (f" (variant {_escape(stack['variant'])})" if stack.get("variant") else "")
-        + f": {report.totals['fixtures']} fixtures, router {stack.get('router', '?')}",
+        + f": {report.totals['fixtures']} fixtures, {len(stack.get('tiers', []))} tiers, "
+        f"router {stack.get('router', '?')}",
         highlight=False,
     )
+    for line in headline_lines(report):
+        console.print(line, highlight=False, markup=False)
+    if not details:
+        return
+    console.print()
+    console.print("[bold]Details[/bold] (`--summary` prints only the lines above)", highlight=False)
     for tier in stack.get("tiers", []):
         hw = f"{tier['gpus']}x {tier['gpu']}" if tier.get("gpu") else f"{tier['gpus']} GPU(s)"
         quant = f", {tier['quantization']}" if tier.get("quantization") else ""
@@ -442,9 +521,11 @@ def print_run(report: RunReport, console: Any | None = None) -> None:
             markup=False,
         )
     for table in run_tables(report):
-        console.print(table)
+        console.print(fit(table, console.width))
+    if report.get("replay"):
+        console.print(REPLAY_TERMS, highlight=False, markup=False)
     print_routing(report, console)
-    for line in summary_lines(report):
+    for line in detail_lines(report):
         console.print(line, highlight=False, markup=False)
 
 
@@ -463,7 +544,8 @@ def routing_lines(routing: dict[str, Any], overhead: dict[str, Any] | None = Non
     router = routing.get("router", {})
     shares = " · ".join(f"{tier} {_pct(share)}" for tier, share in routing["routed_shares"].items())
     lines = [
-        f"Routing ({router.get('description') or router.get('kind', '?')}): {shares} of requests (before caches)"
+        f"Routing ({router.get('description') or router.get('kind', '?')}): {shares} of requests as routed, "
+        "before caches and cascade"
     ]
     ov = overhead or {}
     if ov.get("p99_s") is not None:
@@ -484,9 +566,14 @@ def routing_lines(routing: dict[str, Any], overhead: dict[str, Any] | None = Non
             f"Cascade {esc['from_tier']} -> {esc['to_tier']} below confidence {esc['threshold']:g}: "
             f"{_pct(esc['rate'])}{mark} escalated, +{_money(esc['cost_per_month'])}/month; confidence recorded for "
             f"{src.get('recorded', 0)}, estimated for {src.get('estimated', 0)}"
-            + (f" ({EST} estimated: {esc.get('method')})" if esc.get("estimated") else "")
+            + (f" ({EST} estimated: {_method(esc.get('method'))})" if esc.get("estimated") else "")
         )
     return lines
+
+
+def _method(method: Any) -> str:
+    """How an estimate was made, in words (the fitted formula stays in the JSON report)."""
+    return str(method or "").split(": confidence =")[0]
 
 
 def routing_table(routing: dict[str, Any]) -> Any | None:
@@ -508,7 +595,7 @@ def routing_table(routing: dict[str, Any]) -> Any | None:
     if quality.get("available"):
         cols += ["quality", "PGR", "APGR", "CPT(50%)", "CPT(80%)"]
     for col in cols:
-        table.add_column(col, justify="left" if col == "baseline" else "right", no_wrap=True)
+        table.add_column(col, justify="left" if col == "baseline" else "right")
     savings = comparison.get("savings", {})
     short = {
         "router": f"this router ({routing.get('router', {}).get('kind', '?')})",
@@ -548,7 +635,7 @@ def print_routing(report: RunReport, console: Any) -> None:
         return
     table = routing_table(routing)
     if table is not None:
-        console.print(table)
+        console.print(fit(table, console.width))
         comparison = routing["comparison"]
         quality = comparison.get("quality") or {}
         if quality.get("available"):
@@ -560,6 +647,7 @@ def print_routing(report: RunReport, console: Any) -> None:
                 highlight=False,
                 markup=False,
             )
+            console.print(TERMS, highlight=False, markup=False)
             if quality.get("reason"):
                 console.print(
                     f"PGR unavailable: {quality['reason']}", highlight=False, markup=False
@@ -604,7 +692,7 @@ def print_calibration(
             drift = result["drift"][tier]
             row += [_pct(holdout[tier]), f"{100 * drift:+.1f} pts"]
         table.add_row(*row)
-    console.print(table)
+    console.print(fit(table, console.width))
     if holdout is not None:
         console.print(
             f"Holdout: {result['holdout_fixtures']} fixtures from {', '.join(result['holdout_paths'])} routed with the "
@@ -626,13 +714,58 @@ STATUS_LABEL = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP"}
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
 
 
+def verdict_line(data: dict[str, Any]) -> str:
+    """One line: the policy's verdict and its counts (rich markup)."""
+    verdicts = data["verdicts"]
+    n_fail = sum(1 for v in verdicts if v["status"] == "fail")
+    n_warn = sum(1 for v in verdicts if v["status"] == "warn")
+    n_skip = sum(1 for v in verdicts if v["status"] == "skip")
+    skipped = f", {n_skip} skipped" if n_skip else ""
+    policy = _escape(data["policy"])
+    if n_fail:
+        return f"Verdict: [bold red]FAIL[/], {n_fail} rule(s) failed, {n_warn} warning(s){skipped} ({policy})"
+    if n_warn:
+        return f"Verdict: [yellow]PASS[/], passed with {n_warn} warning(s){skipped} ({policy})"
+    return f"Verdict: [green]PASS[/], all rules passed{skipped} ({policy})"
+
+
 def print_check(result: PolicyResult | dict[str, Any], console: Any | None = None) -> None:
-    """The policy verdicts table (from a PolicyResult or its recorded dict form)."""
+    """The policy verdict first (each broken or warning rule in a line), then the verdicts table."""
+    data = result.to_dict() if isinstance(result, PolicyResult) else result
+    console = console or make_console()
+    print_verdict(data, console)
+    print_verdict_table(data, console)
+
+
+def print_verdict(data: dict[str, Any], console: Any) -> None:
+    """The verdict line, then one line per broken or warning rule (where it is in the policy)."""
+    verdicts = data["verdicts"]
+    console.print(verdict_line(data), highlight=False)
+    for v in verdicts:
+        if v["status"] in ("fail", "warn"):
+            where = f" ({v['file']}:{v['line']})" if v.get("file") and v.get("line") else ""
+            console.print(
+                f"{STATUS_LABEL[v['status']]} {v['rule']}: {v['message']}{where}",
+                highlight=False,
+                markup=False,
+            )
+    ack = data.get("acknowledgement")
+    if ack:
+        by = f" (added by {ack['by']})" if ack.get("by") else ""
+        console.print(
+            f"regressions acknowledged by the label {ack['label']!r}{by}: regression rules warn",
+            highlight=False,
+            markup=False,
+        )
+    if any(v.get("estimated") for v in verdicts):
+        console.print(f"{EST} estimated (not measured)", highlight=False, markup=False)
+
+
+def print_verdict_table(data: dict[str, Any], console: Any) -> None:
+    """Every rule: status, metric, actual, limit, level."""
     from rich.table import Table
 
-    data = result.to_dict() if isinstance(result, PolicyResult) else result
     verdicts = data["verdicts"]
-    console = console or make_console()
     table = Table(title=f"Policy {data['policy']}", title_justify="left", header_style="bold")
     for col in ("", "rule", "metric", "actual", "limit", "level"):
         table.add_column(col)
@@ -649,33 +782,7 @@ def print_check(result: PolicyResult | dict[str, Any], console: Any | None = Non
             v["limit"],
             v["level"],
         )
-    console.print(table)
-    for v in verdicts:
-        if v["status"] in ("fail", "warn"):
-            where = f" ({v['file']}:{v['line']})" if v.get("file") and v.get("line") else ""
-            console.print(
-                f"{STATUS_LABEL[v['status']]} {v['rule']}: {v['message']}{where}",
-                highlight=False,
-                markup=False,
-            )
-    n_fail = sum(1 for v in verdicts if v["status"] == "fail")
-    n_warn = sum(1 for v in verdicts if v["status"] == "warn")
-    if n_fail:
-        console.print(f"[bold red]{n_fail} rule(s) failed[/], {n_warn} warning(s)")
-    elif n_warn:
-        console.print(f"[yellow]passed with {n_warn} warning(s)[/]")
-    else:
-        console.print("[green]all rules passed[/]")
-    ack = data.get("acknowledgement")
-    if ack:
-        by = f" (added by {ack['by']})" if ack.get("by") else ""
-        console.print(
-            f"regressions acknowledged by the label {ack['label']!r}{by}: regression rules warn",
-            highlight=False,
-            markup=False,
-        )
-    if any(v.get("estimated") for v in verdicts):
-        console.print(f"{EST} estimated (not measured)", highlight=False, markup=False)
+    console.print(fit(table, console.width))
 
 
 def _plain(text: Any) -> Any:
@@ -729,7 +836,22 @@ def print_diff(diff: dict[str, Any], console: Any | None = None) -> None:
 
     console = console or make_console()
     console.print(diff_headline(diff), highlight=False, markup=False)
+    if diff.get("policy"):
+        print_verdict(diff["policy"], console)
+    if diff.get("estimated"):
+        console.print(
+            f"{EST} rests on estimates (expected/prior output tokens or declared GPU throughput)",
+            highlight=False,
+            markup=False,
+        )
     has_base = diff["base"]["available"]
+    fixtures = diff["fixtures"]
+    if has_base:
+        console.print(
+            f"Fixtures: {fixtures['changed']} changed, {fixtures['added']} added, {fixtures['removed']} removed, "
+            f"{fixtures['unchanged']} unchanged",
+            highlight=False,
+        )
     for title, blocks in (("Tiers", diff["tiers"]), ("Suites", diff["suites"])):
         table = Table(title=title, title_justify="left", header_style="bold")
         for col in (
@@ -760,14 +882,8 @@ def print_diff(diff: dict[str, Any], console: Any | None = None) -> None:
                 _signed_money(b["cost_per_month"]["delta"]) if has_base else "",
                 _signed_pct(b["cost_per_month"]["delta_pct"]) if has_base else "",
             )
-        console.print(table)
-    fixtures = diff["fixtures"]
+        console.print(fit(table, console.width))
     if has_base:
-        console.print(
-            f"Fixtures: {fixtures['changed']} changed, {fixtures['added']} added, {fixtures['removed']} removed, "
-            f"{fixtures['unchanged']} unchanged",
-            highlight=False,
-        )
         by_id = {f["id"]: f for f in fixtures["items"]}
         if fixtures["top_movers"]:
             table = Table(title="Top movers", title_justify="left", header_style="bold")
@@ -779,30 +895,26 @@ def print_diff(diff: dict[str, Any], console: Any | None = None) -> None:
                 "output tok/req",
                 "$/month",
                 "delta $/month",
+                "why",
             ):
                 table.add_column(
-                    col, justify="left" if col in ("fixture", "suite", "status") else "right"
+                    col, justify="left" if col in ("fixture", "suite", "status", "why") else "right"
                 )
             for fid in fixtures["top_movers"]:
                 f = by_id[fid]
                 table.add_row(
                     _plain(f["id"]),
                     _plain(f["suite"]),
-                    f["status"] + (", prompt changed" if f["prompt_changed"] else ""),
+                    f["status"],
                     _pair(f["input_tokens"], "{:,.0f}".format),
                     _pair(f["output_tokens"], "{:,.0f}".format),
                     _pair(f["cost_per_month"], _money),
                     _signed_money(f["cost_per_month"]["delta"]),
+                    _plain("; ".join(change_reasons(f))),
                 )
-            console.print(table)
-    if diff.get("estimated"):
-        console.print(
-            f"{EST} rests on estimates (expected/prior output tokens or declared GPU throughput)",
-            highlight=False,
-            markup=False,
-        )
+            console.print(fit(table, console.width))
     if diff.get("policy"):
-        print_check(diff["policy"], console)
+        print_verdict_table(diff["policy"], console)
 
 
 def _seconds(value: float | None) -> str:
@@ -849,7 +961,7 @@ def print_frontier(data: dict[str, Any], console: Any | None = None) -> None:
             ),
             place,
         )
-    console.print(table)
+    console.print(fit(table, console.width))
     objectives = ", ".join(
         o.replace("_per_month", "").replace("_p95_s", " p95") for o in data["objectives"]
     )
