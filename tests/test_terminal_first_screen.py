@@ -107,3 +107,50 @@ def test_check_prints_the_verdict_before_the_table() -> None:
     out = render(print_check, diff["policy"])
     assert out.startswith("Verdict: ")
     assert out.index("Verdict: ") < out.index("Policy ")
+
+
+def test_readme_routing_figures_are_what_the_bundled_run_reports(bundled: tuple[str, Path]) -> None:
+    """README's routing table and prose are checked against the bundled run, so they cannot drift."""
+    _, path = bundled
+    report = json.loads(path.read_text())
+    readme = (REPO / "README.md").read_text()
+    rows = {
+        "complexity router (bundled config)": "router",
+        "length router, same shares": "length",
+        "random router, same shares (expected)": "random",
+        "everything on large": "all_largest",
+        "everything on small": "all_smallest",
+    }
+    baselines = report["routing"]["comparison"]["baselines"]
+
+    def pct(value: float | None, digits: int = 1) -> str:
+        if value is None:
+            return ""
+        text = f"{100 * value:.{digits}f}%"
+        return text.replace(".0%", "%") if value in (0.0, 1.0) else text
+
+    for label, key in rows.items():
+        b = baselines[key]
+        expected = [
+            f"${b['cost_per_month']:,.0f}",
+            pct(b["quality"]),
+            pct(b["pgr"]),
+            pct(b.get("apgr")),
+            pct(b.get("cpt50")),
+            pct(b.get("cpt80")),
+        ]
+        line = next(row for row in readme.splitlines() if row.startswith(f"| {label} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
+        assert cells == expected, (label, cells, expected)
+    router = baselines["router"]
+    assert f"large-tier share {100 * router['strong_share']:.1f}%" in readme
+    escalation = report["routing"]["escalation"]
+    total = report["totals"]["cost_per_month"]
+    largest = report["counterfactual"]["cost_per_month"]
+    prose = " ".join(readme.split())
+    assert (
+        f"{100 * escalation['rate']:.1f}% of requests escalated from small to large, "
+        f"+${escalation['cost_per_month']:,.0f}/month" in prose
+    )
+    assert f"the projected spend is ${total:,.0f}/month against ${largest:,.0f}" in prose
+    assert f"buys {100 * router['pgr']:.1f}% of the quality gap" in prose
