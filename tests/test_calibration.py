@@ -155,3 +155,36 @@ def test_slack_moves_a_cut_out_of_a_crowd_of_scores() -> None:
     (roomy,) = quantile_thresholds(scores, weights, [0.7], slack=0.005)
     assert roomy == 140.0  # half a point more on the lower tier, and 1 score-unit of room each side
     assert shares_at(scores, weights, [roomy], ["s", "l"])["s"] == pytest.approx(0.705)
+
+
+def test_calibrate_says_unchanged_and_explains_a_missed_target(project_dir: Path) -> None:
+    from tests.conftest import run_cli
+
+    config = project_dir / "costguard.yaml"
+    text = config.read_text()
+    start, end = text.index("router:"), text.index("\nsuites:") + 1
+    config.write_text(
+        text[:start]
+        + "router:\n  kind: length\n  thresholds: [{max_prompt_tokens: 5, tier: small}]\n  default_tier: large\n"
+        + text[end:]
+    )
+    args = ("calibrate", "--target-share", "large=0.5", "--write")
+    first = run_cli(*args, cwd=project_dir)
+    assert first.returncode == 0, first.stderr
+    out = " ".join(first.stdout.split())
+    assert "Wrote the new thresholds to costguard.yaml" in out
+    # 60% of traffic is one prompt length: 50% cannot be reached, and calibrate says why
+    assert "Target missed: large: 60.0% instead of 50.0%" in out and "tied scores" in out
+    written = config.read_text()
+    again = run_cli(*args, cwd=project_dir)
+    assert again.returncode == 0, again.stderr
+    assert "Thresholds unchanged: costguard.yaml already holds them (nothing written)" in " ".join(
+        again.stdout.split()
+    )
+    assert "Wrote" not in again.stdout and config.read_text() == written
+    # a threshold elsewhere in the same gap routes every fixture the same: unchanged, kept
+    config.write_text(written.replace("max_prompt_tokens: 28", "max_prompt_tokens: 30"))
+    from costguard import api
+
+    kept = calibrate(api.load_project(config), {"large": 0.5})
+    assert kept.new == [30.0] and not kept.changed

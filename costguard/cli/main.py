@@ -340,16 +340,17 @@ def calibrate(
 
         held = load_fixtures(list(holdout), root=Path.cwd())
     result = run_calibration(project, targets, holdout=held, holdout_paths=list(holdout))
-    if write:
+    written = write and result.changed  # nothing to write when the config already holds them
+    if written:
         write_thresholds(project.stack, result)
     if fmt == "json":
         import json
 
-        click.echo(json.dumps({**result.to_dict(), "written": write, "config": config}, indent=2))
+        click.echo(json.dumps({**result.to_dict(), "written": written, "config": config}, indent=2))
         return
     from costguard.render.terminal import print_calibration
 
-    print_calibration(result.to_dict(), config=config, written=write)
+    print_calibration(result.to_dict(), config=config, written=written, asked=write)
 
 
 @cli.command("import-logs")

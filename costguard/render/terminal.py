@@ -657,7 +657,12 @@ def print_routing(report: RunReport, console: Any) -> None:
 
 
 def print_calibration(
-    result: dict[str, Any], *, config: str, written: bool, console: Any | None = None
+    result: dict[str, Any],
+    *,
+    config: str,
+    written: bool,
+    asked: bool | None = None,
+    console: Any | None = None,
 ) -> None:
     """`costguard calibrate`: old -> new thresholds, target and achieved shares, holdout drift."""
     from rich.table import Table
@@ -700,7 +705,17 @@ def print_calibration(
             highlight=False,
             markup=False,
         )
-    if written:
+    for why in (result.get("missed") or {}).values():
+        console.print(f"Target missed: {why}", highlight=False, markup=False)
+    asked = written if asked is None else asked
+    if result.get("changed") is False:
+        console.print(
+            f"Thresholds unchanged: {config} already holds them"
+            + (" (nothing written)" if asked else ""),
+            highlight=False,
+            markup=False,
+        )
+    elif written:
         console.print(f"Wrote the new thresholds to {config}", highlight=False, markup=False)
     else:
         console.print(
