@@ -246,8 +246,7 @@ def check(
     else:
         from costguard.render.terminal import diff_headline, print_check
 
-        if base.available:
-            click.echo(diff_headline(diff.data))
+        click.echo(diff_headline(diff.data))  # the spend (and its change) first, then the verdict
         print_check(result)
     emit_annotations(diff)
     sys.exit(result.exit_code)
