@@ -125,10 +125,8 @@ def test_calibrate_needs_a_router_with_thresholds(project_dir: Path) -> None:
         calibrate(api.load_project(project_dir / "costguard.yaml"), {"large": 0.5})
 
 
-def test_calibrate_the_length_router(project_dir: Path) -> None:
-    from costguard import api
-
-    config = project_dir / "costguard.yaml"
+def use_length_router(config: Path) -> None:
+    """Swap the test project's rules router for a length router with one threshold."""
     text = config.read_text()
     start, end = text.index("router:"), text.index("\nsuites:") + 1
     config.write_text(
@@ -136,6 +134,13 @@ def test_calibrate_the_length_router(project_dir: Path) -> None:
         + "router:\n  kind: length\n  thresholds: [{max_prompt_tokens: 5, tier: small}]\n  default_tier: large\n"
         + text[end:]
     )
+
+
+def test_calibrate_the_length_router(project_dir: Path) -> None:
+    from costguard import api
+
+    config = project_dir / "costguard.yaml"
+    use_length_router(config)
     project = api.load_project(config)
     # prompts of 23 and 28 tokens carry 20% of traffic each, the 32-token one (and its duplicate) 60%:
     # the closest split to 50% on the large tier is "longer than 28 tokens" (60%)
@@ -161,13 +166,7 @@ def test_calibrate_says_unchanged_and_explains_a_missed_target(project_dir: Path
     from tests.conftest import run_cli
 
     config = project_dir / "costguard.yaml"
-    text = config.read_text()
-    start, end = text.index("router:"), text.index("\nsuites:") + 1
-    config.write_text(
-        text[:start]
-        + "router:\n  kind: length\n  thresholds: [{max_prompt_tokens: 5, tier: small}]\n  default_tier: large\n"
-        + text[end:]
-    )
+    use_length_router(config)
     args = ("calibrate", "--target-share", "large=0.5", "--write")
     first = run_cli(*args, cwd=project_dir)
     assert first.returncode == 0, first.stderr
