@@ -155,9 +155,9 @@ def test_costguard_runs_fixture_and_policy_items_and_fails_the_broken_budget(
     result.stdout.fnmatch_lines(
         [
             "*= costguard =*",
+            "Projected monthly spend: *",
             "*Tiers*",
             "*Suites*",
-            "Projected monthly spend: *",
             "costguard report written to costguard-report.json",
         ]
     )
