@@ -394,14 +394,12 @@ def quality_line(quality: dict[str, Any]) -> str:
 
 
 def headline_lines(report: RunReport) -> list[str]:
-    """The answer, first: spend, saving, what is not compared or gated yet, quality, the estimate
-    note and the warnings (`costguard run --summary` prints only these)."""
+    """The answer, first: spend, saving, quality, what is estimated and the warnings, then where
+    the change and the verdict come from (`costguard run --summary` prints only these)."""
     t = report.totals
     est = t.get("estimated", False)
     lines = [
-        f"Projected monthly spend: {_money(t['cost_per_month'], est)} for {_tokens(t['requests_per_month'])} requests/month "
-        f"(per request: mean {format_value(t['cost_per_request']['mean'], 'usd_per_request')}, "
-        f"p95 {format_value(t['cost_per_request']['p95'], 'usd_per_request')})",
+        f"Projected monthly spend: {_money(t['cost_per_month'], est)} for {_tokens(t['requests_per_month'])} requests/month"
     ]
     cf = report.get("counterfactual")
     if cf:
@@ -409,20 +407,20 @@ def headline_lines(report: RunReport) -> list[str]:
             f"Saving: {_money(cf['saving_per_month'], est)}/month ({cf['saving_pct']:.1f}%) vs "
             f"{_money(cf['cost_per_month'], est)} for {cf['label']}"
         )
-    lines.append(
-        "Not compared, not gated: `costguard check --policy POLICY --base-ref origin/main` does both"
-    )
     if report.get("quality"):
         lines.append(quality_line(report.get("quality")))
     if not report.complete:
         lines.append(f"INCOMPLETE RUN: {report.get('incomplete_reason') or 'stopped early'}")
     if est:
         lines.append(
-            f"{EST} estimated: {100 * t.get('estimated_share', 0):.0f}% of this spend rests on estimated "
-            "output tokens or declared GPU throughput"
+            f"{EST} estimated: {100 * t.get('estimated_share', 0):.0f}% of this spend rests on estimates "
+            "(the warnings say which)"
         )
     for warning in report.get("warnings", []):
         lines.append(f"warning: {warning}")
+    lines.append(
+        "Not compared, not gated: `costguard check --policy POLICY --base-ref origin/main` does both"
+    )
     return lines
 
 
@@ -432,8 +430,10 @@ def detail_lines(report: RunReport) -> list[str]:
     est = t.get("estimated", False)
     tpr = t["tokens_per_request"]
     lines = [
+        f"Cost per request: mean {format_value(t['cost_per_request']['mean'], 'usd_per_request')}, "
+        f"p95 {format_value(t['cost_per_request']['p95'], 'usd_per_request')}",
         f"Tokens per request: input mean {tpr['input']['mean']:,.0f} / p95 {tpr['input']['p95']:,.0f}, "
-        f"output mean {tpr['output']['mean']:,.0f}{EST if est else ''} / p95 {tpr['output']['p95']:,.0f}{EST if est else ''}"
+        f"output mean {tpr['output']['mean']:,.0f}{EST if est else ''} / p95 {tpr['output']['p95']:,.0f}{EST if est else ''}",
     ]
     cache = report.get("cache", {})
     exact = cache.get("exact", {})
@@ -512,7 +512,16 @@ def print_run(report: RunReport, console: Any | None = None, *, details: bool = 
     for tier in stack.get("tiers", []):
         hw = f"{tier['gpus']}x {tier['gpu']}" if tier.get("gpu") else f"{tier['gpus']} GPU(s)"
         quant = f", {tier['quantization']}" if tier.get("quantization") else ""
-        approx = "" if tier.get("tokenizer_exact", True) else " [approximate token counts]"
+        approx = (
+            ""
+            if tier.get("tokenizer_exact", True)
+            else " [approximate token counts: the tokenizer is "
+            + (
+                "a chars/4 fallback]"
+                if tier.get("tokenizer_exactness") == "fallback"
+                else "a stand-in]"
+            )
+        )
         console.print(
             f"  {tier['name']}: {tier['model']}{quant} on {hw}; {tier['pricing']['basis']}"
             + (f" ({tier['pricing']['source']})" if tier["pricing"]["kind"] == "token" else "")
@@ -855,7 +864,8 @@ def print_diff(diff: dict[str, Any], console: Any | None = None) -> None:
         print_verdict(diff["policy"], console)
     if diff.get("estimated"):
         console.print(
-            f"{EST} rests on estimates (expected/prior output tokens or declared GPU throughput)",
+            f"{EST} rests on estimates (expected/prior output tokens, approximate prompt token "
+            "counts or declared GPU throughput)",
             highlight=False,
             markup=False,
         )
