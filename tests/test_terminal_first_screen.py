@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from costguard.compare.model import DiffReportModel
 from costguard.render import markdown
 from costguard.render.terminal import print_check, print_diff, print_run
 from costguard.report.run_report import load_report
@@ -89,7 +90,7 @@ def test_summary_prints_only_the_answer(bundled: tuple[str, Path]) -> None:
 
 
 def test_terminal_diff_has_the_markdown_why_column_and_leads_with_the_verdict() -> None:
-    diff = json.loads((GOLDEN / "diff_regression.json").read_text())
+    diff = DiffReportModel.model_validate(json.loads((GOLDEN / "diff_regression.json").read_text()))
     out = render(print_diff, diff, width=160)
     lines = out.splitlines()
     assert lines[0].startswith("Projected monthly spend +$")

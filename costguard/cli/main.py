@@ -246,7 +246,7 @@ def check(
     else:
         from costguard.render.terminal import diff_headline, print_check
 
-        click.echo(diff_headline(diff.data))  # the spend (and its change) first, then the verdict
+        click.echo(diff_headline(diff))  # the spend (and its change) first, then the verdict
         print_check(result)
     emit_annotations(diff)
     sys.exit(result.exit_code)
@@ -262,7 +262,8 @@ def check(
     help="Directory for the JSON Schema files.",
 )
 def schema(out_dir: str) -> None:
-    """Write JSON Schemas for costguard.yaml, policy and fixture files (for editor validation)."""
+    """Write JSON Schemas for costguard.yaml, policy and fixture files (for editor validation) and
+    for the RunReport and DiffReport JSON."""
     from costguard.model.schema import write_schemas
 
     for path in write_schemas(Path(out_dir)):
