@@ -143,6 +143,7 @@ def run_cli(
     full_env = {
         **os.environ,
         "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "COLUMNS": "120",  # what a CI log gets; a test that cares about width sets its own
     }
     full_env.pop("GITHUB_TOKEN", None)
     if env:

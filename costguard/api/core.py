@@ -158,4 +158,8 @@ def frontier(
         )
     if progress:
         progress("variants", len(variants), len(variants))
-    return place(outcomes, policy=str(policy) if policy is not None else None)
+    return place(
+        outcomes,
+        policy=str(policy) if policy is not None else None,
+        on_unmeasured=rules.on_unmeasured if rules is not None else "warn",
+    )

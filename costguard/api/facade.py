@@ -238,7 +238,7 @@ class Costguard:
             raise UsageError("give --target-strong-share SHARE or --target-share TIER=SHARE")
         held = load_holdout(project, holdout) if holdout else None
         result = calibration.calibrate(project, targets, holdout=held, holdout_paths=list(holdout))
-        if write:
+        if write and result.changed:  # nothing to write when the config already holds them
             calibration.write_thresholds(project.stack, result)
         return result
 

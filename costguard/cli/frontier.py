@@ -1,6 +1,6 @@
 """`costguard frontier`: stack variants on cost, quality and p95 latency, from recorded responses.
 
-Gathers the inputs, calls `costguard.compare.frontier.evaluate`, renders. Exit code 0; 1 when a policy
+Gathers the inputs, calls the facade (`Costguard.frontier`), renders. Exit code 0; 1 when a policy
 was given and no variant meets it; 2 on bad input.
 """
 

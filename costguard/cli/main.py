@@ -85,6 +85,12 @@ def cli() -> None:
     show_default=True,
     help="What to print on stdout.",
 )
+@click.option(
+    "--summary/--details",
+    default=False,
+    help="--summary: print only the answer (spend, saving, what is estimated, warnings); "
+    "--details (default): the tables and the routing section too.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; just write the report.")
 def run(
     config: str,
@@ -97,6 +103,7 @@ def run(
     no_record: bool,
     variant: str | None,
     fmt: str,
+    summary: bool,
     quiet: bool,
 ) -> None:
     """Replay the fixtures through the stack and write the RunReport.
@@ -128,7 +135,7 @@ def run(
         else:
             from costguard.render.terminal import print_run
 
-            print_run(report)
+            print_run(report, details=not summary)
             click.echo(f"Report written to {out}")
     if not report.complete:
         reason = report.get("incomplete_reason") or "stopped early"
@@ -196,8 +203,7 @@ def check(
     else:
         from costguard.render.terminal import diff_headline, print_check
 
-        if base.available:
-            click.echo(diff_headline(diff))
+        click.echo(diff_headline(diff))  # the spend (and its change) first, then the verdict
         print_check(result)
     emit_annotations(diff)
     sys.exit(result.exit_code)
@@ -284,14 +290,15 @@ def calibrate(
         holdout=list(holdout),
         write=write,
     )
+    written = write and result.changed  # nothing to write when the config already holds them
     if fmt == "json":
         import json
 
-        click.echo(json.dumps({**result.to_dict(), "written": write, "config": config}, indent=2))
+        click.echo(json.dumps({**result.to_dict(), "written": written, "config": config}, indent=2))
         return
     from costguard.render.terminal import print_calibration
 
-    print_calibration(result.to_dict(), config=config, written=write)
+    print_calibration(result.to_dict(), config=config, written=written, asked=write)
 
 
 @cli.command("import-logs")

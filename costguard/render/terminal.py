@@ -15,14 +15,60 @@ from costguard.report.run_report import RunReport
 
 
 def make_console(**kwargs: Any) -> Any:
-    """A console that is wide enough for the tables in CI logs (not a terminal: 120 columns)."""
+    """A console that is wide enough for the tables in CI logs (not a terminal: 120 columns,
+    unless COLUMNS says otherwise)."""
+    import os
     import sys
 
     from rich.console import Console
 
-    if "width" not in kwargs and not sys.stdout.isatty():
+    if "width" not in kwargs and not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
         kwargs["width"] = 120
     return Console(**kwargs)
+
+
+def fit(table: Any, width: int | None = None) -> Any:
+    """Give each column a width no narrower than its longest word (header or cell), shrinking the
+    columns with the most room first, so a narrow terminal (e.g. 100 columns) wraps cells at
+    spaces instead of cutting headers and names with "…". `width`: the console's width."""
+    from rich.text import Text
+
+    if width is None:
+        width = make_console().width
+
+    def lines(cell: Any) -> list[str]:
+        if isinstance(cell, Text):
+            return cell.plain.splitlines() or [""]
+        if isinstance(cell, str):
+            return _strip_markup(cell).splitlines() or [""]
+        return []
+
+    natural, least = [], []
+    for column in table.columns:
+        texts = [line for cell in [column.header, *column._cells] for line in lines(cell)]
+        natural.append(max([len(t) for t in texts] or [1]))
+        least.append(max([len(w) for t in texts for w in t.split()] or [1]))
+    n = len(table.columns)
+    available = width - (n + 1) - 2 * n  # borders and one space of padding either side
+    widths = list(natural)
+    excess = sum(widths) - available
+    if excess <= 0:
+        return table
+    while excess > 0:
+        k = max(range(n), key=lambda i: widths[i] - least[i])
+        if widths[k] <= least[k]:
+            break  # every column at its longest word: rich must cut; nothing better to do
+        widths[k] -= 1
+        excess -= 1
+    for column, w in zip(table.columns, widths, strict=True):
+        column.width = w
+    return table
+
+
+def _strip_markup(text: str) -> str:
+    from rich.markup import render
+
+    return render(text).plain
 
 
 def run_tables(report: RunReport) -> list[Any]:
@@ -31,7 +77,11 @@ def run_tables(report: RunReport) -> list[Any]:
 
     m = report.model
     out: list[Any] = []
-    tiers = Table(title="Tiers", title_justify="left", header_style="bold")
+    tiers = Table(
+        title="Tiers: share of requests by the tier that answers them (after caches and cascade)",
+        title_justify="left",
+        header_style="bold",
+    )
     for col in (
         "tier",
         "share",
@@ -163,7 +213,7 @@ def cache_tables(report: RunReport) -> list[Any]:
     est = report.model.totals.estimated
     out: list[Any] = []
     layers = Table(title="Cache layers", title_justify="left", header_style="bold")
-    for col in ("layer", "hit rate (requests)", "hit rate (tokens)", "$ saved/month", "notes"):
+    for col in ("layer", "hit rate (requests)", "hit rate (tokens)", "saved $/month", "notes"):
         layers.add_column(col, justify="left" if col in ("layer", "notes") else "right")
     exact, semantic, prefix, bypass = cache.exact, cache.semantic, cache.prefix, cache.bypass
     if exact.enabled:
@@ -198,7 +248,7 @@ def cache_tables(report: RunReport) -> list[Any]:
             fmt.percent(prefix.hit_rate_requests),
             fmt.percent(prefix.hit_rate_tokens),
             fmt.money(prefix.saved_per_month, est),
-            f"simulated vLLM APC, replicas {prefix.replica_routing}",
+            f"simulated vLLM automatic prefix caching, replicas {prefix.replica_routing}",
         )
     if bypass.requests_per_month:
         reasons = ", ".join(f"{k} {fmt.tokens(v)}" for k, v in sorted(bypass.reasons.items()))
@@ -225,16 +275,12 @@ def cache_tables(report: RunReport) -> list[Any]:
             "capacity each",
             "prompt tok/mo",
             "cached tok/mo",
-            "hit (tokens)",
-            "hit (requests)",
+            "token hit rate",
+            "request hit rate",
             "evicted",
-            "$ saved/month",
+            "saved $/month",
         ):
-            tiers.add_column(
-                col,
-                justify="left" if col in ("tier", "capacity each") else "right",
-                no_wrap=col == "capacity each",
-            )
+            tiers.add_column(col, justify="left" if col in ("tier", "capacity each") else "right")
         for name, block in prefix.tiers.items():
             if not block.simulated:
                 tiers.add_row(_plain(name), "", "prefix caching off", "", "", "", "", "", "")
@@ -313,27 +359,50 @@ def quality_line(quality: Quality) -> str:
     return head + (f"; {', '.join(extra)}" if extra else "")
 
 
-def summary_lines(report: RunReport) -> list[str]:
-    """Plain-text headline lines (also used by the pytest terminal summary)."""
+def headline_lines(report: RunReport) -> list[str]:
+    """The answer, first: spend, saving, quality, what is estimated and the warnings, then where
+    the change and the verdict come from (`costguard run --summary` prints only these)."""
+    m = report.model
+    t = m.totals
+    est = t.estimated
+    lines = [
+        f"Projected monthly spend: {fmt.money(t.cost_per_month, est)} for {fmt.tokens(t.requests_per_month)} requests/month"
+    ]
+    cf = m.counterfactual
+    if cf is not None:
+        lines.append(
+            f"Saving: {fmt.money(cf.saving_per_month, est)}/month ({fmt.percentage(cf.saving_pct)}) vs "
+            f"{fmt.money(cf.cost_per_month, est)} for {cf.label}"
+        )
+    if m.quality is not None:
+        lines.append(quality_line(m.quality))
+    if not m.complete:
+        lines.append(f"INCOMPLETE RUN: {m.incomplete_reason or 'stopped early'}")
+    if est:
+        lines.append(
+            f"{EST} estimated: {fmt.percent(t.estimated_share)} of this spend rests on estimates "
+            "(the warnings say which)"
+        )
+    for warning in m.warnings:
+        lines.append(f"warning: {warning}")
+    lines.append(
+        "Not compared, not gated: `costguard check --policy POLICY --base-ref origin/main` does both"
+    )
+    return lines
+
+
+def detail_lines(report: RunReport) -> list[str]:
+    """The figures under the tables: cost and tokens per request, each cache layer, agreement."""
     m = report.model
     t = m.totals
     est = t.estimated
     star = EST if est else ""
-    lines = [
-        f"Projected monthly spend: {fmt.money(t.cost_per_month, est)} for {fmt.tokens(t.requests_per_month)} requests/month "
-        f"(mean {fmt.money(t.cost_per_request.mean)}, p95 {fmt.money(t.cost_per_request.p95)} per request)",
-    ]
     tpr = t.tokens_per_request
-    lines.append(
+    lines = [
+        f"Cost per request: mean {fmt.money(t.cost_per_request.mean)}, p95 {fmt.money(t.cost_per_request.p95)}",
         f"Tokens per request: input mean {fmt.count(tpr.input.mean)} / p95 {fmt.count(tpr.input.p95)}, "
-        f"output mean {fmt.count(tpr.output.mean)}{star} / p95 {fmt.count(tpr.output.p95)}{star}"
-    )
-    cf = m.counterfactual
-    if cf is not None:
-        lines.append(
-            f"Baseline, {cf.label}: {fmt.money(cf.cost_per_month, est)} -> saving "
-            f"{fmt.money(cf.saving_per_month, est)} ({fmt.percentage(cf.saving_pct)})"
-        )
+        f"output mean {fmt.count(tpr.output.mean)}{star} / p95 {fmt.count(tpr.output.p95)}{star}",
+    ]
     exact, semantic, prefix = m.cache.exact, m.cache.semantic, m.cache.prefix
     if exact.enabled:
         lines.append(
@@ -361,33 +430,35 @@ def summary_lines(report: RunReport) -> list[str]:
             f"Prefix caches (simulated): {fmt.percent(prefix.hit_rate_tokens)} of prompt tokens reused, saving "
             f"{fmt.money(prefix.saved_per_month, est)}/month"
         )
-    if m.quality is not None:
-        lines.append(quality_line(m.quality))
     if m.agreement is not None:
         tiers = "; ".join(
             f"{name} mean {a.mean:.2f} (p10 {a.p10:.2f}, min {a.min:.2f}) over {a.fixtures} fixtures"
             for name, a in m.agreement.tiers.items()
         )
         lines.append(f"Agreement with {m.agreement.reference_tier}'s recorded answers: {tiers}")
-    routing = m.routing
-    if routing.escalation_rate:
-        lines.append(
-            f"Cascade: {fmt.percent(routing.escalation_rate, routing.escalation_estimated)} of requests escalated, "
-            f"{fmt.money(routing.escalation_cost_per_month, est)}/month for the second calls"
-        )
-    if not m.complete:
-        lines.append(f"INCOMPLETE RUN: {m.incomplete_reason or 'stopped early'}")
-    if est:
-        lines.append(
-            f"{EST} estimated: {fmt.percent(t.estimated_share)} of this spend rests on estimated "
-            "output tokens, approximate prompt token counts or declared GPU throughput (see warnings)"
-        )
-    for warning in m.warnings:
-        lines.append(f"warning: {warning}")
     return lines
 
 
-def print_run(report: RunReport, console: Any | None = None) -> None:
+def summary_lines(report: RunReport) -> list[str]:
+    """Every plain-text line of a run: the headline, then the detail lines."""
+    return headline_lines(report) + detail_lines(report)
+
+
+TERMS = (
+    "Terms: PGR (performance gap recovered) = (quality of the router - all on the weakest tier) / "
+    "(all on the strongest - all on the weakest); APGR = average PGR over the strong-tier share sweep; "
+    "CPT(x%) = the smallest strong-tier share whose PGR reaches x% (RouteLLM's definitions; "
+    "docs/routing.md)"
+)
+REPLAY_TERMS = (
+    "Terms (vllm bench serve's): TTFT = time to first token, TPOT = time per output token after "
+    "the first, ITL = inter-token latency, E2EL = end-to-end request latency; p99 = 99th percentile"
+)
+
+
+def print_run(report: RunReport, console: Any | None = None, *, details: bool = True) -> None:
+    """A run for a person: the answer in the first lines (spend, saving, what is estimated,
+    warnings), then — unless `details` is False — the stack, the tables and the routing section."""
     console = console or make_console()
     m = report.model
     stack = m.stack
@@ -397,9 +468,16 @@ def print_run(report: RunReport, console: Any | None = None) -> None:
         f"[bold]costguard[/bold] {backend} {'projection' if backend == 'offline' else 'run'} of stack "
         f"[bold]{_escape(name)}[/bold]"
         + (f" (variant {_escape(stack.variant)})" if stack and stack.variant else "")
-        + f": {m.totals.fixtures} fixtures, router {_escape(stack.router if stack else '?')}",
+        + f": {m.totals.fixtures} fixtures, {len(stack.tiers) if stack else 0} tiers, "
+        f"router {_escape(stack.router if stack else '?')}",
         highlight=False,
     )
+    for line in headline_lines(report):
+        console.print(line, highlight=False, markup=False)
+    if not details:
+        return
+    console.print()
+    console.print("[bold]Details[/bold] (`--summary` prints only the lines above)", highlight=False)
     for tier in stack.tiers if stack else []:
         hw = f"{tier.gpus}x {tier.gpu}" if tier.gpu else f"{tier.gpus} GPU(s)"
         quant = f", {tier.quantization}" if tier.quantization else ""
@@ -417,9 +495,11 @@ def print_run(report: RunReport, console: Any | None = None) -> None:
             markup=False,
         )
     for table in run_tables(report):
-        console.print(table)
+        console.print(fit(table, console.width))
+    if m.replay is not None:
+        console.print(REPLAY_TERMS, highlight=False, markup=False)
     print_routing(report, console)
-    for line in summary_lines(report):
+    for line in detail_lines(report):
         console.print(line, highlight=False, markup=False)
 
 
@@ -431,7 +511,10 @@ def routing_lines(routing: Routing, overhead: RouterOverhead | None = None) -> l
     shares = " · ".join(
         f"{tier} {fmt.percent(share)}" for tier, share in routing.routed_shares.items()
     )
-    lines = [f"Routing ({router.description or router.kind}): {shares} of requests (before caches)"]
+    lines = [
+        f"Routing ({router.description or router.kind}): {shares} of requests as routed, "
+        "before caches and cascade"
+    ]
     ov = overhead
     if ov is not None and ov.p99_s is not None:
         cost = ""
@@ -450,9 +533,14 @@ def routing_lines(routing: Routing, overhead: RouterOverhead | None = None) -> l
             f"Cascade {esc.from_tier} -> {esc.to_tier} below confidence {esc.threshold or 0.0:g}: "
             f"{fmt.percent(esc.rate, esc.estimated)} escalated, +{fmt.money(esc.cost_per_month)}/month; confidence recorded for "
             f"{src.get('recorded', 0)}, estimated for {src.get('estimated', 0)}"
-            + (f" ({EST} estimated: {esc.method})" if esc.estimated else "")
+            + (f" ({EST} estimated: {_method(esc.method)})" if esc.estimated else "")
         )
     return lines
+
+
+def _method(method: Any) -> str:
+    """How an estimate was made, in words (the fitted formula stays in the JSON report)."""
+    return str(method or "").split(": confidence =")[0]
 
 
 def routing_table(routing: Routing) -> Any | None:
@@ -474,7 +562,7 @@ def routing_table(routing: Routing) -> Any | None:
     if quality.available:
         cols += ["quality", "PGR", "APGR", "CPT(50%)", "CPT(80%)"]
     for col in cols:
-        table.add_column(col, justify="left" if col == "baseline" else "right", no_wrap=True)
+        table.add_column(col, justify="left" if col == "baseline" else "right")
     short = {
         "router": f"this router ({routing.router.kind})",
         "all_largest": f"all on {routing.strong_tier or 'largest'}",
@@ -512,7 +600,7 @@ def print_routing(report: RunReport, console: Any) -> None:
         return
     table = routing_table(routing)
     if table is not None:
-        console.print(table)
+        console.print(fit(table, console.width))
         comparison = routing.comparison
         quality = comparison.quality
         if quality.available:
@@ -524,6 +612,7 @@ def print_routing(report: RunReport, console: Any) -> None:
                 highlight=False,
                 markup=False,
             )
+            console.print(TERMS, highlight=False, markup=False)
             if quality.reason:
                 console.print(f"PGR unavailable: {quality.reason}", highlight=False, markup=False)
     for line in lines:
@@ -531,7 +620,12 @@ def print_routing(report: RunReport, console: Any) -> None:
 
 
 def print_calibration(
-    result: dict[str, Any], *, config: str, written: bool, console: Any | None = None
+    result: dict[str, Any],
+    *,
+    config: str,
+    written: bool,
+    asked: bool | None = None,
+    console: Any | None = None,
 ) -> None:
     """`costguard calibrate`: old -> new thresholds, target and achieved shares, holdout drift."""
     from rich.table import Table
@@ -566,7 +660,7 @@ def print_calibration(
             drift = result["drift"][tier]
             row += [fmt.percent(holdout[tier]), f"{100 * drift:+.1f} pts"]
         table.add_row(*row)
-    console.print(table)
+    console.print(fit(table, console.width))
     if holdout is not None:
         console.print(
             f"Holdout: {result['holdout_fixtures']} fixtures from {', '.join(result['holdout_paths'])} routed with the "
@@ -574,7 +668,17 @@ def print_calibration(
             highlight=False,
             markup=False,
         )
-    if written:
+    for why in (result.get("missed") or {}).values():
+        console.print(f"Target missed: {why}", highlight=False, markup=False)
+    asked = written if asked is None else asked
+    if result.get("changed") is False:
+        console.print(
+            f"Thresholds unchanged: {config} already holds them"
+            + (" (nothing written)" if asked else ""),
+            highlight=False,
+            markup=False,
+        )
+    elif written:
         console.print(f"Wrote the new thresholds to {config}", highlight=False, markup=False)
     else:
         console.print(
@@ -588,26 +692,73 @@ STATUS_LABEL = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP"}
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
 
 
+def _outcome(result: PolicyResult | PolicyOutcome | dict[str, Any]) -> PolicyOutcome:
+    if isinstance(result, PolicyResult):
+        return PolicyOutcome.model_validate(result.to_dict())
+    if isinstance(result, dict):
+        return PolicyOutcome.model_validate(result)
+    return result
+
+
+def verdict_line(outcome: PolicyOutcome) -> str:
+    """One line: the policy's verdict and its counts (rich markup)."""
+    verdicts = outcome.verdicts
+    n_fail = sum(1 for v in verdicts if v.status == "fail")
+    n_warn = sum(1 for v in verdicts if v.status == "warn")
+    n_skip = sum(1 for v in verdicts if v.status == "skip")
+    skipped = f", {n_skip} skipped" if n_skip else ""
+    policy = _escape(outcome.policy)
+    if n_fail:
+        return f"Verdict: [bold red]FAIL[/], {n_fail} rule(s) failed, {n_warn} warning(s){skipped} ({policy})"
+    if n_warn:
+        return f"Verdict: [yellow]PASS[/], passed with {n_warn} warning(s){skipped} ({policy})"
+    return f"Verdict: [green]PASS[/], all rules passed{skipped} ({policy})"
+
+
 def print_check(
     result: PolicyResult | PolicyOutcome | dict[str, Any], console: Any | None = None
 ) -> None:
-    """The policy verdicts table (from a PolicyResult, or its recorded form in a DiffReport)."""
+    """The policy verdict first (each broken or warning rule in a line), then the verdicts table."""
+    outcome = _outcome(result)
+    console = console or make_console()
+    print_verdict(outcome, console)
+    print_verdict_table(outcome, console)
+
+
+def print_verdict(outcome: PolicyOutcome, console: Any) -> None:
+    """The verdict line, then one line per broken or warning rule (where it is in the policy)."""
+    verdicts = outcome.verdicts
+    console.print(verdict_line(outcome), highlight=False)
+    for v in verdicts:
+        if v.status in ("fail", "warn"):
+            where = f" ({v.file}:{v.line})" if v.file and v.line else ""
+            console.print(
+                f"{STATUS_LABEL[v.status]} {v.rule}: {v.message}{where}",
+                highlight=False,
+                markup=False,
+            )
+    ack = outcome.acknowledgement
+    if ack is not None:
+        by = f" (added by {ack.by})" if ack.by else ""
+        console.print(
+            f"regressions acknowledged by the label {ack.label!r}{by}: regression rules warn",
+            highlight=False,
+            markup=False,
+        )
+    if any(v.estimated for v in verdicts):
+        console.print(f"{EST} estimated (not measured)", highlight=False, markup=False)
+
+
+def print_verdict_table(outcome: PolicyOutcome, console: Any) -> None:
+    """Every rule: status, metric, actual, limit, level."""
     from rich.table import Table
 
-    if isinstance(result, PolicyResult):
-        outcome = PolicyOutcome.model_validate(result.to_dict())
-    elif isinstance(result, dict):
-        outcome = PolicyOutcome.model_validate(result)
-    else:
-        outcome = result
-    verdicts = outcome.verdicts
-    console = console or make_console()
     table = Table(
         title=f"Policy {_escape(outcome.policy)}", title_justify="left", header_style="bold"
     )
     for col in ("", "rule", "metric", "actual", "limit", "level"):
         table.add_column(col)
-    for v in verdicts:
+    for v in outcome.verdicts:
         if v.status == "skip":
             actual: Any = _plain(v.message)
         else:
@@ -620,33 +771,7 @@ def print_check(
             v.limit,
             v.level,
         )
-    console.print(table)
-    for v in verdicts:
-        if v.status in ("fail", "warn"):
-            where = f" ({v.file}:{v.line})" if v.file and v.line else ""
-            console.print(
-                f"{STATUS_LABEL[v.status]} {v.rule}: {v.message}{where}",
-                highlight=False,
-                markup=False,
-            )
-    n_fail = sum(1 for v in verdicts if v.status == "fail")
-    n_warn = sum(1 for v in verdicts if v.status == "warn")
-    if n_fail:
-        console.print(f"[bold red]{n_fail} rule(s) failed[/], {n_warn} warning(s)")
-    elif n_warn:
-        console.print(f"[yellow]passed with {n_warn} warning(s)[/]")
-    else:
-        console.print("[green]all rules passed[/]")
-    ack = outcome.acknowledgement
-    if ack is not None:
-        by = f" (added by {ack.by})" if ack.by else ""
-        console.print(
-            f"regressions acknowledged by the label {ack.label!r}{by}: regression rules warn",
-            highlight=False,
-            markup=False,
-        )
-    if any(v.estimated for v in verdicts):
-        console.print(f"{EST} estimated (not measured)", highlight=False, markup=False)
+    console.print(fit(table, console.width))
 
 
 def _plain(text: Any) -> Any:
@@ -665,6 +790,27 @@ def _pair(block: Change | None, show: Callable[[float | None], str]) -> str:
     if block.head is None:
         return f"{show(block.base)} -> (removed)"
     return f"{show(block.base)} -> {show(block.head)}"
+
+
+def change_reasons(f: Any) -> list[str]:
+    """Why a fixture's cost moved (the "why" column; the same rules as the PR comment's)."""
+    reasons = []
+    if f.status == "added":
+        reasons.append("new fixture")
+    if f.status == "removed":
+        reasons.append("fixture removed")
+    if f.prompt_changed:
+        reasons.append("prompt changed")
+    if f.status == "changed":
+        if f.served_by.base != f.served_by.head:
+            reasons.append(f"served by {f.served_by.base} -> {f.served_by.head}")
+        if f.cache.base != f.cache.head:
+            reasons.append(f"cache {f.cache.base} -> {f.cache.head}")
+        if f.escalated.base != f.escalated.head:
+            reasons.append("escalates" if f.escalated.head else "no longer escalates")
+        if not reasons and f.monthly_requests.delta:
+            reasons.append("traffic share")
+    return reasons
 
 
 def _diff_model(diff: DiffReport | DiffReportModel) -> DiffReportModel:
@@ -694,7 +840,23 @@ def print_diff(diff: DiffReport | DiffReportModel, console: Any | None = None) -
     d = _diff_model(diff)
     console = console or make_console()
     console.print(diff_headline(d), highlight=False, markup=False)
+    if d.policy is not None:
+        print_verdict(_outcome(d.policy), console)
+    if d.estimated:
+        console.print(
+            f"{EST} rests on estimates (expected/prior output tokens, approximate prompt token "
+            "counts or declared GPU throughput)",
+            highlight=False,
+            markup=False,
+        )
     has_base = d.base.available
+    fixtures = d.fixtures
+    if has_base:
+        console.print(
+            f"Fixtures: {fixtures.changed} changed, {fixtures.added} added, {fixtures.removed} removed, "
+            f"{fixtures.unchanged} unchanged",
+            highlight=False,
+        )
     for title, blocks in (("Tiers", d.tiers), ("Suites", d.suites)):
         table = Table(title=title, title_justify="left", header_style="bold")
         for col in (
@@ -719,14 +881,8 @@ def print_diff(diff: DiffReport | DiffReportModel, console: Any | None = None) -
                 fmt.money_delta(b.cost_per_month.delta) if has_base else "",
                 fmt.percent_change(b.cost_per_month.delta_pct) if has_base else "",
             )
-        console.print(table)
-    fixtures = d.fixtures
+        console.print(fit(table, console.width))
     if has_base:
-        console.print(
-            f"Fixtures: {fixtures.changed} changed, {fixtures.added} added, {fixtures.removed} removed, "
-            f"{fixtures.unchanged} unchanged",
-            highlight=False,
-        )
         by_id = {f.id: f for f in fixtures.items}
         if fixtures.top_movers:
             table = Table(title="Top movers", title_justify="left", header_style="bold")
@@ -738,31 +894,26 @@ def print_diff(diff: DiffReport | DiffReportModel, console: Any | None = None) -
                 "output tok/req",
                 "$/month",
                 "delta $/month",
+                "why",
             ):
                 table.add_column(
-                    col, justify="left" if col in ("fixture", "suite", "status") else "right"
+                    col, justify="left" if col in ("fixture", "suite", "status", "why") else "right"
                 )
             for fid in fixtures.top_movers:
                 f = by_id[fid]
                 table.add_row(
                     _plain(f.id),
                     _plain(f.suite),
-                    f.status + (", prompt changed" if f.prompt_changed else ""),
+                    f.status,
                     _pair(f.input_tokens, fmt.count),
                     _pair(f.output_tokens, fmt.count),
                     _pair(f.cost_per_month, fmt.money),
                     fmt.money_delta(f.cost_per_month.delta),
+                    _plain("; ".join(change_reasons(f))),
                 )
-            console.print(table)
-    if d.estimated:
-        console.print(
-            f"{EST} rests on estimates (expected/prior output tokens, approximate prompt token "
-            "counts or declared GPU throughput)",
-            highlight=False,
-            markup=False,
-        )
+            console.print(fit(table, console.width))
     if d.policy is not None:
-        print_check(d.policy, console)
+        print_verdict_table(_outcome(d.policy), console)
 
 
 def print_frontier(data: dict[str, Any], console: Any | None = None) -> None:
@@ -796,8 +947,8 @@ def print_frontier(data: dict[str, Any], console: Any | None = None) -> None:
         table.add_row(
             _plain(v["name"]),
             fmt.money(v["cost_per_month"], v["cost_estimated"]),
-            fmt.score(v["quality"]),
-            fmt.score(v["pass_rate"]),
+            fmt.score(v["quality"]) if v["quality_measured"] else "unmeasured",
+            fmt.score(v["pass_rate"]) if v["quality_measured"] else "unmeasured",
             f"{v['quality_measured']}/{v['quality_fixtures']}",
             fmt.duration_s(v["latency_p95_s"]),
             {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}.get(
@@ -805,18 +956,30 @@ def print_frontier(data: dict[str, Any], console: Any | None = None) -> None:
             ),
             place,
         )
-    console.print(table)
+    console.print(fit(table, console.width))
     objectives = ", ".join(
         o.replace("_per_month", "").replace("_p95_s", " p95") for o in data["objectives"]
     )
     frontier = ", ".join(data["frontier"]) or "(none)"
-    console.print(f"Non-dominated on {objectives}: {frontier}", highlight=False, markup=False)
+    unmeasured = "" if data.get("quality_measured", True) else " (quality unmeasured)"
+    console.print(
+        f"Non-dominated on {objectives}{unmeasured}: {frontier}", highlight=False, markup=False
+    )
     if data["recommended"] is not None:
         best = next(v for v in data["variants"] if v["name"] == data["recommended"])
         console.print(
             f"Recommended: {best['name']} ({best['description']}): {fmt.money(best['cost_per_month'], best['cost_estimated'])}"
             f"/month, quality {fmt.score(best['quality'])} over {best['quality_measured']} of {best['quality_fixtures']} "
             f"fixtures, the cheapest variant that meets {data['policy']}",
+            highlight=False,
+            markup=False,
+        )
+    elif data.get("cheapest_passing") is not None:
+        best = next(v for v in data["variants"] if v["name"] == data["cheapest_passing"])
+        console.print(
+            f"Cheapest variant that passes {data['policy']}: {best['name']} ({best['description']}): "
+            f"{fmt.money(best['cost_per_month'], best['cost_estimated'])}/month. Not a recommendation: its "
+            f"quality is unmeasured (on_unmeasured: {data.get('on_unmeasured')})",
             highlight=False,
             markup=False,
         )
