@@ -190,25 +190,49 @@ class Fixture:
     xfail: str | None = None
     templates: list[str] = field(default_factory=list)
     _hash: str | None = field(default=None, repr=False)
+    _messages_json: str | None = field(default=None, repr=False)
+    _sampling_json: str | None = field(default=None, repr=False)
 
     @property
     def location(self) -> str:
         return f"{self.file}:{self.line}" if self.line else self.file
 
     @property
+    def messages_json(self) -> str:
+        """The messages as canonical JSON (sorted keys, compact): serialised once per fixture and
+        shared by every key derived from them (content hash, token-count cache key)."""
+        if self._messages_json is None:
+            self._messages_json = json.dumps(
+                self.messages, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+            )
+        return self._messages_json
+
+    @property
+    def sampling_json(self) -> str:
+        """The sampling parameters sent with the request, as canonical JSON."""
+        if self._sampling_json is None:
+            self._sampling_json = json.dumps(
+                self.sampling.as_request_params(),
+                sort_keys=True,
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+        return self._sampling_json
+
+    @property
     def content_hash(self) -> str:
-        """Hash of everything a backend sees: messages, sampling, requested model."""
+        """Hash of everything a backend sees: messages, sampling, requested model.
+
+        The sha256 of the canonical JSON of {"m": messages, "model": model, "s": sampling},
+        assembled from the fixture's serialised parts (keys in sorted order).
+        """
         if self._hash is None:
-            payload = {
-                "m": self.messages,
-                "s": self.sampling.as_request_params(),
-                "model": self.model,
-            }
-            self._hash = hashlib.sha256(
-                json.dumps(
-                    payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")
-                ).encode()
-            ).hexdigest()
+            canonical = (
+                f'{{"m":{self.messages_json},'
+                f'"model":{json.dumps(self.model, ensure_ascii=False)},'
+                f'"s":{self.sampling_json}}}'
+            )
+            self._hash = hashlib.sha256(canonical.encode()).hexdigest()
         return self._hash
 
     @property

@@ -1046,12 +1046,17 @@ def _load_tiktoken(spec: TokenizerSpec, base_dir: Path, where: str) -> ChatToken
 # ---------------------------------------------------------------------------------------------
 
 
-def messages_key(messages: Any, tools: Any = None) -> str:
-    """sha256 of the canonical JSON of a conversation (and its tools, if any)."""
-    payload = messages if tools is None else {"messages": messages, "tools": tools}
-    canonical = json.dumps(
-        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-    )
+def messages_key(messages: Any, tools: Any = None, *, canonical: str | None = None) -> str:
+    """sha256 of the canonical JSON of a conversation (and its tools, if any).
+
+    `canonical`: the messages already serialised that way (a fixture's `messages_json`), so a
+    conversation without tools is not serialised again.
+    """
+    if canonical is None or tools is not None:
+        payload = messages if tools is None else {"messages": messages, "tools": tools}
+        canonical = json.dumps(
+            payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+        )
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -1257,10 +1262,16 @@ class TokenCountCache:
         items: Mapping[str, Sequence[int]] | Iterable[tuple[str, Sequence[int]]],
     ) -> None:
         """Store token ids for many keys in one transaction."""
-        pairs = list(items.items() if isinstance(items, Mapping) else items)
-        if not pairs:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self.put_packed(fingerprint, [(key, _pack(ids)) for key, ids in pairs])
+
+    def put_packed(self, fingerprint: str, items: Sequence[tuple[str, bytes]]) -> None:
+        """Store packed token ids (little-endian uint32 bytes) in one transaction, in key order:
+        inserting sorted keys fills each B-tree page once instead of rewriting pages at random,
+        which keeps the bytes written (WAL + checkpoint) near twice the file's growth."""
+        if not items:
             return
-        rows = [(fingerprint, key, _pack(ids)) for key, ids in pairs]
+        rows = sorted((fingerprint, key, blob) for key, blob in items)
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
@@ -1287,37 +1298,48 @@ def encode_chat_cached(
     *,
     tools_list: Sequence[list | None] | None = None,
     compact: bool = False,
+    canonical: Sequence[str] | None = None,
 ) -> list[Sequence[int]]:
     """Prompt token ids for many conversations: cached ones from `cache`, the misses tokenized
     in one batch and stored. Approximate tokenizers bypass the cache (they cost nothing).
 
     `compact=True` returns read-only numpy uint32 arrays (4 bytes a token, zero-copy views of
     the cached bytes; identical prompts share one array) instead of lists of Python ints (~36
-    bytes a token): what keeping the ids of 100k long prompts in memory needs.
+    bytes a token): what keeping the ids of 100k long prompts in memory needs. `canonical`: the
+    conversations' canonical JSON where the caller has it (`Fixture.messages_json`).
     """
     tools_seq = list(tools_list) if tools_list is not None else [None] * len(messages_list)
     if cache is None or not tokenizer.exact:
         encoded = tokenizer.encode_chat_many(messages_list, tools_list=tools_seq)
         return [_as_compact(ids) for ids in encoded] if compact else encoded
-    keys = [messages_key(m, t) for m, t in zip(messages_list, tools_seq, strict=True)]
+    if canonical is None:
+        keys = [messages_key(m, t) for m, t in zip(messages_list, tools_seq, strict=True)]
+    else:  # the conversations' canonical JSON, serialised once by their owner (fixtures)
+        keys = [
+            messages_key(m, t, canonical=c)
+            for m, t, c in zip(messages_list, tools_seq, canonical, strict=True)
+        ]
     if compact:
         blobs = cache.get_many(tokenizer.fingerprint, keys, raw=True)
         missing_idx = {}
         for i, key in enumerate(keys):
             if key not in blobs and key not in missing_idx:
                 missing_idx[key] = i
-        arrays = {key: _from_blob(blob) for key, blob in blobs.items()}
         missing = list(missing_idx.items())
         # In chunks: a tokenizer's batch output (HF Encodings hold tokens, offsets and masks too)
-        # for 10k long prompts would take gigabytes at once.
+        # for 10k long prompts would take gigabytes at once. The packed ids are what is kept (the
+        # arrays are views of them) and stored in one sorted transaction at the end: random keys
+        # committed chunk by chunk rewrite most pages of the file once per chunk.
         for start in range(0, len(missing), _ENCODE_CHUNK):
             chunk = missing[start : start + _ENCODE_CHUNK]
             encoded = tokenizer.encode_chat_many(
                 [messages_list[i] for _, i in chunk], tools_list=[tools_seq[i] for _, i in chunk]
             )
-            new = dict(zip((key for key, _ in chunk), encoded, strict=True))
-            cache.put_many(tokenizer.fingerprint, new)
-            arrays.update((key, _as_compact(ids)) for key, ids in new.items())
+            for (key, _), ids in zip(chunk, encoded, strict=True):
+                blobs[key] = _pack(ids)
+        if missing:
+            cache.put_packed(tokenizer.fingerprint, [(key, blobs[key]) for key, _ in missing])
+        arrays = {key: _from_blob(blob) for key, blob in blobs.items()}
         return [arrays[key] for key in keys]
     found = cache.get_many(tokenizer.fingerprint, keys)
     missing: dict[str, int] = {}

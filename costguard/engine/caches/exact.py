@@ -9,7 +9,6 @@ text is normalised before keying (configurable: what counts as "the same request
 from __future__ import annotations
 
 import hashlib
-import json
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,22 +39,17 @@ def normalize_text(text: str, steps: Sequence[str]) -> str:
 
 
 def exact_key(fixture: Fixture, normalize: Sequence[str] = DEFAULT_NORMALIZE) -> str:
-    """Normalised key: requested model, sampling parameters, and the full message list."""
-    messages = [
-        {
-            "role": m["role"].strip().lower(),
-            "content": normalize_text(m.get("content") or "", normalize),
-        }
-        for m in fixture.messages
-    ]
-    payload = {
-        "model": fixture.model or "",
-        "sampling": fixture.sampling.as_request_params(),
-        "messages": messages,
-    }
-    return hashlib.sha256(
-        json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
-    ).hexdigest()
+    """Normalised key: requested model, sampling parameters, and the full message list.
+
+    Each part is length-prefixed, so no two different requests share a key; the sampling
+    parameters come from the fixture's canonical JSON (serialised once per fixture).
+    """
+    parts = [fixture.model or "", fixture.sampling_json]
+    for m in fixture.messages:
+        parts.append(m["role"].strip().lower())
+        parts.append(normalize_text(m.get("content") or "", normalize))
+    framed = "".join(f"{len(part)}:{part}" for part in parts)
+    return hashlib.sha256(framed.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def temperature_gate(fixture: Fixture, max_temperature: float) -> str | None:
