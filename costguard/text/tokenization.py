@@ -1291,6 +1291,81 @@ class TokenCountCache:
         return self._run(lambda c: c.execute("SELECT count(*) FROM prompt_tokens").fetchone()[0], 0)
 
 
+_PARALLEL_MIN = 2048  # prompts to tokenize before a process pool pays for itself
+_FORKED: tuple[Any, Sequence[Any], Sequence[Any]] | None = None  # what forked workers inherit
+
+
+def tokenizer_workers() -> int:
+    """Processes to tokenize with: the cores this process may use (COSTGUARD_TOKENIZER_WORKERS
+    overrides; 1 = in this process). Pools need `fork` (the workers inherit the loaded tokenizer)."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    configured = os.environ.get("COSTGUARD_TOKENIZER_WORKERS", "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _encode_range(bounds: tuple[int, int]) -> list[bytes]:
+    """In a forked worker: render and tokenize positions[start:stop] of the inherited work."""
+    assert _FORKED is not None
+    tokenizer, messages, tools = _FORKED
+    out: list[bytes] = []
+    for start in range(bounds[0], bounds[1], _ENCODE_CHUNK):
+        stop = min(start + _ENCODE_CHUNK, bounds[1])
+        encoded = tokenizer.encode_chat_many(messages[start:stop], tools_list=tools[start:stop])
+        out.extend(_pack(ids) for ids in encoded)
+    return out
+
+
+def encode_packed(
+    tokenizer: ChatTokenizer,
+    messages_list: Sequence[list[dict]],
+    tools_seq: Sequence[list | None],
+    positions: Sequence[int],
+) -> list[bytes]:
+    """Packed token ids (little-endian uint32) of the conversations at `positions`.
+
+    Rendering a chat template and turning encodings into ids hold the GIL, so large batches are
+    split over forked worker processes (each renders and tokenizes its share single-threaded);
+    small ones, and machines with one core, tokenize here in chunks. Both paths give the same
+    ids: the workers run this very tokenizer on the same conversations.
+    """
+    global _FORKED
+    messages = [messages_list[i] for i in positions]
+    tools = [tools_seq[i] for i in positions]
+    workers = min(tokenizer_workers(), max(1, len(positions) // (_PARALLEL_MIN // 2)))
+    if workers <= 1 or len(positions) < _PARALLEL_MIN:
+        _FORKED = (tokenizer, messages, tools)
+        try:
+            return _encode_range((0, len(messages)))
+        finally:
+            _FORKED = None
+    import multiprocessing
+
+    # Several slices per worker, so a slow slice (long prompts) does not leave a core idle.
+    step = max(_ENCODE_CHUNK, -(-len(messages) // (workers * 4)))
+    bounds = [(start, min(start + step, len(messages))) for start in range(0, len(messages), step)]
+    _FORKED = (tokenizer, messages, tools)
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: workers fill the cores
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_encode_range, bounds, chunksize=1)
+    finally:
+        _FORKED = None
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+    return [blob for part in parts for blob in part]
+
+
 def encode_chat_cached(
     tokenizer: ChatTokenizer,
     messages_list: Sequence[list[dict]],
@@ -1330,13 +1405,10 @@ def encode_chat_cached(
         # for 10k long prompts would take gigabytes at once. The packed ids are what is kept (the
         # arrays are views of them) and stored in one sorted transaction at the end: random keys
         # committed chunk by chunk rewrite most pages of the file once per chunk.
-        for start in range(0, len(missing), _ENCODE_CHUNK):
-            chunk = missing[start : start + _ENCODE_CHUNK]
-            encoded = tokenizer.encode_chat_many(
-                [messages_list[i] for _, i in chunk], tools_list=[tools_seq[i] for _, i in chunk]
-            )
-            for (key, _), ids in zip(chunk, encoded, strict=True):
-                blobs[key] = _pack(ids)
+        positions = [i for _, i in missing]
+        packed = encode_packed(tokenizer, messages_list, tools_seq, positions)
+        for (key, _), blob in zip(missing, packed, strict=True):
+            blobs[key] = blob
         if missing:
             cache.put_packed(tokenizer.fingerprint, [(key, blobs[key]) for key, _ in missing])
         arrays = {key: _from_blob(blob) for key, blob in blobs.items()}
