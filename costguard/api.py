@@ -271,7 +271,7 @@ def count_prompt_tokens(
 
     cache = TokenCountCache(project.cache_dir)
     messages = [fx.messages for fx in project.fixtures]
-    canonical = [fx.messages_json for fx in project.fixtures]
+    keys = [fx.messages_digest for fx in project.fixtures]  # derived once per fixture
     counts: dict[str, list[int]] = {}
     sources: dict[str, str] = {}
     ids: dict[str, list[Sequence[int]]] = {}
@@ -288,9 +288,7 @@ def count_prompt_tokens(
             if hit is None or (need_ids and hit[1] is None):
                 if progress:
                     progress(f"tokens:{tier.name}", 0, len(messages))
-                encoded = encode_chat_cached(
-                    tok, messages, cache, compact=True, canonical=canonical
-                )
+                encoded = encode_chat_cached(tok, messages, cache, compact=True, keys=keys)
                 hit = ([len(e) for e in encoded], encoded if need_ids else None)
                 by_fingerprint[tok.fingerprint] = hit
                 if progress:

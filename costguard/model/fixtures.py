@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -190,22 +191,12 @@ class Fixture:
     xfail: str | None = None
     templates: list[str] = field(default_factory=list)
     _hash: str | None = field(default=None, repr=False)
-    _messages_json: str | None = field(default=None, repr=False)
+    _messages_digest: str | None = field(default=None, repr=False)
     _sampling_json: str | None = field(default=None, repr=False)
 
     @property
     def location(self) -> str:
         return f"{self.file}:{self.line}" if self.line else self.file
-
-    @property
-    def messages_json(self) -> str:
-        """The messages as canonical JSON (sorted keys, compact): serialised once per fixture and
-        shared by every key derived from them (content hash, token-count cache key)."""
-        if self._messages_json is None:
-            self._messages_json = json.dumps(
-                self.messages, sort_keys=True, ensure_ascii=False, separators=(",", ":")
-            )
-        return self._messages_json
 
     @property
     def sampling_json(self) -> str:
@@ -223,17 +214,37 @@ class Fixture:
     def content_hash(self) -> str:
         """Hash of everything a backend sees: messages, sampling, requested model.
 
-        The sha256 of the canonical JSON of {"m": messages, "model": model, "s": sampling},
-        assembled from the fixture's serialised parts (keys in sorted order).
+        The sha256 of the canonical JSON of {"m": messages, "model": model, "s": sampling}.
         """
         if self._hash is None:
-            canonical = (
-                f'{{"m":{self.messages_json},'
-                f'"model":{json.dumps(self.model, ensure_ascii=False)},'
-                f'"s":{self.sampling_json}}}'
-            )
-            self._hash = hashlib.sha256(canonical.encode()).hexdigest()
+            self._derive_keys()
+        assert self._hash is not None
         return self._hash
+
+    @property
+    def messages_digest(self) -> str:
+        """sha256 of the messages' canonical JSON (sorted keys, compact): the token-count cache key
+        of the conversation (`tokenization.messages_key`)."""
+        if self._messages_digest is None:
+            self._derive_keys()
+        assert self._messages_digest is not None
+        return self._messages_digest
+
+    def _derive_keys(self) -> None:
+        """Both content keys from one serialisation of the messages (kept only as digests: the
+        JSON of 100k long prompts would double the fixtures' memory)."""
+        messages_json = json.dumps(
+            self.messages, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
+        self._messages_digest = hashlib.sha256(
+            messages_json.encode("utf-8", "surrogatepass")
+        ).hexdigest()
+        canonical = (
+            f'{{"m":{messages_json},'
+            f'"model":{json.dumps(self.model, ensure_ascii=False)},'
+            f'"s":{self.sampling_json}}}'
+        )
+        self._hash = hashlib.sha256(canonical.encode()).hexdigest()
 
     @property
     def last_user_text(self) -> str:
@@ -337,6 +348,7 @@ def _build(
     loc: str,
     default_suite: str,
     renderer: _TemplateRenderer | None,
+    strings: dict[str, str] | None = None,
 ) -> tuple[Fixture, _TemplateRenderer | None]:
     messages: list[dict[str, Any]] = []
     templates: list[str] = []
@@ -355,7 +367,11 @@ def _build(
             )
             content = renderer.render(tpath, spec.vars, file=Path(display), line=line, key=key)
             templates.append(str(tpath))
-        out: dict[str, Any] = {"role": msg.role, "content": content}
+        if strings is not None and isinstance(content, str) and len(content) >= _SHARED_MIN:
+            # One copy of each repeated text (system prompts, RAG context) however many
+            # fixtures carry it: imported production logs repeat them in every request.
+            content = strings.setdefault(content, content)
+        out: dict[str, Any] = {"role": sys.intern(msg.role), "content": content}
         if msg.name is not None:
             out["name"] = msg.name
         messages.append(out)
@@ -378,8 +394,15 @@ def _build(
     return fixture, renderer
 
 
-def load_fixture_file(path: Path, *, display: str | None = None) -> list[Fixture]:
+_SHARED_MIN = 64  # message texts at least this long are stored once per load
+
+
+def load_fixture_file(
+    path: Path, *, display: str | None = None, strings: dict[str, str] | None = None
+) -> list[Fixture]:
+    """The fixtures of one file; `strings` shares repeated message texts across files."""
     display = display or str(path)
+    strings = {} if strings is None else strings
     renderer: _TemplateRenderer | None = None
     fixtures: list[Fixture] = []
     if path.suffix == ".jsonl":
@@ -404,6 +427,7 @@ def load_fixture_file(path: Path, *, display: str | None = None) -> list[Fixture
                 loc=f"line {n}",
                 default_suite=path.stem,
                 renderer=renderer,
+                strings=strings,
             )
             fixtures.append(fx)
     else:
@@ -439,6 +463,7 @@ def load_fixture_file(path: Path, *, display: str | None = None) -> list[Fixture
                 loc=format_loc(("fixtures", i)),
                 default_suite=default_suite,
                 renderer=renderer,
+                strings=strings,
             )
             fixtures.append(fx)
     return fixtures
@@ -449,12 +474,13 @@ def load_fixtures(paths: list[str | Path], *, root: Path) -> list[Fixture]:
     files = discover(paths, root=root)
     fixtures: list[Fixture] = []
     seen: dict[str, Fixture] = {}
+    strings: dict[str, str] = {}
     for f in files:
         try:
             display = str(f.relative_to(root))
         except ValueError:
             display = str(f)
-        for fx in load_fixture_file(f, display=display):
+        for fx in load_fixture_file(f, display=display, strings=strings):
             if fx.id in seen:
                 raise ConfigError(
                     f"duplicate fixture id {fx.id!r} (also at {seen[fx.id].location})",

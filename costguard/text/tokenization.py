@@ -1046,17 +1046,13 @@ def _load_tiktoken(spec: TokenizerSpec, base_dir: Path, where: str) -> ChatToken
 # ---------------------------------------------------------------------------------------------
 
 
-def messages_key(messages: Any, tools: Any = None, *, canonical: str | None = None) -> str:
-    """sha256 of the canonical JSON of a conversation (and its tools, if any).
-
-    `canonical`: the messages already serialised that way (a fixture's `messages_json`), so a
-    conversation without tools is not serialised again.
-    """
-    if canonical is None or tools is not None:
-        payload = messages if tools is None else {"messages": messages, "tools": tools}
-        canonical = json.dumps(
-            payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-        )
+def messages_key(messages: Any, tools: Any = None) -> str:
+    """sha256 of the canonical JSON of a conversation (and its tools, if any); for a fixture's
+    messages without tools this is `Fixture.messages_digest`, derived once per fixture."""
+    payload = messages if tools is None else {"messages": messages, "tools": tools}
+    canonical = json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -1373,27 +1369,24 @@ def encode_chat_cached(
     *,
     tools_list: Sequence[list | None] | None = None,
     compact: bool = False,
-    canonical: Sequence[str] | None = None,
+    keys: Sequence[str] | None = None,
 ) -> list[Sequence[int]]:
     """Prompt token ids for many conversations: cached ones from `cache`, the misses tokenized
     in one batch and stored. Approximate tokenizers bypass the cache (they cost nothing).
 
     `compact=True` returns read-only numpy uint32 arrays (4 bytes a token, zero-copy views of
     the cached bytes; identical prompts share one array) instead of lists of Python ints (~36
-    bytes a token): what keeping the ids of 100k long prompts in memory needs. `canonical`: the
-    conversations' canonical JSON where the caller has it (`Fixture.messages_json`).
+    bytes a token): what keeping the ids of 100k long prompts in memory needs. `keys`: the
+    conversations' `messages_key`s where the caller has them (`Fixture.messages_digest`).
     """
     tools_seq = list(tools_list) if tools_list is not None else [None] * len(messages_list)
     if cache is None or not tokenizer.exact:
         encoded = tokenizer.encode_chat_many(messages_list, tools_list=tools_seq)
         return [_as_compact(ids) for ids in encoded] if compact else encoded
-    if canonical is None:
+    if keys is None:
         keys = [messages_key(m, t) for m, t in zip(messages_list, tools_seq, strict=True)]
-    else:  # the conversations' canonical JSON, serialised once by their owner (fixtures)
-        keys = [
-            messages_key(m, t, canonical=c)
-            for m, t, c in zip(messages_list, tools_seq, canonical, strict=True)
-        ]
+    elif len(keys) != len(messages_list):
+        raise ValueError(f"{len(keys)} keys for {len(messages_list)} conversations")
     if compact:
         blobs = cache.get_many(tokenizer.fingerprint, keys, raw=True)
         missing_idx = {}
