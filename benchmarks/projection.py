@@ -313,13 +313,37 @@ def table(rows: list[Row], help_best: float, help_median: float) -> list[str]:
 
 
 def write_readme(readme: Path, lines: list[str]) -> None:
+    """Put the table between the README's markers. Rows of sizes not measured this time (e.g. the
+    1M row of an earlier `--million` run) are kept, each with the load it was measured under."""
     text = readme.read_text()
     if README_START not in text or README_END not in text:
         raise SystemExit(f"{readme} has no {README_START} ... {README_END} markers")
     head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
+    old, tail = rest.split(README_END, 1)
+
+    def rows(block: list[str]) -> dict[int, str]:
+        out = {}
+        for line in block:
+            first = line.split("|")[1].strip().replace(",", "") if line.startswith("| ") else ""
+            if first.isdigit():
+                out[int(first)] = line
+        return out
+
+    merged = {**rows(old.splitlines()), **rows(lines)}
+    header = [
+        line
+        for line in lines
+        if not (line.startswith("| ") and line.split("|")[1].strip().replace(",", "").isdigit())
+    ]
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
-    body = "\n".join([f"Measured {stamp} with `benchmarks/projection.py`:", "", *lines])
+    body = "\n".join(
+        [
+            f"Measured {stamp} with `benchmarks/projection.py`:",
+            "",
+            *header,
+            *(merged[n] for n in sorted(merged)),
+        ]
+    )
     readme.write_text(f"{head}{README_START}\n{body}\n{README_END}{tail}")
 
 
