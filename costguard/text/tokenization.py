@@ -1296,7 +1296,11 @@ def tokenizer_workers() -> int:
     overrides; 1 = in this process). Pools need `fork` (the workers inherit the loaded tokenizer)."""
     import multiprocessing
 
-    if "fork" not in multiprocessing.get_all_start_methods():
+    # fork only where it is the platform's safe default (macOS's system libraries are not fork-safe).
+    if (
+        not sys.platform.startswith("linux")
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
         return 1
     configured = os.environ.get("COSTGUARD_TOKENIZER_WORKERS", "").strip()
     if configured.isdigit() and int(configured) > 0:
