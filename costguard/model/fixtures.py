@@ -172,6 +172,11 @@ class FixtureFile(StrictModel):
     fixtures: list[dict[str, Any]] = Field(min_length=1)
 
 
+def _canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, unicode as is: the serialisation every content key hashes."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 @dataclass
 class Fixture:
     """A fixture ready to replay: messages rendered, defaults applied."""
@@ -202,12 +207,7 @@ class Fixture:
     def sampling_json(self) -> str:
         """The sampling parameters sent with the request, as canonical JSON."""
         if self._sampling_json is None:
-            self._sampling_json = json.dumps(
-                self.sampling.as_request_params(),
-                sort_keys=True,
-                ensure_ascii=False,
-                separators=(",", ":"),
-            )
+            self._sampling_json = _canonical_json(self.sampling.as_request_params())
         return self._sampling_json
 
     @property
@@ -233,9 +233,7 @@ class Fixture:
     def _derive_keys(self) -> None:
         """Both content keys from one serialisation of the messages (kept only as digests: the
         JSON of 100k long prompts would double the fixtures' memory)."""
-        messages_json = json.dumps(
-            self.messages, sort_keys=True, ensure_ascii=False, separators=(",", ":")
-        )
+        messages_json = _canonical_json(self.messages)
         self._messages_digest = hashlib.sha256(
             messages_json.encode("utf-8", "surrogatepass")
         ).hexdigest()
@@ -348,7 +346,7 @@ def _build(
     loc: str,
     default_suite: str,
     renderer: _TemplateRenderer | None,
-    strings: dict[str, str] | None = None,
+    strings: dict[Any, Any] | None = None,
 ) -> tuple[Fixture, _TemplateRenderer | None]:
     messages: list[dict[str, Any]] = []
     templates: list[str] = []
@@ -375,13 +373,19 @@ def _build(
         if msg.name is not None:
             out["name"] = msg.name
         messages.append(out)
+    sampling, expect, sampling_json = spec.sampling, spec.expect, None
+    if strings is not None:
+        sampling_json = _canonical_json(sampling.as_request_params())
+        sampling = strings.setdefault(("sampling", sampling_json), sampling)
+        if not expect.model_fields_set:
+            expect = strings.setdefault(("expect", None), expect)
     fixture = Fixture(
         id=spec.id,
         suite=spec.suite or default_suite,
         weight=spec.weight,
         messages=messages,
-        sampling=spec.sampling,
-        expect=spec.expect,
+        sampling=sampling,
+        expect=expect,
         file=display,
         line=line,
         model=spec.model,
@@ -390,6 +394,7 @@ def _build(
         skip=spec.skip,
         xfail=spec.xfail,
         templates=templates,
+        _sampling_json=sampling_json,
     )
     return fixture, renderer
 
@@ -398,9 +403,10 @@ _SHARED_MIN = 64  # message texts at least this long are stored once per load
 
 
 def load_fixture_file(
-    path: Path, *, display: str | None = None, strings: dict[str, str] | None = None
+    path: Path, *, display: str | None = None, strings: dict[Any, Any] | None = None
 ) -> list[Fixture]:
-    """The fixtures of one file; `strings` shares repeated message texts across files."""
+    """The fixtures of one file; `strings` shares repeated message texts, sampling parameters
+    and empty expectations across files (one object per distinct value, never mutated)."""
     display = display or str(path)
     strings = {} if strings is None else strings
     renderer: _TemplateRenderer | None = None
@@ -474,7 +480,7 @@ def load_fixtures(paths: list[str | Path], *, root: Path) -> list[Fixture]:
     files = discover(paths, root=root)
     fixtures: list[Fixture] = []
     seen: dict[str, Fixture] = {}
-    strings: dict[str, str] = {}
+    strings: dict[Any, Any] = {}
     for f in files:
         try:
             display = str(f.relative_to(root))
