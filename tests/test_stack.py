@@ -245,7 +245,12 @@ def stack_dir(tmp_path):
         ("small", "test/small", f"{{port: {ports[0]}}}"), ("large", "test/large", f"{{port: {ports[1]}}}"),
     ])  # fmt: skip
     yield tmp_path
-    state = tmp_path / ".costguard" / "cache" / "stack" / "state.json"
+    stack_dir_cleanup(tmp_path)
+
+
+def stack_dir_cleanup(root: Path) -> None:
+    """Kill the process groups a stack started under `root` left behind (if any)."""
+    state = root / ".costguard" / "cache" / "stack" / "state.json"
     if state.exists():
         for tier in json.loads(state.read_text())["tiers"]:
             try:

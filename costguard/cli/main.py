@@ -429,8 +429,9 @@ from costguard.cli import compare as _compare  # noqa: E402 (needs `cli` defined
 from costguard.cli import frontier as _frontier  # noqa: E402
 from costguard.cli import recordings as _recordings  # noqa: E402
 from costguard.cli import stack as _stack  # noqa: E402
+from costguard.cli import verify as _verify  # noqa: E402
 
-for _module in (_compare, _stack, _recordings, _frontier):
+for _module in (_compare, _stack, _recordings, _frontier, _verify):
     _module.register_commands(cli)
 
 if __name__ == "__main__":  # pragma: no cover

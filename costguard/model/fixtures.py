@@ -13,9 +13,9 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from costguard.errors import ConfigError
 from costguard.model.yamlio import (
@@ -34,19 +34,168 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 FIXTURE_SUFFIXES = (".yaml", ".yml", ".jsonl")
 
 
+# Content part types whose text the server puts in the prompt (vLLM's TEXT_PART_TYPES), and the
+# key that holds the text.
+TEXT_PART_KEYS = {
+    "text": "text",
+    "input_text": "text",
+    "output_text": "text",
+    "refusal": "refusal",
+    "thinking": "thinking",
+}
+MEDIA_PART_TYPES = (
+    "image_url",
+    "input_image",
+    "image_embeds",
+    "image_pil",
+    "audio_url",
+    "input_audio",
+    "audio_embeds",
+    "video_url",
+    "video_embeds",
+    "file",
+)
+
+
+def check_content_parts(parts: list[Any]) -> None:
+    """Content parts must be text parts: media parts are refused with a reason, never dropped."""
+    for j, part in enumerate(parts):
+        if isinstance(part, str):
+            continue
+        if not isinstance(part, dict):
+            raise ValueError(f"content[{j}] must be a mapping with a `type` (a content part)")
+        kind = part.get("type", "text")
+        if kind in TEXT_PART_KEYS:
+            text = part.get(TEXT_PART_KEYS[kind])
+            if text is not None and not isinstance(text, str):
+                raise ValueError(f"content[{j}].{TEXT_PART_KEYS[kind]} must be a string")
+            continue
+        if kind in MEDIA_PART_TYPES or any(k in part for k in MEDIA_PART_TYPES):
+            raise ValueError(
+                f"content[{j}] is a {kind!r} part: costguard counts text only and cannot count the "
+                "tokens of images, audio, video or files offline (their count depends on the model's "
+                "processor); remove the part or replace it with the text the model sees"
+            )
+        raise ValueError(
+            f"content[{j}] has unknown part type {kind!r} (text parts: {', '.join(TEXT_PART_KEYS)})"
+        )
+
+
+def parts_text(content: Any) -> str:
+    """The text of a message's content, text parts joined with "\n" as vLLM joins them."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict):
+            text = part.get(TEXT_PART_KEYS.get(part.get("type", "text"), "text"))
+            if isinstance(text, str):
+                texts.append(text)
+    return "\n".join(texts)
+
+
+def tool_fields(tools: Any, tool_choice: Any) -> dict[str, Any]:
+    """`tools` and `tool_choice` of a request, only those that are set (a plain chat request's
+    body, hash and cache keys stay what they were before tools existed)."""
+    out: dict[str, Any] = {}
+    if tools is not None:
+        out["tools"] = tools
+    if tool_choice is not None:
+        out["tool_choice"] = tool_choice
+    return out
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """A message's text (content parts joined the way vLLM joins them)."""
+    return parts_text(message.get("content"))
+
+
+class FunctionCall(StrictModel):
+    name: str
+    arguments: str | dict[str, Any] = Field(
+        default="{}", description="JSON text (as the API sends it) or a mapping"
+    )
+
+
+class ToolCall(StrictModel):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+    def as_request(self) -> dict[str, Any]:
+        """The OpenAI form: `arguments` as JSON text."""
+        args = self.function.arguments
+        if not isinstance(args, str):
+            args = json.dumps(args, ensure_ascii=False)
+        out: dict[str, Any] = {"id": self.id} if self.id is not None else {}
+        out["type"] = "function"
+        out["function"] = {"name": self.function.name, "arguments": args}
+        return out
+
+
+class FunctionDefinition(StrictModel):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(StrictModel):
+    """A tool the request offers the model (OpenAI `tools[]` entry)."""
+
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
 class Message(StrictModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | None = None
+    content: str | list[Any] | None = Field(
+        default=None, description="text, or a list of text content parts"
+    )
     template: str | None = Field(
         default=None, description="jinja2 file (relative to the fixture file)"
     )
     name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(
+        default=None, description="assistant only: the tool calls the model made"
+    )
+    tool_call_id: str | None = Field(
+        default=None, description="tool only: the call this message answers"
+    )
+
+    @field_validator("content")
+    @classmethod
+    def _text_parts(cls, content: Any) -> Any:
+        if isinstance(content, list):
+            check_content_parts(content)
+        return content
 
     @model_validator(mode="after")
     def _content_or_template(self) -> Message:
-        if (self.content is None) == (self.template is None):
+        if self.content is not None and self.template is not None:
             raise ValueError("give exactly one of content or template")
+        if self.content is None and self.template is None and not self.tool_calls:
+            raise ValueError("give exactly one of content or template")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("tool_calls belong to assistant messages")
+        if self.tool_call_id is not None and self.role != "tool":
+            raise ValueError("tool_call_id belongs to tool messages")
         return self
+
+    def as_request(self, content: Any) -> dict[str, Any]:
+        """The message as an OpenAI chat request carries it."""
+        out: dict[str, Any] = {"role": self.role, "content": content}
+        if self.name is not None:
+            out["name"] = self.name
+        if self.tool_calls is not None:
+            out["tool_calls"] = [call.as_request() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
 
 
 class Sampling(StrictModel):
@@ -149,6 +298,8 @@ class FixtureSpec(StrictModel):
         default=None, description="shorthand: one user message rendered from this file"
     )
     vars: dict[str, Any] = Field(default_factory=dict)
+    tools: list[Tool] | None = Field(default=None, description="tools offered to the model")
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     model: str | None = None
     sampling: Sampling = Field(default_factory=Sampling)
     expect: Expect = Field(default_factory=Expect)
@@ -172,7 +323,7 @@ class FixtureFile(StrictModel):
     fixtures: list[dict[str, Any]] = Field(min_length=1)
 
 
-def _canonical_json(value: Any) -> str:
+def canonical_json(value: Any) -> str:
     """Sorted keys, no spaces, unicode as is: the serialisation every content key hashes."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
@@ -195,9 +346,15 @@ class Fixture:
     skip: str | None = None
     xfail: str | None = None
     templates: list[str] = field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
     _hash: str | None = field(default=None, repr=False)
     _messages_digest: str | None = field(default=None, repr=False)
     _sampling_json: str | None = field(default=None, repr=False)
+
+    def request_body(self) -> dict[str, Any]:
+        """What a backend sends besides the model and sampling: messages, tools, tool_choice."""
+        return {"messages": self.messages, **tool_fields(self.tools, self.tool_choice)}
 
     @property
     def location(self) -> str:
@@ -207,7 +364,7 @@ class Fixture:
     def sampling_json(self) -> str:
         """The sampling parameters sent with the request, as canonical JSON."""
         if self._sampling_json is None:
-            self._sampling_json = _canonical_json(self.sampling.as_request_params())
+            self._sampling_json = canonical_json(self.sampling.as_request_params())
         return self._sampling_json
 
     @property
@@ -223,8 +380,8 @@ class Fixture:
 
     @property
     def messages_digest(self) -> str:
-        """sha256 of the messages' canonical JSON (sorted keys, compact): the token-count cache key
-        of the conversation (`tokenization.messages_key`)."""
+        """sha256 of the conversation's canonical JSON (sorted keys, compact; with its tools when
+        it has any): the token-count cache key, `tokenization.messages_key(messages, tools)`."""
         if self._messages_digest is None:
             self._derive_keys()
         assert self._messages_digest is not None
@@ -232,29 +389,41 @@ class Fixture:
 
     def _derive_keys(self) -> None:
         """Both content keys from one serialisation of the messages (kept only as digests: the
-        JSON of 100k long prompts would double the fixtures' memory)."""
-        messages_json = _canonical_json(self.messages)
+        JSON of 100k long prompts would double the fixtures' memory). The pieces are joined in
+        sorted-key order, so each digest equals that of one json.dumps(sort_keys=True) of the
+        whole payload; tools and tool_choice only when set (plain chat keys stay put)."""
+        messages_json = canonical_json(self.messages)
+        tools_json = canonical_json(self.tools) if self.tools is not None else None
+        conversation = (
+            messages_json
+            if tools_json is None
+            else f'{{"messages":{messages_json},"tools":{tools_json}}}'
+        )
         self._messages_digest = hashlib.sha256(
-            messages_json.encode("utf-8", "surrogatepass")
+            conversation.encode("utf-8", "surrogatepass")
         ).hexdigest()
         canonical = (
             f'{{"m":{messages_json},'
             f'"model":{json.dumps(self.model, ensure_ascii=False)},'
-            f'"s":{self.sampling_json}}}'
+            f'"s":{self.sampling_json}'
         )
-        self._hash = hashlib.sha256(canonical.encode()).hexdigest()
+        if self.tool_choice is not None:
+            canonical += f',"tool_choice":{canonical_json(self.tool_choice)}'
+        if tools_json is not None:
+            canonical += f',"tools":{tools_json}'
+        self._hash = hashlib.sha256((canonical + "}").encode()).hexdigest()
 
     @property
     def last_user_text(self) -> str:
         for msg in reversed(self.messages):
             if msg["role"] == "user":
-                return msg.get("content") or ""
+                return message_text(msg)
         return ""
 
     @property
     def system_text(self) -> str:
         return "\n".join(
-            m.get("content") or "" for m in self.messages if m["role"] in ("system", "developer")
+            message_text(m) for m in self.messages if m["role"] in ("system", "developer")
         )
 
 
@@ -369,13 +538,12 @@ def _build(
             # One copy of each repeated text (system prompts, RAG context) however many
             # fixtures carry it: imported production logs repeat them in every request.
             content = strings.setdefault(content, content)
-        out: dict[str, Any] = {"role": sys.intern(msg.role), "content": content}
-        if msg.name is not None:
-            out["name"] = msg.name
-        messages.append(out)
+        message = msg.as_request(content)
+        message["role"] = sys.intern(message["role"])
+        messages.append(message)
     sampling, expect, sampling_json = spec.sampling, spec.expect, None
     if strings is not None:
-        sampling_json = _canonical_json(sampling.as_request_params())
+        sampling_json = canonical_json(sampling.as_request_params())
         sampling = strings.setdefault(("sampling", sampling_json), sampling)
         if not expect.model_fields_set:
             expect = strings.setdefault(("expect", None), expect)
@@ -394,6 +562,12 @@ def _build(
         skip=spec.skip,
         xfail=spec.xfail,
         templates=templates,
+        tools=(
+            [{"type": "function", **t.model_dump(exclude_unset=True)} for t in spec.tools]
+            if spec.tools is not None
+            else None
+        ),
+        tool_choice=spec.tool_choice,
         _sampling_json=sampling_json,
     )
     return fixture, renderer
@@ -504,13 +678,38 @@ def load_fixtures(paths: list[str | Path], *, root: Path) -> list[Fixture]:
     return fixtures
 
 
-def parse_chat_request(
-    body: Any, *, file: str | Path, line: int | None
-) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
-    """An OpenAI chat-completion request body -> (messages, sampling parameters, model).
+class ChatRequest(NamedTuple):
+    """An OpenAI chat-completion request body, read the way fixtures hold it."""
+
+    messages: list[dict[str, Any]]
+    sampling: dict[str, Any]
+    model: str | None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+
+    def fixture_fields(self) -> dict[str, Any]:
+        """The fixture keys this request fills (for a fixture dict validated by FixtureSpec)."""
+        out: dict[str, Any] = {
+            "messages": self.messages,
+            **tool_fields(self.tools, self.tool_choice),
+        }
+        if self.sampling:
+            out["sampling"] = self.sampling
+        if self.model:
+            out["model"] = self.model
+        return out
+
+
+_MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
+
+
+def parse_chat_request(body: Any, *, file: str | Path, line: int | None) -> ChatRequest:
+    """An OpenAI chat-completion request body -> messages, sampling, model, tools, tool_choice.
 
     Shared by log import and by calls observed in tests, so both read request bodies the same way:
-    text content parts are joined, `max_completion_tokens` stands in for `max_tokens`.
+    content parts are kept (text parts only: a media part is an error, never dropped), tool calls,
+    tool results and tool schemas are kept, `max_completion_tokens` stands in for `max_tokens`.
+    A key that would change the prompt and that costguard does not know is an error.
     """
     if (
         not isinstance(body, dict)
@@ -524,22 +723,94 @@ def parse_chat_request(
     for j, m in enumerate(body["messages"]):
         if not isinstance(m, dict) or "role" not in m:
             raise ConfigError("message without a role", file=file, line=line, key=f"messages[{j}]")
-        content = m.get("content")
-        if isinstance(content, list):  # content parts: keep the text parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        if content is None:
-            content = ""
-        if not isinstance(content, str):
+        unknown = sorted(k for k, v in m.items() if k not in _MESSAGE_KEYS and v is not None)
+        if unknown:
             raise ConfigError(
-                "message content must be text", file=file, line=line, key=f"messages[{j}].content"
+                f"message key {unknown[0]!r} is not supported (costguard reads "
+                f"{', '.join(_MESSAGE_KEYS)})",
+                file=file,
+                line=line,
+                key=f"messages[{j}].{unknown[0]}",
             )
-        messages.append({"role": m["role"], "content": content})
+        data = {k: m[k] for k in _MESSAGE_KEYS if m.get(k) is not None}
+        if "content" not in data and not data.get("tool_calls"):
+            data["content"] = ""
+        if data.get("tool_calls") == []:
+            del data["tool_calls"]  # vLLM drops an empty list too
+        try:
+            msg = validate(Message, data, file=file)
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.message, file=file, line=line, key=f"messages[{j}]" + _sub(exc.key)
+            ) from None
+        messages.append(msg.as_request(data.get("content")))
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise ConfigError("`tools` must be a list", file=file, line=line, key="tools")
+        dumped = []
+        for j, tool in enumerate(tools):
+            try:
+                spec = validate(Tool, tool, file=file)
+            except ConfigError as exc:
+                raise ConfigError(
+                    exc.message, file=file, line=line, key=f"tools[{j}]" + _sub(exc.key)
+                ) from None
+            dumped.append({"type": "function", **spec.model_dump(exclude_unset=True)})
+        tools = dumped
+    tool_choice = body.get("tool_choice")
+    if tool_choice is not None and not (
+        tool_choice in ("none", "auto", "required") or isinstance(tool_choice, dict)
+    ):
+        raise ConfigError(
+            "`tool_choice` must be none, auto, required or {type: function, function: {name}}",
+            file=file,
+            line=line,
+            key="tool_choice",
+        )
     sampling_keys = set(Sampling.model_fields)
     sampling = {k: v for k, v in body.items() if k in sampling_keys and v is not None}
     if "max_completion_tokens" in body and "max_tokens" not in sampling:
         sampling["max_tokens"] = body["max_completion_tokens"]
     model = body.get("model") or None
-    return messages, sampling, model
+    return ChatRequest(messages, sampling, model, tools, tool_choice)
+
+
+def _sub(key: str | None) -> str:
+    if not key:
+        return ""
+    return key if key.startswith("[") else "." + key
+
+
+BATCH_CHAT_URL = "/v1/chat/completions"
+
+
+def _log_entry(data: dict[str, Any], *, file: Path, line: int) -> tuple[Any, Any, str | None]:
+    """(request body, usage or None, custom_id) of one log line: a bare request body, a
+    {"request", "response"} pair, or an OpenAI Batch API line (input or output file)."""
+    custom_id = data.get("custom_id") if isinstance(data.get("custom_id"), str) else None
+    if "body" in data and ("custom_id" in data or "url" in data or "method" in data):
+        url = data.get("url")
+        if url != BATCH_CHAT_URL:
+            raise ConfigError(
+                f"batch request for {url!r}: only {BATCH_CHAT_URL} requests import as fixtures",
+                file=file,
+                line=line,
+                key="url",
+            )
+        body = data["body"]
+        response = data.get("response")
+    else:
+        body = data.get("request", data)
+        response = data.get("response")
+    usage = None
+    if isinstance(response, dict):
+        # Batch API output lines wrap the reply: {"status_code": 200, "body": {..., "usage"}}.
+        reply = response.get("body") if isinstance(response.get("body"), dict) else response
+        usage = reply.get("usage")
+    if usage is None and isinstance(data.get("usage"), dict):
+        usage = data["usage"]
+    return body, usage, custom_id
 
 
 def import_logs(
@@ -549,10 +820,14 @@ def import_logs(
     id_prefix: str = "log",
     dedupe: bool = False,
 ) -> list[dict[str, Any]]:
-    """Turn OpenAI-format request logs (JSONL of chat-completion request bodies, optionally with
-    `usage` or wrapped as {"request": ..., "response": ...}) into fixture dicts."""
+    """Turn OpenAI-format request logs into fixture dicts: JSONL of chat-completion request bodies
+    (optionally with `usage`, or wrapped as {"request": ..., "response": ...}), or an OpenAI Batch
+    API file ({"custom_id", "method", "url", "body"} lines; output lines carry the usage)."""
+    import re
+
     out: list[dict[str, Any]] = []
     by_hash: dict[str, dict[str, Any]] = {}
+    seen_ids: set[str] = set()
     text = read_text(source)
     for n, raw_line in enumerate(text.splitlines(), start=1):
         if not raw_line.strip():
@@ -560,19 +835,15 @@ def import_logs(
         data = parse_json_line(raw_line, file=source, line=n)
         if not isinstance(data, dict):
             raise ConfigError("each line must be a JSON object", file=source, line=n)
-        body = data.get("request", data)
-        response = data.get("response") if isinstance(data.get("response"), dict) else None
-        usage = (response or {}).get("usage") or data.get("usage")
-        messages, sampling, model = parse_chat_request(body, file=source, line=n)
-        fixture: dict[str, Any] = {
-            "id": f"{id_prefix}-{n:06d}",
-            "suite": suite,
-            "messages": messages,
-        }
-        if sampling:
-            fixture["sampling"] = sampling
-        if model:
-            fixture["model"] = model
+        body, usage, custom_id = _log_entry(data, file=source, line=n)
+        request = parse_chat_request(body, file=source, line=n)
+        fixture_id = f"{id_prefix}-{n:06d}"
+        if custom_id is not None:
+            candidate = f"{id_prefix}-{custom_id}"
+            if re.match(ID_PATTERN, candidate) and candidate not in seen_ids:
+                fixture_id = candidate
+        seen_ids.add(fixture_id)
+        fixture: dict[str, Any] = {"id": fixture_id, "suite": suite, **request.fixture_fields()}
         if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
             fixture["expect"] = {"output_tokens": usage["completion_tokens"]}
         # Validate through the same schema the loader uses, so imported files always load.
@@ -582,7 +853,11 @@ def import_logs(
             raise ConfigError(exc.message, file=source, line=n, key=exc.key) from None
         if dedupe:
             key = json.dumps(
-                {k: fixture.get(k) for k in ("messages", "sampling", "model")}, sort_keys=True
+                {
+                    k: fixture.get(k)
+                    for k in ("messages", "tools", "tool_choice", "sampling", "model")
+                },
+                sort_keys=True,
             )
             if key in by_hash:
                 by_hash[key]["weight"] = by_hash[key].get("weight", 1) + 1

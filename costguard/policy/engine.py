@@ -556,3 +556,4 @@ from costguard.engine.routing import metrics as _routing_metrics  # noqa: E402,F
 from costguard.policy.metrics import caches as _cache_metrics  # noqa: E402,F401
 from costguard.policy.metrics import quality as _floors  # noqa: E402,F401
 from costguard.policy.metrics import regression as _regression  # noqa: E402,F401
+from costguard.policy.metrics import tokens as _tokens  # noqa: E402,F401

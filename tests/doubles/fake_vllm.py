@@ -120,14 +120,60 @@ class FakeTokenizer:
             return "\n".join(parts)
         raise ValueError("message content must be a string, null or a list of parts")
 
+    @staticmethod
+    def tool_dicts(tools: Any) -> list[dict[str, Any]]:
+        """vLLM's `[tool.model_dump() for tool in request.tools]`: unset description and
+        parameters are present as None, `strict` only when set."""
+        if not isinstance(tools, list):
+            raise ValueError("'tools' must be a list")
+        out = []
+        for tool in tools:
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise ValueError("each tool needs a function with a name")
+            dumped = {
+                "name": function["name"],
+                "description": function.get("description"),
+                "parameters": function.get("parameters"),
+            }
+            if function.get("strict") is not None:
+                dumped["strict"] = function["strict"]
+            out.append({"type": "function", "function": dumped})
+        return out
+
+    @staticmethod
+    def call_arguments(arguments: Any) -> dict[str, Any]:
+        """vLLM parses a tool call's JSON `arguments`; empty or malformed ones become {}."""
+        if isinstance(arguments, dict):
+            return arguments
+        try:
+            parsed = json.loads(arguments) if arguments else {}
+        except (TypeError, ValueError):
+            parsed = {}
+        return parsed if isinstance(parsed, dict) else {}
+
     def render_chat(
-        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: Any = None,
     ) -> str:
+        """With tools: a ``"<|tools|>\\n{json}\\n"`` block first; an assistant's tool calls follow
+        its content as ``"<|tool_call|>\\n{json}\\n"`` each (name and parsed arguments)."""
         chunks = []
+        if tools is not None:
+            chunks.append(f"<|tools|>\n{json.dumps(self.tool_dicts(tools))}\n")
         for message in messages:
             if not isinstance(message, dict) or not isinstance(message.get("role"), str):
                 raise ValueError("each message needs a string 'role'")
             chunks.append(f"<|{message['role']}|>\n{self.content_text(message.get('content'))}\n")
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") or {}
+                payload = {
+                    "name": function.get("name"),
+                    "arguments": self.call_arguments(function.get("arguments")),
+                }
+                chunks.append(f"<|tool_call|>\n{json.dumps(payload)}\n")
         if add_generation_prompt:
             chunks.append(self.GENERATION_PROMPT)
         return "".join(chunks)
@@ -732,7 +778,7 @@ class FakeVLLM:
             raise _RequestError(400, "'messages' must be a non-empty list")
         try:
             return self.tokenizer.render_chat(
-                messages, bool(body.get("add_generation_prompt", True))
+                messages, bool(body.get("add_generation_prompt", True)), body.get("tools")
             )
         except ValueError as e:
             raise _RequestError(400, str(e)) from None

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from costguard.model.config import StackConfig, TierConfig
-from costguard.model.fixtures import Fixture
+from costguard.model.fixtures import Fixture, message_text
 
 if TYPE_CHECKING:
     from costguard.engine.caches.prefix import PrefixCacheSimulator, PrefixLookup
@@ -96,7 +96,7 @@ def conversation_replies(fixtures: Sequence[Fixture]) -> dict[int, str]:
 
     def key(messages: Sequence[dict[str, Any]], model: str | None) -> str:
         payload = json.dumps(
-            [model or "", [[m["role"], m.get("content") or ""] for m in messages]],
+            [model or "", [[m["role"], message_text(m), m.get("tool_calls")] for m in messages]],
             ensure_ascii=False,
         )
         return hashlib.sha256(payload.encode()).hexdigest()
@@ -104,8 +104,8 @@ def conversation_replies(fixtures: Sequence[Fixture]) -> dict[int, str]:
     continuation: dict[str, str] = {}
     for fx in fixtures:
         for k, message in enumerate(fx.messages):
-            if k and message["role"] == "assistant" and message.get("content"):
-                continuation.setdefault(key(fx.messages[:k], fx.model), message["content"])
+            if k and message["role"] == "assistant" and message_text(message):
+                continuation.setdefault(key(fx.messages[:k], fx.model), message_text(message))
     if not continuation:
         return {}
     replies = {}
@@ -118,7 +118,7 @@ def conversation_replies(fixtures: Sequence[Fixture]) -> dict[int, str]:
 
 def session_key(fixture: Fixture) -> int:
     """Stable across processes (not Python's salted hash): model, system prompt, first user message."""
-    first_user = next((m.get("content") or "" for m in fixture.messages if m["role"] == "user"), "")
+    first_user = next((message_text(m) for m in fixture.messages if m["role"] == "user"), "")
     payload = json.dumps([fixture.model or "", fixture.system_text, first_user], ensure_ascii=False)
     return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:8], "big")
 

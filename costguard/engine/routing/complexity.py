@@ -32,7 +32,7 @@ from costguard.model.config import (
     KnnRouterConfig,
     ScoreThreshold,
 )
-from costguard.model.fixtures import Fixture
+from costguard.model.fixtures import Fixture, message_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -167,9 +167,7 @@ def routed_text(fixture: Fixture, mode: str, max_chars: int | None = None) -> st
         text = fixture.last_user_text
     else:
         text = "\n\n".join(
-            (m.get("content") or "")
-            for m in fixture.messages
-            if m["role"] not in ("system", "developer")
+            message_text(m) for m in fixture.messages if m["role"] not in ("system", "developer")
         )
     if max_chars is not None and len(text) > max_chars:
         half = max_chars // 2
