@@ -353,9 +353,9 @@ def calibrate(
         raise UsageError("give --target-strong-share SHARE or --target-share TIER=SHARE")
     held = None
     if holdout:
-        from costguard.model.fixtures import load_fixtures
+        from costguard.api import load_holdout
 
-        held = load_fixtures(list(holdout), root=Path.cwd())
+        held = load_holdout(project, holdout)
     result = run_calibration(project, targets, holdout=held, holdout_paths=list(holdout))
     if write:
         write_thresholds(project.stack, result)
@@ -405,9 +405,14 @@ def import_logs(log: str, suite: str, out: str, id_prefix: str, dedupe: bool) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every CostguardError becomes one line on stderr and exit code 2."""
+    """Entry point: every CostguardError becomes one line on stderr and exit code 2.
+
+    SIGTERM and SIGHUP are handled like SIGINT (costguard.serving.interrupts)."""
+    from costguard.serving import interrupts
+
     try:
-        cli.main(args=argv, prog_name="costguard", standalone_mode=False)
+        with interrupts.installed():
+            cli.main(args=argv, prog_name="costguard", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("costguard: aborted", err=True)
         sys.exit(130)
@@ -422,6 +427,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        # a path the input names that the system refuses (too long, a loop, no permission...)
+        name = str(exc.filename)
+        shown = name if len(name) <= 120 else name[:80] + "…" + name[-30:]
+        click.echo(f"costguard: error: {shown}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
     sys.exit(0)
 
 

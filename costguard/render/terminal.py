@@ -20,8 +20,9 @@ def _tokens(value: float) -> str:
     return compact_count(value)
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
+def _pct(value: float | None) -> str:
+    """A share as a percentage; "n/a" for a rate over zero events (null in the report)."""
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def make_console(**kwargs: Any) -> Any:

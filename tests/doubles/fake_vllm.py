@@ -2,7 +2,7 @@
 
 vLLM cannot run on the CI machines (no GPU), so costguard's live backends are tested against
 this double. It serves the routes, payloads, usage fields, readiness behaviour and Prometheus
-metric names of ``vllm serve`` (pinned to vLLM 0.11):
+metric names of ``vllm serve`` (pinned to vLLM 0.33):
 
 * ``POST /v1/chat/completions`` and ``POST /v1/completions`` — plain JSON or SSE
   (``data: {...}`` chunks, ``data: [DONE]``; with ``stream_options.include_usage`` a final chunk
@@ -52,7 +52,7 @@ from typing import Any
 
 from aiohttp import web
 
-DEFAULT_VERSION = "0.11.0"
+DEFAULT_VERSION = "0.33.0"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 # Bucket boundaries copied from vllm/v1/metrics/loggers.py so histograms look the same.
@@ -619,7 +619,7 @@ class FakeVLLM:
             "cache_dtype": "auto",
             "enable_prefix_caching": str(self.enable_prefix_caching),
             "engine": "0",
-            "gpu_memory_utilization": "0.9",
+            "gpu_memory_utilization": "0.92",
             "num_cpu_blocks": "None",
             "num_gpu_blocks": str(self.cache.num_gpu_blocks),
             "num_gpu_blocks_override": "None",
@@ -1349,7 +1349,9 @@ def add_behaviour_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--default-output-tokens", type=int, default=16)
     parser.add_argument("--confidence", type=float, default=0.9)
     parser.add_argument("--enable-prompt-tokens-details", action="store_true")
-    parser.add_argument("--no-enable-prefix-caching", action="store_true")
+    parser.add_argument(
+        "--disable-prefix-caching", "--no-enable-prefix-caching", action="store_true"
+    )
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--num-gpu-blocks", type=int, default=None)
     parser.add_argument("--max-model-len", type=int, default=32768)
@@ -1390,7 +1392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default_output_tokens=args.default_output_tokens,
         confidence=args.confidence,
         enable_prompt_tokens_details=args.enable_prompt_tokens_details,
-        enable_prefix_caching=not args.no_enable_prefix_caching,
+        enable_prefix_caching=not args.disable_prefix_caching,
         block_size=args.block_size,
         num_gpu_blocks=args.num_gpu_blocks,
         max_model_len=args.max_model_len,
