@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import time as _time
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -21,3 +22,8 @@ def __getattr__(name: str) -> Any:
 
         return Costguard
     raise AttributeError(f"module 'costguard' has no attribute {name!r}")
+
+
+STARTED = (
+    _time.perf_counter()
+)  # when costguard was first imported: the start of `--profile`'s wall time

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ class Project:
         None  # the stack variant this project runs (None: costguard.yaml as it is)
     )
     _recordings: Any = field(default=None, repr=False)
+    load_seconds: float | None = field(default=None, repr=False)  # reading config + fixtures
 
     @property
     def config(self) -> StackConfig:
@@ -195,6 +197,7 @@ class Project:
 def load_project(
     config: str | Path = DEFAULT_CONFIG, fixtures: Sequence[str | Path] | None = None
 ) -> Project:
+    started = time.perf_counter()
     stack = load_stack(config)
     paths = [str(p) for p in fixtures] if fixtures else list(stack.config.fixtures)
     # Fixture paths given on the command line are relative to the working directory;
@@ -214,7 +217,12 @@ def load_project(
             except ValueError:
                 pass
     _check_suites(stack, loaded)
-    return Project(stack=stack, fixtures=loaded, fixture_paths=paths)
+    return Project(
+        stack=stack,
+        fixtures=loaded,
+        fixture_paths=paths,
+        load_seconds=round(time.perf_counter() - started, 4),
+    )
 
 
 def with_variant(project: Project, name: str) -> Project:

@@ -37,6 +37,7 @@ def count_prompt_tokens(
     cache = TokenCountCache(project.cache_dir)
     messages = [fx.messages for fx in project.fixtures]
     tools = [fx.tools for fx in project.fixtures]
+    keys = [fx.messages_digest for fx in project.fixtures]  # derived once per fixture
     counts: dict[str, list[int]] = {}
     sources: dict[str, str] = {}
     ids: dict[str, list[Sequence[int]]] = {}
@@ -53,7 +54,9 @@ def count_prompt_tokens(
             if hit is None or (need_ids and hit[1] is None):
                 if progress:
                     progress(f"tokens:{tier.name}", 0, len(messages))
-                encoded = encode_chat_cached(tok, messages, cache, tools_list=tools, compact=True)
+                encoded = encode_chat_cached(
+                    tok, messages, cache, tools_list=tools, compact=True, keys=keys
+                )
                 hit = ([len(e) for e in encoded], encoded if need_ids else None)
                 by_fingerprint[tok.fingerprint] = hit
                 if progress:
@@ -188,18 +191,23 @@ def replay(
     """
     config = project.config
     settings = config.replay.model_copy(update=replay_settings or {})
+    clock = time.perf_counter()
+    stages: dict[str, float] = {}
+    if project.load_seconds is not None:
+        stages["load"] = project.load_seconds
     inputs = project.input_hashes()
     prices = project.prices()
     fleet = build_prefix_fleet(project)
-    clock = time.perf_counter()
+    clock = lap(stages, "inputs", clock)
     tokens = count_prompt_tokens(
         project, keep_ids=list(fleet.instances) if fleet else (), progress=progress
     )
-    stages = {"tokens": round(time.perf_counter() - clock, 4)}
+    clock = lap(stages, "tokens", clock)
     router = build_router(config, project=project, live=backend != "offline")
     with open_backend(
         project, backend, settings=settings, progress=progress, notify=notify
     ) as tier_backend:
+        clock = lap(stages, "setup", clock)
         pipeline = Pipeline(
             config,
             router=router,
@@ -211,7 +219,9 @@ def replay(
             progress=progress,
             quality=quality_scorer(project, tier_backend),
         )
+        clock = lap(stages, "setup", clock)
         records = pipeline.run(project.fixtures, shard=shard)
+        clock = time.perf_counter()
     replayed = Replay(
         records,
         tier_backend.name,
@@ -231,7 +241,15 @@ def replay(
         shard is not None
     ):  # every shard simulates the caches over all fixtures; merge reports them once
         replayed.sections["cache_simulation"] = pipeline.simulation.to_dict()
+    lap(replayed.stages, "sections", clock)
     return replayed
+
+
+def lap(stages: dict[str, float], stage: str, since: float) -> float:
+    """Add the seconds since `since` to `stage`; returns now (the next stage's start)."""
+    now = time.perf_counter()
+    stages[stage] = round(stages.get(stage, 0.0) + now - since, 4)
+    return now
 
 
 def _backend_sections(

@@ -314,6 +314,11 @@ class FixtureFile(StrictModel):
     fixtures: list[dict[str, Any]] = Field(min_length=1)
 
 
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, unicode as is: the serialisation every content key hashes."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 class ChatRequest(NamedTuple):
     """An OpenAI chat-completion request body, read the way fixtures hold it."""
 

@@ -45,7 +45,7 @@ from costguard.pytest_plugin.plan import (  # noqa: F401 (ItemSpec, fixture_item
 from costguard.pytest_plugin.settings import (
     Settings,
     _cwd_relative,
-    resolve_baseline,
+    resolve_baseline_with_reason,
     resolve_settings,
 )
 
@@ -62,6 +62,7 @@ class CostguardRun:
         self.project: api.Project | None = None
         self.plan: Plan = Plan(config="", backend="offline", files=[])
         self.baseline: RunReport | None = None
+        self.baseline_reason: str | None = None
         self.records: list[RequestRecord] = []
         self.replayed: api.Replay | None = None
         self.report: RunReport | None = None
@@ -94,7 +95,7 @@ class CostguardRun:
             _cwd_relative(settings.config), settings.fixtures or None
         )
         if settings.baseline is not None:
-            self.baseline = resolve_baseline(settings)
+            self.baseline, self.baseline_reason = resolve_baseline_with_reason(settings)
         from costguard.api import interrupts
 
         with interrupts.installed():  # SIGTERM/SIGHUP stop a live replay like Ctrl-C
@@ -109,7 +110,12 @@ class CostguardRun:
             replayed=self.replayed,
         )
         self.results = [
-            api.check(self.report, _cwd_relative(p), baseline=self.baseline)
+            api.check(
+                self.report,
+                _cwd_relative(p),
+                baseline=self.baseline,
+                baseline_reason=self.baseline_reason,
+            )
             for p in settings.policies
         ]
         self.plan = build_plan(
@@ -192,7 +198,12 @@ class CostguardRun:
         )
         before = {(r.policy, v.rule) for r in self.results for v in r.failed}
         rechecked = [
-            api.check(final, _cwd_relative(p), baseline=self.baseline)
+            api.check(
+                final,
+                _cwd_relative(p),
+                baseline=self.baseline,
+                baseline_reason=self.baseline_reason,
+            )
             for p in self.settings.policies
         ]
         self.late_failures = [

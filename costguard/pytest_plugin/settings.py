@@ -73,9 +73,10 @@ def resolve_settings(config: pytest.Config) -> Settings:
     )
 
 
-def resolve_baseline(settings: Settings) -> RunReport | None:
+def resolve_baseline_with_reason(settings: Settings) -> tuple[RunReport | None, str | None]:
     """`--costguard-baseline`: a RunReport file or artifact directory if that path exists, else a
-    git ref projected offline in a temporary worktree (the same code path as `costguard diff --base-ref`)."""
+    git ref projected offline in a temporary worktree (the same code path as `costguard diff
+    --base-ref`). None with why when there is no usable one (e.g. an incomplete run)."""
     assert settings.baseline is not None
     if settings.baseline.exists() or settings.baseline_spec is None:
         spec = api.BaselineSpec("path", str(_cwd_relative(settings.baseline)))
@@ -83,7 +84,8 @@ def resolve_baseline(settings: Settings) -> RunReport | None:
         spec = api.parse_baseline(
             settings.baseline_spec, bare="path-or-ref", option="--costguard-baseline"
         )
-    return api.Costguard(_cwd_relative(settings.config)).load_baseline(spec).report
+    found = api.Costguard(_cwd_relative(settings.config)).load_baseline(spec)
+    return found.report, found.reason
 
 
 def _cwd_relative(path: Path) -> Path:

@@ -4,6 +4,7 @@ reports of `run --shard i/n` merged back into one."""
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ from costguard.engine.pipeline import CacheSimulation
 from costguard.engine.project import Project
 from costguard.engine.records import RequestRecord
 from costguard.engine.routing.router import router_tokenizer_tier
-from costguard.engine.run import Replay
+from costguard.engine.run import Replay, lap
 from costguard.errors import ConfigError, UsageError
 from costguard.report.projection import aggregate
 from costguard.report.run_report import SCHEMA_VERSION, RunReport
@@ -28,10 +29,13 @@ def report_from_records(
 ) -> RunReport:
     """Aggregate records (traffic x pricing) into the RunReport, with the replay's own sections
     (cache simulation, live-backend sections, stage timings). The fixtures' records come first."""
+    clock = time.perf_counter()
     sections = aggregate(
         records, project.config, project.prices(),
         simulation=replayed.simulation if replayed else None, routing=replayed.routing if replayed else None,
     )  # fmt: skip
+    if replayed is not None:
+        lap(replayed.stages, "aggregate", clock)
     return build_report(
         project, records, sections, backend=backend, seconds=seconds,
         complete=replayed.complete if replayed else True,
@@ -58,6 +62,7 @@ def build_report(
     stages: dict[str, float] | None = None,
 ) -> RunReport:
     """`inputs`: the input hashes taken when the run started (a live run adds recordings)."""
+    clock = time.perf_counter()
     config = project.config
     prices = project.prices()
     tiers_summary = []
@@ -142,6 +147,8 @@ def build_report(
             f"INCOMPLETE RUN: {incomplete_reason or 'stopped early'}; this report fails every policy",
         )
     warnings.extend(extra_warnings)
+    if stages is not None:
+        lap(stages, "report", clock)
     data: dict[str, Any] = {
         "kind": "run",
         "schema_version": SCHEMA_VERSION,

@@ -25,7 +25,13 @@ messages) so that a re-run only tokenizes what changed.
 from __future__ import annotations
 
 from costguard.model.tokenizer import TokenizerSpec
-from costguard.text.tokenization.cache import TokenCountCache, encode_chat_cached, messages_key
+from costguard.text.tokenization.cache import (
+    TokenCountCache,
+    encode_chat_cached,
+    encode_packed,
+    messages_key,
+    tokenizer_workers,
+)
 from costguard.text.tokenization.chat_tokenizer import RENDER_VERSION, ChatTokenizer, logger
 from costguard.text.tokenization.hub import (
     HUB_TOKENIZER_FILES,
@@ -44,6 +50,7 @@ __all__ = [
     "RENDER_VERSION",
     "TokenCountCache",
     "encode_chat_cached",
+    "encode_packed",
     "fetch_hub_tokenizer",
     "hf_hub_cache_dir",
     "hub_tokenizer_cached",
@@ -51,5 +58,6 @@ __all__ = [
     "load_tokenizer",
     "logger",
     "messages_key",
+    "tokenizer_workers",
     "vllm_tool_dicts",
 ]
