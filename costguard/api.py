@@ -98,7 +98,10 @@ class Project:
                     break
             else:
                 self._tokenizers[tier_name] = load_tokenizer(
-                    spec, base_dir=self.root, where=self.stack.where("tiers", index, "tokenizer")
+                    spec,
+                    base_dir=self.root,
+                    where=self.stack.where("tiers", index, "tokenizer"),
+                    allowed=self.stack.allowed,
                 )
         return self._tokenizers[tier_name]
 
@@ -177,6 +180,7 @@ class Project:
                     base_dir=self.root,
                     where=self.stack.where("tiers", i, "pricing"),
                     measured_throughput=measured,
+                    allowed=self.stack.allowed,
                 )
             self._prices = prices
         return self._prices
@@ -217,7 +221,13 @@ def load_project(
     # Fixture paths given on the command line are relative to the working directory;
     # those in costguard.yaml are relative to the config file.
     root = Path.cwd() if fixtures else stack.root
-    loaded = load_fixtures(paths, root=root)
+    loaded = load_fixtures(
+        paths,
+        root=root,
+        project_root=stack.root,
+        allowed=stack.allowed,
+        confine=not fixtures,
+    )
     if fixtures:
         for fx in loaded:
             try:
@@ -235,6 +245,19 @@ def with_variant(project: Project, name: str) -> Project:
 
     (variant,) = select_variants(build_variants(project.stack), [name])
     return project.with_config(variant.config, variant.name)
+
+
+def load_holdout(project: Project, paths: Sequence[str | Path]) -> list[Fixture]:
+    """Fixtures from `paths` (relative to the working directory) checked like `run` checks the
+    project's own: a suite the config gives no share is refused, never silently routed at 0%."""
+    loaded = load_fixtures(
+        [str(p) for p in paths],
+        root=Path.cwd(),
+        project_root=project.stack.root,
+        allowed=project.stack.allowed,
+    )
+    _check_suites(project.stack, loaded)
+    return loaded
 
 
 def _check_suites(stack: LoadedStack, fixtures: list[Fixture]) -> None:
@@ -756,11 +779,15 @@ def check(
     baseline: RunReport | None = None,
     diff: DiffReport | None = None,
     acknowledgement: Acknowledgement | None = None,
+    baseline_reason: str | None = None,
 ) -> PolicyResult:
     """Evaluate a policy file against a report (and a baseline, for regression rules)."""
     policy = load_policy(policy_path)
     ctx = MetricContext(
-        report=report, baseline=baseline, diff=diff.data if diff is not None else None
+        report=report,
+        baseline=baseline,
+        diff=diff.data if diff is not None else None,
+        baseline_reason=baseline_reason,
     )
     return evaluate(policy, ctx, acknowledgement=acknowledgement)
 
@@ -800,7 +827,12 @@ def compare(
     result = None
     if policy is not None:
         result = check(
-            head, policy, baseline=baseline.report, diff=diff, acknowledgement=acknowledgement
+            head,
+            policy,
+            baseline=baseline.report,
+            diff=diff,
+            acknowledgement=acknowledgement,
+            baseline_reason=baseline.reason,
         )
         diff.attach_policy(result.to_dict())
     return diff, result

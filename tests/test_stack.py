@@ -35,6 +35,25 @@ def standin_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def vllm_project(project_dir: Path, extra: str = "") -> Path:
+    """The conftest stack with each tier's `vllm serve` on a free port (for the stand-in)."""
+    from tests.conftest import STACK_YAML, minilm_dir
+
+    ports = free_ports(2)
+    text = STACK_YAML.format(tok=minilm_dir())
+    text = text.replace(
+        "    pricing: {input_per_mtok: 0.10",
+        f"    serve: {{port: {ports[0]}}}\n    pricing: {{input_per_mtok: 0.10",
+        1,
+    )
+    text = text.replace(
+        "serve: {tensor_parallel_size: 4}", f"serve: {{tensor_parallel_size: 4, port: {ports[1]}}}"
+    )
+    config = project_dir / "costguard.yaml"
+    config.write_text(text + extra)
+    return config
+
+
 def free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     try:

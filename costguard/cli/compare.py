@@ -158,11 +158,11 @@ def diff_command(
     elif fmt == "markdown":
         from costguard.render.markdown import render_summary
 
-        click.echo(render_summary(diff.data), nl=False)
+        click.echo(render_summary(diff), nl=False)
     else:
         from costguard.render.terminal import print_diff
 
-        print_diff(diff.data)
+        print_diff(diff)
         if out:
             click.echo(f"DiffReport written to {out}")
 
@@ -472,7 +472,7 @@ def ci_command(
     diff, _ = api.compare(head, base, policy=policy, acknowledgement=ack, head_source=head_source)
     diff.write(diff_out)
 
-    print_diff(diff.data)
+    print_diff(diff)
     url = None
     if client is not None:
         url = _publish(
@@ -492,7 +492,7 @@ def ci_command(
     gha.write_outputs(
         gha.outputs(diff.data, report_path=report_path, diff_path=diff_out, comment_url=url)
     )
-    gha.append_summary(render_summary(diff.data))
+    gha.append_summary(render_summary(diff))
     sys.exit(_exit_code(diff.verdict, fail_on))
 
 

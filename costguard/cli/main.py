@@ -128,6 +128,12 @@ def cli() -> None:
     show_default=True,
     help="What to print on stdout.",
 )
+@click.option(
+    "--summary/--details",
+    default=False,
+    help="--summary: print only the answer (spend, saving, what is estimated, warnings); "
+    "--details (default): the tables and the routing section too.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; just write the report.")
 def run(
     config: str,
@@ -140,6 +146,7 @@ def run(
     no_record: bool,
     variant: str | None,
     fmt: str,
+    summary: bool,
     quiet: bool,
 ) -> None:
     """Replay the fixtures through the stack and write the RunReport.
@@ -171,7 +178,7 @@ def run(
         else:
             from costguard.render.terminal import print_run
 
-            print_run(report)
+            print_run(report, details=not summary)
             click.echo(f"Report written to {out}")
     if not report.complete:
         reason = report.get("incomplete_reason") or "stopped early"
@@ -239,8 +246,7 @@ def check(
     else:
         from costguard.render.terminal import diff_headline, print_check
 
-        if base.available:
-            click.echo(diff_headline(diff.data))
+        click.echo(diff_headline(diff))  # the spend (and its change) first, then the verdict
         print_check(result)
     emit_annotations(diff)
     sys.exit(result.exit_code)
@@ -256,7 +262,8 @@ def check(
     help="Directory for the JSON Schema files.",
 )
 def schema(out_dir: str) -> None:
-    """Write JSON Schemas for costguard.yaml, policy and fixture files (for editor validation)."""
+    """Write JSON Schemas for costguard.yaml, policy and fixture files (for editor validation) and
+    for the RunReport and DiffReport JSON."""
     from costguard.model.schema import write_schemas
 
     for path in write_schemas(Path(out_dir)):
@@ -329,20 +336,21 @@ def calibrate(
         raise UsageError("give --target-strong-share SHARE or --target-share TIER=SHARE")
     held = None
     if holdout:
-        from costguard.model.fixtures import load_fixtures
+        from costguard.api import load_holdout
 
-        held = load_fixtures(list(holdout), root=Path.cwd())
+        held = load_holdout(project, holdout)
     result = run_calibration(project, targets, holdout=held, holdout_paths=list(holdout))
-    if write:
+    written = write and result.changed  # nothing to write when the config already holds them
+    if written:
         write_thresholds(project.stack, result)
     if fmt == "json":
         import json
 
-        click.echo(json.dumps({**result.to_dict(), "written": write, "config": config}, indent=2))
+        click.echo(json.dumps({**result.to_dict(), "written": written, "config": config}, indent=2))
         return
     from costguard.render.terminal import print_calibration
 
-    print_calibration(result.to_dict(), config=config, written=write)
+    print_calibration(result.to_dict(), config=config, written=written, asked=write)
 
 
 @cli.command("import-logs")
@@ -381,9 +389,14 @@ def import_logs(log: str, suite: str, out: str, id_prefix: str, dedupe: bool) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every CostguardError becomes one line on stderr and exit code 2."""
+    """Entry point: every CostguardError becomes one line on stderr and exit code 2.
+
+    SIGTERM and SIGHUP are handled like SIGINT (costguard.serving.interrupts)."""
+    from costguard.serving import interrupts
+
     try:
-        cli.main(args=argv, prog_name="costguard", standalone_mode=False)
+        with interrupts.installed():
+            cli.main(args=argv, prog_name="costguard", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("costguard: aborted", err=True)
         sys.exit(130)
@@ -398,6 +411,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        # a path the input names that the system refuses (too long, a loop, no permission...)
+        name = str(exc.filename)
+        shown = name if len(name) <= 120 else name[:80] + "…" + name[-30:]
+        click.echo(f"costguard: error: {shown}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
     sys.exit(0)
 
 

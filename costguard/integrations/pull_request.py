@@ -67,7 +67,7 @@ def post_comment(
     from costguard.integrations.github import upsert_comment
     from costguard.render.markdown import render_comment
 
-    body = render_comment(diff.data, tag=tag)
+    body = render_comment(diff, tag=tag)
     if skip_no_diff and not worth_a_comment(diff):
         return upsert_comment(
             client, repo, pr, body, tag=tag, mode="update", skip_if_unchanged=True, create=False
@@ -88,4 +88,4 @@ def comment_preview(diff: DiffReport, *, tag: str = DEFAULT_TAG) -> str:
     from costguard.integrations.github import compose_body
     from costguard.render.markdown import render_comment
 
-    return compose_body(render_comment(diff.data, tag=tag), tag)
+    return compose_body(render_comment(diff, tag=tag), tag)

@@ -594,6 +594,12 @@ class StackConfig(StrictModel):
         description="tier for the 'everything on the largest tier' baseline (default: last)",
     )
     cache_dir: str = ".costguard/cache"
+    allowed_paths: list[str] = Field(
+        default_factory=list,
+        description="directories outside the project root that templates, chat templates, "
+        "includes, fixture files and price tables may be read from (relative to this file or "
+        "absolute); everything else must be inside the project root",
+    )
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     recordings: RecordingsConfig = Field(default_factory=RecordingsConfig)
@@ -665,6 +671,9 @@ class LoadedStack:
         self.path = path
         self.root = path.parent
         self._raw = raw
+        from costguard.model.paths import resolve_allowed
+
+        self.allowed = resolve_allowed(config.allowed_paths, self.root)
 
     def where(self, *loc: Any) -> str:
         """`file:line: key.path` for a location inside the config, for errors raised later."""

@@ -391,13 +391,28 @@ class Fixture:
 
 
 class _TemplateRenderer:
-    """Sandboxed jinja2 with StrictUndefined: a missing variable is an error, never an empty string."""
+    """Sandboxed, bounded jinja2 with StrictUndefined: a missing variable is an error, never an
+    empty string; a render ends within the limits of `costguard.model.templating`.
 
-    def __init__(self) -> None:
+    `{% include %}`, `{% import %}` and `{% extends %}` work, with names relative to the project
+    root (like every path jinja2 resolves through a loader), and only reach files inside the
+    root or an `allowed_paths:` directory.
+    """
+
+    def __init__(self, root: Path, allowed: tuple[Path, ...] = ()) -> None:
         from jinja2 import StrictUndefined
         from jinja2.sandbox import SandboxedEnvironment
 
-        self._env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        from costguard.model.templating import bounded_environment
+
+        self.root = root
+        self.allowed = allowed
+        self._env = bounded_environment(
+            SandboxedEnvironment,
+            undefined=StrictUndefined,
+            autoescape=False,
+            loader=_ProjectLoader(root, allowed),
+        )
         self._cache: dict[Path, Any] = {}
 
     def render(
@@ -405,6 +420,12 @@ class _TemplateRenderer:
     ) -> str:
         from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError
 
+        from costguard.model.paths import require_inside
+        from costguard.model.templating import TemplateLimitError, render_bounded
+
+        require_inside(
+            path, self.root, self.allowed, what="template", file=file, line=line, key=key
+        )
         template = self._cache.get(path)
         if template is None:
             source = read_text(path) if path.is_file() else None
@@ -416,9 +437,41 @@ class _TemplateRenderer:
                 raise ConfigError(
                     f"template syntax error: {exc.message}", file=path, line=exc.lineno
                 ) from None
+            except RecursionError:
+                raise ConfigError("template nested too deeply", file=path) from None
             self._cache[path] = template
         try:
-            return template.render(**variables)
+            return render_bounded(template, **variables)
+        except TemplateLimitError as exc:
+            raise ConfigError(
+                f"template {path.name}: {exc}", file=file, line=line, key=key
+            ) from None
+        except ConfigError as exc:  # an include outside the root, or unreadable
+            raise ConfigError(
+                f"template {path.name}: {exc}", file=file, line=line, key=key
+            ) from None
+        except TemplateSyntaxError as exc:  # in an included template
+            raise ConfigError(
+                f"template {path.name}: syntax error in {exc.name or 'an included template'} "
+                f"line {exc.lineno}: {exc.message}",
+                file=file,
+                line=line,
+                key=key,
+            ) from None
+        except (RecursionError, MemoryError):
+            raise ConfigError(
+                f"template {path.name}: nested or recursive too deeply",
+                file=file,
+                line=line,
+                key=key,
+            ) from None
+        except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+            raise ConfigError(
+                f"template {path.name}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
+                file=file,
+                line=line,
+                key=key,
+            ) from None
         except UndefinedError as exc:
             raise ConfigError(
                 f"template {path.name}: {exc.message} (add it to vars:)",
@@ -430,6 +483,29 @@ class _TemplateRenderer:
             raise ConfigError(
                 f"template {path.name}: {exc}", file=file, line=line, key=key
             ) from None
+
+
+class _ProjectLoader:
+    """jinja2 loader for `{% include/import/extends %}`: names relative to the project root,
+    resolved files must stay inside it (or an allowed directory)."""
+
+    def __new__(cls, root: Path, allowed: tuple[Path, ...]) -> Any:
+        from jinja2 import BaseLoader, TemplateNotFound
+
+        from costguard.model.paths import require_inside
+
+        class ProjectLoader(BaseLoader):
+            def get_source(self, environment: Any, template: str) -> tuple[str, str, Any]:
+                name = str(template)
+                path = Path(name) if Path(name).is_absolute() else root / name
+                require_inside(path, root, allowed, what=f"included template {name!r} at")
+                if not path.is_file():
+                    raise TemplateNotFound(name)
+                source = read_text(path)
+                mtime = path.stat().st_mtime
+                return source, str(path), lambda: path.is_file() and path.stat().st_mtime == mtime
+
+        return ProjectLoader()
 
 
 def discover(paths: list[str | Path], *, root: Path) -> list[Path]:
@@ -478,6 +554,8 @@ def _build(
     loc: str,
     default_suite: str,
     renderer: _TemplateRenderer | None,
+    project_root: Path | None = None,
+    allowed: tuple[Path, ...] = (),
 ) -> tuple[Fixture, _TemplateRenderer | None]:
     messages: list[dict[str, Any]] = []
     templates: list[str] = []
@@ -489,7 +567,7 @@ def _build(
     for i, msg in enumerate(raw_messages):
         content = msg.content
         if msg.template is not None:
-            renderer = renderer or _TemplateRenderer()
+            renderer = renderer or _TemplateRenderer(project_root or file.parent, allowed)
             tpath = (file.parent / msg.template).resolve()
             key = (
                 f"{loc}.messages[{i}].template" if spec.messages is not None else f"{loc}.template"
@@ -522,7 +600,15 @@ def _build(
     return fixture, renderer
 
 
-def load_fixture_file(path: Path, *, display: str | None = None) -> list[Fixture]:
+def load_fixture_file(
+    path: Path,
+    *,
+    display: str | None = None,
+    project_root: Path | None = None,
+    allowed: tuple[Path, ...] = (),
+) -> list[Fixture]:
+    """The fixtures of one file. Templates must resolve inside `project_root` (default: the
+    file's own directory) or one of the `allowed` directories."""
     display = display or str(path)
     renderer: _TemplateRenderer | None = None
     fixtures: list[Fixture] = []
@@ -548,6 +634,8 @@ def load_fixture_file(path: Path, *, display: str | None = None) -> list[Fixture
                 loc=f"line {n}",
                 default_suite=path.stem,
                 renderer=renderer,
+                project_root=project_root,
+                allowed=allowed,
             )
             fixtures.append(fx)
     else:
@@ -583,14 +671,32 @@ def load_fixture_file(path: Path, *, display: str | None = None) -> list[Fixture
                 loc=format_loc(("fixtures", i)),
                 default_suite=default_suite,
                 renderer=renderer,
+                project_root=project_root,
+                allowed=allowed,
             )
             fixtures.append(fx)
     return fixtures
 
 
-def load_fixtures(paths: list[str | Path], *, root: Path) -> list[Fixture]:
-    """Load every fixture under `paths`; ids must be unique; an empty set is an error."""
+def load_fixtures(
+    paths: list[str | Path],
+    *,
+    root: Path,
+    project_root: Path | None = None,
+    allowed: tuple[Path, ...] = (),
+    confine: bool = False,
+) -> list[Fixture]:
+    """Load every fixture under `paths`; ids must be unique; an empty set is an error.
+
+    Paths are relative to `root`; templates must stay inside `project_root` (default `root`)
+    or `allowed`. With `confine` (paths from costguard.yaml), the fixture files must too.
+    """
+    from costguard.model.paths import require_inside
+
     files = discover(paths, root=root)
+    if confine:
+        for f in files:
+            require_inside(f, project_root or root, allowed, what="fixture file")
     fixtures: list[Fixture] = []
     seen: dict[str, Fixture] = {}
     for f in files:
@@ -598,7 +704,9 @@ def load_fixtures(paths: list[str | Path], *, root: Path) -> list[Fixture]:
             display = str(f.relative_to(root))
         except ValueError:
             display = str(f)
-        for fx in load_fixture_file(f, display=display):
+        for fx in load_fixture_file(
+            f, display=display, project_root=project_root or root, allowed=allowed
+        ):
             if fx.id in seen:
                 raise ConfigError(
                     f"duplicate fixture id {fx.id!r} (also at {seen[fx.id].location})",

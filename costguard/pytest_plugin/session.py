@@ -352,7 +352,10 @@ class CostguardRun:
         )
         if settings.baseline is not None:
             self.baseline = resolve_baseline(settings)
-        self.replayed = api.replay(project, backend=settings.backend)
+        from costguard.serving import interrupts
+
+        with interrupts.installed():  # SIGTERM/SIGHUP stop a live replay like Ctrl-C
+            self.replayed = api.replay(project, backend=settings.backend)
         self.records = self.replayed.records
         self.seconds = time.perf_counter() - started
         self.report = api.report_from_records(

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from costguard.model.stats import percentile
 from costguard.serving.openai_client import (
     BackendCallError,
     CompletionResult,
@@ -160,8 +161,17 @@ async def replay(
 
     loop = asyncio.get_running_loop()
     sigint = handle_sigint and threading.current_thread() is threading.main_thread()
+    previous: dict[int, Any] = {}
     if sigint:
-        loop.add_signal_handler(signal.SIGINT, stop, "interrupted (Ctrl-C)")
+        from costguard.serving import interrupts
+
+        def on_signal(signum: int) -> None:
+            interrupts.note(signum)
+            stop(interrupts.reason(signum))
+
+        for sig in interrupts.SIGNALS:  # SIGTERM and SIGHUP stop the replay like Ctrl-C
+            previous[sig] = signal.getsignal(sig)
+            loop.add_signal_handler(sig, on_signal, sig)
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -174,8 +184,9 @@ async def replay(
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
     finally:
-        if sigint:
-            loop.remove_signal_handler(signal.SIGINT)
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)  # asyncio would leave SIG_DFL: restore ours
     outcome.duration_s = time.perf_counter() - started
     if progress is not None:
         progress("replay", done, n)
@@ -190,16 +201,6 @@ def run_replay(requests: Sequence[ReplayRequest], **kwargs: Any) -> ReplayOutcom
 # --------------------------------------------------------------------------------------------
 # Statistics, named as `vllm bench serve` names them
 # --------------------------------------------------------------------------------------------
-
-
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default, which vllm bench uses)."""
-    if not sorted_values:
-        return 0.0
-    pos = (len(sorted_values) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 def latency_summary(results: Sequence[CompletionResult]) -> dict[str, float | None]:
@@ -217,8 +218,8 @@ def latency_summary(results: Sequence[CompletionResult]) -> dict[str, float | No
             out.update({f"mean_{name}_ms": None, f"median_{name}_ms": None, f"p99_{name}_ms": None})
             continue
         out[f"mean_{name}_ms"] = 1000 * sum(values) / len(values)
-        out[f"median_{name}_ms"] = 1000 * _percentile(values, 0.5)
-        out[f"p99_{name}_ms"] = 1000 * _percentile(values, 0.99)
+        out[f"median_{name}_ms"] = 1000 * percentile(values, 0.5)
+        out[f"p99_{name}_ms"] = 1000 * percentile(values, 0.99)
     return out
 
 

@@ -12,6 +12,7 @@ process. A tier that dies or times out stops the others and carries its log tail
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -396,40 +397,6 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def stop_group(pgid: int, *, grace_s: float = 20.0, child: subprocess.Popen | None = None) -> bool:
-    """SIGTERM the whole group, wait `grace_s`, then SIGKILL what is left. True if it was running."""
-    if not group_alive(pgid):
-        if child is not None:
-            child.poll()
-        return False
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if child is not None:
-            child.poll()  # reap our own child so it does not linger as a zombie
-        if not group_alive(pgid):
-            return True
-        time.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return True
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and group_alive(pgid):
-        if child is not None:
-            child.poll()
-        time.sleep(0.05)
-    if child is not None:
-        try:
-            child.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            pass
-    return True
-
-
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
     try:
         with path.open("rb") as f:
@@ -736,24 +703,80 @@ def wait_ready(
 def stop_stack(
     state: StackState, *, notify: Notify | None = None, grace_s: float = 20.0
 ) -> list[str]:
-    """Stop every tier's whole process group and remove the state file. Returns the tiers stopped."""
+    """Stop every tier's whole process group and remove the state file. Returns the tiers stopped.
+
+    All groups get SIGTERM at once, then share one grace period; what is left gets SIGKILL.
+    Signals arriving meanwhile do not cut this short (the clean-up is shielded); they shorten
+    the grace period instead -- when a run was interrupted (GitHub sends SIGKILL ~10 s after its
+    first signal), the groups get at most `INTERRUPTED_GRACE_S`.
+    """
+    from costguard.serving import interrupts
+
     say = notify or (lambda message: None)
     stopped = []
-    for proc in state.tiers:
-        ticks = process_start_ticks(proc.pid)
-        if (
-            proc.start_ticks is not None
-            and ticks is not None
-            and ticks != proc.start_ticks
-            and proc.child is None
-        ):
-            say(f"{proc.tier}: pid {proc.pid} now belongs to another process; not signalling it")
-            continue
-        if stop_group(proc.pgid, grace_s=grace_s, child=proc.child):
+    with interrupts.shielded():
+        signalled: list[TierProcess] = []
+        for proc in state.tiers:
+            ticks = process_start_ticks(proc.pid)
+            if (
+                proc.start_ticks is not None
+                and ticks is not None
+                and ticks != proc.start_ticks
+                and proc.child is None
+            ):
+                say(
+                    f"{proc.tier}: pid {proc.pid} now belongs to another process; not signalling it"
+                )
+                continue
+            if _terminate(proc):
+                signalled.append(proc)
+        interrupted = bool(interrupts.received())
+        deadline = time.monotonic() + (
+            min(grace_s, INTERRUPTED_GRACE_S) if interrupted else grace_s
+        )
+        seen = len(interrupts.received())
+        while signalled and time.monotonic() < deadline:
+            for proc in signalled:
+                if proc.child is not None:
+                    proc.child.poll()  # reap our own child so it does not linger as a zombie
+            if not any(group_alive(p.pgid) for p in signalled):
+                break
+            if len(interrupts.received()) > seen:  # another signal: stop waiting
+                break
+            time.sleep(0.05)
+        for proc in signalled:
+            if group_alive(proc.pgid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pgid, signal.SIGKILL)
+        kill_deadline = time.monotonic() + 5
+        for proc in signalled:
+            while time.monotonic() < kill_deadline and group_alive(proc.pgid):
+                if proc.child is not None:
+                    proc.child.poll()
+                time.sleep(0.05)
+            if proc.child is not None:
+                proc.child.poll()
             stopped.append(proc.tier)
             say(f"stopped {proc.tier} (process group {proc.pgid})")
-    state.path.unlink(missing_ok=True)
+        state.path.unlink(missing_ok=True)
     return stopped
+
+
+INTERRUPTED_GRACE_S = 2.0
+"""How long an interrupted run lets `vllm serve` shut down before SIGKILL."""
+
+
+def _terminate(proc: TierProcess) -> bool:
+    """SIGTERM the tier's group; False when nothing of it was running."""
+    if not group_alive(proc.pgid):
+        if proc.child is not None:
+            proc.child.poll()
+        return False
+    try:
+        os.killpg(proc.pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def tier_status(proc: TierProcess) -> dict[str, Any]:

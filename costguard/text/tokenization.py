@@ -154,7 +154,10 @@ def _jinja_env() -> Any:
     def strftime_now(fmt: str) -> str:
         return datetime.now().strftime(fmt)
 
-    env = ImmutableSandboxedEnvironment(
+    from costguard.model.templating import bounded_environment
+
+    env = bounded_environment(
+        ImmutableSandboxedEnvironment,
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=[_GenerationTag, "jinja2.ext.loopcontrols"],
@@ -237,6 +240,8 @@ class _ChatTemplate:
         env.globals["raise_exception"] = _raise_exception
         try:
             self.template = env.from_string(source)
+        except RecursionError:
+            raise _error(where, f"chat template {name} is nested too deeply") from None
         except jinja2.TemplateSyntaxError as exc:
             raise _error(
                 where,
@@ -246,9 +251,12 @@ class _ChatTemplate:
         self.content_format = _detect_content_format(env, source)
 
     def render(self, messages: list[dict], tools: list | None = None) -> str:
+        from costguard.model.templating import render_bounded
+
         conversation = _normalize_messages(messages, self.content_format, self.where)
         try:
-            return self.template.render(
+            text = render_bounded(
+                self.template,
                 messages=conversation,
                 tools=vllm_tool_dicts(tools),
                 documents=None,
@@ -264,6 +272,13 @@ class _ChatTemplate:
                 self.where,
                 f"chat template {self.name} failed to render: {type(exc).__name__}: {_one_line(exc)}",
             ) from None
+        if not text:
+            raise _error(
+                self.where,
+                f"chat template {self.name} rendered an empty prompt (vLLM rejects empty prompts); "
+                "check that it loops over `messages`",
+            )
+        return text
 
 
 # Content part types vLLM reads as text, and the key holding the text (see
@@ -646,14 +661,29 @@ def _resolve_path(value: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else Path(base_dir) / path
 
 
-def load_tokenizer(spec: TokenizerSpec, *, base_dir: Path, where: str) -> ChatTokenizer:
+def load_tokenizer(
+    spec: TokenizerSpec, *, base_dir: Path, where: str, allowed: tuple[Path, ...] | None = None
+) -> ChatTokenizer:
     """Load the tokenizer and chat template a spec names, from local files only.
 
     `where` locates the spec for error messages (e.g. "costguard.yaml:14: tiers[0].tokenizer").
     Raises TokenizerError (one line, says how to fix it) unless `approximate_fallback` is set,
-    in which case a ChatTokenizer with `exact=False` is returned.
+    in which case a ChatTokenizer with `exact=False` is returned. With `allowed` (a project's
+    `allowed_paths:`), a `chat_template:` file must be inside `base_dir` (the project root) or
+    one of those directories.
     """
     base_dir = Path(base_dir)
+    if spec.chat_template and allowed is not None:
+        from costguard.model.paths import within
+
+        tpl = _resolve_path(spec.chat_template, base_dir)
+        if not within(tpl, base_dir, allowed):
+            raise _error(
+                where,
+                f"chat_template {tpl} is outside the project root {base_dir}; costguard only "
+                "reads files inside it (list the directory under `allowed_paths:` in "
+                "costguard.yaml if it is meant)",
+            )
     try:
         if spec.hf is not None:
             tok = _load_hf(spec, base_dir, where)
