@@ -7,7 +7,7 @@ from pathlib import Path
 
 from costguard.cli.options import COMMENT_MODES
 from costguard.integrations.actions import (
-    annotations,
+    annotation_lines,
     append_summary,
     escape_data,
     escape_property,
@@ -49,7 +49,7 @@ def test_escaping_follows_the_workflow_command_rules() -> None:
 
 def test_annotations_point_at_the_rule_line(tmp_path: Path) -> None:
     policy = tmp_path / "policies" / "budget.yaml"
-    lines = annotations(
+    lines = annotation_lines(
         _diff(
             [
                 _verdict("spend, increase", "fail", 12, str(policy)),
@@ -66,7 +66,7 @@ def test_annotations_point_at_the_rule_line(tmp_path: Path) -> None:
         "::warning file=policies/budget.yaml,line=20,title=costguard%3A soft::"
         "soft (monthly_spend_increase): +$12.50 breaks <= +$10.00%0A100%25 of it",
     ]
-    assert annotations({"policy": None}) == []
+    assert annotation_lines({"policy": None}) == []
 
 
 def test_outputs_and_summary_files(tmp_path: Path, monkeypatch) -> None:

@@ -42,12 +42,12 @@ def exit_code(verdict: str | None, fail_on: str = "fail") -> int:
     return 0
 
 
-def annotations(diff: DiffReport, env: dict[str, str] | None = None) -> list[str]:
+def annotation_lines(diff: DiffReport, env: dict[str, str] | None = None) -> list[str]:
     """Workflow-command annotations, only inside GitHub Actions (elsewhere they are noise)."""
     env = dict(os.environ) if env is None else env
     if env.get("GITHUB_ACTIONS") != "true":
         return []
-    return list(gha.annotations(diff.data))
+    return list(gha.annotation_lines(diff.data))
 
 
 def pr_target(
@@ -270,10 +270,11 @@ class Workflow:
         marker(opts.tag)
         repo, pr, ctx = pr_target(req.repo, req.pr, required=bool(req.comment))
         head, _head_source = self.head(req.report)
-        report_path = req.report
         if req.report is None:
             head.write(req.report_out)
             report_path = req.report_out
+        else:
+            report_path = req.report
         if req.baseline is None and ctx.base_sha:
             base = self.baseline(BaselineSpec("ref", ctx.base_sha, f"ref:{ctx.base_sha}"))
             label = (
@@ -301,7 +302,7 @@ class Workflow:
             exit_code(diff.verdict, req.fail_on),
             report_path,
             self._post_and_report(diff, client, repo, pr, req, report_path),
-            annotations(diff),
+            annotation_lines(diff),
         )
 
     def _post_and_report(

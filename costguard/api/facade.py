@@ -35,7 +35,7 @@ from costguard.engine.project import (
 )
 from costguard.engine.routing import calibration
 from costguard.engine.run import audit_recordings, prune_recordings
-from costguard.errors import CostguardError, UsageError
+from costguard.errors import UsageError
 from costguard.model.config import LoadedStack, load_stack
 from costguard.model.fixtures import import_logs
 from costguard.model.variants import CURRENT, Variant, build_variants, select_variants
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from costguard.api.ci import CiOutcome, CiRequest, CommentOutcome, CommentRequest
     from costguard.compare.frontier import Frontier
     from costguard.engine.recordings import RecordingAudit, RecordingStore
-    from costguard.serving.stack import ServeCommand, StackState
+    from costguard.serving.stack import ServeCommand, StackStartError, StackState
 
 Say = Callable[[str], None]
 
@@ -389,7 +389,7 @@ class StackControl:
     def running(self) -> StackState | None:
         return self._p.read_state(self.loaded)
 
-    def down(self, state: StackState, *, notify: Say) -> bool:
+    def down(self, state: StackState, *, notify: Say) -> list[str]:
         return self._p.stop_stack(state, notify=notify)
 
     def status(self, state: StackState) -> list[dict[str, Any]]:
@@ -399,7 +399,7 @@ class StackControl:
         return self._p.log_tail(path, lines)
 
     @property
-    def start_error(self) -> type[CostguardError]:
+    def start_error(self) -> type[StackStartError]:
         return self._p.StackStartError
 
 

@@ -66,9 +66,9 @@ def say_no_baseline(base: Any) -> None:
 
 def emit_annotations(diff: Any) -> None:
     """Workflow-command annotations, only inside GitHub Actions (elsewhere they are noise)."""
-    from costguard.api.ci import annotations
+    from costguard.api.ci import annotation_lines
 
-    for line in annotations(diff):
+    for line in annotation_lines(diff):
         click.echo(line)
 
 

@@ -9,19 +9,24 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from costguard.cli.options import config_option
 
+if TYPE_CHECKING:
+    from costguard.api import StackControl
+    from costguard.api.facade import StackState
 
-def _control(config: str):  # -> costguard.api.StackControl
+
+def _control(config: str) -> StackControl:
     from costguard.api import Costguard
 
     return Costguard(config).stack()
 
 
-def _running(config: str):  # -> (StackControl, StackState | None)
+def _running(config: str) -> tuple[StackControl, StackState | None]:
     """The state `stack up` left, or None (saying so on stderr)."""
     stack = _control(config)
     state = stack.running()

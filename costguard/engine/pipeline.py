@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from costguard.engine.backends import Backend, CallResult, PlannedCall
 from costguard.engine.caches.exact import CacheOutcome, ExactResultCache, temperature_gate
@@ -146,7 +146,7 @@ class Pipeline:
             False,
         )
 
-    def _semantic_eligible(self, fixture: Fixture) -> bool | str | None:
+    def _semantic_eligible(self, fixture: Fixture) -> Literal[True] | str | None:
         """True: looked up; a string: the gate that stops it; None: the layer does not apply."""
         if self.semantic is None:
             return None
@@ -335,7 +335,7 @@ class Pipeline:
         if self.semantic is not None:
             responses: list[str | None] = [None] * n
             for pos, arrival in answered:
-                responses[order[arrival]] = results[pos].text
+                responses[order[arrival]] = _answered(results, pos).text
             judged = {t: [judge(h, fixtures, responses) for h in hits] for t, hits in sweep.items()}
             self.simulation.semantic_threshold = self.semantic.threshold
             self.simulation.semantic_sweep = judged
@@ -343,14 +343,15 @@ class Pipeline:
             semantic_notes = {h.index: h for h in judged[self.semantic.threshold]}
 
         # Who answered what (fixture index -> tier, reply): cache hits are answered with these.
-        replies = {
-            order[arrival]: (results[pos].tier or decisions[order[arrival]].tier, results[pos])  # type: ignore[union-attr]
-            for pos, arrival in answered
-        }
+        replies: dict[int, tuple[str, CallResult]] = {}
+        for pos, arrival in answered:
+            reply = _answered(results, pos)
+            replies[order[arrival]] = (reply.tier or decisions[order[arrival]].tier, reply)
 
         escalations, tally = self._cascade(fixtures, order, decisions, outcomes, results, served)
-        for i, (call, result) in escalations.items():
-            replies[i] = (call.tier, result)  # an escalated request is answered by the second tier
+        for i, (second, second_result) in escalations.items():
+            # an escalated request is answered by the second tier
+            replies[i] = (second.tier, second_result)
         clock = self._timed("cascade", clock)
         alternatives = self._alternatives(
             fixtures, batch, {order[arrival] for _, arrival in served}
@@ -586,3 +587,10 @@ def _interleave(
     for a in range(n):
         out.append(shard_results[a - arrivals.start] if a in arrivals else next(rest))
     return out
+
+
+def _answered(results: Sequence[CallResult | None], pos: int) -> CallResult:
+    """The reply at `pos`, which the caller knows was answered (no None)."""
+    result = results[pos]
+    assert result is not None
+    return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costguard.engine.backends import CallResult
 from costguard.engine.caches.semantic import SemanticHit
@@ -18,6 +18,9 @@ from costguard.engine.traffic import (  # noqa: F401 (Progress, monthly_requests
     shard_arrivals,
 )
 from costguard.model.pricing import TierPrice
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def price_call(price: TierPrice, tier: str, stage: str, result: CallResult) -> TierCall:
@@ -49,7 +52,7 @@ class PromptTokens:
     sources: dict[str, str]  # tier name -> "exact" | "approximate"
     ids: dict[str, list[Sequence[int]]]  # tier name -> ids per fixture (kept only when needed)
     # tier name -> {fixture index: token ids of the reply a later fixture shows it getting}
-    replies: dict[str, dict[int, Sequence[int]]] = field(default_factory=dict)
+    replies: dict[str, dict[int, Sequence[int] | np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass

@@ -78,7 +78,7 @@ class TierCall:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TierCall:
         """The inverse of `to_dict` (merging shard reports rebuilds records from their JSON)."""
-        return cls(**{name: data[name] for name in cls.__slots__ if name in data})  # type: ignore[attr-defined]
+        return cls(**{name: data[name] for name in cls.__slots__ if name in data})
 
 
 @dataclass(slots=True)

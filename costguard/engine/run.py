@@ -7,7 +7,7 @@ import datetime as _dt
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costguard.engine.backends import Backend
 from costguard.engine.backends.factory import open_backend
@@ -21,6 +21,9 @@ from costguard.engine.routing.router import RoutingRun
 from costguard.engine.traffic import Progress
 from costguard.errors import ConfigError
 from costguard.model.fixtures import Fixture
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def count_prompt_tokens(
@@ -41,10 +44,10 @@ def count_prompt_tokens(
     counts: dict[str, list[int]] = {}
     sources: dict[str, str] = {}
     ids: dict[str, list[Sequence[int]]] = {}
-    replies: dict[str, dict[int, Sequence[int]]] = {}
+    replies: dict[str, dict[int, Sequence[int] | np.ndarray]] = {}
     by_fingerprint: dict[str, tuple[list[int], list[Sequence[int]] | None]] = {}
     reply_texts: dict[int, str] | None = None
-    replies_by_fingerprint: dict[str, dict[int, Sequence[int]]] = {}
+    replies_by_fingerprint: dict[str, dict[int, Sequence[int] | np.ndarray]] = {}
     try:
         for tier in project.config.tiers:
             tok = project.tokenizer(tier.name)

@@ -1,6 +1,6 @@
 """GitHub Actions integration: workflow-command annotations, step outputs, the job summary, PR context.
 
-- `annotations()` -> `::error file=policies/budget.yaml,line=12,title=...::message` lines that pin
+- `annotation_lines()` -> `::error file=policies/budget.yaml,line=12,title=...::message` lines that pin
   each failing (or warning) policy rule to its line in the policy file;
 - `write_outputs()` appends `name=value` lines to `$GITHUB_OUTPUT` (monthly-cost, delta-pct, verdict...);
 - `append_summary()` appends the Markdown job summary to `$GITHUB_STEP_SUMMARY`;
@@ -43,7 +43,7 @@ def _workspace_relative(path: str, workspace: str | None) -> str:
         return p.as_posix()
 
 
-def annotations(diff: Mapping[str, Any], *, workspace: str | None = None) -> list[str]:
+def annotation_lines(diff: Mapping[str, Any], *, workspace: str | None = None) -> list[str]:
     """One `::error`/`::warning` line per failing/warning rule, at the rule's line in the policy."""
     policy = diff.get("policy") or {}
     workspace = workspace if workspace is not None else os.environ.get("GITHUB_WORKSPACE")

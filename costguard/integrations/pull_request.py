@@ -79,7 +79,7 @@ def post_comment(
         body,
         tag=tag,
         mode=mode,
-        skip_if_unchanged=(mode == "update" or skip_no_diff),  # type: ignore[arg-type]
+        skip_if_unchanged=(mode == "update" or skip_no_diff),
     )
 
 

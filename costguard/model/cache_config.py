@@ -23,7 +23,7 @@ class ExactCacheConfig(StrictModel):
         description="entry lifetime in seconds of traffic time (none: no expiry)",
     )
     normalize: list[Literal["strip", "whitespace", "case", "unicode"]] = Field(
-        default_factory=lambda: ["whitespace"],
+        default=["whitespace"],  # pydantic copies a list default per instance
         description="applied to message text before keying: strip (ends), whitespace (collapse runs), case (casefold), "
         "unicode (NFKC)",
     )
@@ -64,7 +64,7 @@ class PiiDetectorsConfig(StrictModel):
 
     enabled: bool = True
     detectors: list[Literal["email", "phone", "card"]] = Field(
-        default_factory=lambda: ["email", "phone", "card"],
+        default=["email", "phone", "card"],
         description="built-in detectors (card: 13-19 digits passing the Luhn check)",
     )
     custom: dict[str, str] = Field(
@@ -75,7 +75,7 @@ class PiiDetectorsConfig(StrictModel):
         description="text that is never PII, e.g. your own published support address",
     )
     roles: list[Literal["system", "user", "assistant", "tool", "developer"]] = Field(
-        default_factory=lambda: ["user"], description="message roles that are scanned"
+        default=["user"], description="message roles that are scanned"
     )
 
     @field_validator("custom")

@@ -327,13 +327,13 @@ class StackConfig(StrictModel):
                 for reply_model, tier in self.router.models.items():
                     check(tier, f"router.models[{reply_model!r}]")
             else:
-                items = (
-                    self.router.rules
+                tiers = (
+                    [rule.tier for rule in self.router.rules]
                     if isinstance(self.router, RulesRouterConfig)
-                    else self.router.thresholds
+                    else [threshold.tier for threshold in self.router.thresholds]
                 )
-                for i, item in enumerate(items):
-                    check(item.tier, f"router item {i}")
+                for i, tier_name in enumerate(tiers):
+                    check(tier_name, f"router item {i}")
             if isinstance(self.router, ComplexityRouterConfig) and set(
                 self.router.exemplars
             ) != set(BINARY_CLASSES):

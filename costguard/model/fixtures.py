@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,7 +288,7 @@ class _ProjectLoader:
         return ProjectLoader()
 
 
-def discover(paths: list[str | Path], *, root: Path) -> list[Path]:
+def discover(paths: Sequence[str | Path], *, root: Path) -> list[Path]:
     """Fixture files under the given files/directories (relative to `root`), sorted, de-duplicated."""
     found: list[Path] = []
     for p in paths:
@@ -314,7 +315,7 @@ def discover(paths: list[str | Path], *, root: Path) -> list[Path]:
 def _merge(defaults: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
     if not defaults:
         return item
-    merged: dict[str, Any] = LineDict(defaults)
+    merged = LineDict(defaults)
     merged.key_lines = dict(getattr(item, "key_lines", {}))
     merged.line = getattr(item, "line", 0)
     for key, value in item.items():
@@ -481,7 +482,7 @@ def load_fixture_file(
 
 
 def load_fixtures(
-    paths: list[str | Path],
+    paths: Sequence[str | Path],
     *,
     root: Path,
     project_root: Path | None = None,
@@ -634,7 +635,8 @@ def _log_entry(data: dict[str, Any], *, file: Path, line: int) -> tuple[Any, Any
     usage = None
     if isinstance(response, dict):
         # Batch API output lines wrap the reply: {"status_code": 200, "body": {..., "usage"}}.
-        reply = response.get("body") if isinstance(response.get("body"), dict) else response
+        wrapped = response.get("body")
+        reply = wrapped if isinstance(wrapped, dict) else response
         usage = reply.get("usage")
     if usage is None and isinstance(data.get("usage"), dict):
         usage = data["usage"]

@@ -180,6 +180,9 @@ def resolve_price(
 ) -> TierPrice:
     """Turn a tier's pricing config into a TierPrice; `where` locates errors in the config."""
     if pricing.kind == "gpu_time":
+        # PricingConfig's validator: GPU-time pricing has all three numbers.
+        assert pricing.gpu_hour_usd is not None
+        assert pricing.prefill_tokens_per_s is not None and pricing.decode_tokens_per_s is not None
         prefill, decode = pricing.prefill_tokens_per_s, pricing.decode_tokens_per_s
         source = "declared throughput"
         if measured_throughput is not None:
@@ -238,6 +241,8 @@ def resolve_price(
             cached_input_per_token=float(cached) if cached is not None else inp,
             output_per_token=out,
         )
+    # PricingConfig's validator: token pricing has both prices.
+    assert pricing.input_per_mtok is not None and pricing.output_per_mtok is not None
     inp = pricing.input_per_mtok / 1e6
     cached = (
         pricing.cached_input_per_mtok / 1e6 if pricing.cached_input_per_mtok is not None else inp

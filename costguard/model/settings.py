@@ -7,6 +7,7 @@ pyproject.toml that holds them.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,10 @@ def read_tool_settings(pyproject: Path) -> ToolSettings:
     """`[tool.costguard]` of a pyproject.toml (empty settings when the file or table is absent)."""
     if not pyproject.is_file():
         return ToolSettings()
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # Python 3.10
+        import tomli as tomllib
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

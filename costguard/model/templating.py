@@ -110,7 +110,7 @@ def bounded_environment(base: type, **options: Any) -> Any:
             _too_big(_sized(value), f"namespace attribute {name!r}")
             super().__setitem__(name, value)
 
-    class BoundedEnvironment(base):  # type: ignore[misc,valid-type]
+    class BoundedEnvironment(base):
         intercepted_binops = frozenset({"*", "**", "+"})
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:

@@ -131,7 +131,7 @@ def _scaled_thresholds(node: Any, factor: float) -> tuple[Any, bool]:
     """The router config with every prompt-length or score threshold scaled; and whether there was any."""
     if isinstance(node, dict):
         found = False
-        out = {}
+        out: dict[Any, Any] = {}
         for k, v in node.items():
             if k in THRESHOLD_KEYS and isinstance(v, int) and not isinstance(v, bool):
                 out[k] = max(0, round(v * factor))

@@ -12,11 +12,12 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeGuard, TypeVar, Union
 
 import annotated_types
 import yaml
 from pydantic import BaseModel, ConfigDict, Strict, ValidationError
+from pydantic_core import ErrorDetails
 
 from costguard.errors import ConfigError
 
@@ -27,7 +28,7 @@ INT_LIMIT = 2**63 - 1
 """The largest magnitude an integer input may have (int64): 10**400 is bad input, not a number."""
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     """A real, finite number: not a bool, not a string, not NaN or infinity (the one numeric
     rule, for inputs read without a schema: reports, recordings, price tables, server replies)."""
     import math
@@ -373,7 +374,7 @@ def _unwrap(tp: Any) -> Any:
     return tp
 
 
-def _describe(err: dict[str, Any], model: type[BaseModel]) -> tuple[tuple[Any, ...], str]:
+def _describe(err: ErrorDetails, model: type[BaseModel]) -> tuple[tuple[Any, ...], str]:
     loc = tuple(
         p
         for p in err["loc"]

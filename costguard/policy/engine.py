@@ -15,6 +15,7 @@ entry-point group). Evaluation is a pure function of the report (and baseline).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,7 +79,7 @@ def load_policy(path: str | Path, *, metrics: Mapping[str, Metric] = METRICS) ->
     lines = {name: line_of(raw, ("rules", name)) for name in parsed.rules}
     for name, rule in parsed.rules.items():
         metric = metrics.get(rule.metric)
-        where = {"file": path, "line": lines[name]}
+        line = lines[name]
         if metric is None:
             import difflib
 
@@ -89,7 +90,10 @@ def load_policy(path: str | Path, *, metrics: Mapping[str, Metric] = METRICS) ->
                 else f" (known: {', '.join(sorted(metrics))})"
             )
             raise ConfigError(
-                f"unknown metric {rule.metric!r}{hint}", key=f"rules.{name}.metric", **where
+                f"unknown metric {rule.metric!r}{hint}",
+                key=f"rules.{name}.metric",
+                file=path,
+                line=line,
             )
         for sel in SELECTORS:
             if getattr(rule, sel) is not None and sel not in metric.selectors:
@@ -97,16 +101,20 @@ def load_policy(path: str | Path, *, metrics: Mapping[str, Metric] = METRICS) ->
                     f"metric {rule.metric!r} takes no {sel!r}"
                     + (f" (it takes: {', '.join(metric.selectors)})" if metric.selectors else ""),
                     key=f"rules.{name}.{sel}",
-                    **where,
+                    file=path,
+                    line=line,
                 )
         for sel in metric.required:
             if getattr(rule, sel) is None:
                 raise ConfigError(
-                    f"metric {rule.metric!r} needs {sel}:", key=f"rules.{name}", **where
+                    f"metric {rule.metric!r} needs {sel}:",
+                    key=f"rules.{name}",
+                    file=path,
+                    line=line,
                 )
         problem = metric.check(rule) if metric.check is not None else None
         if problem:
-            raise ConfigError(problem, key=f"rules.{name}", **where)
+            raise ConfigError(problem, key=f"rules.{name}", file=path, line=line)
     waiver_lines = [line_of(raw, ("waivers", i)) for i in range(len(parsed.waivers))]
     for i, waiver in enumerate(parsed.waivers):
         if waiver.rule not in parsed.rules:
@@ -237,19 +245,20 @@ def evaluate(
     for name, rule in policy.rules.items():
         metric = policy.metrics[rule.metric]
         limit = _limit_text(rule, metric.unit)
-        base = {
-            "rule": name,
-            "metric": rule.metric,
-            "level": rule.level,
-            "limit": limit,
-            "unit": metric.unit,
-            "file": str(policy.path),
-            "line": policy.lines.get(name),
-        }
+        status: str  # the verdict's status: pass | fail | warn | skip
+        base = functools.partial(
+            Verdict,
+            rule=name,
+            metric=rule.metric,
+            level=rule.level,
+            limit=limit,
+            unit=metric.unit,
+            file=str(policy.path),
+            line=policy.lines.get(name),
+        )
         if not ctx.report.complete:
             verdicts.append(
-                Verdict(
-                    **base,
+                base(
                     status="fail",
                     actual=None,
                     message="the run is incomplete; an incomplete run never passes a policy",
@@ -259,11 +268,10 @@ def evaluate(
         if metric.needs_baseline and ctx.baseline is None:
             why = ctx.baseline_reason or "no baseline yet: nothing to compare with"
             if policy.on_no_baseline == "skip":
-                verdicts.append(Verdict(**base, status="skip", actual=None, message=why))
+                verdicts.append(base(status="skip", actual=None, message=why))
                 continue
             status = rule.level if policy.on_no_baseline == "fail" else "warn"
-            verdict = Verdict(
-                **base,
+            verdict = base(
                 status=status,
                 actual=None,
                 message=f"{why} (on_no_baseline: {policy.on_no_baseline})",
@@ -275,10 +283,10 @@ def evaluate(
         if mv.value is None and mv.vacuous:
             why = f"n/a: {mv.note or 'nothing to measure'} (on_unmeasured: {policy.on_unmeasured})"
             if policy.on_unmeasured == "ignore":
-                verdicts.append(Verdict(**base, status="skip", actual=None, message=why))
+                verdicts.append(base(status="skip", actual=None, message=why))
             else:
                 status = rule.level if policy.on_unmeasured == "fail" else "warn"
-                verdict = Verdict(**base, status=status, actual=None, message=why)
+                verdict = base(status=status, actual=None, message=why)
                 _soften(verdict, policy, metric, acknowledgement, today)
                 verdicts.append(verdict)
             continue
@@ -287,12 +295,12 @@ def evaluate(
         if mv.value is None:
             if mode == "ignore":
                 verdicts.append(
-                    Verdict(**base, status="skip", actual=None, message=mv.note or "not available")
+                    base(status="skip", actual=None, message=mv.note or "not available")
                 )
             else:
                 status = rule.level if mode == "fail" else "warn"
                 message = f"nothing measured: {unmeasured}"
-                verdict = Verdict(**base, status=status, actual=None, message=message)
+                verdict = base(status=status, actual=None, message=message)
                 _soften(verdict, policy, metric, acknowledgement, today)
                 verdicts.append(verdict)
             continue
@@ -315,9 +323,7 @@ def evaluate(
                 status = rule.level
             elif mode == "warn" and status == "pass":
                 status = "warn"
-        verdict = Verdict(
-            **base, status=status, actual=mv.value, message=message, estimated=mv.estimated
-        )
+        verdict = base(status=status, actual=mv.value, message=message, estimated=mv.estimated)
         _soften(verdict, policy, metric, acknowledgement, today)
         verdicts.append(verdict)
     return PolicyResult(policy=str(policy.path), verdicts=verdicts, acknowledgement=acknowledgement)

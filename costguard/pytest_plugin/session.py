@@ -79,9 +79,11 @@ class CostguardRun:
     def start(self, session: pytest.Session) -> None:
         try:
             if self.is_worker:
+                # pytest-xdist sets `workerinput` on a worker's config at run time.
+                workerinput = self.config.workerinput  # type: ignore[attr-defined]
                 self.plan = Plan.from_json(
-                    Path(self.config.workerinput["costguard_plan"]).read_text(encoding="utf-8")
-                )  # type: ignore[attr-defined]
+                    Path(workerinput["costguard_plan"]).read_text(encoding="utf-8")
+                )
                 return
             self._project_fixtures()
         except CostguardError as exc:
@@ -337,6 +339,7 @@ class TestCallRecorder:
         calls = self._run.call_session()
         project = calls.project
         request = {"messages": messages, **params}
+        error: str | None  # why the observation was not kept, if it was not
         try:
             if model is not None and tier is None and model != "auto":
                 tier = next(

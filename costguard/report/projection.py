@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from costguard.engine.pipeline import CacheSimulation
 
 
-def _usage_block() -> dict[str, float]:
+def _usage_block() -> dict[str, Any]:
     return {
         "requests_per_month": 0.0,
         "input_tokens_per_month": 0.0,

@@ -311,8 +311,8 @@ def _snapshot(samples: list[Sample], types: Mapping[str, str]) -> MetricsSnapsho
                 parts[0] += sample.value
             elif sample.name.endswith("_count"):
                 parts[1] += sample.value
-    for family, per_model in hist_parts.items():
-        snap.histograms[family] = {m: HistogramStat(s, c) for m, (s, c) in per_model.items()}
+    for family, sums_counts in hist_parts.items():
+        snap.histograms[family] = {m: HistogramStat(s, c) for m, (s, c) in sums_counts.items()}
     return snap
 
 

@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeGuard
 
 from costguard.errors import BackendError
 
@@ -159,7 +159,8 @@ async def _read_stream(
             try:  # the token chunk, as fast as it goes; anything else takes the checked path
                 choice = chunk["choices"][0]
             except (KeyError, IndexError, TypeError):
-                choice = _other_chunk(chunk, url, chunk_no, event)
+                _other_chunk(chunk, url, chunk_no, event)
+                choice = None
             if choice is not None:
                 if choice.__class__ is not dict:
                     _bad_chunk(url, chunk_no, event)
@@ -326,7 +327,7 @@ def _parse_usage(usage: Any, url: str) -> tuple[int, int | None, int]:
     cached_tokens is None when the usage has no `prompt_tokens_details.cached_tokens`."""
     if not isinstance(usage, dict):
         raise MalformedReplyError(f"{url}: 'usage' is not a JSON object", url=url)
-    counts = []
+    counts: list[int] = []
     for key in ("prompt_tokens", "completion_tokens"):
         value = usage.get(key)
         if not _is_count(value):
@@ -353,7 +354,7 @@ def _parse_usage(usage: Any, url: str) -> tuple[int, int | None, int]:
     return counts[0], cached, counts[1]
 
 
-def _is_count(value: Any) -> bool:
+def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 

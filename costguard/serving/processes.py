@@ -87,7 +87,7 @@ def served_models(base_url: str, api_key: str | None, timeout_s: float = 5.0) ->
     except (urllib.error.URLError, OSError, ValueError):
         return []
     data = body.get("data") if isinstance(body, dict) else None
-    return [m.get("id") for m in data or [] if isinstance(m, dict)]
+    return [m["id"] for m in data or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -14,6 +14,7 @@ that into a report marked incomplete; no result is ever made up for a request th
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import signal
 import threading
@@ -115,6 +116,7 @@ async def replay(
         pending = asyncio.Queue()
 
     async def produce() -> None:
+        assert request_rate_per_s is not None  # the producer runs only at a request rate
         for i, at in enumerate(poisson_arrivals(n, request_rate_per_s, seed)):
             delay = started + at - time.perf_counter()
             if delay > 0:
@@ -136,7 +138,8 @@ async def replay(
             sent = time.perf_counter()
             try:
                 result = await call_with_retries(
-                    lambda req=req: chat_completion(
+                    functools.partial(
+                        chat_completion,
                         session,
                         req.base_url,
                         req.payload,
@@ -184,9 +187,9 @@ async def replay(
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
     finally:
-        for sig, handler in previous.items():
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, handler)  # asyncio would leave SIG_DFL: restore ours
+        for signum, handler in previous.items():
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, handler)  # asyncio would leave SIG_DFL: restore ours
     outcome.duration_s = time.perf_counter() - started
     if progress is not None:
         progress("replay", done, n)

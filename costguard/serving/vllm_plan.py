@@ -95,7 +95,7 @@ def assign_devices(
             out[tier.name] = list(tier.serve.devices)
             continue
         needed = tier.serve.tensor_parallel_size * tier.serve.pipeline_parallel_size
-        devices = []
+        devices: list[int] = []
         while len(devices) < needed:
             if next_free not in claimed:
                 devices.append(next_free)

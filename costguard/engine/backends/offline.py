@@ -22,7 +22,7 @@ class OfflineBackend:
     """
 
     name = "offline"
-    incomplete_reason = None
+    incomplete_reason: str | None = None
 
     def __init__(self, config: StackConfig, recordings: RecordingStore | None = None) -> None:
         self.config = config

@@ -87,7 +87,7 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice, takewhile
 
@@ -95,7 +95,9 @@ import numpy as np
 
 _GIB = 1 << 30
 _MAX_TOKEN_ID = (1 << 32) - 1
-_consume = deque(maxlen=0).extend  # run an iterator of side effects at C speed
+_consume: Callable[[Iterable[object]], None] = deque[object](
+    maxlen=0
+).extend  # run an iterator of side effects at C speed
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ class PrefixCacheSimulator:
         #   _first  key -> block id of its oldest surviving copy (the one a hit takes),
         #   _copies key -> ids of younger copies, oldest first (rare: see module docstring).
         # Blocks of unknown content (output given only as a count) get unique ("unknown", id) keys.
-        self._fresh = self.usable_blocks if self.num_gpu_blocks is not None else 0
+        self._fresh: int = self.usable_blocks or 0  # key-less blocks never used yet
         self._queue: OrderedDict[int, Hashable] = OrderedDict()
         self._first: dict[Hashable, int] = {}
         self._copies: dict[Hashable, list[int]] = {}
@@ -398,6 +400,7 @@ class PrefixCacheSimulator:
     def _admit_pool(
         self, keys: list[int], max_hit: int, n_full: int, n_held: int
     ) -> tuple[int, int, int]:
+        assert self.num_gpu_blocks is not None  # the pool path runs only with a capacity
         usable = self.num_gpu_blocks - 1
         if n_held > usable:  # cut the sequence to the pool (see module docstring)
             self.oversized_requests += 1
@@ -426,7 +429,7 @@ class PrefixCacheSimulator:
         start = self._next_block_id
         self._next_block_id = start + n_full - hit
         new_ids = range(start, start + n_full - hit)
-        new_keys: list[Hashable] = keys[hit:n_full]
+        new_keys: list[Hashable] = list(keys[hit:n_full])
         if len(new_keys) < len(new_ids):
             # Output known only by its length: blocks that hold room but can never hit.
             new_keys += [("unknown", i) for i in new_ids[len(new_keys) :]]

@@ -33,6 +33,8 @@ from costguard.model.config import StackConfig, TierConfig
 from costguard.model.fixtures import Fixture, message_text
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from costguard.engine.caches.prefix import PrefixCacheSimulator, PrefixLookup
 
 VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = vllm_facts.DEFAULT_GPU_MEMORY_UTILIZATION
@@ -227,7 +229,7 @@ class PrefixCacheFleet:
         fixture: Fixture,
         prompt_ids: Sequence[int],
         *,
-        output_ids: Sequence[int] | None = None,
+        output_ids: Sequence[int] | np.ndarray | None = None,
         num_output_tokens: int = 0,
     ) -> tuple[int, PrefixLookup]:
         """Run one request on one of the tier's instances: (instance index, what the cache did).

@@ -46,12 +46,12 @@ def agreement_section(
         return None
     sims = pair_similarities(embedder(), [p[2] for p in pairs], [p[3] for p in pairs])
     by_tier: dict[str, list[float]] = {}
-    for (_, tier, _, _), sim in zip(pairs, sims, strict=True):
-        by_tier.setdefault(tier, []).append(sim)
+    for (_, tier_name, _, _), sim in zip(pairs, sims, strict=True):
+        by_tier.setdefault(tier_name, []).append(sim)
     tiers = {}
-    for tier, values in by_tier.items():
+    for tier_name, values in by_tier.items():
         ordered = sorted(values)
-        tiers[tier] = {
+        tiers[tier_name] = {
             "fixtures": len(values),
             "mean": sum(values) / len(values),
             "p10": percentile(ordered, 0.10),
@@ -64,7 +64,7 @@ def agreement_section(
         "reference_tier": reference.name,
         "tiers": dict(sorted(tiers.items())),
         "lowest": [
-            {"id": fx.id, "tier": tier, "similarity": round(sim, 6)}
-            for (fx, tier, _, _), sim in lowest
+            {"id": fx.id, "tier": tier_name, "similarity": round(sim, 6)}
+            for (fx, tier_name, _, _), sim in lowest
         ],
     }

@@ -181,13 +181,13 @@ class QualityScorer:
             ):
                 slots[k][i] = score  # type: ignore[index]
         out: list[dict[str, Any] | None] = []
-        for answer, row in zip(answers, slots, strict=True):
+        for answer, scores in zip(answers, slots, strict=True):
             if not answer.fixture.expect.assertions:
                 out.append(None)
-            elif row is None:
+            elif scores is None:
                 out.append(unanswered_quality(answer))
             else:
-                out.append(fixture_quality([s for s in row if s is not None], tier=answer.tier))
+                out.append(fixture_quality([s for s in scores if s is not None], tier=answer.tier))
         return out
 
 

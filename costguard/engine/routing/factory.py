@@ -41,7 +41,7 @@ def build_router(config: StackConfig, **context: Any) -> Router:
         return _embedding_router(rc, **context)
     if rc.kind == "external":
         project = context.get("project")
-        recordings = project.recordings() if project is not None else None  # type: ignore[attr-defined]
+        recordings = project.recordings() if project is not None else None
         return ExternalRouter(config, recordings, live=bool(context.get("live")))
     raise TypeError(f"unsupported router kind {getattr(rc, 'kind', rc)!r}")
 

@@ -20,10 +20,11 @@ in `costguard.policy.metrics.routing`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from costguard.engine.records import RequestRecord
+from costguard.engine.records import RequestRecord, RouteAlternatives
 from costguard.engine.routing.router import RoutingRun, sufficient_rank, tiers_by_strength
 from costguard.model.config import EmbeddingRouterConfig, StackConfig
 from costguard.model.stats import percentile
@@ -186,7 +187,7 @@ def routing_run_from_reports(reports: Sequence[Any]) -> RoutingRun | None:
     return RoutingRun(
         kind=router["kind"],
         description=router.get("description") or router["kind"],
-        score_range=tuple(score_range) if score_range else None,  # type: ignore[arg-type]
+        score_range=(float(score_range[0]), float(score_range[1])) if score_range else None,
         overhead=overhead,
         cascade=cascade,
     )
@@ -290,12 +291,12 @@ def comparison(
 
     def cost(assign: Callable[[int, RequestRecord], str]) -> float:
         return sum(
-            r.monthly_requests * r.alternatives.tier_cost_usd[assign(i, r)]
+            r.monthly_requests * _alternatives(r).tier_cost_usd[assign(i, r)]
             for i, r in enumerate(rs)
-        )  # type: ignore[union-attr]
+        )
 
     random_cost = sum(
-        r.monthly_requests * sum(shares[t] * r.alternatives.tier_cost_usd[t] for t in order)  # type: ignore[union-attr]
+        r.monthly_requests * sum(shares[t] * _alternatives(r).tier_cost_usd[t] for t in order)
         for r in rs
     )
     rows: dict[str, dict[str, Any]] = {
@@ -377,7 +378,7 @@ def _quality(
     weak, strong = order[0], order[-1]
     q_weak = mean_quality(lambda i: weak)
     q_strong = mean_quality(lambda i: strong)
-    per_tier = {t: mean_quality(lambda i, t=t: t) for t in order}
+    per_tier = {t: mean_quality(functools.partial(_constant_tier, t)) for t in order}
     values = {
         "router": mean_quality(lambda i: rs[i].route_tier),
         "all_largest": q_strong,
@@ -407,18 +408,30 @@ def _quality(
         return block
     gains = [(i, q(i, strong) - q(i, weak)) for i in labelled]
     scores = [rs[i].route_score for i, _ in gains]
-    if all(s is not None for s in scores):
+    known = [s for s in scores if s is not None]
+    if len(known) == len(scores):
         curve = pgr_curve(
-            [(float(s), rs[i].monthly_requests, g) for (i, g), s in zip(gains, scores, strict=True)]
-        )  # type: ignore[arg-type]
+            [(float(s), rs[i].monthly_requests, g) for (i, g), s in zip(gains, known, strict=True)]
+        )
         rows["router"].update(_sweep(curve))
     else:
         rows["router"]["sweep_reason"] = "the router gives no scores to sweep a threshold over"
     length_curve = pgr_curve(
-        [(float(rs[i].alternatives.prompt_tokens), rs[i].monthly_requests, g) for i, g in gains]
-    )  # type: ignore[union-attr]
+        [(float(_alternatives(rs[i]).prompt_tokens), rs[i].monthly_requests, g) for i, g in gains]
+    )
     rows["length"].update(_sweep(length_curve))
     rows["random"].update(
         apgr=0.5, cpt50=0.5, cpt80=0.8, sweep=[{"strong_share": s, "pgr": s} for s in SWEEP_POINTS]
     )
     return block
+
+
+def _alternatives(record: RequestRecord) -> RouteAlternatives:
+    """The record's priced alternatives (the routing comparison only takes records that have them)."""
+    assert record.alternatives is not None
+    return record.alternatives
+
+
+def _constant_tier(tier: str, index: int) -> str:
+    """An assignment that puts every request on `tier`."""
+    return tier

@@ -218,9 +218,10 @@ class GitHubClient:
                 log.debug("%s %s -> %s", method, path, reply.status)
                 if reply.status < 400:
                     return reply
-                wait = self._retry_wait(reply, attempt)
-                if wait is None:
+                retry_wait = self._retry_wait(reply, attempt)
+                if retry_wait is None:
                     raise self._error(reply, method, url, context or {})
+                wait = retry_wait
                 ambiguous = reply.status >= 500
                 last = f"{reply.status} {_gh_message(reply) or 'error'}"
             if attempt + 1 >= attempts:

@@ -72,8 +72,10 @@ def _comment_id(c: dict[str, Any]) -> int | None:
 
 
 def _login_matches(c: dict[str, Any], login: str) -> bool:
-    user = c.get("user") if isinstance(c.get("user"), dict) else {}
-    author = user.get("login") if isinstance(user, dict) else None
+    user = c.get("user")
+    if not isinstance(user, dict):
+        return False
+    author = user.get("login")
     if not isinstance(author, str):
         return False
     want = login.lower()
@@ -89,7 +91,7 @@ def upsert_comment(
     body: str,
     *,
     tag: str = "default",
-    mode: Mode = "update",
+    mode: str = "update",  # one of MODES (checked below: it comes from the command line)
     skip_if_unchanged: bool = False,
     create: bool = True,
 ) -> CommentResult:

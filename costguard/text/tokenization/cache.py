@@ -366,7 +366,7 @@ def encode_chat_cached(
     tools_seq = list(tools_list) if tools_list is not None else [None] * len(messages_list)
     if cache is None or tokenizer.kind == "approximate":
         encoded = tokenizer.encode_chat_many(messages_list, tools_list=tools_seq)
-        return [_as_compact(ids) for ids in encoded] if compact else encoded
+        return [_as_compact(ids) for ids in encoded] if compact else list(encoded)
     if keys is None:
         keys = [messages_key(m, t) for m, t in zip(messages_list, tools_seq, strict=True)]
     elif len(keys) != len(messages_list):
@@ -391,16 +391,16 @@ def encode_chat_cached(
         arrays = {key: _from_blob(blob) for key, blob in blobs.items()}
         return [arrays[key] for key in keys]
     found = cache.get_many(tokenizer.fingerprint, keys)
-    missing: dict[str, int] = {}
+    missing_at: dict[str, int] = {}
     for i, key in enumerate(keys):
-        if key not in found and key not in missing:
-            missing[key] = i
-    if missing:
-        idx = list(missing.values())
+        if key not in found and key not in missing_at:
+            missing_at[key] = i
+    if missing_at:
+        idx = list(missing_at.values())
         encoded = tokenizer.encode_chat_many(
             [messages_list[i] for i in idx], tools_list=[tools_seq[i] for i in idx]
         )
-        new = dict(zip(missing.keys(), encoded, strict=True))
+        new = dict(zip(missing_at.keys(), encoded, strict=True))
         cache.put_many(tokenizer.fingerprint, new)
         found.update(new)
     return [list(found[key]) for key in keys]

@@ -397,8 +397,8 @@ def _pick_named_template(value: Any, *, origin: str, where: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        named = {
-            t.get("name"): t.get("template")
+        named: dict[Any, str] = {
+            t.get("name"): t["template"]
             for t in value
             if isinstance(t, Mapping) and isinstance(t.get("template"), str)
         }

@@ -60,7 +60,7 @@ def schema_problem(schema: dict[str, Any]) -> str | None:
 def _json(assertion: Assertion, text: str) -> AssertionScore:
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         hint = " (it is wrapped in a code fence)" if text.strip().startswith("```") else ""
         return AssertionScore.check(
             assertion, False, f"not valid JSON{hint}: {exc.msg} at position {exc.pos}"

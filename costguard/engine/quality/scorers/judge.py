@@ -156,28 +156,28 @@ class Judge:
         out = []
         for (index, response), call, result in zip(items, calls, results, strict=True):
             assertion = response.fixture.expect.assertions[index]
-            tier = call.tier.name
+            tier_name = call.tier.name
             text = getattr(result, "text", None)
             if text is None:
                 if self.failure:
-                    reason = f"the judge tier {tier} could not be asked: {self.failure}"
+                    reason = f"the judge tier {tier_name} could not be asked: {self.failure}"
                 elif self.live:
-                    reason = f"the judge tier {tier} gave no reply"
+                    reason = f"the judge tier {tier_name} gave no reply"
                 else:
-                    reason = (
-                        f"no recorded judge reply from tier {tier} (record one with a live backend)"
-                    )
+                    reason = f"no recorded judge reply from tier {tier_name} (record one with a live backend)"
                 out.append(AssertionScore.unmeasured(assertion, reason))
                 continue
             try:
                 score, why = parse_verdict(text)
             except ValueError as exc:
-                out.append(AssertionScore.unmeasured(assertion, f"judge tier {tier}: {exc}"))
+                out.append(AssertionScore.unmeasured(assertion, f"judge tier {tier_name}: {exc}"))
                 continue
             check = assertion.judge
             assert check is not None
             ok = score >= check.min_score
-            message = f"judge ({tier}) scored {score:.2f} {'>=' if ok else '<'} {check.min_score:g}"
+            message = (
+                f"judge ({tier_name}) scored {score:.2f} {'>=' if ok else '<'} {check.min_score:g}"
+            )
             out.append(
                 AssertionScore.graded(
                     assertion, score, ok, f"{message}: {why}" if why else message, score
