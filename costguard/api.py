@@ -511,6 +511,7 @@ def replay(
             quality=quality_scorer(project, tier_backend),
         )
         records = pipeline.run(project.fixtures, shard=shard)
+    _note_templates(project, records)
     replayed = Replay(
         records,
         tier_backend.name,
@@ -531,6 +532,16 @@ def replay(
     ):  # every shard simulates the caches over all fixtures; merge reports them once
         replayed.sections["cache_simulation"] = pipeline.simulation.to_dict()
     return replayed
+
+
+def _note_templates(project: Project, records: Sequence[RequestRecord]) -> None:
+    """Each fixture record names the template files it renders (project-relative), so a diff can
+    say a template change moved it and the PR comment can link the template."""
+    templates = {fx.id: fx.templates for fx in project.fixtures if fx.templates}
+    for record in records:
+        used = templates.get(record.fixture_id)
+        if used:
+            record.extra["templates"] = sorted({project._relative(Path(t)) for t in used})
 
 
 def report_from_records(

@@ -22,6 +22,7 @@ from costguard.cli.options import (
     fail_on_option,
     fixtures_option,
 )
+from costguard.cli.report import html_option, write_html_report
 from costguard.errors import UsageError
 from costguard.report.run_report import DEFAULT_REPORT
 
@@ -122,6 +123,7 @@ def emit_annotations(diff: Any) -> None:
 @click.option(
     "--out", "-o", "out", type=click.Path(dir_okay=False), help="Write the DiffReport JSON here."
 )
+@html_option
 def diff_command(
     reports: tuple[str, ...],
     base_ref: str | None,
@@ -130,6 +132,7 @@ def diff_command(
     policy: str | None,
     fmt: str,
     out: str | None,
+    html_out: str | None,
 ) -> None:
     """Compare two runs: BASE and HEAD RunReports, BASE against the working tree, or --base-ref REF.
 
@@ -153,6 +156,14 @@ def diff_command(
     diff, _ = api.compare(head, base, policy=policy, head_source=head_source)
     if out:
         diff.write(out)
+    if html_out:
+        write_html_report(
+            html_out,
+            diff.data,
+            head=head.data,
+            base=base.report.data if base.available and base.report is not None else None,
+            config=config,
+        )
     if fmt == "json":
         click.echo(diff.to_json(), nl=False)
     elif fmt == "markdown":
@@ -310,8 +321,25 @@ def comment_github(
         diff, _ = api.compare(
             head, base, policy=policy, acknowledgement=ack, head_source=head_source
         )
-    _publish(diff, client, repo, pr, tag=tag, mode=mode, skip_no_diff=skip_no_diff, dry_run=dry_run)
+    _publish(
+        diff,
+        client,
+        repo,
+        pr,
+        tag=tag,
+        mode=mode,
+        skip_no_diff=skip_no_diff,
+        dry_run=dry_run,
+        links=_links(config),
+    )
     sys.exit(_exit_code(diff.verdict, fail_on))
+
+
+def _links(config: str) -> Any:
+    """Links to the evidence (fixture lines at the head commit, run, artifact) from the environment."""
+    from costguard.integrations.actions import evidence_links
+
+    return evidence_links(project_dir=Path(config).resolve().parent)
 
 
 def _head_matches(client: Any, repo: str | None, pr: int | None, head_sha: str) -> bool:
@@ -339,19 +367,27 @@ def _publish(
     skip_no_diff: bool,
     dry_run: bool,
     soft_fail: bool = False,
+    links: Any = None,
 ) -> str | None:
     """Post the comment (or print it for --dry-run); returns its URL when one was written."""
     from costguard.integrations.pull_request import comment_preview, post_comment
 
     if dry_run:
-        click.echo(comment_preview(diff, tag=tag), nl=False)
+        click.echo(comment_preview(diff, tag=tag, links=links), nl=False)
         return None
     assert client is not None and repo is not None and pr is not None
     from costguard.errors import GitHubError
 
     try:
         result = post_comment(
-            diff, client, repo=repo, pr=pr, tag=tag, mode=mode, skip_no_diff=skip_no_diff
+            diff,
+            client,
+            repo=repo,
+            pr=pr,
+            tag=tag,
+            mode=mode,
+            skip_no_diff=skip_no_diff,
+            links=links,
         )
     except GitHubError as exc:
         if not soft_fail:
@@ -413,6 +449,7 @@ def _publish(
     help="Post the PR comment. Default: when GITHUB_TOKEN is set and a pull request is known.",
 )
 @fail_on_option
+@html_option
 def ci_command(
     report: str | None,
     config: str,
@@ -430,6 +467,7 @@ def ci_command(
     acknowledge_label: str | None,
     comment: bool | None,
     fail_on: str,
+    html_out: str | None,
 ) -> None:
     """Everything a CI step needs, in order: project, baseline, diff, check, PR comment, outputs, summary.
 
@@ -440,8 +478,8 @@ def ci_command(
     the exit code says whether the policy failed.
     """
     from costguard import api
-    from costguard.integrations.github import marker
     from costguard.integrations import actions as gha
+    from costguard.integrations.github import marker
     from costguard.render.markdown import render_summary
     from costguard.render.terminal import print_diff
 
@@ -471,8 +509,17 @@ def ci_command(
     ack = _acknowledgement(acknowledge_label, client, repo, pr, ctx, soft_fail=True)
     diff, _ = api.compare(head, base, policy=policy, acknowledgement=ack, head_source=head_source)
     diff.write(diff_out)
+    if html_out:
+        write_html_report(
+            html_out,
+            diff.data,
+            head=head.data,
+            base=base.report.data if base.available and base.report is not None else None,
+            config=config,
+        )
 
     print_diff(diff.data)
+    links = _links(config)
     url = None
     if client is not None:
         url = _publish(
@@ -485,6 +532,7 @@ def ci_command(
             skip_no_diff=skip_no_diff,
             dry_run=False,
             soft_fail=True,
+            links=links,
         )
     elif comment is None and repo and pr:
         click.echo("costguard: not commenting on the PR: GITHUB_TOKEN is not set", err=True)
@@ -492,7 +540,7 @@ def ci_command(
     gha.write_outputs(
         gha.outputs(diff.data, report_path=report_path, diff_path=diff_out, comment_url=url)
     )
-    gha.append_summary(render_summary(diff.data))
+    gha.append_summary(render_summary(diff.data, links=links))
     sys.exit(_exit_code(diff.verdict, fail_on))
 
 

@@ -16,6 +16,7 @@ from costguard import __version__
 from costguard.cli.options import baseline_options
 from costguard.cli.options import config_option as _config_option
 from costguard.cli.options import fixtures_option as _fixtures_option
+from costguard.cli.report import html_option
 from costguard.errors import EXIT_USAGE, CostguardError
 from costguard.report.run_report import DEFAULT_REPORT
 
@@ -129,6 +130,7 @@ def cli() -> None:
     help="What to print on stdout.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; just write the report.")
+@html_option
 def run(
     config: str,
     fixtures: tuple[str, ...],
@@ -141,6 +143,7 @@ def run(
     variant: str | None,
     fmt: str,
     quiet: bool,
+    html_out: str | None,
 ) -> None:
     """Replay the fixtures through the stack and write the RunReport.
 
@@ -165,6 +168,10 @@ def run(
         replay_settings=replay,
     )
     report.write(out)
+    if html_out:
+        from costguard.cli.report import write_html_report
+
+        write_html_report(html_out, report.data, config=config, quiet=quiet)
     if not quiet:
         if fmt == "json":
             click.echo(report.to_json(), nl=False)
@@ -404,9 +411,10 @@ def main(argv: list[str] | None = None) -> None:
 from costguard.cli import compare as _compare  # noqa: E402 (needs `cli` defined above)
 from costguard.cli import frontier as _frontier  # noqa: E402
 from costguard.cli import recordings as _recordings  # noqa: E402
+from costguard.cli import report as _report  # noqa: E402
 from costguard.cli import stack as _stack  # noqa: E402
 
-for _module in (_compare, _stack, _recordings, _frontier):
+for _module in (_compare, _stack, _recordings, _frontier, _report):
     _module.register_commands(cli)
 
 if __name__ == "__main__":  # pragma: no cover

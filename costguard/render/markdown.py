@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from costguard.render.links import NO_LINKS, EvidenceLinks
 from costguard.render.numbers import compact_count
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -190,7 +191,13 @@ def _environment() -> Any:
     return env
 
 
-def render(diff: dict[str, Any], *, context: str = "comment", tag: str = "default") -> str:
+def render(
+    diff: dict[str, Any],
+    *,
+    context: str = "comment",
+    tag: str = "default",
+    links: EvidenceLinks | None = None,
+) -> str:
     """The Markdown for a DiffReport dict. `context`: "comment" (PR comment) or "summary" (job summary).
 
     The comment's hidden marker is not part of this text: `costguard.integrations.github.compose_body` adds it.
@@ -203,13 +210,16 @@ def render(diff: dict[str, Any], *, context: str = "comment", tag: str = "defaul
         context=context,
         tag=tag,
         max_fixture_rows=MAX_FIXTURE_ROWS,
+        links=links or NO_LINKS,
     )
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
-def render_comment(diff: dict[str, Any], *, tag: str = "default") -> str:
-    return render(diff, context="comment", tag=tag)
+def render_comment(
+    diff: dict[str, Any], *, tag: str = "default", links: EvidenceLinks | None = None
+) -> str:
+    return render(diff, context="comment", tag=tag, links=links)
 
 
-def render_summary(diff: dict[str, Any]) -> str:
-    return render(diff, context="summary")
+def render_summary(diff: dict[str, Any], *, links: EvidenceLinks | None = None) -> str:
+    return render(diff, context="summary", links=links)
