@@ -40,6 +40,7 @@ class PageResult:
     errors: list[str] = field(default_factory=list)  # console errors, exceptions, failed loads
     value: Any = None  # what the probe expression returned
     screenshot: bytes = b""
+    top: bytes = b""  # the first `top_height` pixels only (for the README)
 
 
 def _start(binary: str, profile: str) -> tuple[subprocess.Popen[str], str]:
@@ -92,7 +93,9 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait(timeout=10)
 
 
-async def _session(ws_url: str, url: str, probe: str, width: int, timeout: float) -> PageResult:
+async def _session(
+    ws_url: str, url: str, probe: str, width: int, timeout: float, top_height: int
+) -> PageResult:
     import aiohttp
 
     result = PageResult()
@@ -182,13 +185,25 @@ async def _session(ws_url: str, url: str, probe: str, width: int, timeout: float
                 },
             )
             result.screenshot = base64.b64decode(shot["data"])
+            if top_height:
+                clip = {"x": 0, "y": 0, "width": width, "height": top_height, "scale": 1}
+                top = await call(
+                    "Page.captureScreenshot",
+                    {"format": "png", "clip": clip, "captureBeyondViewport": True},
+                )
+                result.top = base64.b64decode(top["data"])
         finally:
             task.cancel()
     return result
 
 
 def open_page(
-    path: Path, probe: str = "null", *, width: int = 1200, timeout: float = 60
+    path: Path,
+    probe: str = "null",
+    *,
+    width: int = 1200,
+    timeout: float = 60,
+    top_height: int = 0,
 ) -> PageResult:
     """Load `path` (file://) in a fresh headless Chromium; errors, the probe's value, a screenshot."""
     binary = chromium()
@@ -197,6 +212,8 @@ def open_page(
     with tempfile.TemporaryDirectory(prefix="costguard-chromium-") as profile:
         proc, ws_url = _start(binary, profile)
         try:
-            return asyncio.run(_session(ws_url, path.resolve().as_uri(), probe, width, timeout))
+            return asyncio.run(
+                _session(ws_url, path.resolve().as_uri(), probe, width, timeout, top_height)
+            )
         finally:
             _stop(proc)

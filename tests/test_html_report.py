@@ -47,10 +47,12 @@ JSON.stringify(Array.from(document.querySelectorAll('main > section')).map(s => 
 """
 
 
-def sections_in_browser(page: Path, shot: str) -> dict[str, Any]:
-    result = browser.open_page(page, PROBE)
+def sections_in_browser(page: Path, shot: str, *, docs: Path | None = None) -> dict[str, Any]:
+    result = browser.open_page(page, PROBE, width=1100, top_height=2200 if docs else 0)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / shot).write_bytes(result.screenshot)
+    if docs is not None:  # the README's picture, refreshed on request
+        docs.write_bytes(result.top)
     assert result.errors == [], f"{page.name}: {result.errors}"
     assert result.screenshot.startswith(b"\x89PNG")
     sections = {s["id"]: s for s in json.loads(result.value)}
@@ -136,7 +138,11 @@ def test_bundled_report_and_diff_open_in_chromium_with_every_section_drawn(
     assert "costguard frontier" in run_sections["frontier"]["missing"][0]
     assert "no live replay" in run_sections["live"]["missing"][0]
 
-    diff_sections = sections_in_browser(diff_page, "bundled-diff.png")
+    readme_shot = REPO / "docs" / "html-report.png"
+    refresh = os.environ.get("COSTGUARD_UPDATE_SCREENSHOT") == "1"
+    diff_sections = sections_in_browser(
+        diff_page, "bundled-diff.png", docs=readme_shot if refresh else None
+    )
     assert len(diff_sections["spend"]["svgs"]) == 2 and len(diff_sections["movers"]["svgs"]) == 1
     html = diff_page.read_text()
     data = json.loads((project / "diff.json").read_text())

@@ -321,7 +321,7 @@ def comment_github(
         diff, _ = api.compare(
             head, base, policy=policy, acknowledgement=ack, head_source=head_source
         )
-    _publish(
+    url = _publish(
         diff,
         client,
         repo,
@@ -330,16 +330,20 @@ def comment_github(
         mode=mode,
         skip_no_diff=skip_no_diff,
         dry_run=dry_run,
-        links=_links(config),
+        links=_links(config, head_sha),
     )
+    if not dry_run:
+        from costguard.integrations.actions import write_outputs
+
+        write_outputs({"comment-url": url or ""})  # a workflow step's output; no-op elsewhere
     sys.exit(_exit_code(diff.verdict, fail_on))
 
 
-def _links(config: str) -> Any:
+def _links(config: str, head_sha: str | None = None) -> Any:
     """Links to the evidence (fixture lines at the head commit, run, artifact) from the environment."""
     from costguard.integrations.actions import evidence_links
 
-    return evidence_links(project_dir=Path(config).resolve().parent)
+    return evidence_links(project_dir=Path(config).resolve().parent, head_sha=head_sha)
 
 
 def _head_matches(client: Any, repo: str | None, pr: int | None, head_sha: str) -> bool:
@@ -448,6 +452,14 @@ def _publish(
     default=None,
     help="Post the PR comment. Default: when GITHUB_TOKEN is set and a pull request is known.",
 )
+@click.option(
+    "--summary/--no-summary",
+    "summary",
+    default=True,
+    show_default=True,
+    help="Append the Markdown job summary to $GITHUB_STEP_SUMMARY (the Action writes it after "
+    "uploading the artifact, to link it).",
+)
 @fail_on_option
 @html_option
 def ci_command(
@@ -466,6 +478,7 @@ def ci_command(
     skip_no_diff: bool,
     acknowledge_label: str | None,
     comment: bool | None,
+    summary: bool,
     fail_on: str,
     html_out: str | None,
 ) -> None:
@@ -502,7 +515,10 @@ def ci_command(
         comment if comment is not None else bool(os.environ.get("GITHUB_TOKEN") and repo and pr)
     )
     client = None
-    if want_comment:
+    # the acknowledge label is read from the API (current labels) whenever a token can, even
+    # when another step posts the comment
+    read_labels = bool(acknowledge_label and os.environ.get("GITHUB_TOKEN") and repo and pr)
+    if want_comment or read_labels:
         from costguard.integrations.github import GitHubClient
 
         client = GitHubClient()
@@ -521,7 +537,7 @@ def ci_command(
     print_diff(diff.data)
     links = _links(config)
     url = None
-    if client is not None:
+    if client is not None and want_comment:
         url = _publish(
             diff,
             client,
@@ -538,9 +554,16 @@ def ci_command(
         click.echo("costguard: not commenting on the PR: GITHUB_TOKEN is not set", err=True)
     emit_annotations(diff)
     gha.write_outputs(
-        gha.outputs(diff.data, report_path=report_path, diff_path=diff_out, comment_url=url)
+        gha.outputs(
+            diff.data,
+            report_path=report_path,
+            diff_path=diff_out,
+            html_path=str(Path(html_out).resolve()) if html_out else None,
+            comment_url=url,
+        )
     )
-    gha.append_summary(render_summary(diff.data, links=links))
+    if summary:
+        gha.append_summary(render_summary(diff.data, links=links))
     sys.exit(_exit_code(diff.verdict, fail_on))
 
 

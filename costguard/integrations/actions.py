@@ -158,12 +158,17 @@ def pull_request_context(env: Mapping[str, str] | None = None) -> PullRequestCon
 
 
 def evidence_links(
-    env: Mapping[str, str] | None = None, *, project_dir: str | Path | None = None
+    env: Mapping[str, str] | None = None,
+    *,
+    project_dir: str | Path | None = None,
+    head_sha: str | None = None,
 ) -> EvidenceLinks:
     """Links to the evidence from what GitHub Actions sets; empty parts where it sets nothing.
 
-    The commit is the pull request's head (the fixtures a reviewer changed), else `GITHUB_SHA`.
-    The artifact comes from `COSTGUARD_ARTIFACT_URL` (upload-artifact's `artifact-url`) or, by name
+    The commit is `head_sha` when given (`comment github --head-sha`), else the pull request's
+    head (the fixtures a reviewer changed), else `GITHUB_SHA`. The run is `COSTGUARD_RUN_ID` (a
+    `workflow_run` job commenting on another run's results) or `GITHUB_RUN_ID`. The artifact comes
+    from `COSTGUARD_ARTIFACT_URL` (upload-artifact's `artifact-url`) or, by name
     (`COSTGUARD_ARTIFACT_NAME`), the run page's artifact list. `project_dir` (costguard.yaml's
     directory) is placed inside `GITHUB_WORKSPACE` so fixture paths become repository paths.
     """
@@ -179,8 +184,8 @@ def evidence_links(
     return EvidenceLinks(
         server=env.get("GITHUB_SERVER_URL") or None,
         repo=env.get("GITHUB_REPOSITORY") or None,
-        sha=ctx.head_sha or env.get("GITHUB_SHA") or None,
-        run_id=env.get("GITHUB_RUN_ID") or None,
+        sha=head_sha or ctx.head_sha or env.get("GITHUB_SHA") or None,
+        run_id=env.get("COSTGUARD_RUN_ID") or env.get("GITHUB_RUN_ID") or None,
         artifact_url=env.get("COSTGUARD_ARTIFACT_URL") or None,
         artifact_name=env.get("COSTGUARD_ARTIFACT_NAME") or None,
         root=root,

@@ -171,12 +171,16 @@ def _reasons(item: dict[str, Any]) -> list[str]:
             out.append("escalates" if esc.get("head") else "no longer escalates")
         cached = item.get("cached_tokens") or {}
         if cached.get("delta"):
-            out.append(f"prefix-cached tokens {integer(cached.get('base'))} → {integer(cached.get('head'))}")
+            out.append(
+                f"prefix-cached tokens {integer(cached.get('base'))} → {integer(cached.get('head'))}"
+            )
         if not out and (item.get("monthly_requests") or {}).get("delta"):
             out.append("traffic share")
         if not out:
             cost = item.get("cost_usd") or {}
-            out.append(f"same route and tokens; $/request {money(cost.get('base'))} → {money(cost.get('head'))}")
+            out.append(
+                f"same route and tokens; $/request {money(cost.get('base'))} → {money(cost.get('head'))}"
+            )
     return out
 
 
