@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from costguard.compare.diff import Baseline
+from costguard.compare.projection_cache import BaseProjectionCache, external_inputs, projection_key
 from costguard.errors import CostguardError, UsageError
 from costguard.report.run_report import DEFAULT_REPORT, load_report
 
@@ -147,6 +148,16 @@ def baseline_from_git_ref(
             f"{rel_config} does not exist at {ref} (costguard is new in this change)", source
         )
 
+    rel_fixtures = None
+    if fixtures:
+        rel_fixtures = [_relative(Path(f), root) or str(Path(f).resolve()) for f in fixtures]
+    cache_root = _cache_root(config_path, cache_dir)
+    cache = BaseProjectionCache(cache_root / "base-projections") if cache_root else None
+    key = projection_key(sha, rel_config, rel_fixtures)
+    cached = cache.get(key) if cache is not None else None
+    if cached is not None:
+        return Baseline(cached, f"{source}, projection cached")
+
     base_fixtures: list[str] | None = None
     tmp = Path(tempfile.mkdtemp(prefix="costguard-base-"))
     tree = tmp / "tree"
@@ -165,13 +176,31 @@ def baseline_from_git_ref(
             if cache_dir is not None:
                 project.config.cache_dir = str(Path(cache_dir).resolve())
             report = api.run(project)
+            external = external_inputs(project, tree, report.data.get("inputs") or {})
         except CostguardError as exc:
             raise _at_ref(exc, tree, ref) from None
+        if cache is not None and external is not None:
+            cache.put(key, report, external, commit=sha)
         return Baseline(report, source)
     finally:
         _git("worktree", "remove", "--force", str(tree), cwd=root)
         shutil.rmtree(tmp, ignore_errors=True)
         _git("worktree", "prune", cwd=root)
+
+
+def _cache_root(config_path: Path, cache_dir: Path | None) -> Path | None:
+    """The head's cache directory: given, else `cache_dir:` of the head's config (default
+    .costguard/cache beside it); None when the head has no readable config (no cache then)."""
+    if cache_dir is not None:
+        return Path(cache_dir).resolve()
+    from costguard.model.config import load_stack
+
+    try:
+        stack = load_stack(config_path)
+    except CostguardError:
+        return None
+    path = Path(stack.config.cache_dir)
+    return path if path.is_absolute() else stack.root / path
 
 
 def _at_ref(exc: CostguardError, tree: Path, ref: str) -> CostguardError:

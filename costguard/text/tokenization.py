@@ -417,6 +417,9 @@ class ChatTokenizer:
     description: str
     exact: bool = True
     kind: str = ""
+    sources: tuple[Path, ...] = ()
+    """The files it was loaded from (tokenizer, its config, the chat template): what a cached
+    projection depends on beyond the fixtures and the config."""
 
     def __init__(self, *, template: _ChatTemplate, fingerprint: str, description: str):
         self._template = template
@@ -837,12 +840,15 @@ def _load_hf(spec: TokenizerSpec, base_dir: Path, where: str) -> ChatTokenizer:
         json.dumps([t.content for t in extra_tokens]),
     )
     tpl_label = tpl_name if spec.chat_template else Path(tpl_name.split(" (")[0]).name
-    return _HFChatTokenizer(
+    loaded_hf = _HFChatTokenizer(
         tokenizer,
         template=template,
         fingerprint=fingerprint,
         description=f"hf:{tok_file} + template {tpl_label}",
     )
+    read = (tok_file, config_file, special_map, Path(tpl_name.split(" (")[0]))
+    loaded_hf.sources = tuple(dict.fromkeys(p for p in read if p.is_file()))
+    return loaded_hf
 
 
 # -- tiktoken ----------------------------------------------------------------------------------
@@ -1025,12 +1031,14 @@ def _load_tiktoken(spec: TokenizerSpec, base_dir: Path, where: str) -> ChatToken
         json.dumps(specials, sort_keys=True),
         source,
     )
-    return _TiktokenChatTokenizer(
+    loaded_tiktoken = _TiktokenChatTokenizer(
         encoding,
         template=template,
         fingerprint=fingerprint,
         description=f"tiktoken:{name} ({bpe_file}, {pat_label}) + template {tpl_path}",
     )
+    loaded_tiktoken.sources = (bpe_file, tpl_path)
+    return loaded_tiktoken
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,164 @@
+"""Base projections cached by commit: a PR's base is projected once, not on every push.
+
+`diff --base-ref`, `check`/`ci` with a git ref, the pytest plugin's `--costguard-baseline REF`
+and the Action all project the base commit through `baseline_from_git_ref`, which asks this
+cache first. An entry is keyed by what fixes the projection's inputs:
+
+- the commit (its tree fixes the config, fixtures, templates and recordings inside the repo),
+  the config path and fixture paths asked for;
+- this costguard's code (a hash of the package's files) and the versions of the libraries that
+  count tokens or embed (tokenizers, tiktoken, jinja2, sentence-transformers, torch), plus the
+  environment variables that choose tokenizer caches;
+
+and it records the files outside the repository the projection read (tokenizer files from the
+Hugging Face or tiktoken cache, templates or recordings given by absolute path) with their
+sha256: a changed file invalidates the entry. A projection with an approximate tokenizer (a
+fallback that a later run may not need) is never cached. Entries live in the project's cache
+directory (`<cache_dir>/base-projections/`), which the Action saves and restores with
+actions/cache; the newest `KEEP` entries are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from costguard.report.run_report import SCHEMA_VERSION, RunReport, write_atomic
+
+KEEP = 4  # entries kept per cache directory (a 100k-fixture report is ~100 MB)
+_LIBRARIES = ("tokenizers", "tiktoken", "jinja2", "sentence-transformers", "torch", "numpy")
+_ENVIRONMENT = ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TIKTOKEN_CACHE_DIR")
+
+
+def _sha256_file(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """This costguard's code and data files plus the counting/embedding libraries' versions."""
+    from importlib import metadata
+
+    import costguard
+
+    package = Path(costguard.__file__).resolve().parent
+    digest = hashlib.sha256(SCHEMA_VERSION.encode())
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and path.suffix in (".py", ".json", ".yaml", ".yml", ".j2", ".jinja"):
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    for name in _LIBRARIES:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "-"
+        digest.update(f"{name}={version}\0".encode())
+    for name in _ENVIRONMENT:
+        digest.update(f"{name}={os.environ.get(name, '')}\0".encode())
+    return digest.hexdigest()
+
+
+def projection_key(commit: str, config: str, fixtures: Sequence[str] | None) -> str:
+    """The entry of one commit projected with one config path and fixture paths (repo-relative)."""
+    payload = json.dumps(
+        {"commit": commit, "config": config, "fixtures": list(fixtures or []),
+         "code": code_fingerprint()},
+        sort_keys=True,
+    )  # fmt: skip
+    return hashlib.sha256(payload.encode()).hexdigest()[:40]
+
+
+def external_inputs(project: Any, tree: Path, inputs: dict[str, Any]) -> dict[str, str] | None:
+    """{absolute path: sha256} of the files outside `tree` that projecting `project` read (its
+    tokenizers' files and the report's `inputs`), or None when the projection must not be cached (an approximate tokenizer, an unreadable file)."""
+    tree = tree.resolve()
+    paths: set[Path] = set()
+    for tier in project.config.tiers:
+        tokenizer = project.tokenizer(tier.name)
+        if not tokenizer.exact:
+            return None
+        paths.update(Path(p).resolve() for p in tokenizer.sources)
+    listed: Iterable[dict[str, Any]] = [
+        inputs["config"],
+        *inputs.get("fixtures", []),
+        *inputs.get("templates", []),
+        *inputs.get("recordings", []),
+    ]
+    for entry in listed:
+        path = Path(entry["path"])
+        paths.add((path if path.is_absolute() else project.root / path).resolve())
+    out: dict[str, str] = {}
+    for path in sorted(paths):
+        if path.is_relative_to(tree):
+            continue  # fixed by the commit
+        digest = _sha256_file(path)
+        if digest is None:
+            return None
+        out[str(path)] = digest
+    return out
+
+
+class BaseProjectionCache:
+    """RunReports of projected commits in one directory: `<key>.json` plus `<key>.inputs.json`."""
+
+    def __init__(self, directory: str | Path, *, keep: int = KEEP) -> None:
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        return self.directory / f"{key}.json", self.directory / f"{key}.inputs.json"
+
+    def get(self, key: str) -> RunReport | None:
+        """The cached report, if its entry exists, is whole and every outside input is unchanged."""
+        report_path, inputs_path = self._paths(key)
+        try:
+            recorded = json.loads(inputs_path.read_text(encoding="utf-8"))
+            external = recorded["external"]
+            for path, digest in external.items():
+                if _sha256_file(Path(path)) != digest:
+                    return None
+            data = json.loads(report_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if not isinstance(data, dict) or data.get("kind") != "run" or not data.get("complete"):
+            return None
+        try:
+            os.utime(inputs_path)  # most recently used: kept longest
+        except OSError:
+            pass
+        return RunReport(data)
+
+    def put(self, key: str, report: RunReport, external: dict[str, str], *, commit: str) -> None:
+        """Store a complete projection (the report first, then the inputs file that validates it)."""
+        if not report.complete:
+            return
+        report_path, inputs_path = self._paths(key)
+        try:
+            write_atomic(report_path, report.to_json())
+            write_atomic(
+                inputs_path, json.dumps({"commit": commit, "external": external}, indent=2)
+            )
+            self._prune()
+        except OSError:
+            pass  # a cache that cannot be written is no reason for a run to fail
+
+    def _prune(self) -> None:
+        entries = sorted(
+            self.directory.glob("*.inputs.json"), key=lambda p: p.stat().st_mtime, reverse=True
+        )
+        for stale in entries[self.keep :]:
+            key = stale.name.removesuffix(".inputs.json")
+            for path in self._paths(key):
+                path.unlink(missing_ok=True)

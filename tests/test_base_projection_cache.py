@@ -1,0 +1,165 @@
+"""Base projections are cached by commit and inputs: a second `diff --base-ref` with the same base
+does not project it again, and a changed input (a new commit, a tokenizer file outside the
+repository, costguard's own code) projects it anew."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from costguard import api
+from costguard.compare import projection_cache
+from costguard.compare.baseline import baseline_from_git_ref
+from tests.conftest import STACK_YAML, TEMPLATE_V1, TICKETS_YAML, git, minilm_dir, run_cli
+
+
+@pytest.fixture
+def counted_runs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The roots of the projects `api.run` projected (base projections happen in-process)."""
+    roots: list[Path] = []
+    real_run = api.run
+
+    def run(project, **options):  # type: ignore[no-untyped-def]
+        roots.append(project.root)
+        return real_run(project, **options)
+
+    monkeypatch.setattr(api, "run", run)
+    return roots
+
+
+@pytest.fixture
+def repo_with_outside_tokenizer(
+    project_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A committed project whose tokenizer lives outside the repository (like the HF cache)."""
+    outside = tmp_path_factory.mktemp("hf-cache") / "tok"
+    shutil.copytree(minilm_dir(), outside)
+    (project_dir / "costguard.yaml").write_text(STACK_YAML.format(tok=outside))
+    (project_dir / "prompts").mkdir()
+    (project_dir / "prompts" / "summary.jinja").write_text(TEMPLATE_V1)
+    (project_dir / "fixtures" / "tickets.yaml").write_text(TICKETS_YAML)
+    (project_dir / ".gitignore").write_text(".costguard/\n*.json\n")
+    git(project_dir, "init", "-q", "-b", "main")
+    git(project_dir, "add", "-A")
+    git(project_dir, "commit", "-qm", "add costguard")
+    return project_dir
+
+
+def _base(repo: Path, ref: str = "HEAD"):  # type: ignore[no-untyped-def]
+    return baseline_from_git_ref(ref, config=repo / "costguard.yaml")
+
+
+def test_second_projection_of_the_same_commit_is_read_from_the_cache(
+    repo_with_outside_tokenizer: Path, counted_runs: list[Path]
+) -> None:
+    first = _base(repo_with_outside_tokenizer)
+    second = _base(repo_with_outside_tokenizer)
+    assert len(counted_runs) == 1
+    assert second.source.endswith("projection cached") and not first.source.endswith("cached")
+    assert second.report is not None and first.report is not None
+    assert json.loads(second.report.to_json()) == json.loads(first.report.to_json())
+    entries = list((repo_with_outside_tokenizer / ".costguard/cache/base-projections").glob("*"))
+    assert len(entries) == 2  # the report and the inputs that validate it
+
+
+def test_a_new_commit_is_projected_again(
+    repo_with_outside_tokenizer: Path, counted_runs: list[Path]
+) -> None:
+    repo = repo_with_outside_tokenizer
+    before = _base(repo)
+    (repo / "prompts" / "summary.jinja").write_text(TEMPLATE_V1 + "\nMore context, please.")
+    git(repo, "commit", "-qam", "longer prompt")
+    after = _base(repo)
+    assert len(counted_runs) == 2
+    assert after.report.totals["cost_per_month"] > before.report.totals["cost_per_month"]  # type: ignore[union-attr]
+
+
+def test_a_changed_tokenizer_file_outside_the_repo_invalidates_the_entry(
+    repo_with_outside_tokenizer: Path, counted_runs: list[Path]
+) -> None:
+    repo = repo_with_outside_tokenizer
+    _base(repo)
+    config = next(Path(p) for p in _outside_tokenizer(repo))
+    config.write_text(
+        config.read_text().replace('"do_lower_case": true', '"do_lower_case": false') + "\n"
+    )
+    _base(repo)
+    assert len(counted_runs) == 2
+    _base(repo)  # and the new projection is cached in turn
+    assert len(counted_runs) == 2
+
+
+def _outside_tokenizer(repo: Path) -> list[str]:
+    text = (repo / "costguard.yaml").read_text()
+    tok = text.split('hf: "', 1)[1].split('"', 1)[0]
+    return [str(Path(tok) / "tokenizer_config.json")]
+
+
+def test_changed_costguard_code_invalidates_the_entry(
+    repo_with_outside_tokenizer: Path, counted_runs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = repo_with_outside_tokenizer
+    _base(repo)
+    monkeypatch.setattr(projection_cache, "code_fingerprint", lambda: "another costguard")
+    _base(repo)
+    assert len(counted_runs) == 2
+
+
+def test_an_approximate_tokenizer_projection_is_never_cached(
+    repo_with_outside_tokenizer: Path, counted_runs: list[Path]
+) -> None:
+    repo = repo_with_outside_tokenizer
+    text = (repo / "costguard.yaml").read_text()
+    text = text.replace(
+        "chat_template: chat.jinja}", "chat_template: chat.jinja, approximate_fallback: true}"
+    )
+    text = text.replace(text.split('hf: "', 1)[1].split('"', 1)[0], str(repo / "no-such-tokenizer"))
+    (repo / "costguard.yaml").write_text(text)
+    git(repo, "commit", "-qam", "approximate tokens")
+    _base(repo)
+    _base(repo)
+    assert len(counted_runs) == 2
+
+
+def test_a_damaged_entry_is_projected_again(
+    repo_with_outside_tokenizer: Path, counted_runs: list[Path]
+) -> None:
+    repo = repo_with_outside_tokenizer
+    _base(repo)
+    (report,) = [
+        p for p in (repo / ".costguard/cache/base-projections").glob("*.json")
+        if not p.name.endswith(".inputs.json")
+    ]  # fmt: skip
+    report.write_text(report.read_text()[:100])
+    assert _base(repo).report is not None
+    assert len(counted_runs) == 2
+
+
+def test_diff_base_ref_twice_reports_the_same_and_says_the_base_was_cached(
+    repo_with_outside_tokenizer: Path,
+) -> None:
+    repo = repo_with_outside_tokenizer
+    first = run_cli("diff", "--base-ref", "HEAD", "--format", "json", cwd=repo)
+    second = run_cli("diff", "--base-ref", "HEAD", "--format", "json", cwd=repo)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    one, two = json.loads(first.stdout), json.loads(second.stdout)
+    assert two["base"]["source"].endswith("projection cached")
+    for side in (one, two):
+        side["base"].pop("source")
+        side.pop("created_at", None)
+        side["head"].pop("created_at", None)
+        side["base"].pop("created_at", None)
+    assert one == two
+
+
+def test_keeps_only_the_newest_entries(tmp_path: Path) -> None:
+    from costguard.report.run_report import RunReport
+
+    cache = projection_cache.BaseProjectionCache(tmp_path, keep=2)
+    report = RunReport({"kind": "run", "complete": True, "totals": {}, "records": []})
+    for key in ("a", "b", "c"):
+        cache.put(key, report, {}, commit=key)
+    assert cache.get("a") is None and cache.get("b") is not None and cache.get("c") is not None
