@@ -98,7 +98,10 @@ class Project:
                     break
             else:
                 self._tokenizers[tier_name] = load_tokenizer(
-                    spec, base_dir=self.root, where=self.stack.where("tiers", index, "tokenizer")
+                    spec,
+                    base_dir=self.root,
+                    where=self.stack.where("tiers", index, "tokenizer"),
+                    allowed=self.stack.allowed,
                 )
         return self._tokenizers[tier_name]
 
@@ -177,6 +180,7 @@ class Project:
                     base_dir=self.root,
                     where=self.stack.where("tiers", i, "pricing"),
                     measured_throughput=measured,
+                    allowed=self.stack.allowed,
                 )
             self._prices = prices
         return self._prices
@@ -217,7 +221,13 @@ def load_project(
     # Fixture paths given on the command line are relative to the working directory;
     # those in costguard.yaml are relative to the config file.
     root = Path.cwd() if fixtures else stack.root
-    loaded = load_fixtures(paths, root=root)
+    loaded = load_fixtures(
+        paths,
+        root=root,
+        project_root=stack.root,
+        allowed=stack.allowed,
+        confine=not fixtures,
+    )
     if fixtures:
         for fx in loaded:
             try:
@@ -235,6 +245,19 @@ def with_variant(project: Project, name: str) -> Project:
 
     (variant,) = select_variants(build_variants(project.stack), [name])
     return project.with_config(variant.config, variant.name)
+
+
+def load_holdout(project: Project, paths: Sequence[str | Path]) -> list[Fixture]:
+    """Fixtures from `paths` (relative to the working directory) checked like `run` checks the
+    project's own: a suite the config gives no share is refused, never silently routed at 0%."""
+    loaded = load_fixtures(
+        [str(p) for p in paths],
+        root=Path.cwd(),
+        project_root=project.stack.root,
+        allowed=project.stack.allowed,
+    )
+    _check_suites(project.stack, loaded)
+    return loaded
 
 
 def _check_suites(stack: LoadedStack, fixtures: list[Fixture]) -> None:
@@ -264,6 +287,7 @@ def count_prompt_tokens(
 
     cache = TokenCountCache(project.cache_dir)
     messages = [fx.messages for fx in project.fixtures]
+    tools = [fx.tools for fx in project.fixtures]
     counts: dict[str, list[int]] = {}
     sources: dict[str, str] = {}
     ids: dict[str, list[Sequence[int]]] = {}
@@ -274,13 +298,13 @@ def count_prompt_tokens(
     try:
         for tier in project.config.tiers:
             tok = project.tokenizer(tier.name)
-            sources[tier.name] = "exact" if tok.exact else "approximate"
+            sources[tier.name] = tok.input_source
             need_ids = tier.name in keep_ids
             hit = by_fingerprint.get(tok.fingerprint)
             if hit is None or (need_ids and hit[1] is None):
                 if progress:
                     progress(f"tokens:{tier.name}", 0, len(messages))
-                encoded = encode_chat_cached(tok, messages, cache, compact=True)
+                encoded = encode_chat_cached(tok, messages, cache, tools_list=tools, compact=True)
                 hit = ([len(e) for e in encoded], encoded if need_ids else None)
                 by_fingerprint[tok.fingerprint] = hit
                 if progress:
@@ -313,7 +337,7 @@ def build_prefix_fleet(project: Project) -> Any:
     """The stack's prefix-cache simulators (None when the layer is off); capacity errors are located."""
     from costguard.engine.caches.prefix_fleet import PrefixCacheFleet, kv_capacity, simulated_tiers
 
-    tiers = simulated_tiers(project.config)
+    tiers = simulated_tiers(project.config, project.stack.where)
     if not tiers:
         return None
     capacities = {}
@@ -337,7 +361,7 @@ def quality_scorer(project: Project, backend: Backend) -> Any:
 
     def count_prompt(tier: str, messages: list[dict[str, Any]]) -> tuple[int, str]:
         tok = project.tokenizer(tier)
-        return tok.count_chat(messages), "exact" if tok.exact else "approximate"
+        return tok.count_chat(messages), tok.input_source
 
     scorer = QualityScorer(
         project.config,
@@ -653,6 +677,8 @@ def build_report(
                 "gpu": tier.hardware.gpu,
                 "tokenizer": tok.description,
                 "tokenizer_exact": tok.exact,
+                "tokenizer_counts": tok.input_source,
+                "tokenizer_exactness": tok.exactness,
                 "pricing": {
                     "kind": prices[tier.name].kind,
                     "basis": prices[tier.name].basis,
@@ -666,10 +692,25 @@ def build_report(
         d["cost_per_month"] = r.monthly_requests * r.cost_usd
         record_dicts.append(d)
     warnings = []
-    approx = [t["name"] for t in tiers_summary if not t["tokenizer_exact"]]
-    if approx:
+    fallback = [t["name"] for t in tiers_summary if t["tokenizer_exactness"] == "fallback"]
+    if fallback:
         warnings.append(
-            f"approximate token counts (tokenizer fallback) on tier(s): {', '.join(approx)}"
+            f"approximate token counts (tokenizer fallback, chars/4) on tier(s): {', '.join(fallback)}"
+        )
+    stand_in = [t["name"] for t in tiers_summary if t["tokenizer_exactness"] == "stand-in"]
+    if stand_in:
+        warnings.append(
+            f"approximate prompt token counts on tier(s) {', '.join(stand_in)}: the tokenizer is a "
+            "stand-in for the model's own (another encoding or a hand-written chat layout); point "
+            "`tokenizer.hf:` at the model's tokenizer.json for exact counts, and check them against "
+            "the server with `costguard verify`"
+        )
+    unreported = sections["provenance"].get("cached_tokens", {}).get("unreported", 0)
+    if unreported:
+        warnings.append(
+            f"cached prompt tokens unknown on {unreported} call(s): the server's usage had no "
+            "prompt_tokens_details (it cached nothing, or cannot report it; vLLM reports it with "
+            "--enable-prompt-tokens-details): labelled `unreported`, not read as 0 cached"
         )
     est_out = sections["provenance"]["output_tokens"]
     n_est = est_out.get("expected", 0) + est_out.get("prior", 0)
@@ -749,11 +790,15 @@ def check(
     baseline: RunReport | None = None,
     diff: DiffReport | None = None,
     acknowledgement: Acknowledgement | None = None,
+    baseline_reason: str | None = None,
 ) -> PolicyResult:
     """Evaluate a policy file against a report (and a baseline, for regression rules)."""
     policy = load_policy(policy_path)
     ctx = MetricContext(
-        report=report, baseline=baseline, diff=diff.data if diff is not None else None
+        report=report,
+        baseline=baseline,
+        diff=diff.data if diff is not None else None,
+        baseline_reason=baseline_reason,
     )
     return evaluate(policy, ctx, acknowledgement=acknowledgement)
 
@@ -793,7 +838,12 @@ def compare(
     result = None
     if policy is not None:
         result = check(
-            head, policy, baseline=baseline.report, diff=diff, acknowledgement=acknowledgement
+            head,
+            policy,
+            baseline=baseline.report,
+            diff=diff,
+            acknowledgement=acknowledgement,
+            baseline_reason=baseline.reason,
         )
         diff.attach_policy(result.to_dict())
     return diff, result
@@ -889,3 +939,189 @@ def merge_shards(project: Project, reports: Sequence[RunReport]) -> RunReport:
         complete=not reasons, incomplete_reason="; ".join(reasons) or None,
         extra_sections=extra, extra_warnings=warnings,
     )  # fmt: skip
+
+
+VERIFY_VIA = ("auto", "tokenize", "completion", "both")
+
+
+def verify(
+    project: Project,
+    *,
+    via: str = "auto",
+    tiers: Sequence[str] | None = None,
+    urls: dict[str, str] | None = None,
+    concurrency: int = 4,
+    timeout_s: float = 120.0,
+) -> Any:
+    """Offline prompt token counts against a running server's, for every fixture and tier.
+
+    `via`: "tokenize" asks vLLM's `/tokenize` (the chat request with its tools, rendered as the
+    chat route renders it); "completion" sends a one-token chat completion and reads
+    `usage.prompt_tokens` (any OpenAI-compatible server); "auto" uses /tokenize and falls back to
+    completions where the server has no such route; "both" checks each way. `urls` maps a tier
+    (or "*" for every tier) to its server, else the tier's `endpoint.base_url`.
+    Returns a VerifyReport; its exit code is 1 on any mismatch. A server that cannot be reached
+    is a BackendError (exit 2): nothing was verified.
+    """
+    import asyncio
+
+    from costguard.engine.backends.live import Target, endpoint_targets
+    from costguard.report.verification import VerifyReport, VerifyRow
+
+    if via not in VERIFY_VIA:
+        raise UsageError(f"--via must be one of {', '.join(VERIFY_VIA)} (got {via!r})")
+    if concurrency < 1 or timeout_s <= 0:
+        raise UsageError("--concurrency must be >= 1 and --timeout > 0")
+    names = [t.name for t in project.config.tiers]
+    chosen = list(tiers) if tiers else names
+    unknown = [t for t in chosen if t not in names]
+    if unknown:
+        raise UsageError(f"unknown tier(s) {', '.join(unknown)} (tiers: {', '.join(names)})")
+    urls = dict(urls or {})
+    bad = sorted(set(urls) - set(names) - {"*"})
+    if bad:
+        raise UsageError(
+            f"--url names unknown tier(s) {', '.join(bad)} (tiers: {', '.join(names)})"
+        )
+    configured = endpoint_targets(project.stack)
+    from costguard.serving import stack as stack_processes
+
+    state = stack_processes.read_state(project.stack)  # `costguard stack up`, if it ran
+    targets: dict[str, Target] = {}
+    for name in chosen:
+        tier = project.config.tier(name)
+        url = urls.get(name) or urls.get("*")
+        launched = state.tier(name) if state is not None else None
+        if url is not None:
+            key = configured[name].api_key if name in configured else None
+            targets[name] = Target(url, tier.api_model_name, key)
+        elif name in configured:
+            targets[name] = configured[name]
+        elif launched is not None and launched.running:
+            key = os.environ.get(tier.serve.api_key_env) if tier.serve.api_key_env else None
+            targets[name] = Target(launched.base_url, tier.api_model_name, key)
+        else:
+            raise UsageError(
+                f"tier {name!r} has no server to verify against: pass --url {name}=URL "
+                "(or --url URL for every tier), set its endpoint.base_url, or start the stack "
+                "with `costguard stack up`"
+            )
+    offline = count_prompt_tokens(project)
+    warnings: list[str] = []
+    for name in chosen:
+        tok = project.tokenizer(name)
+        if not tok.exact:
+            warnings.append(
+                f"tier {name} counts with a tokenizer that is not the model's own "
+                f"({tok.description}): mismatches are expected until `tokenizer.hf:` points at "
+                "the model's tokenizer.json"
+            )
+    rows: list[VerifyRow] = []
+
+    async def run() -> None:
+        import aiohttp
+
+        gate = asyncio.Semaphore(concurrency)
+        async with aiohttp.ClientSession() as session:
+            for name in chosen:
+                tier_rows, notes = await _verify_tier(
+                    project,
+                    session,
+                    gate,
+                    name,
+                    targets[name],
+                    offline.counts[name],
+                    via=via,
+                    timeout_s=timeout_s,
+                )
+                rows.extend(tier_rows)
+                warnings.extend(notes)
+
+    asyncio.run(run())
+    return VerifyReport(
+        stack=project.config.name,
+        rows=rows,
+        servers={name: targets[name].base_url for name in chosen},
+        warnings=warnings,
+    )
+
+
+async def _verify_tier(
+    project: Project,
+    session: Any,
+    gate: Any,
+    name: str,
+    target: Any,
+    counts: Sequence[int],
+    *,
+    via: str,
+    timeout_s: float,
+) -> tuple[list[Any], list[str]]:
+    """Every fixture of one tier against its server: the rows and what to warn about."""
+    import asyncio
+
+    from costguard.errors import BackendError
+    from costguard.report.verification import VerifyRow
+    from costguard.serving.openai_client import BackendConnectionError, BackendTimeoutError
+    from costguard.serving.tokenize import RouteMissing, one_token_completion, tokenize_chat
+
+    source = project.tokenizer(name).input_source
+    notes: list[str] = []
+
+    async def check(i: int, mode: str) -> VerifyRow:
+        fx = project.fixtures[i]
+        body = {"model": target.model, **fx.request_body()}
+        call = tokenize_chat if mode == "tokenize" else one_token_completion
+        row = VerifyRow(
+            fixture=fx.id,
+            location=fx.location,
+            tier=name,
+            offline=counts[i],
+            offline_source=source,
+            server=None,
+            via=mode,
+        )
+        async with gate:
+            try:
+                got = await call(
+                    session, target.base_url, body, api_key=target.api_key, timeout_s=timeout_s
+                )
+            except (BackendConnectionError, BackendTimeoutError, RouteMissing):
+                raise
+            except BackendError as exc:  # the server refused this one request
+                row.error = str(exc)
+                return row
+        row.server, row.cached_tokens = got.prompt_tokens, got.cached_tokens
+        return row
+
+    indices = list(range(len(project.fixtures)))
+    modes = ["completion"] if via == "completion" else ["tokenize"]
+    if via == "both":
+        modes.append("completion")
+    done: list[VerifyRow] = []
+    try:
+        if via == "auto" and indices:
+            try:
+                done.append(await check(indices[0], "tokenize"))
+            except RouteMissing:
+                notes.append(
+                    f"tier {name}: {target.base_url} has no /tokenize route (not vLLM?): "
+                    "checked with one-token completions (usage.prompt_tokens)"
+                )
+                modes = ["completion"]
+        todo = [(i, m) for m in modes for i in indices][len(done) :]
+        done += await asyncio.gather(*(check(i, m) for i, m in todo))
+    except RouteMissing as exc:
+        raise BackendError(
+            f"tier {name}: {exc}; use --via completion for a server without it"
+        ) from None
+    except (BackendConnectionError, BackendTimeoutError) as exc:
+        raise BackendError(f"tier {name}: cannot verify: {exc}") from None
+    completion = [r for r in done if r.via == "completion" and r.server is not None]
+    if any(r.cached_tokens is None for r in completion):
+        notes.append(
+            f"tier {name}: {target.base_url} does not report usage.prompt_tokens_details: "
+            "cached prompt tokens cannot be measured there (vLLM: --enable-prompt-tokens-details); "
+            "live runs label them `unreported`, never 0"
+        )
+    return done, notes

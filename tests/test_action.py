@@ -498,6 +498,7 @@ def test_a_pull_request_without_a_cost_change_passes_and_says_so(
         "Cache model weights and tokenizers",
         "Fetch tokenizers from the Hugging Face hub",  # local tokenizers
         "Start the vLLM stack",
+        "Verify token counts against the servers",
         "Find the baseline artifact",
         "Download the baseline artifact",
         "Collect the vLLM logs",
@@ -835,3 +836,41 @@ def test_backend_vllm_on_a_runner_without_a_gpu_stops_before_installing(
         "Check the GPU",
     ]  # no install, no stack to stop, nothing to upload
     assert job.ours() == [] and job.uploads == []
+
+
+def test_verify_input_checks_the_servers_counts_and_a_mismatch_fails_the_job(
+    pr_repo, gh, tmp_path_factory
+) -> None:
+    """`verify: true` runs `costguard verify` against the tiers' endpoints before projecting.
+    The vLLM double counts with its own tokenizer, not the project's MiniLM one: the counts
+    differ, the job fails at that step, and the verify result is still uploaded."""
+    from tests.doubles.fake_vllm import FakeVLLM
+
+    small = FakeVLLM("test/small-8b").start_in_thread()
+    large = FakeVLLM("test/large-70b").start_in_thread()
+    try:
+        config = pr_repo / readme_inputs().get("config", "costguard.yaml")
+        text = config.read_text()
+        text = text.replace(
+            "    pricing: {input_per_mtok: 0.10",
+            f'    endpoint: {{base_url: "{small.base_url}"}}\n    pricing: {{input_per_mtok: 0.10',
+            1,
+        ).replace(
+            "    serve: {tensor_parallel_size: 4}",
+            f'    serve: {{tensor_parallel_size: 4}}\n    endpoint: {{base_url: "{large.base_url}/v1"}}',
+        )
+        config.write_text(text)
+        git(pr_repo, "commit", "-qam", "endpoints")
+        job = Job(pr_repo, gh, tmp_path_factory.mktemp("runner"), base="HEAD~1")
+        result = job.run({**readme_inputs(), "verify": "true"})
+        assert result.failed
+        step = result.step("verify")
+        assert step.outcome == "failure"
+        assert "Worst offenders on small:" in step.stdout and "counts differ" in step.stdout
+        assert result.step("ci").outcome == "skipped" and not job.ours()
+        [upload] = job.uploads
+        assert upload["files"] == ["costguard-verify.json"]
+        assert small.server.requests == [] and large.server.requests == []  # /tokenize only
+    finally:
+        small.stop()
+        large.stop()

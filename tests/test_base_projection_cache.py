@@ -159,7 +159,21 @@ def test_keeps_only_the_newest_entries(tmp_path: Path) -> None:
     from costguard.report.run_report import RunReport
 
     cache = projection_cache.BaseProjectionCache(tmp_path, keep=2)
-    report = RunReport({"kind": "run", "complete": True, "totals": {}, "records": []})
+    totals = dict.fromkeys(
+        ("requests_per_month", "input_tokens_per_month", "cached_tokens_per_month")
+        + ("output_tokens_per_month", "cost_per_month"),
+        0.0,
+    )
+    report = RunReport(
+        {
+            "kind": "run",
+            "complete": True,
+            "totals": totals,
+            "tiers": {},
+            "suites": {},
+            "records": [],
+        }
+    )
     for key in ("a", "b", "c"):
         cache.put(key, report, {}, commit=key)
     assert cache.get("a") is None and cache.get("b") is not None and cache.get("c") is not None

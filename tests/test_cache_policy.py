@@ -74,11 +74,11 @@ def test_semantic_false_hit_rate_reads_the_report() -> None:
     assert "1 hit(s) could not be judged" in (value.note or "") and "stand-ins" in (
         value.note or ""
     )
-    no_hits = RunReport({**base, "cache": {"semantic": {**semantic, "hits": 0}}})
-    assert (
-        _semantic_false_hit_rate(MetricContext(report=no_hits), Rule(metric="x", max=0.1)).value
-        == 0.0
+    no_hits = RunReport(
+        {**base, "cache": {"semantic": {**semantic, "hits": 0, "false_hit_rate": None}}}
     )
+    vacuous = _semantic_false_hit_rate(MetricContext(report=no_hits), Rule(metric="x", max=0.1))
+    assert vacuous.value is None and vacuous.vacuous  # n/a, never 0%
 
 
 def test_cache_metric_selectors_are_checked(tmp_path: Path) -> None:

@@ -30,7 +30,13 @@ def test_run_on_bundled_example_prints_summary_and_writes_report(example_report)
     assert len({r["suite"] for r in report["records"]}) >= 4
     assert set(report["tiers"]) == {"small", "quantized", "large"}
     assert report["counterfactual"]["saving_per_month"] > 0
-    assert all(t["tokenizer_exact"] for t in report["stack"]["tiers"])
+    # The example counts with cl100k_base + a hand-written Llama 3 layout: a stand-in, so every
+    # prompt count is labelled approximate, and the report says why.
+    assert not any(t["tokenizer_exact"] for t in report["stack"]["tiers"])
+    assert {t["tokenizer_counts"] for t in report["stack"]["tiers"]} == {"approximate"}
+    assert {k for k, n in report["provenance"]["input_tokens"].items() if n} == {"approximate"}
+    assert any("stand-in for the model's own" in w for w in report["warnings"])
+    assert "[approximate token counts: the tokenizer is a stand-in]" in proc.stdout
 
 
 def test_check_strict_fails_and_names_broken_rules(example_report) -> None:
@@ -174,3 +180,22 @@ def test_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
     proc = run_cli("run", "--frobnicate", cwd=tmp_path)
     assert proc.returncode == 2
     assert "No such option" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bundled_example_says_approximate_in_the_pr_comment_and_a_policy_can_demand_exact(
+    example_report, tmp_path: Path
+) -> None:
+    from costguard.compare.diff import Baseline, diff_reports
+    from costguard.render.markdown import render
+    from costguard.report.run_report import load_report
+
+    _, out = example_report
+    head = load_report(out)
+    diff = diff_reports(Baseline(None, "none", reason="first run"), head)
+    body = render(diff.data if hasattr(diff, "data") else diff, context="comment", tag="t")
+    assert "Prompt token counts are **approximate** on tier(s) small, quantized, large" in body
+    policy = tmp_path / "exact.yaml"
+    policy.write_text("rules:\n  exact_counts: {metric: approximate_token_share, max: 0}\n")
+    proc = run_cli("check", "--policy", str(policy), str(out), cwd=REPO)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAIL exact_counts:" in proc.stdout and "counted approximately" in proc.stdout

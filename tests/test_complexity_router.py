@@ -30,7 +30,9 @@ def bundled(tmp_path: Path) -> Path:
         (tmp_path / name).symlink_to(REPO / name, target_is_directory=True)
     config = tmp_path / "costguard.yaml"
     config.write_text(
-        (REPO / "costguard.yaml").read_text() + f"cache_dir: {json.dumps(str(SHARED_CACHE))}\n"
+        (REPO / "costguard.yaml").read_text()
+        + f"cache_dir: {json.dumps(str(SHARED_CACHE))}\n"
+        + f"allowed_paths: [{json.dumps(str(REPO))}]\n"  # the symlinks lead into the repository
     )
     return config
 

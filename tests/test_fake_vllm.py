@@ -310,7 +310,7 @@ def test_served_model_names_unknown_model_and_context_length():
         )
         assert too_long.status_code == 400
         assert "maximum context length is 50" in too_long.json()["error"]["message"]
-        assert requests.get(f"{handle.base_url}/version").json() == {"version": "0.11.0"}
+        assert requests.get(f"{handle.base_url}/version").json() == {"version": "0.33.0"}
 
 
 def test_ignore_eos_generates_exactly_max_tokens(server):

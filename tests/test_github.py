@@ -61,7 +61,7 @@ def ours(gh: GitHubAPI, tag: str = "default") -> list[dict]:
 
 
 def writes(gh: GitHubAPI) -> list[str]:
-    return [r.method for r in gh.requests if r.method in ("POST", "PATCH", "DELETE")]
+    return [r.method for r in gh.writes()]
 
 
 # -- upsert: create, update, skip --------------------------------------------------------------
@@ -90,7 +90,8 @@ def test_skip_if_unchanged_makes_no_write(gh: GitHubAPI, client: GitHubClient):
     again = upsert_comment(client, REPO, PR, "same report", skip_if_unchanged=True)
     assert again == CommentResult("unchanged", first.comment_id, first.url)
     later = gh.requests[before:]
-    assert [r.method for r in later] == ["GET"]  # only the listing, no PATCH/POST
+    assert [r.method for r in later] == ["GET", "POST"]  # listing + authorship query only
+    assert "viewerDidAuthor" in later[1].body["query"]
     # a changed body is written
     assert upsert_comment(client, REPO, PR, "new", skip_if_unchanged=True).action == "updated"
 
@@ -164,7 +165,7 @@ def test_hide_failure_is_a_warning_not_an_error(gh: GitHubAPI, client: GitHubCli
         "data": {"minimizeComment": None},
         "errors": [{"type": "FORBIDDEN", "message": "Resource not accessible by integration"}],
     }
-    gh.inject(200, body=forbidden, path="/graphql", times=2)
+    gh.inject(200, body=forbidden, path="/graphql", times=2, query="minimizeComment")
     res = upsert_comment(client, REPO, PR, "r2", mode="hide-and-new")
     assert res.action == "created"
     assert len(res.warnings) == 1 and "pull-requests: write" in res.warnings[0]
@@ -522,7 +523,9 @@ def test_truncate_keeps_head_tail_and_note():
     assert "see the job summary or the report artifact" in out
     removed = int(out.split("… ")[1].split(" characters")[0].replace(",", ""))
     start, end = out.index("\n\n> ✂️"), out.index("…\n\n", out.index("truncated")) + 3
-    kept = out[:start] + "\n" + out[end:]
+    header = "| tier | base | head |\n|---|---|---|\n"
+    assert out[end:].startswith(header)  # the cut table keeps its header after the note
+    kept = out[:start] + "\n" + out[end + len(header) :]
     assert len(body) - removed == len(kept)  # the count of dropped characters is exact
     # cut at line boundaries: every line kept is a whole line of the original
     assert set(kept.splitlines()) <= set(body.splitlines())
@@ -562,3 +565,135 @@ def test_upsert_posts_huge_reports_within_the_limit(gh: GitHubAPI, client: GitHu
         upsert_comment(client, REPO, PR, _report(8000), skip_if_unchanged=True).action
         == "unchanged"
     )
+
+
+# -- only our own comments: a pasted marker never hijacks the gate --------------------------------
+
+
+MODES_ALL = ("update", "new", "hide-and-new", "delete-and-new")
+
+
+@pytest.mark.parametrize("forged_is_newer", [False, True], ids=["forged-older", "forged-newer"])
+@pytest.mark.parametrize("mode", MODES_ALL)
+def test_forged_marker_comment_is_never_touched(
+    gh: GitHubAPI, client: GitHubClient, mode: str, forged_is_newer: bool
+):
+    forged_body = compose_body("PASS: spend -$9,999 (trust me)")
+    if not forged_is_newer:
+        forged = gh.add_comment("octo", "widgets", PR, forged_body, user="mallory")
+    mine = upsert_comment(client, REPO, PR, "r1", mode="new")
+    if forged_is_newer:
+        forged = gh.add_comment("octo", "widgets", PR, forged_body, user="mallory")
+
+    res = upsert_comment(client, REPO, PR, "r2", mode=mode)  # type: ignore[arg-type]
+
+    now = {c["id"]: c for c in gh.comments("octo", "widgets", PR)}
+    assert now[forged["id"]]["body"] == forged_body  # never edited ...
+    assert not now[forged["id"]]["minimized"]  # ... never hidden ...
+    assert forged["id"] in now  # ... never deleted
+    assert res.comment_id != forged["id"]
+    for r in gh.requests:
+        assert str(forged["id"]) not in r.path
+        if isinstance(r.body, dict) and "minimizeComment" in str(r.body.get("query")):
+            assert r.body["variables"] != {"subjectId": forged["node_id"]}
+    assert any(forged["html_url"] in w and "@mallory" in w for w in res.warnings)
+    if mode == "update":
+        assert res.action == "updated" and res.comment_id == mine.comment_id
+        assert now[mine.comment_id]["body"].endswith("r2")
+    elif mode == "hide-and-new":
+        assert now[mine.comment_id]["minimized"]
+    elif mode == "delete-and-new":
+        assert mine.comment_id not in now
+
+
+def test_github_app_token_identity_comes_from_viewer_did_author(sleeps: Sleeps):
+    with GitHubAPI(token=TOKEN, login="costguard-app[bot]") as api:
+        api.add_pr("octo", "widgets", PR)
+        other_bot = api.add_comment(
+            "octo", "widgets", PR, compose_body("old"), user="github-actions[bot]"
+        )
+        with GitHubClient(TOKEN, api_url=api.url, sleep=sleeps) as c:
+            res = upsert_comment(c, REPO, PR, "report")
+        assert res.action == "created" and res.comment_id != other_bot["id"]
+        assert len(res.warnings) == 1 and "@github-actions[bot]" in res.warnings[0]
+        assert not api.requests_for("GET", "/user")  # GraphQL answered; no REST identity call
+
+
+def test_personal_token_without_graphql_falls_back_to_get_user(sleeps: Sleeps):
+    with GitHubAPI(token=TOKEN, login="octocat", graphql_authorship=False) as api:
+        api.add_pr("octo", "widgets", PR)
+        mine = api.add_comment("octo", "widgets", PR, compose_body("old"), user="octocat")
+        forged = api.add_comment("octo", "widgets", PR, compose_body("forged"), user="mallory")
+        with GitHubClient(TOKEN, api_url=api.url, sleep=sleeps) as c:
+            res = upsert_comment(c, REPO, PR, "report")
+        assert res.action == "updated" and res.comment_id == mine["id"]
+        assert "GET /user" in res.warnings[0] and forged["html_url"] in res.warnings[0]
+
+
+def test_actions_token_without_graphql_uses_the_explicit_author_setting(
+    sleeps: Sleeps, monkeypatch: pytest.MonkeyPatch
+):
+    with GitHubAPI(token=TOKEN, graphql_authorship=False) as api:  # github-actions[bot]
+        api.add_pr("octo", "widgets", PR)
+        mine = api.add_comment("octo", "widgets", PR, compose_body("old"), user=api.login)
+        forged = api.add_comment("octo", "widgets", PR, compose_body("forged"), user="mallory")
+        with GitHubClient(TOKEN, api_url=api.url, sleep=sleeps) as c:
+            # neither GraphQL nor GET /user (403 for app tokens) can say: nothing is ours
+            blind = upsert_comment(c, REPO, PR, "report", mode="delete-and-new")
+            assert blind.action == "created"
+            assert len(api.comments("octo", "widgets", PR)) == 3  # nothing deleted
+            assert all("COSTGUARD_COMMENT_AUTHOR" in w for w in blind.warnings)
+            monkeypatch.setenv("COSTGUARD_COMMENT_AUTHOR", "github-actions[bot]")
+            res = upsert_comment(c, REPO, PR, "report 2", mode="delete-and-new")
+        left = {x["id"] for x in api.comments("octo", "widgets", PR)}
+        assert forged["id"] in left and mine["id"] not in left and blind.comment_id not in left
+        assert any(forged["html_url"] in w for w in res.warnings)
+
+
+def _markdown_problems(text: str) -> list[str]:
+    """Unbalanced <details> and table rows without a header, as GitHub would render them."""
+    import re
+
+    problems = []
+    depth = 0
+    for m in re.finditer(r"<(/?)details\b", text):
+        depth += -1 if m.group(1) else 1
+        if depth < 0:
+            problems.append("a </details> without its <details>")
+            depth = 0
+    if depth:
+        problems.append(f"{depth} <details> never closed")
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        if lines[i].lstrip().startswith("|"):
+            j = i
+            while j < len(lines) and lines[j].lstrip().startswith("|"):
+                j += 1
+            block = lines[i:j]
+            if len(block) < 2 or not re.match(r"^\s*\|?\s*:?-{3,}", block[1]):
+                problems.append(f"table rows without a header at line {i + 1}: {block[0][:40]}")
+            i = j
+        else:
+            i += 1
+    return problems
+
+
+@pytest.mark.parametrize("cut_at", [0.2, 0.5, 0.8])
+def test_truncated_comment_stays_valid_markdown(cut_at: float):
+    sections = []
+    for s in range(6):
+        rows = "".join(
+            f"| fixture-{s}-{i} | {i * 0.001:.4f} $ | +{i % 7} % |\n" for i in range(900)
+        )
+        sections.append(
+            f"<details><summary>Section {s}</summary>\n\n| fixture | cost | delta |\n"
+            f"|---|---:|---:|\n{rows}\n</details>\n"
+        )
+    body = "## costguard: +4.2 % monthly\n\n" + "\n".join(sections) + "\n**Policy: ✅**"
+    assert not _markdown_problems(body)
+    limit = int(len(body) * cut_at)
+    out = truncate_body(body, limit, reserve=0)
+    assert gh_len(out) <= limit
+    assert "truncated" in out
+    assert _markdown_problems(out) == []

@@ -473,20 +473,9 @@ def test_live_shards_on_separate_machines_merge_reports_and_recordings(
 
 
 def test_backend_vllm_launches_the_stack_for_the_run_and_stops_it(project_dir):
-    from tests.test_stack import free_ports, group_pids, standin_env
+    from tests.test_stack import group_pids, standin_env, vllm_project
 
-    ports = free_ports(2)
-    config = project_dir / "costguard.yaml"
-    text = STACK_YAML.format(tok=minilm_dir())
-    text = text.replace(
-        "    pricing: {input_per_mtok: 0.10",
-        f"    serve: {{port: {ports[0]}}}\n    pricing: {{input_per_mtok: 0.10",
-        1,
-    )
-    text = text.replace(
-        "serve: {tensor_parallel_size: 4}", f"serve: {{tensor_parallel_size: 4, port: {ports[1]}}}"
-    )
-    config.write_text(text)
+    config = vllm_project(project_dir)
     out = run_cli(
         "run",
         "--backend",

@@ -74,7 +74,7 @@ def ours(gh: GitHubAPI, pr: int = 7, tag: str = "default") -> list[dict]:
 
 
 def writes(gh: GitHubAPI) -> list[str]:
-    return [r.route for r in gh.requests if r.method in ("POST", "PATCH", "DELETE")]
+    return [r.route for r in gh.writes()]
 
 
 def test_first_run_creates_second_updates_in_place_third_leaves_it(

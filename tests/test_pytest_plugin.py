@@ -198,6 +198,8 @@ def test_junitxml_carries_cost_properties_per_item(pytester: pytest.Pytester) ->
     props = cases["refactor"]
     assert props["suite"] == "coding" and props["tier"] == "large"
     assert int(props["input_tokens"]) == refactor["input_tokens"]
+    # The project's tokenizer is a real tokenizer.json: exact, and the property says so.
+    assert props["input_tokens_source"] == "exact" and props["input_tokens_exact"] == "True"
     assert int(props["output_tokens"]) == 500 and props["output_tokens_source"] == "expected"
     assert props["output_tokens_estimated"] == "True" and props["estimated"] == "True"
     assert float(props["cost_usd"]) == pytest.approx(refactor["cost_usd"])

@@ -3,6 +3,8 @@ the routing config schema and the routing policy metrics."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from costguard.engine.routing.metrics import (
     routing_details,
 )
 from costguard.engine.routing.router import (
+    OVERHEAD_REPEATS,
     RouterOverhead,
     RoutingRun,
     sufficient_rank,
@@ -462,7 +465,11 @@ def test_overhead_is_measured_when_the_model_is_loaded_and_stored_for_warm_runs(
     assert (
         measured is not None
         and measured.source == "measured"
-        and len(measured.samples_s) == 10 == cold.encoded
+        and len(measured.samples_s) == 10 == len(measured.cpu_samples_s)
+        and cold.encoded == 10 * OVERHEAD_REPEATS  # each probe timed repeatedly, min kept
+    )
+    assert (
+        measured.conditions["cpus"] == os.cpu_count() and "load_average_1m" in measured.conditions
     )
     warm = FakeEmbedder(False)
     stored = measure_overhead(ComplexityRouter(config, warm, overhead_dir=store), probes)  # type: ignore[arg-type]
@@ -470,3 +477,14 @@ def test_overhead_is_measured_when_the_model_is_loaded_and_stored_for_warm_runs(
         stored is not None and stored.source == "stored" and stored.samples_s == measured.samples_s
     )
     assert warm.encoded == 0 and "measured earlier" in stored.method
+    assert "not under this run's conditions" in stored.method
+    assert stored.cpu_samples_s == measured.cpu_samples_s and stored.conditions
+    # a figure stored under other conditions (another CPU count) is not reused at all
+    for path in store.glob("*.json"):
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, "cpus": (os.cpu_count() or 1) + 6}))
+    other = measure_overhead(
+        ComplexityRouter(config, FakeEmbedder(False), overhead_dir=store), probes
+    )  # type: ignore[arg-type]
+    assert other is not None and other.source == "not_measured"
+    assert "other conditions" in other.method

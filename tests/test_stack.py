@@ -35,6 +35,25 @@ def standin_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def vllm_project(project_dir: Path, extra: str = "") -> Path:
+    """The conftest stack with each tier's `vllm serve` on a free port (for the stand-in)."""
+    from tests.conftest import STACK_YAML, minilm_dir
+
+    ports = free_ports(2)
+    text = STACK_YAML.format(tok=minilm_dir())
+    text = text.replace(
+        "    pricing: {input_per_mtok: 0.10",
+        f"    serve: {{port: {ports[0]}}}\n    pricing: {{input_per_mtok: 0.10",
+        1,
+    )
+    text = text.replace(
+        "serve: {tensor_parallel_size: 4}", f"serve: {{tensor_parallel_size: 4, port: {ports[1]}}}"
+    )
+    config = project_dir / "costguard.yaml"
+    config.write_text(text + extra)
+    return config
+
+
 def free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     try:
@@ -85,6 +104,10 @@ def flag(argv: list[str], name: str) -> str | None:
 def test_dry_run_of_the_bundled_example_prints_correct_vllm_commands():
     out = run_cli("stack", "up", "--dry-run", cwd=REPO)
     assert out.returncode == 0, out.stderr
+    assert (
+        out.stdout.splitlines()[0]
+        == "# vLLM 0.33.0 (flags and defaults checked against vLLM 0.33.0)"
+    )
     lines = [line for line in out.stdout.splitlines() if not line.startswith("#")]
     config = load_stack(REPO / "costguard.yaml").config
     assert len(lines) == len(config.tiers)
@@ -99,7 +122,9 @@ def test_dry_run_of_the_bundled_example_prints_correct_vllm_commands():
         assert flag(argv, "--port") == str(tier.serve.port)
         assert flag(argv, "--host") == tier.serve.host
         assert "--enable-prompt-tokens-details" in argv  # usage.prompt_tokens_details.cached_tokens
-        assert "--no-enable-prefix-caching" not in argv  # on by default in the V1 engine
+        assert "--no-enable-prefix-caching" not in argv  # legacy spelling, never emitted
+        assert "--disable-prefix-caching" not in argv  # on by default in the V1 engine
+        assert flag(argv, "--block-size") == str(tier.kv_cache.block_size)  # always pinned
         assert flag(argv, "--gpu-memory-utilization") == f"{tier.serve.gpu_memory_utilization:g}"
         assert flag(argv, "--max-model-len") == str(tier.serve.max_model_len)
         assert flag(argv, "--seed") == str(tier.serve.seed)
@@ -122,15 +147,16 @@ def test_tiers_sharing_a_gpu_split_the_memory_fraction(tmp_path):
         ("a", "org/a", "{devices: [0]}"), ("b", "org/b", "{devices: [0]}"), ("c", "org/c", "{devices: [1]}"),
     ])  # fmt: skip
     cmds = commands(path)
-    assert flag(cmds["a"][1], "--gpu-memory-utilization") == "0.45"
-    assert flag(cmds["b"][1], "--gpu-memory-utilization") == "0.45"
+    # what vLLM 0.33's default 0.92 becomes, split evenly
+    assert flag(cmds["a"][1], "--gpu-memory-utilization") == "0.46"
+    assert flag(cmds["b"][1], "--gpu-memory-utilization") == "0.46"
     assert "--gpu-memory-utilization" not in cmds["c"][1]  # alone: vLLM's default
     assert cmds["a"][0]["CUDA_VISIBLE_DEVICES"] == cmds["b"][0]["CUDA_VISIBLE_DEVICES"] == "0"
 
     three = stack_yaml(tmp_path, [(n, f"org/{n}", "{devices: [0]}") for n in "xyz"])
     assert {flag(argv, "--gpu-memory-utilization") for _, argv in commands(three).values()} == {
         "0.3"
-    }
+    }  # 0.92 / 3 = 0.3066..., rounded down
 
 
 def test_shared_gpu_fractions_are_checked_and_the_rest_is_split(tmp_path):
@@ -139,7 +165,7 @@ def test_shared_gpu_fractions_are_checked_and_the_rest_is_split(tmp_path):
     ])  # fmt: skip
     cmds = commands(mixed)
     assert flag(cmds["a"][1], "--gpu-memory-utilization") == "0.6"
-    assert flag(cmds["b"][1], "--gpu-memory-utilization") == "0.3"  # what is left of 0.9
+    assert flag(cmds["b"][1], "--gpu-memory-utilization") == "0.32"  # what is left of 0.92
     both = stack_yaml(tmp_path, [
         ("a", "org/a", "{devices: [0], gpu_memory_utilization: 0.9}"),
         ("b", "org/b", "{devices: [0], gpu_memory_utilization: 0.9}"),
@@ -147,7 +173,7 @@ def test_shared_gpu_fractions_are_checked_and_the_rest_is_split(tmp_path):
     with pytest.raises(ConfigError, match=r"share GPU 0 .* adding up to 1\.80"):
         plan_stack(load_stack(both))
     full = stack_yaml(tmp_path, [
-        ("a", "org/a", "{devices: [0], gpu_memory_utilization: 0.9}"), ("b", "org/b", "{devices: [0]}"),
+        ("a", "org/a", "{devices: [0], gpu_memory_utilization: 0.92}"), ("b", "org/b", "{devices: [0]}"),
     ])  # fmt: skip
     with pytest.raises(
         ConfigError, match="tiers\\[1\\].serve.gpu_memory_utilization: tier 'b' shares a GPU"
@@ -197,7 +223,7 @@ def test_quantization_speculative_prefix_caching_and_engine_args(tmp_path):
     cmds = commands(path)
     gptq, fp8 = cmds["gptq"][1], cmds["fp8"][1]
     assert "--quantization" not in gptq  # checkpoint-declared: vLLM picks gptq_marlin
-    assert "--no-enable-prefix-caching" in gptq
+    assert "--disable-prefix-caching" in gptq and "--no-enable-prefix-caching" not in gptq
     assert gptq[-3:] == ["--enforce-eager", "--max-num-seqs", "128"]
     assert flag(fp8, "--quantization") == "fp8"  # on-the-fly quantization needs the flag
     assert json.loads(flag(fp8, "--speculative-config")) == {
@@ -216,17 +242,17 @@ def test_api_key_goes_through_the_environment_never_the_command_line(tmp_path):
 
 
 def test_vllm_version_pin(tmp_path, monkeypatch):
-    assert version_matches("0.11.0", "0.11") and version_matches("0.11.0+cu128", "0.11.0")
-    assert not version_matches("0.10.2", "0.11") and not version_matches("0.11.1", "0.11.0")
+    assert version_matches("0.33.0", "0.33") and version_matches("0.33.0+cu128", "0.33.0")
+    assert not version_matches("0.32.2", "0.33") and not version_matches("0.33.1", "0.33.0")
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_VLLM_VERSION", "0.10.2")
     config = load_stack(stack_yaml(tmp_path, [("a", "org/a", "{}")])).config
     with pytest.raises(
-        BackendError, match=r"vLLM 0\.10\.2 is installed but .* pins launch.vllm_version 0\.11\.0"
+        BackendError, match=r"vLLM 0\.10\.2 is installed but .* pins launch.vllm_version 0\.33\.0"
     ):
         check_vllm_version(config)
-    monkeypatch.setenv("FAKE_VLLM_VERSION", "0.11.0")
-    assert check_vllm_version(config) == "0.11.0"
+    monkeypatch.setenv("FAKE_VLLM_VERSION", "0.33.0")
+    assert check_vllm_version(config) == "0.33.0"
     missing = config.model_copy(
         update={"launch": config.launch.model_copy(update={"executable": "no-such-vllm"})}
     )
@@ -245,7 +271,12 @@ def stack_dir(tmp_path):
         ("small", "test/small", f"{{port: {ports[0]}}}"), ("large", "test/large", f"{{port: {ports[1]}}}"),
     ])  # fmt: skip
     yield tmp_path
-    state = tmp_path / ".costguard" / "cache" / "stack" / "state.json"
+    stack_dir_cleanup(tmp_path)
+
+
+def stack_dir_cleanup(root: Path) -> None:
+    """Kill the process groups a stack started under `root` left behind (if any)."""
+    state = root / ".costguard" / "cache" / "stack" / "state.json"
     if state.exists():
         for tier in json.loads(state.read_text())["tiers"]:
             try:
@@ -346,7 +377,7 @@ def test_a_taken_port_is_refused_before_anything_starts(stack_dir):
 def test_version_mismatch_starts_nothing(stack_dir):
     up = run_cli("stack", "up", cwd=stack_dir, env=standin_env(FAKE_VLLM_VERSION="0.9.2"))
     assert up.returncode == 2
-    assert "vLLM 0.9.2 is installed but costguard.yaml pins launch.vllm_version 0.11.0" in up.stderr
+    assert "vLLM 0.9.2 is installed but costguard.yaml pins launch.vllm_version 0.33.0" in up.stderr
     assert "started" not in up.stderr
 
 
@@ -365,4 +396,5 @@ def test_a_non_default_kv_block_size_is_passed_to_vllm(project_dir):
     commands = {c.tier: c.argv for c in plan_stack(load_stack(cfg))}
     small = commands["small"]
     assert small[small.index("--block-size") + 1] == "32"
-    assert "--block-size" not in commands["large"]
+    # the default is pinned too: left out, the attention backend may pick a larger block
+    assert flag(commands["large"], "--block-size") == "16"

@@ -96,7 +96,7 @@ def test_version_comes_from_path():
     out = subprocess.run(
         ["vllm", "--version"], env=env_with_standin(), capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "0.11.0"
+    assert out.stdout.strip() == "0.33.0"
     out = subprocess.run(
         ["vllm", "--version"],
         env=env_with_standin(FAKE_VLLM_VERSION="0.10.2"),

@@ -336,9 +336,9 @@ def calibrate(
         raise UsageError("give --target-strong-share SHARE or --target-share TIER=SHARE")
     held = None
     if holdout:
-        from costguard.model.fixtures import load_fixtures
+        from costguard.api import load_holdout
 
-        held = load_fixtures(list(holdout), root=Path.cwd())
+        held = load_holdout(project, holdout)
     result = run_calibration(project, targets, holdout=held, holdout_paths=list(holdout))
     if write:
         write_thresholds(project.stack, result)
@@ -388,9 +388,14 @@ def import_logs(log: str, suite: str, out: str, id_prefix: str, dedupe: bool) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every CostguardError becomes one line on stderr and exit code 2."""
+    """Entry point: every CostguardError becomes one line on stderr and exit code 2.
+
+    SIGTERM and SIGHUP are handled like SIGINT (costguard.serving.interrupts)."""
+    from costguard.serving import interrupts
+
     try:
-        cli.main(args=argv, prog_name="costguard", standalone_mode=False)
+        with interrupts.installed():
+            cli.main(args=argv, prog_name="costguard", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("costguard: aborted", err=True)
         sys.exit(130)
@@ -405,6 +410,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        # a path the input names that the system refuses (too long, a loop, no permission...)
+        name = str(exc.filename)
+        shown = name if len(name) <= 120 else name[:80] + "…" + name[-30:]
+        click.echo(f"costguard: error: {shown}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
     sys.exit(0)
 
 
@@ -413,8 +426,9 @@ from costguard.cli import frontier as _frontier  # noqa: E402
 from costguard.cli import recordings as _recordings  # noqa: E402
 from costguard.cli import report as _report  # noqa: E402
 from costguard.cli import stack as _stack  # noqa: E402
+from costguard.cli import verify as _verify  # noqa: E402
 
-for _module in (_compare, _stack, _recordings, _frontier, _report):
+for _module in (_compare, _stack, _recordings, _frontier, _verify, _report):
     _module.register_commands(cli)
 
 if __name__ == "__main__":  # pragma: no cover

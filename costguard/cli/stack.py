@@ -62,6 +62,7 @@ def up(config: str, tiers: tuple[str, ...], dry_run: bool, timeout_s: float | No
     loaded = _load(config)
     if dry_run:
         directory = stack.state_dir(loaded)
+        click.echo(f"# {stack.target_version_note(loaded.config)}")
         for command in stack.plan_stack(loaded, tiers or None):
             gpus = ",".join(str(d) for d in command.devices)
             click.echo(

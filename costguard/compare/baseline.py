@@ -23,7 +23,7 @@ from pathlib import Path
 from costguard.compare.diff import Baseline
 from costguard.compare.projection_cache import BaseProjectionCache, external_inputs, projection_key
 from costguard.errors import CostguardError, UsageError
-from costguard.report.run_report import DEFAULT_REPORT, load_report
+from costguard.report.run_report import DEFAULT_REPORT, RunReport, load_report
 
 __all__ = ["Baseline", "baseline_from_path", "baseline_from_git_ref", "no_baseline"]
 
@@ -41,10 +41,24 @@ def baseline_from_path(path: str | Path) -> Baseline:
         report = _find_report(p)
         if report is None:
             return no_baseline(f"no costguard RunReport in artifact directory {p}", f"artifact {p}")
-        return Baseline(load_report(report), f"artifact {report}")
+        return _usable(load_report(report), f"artifact {report}")
     if p.is_file():
-        return Baseline(load_report(p), f"file {p}")
+        return _usable(load_report(p), f"file {p}")
     return no_baseline(f"baseline {p} does not exist", f"file {p}")
+
+
+def _usable(report: RunReport, source: str) -> Baseline:
+    """An incomplete run is never a baseline: its totals cover only part of the fixtures, so
+    comparing with it would read the missing part as $0 and hide a regression."""
+    if report.complete:
+        return Baseline(report, source)
+    why = report.get("incomplete_reason")
+    return no_baseline(
+        f"no usable baseline: {source.split(' ', 1)[-1]} is an incomplete run"
+        + (f" ({why})" if isinstance(why, str) and why else "")
+        + "; re-run the baseline to completion",
+        source,
+    )
 
 
 def _find_report(directory: Path) -> Path | None:

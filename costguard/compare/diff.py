@@ -391,6 +391,12 @@ def _run_summary(
         "estimated_share": report.totals.get("estimated_share", 0.0),
         "fixtures": report.totals.get("fixtures", len(report.records)),
         "warnings": list(report.get("warnings", [])),
+        # Tiers whose prompt tokens are counted with a stand-in or fallback tokenizer.
+        "approximate_token_tiers": [
+            t.get("name")
+            for t in (_get(report.data, "stack", "tiers") or [])
+            if isinstance(t, dict) and t.get("tokenizer_exact") is False
+        ],
     }
 
 

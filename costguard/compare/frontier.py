@@ -170,7 +170,7 @@ def place(outcomes: list[VariantOutcome], *, policy: str | None) -> Frontier:
         o.dominated_by = compared[by].name if by is not None else None
     if any(o.cost_estimated for o in outcomes):
         notes.append(
-            "costs marked * rest on estimates (expected/prior output tokens or declared GPU throughput)"
+            "costs marked * rest on estimates (expected/prior output tokens, approximate prompt token counts or declared GPU throughput)"
         )
     recommended = None
     if policy is not None:

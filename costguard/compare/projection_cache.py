@@ -132,7 +132,18 @@ class BaseProjectionCache:
             data = json.loads(report_path.read_text(encoding="utf-8"))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
-        if not isinstance(data, dict) or data.get("kind") != "run" or not data.get("complete"):
+        if (
+            not isinstance(data, dict)
+            or data.get("kind") != "run"
+            or data.get("complete") is not True
+        ):
+            return None
+        from costguard.errors import ConfigError
+        from costguard.report.integrity import check_report
+
+        try:
+            check_report(data, report_path)  # a damaged or edited entry is a miss, never a figure
+        except ConfigError:
             return None
         try:
             os.utime(inputs_path)  # most recently used: kept longest

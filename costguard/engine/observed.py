@@ -47,6 +47,8 @@ class ObservedCall:
     per_month: float = 0.0
     model: str | None = None
     expected_output_tokens: int | None = field(default=None, repr=False)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
 
     @property
     def id(self) -> str:
@@ -66,6 +68,8 @@ class ObservedCall:
             line=int(line) if line.isdigit() else None,
             model=self.model,
             label=f"{self.kind} in {self.test}",
+            tools=self.tools,
+            tool_choice=self.tool_choice,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,7 +156,8 @@ def observe_response(
     when nothing was cached), exactly as vLLM and OpenAI report them.
     """
     file, line = _split_location(location)
-    messages, sampling, model = parse_chat_request(request, file=file, line=line)
+    parsed = parse_chat_request(request, file=file, line=line)
+    messages, sampling, model = parsed.messages, parsed.sampling, parsed.model
     if not isinstance(response, dict) or not isinstance(response.get("usage"), dict):
         raise UsageError(
             "response has no `usage` object (record() needs the server's token usage)",
@@ -188,6 +193,8 @@ def observe_response(
         served=CallResult(prompt, cached, completion, "measured", "measured", "measured"),
         per_month=_check_per_month(per_month, location),
         model=model,
+        tools=parsed.tools,
+        tool_choice=parsed.tool_choice,
     )
 
 
@@ -211,7 +218,8 @@ def serve_request(
     from costguard.engine.routing.router import RouteInput, build_router, router_tokenizer_tier
 
     file, line = _split_location(location)
-    messages, sampling, model = parse_chat_request(request, file=file, line=line)
+    parsed = parse_chat_request(request, file=file, line=line)
+    messages, sampling, model = parsed.messages, parsed.sampling, parsed.model
     if expected_output_tokens is not None and (
         isinstance(expected_output_tokens, bool)
         or not isinstance(expected_output_tokens, int)
@@ -236,6 +244,8 @@ def serve_request(
         per_month=_check_per_month(per_month, location),
         model=model,
         expected_output_tokens=expected_output_tokens,
+        tools=parsed.tools,
+        tool_choice=parsed.tool_choice,
     )
     fixture = call.as_fixture()
     config = project.config
@@ -246,7 +256,7 @@ def serve_request(
         )
     else:
         router_tier = router_tokenizer_tier(config)
-        counted = project.tokenizer(router_tier).count_chat(messages)
+        counted = project.tokenizer(router_tier).count_chat(messages, tools=parsed.tools)
         decision = build_router(config, project=project).route([RouteInput(fixture, counted)])[0]
         call.tier, call.route_reason = decision.tier, decision.reason
     tokenizer = project.tokenizer(call.tier)
@@ -255,8 +265,8 @@ def serve_request(
         fixture=fixture,
         tier=config.tier(call.tier),
         stage="primary",
-        prompt_tokens=tokenizer.count_chat(messages),
-        input_source="exact" if tokenizer.exact else "approximate",
+        prompt_tokens=tokenizer.count_chat(messages, tools=parsed.tools),
+        input_source=tokenizer.input_source,
     )
     try:
         with open_backend(project, backend) as tier_backend:
@@ -288,10 +298,10 @@ def _counterfactual(project: Project, call: ObservedCall) -> CallResult:
     # An output length seen on another tier is only an estimate of this tier's.
     output_source = "expected" if served.output_source == "measured" else served.output_source
     return CallResult(
-        input_tokens=tokenizer.count_chat(call.messages),
+        input_tokens=tokenizer.count_chat(call.messages, tools=call.tools),
         cached_tokens=0,
         output_tokens=served.output_tokens,
-        input_source="exact" if tokenizer.exact else "approximate",
+        input_source=tokenizer.input_source,
         cached_source="none",
         output_source=output_source,
     )

@@ -21,9 +21,14 @@ from typing import IO, Any
 from costguard.errors import ConfigError
 from costguard.model.config import StackConfig, TierConfig
 from costguard.model.fixtures import Fixture
+from costguard.model.yamlio import is_number
 
 RESPONSES_FILE = "responses.jsonl"
 THROUGHPUT_FILE = "throughput.json"
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a finite number")
 
 
 def recording_key(fixture: Fixture, model: str) -> str:
@@ -76,6 +81,27 @@ class Recording:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recording:
+        """A recording line; counts are non-negative integers and times finite non-negative
+        numbers (the one numeric rule), or ValueError naming the key."""
+        if not isinstance(data, dict):
+            raise TypeError("expected a JSON object")
+        for key in ("key", "fixture_id", "content_hash", "tier", "model", "reply_model", "text"):
+            if not isinstance(data.get(key), str):
+                raise ValueError(f"{key} must be a string, got {data.get(key)!r}"[:120])
+        for key in ("finish_reason", "route", "backend", "recorded_at"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise ValueError(f"{key} must be a string, got {data[key]!r}"[:120])
+        for key in ("prompt_tokens", "cached_tokens", "completion_tokens"):
+            value = data.get(key)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
+        for key in ("e2el_s", "ttft_s", "tpot_s", "confidence"):
+            value = data.get(key)
+            if (key != "e2el_s" and value is None) or (is_number(value) and value >= 0):
+                continue
+            raise ValueError(f"{key} must be a finite non-negative number, got {value!r}")
+        if data["cached_tokens"] > data["prompt_tokens"]:
+            raise ValueError("cached_tokens exceeds prompt_tokens")
         return cls(**data)
 
 
@@ -133,8 +159,8 @@ class RecordingStore:
                 if not line.strip():
                     continue
                 try:
-                    rec = Recording.from_dict(json.loads(line))
-                except (ValueError, TypeError) as exc:
+                    rec = Recording.from_dict(json.loads(line, parse_constant=_no_constant))
+                except (ValueError, TypeError, RecursionError) as exc:
                     raise ConfigError(
                         f"not a recorded response ({exc}); fix or delete the line",
                         file=self.path,
@@ -297,10 +323,10 @@ def hardware_signature(tier: TierConfig) -> dict[str, Any]:
 def load_throughput(directory: Path) -> dict[str, dict[str, Any]]:
     path = directory / THROUGHPUT_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ConfigError(f"not a throughput profile ({exc})", file=path) from None
     tiers = data.get("tiers") if isinstance(data, dict) else None
     if not isinstance(tiers, dict):
@@ -316,12 +342,7 @@ def measured_throughput(
     if not isinstance(entry, dict) or entry.get("hardware") != hardware_signature(tier):
         return None
     prefill, decode = entry.get("prefill_tokens_per_s"), entry.get("decode_tokens_per_s")
-    if not (
-        isinstance(prefill, (int, float))
-        and isinstance(decode, (int, float))
-        and prefill > 0
-        and decode > 0
-    ):
+    if not (is_number(prefill) and is_number(decode) and prefill > 0 and decode > 0):
         return None
     return float(prefill), float(decode)
 

@@ -12,7 +12,8 @@ from typing import Any
 # Sources of a number. "exact" = counted with the tier's real tokenizer; "measured" = reported
 # by a live server / recorded response; "simulated" = cache simulator; the rest are estimates.
 INPUT_SOURCES = ("exact", "approximate", "measured")
-CACHED_SOURCES = ("none", "simulated", "measured")
+# "unreported": the server's usage had no prompt_tokens_details, so the cached share is unknown.
+CACHED_SOURCES = ("none", "simulated", "measured", "unreported")
 OUTPUT_SOURCES = ("measured", "expected", "prior")  # expected/prior are estimates
 ESTIMATED_OUTPUT = ("expected", "prior")
 

@@ -6,10 +6,12 @@ One comment per PR and per `--tag`, found again by a hidden marker and updated i
     upsert_comment(client, "octo/repo", 42, markdown, tag="nightly", mode="update")
 
 How a comment is recognised as ours: its body *starts* with the marker line
-`<!-- costguard:tag=TAG -->` (HTML comments are invisible in rendered Markdown). A comment that
-merely quotes the marker somewhere in its middle (a human pasting our output, or fixture text) is
-never taken as ours, and `tag=a` never matches `tag=ab` because the whole first line must be
-equal to the marker.
+`<!-- costguard:tag=TAG -->` (HTML comments are invisible in rendered Markdown) AND the token's
+own identity wrote it (`own_comments`: GraphQL `viewerDidAuthor`, else `GET /user`, else the
+explicit `COSTGUARD_COMMENT_AUTHOR`). Anyone can paste the marker into a comment of their own;
+such a comment is never edited, hidden or deleted, and is reported as a warning with its URL.
+A comment that merely quotes the marker somewhere in its middle is never a candidate, and
+`tag=a` never matches `tag=ab` because the whole first line must be equal to the marker.
 
 Works against github.com and GitHub Enterprise Server: the REST base URL comes from the
 argument, `GITHUB_API_URL` (set by Actions runners) or https://api.github.com; the GraphQL URL
@@ -63,6 +65,20 @@ _MINIMIZE_MUTATION = (
 _MINIMIZED_QUERY = (
     "query($ids: [ID!]!) { nodes(ids: $ids) { id ... on Minimizable { isMinimized } } }"
 )
+_AUTHORED_QUERY = (
+    "query($owner: String!, $name: String!, $number: Int!, $after: String) {"
+    " repository(owner: $owner, name: $name) { issueOrPullRequest(number: $number) {"
+    " ... on PullRequest { comments(first: 100, after: $after) { ...page } }"
+    " ... on Issue { comments(first: 100, after: $after) { ...page } } } } }"
+    " fragment page on IssueCommentConnection {"
+    " pageInfo { hasNextPage endCursor } nodes { databaseId viewerDidAuthor } }"
+)
+"""Which of the PR's comments the token's own identity wrote. `IssueComment.viewerDidAuthor`
+answers for every kind of token, including the Actions GITHUB_TOKEN (an app installation token,
+which gets 403 from `GET /user`)."""
+AUTHOR_ENV = "COSTGUARD_COMMENT_AUTHOR"
+"""The explicit fallback: the login whose comments costguard may touch (e.g.
+`github-actions[bot]`), used only when neither GraphQL nor `GET /user` can say who the token is."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,11 +181,57 @@ def _cut_middle(body: str, lines: list[str], avail: int) -> str:
     fix_head = ""
     if _fences(head_text) % 2:
         fix_head += "\n```"
-    open_details = head_text.count("<details") - head_text.count("</details>")
+    open_details = _open_details(head_text)
     if open_details > 0:
-        fix_head += "\n</details>" * min(open_details, 3)
+        fix_head += "\n\n</details>" * open_details
     fix_tail = "```\n" if _fences(tail_text) % 2 else ""
+    if not fix_tail:
+        # the tail's unmatched </details> get their opening tag back ...
+        fix_tail += "<details><summary>… (continued)</summary>\n\n" * _unopened_details(tail_text)
+        # ... and a table cut in the middle keeps its header
+        fix_tail += _table_header_for(lines, len(lines) - len(tail), tail)
     return head_text.rstrip("\n") + fix_head + _note(removed) + fix_tail + tail_text
+
+
+_DETAILS_RE = re.compile(r"<(/?)details\b", re.IGNORECASE)
+_TABLE_SEPARATOR_RE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+
+
+def _open_details(text: str) -> int:
+    """`<details>` opened in `text` and not closed in it."""
+    depth = 0
+    for m in _DETAILS_RE.finditer(text):
+        depth = depth - 1 if m.group(1) else depth + 1
+        depth = max(depth, 0)
+    return depth
+
+
+def _unopened_details(text: str) -> int:
+    """`</details>` in `text` whose opening tag is not in it."""
+    depth = missing = 0
+    for m in _DETAILS_RE.finditer(text):
+        if m.group(1):
+            if depth:
+                depth -= 1
+            else:
+                missing += 1
+        else:
+            depth += 1
+    return missing
+
+
+def _table_header_for(lines: list[str], start: int, tail: list[str]) -> str:
+    """The header and separator rows of the table that `lines[start]` continues, if any."""
+    if not tail or not tail[0].lstrip().startswith("|") or _TABLE_SEPARATOR_RE.match(tail[0]):
+        return ""
+    if len(tail) > 1 and _TABLE_SEPARATOR_RE.match(tail[1]):
+        return ""  # the tail starts with a whole table
+    for i in range(start - 1, 0, -1):
+        if not lines[i].lstrip().startswith("|"):
+            return ""
+        if _TABLE_SEPARATOR_RE.match(lines[i]):
+            return lines[i - 1] + lines[i]
+    return ""
 
 
 def _fences(text: str) -> int:
@@ -504,6 +566,44 @@ class GitHubClient:
         ctx = {"repo": repo, "pr": n, "what": f"read the comments of pull request #{n}"}
         return self._paginate(f"/repos/{owner}/{name}/issues/{n}/comments", ctx)
 
+    def authored_comment_ids(self, repo: str, pr: int, *, max_pages: int = 100) -> set[int]:
+        """Database ids of the PR's comments written by this token's identity (GraphQL
+        `viewerDidAuthor`, 100 comments per call). Raises GitHubError when GraphQL cannot say."""
+        owner, name = _split_repo(repo)
+        n = _pr_number(pr)
+        ids: set[int] = set()
+        after: str | None = None
+        for _ in range(max_pages):
+            data = self.graphql(
+                _AUTHORED_QUERY,
+                {"owner": owner, "name": name, "number": n, "after": after},
+                what=f"find which comments of pull request #{n} this token wrote",
+            )
+            item = ((data or {}).get("repository") or {}).get("issueOrPullRequest")
+            conn = item.get("comments") if isinstance(item, dict) else None
+            if not isinstance(conn, dict) or not isinstance(conn.get("nodes"), list):
+                raise self._fail(f"unexpected GraphQL reply for the comments of #{n}")
+            for node in conn["nodes"]:
+                if not isinstance(node, dict):
+                    continue
+                did, db_id = node.get("viewerDidAuthor"), node.get("databaseId")
+                if did is True and isinstance(db_id, int) and not isinstance(db_id, bool):
+                    ids.add(db_id)
+            page = conn.get("pageInfo") or {}
+            if page.get("hasNextPage") is not True or not isinstance(page.get("endCursor"), str):
+                return ids
+            after = page["endCursor"]
+        raise self._fail(f"GraphQL pagination for the comments of #{n} does not end; giving up")
+
+    def viewer_login(self) -> str:
+        """Login of the token's user (`GET /user`); GitHub answers 403 for app installation
+        tokens such as the Actions GITHUB_TOKEN."""
+        reply = self._request("GET", "/user", context={"what": "read the token's own user"})
+        login = reply.data.get("login") if isinstance(reply.data, dict) else None
+        if not isinstance(login, str) or not login:
+            raise self._fail("unexpected reply from GitHub for GET /user: no login")
+        return login
+
     def create_comment(
         self, repo: str, pr: int, body: str, *, known_ids: Iterable[int] | None = None
     ) -> dict[str, Any]:
@@ -785,6 +885,56 @@ class CommentResult:
     warnings: tuple[str, ...] = ()
 
 
+def own_comments(
+    client: GitHubClient, repo: str, pr: int, comments: list[dict[str, Any]]
+) -> tuple[Callable[[dict[str, Any]], bool], str]:
+    """Which comments the token's own identity wrote, and how that was established.
+
+    In order: GraphQL `viewerDidAuthor` (works for every token type, including the Actions
+    GITHUB_TOKEN), the login from `GET /user` (personal tokens; GitHub Enterprise Servers
+    without the GraphQL field), then the explicit `COSTGUARD_COMMENT_AUTHOR` login. When none
+    of them answers, no comment counts as ours: costguard then only ever posts new comments.
+    A marker alone never makes a comment ours -- anyone can paste it.
+    """
+    try:
+        ids = client.authored_comment_ids(repo, pr)
+    except GitHubError as err:
+        log.info("GraphQL viewerDidAuthor unavailable (%s); trying GET /user", err)
+    else:
+        return (lambda c: _comment_id(c) in ids), "GraphQL viewerDidAuthor"
+    try:
+        login = client.viewer_login()
+        how = f"the token's login {login} from GET /user"
+    except GitHubError as err:
+        log.info("GET /user unavailable (%s); trying %s", err, AUTHOR_ENV)
+        login = os.environ.get(AUTHOR_ENV, "").strip()
+        how = f"{AUTHOR_ENV}={login}"
+    if not login:
+        log.warning(
+            "cannot tell which PR comments this token wrote (GraphQL viewerDidAuthor and GET /user "
+            "both failed, %s is not set): existing comments are left alone",
+            AUTHOR_ENV,
+        )
+        return (lambda c: False), f"identity unknown: set {AUTHOR_ENV}"
+    return (lambda c: _login_matches(c, login)), how
+
+
+def _comment_id(c: dict[str, Any]) -> int | None:
+    value = c.get("id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _login_matches(c: dict[str, Any], login: str) -> bool:
+    user = c.get("user") if isinstance(c.get("user"), dict) else {}
+    author = user.get("login") if isinstance(user, dict) else None
+    if not isinstance(author, str):
+        return False
+    want = login.lower()
+    got = author.lower()
+    # apps appear as `slug[bot]` in REST; a login given without the suffix still means the bot
+    return got == want or (user.get("type") == "Bot" and got == want + "[bot]")
+
+
 def upsert_comment(
     client: GitHubClient,
     repo: str,
@@ -814,7 +964,28 @@ def upsert_comment(
         raise GitHubError("refusing to post an empty PR comment")
     full = compose_body(body, tag)
     comments = client.list_comments(repo, pr)
-    ours = [c for c in comments if isinstance(c, dict) and is_ours(c.get("body"), mark)]
+    marked = [c for c in comments if isinstance(c, dict) and is_ours(c.get("body"), mark)]
+    warnings: list[str] = []
+    ours: list[dict[str, Any]] = []
+    if marked:
+        authored, how = own_comments(client, repo, pr, comments)
+        for c in marked:
+            if authored(c):
+                ours.append(c)
+                continue
+            who = ((c.get("user") or {}) if isinstance(c.get("user"), dict) else {}).get("login")
+            why = (
+                f"costguard cannot tell whether this token wrote it ({how})"
+                if how.startswith("identity unknown")
+                else f"this token's identity did not write it ({how})"
+            )
+            text = (
+                f"ignored comment {c.get('html_url') or c.get('id')}"
+                f"{f' by @{who}' if who else ''}: it carries costguard's marker for tag "
+                f"{tag!r} but {why}; it was not edited, hidden or deleted"
+            )
+            warnings.append(text)
+            log.warning("%s", text)
     ours.sort(key=lambda c: (str(c.get("created_at") or ""), int(c.get("id") or 0)))
     newest = ours[-1] if ours else None
 
@@ -824,12 +995,12 @@ def upsert_comment(
         and _normalized(newest.get("body")) == _normalized(full)
     ):
         log.info("PR comment %s is already up to date", newest.get("html_url"))
-        return CommentResult("unchanged", newest.get("id"), newest.get("html_url"))
+        return CommentResult("unchanged", newest.get("id"), newest.get("html_url"), tuple(warnings))
 
     if not create:
         if newest is None:
             log.info("no PR comment to refresh; not creating one")
-            return CommentResult("skipped", None, None)
+            return CommentResult("skipped", None, None, tuple(warnings))
         mode = "update"
     known = [int(c.get("id") or 0) for c in comments if isinstance(c, dict)]
     if mode == "update" and newest is not None:
@@ -841,11 +1012,10 @@ def upsert_comment(
             log.info("PR comment %s vanished meanwhile; posting a new one", newest.get("id"))
         else:
             log.info("updated PR comment %s", c.get("html_url"))
-            return CommentResult("updated", c.get("id"), c.get("html_url"))
+            return CommentResult("updated", c.get("id"), c.get("html_url"), tuple(warnings))
 
     c = client.create_comment(repo, pr, full, known_ids=known)
     log.info("posted PR comment %s", c.get("html_url"))
-    warnings: list[str] = []
     previous = ours if mode in ("hide-and-new", "delete-and-new") else []
     if mode == "hide-and-new" and previous:
         try:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from costguard.errors import ConfigError
+from costguard.model import vllm_facts
 from costguard.model.pricing import PricingConfig
 from costguard.model.yamlio import StrictModel, check_regex, line_of, load_yaml, validate
 from costguard.text.tokenization import TokenizerSpec
@@ -52,6 +53,14 @@ class ServeConfig(StrictModel):
     engine_args: list[str] = Field(
         default_factory=list, description="extra `vllm serve` arguments, passed through"
     )
+
+    @field_validator("speculative")
+    @classmethod
+    def _speculative_method_exists(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        problem = None if value is None else vllm_facts.speculative_method_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _devices_fit(self) -> ServeConfig:
@@ -111,6 +120,14 @@ class KvCacheConfig(StrictModel):
     derive: KvCacheDerivation | None = Field(
         default=None,
         description="derive num_gpu_blocks from the tier's GPU memory and this model shape",
+    )
+    attention: Literal["auto", "full", "hybrid"] = Field(
+        default="auto",
+        description=(
+            "full: every layer attends to the whole sequence; hybrid: some layers use a sliding "
+            "window (gpt-oss, Gemma 2/3), which the prefix-cache simulator refuses; auto: hybrid "
+            "for well-known hybrid model families, full otherwise"
+        ),
     )
 
     @model_validator(mode="after")
@@ -488,8 +505,7 @@ class TrafficConfig(StrictModel):
     arrival_rate_per_s: float | None = Field(default=None, gt=0)
 
 
-VLLM_VERSION = "0.11.0"
-"""The vLLM release whose flags, routes, usage fields and metric names costguard follows (DESIGN §4)."""
+VLLM_VERSION = vllm_facts.VLLM_VERSION
 
 
 class LaunchConfig(StrictModel):
@@ -497,7 +513,7 @@ class LaunchConfig(StrictModel):
 
     vllm_version: str | None = Field(
         default=VLLM_VERSION,
-        description="required `vllm --version` (a prefix: 0.11 accepts 0.11.x); null: no check",
+        description="required `vllm --version` (a prefix: 0.33 accepts 0.33.x); null: no check",
     )
     executable: str = Field(
         default="vllm", description="the vllm executable (a name on PATH or a path)"
@@ -578,6 +594,12 @@ class StackConfig(StrictModel):
         description="tier for the 'everything on the largest tier' baseline (default: last)",
     )
     cache_dir: str = ".costguard/cache"
+    allowed_paths: list[str] = Field(
+        default_factory=list,
+        description="directories outside the project root that templates, chat templates, "
+        "includes, fixture files and price tables may be read from (relative to this file or "
+        "absolute); everything else must be inside the project root",
+    )
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     recordings: RecordingsConfig = Field(default_factory=RecordingsConfig)
@@ -649,6 +671,9 @@ class LoadedStack:
         self.path = path
         self.root = path.parent
         self._raw = raw
+        from costguard.model.paths import resolve_allowed
+
+        self.allowed = resolve_allowed(config.allowed_paths, self.root)
 
     def where(self, *loc: Any) -> str:
         """`file:line: key.path` for a location inside the config, for errors raised later."""

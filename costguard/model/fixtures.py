@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from costguard.errors import ConfigError
 from costguard.model.yamlio import (
@@ -33,19 +33,168 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 FIXTURE_SUFFIXES = (".yaml", ".yml", ".jsonl")
 
 
+# Content part types whose text the server puts in the prompt (vLLM's TEXT_PART_TYPES), and the
+# key that holds the text.
+TEXT_PART_KEYS = {
+    "text": "text",
+    "input_text": "text",
+    "output_text": "text",
+    "refusal": "refusal",
+    "thinking": "thinking",
+}
+MEDIA_PART_TYPES = (
+    "image_url",
+    "input_image",
+    "image_embeds",
+    "image_pil",
+    "audio_url",
+    "input_audio",
+    "audio_embeds",
+    "video_url",
+    "video_embeds",
+    "file",
+)
+
+
+def check_content_parts(parts: list[Any]) -> None:
+    """Content parts must be text parts: media parts are refused with a reason, never dropped."""
+    for j, part in enumerate(parts):
+        if isinstance(part, str):
+            continue
+        if not isinstance(part, dict):
+            raise ValueError(f"content[{j}] must be a mapping with a `type` (a content part)")
+        kind = part.get("type", "text")
+        if kind in TEXT_PART_KEYS:
+            text = part.get(TEXT_PART_KEYS[kind])
+            if text is not None and not isinstance(text, str):
+                raise ValueError(f"content[{j}].{TEXT_PART_KEYS[kind]} must be a string")
+            continue
+        if kind in MEDIA_PART_TYPES or any(k in part for k in MEDIA_PART_TYPES):
+            raise ValueError(
+                f"content[{j}] is a {kind!r} part: costguard counts text only and cannot count the "
+                "tokens of images, audio, video or files offline (their count depends on the model's "
+                "processor); remove the part or replace it with the text the model sees"
+            )
+        raise ValueError(
+            f"content[{j}] has unknown part type {kind!r} (text parts: {', '.join(TEXT_PART_KEYS)})"
+        )
+
+
+def parts_text(content: Any) -> str:
+    """The text of a message's content, text parts joined with "\n" as vLLM joins them."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict):
+            text = part.get(TEXT_PART_KEYS.get(part.get("type", "text"), "text"))
+            if isinstance(text, str):
+                texts.append(text)
+    return "\n".join(texts)
+
+
+def tool_fields(tools: Any, tool_choice: Any) -> dict[str, Any]:
+    """`tools` and `tool_choice` of a request, only those that are set (a plain chat request's
+    body, hash and cache keys stay what they were before tools existed)."""
+    out: dict[str, Any] = {}
+    if tools is not None:
+        out["tools"] = tools
+    if tool_choice is not None:
+        out["tool_choice"] = tool_choice
+    return out
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """A message's text (content parts joined the way vLLM joins them)."""
+    return parts_text(message.get("content"))
+
+
+class FunctionCall(StrictModel):
+    name: str
+    arguments: str | dict[str, Any] = Field(
+        default="{}", description="JSON text (as the API sends it) or a mapping"
+    )
+
+
+class ToolCall(StrictModel):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+    def as_request(self) -> dict[str, Any]:
+        """The OpenAI form: `arguments` as JSON text."""
+        args = self.function.arguments
+        if not isinstance(args, str):
+            args = json.dumps(args, ensure_ascii=False)
+        out: dict[str, Any] = {"id": self.id} if self.id is not None else {}
+        out["type"] = "function"
+        out["function"] = {"name": self.function.name, "arguments": args}
+        return out
+
+
+class FunctionDefinition(StrictModel):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(StrictModel):
+    """A tool the request offers the model (OpenAI `tools[]` entry)."""
+
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
 class Message(StrictModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | None = None
+    content: str | list[Any] | None = Field(
+        default=None, description="text, or a list of text content parts"
+    )
     template: str | None = Field(
         default=None, description="jinja2 file (relative to the fixture file)"
     )
     name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(
+        default=None, description="assistant only: the tool calls the model made"
+    )
+    tool_call_id: str | None = Field(
+        default=None, description="tool only: the call this message answers"
+    )
+
+    @field_validator("content")
+    @classmethod
+    def _text_parts(cls, content: Any) -> Any:
+        if isinstance(content, list):
+            check_content_parts(content)
+        return content
 
     @model_validator(mode="after")
     def _content_or_template(self) -> Message:
-        if (self.content is None) == (self.template is None):
+        if self.content is not None and self.template is not None:
             raise ValueError("give exactly one of content or template")
+        if self.content is None and self.template is None and not self.tool_calls:
+            raise ValueError("give exactly one of content or template")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("tool_calls belong to assistant messages")
+        if self.tool_call_id is not None and self.role != "tool":
+            raise ValueError("tool_call_id belongs to tool messages")
         return self
+
+    def as_request(self, content: Any) -> dict[str, Any]:
+        """The message as an OpenAI chat request carries it."""
+        out: dict[str, Any] = {"role": self.role, "content": content}
+        if self.name is not None:
+            out["name"] = self.name
+        if self.tool_calls is not None:
+            out["tool_calls"] = [call.as_request() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
 
 
 class Sampling(StrictModel):
@@ -57,6 +206,12 @@ class Sampling(StrictModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     response_format: dict[str, Any] | None = None
+    prompt_logprobs: int | None = Field(
+        default=None,
+        ge=-1,
+        description="vLLM: logprobs of the prompt tokens (-1: the whole vocabulary); vLLM skips "
+        "its prefix cache for such requests",
+    )
 
     def as_request_params(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -148,6 +303,8 @@ class FixtureSpec(StrictModel):
         default=None, description="shorthand: one user message rendered from this file"
     )
     vars: dict[str, Any] = Field(default_factory=dict)
+    tools: list[Tool] | None = Field(default=None, description="tools offered to the model")
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     model: str | None = None
     sampling: Sampling = Field(default_factory=Sampling)
     expect: Expect = Field(default_factory=Expect)
@@ -189,7 +346,13 @@ class Fixture:
     skip: str | None = None
     xfail: str | None = None
     templates: list[str] = field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
     _hash: str | None = field(default=None, repr=False)
+
+    def request_body(self) -> dict[str, Any]:
+        """What a backend sends besides the model and sampling: messages, tools, tool_choice."""
+        return {"messages": self.messages, **tool_fields(self.tools, self.tool_choice)}
 
     @property
     def location(self) -> str:
@@ -204,6 +367,8 @@ class Fixture:
                 "s": self.sampling.as_request_params(),
                 "model": self.model,
             }
+            # Only when set, so the hashes (and recording keys) of plain chat fixtures stay put.
+            payload.update(tool_fields(self.tools, self.tool_choice))
             self._hash = hashlib.sha256(
                 json.dumps(
                     payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")
@@ -215,24 +380,39 @@ class Fixture:
     def last_user_text(self) -> str:
         for msg in reversed(self.messages):
             if msg["role"] == "user":
-                return msg.get("content") or ""
+                return message_text(msg)
         return ""
 
     @property
     def system_text(self) -> str:
         return "\n".join(
-            m.get("content") or "" for m in self.messages if m["role"] in ("system", "developer")
+            message_text(m) for m in self.messages if m["role"] in ("system", "developer")
         )
 
 
 class _TemplateRenderer:
-    """Sandboxed jinja2 with StrictUndefined: a missing variable is an error, never an empty string."""
+    """Sandboxed, bounded jinja2 with StrictUndefined: a missing variable is an error, never an
+    empty string; a render ends within the limits of `costguard.model.templating`.
 
-    def __init__(self) -> None:
+    `{% include %}`, `{% import %}` and `{% extends %}` work, with names relative to the project
+    root (like every path jinja2 resolves through a loader), and only reach files inside the
+    root or an `allowed_paths:` directory.
+    """
+
+    def __init__(self, root: Path, allowed: tuple[Path, ...] = ()) -> None:
         from jinja2 import StrictUndefined
         from jinja2.sandbox import SandboxedEnvironment
 
-        self._env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        from costguard.model.templating import bounded_environment
+
+        self.root = root
+        self.allowed = allowed
+        self._env = bounded_environment(
+            SandboxedEnvironment,
+            undefined=StrictUndefined,
+            autoescape=False,
+            loader=_ProjectLoader(root, allowed),
+        )
         self._cache: dict[Path, Any] = {}
 
     def render(
@@ -240,6 +420,12 @@ class _TemplateRenderer:
     ) -> str:
         from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError
 
+        from costguard.model.paths import require_inside
+        from costguard.model.templating import TemplateLimitError, render_bounded
+
+        require_inside(
+            path, self.root, self.allowed, what="template", file=file, line=line, key=key
+        )
         template = self._cache.get(path)
         if template is None:
             source = read_text(path) if path.is_file() else None
@@ -251,9 +437,41 @@ class _TemplateRenderer:
                 raise ConfigError(
                     f"template syntax error: {exc.message}", file=path, line=exc.lineno
                 ) from None
+            except RecursionError:
+                raise ConfigError("template nested too deeply", file=path) from None
             self._cache[path] = template
         try:
-            return template.render(**variables)
+            return render_bounded(template, **variables)
+        except TemplateLimitError as exc:
+            raise ConfigError(
+                f"template {path.name}: {exc}", file=file, line=line, key=key
+            ) from None
+        except ConfigError as exc:  # an include outside the root, or unreadable
+            raise ConfigError(
+                f"template {path.name}: {exc}", file=file, line=line, key=key
+            ) from None
+        except TemplateSyntaxError as exc:  # in an included template
+            raise ConfigError(
+                f"template {path.name}: syntax error in {exc.name or 'an included template'} "
+                f"line {exc.lineno}: {exc.message}",
+                file=file,
+                line=line,
+                key=key,
+            ) from None
+        except (RecursionError, MemoryError):
+            raise ConfigError(
+                f"template {path.name}: nested or recursive too deeply",
+                file=file,
+                line=line,
+                key=key,
+            ) from None
+        except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+            raise ConfigError(
+                f"template {path.name}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
+                file=file,
+                line=line,
+                key=key,
+            ) from None
         except UndefinedError as exc:
             raise ConfigError(
                 f"template {path.name}: {exc.message} (add it to vars:)",
@@ -265,6 +483,29 @@ class _TemplateRenderer:
             raise ConfigError(
                 f"template {path.name}: {exc}", file=file, line=line, key=key
             ) from None
+
+
+class _ProjectLoader:
+    """jinja2 loader for `{% include/import/extends %}`: names relative to the project root,
+    resolved files must stay inside it (or an allowed directory)."""
+
+    def __new__(cls, root: Path, allowed: tuple[Path, ...]) -> Any:
+        from jinja2 import BaseLoader, TemplateNotFound
+
+        from costguard.model.paths import require_inside
+
+        class ProjectLoader(BaseLoader):
+            def get_source(self, environment: Any, template: str) -> tuple[str, str, Any]:
+                name = str(template)
+                path = Path(name) if Path(name).is_absolute() else root / name
+                require_inside(path, root, allowed, what=f"included template {name!r} at")
+                if not path.is_file():
+                    raise TemplateNotFound(name)
+                source = read_text(path)
+                mtime = path.stat().st_mtime
+                return source, str(path), lambda: path.is_file() and path.stat().st_mtime == mtime
+
+        return ProjectLoader()
 
 
 def discover(paths: list[str | Path], *, root: Path) -> list[Path]:
@@ -313,6 +554,8 @@ def _build(
     loc: str,
     default_suite: str,
     renderer: _TemplateRenderer | None,
+    project_root: Path | None = None,
+    allowed: tuple[Path, ...] = (),
 ) -> tuple[Fixture, _TemplateRenderer | None]:
     messages: list[dict[str, Any]] = []
     templates: list[str] = []
@@ -324,17 +567,14 @@ def _build(
     for i, msg in enumerate(raw_messages):
         content = msg.content
         if msg.template is not None:
-            renderer = renderer or _TemplateRenderer()
+            renderer = renderer or _TemplateRenderer(project_root or file.parent, allowed)
             tpath = (file.parent / msg.template).resolve()
             key = (
                 f"{loc}.messages[{i}].template" if spec.messages is not None else f"{loc}.template"
             )
             content = renderer.render(tpath, spec.vars, file=Path(display), line=line, key=key)
             templates.append(str(tpath))
-        out: dict[str, Any] = {"role": msg.role, "content": content}
-        if msg.name is not None:
-            out["name"] = msg.name
-        messages.append(out)
+        messages.append(msg.as_request(content))
     fixture = Fixture(
         id=spec.id,
         suite=spec.suite or default_suite,
@@ -350,11 +590,25 @@ def _build(
         skip=spec.skip,
         xfail=spec.xfail,
         templates=templates,
+        tools=(
+            [{"type": "function", **t.model_dump(exclude_unset=True)} for t in spec.tools]
+            if spec.tools is not None
+            else None
+        ),
+        tool_choice=spec.tool_choice,
     )
     return fixture, renderer
 
 
-def load_fixture_file(path: Path, *, display: str | None = None) -> list[Fixture]:
+def load_fixture_file(
+    path: Path,
+    *,
+    display: str | None = None,
+    project_root: Path | None = None,
+    allowed: tuple[Path, ...] = (),
+) -> list[Fixture]:
+    """The fixtures of one file. Templates must resolve inside `project_root` (default: the
+    file's own directory) or one of the `allowed` directories."""
     display = display or str(path)
     renderer: _TemplateRenderer | None = None
     fixtures: list[Fixture] = []
@@ -380,6 +634,8 @@ def load_fixture_file(path: Path, *, display: str | None = None) -> list[Fixture
                 loc=f"line {n}",
                 default_suite=path.stem,
                 renderer=renderer,
+                project_root=project_root,
+                allowed=allowed,
             )
             fixtures.append(fx)
     else:
@@ -415,14 +671,32 @@ def load_fixture_file(path: Path, *, display: str | None = None) -> list[Fixture
                 loc=format_loc(("fixtures", i)),
                 default_suite=default_suite,
                 renderer=renderer,
+                project_root=project_root,
+                allowed=allowed,
             )
             fixtures.append(fx)
     return fixtures
 
 
-def load_fixtures(paths: list[str | Path], *, root: Path) -> list[Fixture]:
-    """Load every fixture under `paths`; ids must be unique; an empty set is an error."""
+def load_fixtures(
+    paths: list[str | Path],
+    *,
+    root: Path,
+    project_root: Path | None = None,
+    allowed: tuple[Path, ...] = (),
+    confine: bool = False,
+) -> list[Fixture]:
+    """Load every fixture under `paths`; ids must be unique; an empty set is an error.
+
+    Paths are relative to `root`; templates must stay inside `project_root` (default `root`)
+    or `allowed`. With `confine` (paths from costguard.yaml), the fixture files must too.
+    """
+    from costguard.model.paths import require_inside
+
     files = discover(paths, root=root)
+    if confine:
+        for f in files:
+            require_inside(f, project_root or root, allowed, what="fixture file")
     fixtures: list[Fixture] = []
     seen: dict[str, Fixture] = {}
     for f in files:
@@ -430,7 +704,9 @@ def load_fixtures(paths: list[str | Path], *, root: Path) -> list[Fixture]:
             display = str(f.relative_to(root))
         except ValueError:
             display = str(f)
-        for fx in load_fixture_file(f, display=display):
+        for fx in load_fixture_file(
+            f, display=display, project_root=project_root or root, allowed=allowed
+        ):
             if fx.id in seen:
                 raise ConfigError(
                     f"duplicate fixture id {fx.id!r} (also at {seen[fx.id].location})",
@@ -448,13 +724,38 @@ def load_fixtures(paths: list[str | Path], *, root: Path) -> list[Fixture]:
     return fixtures
 
 
-def parse_chat_request(
-    body: Any, *, file: str | Path, line: int | None
-) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
-    """An OpenAI chat-completion request body -> (messages, sampling parameters, model).
+class ChatRequest(NamedTuple):
+    """An OpenAI chat-completion request body, read the way fixtures hold it."""
+
+    messages: list[dict[str, Any]]
+    sampling: dict[str, Any]
+    model: str | None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+
+    def fixture_fields(self) -> dict[str, Any]:
+        """The fixture keys this request fills (for a fixture dict validated by FixtureSpec)."""
+        out: dict[str, Any] = {
+            "messages": self.messages,
+            **tool_fields(self.tools, self.tool_choice),
+        }
+        if self.sampling:
+            out["sampling"] = self.sampling
+        if self.model:
+            out["model"] = self.model
+        return out
+
+
+_MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
+
+
+def parse_chat_request(body: Any, *, file: str | Path, line: int | None) -> ChatRequest:
+    """An OpenAI chat-completion request body -> messages, sampling, model, tools, tool_choice.
 
     Shared by log import and by calls observed in tests, so both read request bodies the same way:
-    text content parts are joined, `max_completion_tokens` stands in for `max_tokens`.
+    content parts are kept (text parts only: a media part is an error, never dropped), tool calls,
+    tool results and tool schemas are kept, `max_completion_tokens` stands in for `max_tokens`.
+    A key that would change the prompt and that costguard does not know is an error.
     """
     if (
         not isinstance(body, dict)
@@ -468,22 +769,94 @@ def parse_chat_request(
     for j, m in enumerate(body["messages"]):
         if not isinstance(m, dict) or "role" not in m:
             raise ConfigError("message without a role", file=file, line=line, key=f"messages[{j}]")
-        content = m.get("content")
-        if isinstance(content, list):  # content parts: keep the text parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        if content is None:
-            content = ""
-        if not isinstance(content, str):
+        unknown = sorted(k for k, v in m.items() if k not in _MESSAGE_KEYS and v is not None)
+        if unknown:
             raise ConfigError(
-                "message content must be text", file=file, line=line, key=f"messages[{j}].content"
+                f"message key {unknown[0]!r} is not supported (costguard reads "
+                f"{', '.join(_MESSAGE_KEYS)})",
+                file=file,
+                line=line,
+                key=f"messages[{j}].{unknown[0]}",
             )
-        messages.append({"role": m["role"], "content": content})
+        data = {k: m[k] for k in _MESSAGE_KEYS if m.get(k) is not None}
+        if "content" not in data and not data.get("tool_calls"):
+            data["content"] = ""
+        if data.get("tool_calls") == []:
+            del data["tool_calls"]  # vLLM drops an empty list too
+        try:
+            msg = validate(Message, data, file=file)
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.message, file=file, line=line, key=f"messages[{j}]" + _sub(exc.key)
+            ) from None
+        messages.append(msg.as_request(data.get("content")))
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise ConfigError("`tools` must be a list", file=file, line=line, key="tools")
+        dumped = []
+        for j, tool in enumerate(tools):
+            try:
+                spec = validate(Tool, tool, file=file)
+            except ConfigError as exc:
+                raise ConfigError(
+                    exc.message, file=file, line=line, key=f"tools[{j}]" + _sub(exc.key)
+                ) from None
+            dumped.append({"type": "function", **spec.model_dump(exclude_unset=True)})
+        tools = dumped
+    tool_choice = body.get("tool_choice")
+    if tool_choice is not None and not (
+        tool_choice in ("none", "auto", "required") or isinstance(tool_choice, dict)
+    ):
+        raise ConfigError(
+            "`tool_choice` must be none, auto, required or {type: function, function: {name}}",
+            file=file,
+            line=line,
+            key="tool_choice",
+        )
     sampling_keys = set(Sampling.model_fields)
     sampling = {k: v for k, v in body.items() if k in sampling_keys and v is not None}
     if "max_completion_tokens" in body and "max_tokens" not in sampling:
         sampling["max_tokens"] = body["max_completion_tokens"]
     model = body.get("model") or None
-    return messages, sampling, model
+    return ChatRequest(messages, sampling, model, tools, tool_choice)
+
+
+def _sub(key: str | None) -> str:
+    if not key:
+        return ""
+    return key if key.startswith("[") else "." + key
+
+
+BATCH_CHAT_URL = "/v1/chat/completions"
+
+
+def _log_entry(data: dict[str, Any], *, file: Path, line: int) -> tuple[Any, Any, str | None]:
+    """(request body, usage or None, custom_id) of one log line: a bare request body, a
+    {"request", "response"} pair, or an OpenAI Batch API line (input or output file)."""
+    custom_id = data.get("custom_id") if isinstance(data.get("custom_id"), str) else None
+    if "body" in data and ("custom_id" in data or "url" in data or "method" in data):
+        url = data.get("url")
+        if url != BATCH_CHAT_URL:
+            raise ConfigError(
+                f"batch request for {url!r}: only {BATCH_CHAT_URL} requests import as fixtures",
+                file=file,
+                line=line,
+                key="url",
+            )
+        body = data["body"]
+        response = data.get("response")
+    else:
+        body = data.get("request", data)
+        response = data.get("response")
+    usage = None
+    if isinstance(response, dict):
+        # Batch API output lines wrap the reply: {"status_code": 200, "body": {..., "usage"}}.
+        reply = response.get("body") if isinstance(response.get("body"), dict) else response
+        usage = reply.get("usage")
+    if usage is None and isinstance(data.get("usage"), dict):
+        usage = data["usage"]
+    return body, usage, custom_id
 
 
 def import_logs(
@@ -493,10 +866,14 @@ def import_logs(
     id_prefix: str = "log",
     dedupe: bool = False,
 ) -> list[dict[str, Any]]:
-    """Turn OpenAI-format request logs (JSONL of chat-completion request bodies, optionally with
-    `usage` or wrapped as {"request": ..., "response": ...}) into fixture dicts."""
+    """Turn OpenAI-format request logs into fixture dicts: JSONL of chat-completion request bodies
+    (optionally with `usage`, or wrapped as {"request": ..., "response": ...}), or an OpenAI Batch
+    API file ({"custom_id", "method", "url", "body"} lines; output lines carry the usage)."""
+    import re
+
     out: list[dict[str, Any]] = []
     by_hash: dict[str, dict[str, Any]] = {}
+    seen_ids: set[str] = set()
     text = read_text(source)
     for n, raw_line in enumerate(text.splitlines(), start=1):
         if not raw_line.strip():
@@ -504,19 +881,15 @@ def import_logs(
         data = parse_json_line(raw_line, file=source, line=n)
         if not isinstance(data, dict):
             raise ConfigError("each line must be a JSON object", file=source, line=n)
-        body = data.get("request", data)
-        response = data.get("response") if isinstance(data.get("response"), dict) else None
-        usage = (response or {}).get("usage") or data.get("usage")
-        messages, sampling, model = parse_chat_request(body, file=source, line=n)
-        fixture: dict[str, Any] = {
-            "id": f"{id_prefix}-{n:06d}",
-            "suite": suite,
-            "messages": messages,
-        }
-        if sampling:
-            fixture["sampling"] = sampling
-        if model:
-            fixture["model"] = model
+        body, usage, custom_id = _log_entry(data, file=source, line=n)
+        request = parse_chat_request(body, file=source, line=n)
+        fixture_id = f"{id_prefix}-{n:06d}"
+        if custom_id is not None:
+            candidate = f"{id_prefix}-{custom_id}"
+            if re.match(ID_PATTERN, candidate) and candidate not in seen_ids:
+                fixture_id = candidate
+        seen_ids.add(fixture_id)
+        fixture: dict[str, Any] = {"id": fixture_id, "suite": suite, **request.fixture_fields()}
         if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
             fixture["expect"] = {"output_tokens": usage["completion_tokens"]}
         # Validate through the same schema the loader uses, so imported files always load.
@@ -526,7 +899,11 @@ def import_logs(
             raise ConfigError(exc.message, file=source, line=n, key=exc.key) from None
         if dedupe:
             key = json.dumps(
-                {k: fixture.get(k) for k in ("messages", "sampling", "model")}, sort_keys=True
+                {
+                    k: fixture.get(k)
+                    for k in ("messages", "tools", "tool_choice", "sampling", "model")
+                },
+                sort_keys=True,
             )
             if key in by_hash:
                 by_hash[key]["weight"] = by_hash[key].get("weight", 1) + 1

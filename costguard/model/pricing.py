@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from costguard.errors import ConfigError
-from costguard.model.yamlio import StrictModel
+from costguard.model.yamlio import StrictModel, is_number
 
 BUNDLED_PRICE_TABLE = Path(__file__).parent / "data" / "litellm_prices.json"
 
@@ -147,13 +147,19 @@ class TierPrice:
         return self.usd_per_second * (cached_tokens / self.prefill_tokens_per_s) / self.utilization
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a finite number")
+
+
 @lru_cache(maxsize=8)
 def _load_table(path: str) -> tuple[dict, str]:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_no_constant)
     except FileNotFoundError:
         raise ConfigError("price table not found", file=path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise ConfigError("price table is a directory", file=path) from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"price table is not valid JSON: {exc}", file=path) from None
     if not isinstance(data, dict):
         raise ConfigError("price table must be a JSON object keyed by model", file=path)
@@ -170,6 +176,7 @@ def resolve_price(
     base_dir: Path,
     where: str,
     measured_throughput: tuple[float, float] | None = None,
+    allowed: tuple[Path, ...] = (),
 ) -> TierPrice:
     """Turn a tier's pricing config into a TierPrice; `where` locates errors in the config."""
     if pricing.kind == "gpu_time":
@@ -192,6 +199,10 @@ def resolve_price(
         table_path = (
             (base_dir / pricing.price_table) if pricing.price_table else BUNDLED_PRICE_TABLE
         )
+        if pricing.price_table:
+            from costguard.model.paths import require_inside
+
+            require_inside(table_path, base_dir, allowed, what="price table", key=where)
         table, version = _load_table(str(table_path))
         entry = table.get(pricing.litellm)
         if not isinstance(entry, dict):
@@ -200,14 +211,24 @@ def resolve_price(
                 "give inline prices or add the model to a table of your own (price_table:)",
                 key=where,
             )
-        try:
-            inp = float(entry["input_cost_per_token"])
-            out = float(entry["output_cost_per_token"])
-        except (KeyError, TypeError, ValueError):
-            raise ConfigError(
-                f"price table entry {pricing.litellm!r} lacks input_cost_per_token/output_cost_per_token",
-                file=table_path,
-            ) from None
+        for key in ("input_cost_per_token", "output_cost_per_token"):
+            if key not in entry:
+                raise ConfigError(
+                    f"price table entry {pricing.litellm!r} lacks input_cost_per_token/output_cost_per_token",
+                    file=table_path,
+                    key=f"{pricing.litellm}.{key}",
+                )
+        for key in ("input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost"):
+            value = entry.get(key)
+            if key in entry and (key != "cache_read_input_token_cost" or value is not None):
+                if not (is_number(value) and value >= 0):
+                    raise ConfigError(
+                        f"must be a finite non-negative number, got {value!r}",
+                        file=table_path,
+                        key=f"{pricing.litellm}.{key}",
+                    )
+        inp = float(entry["input_cost_per_token"])
+        out = float(entry["output_cost_per_token"])
         cached = entry.get("cache_read_input_token_cost")
         return TierPrice(
             tier=tier,

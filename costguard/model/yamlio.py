@@ -8,22 +8,91 @@ from __future__ import annotations
 
 import difflib
 import json
+import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, Union
 
+import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 
 from costguard.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class StrictModel(BaseModel):
-    """Base for every input schema: unknown keys are errors, values are not coerced silently."""
+INT_LIMIT = 2**63 - 1
+"""The largest magnitude an integer input may have (int64): 10**400 is bad input, not a number."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+def is_number(value: Any) -> bool:
+    """A real, finite number: not a bool, not a string, not NaN or infinity (the one numeric
+    rule, for inputs read without a schema: reports, recordings, price tables, server replies)."""
+    import math
+
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= INT_LIMIT  # 10**400 is no amount of anything (nor a float)
+    return isinstance(value, float) and math.isfinite(value)
+
+
+class StrictModel(BaseModel):
+    """Base for every input schema: unknown keys are errors, values are not coerced silently.
+
+    The one numeric rule for every input (README "Reliability"): a number is a finite number
+    (`.nan`, `.inf`, "NaN" are errors), an integer fits in int64, and neither numbers nor
+    booleans are coerced -- `true` is not 1, "1.5" is not a number, "yes" and 1 are not booleans.
+    Every `bool`/`int`/`float` in a subclass's fields, however nested (Optional, list, dict,
+    tuple), is made strict when the class is created.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        changed = False
+        for field in cls.model_fields.values():
+            strict = strict_type(field.annotation)
+            if strict is not field.annotation:
+                field.annotation = strict
+                changed = True
+        if changed:
+            cls.model_rebuild(force=True)
+
+
+_STRICT_SCALARS: dict[Any, Any] = {
+    bool: Annotated[bool, Strict()],
+    int: Annotated[int, Strict(), annotated_types.Interval(ge=-INT_LIMIT, le=INT_LIMIT)],
+    float: Annotated[float, Strict()],
+}
+_CONTAINERS: dict[Any, Any] = {list: list, dict: dict, tuple: tuple, set: set, frozenset: frozenset}
+
+
+def strict_type(tp: Any) -> Any:
+    """`tp` with every bool/int/float inside made strict (returns `tp` itself when unchanged)."""
+    if tp in _STRICT_SCALARS:
+        return _STRICT_SCALARS[tp]
+    origin = typing.get_origin(tp)
+    if origin is None or origin is Literal:
+        return tp
+    args = typing.get_args(tp)
+    if origin is Annotated:
+        inner = strict_type(args[0])
+        return tp if inner is args[0] else Annotated[(inner, *tp.__metadata__)]
+    new = tuple(a if a is Ellipsis else strict_type(a) for a in args)
+    if all(a is b for a, b in zip(new, args, strict=True)):
+        return tp
+    if origin in (Union, types.UnionType):
+        return Union[new]  # noqa: UP007 - built from a tuple at run time
+    if origin in _CONTAINERS:
+        return _CONTAINERS[origin][new]
+    try:
+        return origin[new]
+    except TypeError:
+        return tp
 
 
 class LineDict(dict):
@@ -104,11 +173,28 @@ def read_text(path: Path) -> str:
 
 
 def parse_yaml(text: str, *, file: str | Path) -> Any:
-    """Parse one YAML document with line tracking; syntax errors become ConfigError."""
+    """Parse one YAML document with line tracking; syntax errors become ConfigError.
+
+    Bounded (costguard.model.limits): the size of the text, the nesting depth, and the extra
+    nodes that aliases add when expanded (a "billion laughs" bomb is refused before it is built).
+    """
+    from costguard.model.limits import limits
+
+    bounds = limits()
+    if len(text) > bounds.yaml_max_bytes:
+        raise ConfigError(
+            f"YAML input of {len(text):,} characters is larger than the limit of "
+            f"{bounds.yaml_max_bytes:,} (COSTGUARD_YAML_MAX_BYTES)",
+            file=file,
+        )
+    loader = _StrictLoader(text)
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_node_graph(node, file, bounds.yaml_max_depth, bounds.yaml_max_alias_nodes)
+        return loader.construct_document(node)
     except ConfigError as exc:
-        exc.file = str(file)
         raise ConfigError(exc.message, file=file, line=exc.line, key=exc.key) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -118,6 +204,56 @@ def parse_yaml(text: str, *, file: str | Path) -> Any:
     except yaml.YAMLError as exc:  # e.g. ReaderError: control characters
         reason = getattr(exc, "reason", None) or " ".join(str(exc).split())
         raise ConfigError(f"invalid YAML: {reason}", file=file) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", file=file) from None
+    finally:
+        loader.dispose()
+
+
+def _check_node_graph(root: Any, file: str | Path, max_depth: int, max_alias_nodes: int) -> None:
+    """Refuse documents nested deeper than `max_depth` or whose aliases would expand to more than
+    `max_alias_nodes` extra nodes. Iterative, linear in the number of distinct nodes."""
+    expanded: dict[int, int] = {}  # node id -> nodes once every alias is expanded
+    depth_of: dict[int, int] = {}  # node id -> nesting depth below it
+    unique = 0
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    on_path: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        nid = id(node)
+        children = _children(node)
+        if not done:
+            if nid in expanded:
+                continue
+            if nid in on_path:  # a recursive alias (`&a [*a]`)
+                raise ConfigError("invalid YAML: a recursive alias", line=node.start_mark.line + 1)
+            on_path.add(nid)
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in expanded)
+            continue
+        on_path.discard(nid)
+        unique += 1
+        expanded[nid] = 1 + sum(expanded[id(c)] for c in children)
+        depth_of[nid] = 1 + max((depth_of[id(c)] for c in children), default=0)
+        if depth_of[nid] > max_depth:
+            raise ConfigError(
+                f"nested deeper than {max_depth} levels (COSTGUARD_YAML_MAX_DEPTH)",
+                line=node.start_mark.line + 1,
+            )
+        if expanded[nid] - unique > max_alias_nodes:
+            raise ConfigError(
+                f"aliases expand this document by more than {max_alias_nodes:,} nodes "
+                "(an alias bomb?); raise COSTGUARD_YAML_MAX_ALIAS_NODES if it is genuine",
+                line=node.start_mark.line + 1,
+            )
+
+
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -128,11 +264,19 @@ def load_yaml(path: str | Path) -> Any:
 
 def parse_json_line(text: str, *, file: str | Path, line: int) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_json_constant)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"invalid JSON: {exc.msg} (column {exc.colno})", file=file, line=line
         ) from None
+    except ValueError as exc:  # NaN / Infinity, an integer too long to convert
+        raise ConfigError(f"invalid JSON: {exc}", file=file, line=line) from None
+    except RecursionError:
+        raise ConfigError("invalid JSON: nested too deeply", file=file, line=line) from None
+
+
+def _no_json_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a finite number")
 
 
 def line_of(data: Any, loc: tuple[Any, ...]) -> int | None:

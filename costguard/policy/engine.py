@@ -86,6 +86,12 @@ class QualityPolicy(StrictModel):
 class PolicyFile(StrictModel):
     version: Literal[1] = 1
     description: str | None = None
+    on_no_baseline: Literal["fail", "warn", "skip"] = Field(
+        default="skip",
+        description="what a regression rule does when there is no usable baseline (none given, "
+        "none found, or an incomplete one): skip it (the default: a repository's first run), "
+        "warn, or fail",
+    )
     quality: QualityPolicy = Field(default_factory=QualityPolicy)
     rules: dict[str, Rule] = Field(min_length=1)
     waivers: list[Waiver] = Field(
@@ -99,6 +105,7 @@ class MetricContext:
     report: RunReport
     baseline: RunReport | None = None
     diff: dict[str, Any] | None = None
+    baseline_reason: str | None = None  # why there is no usable baseline, when there is none
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,9 @@ class MetricValue:
     note: str | None = None
     unmeasured: int = (
         0  # fixtures in the rule's scope the value could not cover (see on_unmeasured)
+    )
+    vacuous: bool = (
+        False  # value None: a rate over zero events (n/a); the rule follows on_unmeasured
     )
 
 
@@ -268,6 +278,7 @@ class Policy:
     waivers: list[Waiver] = field(default_factory=list)
     waiver_lines: list[int | None] = field(default_factory=list)
     on_unmeasured: str = "warn"  # quality.on_unmeasured: fail | warn | ignore
+    on_no_baseline: str = "skip"  # fail | warn | skip: regression rules without a usable baseline
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -325,6 +336,7 @@ def load_policy(path: str | Path) -> Policy:
         waivers=list(parsed.waivers),
         waiver_lines=waiver_lines,
         on_unmeasured=parsed.quality.on_unmeasured,
+        on_no_baseline=parsed.on_no_baseline,
     )
 
 
@@ -456,16 +468,31 @@ def evaluate(
             )
             continue
         if metric.needs_baseline and ctx.baseline is None:
-            verdicts.append(
-                Verdict(
-                    **base,
-                    status="skip",
-                    actual=None,
-                    message="no baseline yet: nothing to compare with",
-                )
+            why = ctx.baseline_reason or "no baseline yet: nothing to compare with"
+            if policy.on_no_baseline == "skip":
+                verdicts.append(Verdict(**base, status="skip", actual=None, message=why))
+                continue
+            status = rule.level if policy.on_no_baseline == "fail" else "warn"
+            verdict = Verdict(
+                **base,
+                status=status,
+                actual=None,
+                message=f"{why} (on_no_baseline: {policy.on_no_baseline})",
             )
+            _soften(verdict, policy, metric, acknowledgement, today)
+            verdicts.append(verdict)
             continue
         mv = metric.compute(ctx, rule)
+        if mv.value is None and mv.vacuous:
+            why = f"n/a: {mv.note or 'nothing to measure'} (on_unmeasured: {policy.on_unmeasured})"
+            if policy.on_unmeasured == "ignore":
+                verdicts.append(Verdict(**base, status="skip", actual=None, message=why))
+            else:
+                status = rule.level if policy.on_unmeasured == "fail" else "warn"
+                verdict = Verdict(**base, status=status, actual=None, message=why)
+                _soften(verdict, policy, metric, acknowledgement, today)
+                verdicts.append(verdict)
+            continue
         mode = policy.on_unmeasured if mv.unmeasured else "ignore"
         unmeasured = f"{mv.unmeasured} fixture(s) in scope have no measured quality (on_unmeasured: {policy.on_unmeasured})"
         if mv.value is None:
@@ -556,3 +583,4 @@ from costguard.engine.routing import metrics as _routing_metrics  # noqa: E402,F
 from costguard.policy.metrics import caches as _cache_metrics  # noqa: E402,F401
 from costguard.policy.metrics import quality as _floors  # noqa: E402,F401
 from costguard.policy.metrics import regression as _regression  # noqa: E402,F401
+from costguard.policy.metrics import tokens as _tokens  # noqa: E402,F401

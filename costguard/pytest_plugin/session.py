@@ -237,6 +237,8 @@ def fixture_item(fx: Fixture, record: dict[str, Any] | None, report: RunReport) 
         ("served_by", record["served_by"]),
         ("cache", record["cache"]["outcome"]),
         ("input_tokens", record["input_tokens"]),
+        ("input_tokens_source", primary.get("input_source", "")),
+        ("input_tokens_exact", primary.get("input_source") in ("exact", "measured")),
         ("cached_tokens", record["cached_tokens"]),
         ("output_tokens", record["output_tokens"]),
         ("output_tokens_source", output_source),
@@ -350,7 +352,10 @@ class CostguardRun:
         )
         if settings.baseline is not None:
             self.baseline = resolve_baseline(settings)
-        self.replayed = api.replay(project, backend=settings.backend)
+        from costguard.serving import interrupts
+
+        with interrupts.installed():  # SIGTERM/SIGHUP stop a live replay like Ctrl-C
+            self.replayed = api.replay(project, backend=settings.backend)
         self.records = self.replayed.records
         self.seconds = time.perf_counter() - started
         self.report = api.report_from_records(

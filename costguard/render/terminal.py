@@ -20,8 +20,9 @@ def _tokens(value: float) -> str:
     return compact_count(value)
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
+def _pct(value: float | None) -> str:
+    """A share as a percentage; "n/a" for a rate over zero events (null in the report)."""
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def make_console(**kwargs: Any) -> Any:
@@ -410,7 +411,7 @@ def summary_lines(report: RunReport) -> list[str]:
     if est:
         lines.append(
             f"{EST} estimated: {100 * t.get('estimated_share', 0):.0f}% of this spend rests on estimated "
-            "output tokens or declared GPU throughput (see warnings)"
+            "output tokens, approximate prompt token counts or declared GPU throughput (see warnings)"
         )
     for warning in report.get("warnings", []):
         lines.append(f"warning: {warning}")
@@ -431,7 +432,16 @@ def print_run(report: RunReport, console: Any | None = None) -> None:
     for tier in stack.get("tiers", []):
         hw = f"{tier['gpus']}x {tier['gpu']}" if tier.get("gpu") else f"{tier['gpus']} GPU(s)"
         quant = f", {tier['quantization']}" if tier.get("quantization") else ""
-        approx = "" if tier.get("tokenizer_exact", True) else " [approximate token counts]"
+        approx = (
+            ""
+            if tier.get("tokenizer_exact", True)
+            else " [approximate token counts: the tokenizer is "
+            + (
+                "a chars/4 fallback]"
+                if tier.get("tokenizer_exactness") == "fallback"
+                else "a stand-in]"
+            )
+        )
         console.print(
             f"  {tier['name']}: {tier['model']}{quant} on {hw}; {tier['pricing']['basis']}"
             + (f" ({tier['pricing']['source']})" if tier["pricing"]["kind"] == "token" else "")
@@ -795,7 +805,8 @@ def print_diff(diff: dict[str, Any], console: Any | None = None) -> None:
             console.print(table)
     if diff.get("estimated"):
         console.print(
-            f"{EST} rests on estimates (expected/prior output tokens or declared GPU throughput)",
+            f"{EST} rests on estimates (expected/prior output tokens, approximate prompt token "
+            "counts or declared GPU throughput)",
             highlight=False,
             markup=False,
         )

@@ -322,7 +322,7 @@ def _semantic_block(
                 "hits_per_month": 0.0,
                 "wrong_hits_per_month": 0.0,
                 "unjudged_hits_per_month": 0.0,
-                "false_hit_rate": 0.0,
+                "false_hit_rate": None,  # no hits: a rate over zero events is n/a, not 0%
                 "hits": 0,
                 "wrong_hits": 0,
                 "unjudged_hits": 0,
@@ -346,7 +346,8 @@ def _semantic_block(
             "wrong_hits_per_month": wrong_per_month,
             "unjudged_hits_per_month": sum(monthly[h.index] for h in unjudged),
             "hit_rate": _ratio(per_month, total_requests),
-            "false_hit_rate": _ratio(wrong_per_month, per_month),
+            # over zero hits there is nothing to be wrong about: n/a (null), never 0%
+            "false_hit_rate": _ratio(wrong_per_month, per_month) if hits else None,
         }
 
     shipped = sweep[semantic.threshold]

@@ -44,7 +44,8 @@ class RunReport:
 
     @property
     def complete(self) -> bool:
-        return bool(self.data.get("complete", False))
+        """Only a literal `true` is complete ("false", "yes" and 1 are not)."""
+        return self.data.get("complete", False) is True
 
     @property
     def monthly_cost(self) -> float:
@@ -119,10 +120,20 @@ def read_json(path: str | Path, *, missing_hint: str) -> Any:
         raise ConfigError("is a directory, not a JSON file", file=path) from None
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 JSON", file=path) from None
+    from costguard.report.integrity import json_constant
+
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=json_constant)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
+    except ValueError as exc:  # NaN / Infinity, or an integer too long to convert
+        import re
+
+        m = re.search(r"[:\[,]\s*(-?Infinity|NaN)\b", text)
+        line = text.count("\n", 0, m.start(1)) + 1 if m else None
+        raise ConfigError(f"not valid JSON: {exc}", file=path, line=line) from None
+    except RecursionError:
+        raise ConfigError("not valid JSON: nested too deeply", file=path) from None
 
 
 def load_document(
@@ -164,4 +175,7 @@ def load_report(path: str | Path) -> RunReport:
         stale_hint="re-run the baseline with this version",
         default_kind="run",
     )
+    from costguard.report.integrity import check_report
+
+    check_report(data, path)
     return RunReport(data, Path(path))

@@ -104,6 +104,10 @@ class CompletionResult:
     tpot_s: float | None = None
     status: int = 200
     attempts: int = 1
+    cached_reported: bool = True
+    """False when the reply had no `usage.prompt_tokens_details`: the server did not say how many
+    prompt tokens came from its cache (cached_tokens is then 0 but unknown, never a measurement).
+    vLLM reports it with --enable-prompt-tokens-details."""
 
     @property
     def uncached_prompt_tokens(self) -> int:
@@ -480,11 +484,12 @@ async def _read_stream(
         raise MalformedReplyError(f"{url}: stream chunks have no 'model'", url=url)
     prompt_tokens, cached, completion_tokens = _parse_usage(usage, url)
     return CompletionResult(
+        cached_reported=cached is not None,
         text="".join(text_parts),
         model=model,
         finish_reason=finish_reason,
         prompt_tokens=prompt_tokens,
-        cached_tokens=cached,
+        cached_tokens=cached or 0,
         completion_tokens=completion_tokens,
         ttft_s=ttft,
         itl_s=itl,
@@ -573,11 +578,12 @@ def _parse_unary(raw: bytes, url: str, e2el: float, chat: bool) -> CompletionRes
     prompt_tokens, cached, completion_tokens = _parse_usage(reply["usage"], url)
     finish = choice.get("finish_reason")
     return CompletionResult(
+        cached_reported=cached is not None,
         text=text,
         model=model,
         finish_reason=str(finish) if finish is not None else None,
         prompt_tokens=prompt_tokens,
-        cached_tokens=cached,
+        cached_tokens=cached or 0,
         completion_tokens=completion_tokens,
         ttft_s=None,
         itl_s=[],
@@ -586,8 +592,9 @@ def _parse_unary(raw: bytes, url: str, e2el: float, chat: bool) -> CompletionRes
     )
 
 
-def _parse_usage(usage: Any, url: str) -> tuple[int, int, int]:
-    """(prompt_tokens incl. cached, cached_tokens, completion_tokens) from an OpenAI usage."""
+def _parse_usage(usage: Any, url: str) -> tuple[int, int | None, int]:
+    """(prompt_tokens incl. cached, cached_tokens, completion_tokens) from an OpenAI usage;
+    cached_tokens is None when the usage has no `prompt_tokens_details.cached_tokens`."""
     if not isinstance(usage, dict):
         raise MalformedReplyError(f"{url}: 'usage' is not a JSON object", url=url)
     counts = []
@@ -597,7 +604,7 @@ def _parse_usage(usage: Any, url: str) -> tuple[int, int, int]:
             raise MalformedReplyError(f"{url}: usage.{key} is missing or not a count", url=url)
         counts.append(value)
     details = usage.get("prompt_tokens_details")
-    cached = 0
+    cached: int | None = None
     if details is not None:
         if not isinstance(details, dict):
             raise MalformedReplyError(
@@ -610,7 +617,7 @@ def _parse_usage(usage: Any, url: str) -> tuple[int, int, int]:
                     f"{url}: usage.prompt_tokens_details.cached_tokens is not a count", url=url
                 )
             cached = value
-    if cached > counts[0]:
+    if cached is not None and cached > counts[0]:
         raise MalformedReplyError(
             f"{url}: usage reports {cached} cached of {counts[0]} prompt tokens", url=url
         )

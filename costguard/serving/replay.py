@@ -160,8 +160,17 @@ async def replay(
 
     loop = asyncio.get_running_loop()
     sigint = handle_sigint and threading.current_thread() is threading.main_thread()
+    previous: dict[int, Any] = {}
     if sigint:
-        loop.add_signal_handler(signal.SIGINT, stop, "interrupted (Ctrl-C)")
+        from costguard.serving import interrupts
+
+        def on_signal(signum: int) -> None:
+            interrupts.note(signum)
+            stop(interrupts.reason(signum))
+
+        for sig in interrupts.SIGNALS:  # SIGTERM and SIGHUP stop the replay like Ctrl-C
+            previous[sig] = signal.getsignal(sig)
+            loop.add_signal_handler(sig, on_signal, sig)
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -174,8 +183,9 @@ async def replay(
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
     finally:
-        if sigint:
-            loop.remove_signal_handler(signal.SIGINT)
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)  # asyncio would leave SIG_DFL: restore ours
     outcome.duration_s = time.perf_counter() - started
     if progress is not None:
         progress("replay", done, n)

@@ -12,6 +12,7 @@ process. A tier that dies or times out stops the others and carries its log tail
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -29,9 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from costguard.errors import BackendError, ConfigError
+from costguard.model import vllm_facts as vf
 from costguard.model.config import LoadedStack, StackConfig, TierConfig
 
-DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default, shared out when tiers share a GPU
+DEFAULT_GPU_MEMORY_UTILIZATION = (
+    vf.DEFAULT_GPU_MEMORY_UTILIZATION
+)  # shared out when tiers share a GPU
 STATE_FILE = "state.json"
 LOG_TAIL_LINES = 40
 
@@ -40,25 +44,27 @@ LOG_TAIL_LINES = 40
 CHECKPOINT_QUANTIZATION = {"awq": "awq_marlin", "gptq": "gptq_marlin"}
 
 # Flags costguard sets from the config; passing them again in engine_args would contradict it.
+_MANAGED = {
+    vf.FLAG_PORT: "serve.port",
+    vf.FLAG_HOST: "serve.host",
+    vf.FLAG_SERVED_MODEL_NAME: "served_model_name",
+    vf.FLAG_GPU_MEMORY_UTILIZATION: "serve.gpu_memory_utilization",
+    vf.FLAG_TENSOR_PARALLEL_SIZE: "serve.tensor_parallel_size",
+    vf.FLAG_PIPELINE_PARALLEL_SIZE: "serve.pipeline_parallel_size",
+    vf.FLAG_MAX_MODEL_LEN: "serve.max_model_len",
+    vf.FLAG_SEED: "serve.seed",
+    vf.FLAG_QUANTIZATION: "quantization",
+    vf.FLAG_SPECULATIVE_CONFIG: "serve.speculative",
+    vf.FLAG_ENABLE_PREFIX_CACHING: "serve.enable_prefix_caching",
+    vf.FLAG_DISABLE_PREFIX_CACHING: "serve.enable_prefix_caching",
+    vf.FLAG_API_KEY: "serve.api_key_env",
+    vf.FLAG_MODEL: "model",
+    vf.FLAG_BLOCK_SIZE: "kv_cache.block_size",
+}
 MANAGED_FLAGS = {
-    "--port": "serve.port",
-    "--host": "serve.host",
-    "--served-model-name": "served_model_name",
-    "--gpu-memory-utilization": "serve.gpu_memory_utilization",
-    "--tensor-parallel-size": "serve.tensor_parallel_size",
-    "-tp": "serve.tensor_parallel_size",
-    "--pipeline-parallel-size": "serve.pipeline_parallel_size",
-    "-pp": "serve.pipeline_parallel_size",
-    "--max-model-len": "serve.max_model_len",
-    "--seed": "serve.seed",
-    "--quantization": "quantization",
-    "-q": "quantization",
-    "--speculative-config": "serve.speculative",
-    "--enable-prefix-caching": "serve.enable_prefix_caching",
-    "--no-enable-prefix-caching": "serve.enable_prefix_caching",
-    "--api-key": "serve.api_key_env",
-    "--model": "model",
-    "--block-size": "kv_cache.block_size",
+    **_MANAGED,
+    **{alias: _MANAGED[flag] for alias, flag in vf.ALIASES.items()},
+    **{legacy: _MANAGED[flag] for legacy, flag in vf.LEGACY_SPELLINGS.items()},
 }
 
 
@@ -134,8 +140,8 @@ def assign_devices(
 def memory_utilization(
     config: StackConfig, devices: dict[str, list[int]], where: Callable[..., str] | None = None
 ) -> dict[str, float | None]:
-    """Per-instance `--gpu-memory-utilization`: as configured, or what is left of vLLM's 0.9
-    split evenly between the tiers that share a GPU (two tiers: 0.45 each). None: a tier alone
+    """Per-instance `--gpu-memory-utilization`: as configured, or what is left of vLLM's default
+    (0.92) split evenly between the tiers that share a GPU (two tiers: 0.45 each). None: a tier alone
     on its GPUs, vLLM's default.
 
     The fraction is per instance, so tiers sharing a GPU must add up to at most 1.
@@ -206,30 +212,31 @@ def assign_ports(config: StackConfig) -> dict[str, int]:
 def serve_argv(
     tier: TierConfig, executable: str, *, port: int, gpu_memory_utilization: float | None
 ) -> list[str]:
-    """`vllm serve MODEL ...` for one tier (DESIGN §4)."""
+    """`vllm serve MODEL ...` for one tier (DESIGN §4; spellings from `vllm_facts`)."""
     serve = tier.serve
-    argv = [executable, "serve", tier.model, "--served-model-name", tier.api_model_name]
-    argv += ["--host", serve.host, "--port", str(port)]
+    argv = [executable, "serve", tier.model, vf.FLAG_SERVED_MODEL_NAME, tier.api_model_name]
+    argv += [vf.FLAG_HOST, serve.host, vf.FLAG_PORT, str(port)]
     if gpu_memory_utilization is not None:
-        argv += ["--gpu-memory-utilization", f"{gpu_memory_utilization:g}"]
+        argv += [vf.FLAG_GPU_MEMORY_UTILIZATION, f"{gpu_memory_utilization:g}"]
     if serve.tensor_parallel_size > 1:
-        argv += ["--tensor-parallel-size", str(serve.tensor_parallel_size)]
+        argv += [vf.FLAG_TENSOR_PARALLEL_SIZE, str(serve.tensor_parallel_size)]
     if serve.pipeline_parallel_size > 1:
-        argv += ["--pipeline-parallel-size", str(serve.pipeline_parallel_size)]
+        argv += [vf.FLAG_PIPELINE_PARALLEL_SIZE, str(serve.pipeline_parallel_size)]
     quantization = (tier.quantization or "").strip().lower()
     if quantization and quantization not in CHECKPOINT_QUANTIZATION:
-        argv += ["--quantization", quantization]
+        argv += [vf.FLAG_QUANTIZATION, quantization]
     if serve.max_model_len is not None:
-        argv += ["--max-model-len", str(serve.max_model_len)]
+        argv += [vf.FLAG_MAX_MODEL_LEN, str(serve.max_model_len)]
     if serve.seed is not None:
-        argv += ["--seed", str(serve.seed)]
+        argv += [vf.FLAG_SEED, str(serve.seed)]
     if serve.speculative is not None:
-        argv += ["--speculative-config", json.dumps(serve.speculative, separators=(",", ":"))]
-    if tier.kv_cache.block_size != 16:  # keep the server's blocks the size the simulator assumes
-        argv += ["--block-size", str(tier.kv_cache.block_size)]
+        argv += [vf.FLAG_SPECULATIVE_CONFIG, json.dumps(serve.speculative, separators=(",", ":"))]
+    # Always pinned: without it the attention backend may pick a block larger than the one the
+    # prefix-cache simulator (and the KV capacity derivation) assumes.
+    argv += [vf.FLAG_BLOCK_SIZE, str(tier.kv_cache.block_size)]
     if not serve.enable_prefix_caching:
-        argv.append("--no-enable-prefix-caching")
-    argv.append("--enable-prompt-tokens-details")  # usage.prompt_tokens_details.cached_tokens
+        argv.append(vf.FLAG_DISABLE_PREFIX_CACHING)
+    argv.append(vf.FLAG_PROMPT_TOKENS_DETAILS)  # usage.prompt_tokens_details.cached_tokens
     argv += serve.engine_args
     return argv
 
@@ -245,6 +252,12 @@ def plan_stack(stack: LoadedStack, tiers: Sequence[str] | None = None) -> list[S
     for i, tier in enumerate(config.tiers):
         for arg in tier.serve.engine_args:
             flag = arg.split("=", 1)[0]
+            if flag in vf.REMOVED_FLAGS:
+                raise ConfigError(
+                    f"engine_args sets {flag}, which vLLM {vf.VLLM_VERSION} no longer has: use "
+                    f"{vf.REMOVED_FLAGS[flag]} (serve.speculative)",
+                    key=stack.where("tiers", i, "serve", "engine_args"),
+                )
             if flag in MANAGED_FLAGS:
                 raise ConfigError(
                     f"engine_args sets {flag}, which costguard derives from {MANAGED_FLAGS[flag]}: set that instead",
@@ -286,6 +299,18 @@ def plan_stack(stack: LoadedStack, tiers: Sequence[str] | None = None) -> list[S
 # --------------------------------------------------------------------------------------------
 # The vLLM version
 # --------------------------------------------------------------------------------------------
+
+
+def target_version_note(config: StackConfig) -> str:
+    """Which vLLM the commands are for: the pinned release and the one the flags were checked against."""
+    pinned = config.launch.vllm_version
+    checked = f"flags and defaults checked against vLLM {vf.VLLM_VERSION}"
+    if pinned is None:
+        return f"vLLM: any version (launch.vllm_version: null; {checked})"
+    if not version_matches(vf.VLLM_VERSION, pinned):
+        return f"vLLM {pinned} (launch.vllm_version; {checked}: they may not hold for {pinned})"
+    return f"vLLM {pinned} ({checked})"
+
 
 _VERSION_RE = re.compile(r"\b(\d+)\.(\d+)(?:\.(\d+))?(?:[.\w+-]*)\b")
 
@@ -369,40 +394,6 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
-
-
-def stop_group(pgid: int, *, grace_s: float = 20.0, child: subprocess.Popen | None = None) -> bool:
-    """SIGTERM the whole group, wait `grace_s`, then SIGKILL what is left. True if it was running."""
-    if not group_alive(pgid):
-        if child is not None:
-            child.poll()
-        return False
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if child is not None:
-            child.poll()  # reap our own child so it does not linger as a zombie
-        if not group_alive(pgid):
-            return True
-        time.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return True
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and group_alive(pgid):
-        if child is not None:
-            child.poll()
-        time.sleep(0.05)
-    if child is not None:
-        try:
-            child.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            pass
     return True
 
 
@@ -712,24 +703,80 @@ def wait_ready(
 def stop_stack(
     state: StackState, *, notify: Notify | None = None, grace_s: float = 20.0
 ) -> list[str]:
-    """Stop every tier's whole process group and remove the state file. Returns the tiers stopped."""
+    """Stop every tier's whole process group and remove the state file. Returns the tiers stopped.
+
+    All groups get SIGTERM at once, then share one grace period; what is left gets SIGKILL.
+    Signals arriving meanwhile do not cut this short (the clean-up is shielded); they shorten
+    the grace period instead -- when a run was interrupted (GitHub sends SIGKILL ~10 s after its
+    first signal), the groups get at most `INTERRUPTED_GRACE_S`.
+    """
+    from costguard.serving import interrupts
+
     say = notify or (lambda message: None)
     stopped = []
-    for proc in state.tiers:
-        ticks = process_start_ticks(proc.pid)
-        if (
-            proc.start_ticks is not None
-            and ticks is not None
-            and ticks != proc.start_ticks
-            and proc.child is None
-        ):
-            say(f"{proc.tier}: pid {proc.pid} now belongs to another process; not signalling it")
-            continue
-        if stop_group(proc.pgid, grace_s=grace_s, child=proc.child):
+    with interrupts.shielded():
+        signalled: list[TierProcess] = []
+        for proc in state.tiers:
+            ticks = process_start_ticks(proc.pid)
+            if (
+                proc.start_ticks is not None
+                and ticks is not None
+                and ticks != proc.start_ticks
+                and proc.child is None
+            ):
+                say(
+                    f"{proc.tier}: pid {proc.pid} now belongs to another process; not signalling it"
+                )
+                continue
+            if _terminate(proc):
+                signalled.append(proc)
+        interrupted = bool(interrupts.received())
+        deadline = time.monotonic() + (
+            min(grace_s, INTERRUPTED_GRACE_S) if interrupted else grace_s
+        )
+        seen = len(interrupts.received())
+        while signalled and time.monotonic() < deadline:
+            for proc in signalled:
+                if proc.child is not None:
+                    proc.child.poll()  # reap our own child so it does not linger as a zombie
+            if not any(group_alive(p.pgid) for p in signalled):
+                break
+            if len(interrupts.received()) > seen:  # another signal: stop waiting
+                break
+            time.sleep(0.05)
+        for proc in signalled:
+            if group_alive(proc.pgid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pgid, signal.SIGKILL)
+        kill_deadline = time.monotonic() + 5
+        for proc in signalled:
+            while time.monotonic() < kill_deadline and group_alive(proc.pgid):
+                if proc.child is not None:
+                    proc.child.poll()
+                time.sleep(0.05)
+            if proc.child is not None:
+                proc.child.poll()
             stopped.append(proc.tier)
             say(f"stopped {proc.tier} (process group {proc.pgid})")
-    state.path.unlink(missing_ok=True)
+        state.path.unlink(missing_ok=True)
     return stopped
+
+
+INTERRUPTED_GRACE_S = 2.0
+"""How long an interrupted run lets `vllm serve` shut down before SIGKILL."""
+
+
+def _terminate(proc: TierProcess) -> bool:
+    """SIGTERM the tier's group; False when nothing of it was running."""
+    if not group_alive(proc.pgid):
+        if proc.child is not None:
+            proc.child.poll()
+        return False
+    try:
+        os.killpg(proc.pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def tier_status(proc: TierProcess) -> dict[str, Any]:

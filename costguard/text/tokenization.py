@@ -50,7 +50,7 @@ logger = logging.getLogger("costguard.text.tokenization")
 
 # Bump when rendering/normalisation semantics change: it is part of every fingerprint, so
 # cached token ids computed by an older costguard are not reused.
-RENDER_VERSION = "1"
+RENDER_VERSION = "2"
 
 _APPROX_HINT = "or set approximate_fallback: true to accept approximate counts"
 
@@ -74,6 +74,11 @@ class TokenizerSpec(StrictModel):
     """tiktoken only: extra special tokens (e.g. Llama-3 style `<|begin_of_text|>`)."""
     approximate_fallback: bool = False
     """If the tokenizer cannot be loaded, count ~chars/4 and label every count approximate."""
+    exact: bool | None = None
+    """Whether these are the model's own tokenizer and chat template, so counts are exact.
+    Default: true for `hf:` (the model's tokenizer.json), false for `tiktoken:` (an encoding and a
+    hand-written chat layout standing in for the model's). Declare `exact: true` on a tiktoken
+    tokenizer only when it is the model's own encoding and template."""
 
     @model_validator(mode="after")
     def _check(self) -> TokenizerSpec:
@@ -149,7 +154,10 @@ def _jinja_env() -> Any:
     def strftime_now(fmt: str) -> str:
         return datetime.now().strftime(fmt)
 
-    env = ImmutableSandboxedEnvironment(
+    from costguard.model.templating import bounded_environment
+
+    env = bounded_environment(
+        ImmutableSandboxedEnvironment,
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=[_GenerationTag, "jinja2.ext.loopcontrols"],
@@ -232,6 +240,8 @@ class _ChatTemplate:
         env.globals["raise_exception"] = _raise_exception
         try:
             self.template = env.from_string(source)
+        except RecursionError:
+            raise _error(where, f"chat template {name} is nested too deeply") from None
         except jinja2.TemplateSyntaxError as exc:
             raise _error(
                 where,
@@ -241,11 +251,14 @@ class _ChatTemplate:
         self.content_format = _detect_content_format(env, source)
 
     def render(self, messages: list[dict], tools: list | None = None) -> str:
+        from costguard.model.templating import render_bounded
+
         conversation = _normalize_messages(messages, self.content_format, self.where)
         try:
-            return self.template.render(
+            text = render_bounded(
+                self.template,
                 messages=conversation,
-                tools=tools,
+                tools=vllm_tool_dicts(tools),
                 documents=None,
                 add_generation_prompt=True,
                 **self.variables,
@@ -259,10 +272,84 @@ class _ChatTemplate:
                 self.where,
                 f"chat template {self.name} failed to render: {type(exc).__name__}: {_one_line(exc)}",
             ) from None
+        if not text:
+            raise _error(
+                self.where,
+                f"chat template {self.name} rendered an empty prompt (vLLM rejects empty prompts); "
+                "check that it loops over `messages`",
+            )
+        return text
+
+
+# Content part types vLLM reads as text, and the key holding the text (see
+# vllm/renderers/chat_utils/chat_message.py: TEXT_PART_TYPES, MM_PARSER_MAP).
+_TEXT_PART_KEYS = {
+    "text": "text",
+    "input_text": "text",
+    "output_text": "text",
+    "refusal": "refusal",
+    "thinking": "thinking",
+}
+_BILLING_HEADER = "x-anthropic-billing-header"
+
+
+def _text_parts(message: Mapping[str, Any], i: int, where: str) -> list[Any]:
+    """A message's content as vLLM parses it: a list of text parts (None-text parts skipped).
+
+    Non-text parts (images, audio, video, files) are an error: their token count depends on the
+    model's multimodal processor, which costguard does not run."""
+    content = message.get("content")
+    if content is None:
+        return []
+    if isinstance(content, str):
+        parts: list[Any] = [content]
+    elif isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            if isinstance(part, str):
+                parts.append(part)
+                continue
+            kind = part.get("type", "text") if isinstance(part, Mapping) else None
+            if kind not in _TEXT_PART_KEYS:
+                kind = kind if kind is not None else type(part).__name__
+                raise _error(
+                    where,
+                    f"messages[{i}].content[{j}] is a {kind!r} part; costguard counts text content "
+                    "parts only (image, audio, video and file tokens depend on the model's processor)",
+                )
+            text = part.get(_TEXT_PART_KEYS[kind])
+            if text is None:
+                continue  # vLLM skips a text part without text
+            extra = {k: v for k, v in part.items() if k not in ("type", _TEXT_PART_KEYS[kind])}
+            parts.append((str(text), extra))
+    else:
+        raise _error(where, f"messages[{i}].content must be a string or a list of parts")
+    if message.get("role") == "system":
+        parts = _strip_billing_header(parts)
+    return parts
+
+
+def _strip_billing_header(parts: list[Any]) -> list[Any]:
+    """vLLM drops a leading Claude Code attribution line from system text parts."""
+    out = []
+    for part in parts:
+        text = part if isinstance(part, str) else part[0]
+        if not text.startswith(_BILLING_HEADER):
+            out.append(part)
+            continue
+        rest = text.partition("\n")[2]
+        if rest:
+            out.append(rest if isinstance(part, str) else (rest, part[1]))
+    return out
 
 
 def _normalize_messages(messages: Any, content_format: str, where: str) -> list[dict]:
-    """Turn OpenAI-format request messages into the conversation vLLM hands to the template."""
+    """Turn OpenAI-format request messages into the conversation vLLM hands to the template.
+
+    Mirrors vLLM 0.33's `parse_chat_message_content` + `_postprocess_messages`: text parts joined
+    with "\n" (or kept as text dicts for templates that loop over content), tool messages'
+    text parts joined even then, `tool_calls` kept with JSON arguments parsed to objects,
+    `tool_call_id` and `name` kept."""
     if not isinstance(messages, list):
         raise _error(where, f"messages must be a list, got {type(messages).__name__}")
     out: list[dict] = []
@@ -270,38 +357,26 @@ def _normalize_messages(messages: Any, content_format: str, where: str) -> list[
         if not isinstance(message, Mapping) or "role" not in message:
             raise _error(where, f"messages[{i}] must be a mapping with a `role`")
         role = message["role"]
-        content = message.get("content")
-        if content is None:
-            parts: list[str] = []
-        elif isinstance(content, str):
-            parts = [content]
-        elif isinstance(content, list):
-            parts = []
-            for j, part in enumerate(content):
-                if isinstance(part, str):
-                    parts.append(part)
-                elif isinstance(part, Mapping) and part.get("type") in ("text", "input_text"):
-                    parts.append(str(part.get("text", "")))
-                else:
-                    kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                    raise _error(
-                        where,
-                        f"messages[{i}].content[{j}] is a {kind!r} part; costguard counts text "
-                        "content parts only",
-                    )
+        parts = _text_parts(message, i, where)
+        texts = [p if isinstance(p, str) else p[0] for p in parts]
+        if content_format == "openai" and role != "tool":
+            new_content: Any = [
+                {"type": "text", "text": p}
+                if isinstance(p, str)
+                else {"type": "text", "text": p[0], **p[1]}
+                for p in parts
+            ]
         else:
-            raise _error(where, f"messages[{i}].content must be a string or a list of parts")
-        if content_format == "openai":
-            new_content: Any = [{"type": "text", "text": p} for p in parts]
-        else:
-            new_content = "\n".join(parts)
+            new_content = "\n".join(texts)
         conv: dict[str, Any] = {"role": role, "content": new_content}
         if role == "assistant":
             if message.get("tool_calls") is not None:
-                conv["tool_calls"] = _normalize_tool_calls(message["tool_calls"])
-            for key in ("reasoning", "reasoning_content"):
-                if message.get(key) is not None:
-                    conv[key] = message[key]
+                tool_calls = _normalize_tool_calls(message["tool_calls"], i, where)
+                if tool_calls:
+                    conv["tool_calls"] = tool_calls
+            # vLLM reads `reasoning` (interleaved thinking) and hands it on under both names.
+            if message.get("reasoning") is not None:
+                conv["reasoning"] = conv["reasoning_content"] = message["reasoning"]
         elif role == "tool" and "tool_call_id" in message:
             conv["tool_call_id"] = message["tool_call_id"]
         if isinstance(message.get("name"), str):
@@ -310,22 +385,60 @@ def _normalize_messages(messages: Any, content_format: str, where: str) -> list[
     return out
 
 
-def _normalize_tool_calls(tool_calls: Any) -> Any:
-    """vLLM parses each tool call's JSON `arguments` string into a dict before rendering."""
-    tool_calls = copy.deepcopy(list(tool_calls))
-    for call in tool_calls:
+def _normalize_tool_calls(tool_calls: Any, i: int, where: str) -> list[Any]:
+    """vLLM parses each tool call's JSON `arguments` into an object before rendering: empty or
+    malformed arguments (and JSON that is not an object) become {}."""
+    if not isinstance(tool_calls, list):
+        raise _error(where, f"messages[{i}].tool_calls must be a list")
+    tool_calls = copy.deepcopy(tool_calls)
+    for j, call in enumerate(tool_calls):
         function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            continue
+        if (
+            not isinstance(call, dict)
+            or call.get("type", "function") != "function"
+            or not isinstance(function, dict)
+        ):
+            raise _error(
+                where, f"messages[{i}].tool_calls[{j}] must be a function call (type: function)"
+            )
         args = function.get("arguments")
         if not args:
             function["arguments"] = {}
-        elif isinstance(args, str):
-            try:
-                function["arguments"] = json.loads(args)
-            except json.JSONDecodeError:
-                pass
+        elif not isinstance(args, dict):
+            parsed: Any = None
+            if isinstance(args, str):
+                try:
+                    parsed = json.loads(args)
+                except json.JSONDecodeError:
+                    parsed = None
+            function["arguments"] = parsed if isinstance(parsed, dict) else {}
     return tool_calls
+
+
+def vllm_tool_dicts(tools: Any) -> list[dict[str, Any]] | None:
+    """The `tools` vLLM passes to the chat template: each tool validated into its
+    ChatCompletionToolsParam and `model_dump()`ed, so unset `description` / `parameters` are
+    present as None (templates test them) and `strict` / `defer_loading` only when set."""
+    if tools is None:
+        return None
+    out = []
+    for tool in tools:
+        function = dict(tool.get("function") or {})
+        dumped: dict[str, Any] = {
+            "name": function.get("name"),
+            "description": function.get("description"),
+            "parameters": function.get("parameters"),
+        }
+        defer = function.get("defer_loading", tool.get("defer_loading"))
+        if function.get("strict") is not None:
+            dumped["strict"] = function["strict"]
+        if defer is not None:
+            dumped["defer_loading"] = defer
+        entry: dict[str, Any] = {"type": "function", "function": dumped}
+        if tool.get("defer_loading") is not None:
+            entry["defer_loading"] = tool["defer_loading"]
+        out.append(entry)
+    return out
 
 
 def _token_content(value: Any) -> str | None:
@@ -415,11 +528,23 @@ class ChatTokenizer:
     fingerprint: str
     """Stable id (sha256 over tokenizer file bytes, chat template text and kind): a cache key."""
     description: str
-    exact: bool = True
+    exactness: str = "exact"
+    """"exact": the model's own tokenizer and chat template; "stand-in": another encoding or a
+    hand-written layout (counts are approximate); "fallback": chars/4 (approximate)."""
     kind: str = ""
     sources: tuple[Path, ...] = ()
     """The files it was loaded from (tokenizer, its config, the chat template): what a cached
     projection depends on beyond the fixtures and the config."""
+
+    @property
+    def exact(self) -> bool:
+        """Counts equal the server's only with the model's own tokenizer and template."""
+        return self.exactness == "exact"
+
+    @property
+    def input_source(self) -> str:
+        """How a prompt count from this tokenizer is labelled in reports."""
+        return "exact" if self.exact else "approximate"
 
     def __init__(self, *, template: _ChatTemplate, fingerprint: str, description: str):
         self._template = template
@@ -502,7 +627,7 @@ class _ApproxChatTokenizer(ChatTokenizer):
     prefixes still give equal id prefixes for the prefix-cache simulation."""
 
     kind = "approximate"
-    exact = False
+    exactness = "fallback"
 
     def _encode(self, text: str) -> list[int]:
         return [
@@ -536,22 +661,43 @@ def _resolve_path(value: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else Path(base_dir) / path
 
 
-def load_tokenizer(spec: TokenizerSpec, *, base_dir: Path, where: str) -> ChatTokenizer:
+def load_tokenizer(
+    spec: TokenizerSpec, *, base_dir: Path, where: str, allowed: tuple[Path, ...] | None = None
+) -> ChatTokenizer:
     """Load the tokenizer and chat template a spec names, from local files only.
 
     `where` locates the spec for error messages (e.g. "costguard.yaml:14: tiers[0].tokenizer").
     Raises TokenizerError (one line, says how to fix it) unless `approximate_fallback` is set,
-    in which case a ChatTokenizer with `exact=False` is returned.
+    in which case a ChatTokenizer with `exact=False` is returned. With `allowed` (a project's
+    `allowed_paths:`), a `chat_template:` file must be inside `base_dir` (the project root) or
+    one of those directories.
     """
     base_dir = Path(base_dir)
+    if spec.chat_template and allowed is not None:
+        from costguard.model.paths import within
+
+        tpl = _resolve_path(spec.chat_template, base_dir)
+        if not within(tpl, base_dir, allowed):
+            raise _error(
+                where,
+                f"chat_template {tpl} is outside the project root {base_dir}; costguard only "
+                "reads files inside it (list the directory under `allowed_paths:` in "
+                "costguard.yaml if it is meant)",
+            )
     try:
         if spec.hf is not None:
-            return _load_hf(spec, base_dir, where)
-        return _load_tiktoken(spec, base_dir, where)
+            tok = _load_hf(spec, base_dir, where)
+        else:
+            tok = _load_tiktoken(spec, base_dir, where)
     except TokenizerError as exc:
         if not spec.approximate_fallback:
             raise
         return _load_approximate(spec, base_dir, where, why=exc.message)
+    own = spec.exact if spec.exact is not None else spec.hf is not None
+    if not own:
+        tok.exactness = "stand-in"
+        tok.description += " (a stand-in for the model's own tokenizer: approximate counts)"
+    return tok
 
 
 def _load_approximate(
@@ -1296,7 +1442,7 @@ def encode_chat_cached(
     bytes a token): what keeping the ids of 100k long prompts in memory needs.
     """
     tools_seq = list(tools_list) if tools_list is not None else [None] * len(messages_list)
-    if cache is None or not tokenizer.exact:
+    if cache is None or tokenizer.kind == "approximate":
         encoded = tokenizer.encode_chat_many(messages_list, tools_list=tools_seq)
         return [_as_compact(ids) for ids in encoded] if compact else encoded
     keys = [messages_key(m, t) for m, t in zip(messages_list, tools_seq, strict=True)]

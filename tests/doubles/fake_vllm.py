@@ -2,7 +2,7 @@
 
 vLLM cannot run on the CI machines (no GPU), so costguard's live backends are tested against
 this double. It serves the routes, payloads, usage fields, readiness behaviour and Prometheus
-metric names of ``vllm serve`` (pinned to vLLM 0.11):
+metric names of ``vllm serve`` (pinned to vLLM 0.33):
 
 * ``POST /v1/chat/completions`` and ``POST /v1/completions`` — plain JSON or SSE
   (``data: {...}`` chunks, ``data: [DONE]``; with ``stream_options.include_usage`` a final chunk
@@ -52,7 +52,7 @@ from typing import Any
 
 from aiohttp import web
 
-DEFAULT_VERSION = "0.11.0"
+DEFAULT_VERSION = "0.33.0"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 # Bucket boundaries copied from vllm/v1/metrics/loggers.py so histograms look the same.
@@ -120,14 +120,60 @@ class FakeTokenizer:
             return "\n".join(parts)
         raise ValueError("message content must be a string, null or a list of parts")
 
+    @staticmethod
+    def tool_dicts(tools: Any) -> list[dict[str, Any]]:
+        """vLLM's `[tool.model_dump() for tool in request.tools]`: unset description and
+        parameters are present as None, `strict` only when set."""
+        if not isinstance(tools, list):
+            raise ValueError("'tools' must be a list")
+        out = []
+        for tool in tools:
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise ValueError("each tool needs a function with a name")
+            dumped = {
+                "name": function["name"],
+                "description": function.get("description"),
+                "parameters": function.get("parameters"),
+            }
+            if function.get("strict") is not None:
+                dumped["strict"] = function["strict"]
+            out.append({"type": "function", "function": dumped})
+        return out
+
+    @staticmethod
+    def call_arguments(arguments: Any) -> dict[str, Any]:
+        """vLLM parses a tool call's JSON `arguments`; empty or malformed ones become {}."""
+        if isinstance(arguments, dict):
+            return arguments
+        try:
+            parsed = json.loads(arguments) if arguments else {}
+        except (TypeError, ValueError):
+            parsed = {}
+        return parsed if isinstance(parsed, dict) else {}
+
     def render_chat(
-        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: Any = None,
     ) -> str:
+        """With tools: a ``"<|tools|>\\n{json}\\n"`` block first; an assistant's tool calls follow
+        its content as ``"<|tool_call|>\\n{json}\\n"`` each (name and parsed arguments)."""
         chunks = []
+        if tools is not None:
+            chunks.append(f"<|tools|>\n{json.dumps(self.tool_dicts(tools))}\n")
         for message in messages:
             if not isinstance(message, dict) or not isinstance(message.get("role"), str):
                 raise ValueError("each message needs a string 'role'")
             chunks.append(f"<|{message['role']}|>\n{self.content_text(message.get('content'))}\n")
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") or {}
+                payload = {
+                    "name": function.get("name"),
+                    "arguments": self.call_arguments(function.get("arguments")),
+                }
+                chunks.append(f"<|tool_call|>\n{json.dumps(payload)}\n")
         if add_generation_prompt:
             chunks.append(self.GENERATION_PROMPT)
         return "".join(chunks)
@@ -573,7 +619,7 @@ class FakeVLLM:
             "cache_dtype": "auto",
             "enable_prefix_caching": str(self.enable_prefix_caching),
             "engine": "0",
-            "gpu_memory_utilization": "0.9",
+            "gpu_memory_utilization": "0.92",
             "num_cpu_blocks": "None",
             "num_gpu_blocks": str(self.cache.num_gpu_blocks),
             "num_gpu_blocks_override": "None",
@@ -732,7 +778,7 @@ class FakeVLLM:
             raise _RequestError(400, "'messages' must be a non-empty list")
         try:
             return self.tokenizer.render_chat(
-                messages, bool(body.get("add_generation_prompt", True))
+                messages, bool(body.get("add_generation_prompt", True)), body.get("tools")
             )
         except ValueError as e:
             raise _RequestError(400, str(e)) from None
@@ -1303,7 +1349,9 @@ def add_behaviour_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--default-output-tokens", type=int, default=16)
     parser.add_argument("--confidence", type=float, default=0.9)
     parser.add_argument("--enable-prompt-tokens-details", action="store_true")
-    parser.add_argument("--no-enable-prefix-caching", action="store_true")
+    parser.add_argument(
+        "--disable-prefix-caching", "--no-enable-prefix-caching", action="store_true"
+    )
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--num-gpu-blocks", type=int, default=None)
     parser.add_argument("--max-model-len", type=int, default=32768)
@@ -1344,7 +1392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default_output_tokens=args.default_output_tokens,
         confidence=args.confidence,
         enable_prompt_tokens_details=args.enable_prompt_tokens_details,
-        enable_prefix_caching=not args.no_enable_prefix_caching,
+        enable_prefix_caching=not args.disable_prefix_caching,
         block_size=args.block_size,
         num_gpu_blocks=args.num_gpu_blocks,
         max_model_len=args.max_model_len,

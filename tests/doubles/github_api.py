@@ -6,7 +6,13 @@ with GitHub's shapes: issue comments (list with `per_page`/`page` and a `link` h
 `rel="next"`/`"last"`/`"prev"`/`"first"`, create, edit, delete), GET of an issue/PR, the issue's
 labels and events (`labeled` events recorded by `add_label`), the repository's workflow artifacts
 (`GET .../actions/artifacts?name=`, newest first, seeded by `add_artifact`), and `POST /graphql`
-for the `minimizeComment` mutation plus a `nodes(ids:)` query for `isMinimized`. Everything else on `/graphql` answers with GraphQL-style `errors`.
+for the `minimizeComment` mutation, a `nodes(ids:)` query for `isMinimized` and the
+`issueOrPullRequest(number:) { comments(first:, after:) { nodes { databaseId viewerDidAuthor } } }`
+query (cursor-paginated; `viewerDidAuthor` is true for comments written by `login`, the token's
+identity). `GET /user` answers like GitHub: 403 "Resource not accessible by integration" for an app
+installation token (a `login` ending in `[bot]`, like the Actions GITHUB_TOKEN), the user otherwise.
+`graphql_authorship=False` makes the authorship query fail (an old GitHub Enterprise Server).
+Everything else on `/graphql` answers with GraphQL-style `errors`.
 
     with GitHubAPI(token="t0k") as gh:
         gh.add_pr("octo", "repo", 7, labels=["costguard:skip"])
@@ -62,10 +68,15 @@ class _Injection:
     method: str | None
     path: str | None
     process: bool
+    query: str | None = None
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, body: Any = None) -> bool:
         if self.method and self.method.upper() != method:
             return False
+        if self.query is not None:
+            text = body.get("query") if isinstance(body, dict) else None
+            if not isinstance(text, str) or self.query not in text:
+                return False
         return not (self.path and self.path not in path)
 
 
@@ -91,8 +102,10 @@ class GitHubAPI:
         prefix: str = "",
         login: str = "github-actions[bot]",
         read_only: bool = False,
+        graphql_authorship: bool = True,
     ) -> None:
         self.token = token
+        self.graphql_authorship = graphql_authorship
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.login = login
         self.read_only = read_only
@@ -267,10 +280,12 @@ class GitHubAPI:
         method: str | None = None,
         path: str | None = None,
         process: bool = False,
+        query: str | None = None,
     ) -> None:
         """Queue a canned response for the next matching request(s).
 
-        `method`/`path` (a substring of the request path) restrict which requests it hits.
+        `method`/`path` (a substring of the request path) restrict which requests it hits;
+        `query`, a substring of a GraphQL request's query, restricts it further.
         `process=True` first performs the request for real and then answers with the injected
         response anyway (a 502 after the write happened: the ambiguous failure).
         """
@@ -279,8 +294,22 @@ class GitHubAPI:
         with self._lock:
             for _ in range(times):
                 self._injections.append(
-                    _Injection(status, body, dict(headers or {}), method, path, process)
+                    _Injection(status, body, dict(headers or {}), method, path, process, query)
                 )
+
+    def writes(self) -> list[Request]:
+        """Requests that change state: REST POST/PATCH/DELETE and GraphQL mutations (a GraphQL
+        query is a POST that changes nothing)."""
+        return [
+            r
+            for r in self.requests
+            if r.method in ("POST", "PATCH", "DELETE")
+            and not (
+                r.path.endswith("/graphql")
+                and isinstance(r.body, dict)
+                and not str(r.body.get("query", "")).lstrip().startswith("mutation")
+            )
+        ]
 
     def requests_for(self, method: str, path_part: str = "") -> list[Request]:
         return [r for r in self.requests if r.method == method and path_part in r.path]
@@ -301,7 +330,9 @@ class GitHubAPI:
         req = Request(method, split.path, query, headers, body)
         with self._lock:
             self.requests.append(req)
-            injection = next((i for i in self._injections if i.matches(method, split.path)), None)
+            injection = next(
+                (i for i in self._injections if i.matches(method, split.path, body)), None
+            )
             if injection is not None:
                 self._injections.remove(injection)
         if injection is not None and not injection.process:
@@ -323,6 +354,10 @@ class GitHubAPI:
         if not req.path.startswith(self.prefix + "/"):
             return _not_found()
         path = req.path[len(self.prefix) :]
+        if path == "/user" and req.method == "GET":
+            if self.login.endswith("[bot]"):
+                return _forbidden()
+            return 200, {"login": self.login, "id": 77, "type": "User"}, {}
         with self._lock:
             m = re.fullmatch(r"/repos/([^/]+)/([^/]+)/issues/comments/(\d+)", path)
             if m:
@@ -448,6 +483,8 @@ class GitHubAPI:
                 return self._gql_minimize(query, variables)
             if re.search(r"\bnodes\s*\(\s*ids\s*:", query):
                 return self._gql_nodes(variables)
+            if "viewerDidAuthor" in query and self.graphql_authorship:
+                return self._gql_comments(variables)
         field_name = re.findall(r"\{\s*(\w+)", query)
         name = field_name[0] if field_name else "?"
         return (
@@ -529,6 +566,41 @@ class GitHubAPI:
             },
             {},
         )
+
+    def _gql_comments(self, variables: dict[str, Any]) -> tuple[int, Any, dict]:
+        issue = self._issues.get(
+            (
+                str(variables.get("owner", "")).lower(),
+                str(variables.get("name", "")).lower(),
+                int(variables.get("number") or 0),
+            )
+        )
+        if issue is None:
+            return (
+                200,
+                {
+                    "data": {"repository": None},
+                    "errors": [
+                        {"type": "NOT_FOUND", "message": "Could not resolve to a Repository"}
+                    ],
+                },
+                {},
+            )
+        start = int(variables.get("after") or 0)
+        page = issue.comment_ids[start : start + 100]
+        nodes = [
+            {
+                "databaseId": cid,
+                "viewerDidAuthor": self._comments[cid]["user"]["login"] == self.login,
+            }
+            for cid in page
+        ]
+        more = start + 100 < len(issue.comment_ids)
+        conn = {
+            "pageInfo": {"hasNextPage": more, "endCursor": str(start + len(page))},
+            "nodes": nodes,
+        }
+        return 200, {"data": {"repository": {"issueOrPullRequest": {"comments": conn}}}}, {}
 
     def _gql_nodes(self, variables: dict[str, Any]) -> tuple[int, Any, dict]:
         ids = next((v for v in variables.values() if isinstance(v, list)), [])

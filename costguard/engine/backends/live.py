@@ -152,7 +152,7 @@ class LiveBackend:
         model = (call.fixture.model or target.model) if self.router is not None else target.model
         return {
             "model": model,
-            "messages": call.fixture.messages,
+            **call.fixture.request_body(),
             **call.fixture.sampling.as_request_params(),
         }
 
@@ -255,7 +255,7 @@ class LiveBackend:
             cached_tokens=reply.cached_tokens,
             output_tokens=reply.completion_tokens,
             input_source="measured",
-            cached_source="measured",
+            cached_source="measured" if reply.cached_reported else "unreported",
             output_source="measured",
             latency_s=reply.e2el_s,
             latency_source="measured",

@@ -13,8 +13,9 @@ import json
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from costguard.model.fixtures import Fixture
+from costguard.model.fixtures import Fixture, message_text, tool_fields
 
 DEFAULT_NORMALIZE = ("whitespace",)
 
@@ -44,15 +45,18 @@ def exact_key(fixture: Fixture, normalize: Sequence[str] = DEFAULT_NORMALIZE) ->
     messages = [
         {
             "role": m["role"].strip().lower(),
-            "content": normalize_text(m.get("content") or "", normalize),
+            "content": normalize_text(message_text(m), normalize),
+            # Tool calls and results are part of the request: never normalised away.
+            **{k: m[k] for k in ("tool_calls", "tool_call_id", "name") if k in m},
         }
         for m in fixture.messages
     ]
-    payload = {
+    payload: dict[str, Any] = {
         "model": fixture.model or "",
         "sampling": fixture.sampling.as_request_params(),
         "messages": messages,
     }
+    payload.update(tool_fields(fixture.tools, fixture.tool_choice))
     return hashlib.sha256(
         json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
     ).hexdigest()

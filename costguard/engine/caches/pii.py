@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from costguard.model.fixtures import Fixture
+from costguard.model.fixtures import Fixture, message_text
 
 # Built-in detectors. Deliberately simple, high-recall patterns: a false positive only costs a
 # cache bypass, a false negative can replay someone's data to another user.
@@ -96,7 +96,7 @@ class PiiGuard:
     def scan(self, fixture: Fixture) -> list[str]:
         """Detector names matching any scanned message of the request (empty: no PII found)."""
         return self.scan_text(
-            _joined(m.get("content") or "" for m in fixture.messages if m["role"] in self.roles)
+            _joined(message_text(m) for m in fixture.messages if m["role"] in self.roles)
         )
 
 

@@ -4,7 +4,9 @@ It answers "how many prompt tokens would vLLM have served from its KV cache?" fo
 requests, so a PR that breaks prefix reuse (a per-request value moved above a long shared system
 prompt, a reordered few-shot block) shows up as lost cached tokens.
 
-The accounting follows vLLM's V1 KV cache manager (checked against vllm-project/vllm main):
+The accounting follows vLLM's V1 KV cache manager (checked against vLLM 0.33.0, the release in
+``costguard.model.vllm_facts``, and proven request for request against its real ``KVCacheManager``
+by the conformance tier in ``tests/conformance/``):
 
 * ``vllm/v1/core/kv_cache_utils.py`` ``hash_block_tokens``: a block's key chains the parent
   block's key with the block's token ids (+ extra keys: LoRA on every block, ``cache_salt`` on the
@@ -36,6 +38,22 @@ The accounting follows vLLM's V1 KV cache manager (checked against vllm-project/
 * ``PrefixCacheStats.record``: ``queries += prompt tokens``, ``hits += matched tokens`` per request
   (the ``vllm:prefix_cache_queries_total`` / ``vllm:prefix_cache_hits_total`` counters).
 
+Where vLLM departs from that plain rule (each pinned by a test in ``tests/test_prefix_cache.py``
+and by the conformance tier):
+
+* EAGLE-style speculative decoding (EAGLE, EAGLE3, MTP): the drafter's KV at a block's last
+  position depends on the next token.  By default (``VllmConfig.num_hash_lookahead_tokens``) each
+  block's key also covers the token after it (``get_request_block_hasher``), so a block is only
+  hit when that token matches too: ``hash_lookahead_tokens=1``.  With
+  ``disable_lookahead_block_hashes`` the last matched block of every hit is dropped instead
+  (``FullAttentionManager.find_longest_cache_hit``, ``drop_eagle_block``): ``drop_last_block``.
+* A speculative drafter makes the scheduler reserve ``num_lookahead_tokens`` slots past the
+  computed tokens (``allocate_slots``): a request holds ``ceil((P + O - 1 + slots) / block_size)``
+  blocks at its peak.  Draft tokens in flight at the last step (which depend on acceptance) are
+  not modelled.
+* Requests with ``prompt_logprobs`` skip reading the cache (``skip_reading_prefix_cache``) and
+  are left out of the stats (``record_prefix_cache_stats``); their blocks are still written.
+
 Simplifications (deliberate, documented):
 
 * Requests run one at a time, from arrival to completion, in the order given.  In vLLM, running
@@ -43,8 +61,11 @@ Simplifications (deliberate, documented):
   and overlapping requests interleave their allocations.  Here all blocks are free between
   requests and capacity matters only through the eviction of freed blocks; with many requests
   in flight and a pool near full, vLLM evicts more than this model does.
-* No preemption, chunked-prefill timing, sliding-window/Mamba groups, speculative decoding or
-  KV connectors.
+* No preemption: vLLM frees a preempted request's blocks and re-prefills it later (hitting what
+  survived); here a request is never interrupted.  No chunked-prefill timing or KV connectors.
+* Hybrid full + sliding-window models (gpt-oss, Gemma 2/3) and Mamba hybrids are not modelled:
+  vLLM keeps one KV group per attention type with its own block accounting.  The stack refuses
+  to simulate such tiers (``vllm_facts.HYBRID_ATTENTION_LIMITATION``).
 * A request needing more blocks than the whole pool (vLLM refuses to start when ``max_model_len``
   does not fit, and never schedules such a request) is simulated as if its sequence were cut to
   the pool: the first ``num_gpu_blocks - 1`` blocks are held and cached, the rest is not stored.
@@ -83,6 +104,7 @@ class PrefixLookup:
 
     prompt_tokens: int
     cached_tokens: int  # served from cache: a multiple of block_size, <= prompt_tokens - 1
+    # (0 for a request that skipped reading the cache)
     new_blocks: int  # blocks taken from the free queue for the rest of prompt + output
     evicted_blocks: int  # cached blocks those allocations evicted
 
@@ -131,6 +153,11 @@ class PrefixCacheSimulator:
     namespace the way a LoRA adapter or ``cache_salt`` does: requests with different extra keys
     never share blocks (str and its UTF-8 bytes are the same key).
 
+    ``hash_lookahead_tokens`` and ``drop_last_block`` model an EAGLE-style speculative drafter
+    (see the module docstring; ``vllm_facts.hash_lookahead_tokens`` / ``drops_last_cached_block``
+    say which a tier's ``--speculative-config`` implies); ``speculative_slots`` are the KV slots
+    a drafter reserves past the computed tokens (``vllm_facts.speculative_lookahead_slots``).
+
     Memory is bounded by the pool: only blocks that are still cached are tracked.
     """
 
@@ -140,6 +167,9 @@ class PrefixCacheSimulator:
         block_size: int = 16,
         num_gpu_blocks: int | None = None,
         extra_key: bytes | str | None = None,
+        hash_lookahead_tokens: int = 0,
+        drop_last_block: bool = False,
+        speculative_slots: int = 0,
     ) -> None:
         if not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
@@ -149,8 +179,21 @@ class PrefixCacheSimulator:
             raise ValueError(
                 f"num_gpu_blocks must be a positive integer or None, got {num_gpu_blocks!r}"
             )
+        if not isinstance(hash_lookahead_tokens, int) or hash_lookahead_tokens < 0:
+            raise ValueError(
+                f"hash_lookahead_tokens must be a non-negative integer, got {hash_lookahead_tokens!r}"
+            )
+        if not isinstance(speculative_slots, int) or speculative_slots < 0:
+            raise ValueError(
+                f"speculative_slots must be a non-negative integer, got {speculative_slots!r}"
+            )
+        if hash_lookahead_tokens and drop_last_block:
+            raise ValueError("vLLM drops the last block only without lookahead hashes, not both")
         self.block_size = block_size
         self.num_gpu_blocks = num_gpu_blocks
+        self.hash_lookahead_tokens = hash_lookahead_tokens
+        self.drop_last_block = bool(drop_last_block)
+        self.speculative_slots = speculative_slots
         self.extra_key = _as_extra_key(extra_key)
         self._block_dtype = np.dtype(f"V{4 * block_size}")
         self._root = hash(("costguard.prefix-cache.root", self.extra_key))
@@ -180,6 +223,7 @@ class PrefixCacheSimulator:
     def reset_counters(self) -> None:
         """Zero the counters but keep the cached blocks (e.g. after a warm-up pass)."""
         self.requests = 0
+        self.skipped_lookups = 0  # requests that skipped reading the cache (prompt_logprobs)
         self.queries = 0  # prompt tokens looked up (vllm:prefix_cache_queries_total)
         self.hits = 0  # prompt tokens served from cache (vllm:prefix_cache_hits_total)
         self.evictions = 0  # cached blocks evicted to make room
@@ -212,6 +256,7 @@ class PrefixCacheSimulator:
         *,
         num_output_tokens: int | None = None,
         extra_key: bytes | str | None = None,
+        skip_cache_read: bool = False,
     ) -> PrefixLookup:
         """Run one request from arrival to completion and return what the cache did.
 
@@ -220,6 +265,8 @@ class PrefixCacheSimulator:
         ``num_output_tokens`` instead: those blocks still take room (and evict), but can never hit.
         ``extra_key`` (a LoRA adapter name, a ``cache_salt``) is added to the simulator's own:
         requests with different extra keys share the pool but never each other's blocks.
+        ``skip_cache_read`` (a request with ``prompt_logprobs``): nothing is read from the cache
+        and the request is left out of ``queries``/``hits``, but its blocks are still cached.
         """
         prompt = _as_u32(prompt_ids, "prompt_ids")
         n_prompt = len(prompt)
@@ -238,19 +285,25 @@ class PrefixCacheSimulator:
             n_output = num_output_tokens
 
         bs = self.block_size
+        ahead = self.hash_lookahead_tokens
         # Tokens whose KV is computed and held: the prompt plus every output token except the
         # last sampled one, which the model never reads back (the request stops first).
         n_computed = n_prompt + max(n_output - 1, 0)
-        n_full = n_computed // bs
-        n_held = -(-n_computed // bs)
-        max_hit = (n_prompt - 1) // bs
+        # A speculative drafter also reserves its lookahead slots (`num_lookahead_tokens`).
+        n_held = -(-(n_computed + self.speculative_slots) // bs)
+        # Full blocks that get cached: a key also covers `ahead` tokens after its block, so it
+        # exists once those tokens do. The last block caching happens at the last step that
+        # allocates slots, when the computed tokens are all the tokens the request has (the last
+        # sampled token arrives after it), so keys reach `n_computed - ahead` tokens.
+        n_full = max(n_computed - ahead, 0) // bs
+        max_hit = 0 if skip_cache_read else min((n_prompt - 1) // bs, (n_prompt - ahead) // bs)
 
-        # Keys of the full blocks whose tokens are known.
-        if len(output) and n_full * bs > n_prompt:
-            seq = np.concatenate((prompt, output[: n_full * bs - n_prompt]))
+        # Keys of the full blocks whose tokens (and lookahead tokens) are known.
+        if len(output) and n_full * bs + ahead > n_prompt:
+            seq = np.concatenate((prompt, output[: n_full * bs + ahead - n_prompt]))
         else:
             seq = prompt
-        n_known = min(n_full, len(seq) // bs)
+        n_known = min(n_full, max(len(seq) - ahead, 0) // bs)
         keys = self._chain(seq, n_known, extra_key)
 
         if self.num_gpu_blocks is None:
@@ -260,13 +313,20 @@ class PrefixCacheSimulator:
 
         cached_tokens = cached_blocks * bs
         self.requests += 1
-        self.queries += n_prompt
-        self.hits += cached_tokens
+        if skip_cache_read:
+            self.skipped_lookups += 1
+        else:
+            self.queries += n_prompt
+            self.hits += cached_tokens
         self.evictions += evicted
         return PrefixLookup(n_prompt, cached_tokens, new_blocks, evicted)
 
     def peek(
-        self, prompt_ids: Sequence[int] | np.ndarray, *, extra_key: bytes | str | None = None
+        self,
+        prompt_ids: Sequence[int] | np.ndarray,
+        *,
+        extra_key: bytes | str | None = None,
+        skip_cache_read: bool = False,
     ) -> int:
         """Prompt tokens a request would find cached right now, changing nothing.
 
@@ -276,10 +336,16 @@ class PrefixCacheSimulator:
         prompt = _as_u32(prompt_ids, "prompt_ids")
         if len(prompt) == 0:
             raise ValueError("prompt_ids is empty (vLLM rejects empty prompts)")
-        max_hit = (len(prompt) - 1) // self.block_size
+        if skip_cache_read:
+            return 0
+        bs, ahead = self.block_size, self.hash_lookahead_tokens
+        max_hit = min((len(prompt) - 1) // bs, (len(prompt) - ahead) // bs)
         keys = self._chain(prompt, max_hit, extra_key)
         table = self._cached if self.num_gpu_blocks is None else self._first
-        return len(list(takewhile(table.__contains__, keys))) * self.block_size
+        hit = len(list(takewhile(table.__contains__, keys)))
+        if self.drop_last_block and hit:
+            hit -= 1
+        return hit * bs
 
     def admit_many(
         self,
@@ -295,8 +361,22 @@ class PrefixCacheSimulator:
     # ------------------------------------------------------------------ internals
 
     def _chain(self, seq: np.ndarray, n_blocks: int, extra_key: bytes | str | None) -> list[int]:
-        """Chained keys of the first `n_blocks` full blocks of `seq`."""
-        blocks = seq[: n_blocks * self.block_size].view(self._block_dtype).tolist()
+        """Chained keys of the first `n_blocks` full blocks of `seq` (each block with the
+        `hash_lookahead_tokens` tokens after it, which `seq` must hold)."""
+        ahead = self.hash_lookahead_tokens
+        if ahead and n_blocks:
+            bs = self.block_size
+            windows = np.lib.stride_tricks.sliding_window_view(
+                seq[: n_blocks * bs + ahead], bs + ahead
+            )
+            blocks = (
+                np.ascontiguousarray(windows[::bs][:n_blocks])
+                .view(f"V{4 * (bs + ahead)}")
+                .ravel()
+                .tolist()
+            )
+        else:
+            blocks = seq[: n_blocks * self.block_size].view(self._block_dtype).tolist()
         keys: list[int] = []
         append = keys.append
         key = self._root
@@ -310,6 +390,8 @@ class PrefixCacheSimulator:
     def _admit_unlimited(self, keys: list[int], max_hit: int, n_held: int) -> tuple[int, int, int]:
         cached = self._cached
         hit = len(list(takewhile(cached.__contains__, keys[:max_hit])))
+        if self.drop_last_block and hit:
+            hit -= 1
         cached.update(keys[hit:])
         return hit, n_held - hit, 0
 
@@ -325,8 +407,11 @@ class PrefixCacheSimulator:
             max_hit = min(max_hit, usable)
         queue, first, copies = self._queue, self._first, self._copies
 
-        # Lookup: longest run of cached keys from the first block.
+        # Lookup: longest run of cached keys from the first block (less the last one when an
+        # EAGLE drafter without lookahead hashes needs it recomputed).
         hit = len(list(takewhile(first.__contains__, keys[:max_hit])))
+        if self.drop_last_block and hit:
+            hit -= 1
         hit_keys = keys[:hit]
         hit_ids = list(map(first.__getitem__, hit_keys))
 

@@ -10,6 +10,11 @@ balancer's choice (`caches.prefix.replica_routing`):
 * ``session``: sticky by the requested model, the system prompt and the first user message (a
   stand-in for a session id), so every turn of a conversation reaches the same replica.
 
+An instance behaves like the tier's vLLM (`costguard.model.vllm_facts`): an EAGLE-style
+speculative drafter changes block keys (or drops the last hit block), requests with
+`prompt_logprobs` skip the lookup, and hybrid full + sliding-window models are refused with the
+reason (their separate KV groups are not modelled).
+
 Capacity per instance is declared (`kv_cache.num_gpu_blocks`), derived from the tier's GPU memory
 (`kv_cache.derive`), or unbounded when neither is given (no eviction: an upper bound on reuse).
 """
@@ -18,17 +23,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from costguard.errors import ConfigError
+from costguard.model import vllm_facts
 from costguard.model.config import StackConfig, TierConfig
-from costguard.model.fixtures import Fixture
+from costguard.model.fixtures import Fixture, message_text
 
 if TYPE_CHECKING:
     from costguard.engine.caches.prefix import PrefixCacheSimulator, PrefixLookup
 
-VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = vllm_facts.DEFAULT_GPU_MEMORY_UTILIZATION
 
 
 @dataclass(frozen=True)
@@ -78,11 +85,54 @@ def kv_capacity(tier: TierConfig) -> KvCapacity:
     return KvCapacity(kv.block_size, blocks, "derived")
 
 
-def simulated_tiers(config: StackConfig) -> list[str]:
-    """Tiers whose prefix caching is simulated: the layer is on and vLLM's APC is not turned off."""
+def simulated_tiers(config: StackConfig, where: Callable[..., str] | None = None) -> list[str]:
+    """Tiers whose prefix caching is simulated: the layer is on and vLLM's APC is not turned off.
+
+    Raises ConfigError for a tier whose model mixes full and sliding-window attention: the
+    simulator does not model vLLM's separate KV groups, and a wrong hit rate is worse than none.
+    """
     if not config.caches.prefix.enabled:
         return []
-    return [t.name for t in config.tiers if t.serve.enable_prefix_caching]
+    names = []
+    for i, tier in enumerate(config.tiers):
+        if not tier.serve.enable_prefix_caching:
+            continue
+        if hybrid_attention(tier):
+            raise ConfigError(
+                f"tier {tier.name!r} ({tier.model}): {vllm_facts.HYBRID_ATTENTION_LIMITATION}; "
+                "turn the simulation off (caches.prefix.enabled: false) or the tier's prefix "
+                "caching (serve.enable_prefix_caching: false), or set kv_cache.attention: full if "
+                "the model has no sliding-window layers",
+                key=where("tiers", i, "kv_cache", "attention")
+                if where
+                else f"tiers[{i}].kv_cache.attention",
+            )
+        names.append(tier.name)
+    return names
+
+
+def hybrid_attention(tier: TierConfig) -> bool:
+    """Whether the tier serves a hybrid full + sliding-window attention model: declared by
+    `kv_cache.attention`, or (auto) a well-known hybrid family not served with
+    `--disable-sliding-window` (which makes every layer full attention)."""
+    declared = tier.kv_cache.attention
+    if declared != "auto":
+        return declared == "hybrid"
+    if "--disable-sliding-window" in tier.serve.engine_args:
+        return False
+    model = tier.model.lower()
+    return any(marker in model for marker in vllm_facts.HYBRID_ATTENTION_MODEL_MARKERS)
+
+
+def speculative_prefix_behaviour(tier: TierConfig) -> dict[str, Any]:
+    """How the tier's `--speculative-config` changes vLLM's prefix cache (simulator arguments)."""
+    spec = tier.serve.speculative
+    on = tier.serve.enable_prefix_caching
+    return {
+        "hash_lookahead_tokens": vllm_facts.hash_lookahead_tokens(spec, prefix_caching=on),
+        "drop_last_block": vllm_facts.drops_last_cached_block(spec),
+        "speculative_slots": vllm_facts.speculative_lookahead_slots(spec),
+    }
 
 
 def conversation_replies(fixtures: Sequence[Fixture]) -> dict[int, str]:
@@ -96,7 +146,7 @@ def conversation_replies(fixtures: Sequence[Fixture]) -> dict[int, str]:
 
     def key(messages: Sequence[dict[str, Any]], model: str | None) -> str:
         payload = json.dumps(
-            [model or "", [[m["role"], m.get("content") or ""] for m in messages]],
+            [model or "", [[m["role"], message_text(m), m.get("tool_calls")] for m in messages]],
             ensure_ascii=False,
         )
         return hashlib.sha256(payload.encode()).hexdigest()
@@ -104,8 +154,8 @@ def conversation_replies(fixtures: Sequence[Fixture]) -> dict[int, str]:
     continuation: dict[str, str] = {}
     for fx in fixtures:
         for k, message in enumerate(fx.messages):
-            if k and message["role"] == "assistant" and message.get("content"):
-                continuation.setdefault(key(fx.messages[:k], fx.model), message["content"])
+            if k and message["role"] == "assistant" and message_text(message):
+                continuation.setdefault(key(fx.messages[:k], fx.model), message_text(message))
     if not continuation:
         return {}
     replies = {}
@@ -116,9 +166,14 @@ def conversation_replies(fixtures: Sequence[Fixture]) -> dict[int, str]:
     return replies
 
 
+def skips_cache_read(fixture: Fixture) -> bool:
+    """vLLM skips the prefix-cache lookup for requests asking for prompt logprobs."""
+    return fixture.sampling.prompt_logprobs is not None
+
+
 def session_key(fixture: Fixture) -> int:
     """Stable across processes (not Python's salted hash): model, system prompt, first user message."""
-    first_user = next((m.get("content") or "" for m in fixture.messages if m["role"] == "user"), "")
+    first_user = next((message_text(m) for m in fixture.messages if m["role"] == "user"), "")
     payload = json.dumps([fixture.model or "", fixture.system_text, first_user], ensure_ascii=False)
     return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:8], "big")
 
@@ -135,8 +190,11 @@ class PrefixCacheFleet:
         for name in simulated_tiers(config):
             cap = capacities[name]
             replicas = config.tier(name).hardware.replicas
+            speculative = speculative_prefix_behaviour(config.tier(name))
             self.instances[name] = [
-                PrefixCacheSimulator(block_size=cap.block_size, num_gpu_blocks=cap.num_gpu_blocks)
+                PrefixCacheSimulator(
+                    block_size=cap.block_size, num_gpu_blocks=cap.num_gpu_blocks, **speculative
+                )
                 for _ in range(replicas)
             ]
         self._turn = dict.fromkeys(self.instances, 0)
@@ -160,7 +218,7 @@ class PrefixCacheFleet:
         """Cached prompt tokens the request would reuse if it reached the tier now (nothing changes):
         what a result-cache hit would otherwise have paid for at the cached rate."""
         return self.instances[tier][self.instance_for(tier, fixture, advance=False)].peek(
-            prompt_ids
+            prompt_ids, skip_cache_read=skips_cache_read(fixture)
         )
 
     def admit(
@@ -179,9 +237,12 @@ class PrefixCacheFleet:
         """
         instance = self.instance_for(tier, fixture)
         sim = self.instances[tier][instance]
+        skip = skips_cache_read(fixture)
         if output_ids is not None:
-            return instance, sim.admit(prompt_ids, output_ids)
-        return instance, sim.admit(prompt_ids, num_output_tokens=num_output_tokens)
+            return instance, sim.admit(prompt_ids, output_ids, skip_cache_read=skip)
+        return instance, sim.admit(
+            prompt_ids, num_output_tokens=num_output_tokens, skip_cache_read=skip
+        )
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per simulated tier: capacity and its source, routing, and the simulation's own counters
@@ -196,7 +257,11 @@ class PrefixCacheFleet:
                 "num_gpu_blocks": cap.num_gpu_blocks,
                 "capacity_tokens": cap.tokens,
                 "capacity_source": cap.source,
+                "hash_lookahead_tokens": sims[0].hash_lookahead_tokens if sims else 0,
+                "drop_last_block": sims[0].drop_last_block if sims else False,
+                "speculative_slots": sims[0].speculative_slots if sims else 0,
                 "admitted": sum(s.requests for s in sims),
+                "skipped_lookups": sum(s.skipped_lookups for s in sims),
                 "queried_tokens": sum(s.queries for s in sims),
                 "hit_tokens": sum(s.hits for s in sims),
                 "evicted_blocks": sum(s.evictions for s in sims),

@@ -19,10 +19,10 @@ import hashlib
 import json
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from costguard.engine.quality.assess import passes_expectations
-from costguard.model.fixtures import Fixture
+from costguard.model.fixtures import Fixture, tool_fields
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,8 +37,12 @@ def semantic_text(fixture: Fixture) -> str:
 
 
 def semantic_scope(fixture: Fixture) -> str:
-    """Requests share entries only with the same requested model and system prompt."""
-    payload = json.dumps([fixture.model or "", fixture.system_text], ensure_ascii=False)
+    """Requests share entries only with the same requested model, system prompt and tools (a
+    request offering tools may be answered with a tool call)."""
+    scope: list[Any] = [fixture.model or "", fixture.system_text]
+    if fixture.tools is not None or fixture.tool_choice is not None:
+        scope.append(tool_fields(fixture.tools, fixture.tool_choice))
+    payload = json.dumps(scope, ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -245,7 +245,7 @@ def _router_tokens(project: Any, fixtures: Sequence[Fixture]) -> list[int]:
     if not isinstance(project.config.router, LengthRouterConfig):
         return [0] * len(fixtures)
     tok = project.tokenizer(router_tokenizer_tier(project.config))
-    return [tok.count_chat(fx.messages) for fx in fixtures]
+    return [tok.count_chat(fx.messages, tools=fx.tools) for fx in fixtures]
 
 
 def calibrate(

@@ -32,7 +32,7 @@ from costguard.model.config import (
     KnnRouterConfig,
     ScoreThreshold,
 )
-from costguard.model.fixtures import Fixture
+from costguard.model.fixtures import Fixture, message_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -167,9 +167,7 @@ def routed_text(fixture: Fixture, mode: str, max_chars: int | None = None) -> st
         text = fixture.last_user_text
     else:
         text = "\n\n".join(
-            (m.get("content") or "")
-            for m in fixture.messages
-            if m["role"] not in ("system", "developer")
+            message_text(m) for m in fixture.messages if m["role"] not in ("system", "developer")
         )
     if max_chars is not None and len(text) > max_chars:
         half = max_chars // 2
@@ -295,16 +293,43 @@ class EmbeddingRouter:
                     method="the embedding model was not loaded in this run (every prompt was cached) and no "
                     "earlier measurement is stored; a run with an empty embedding cache measures it",
                 )
+            if stored.get("cpus") != os.cpu_count() or stored.get("precision") not in (
+                None,
+                self.embedder.precision,
+            ):
+                return RouterOverhead(
+                    samples_s=[],
+                    source="not_measured",
+                    method=f"the stored measurement was taken under other conditions "
+                    f"({stored.get('cpus', '?')} CPUs, {stored.get('precision', '?')}; here "
+                    f"{os.cpu_count()} CPUs, {self.embedder.precision}) and is not reused; a run "
+                    "with an empty embedding cache measures it",
+                )
+            conditions = dict(stored.get("conditions") or {})
+            conditions.setdefault("cpus", stored.get("cpus"))
+            conditions.setdefault("measured_at", stored.get("measured_at"))
             return RouterOverhead(
                 samples_s=[float(x) for x in stored["samples_s"]],
                 source="stored",
                 method=f"{stored.get('method', 'single-request embedding + scoring')}; measured earlier "
-                f"({stored.get('measured_at', '?')}, {stored.get('cpus', '?')} CPUs) and stored with the embedding cache",
+                f"({stored.get('measured_at', '?')}, {stored.get('cpus', '?')} CPUs, load average "
+                f"{conditions.get('load_average_1m', '?')}) and stored with the embedding cache, "
+                "not under this run's conditions",
+                cpu_samples_s=[float(x) for x in stored.get("cpu_samples_s") or []],
+                repeats=int(stored.get("repeats") or 1),
+                conditions=conditions,
             )
         texts = self.texts(batch)
         if not texts:
             return None
+        from costguard.engine.routing.router import (
+            OVERHEAD_REPEATS,
+            machine_conditions,
+            time_probe,
+        )
+
         samples: list[float] = []
+        cpu_samples: list[float] = []
         begun = time.perf_counter()
         for text in texts:
             # A busy machine makes single requests slow: bound what the measurement adds to a run.
@@ -313,26 +338,39 @@ class EmbeddingRouter:
                 and time.perf_counter() - begun > OVERHEAD_BUDGET_S
             ):
                 break
-            started = time.perf_counter()
-            vector = self.embedder.encode_uncached([text])
-            self._score(vector, [text])
-            samples.append(time.perf_counter() - started)
+
+            def work(text: str = text) -> None:
+                self._score(self.embedder.encode_uncached([text]), [text])
+
+            wall_s, cpu_s = time_probe(work, OVERHEAD_REPEATS)
+            samples.append(wall_s)
+            cpu_samples.append(cpu_s)
         method = (
             f"single-request embedding + scoring, {len(samples)} probe prompts, one at a time, "
-            f"{self.embedder.precision} on {os.cpu_count()} CPUs"
+            f"min of {OVERHEAD_REPEATS} runs each, {self.embedder.precision} on {os.cpu_count()} CPUs"
         )
-        import datetime as _dt
-
+        conditions = machine_conditions()
         self.overhead_store.save(
             model_id,
             {
                 "samples_s": samples,
+                "cpu_samples_s": cpu_samples,
+                "repeats": OVERHEAD_REPEATS,
                 "method": method,
                 "cpus": os.cpu_count(),
-                "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "precision": self.embedder.precision,
+                "measured_at": conditions["measured_at"],
+                "conditions": conditions,
             },
         )
-        return RouterOverhead(samples_s=samples, source="measured", method=method)
+        return RouterOverhead(
+            samples_s=samples,
+            source="measured",
+            method=method,
+            cpu_samples_s=cpu_samples,
+            repeats=OVERHEAD_REPEATS,
+            conditions=conditions,
+        )
 
 
 class ComplexityRouter(EmbeddingRouter):

@@ -41,11 +41,51 @@ class RouteDecision:
 
 @dataclass
 class RouterOverhead:
-    """Per-request scoring latency of the router as deployed (one request at a time)."""
+    """Per-request scoring latency of the router as deployed (one request at a time).
+
+    `samples_s` are wall-clock seconds (what a request waits, and what the machine's load
+    inflates); `cpu_samples_s` the CPU time of the routing work itself (all of this process's
+    threads), each the minimum over `repeats` runs of the same probe -- the figure a policy can
+    gate on without flaking on a busy runner. `conditions` records what the machine was doing.
+    """
 
     samples_s: list[float] = field(default_factory=list)
     source: str = "measured"  # "measured" | "stored" (an earlier run's) | "not_measured"
     method: str = ""
+    cpu_samples_s: list[float] = field(default_factory=list)
+    repeats: int = 1
+    conditions: dict[str, Any] = field(default_factory=dict)
+
+
+OVERHEAD_REPEATS = 3
+"""Each probe is timed this many times; its minimum is kept (noise only ever adds time)."""
+
+
+def machine_conditions() -> dict[str, Any]:
+    """What a timing was measured under: CPUs and the load average (1 min) at the time."""
+    import datetime as _dt
+    import os
+
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except OSError:
+        load = None
+    return {
+        "cpus": os.cpu_count(),
+        "load_average_1m": load,
+        "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def time_probe(work: Any, repeats: int = OVERHEAD_REPEATS) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of `work()`, each the minimum over `repeats` runs."""
+    walls, cpus = [], []
+    for _ in range(max(1, repeats)):
+        wall, cpu = time.perf_counter(), time.process_time()
+        work()
+        cpus.append(time.process_time() - cpu)
+        walls.append(time.perf_counter() - wall)
+    return min(walls), min(cpus)
 
 
 @dataclass
@@ -84,13 +124,19 @@ def measure_overhead(router: Router, probes: Sequence[RouteInput]) -> RouterOver
         return own(probes)
     if not probes:
         return None
-    samples = []
+    samples, cpu = [], []
     for item in probes:
-        started = time.perf_counter()
-        router.route([item])
-        samples.append(time.perf_counter() - started)
+        wall_s, cpu_s = time_probe(lambda item=item: router.route([item]))
+        samples.append(wall_s)
+        cpu.append(cpu_s)
     return RouterOverhead(
-        samples, "measured", f"each of {len(samples)} probe requests routed alone, in process"
+        samples,
+        "measured",
+        f"each of {len(samples)} probe requests routed alone, in process, "
+        f"min of {OVERHEAD_REPEATS} runs",
+        cpu_samples_s=cpu,
+        repeats=OVERHEAD_REPEATS,
+        conditions=machine_conditions(),
     )
 
 

@@ -12,8 +12,9 @@ def _semantic_false_hit_rate(ctx: MetricContext, rule: Rule) -> MetricValue:
     block = ctx.report.get("cache", {}).get("semantic")
     if not isinstance(block, dict) or not block.get("enabled"):
         return MetricValue(None, note="the semantic cache is disabled")
-    if not block.get("hits"):
-        return MetricValue(0.0, note="no semantic hits")
+    if not block.get("hits") or block.get("false_hit_rate") is None:
+        # A floor or ceiling on a rate over zero events would pass vacuously.
+        return MetricValue(None, note="no semantic hits, so no false-hit rate", vacuous=True)
     notes = []
     if block.get("unjudged_hits"):
         notes.append(f"{block['unjudged_hits']} hit(s) could not be judged and count as correct")
