@@ -74,7 +74,9 @@ def bundled_copy(tmp_path: Path) -> Path:
     for name in ("policies", "tokenizers"):
         (project / name).symlink_to(REPO / name, target_is_directory=True)
     (project / "costguard.yaml").write_text(
-        (REPO / "costguard.yaml").read_text() + f"cache_dir: {json.dumps(str(SHARED_CACHE))}\n"
+        (REPO / "costguard.yaml").read_text()
+        + f"cache_dir: {json.dumps(str(SHARED_CACHE))}\n"
+        + f"allowed_paths: [{json.dumps(str(REPO))}]\n"  # the symlinks lead into the repository
     )
     return project
 
