@@ -70,7 +70,7 @@ def main() -> None:
     links = evidence_links(
         project_dir=Path.cwd() / Path(env.get("INPUT_CONFIG") or "costguard.yaml").parent
     )
-    append_summary(render_summary(load_diff(diff_path).data, links=links))
+    append_summary(render_summary(load_diff(diff_path), links=links))
     write_outputs({"comment-url": url})
 
 

@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     args = parser.parse_args()
     seed = _seed_report()
-    render_comment(diff_reports(Baseline(seed, "base"), seed).data)  # compile the template once
+    render_comment(diff_reports(Baseline(seed, "base"), seed))  # compile the template once
     sizes = [int(s) for s in args.sizes.split(",")]
     cases = [(n, 10) for n in sizes] + [(sizes[-1], 1)]
     print(
@@ -71,7 +71,7 @@ def main() -> None:
         t1 = time.perf_counter()
         text = diff.to_json()
         t2 = time.perf_counter()
-        body = compose_body(render_comment(diff.data))
+        body = compose_body(render_comment(diff))
         t3 = time.perf_counter()
         print(
             f"{n:>9,} {diff.data['fixtures']['changed']:>8,} {t1 - t0:>7.2f} {t2 - t1:>7.2f} "

@@ -78,6 +78,23 @@ fixtures:
 """
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-goldens",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden from what the code produces now (review the git diff after)",
+    )
+
+
+@pytest.fixture
+def update_goldens(request: pytest.FixtureRequest) -> bool:
+    """True when the goldens should be rewritten: `--update-goldens` or COSTGUARD_UPDATE_GOLDEN=1."""
+    return bool(request.config.getoption("--update-goldens")) or (
+        os.environ.get("COSTGUARD_UPDATE_GOLDEN") == "1"
+    )
+
+
 @pytest.fixture
 def project_dir(tmp_path: Path) -> Path:
     """A small project: costguard.yaml, chat template, fixtures/ (real MiniLM tokenizer)."""
@@ -126,6 +143,7 @@ def run_cli(
     full_env = {
         **os.environ,
         "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "COLUMNS": "120",  # what a CI log gets; a test that cares about width sets its own
     }
     full_env.pop("GITHUB_TOKEN", None)
     if env:

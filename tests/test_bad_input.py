@@ -63,6 +63,18 @@ CASES = [
         ["traffic.requests_per_month", "valid number"],
     ),
     ("costguard.yaml", "name: test-stack", "name: [test", ["costguard.yaml:", "invalid YAML"]),
+    (
+        "costguard.yaml",
+        "coding: {output_tokens_prior: 400}",
+        "coding: {output_tokens_prior: 400, share: 0.3}",
+        ["costguard.yaml:18: suites:", "give a share for every suite or for none"],
+    ),
+    (
+        "costguard.yaml",
+        "support: {output_tokens_prior: 100}\n  coding: {output_tokens_prior: 400}",
+        "support: {output_tokens_prior: 100, share: 0.5}\n  coding: {output_tokens_prior: 400, share: 0.3}",
+        ["costguard.yaml:18: suites:", "shares must add up to 1 (they add up to 0.8000)"],
+    ),
     ("costguard.yaml", "default_tier: small", "default_tier: medium", ["unknown tier 'medium'"]),
     (
         "fixtures/support.yaml",
@@ -196,3 +208,13 @@ def test_fixture_loader_fuzz_structured(tmp_path_factory, data) -> None:
         load_fixture_file(path)
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+def test_unknown_key_in_a_named_policy_rule_gets_a_did_you_mean(project_dir: Path, capsys) -> None:
+    (project_dir / "p.yaml").write_text(
+        "rules:\n  spend:\n    metric: monthly_spend\n    max: 5\n    levle: warn\n"
+    )
+    code, _, err = _run(project_dir, capsys, "check", "--policy", "p.yaml")
+    _assert_one_line_error(
+        code, err, "p.yaml:5", "rules.spend.levle", "unknown key 'levle' (did you mean 'level'?)"
+    )

@@ -95,5 +95,6 @@ def test_terminal_shows_cache_layers_and_prefix_tiers(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "Cache layers" in out and "prefix (KV)" in out
-    assert "Prefix caches (simulated, per tier)" in out and "64.0k tok, declared" in out
+    assert "Prefix caches (simulated, per tier)" in out
+    assert "64.0k tok," in out and "declared" in out  # the capacity cell may wrap
     assert "of prompt tokens reused" in out

@@ -125,10 +125,8 @@ def test_calibrate_needs_a_router_with_thresholds(project_dir: Path) -> None:
         calibrate(api.load_project(project_dir / "costguard.yaml"), {"large": 0.5})
 
 
-def test_calibrate_the_length_router(project_dir: Path) -> None:
-    from costguard import api
-
-    config = project_dir / "costguard.yaml"
+def use_length_router(config: Path) -> None:
+    """Swap the test project's rules router for a length router with one threshold."""
     text = config.read_text()
     start, end = text.index("router:"), text.index("\nsuites:") + 1
     config.write_text(
@@ -136,6 +134,13 @@ def test_calibrate_the_length_router(project_dir: Path) -> None:
         + "router:\n  kind: length\n  thresholds: [{max_prompt_tokens: 5, tier: small}]\n  default_tier: large\n"
         + text[end:]
     )
+
+
+def test_calibrate_the_length_router(project_dir: Path) -> None:
+    from costguard import api
+
+    config = project_dir / "costguard.yaml"
+    use_length_router(config)
     project = api.load_project(config)
     # prompts of 23 and 28 tokens carry 20% of traffic each, the 32-token one (and its duplicate) 60%:
     # the closest split to 50% on the large tier is "longer than 28 tokens" (60%)
@@ -155,3 +160,30 @@ def test_slack_moves_a_cut_out_of_a_crowd_of_scores() -> None:
     (roomy,) = quantile_thresholds(scores, weights, [0.7], slack=0.005)
     assert roomy == 140.0  # half a point more on the lower tier, and 1 score-unit of room each side
     assert shares_at(scores, weights, [roomy], ["s", "l"])["s"] == pytest.approx(0.705)
+
+
+def test_calibrate_says_unchanged_and_explains_a_missed_target(project_dir: Path) -> None:
+    from tests.conftest import run_cli
+
+    config = project_dir / "costguard.yaml"
+    use_length_router(config)
+    args = ("calibrate", "--target-share", "large=0.5", "--write")
+    first = run_cli(*args, cwd=project_dir)
+    assert first.returncode == 0, first.stderr
+    out = " ".join(first.stdout.split())
+    assert "Wrote the new thresholds to costguard.yaml" in out
+    # 60% of traffic is one prompt length: 50% cannot be reached, and calibrate says why
+    assert "Target missed: large: 60.0% instead of 50.0%" in out and "tied scores" in out
+    written = config.read_text()
+    again = run_cli(*args, cwd=project_dir)
+    assert again.returncode == 0, again.stderr
+    assert "Thresholds unchanged: costguard.yaml already holds them (nothing written)" in " ".join(
+        again.stdout.split()
+    )
+    assert "Wrote" not in again.stdout and config.read_text() == written
+    # a threshold elsewhere in the same gap routes every fixture the same: unchanged, kept
+    config.write_text(written.replace("max_prompt_tokens: 28", "max_prompt_tokens: 30"))
+    from costguard import api
+
+    kept = calibrate(api.load_project(config), {"large": 0.5})
+    assert kept.new == [30.0] and not kept.changed

@@ -192,7 +192,7 @@ def test_bundled_example_says_approximate_in_the_pr_comment_and_a_policy_can_dem
     _, out = example_report
     head = load_report(out)
     diff = diff_reports(Baseline(None, "none", reason="first run"), head)
-    body = render(diff.data if hasattr(diff, "data") else diff, context="comment", tag="t")
+    body = render(diff, context="comment", tag="t")
     assert "Prompt token counts are **approximate** on tier(s) small, quantized, large" in body
     policy = tmp_path / "exact.yaml"
     policy.write_text("rules:\n  exact_counts: {metric: approximate_token_share, max: 0}\n")

@@ -81,10 +81,53 @@ def test_no_variant_meeting_the_policy_exits_1() -> None:
     assert frontier.recommended is None and frontier.exit_code == 1
 
 
-def test_no_measured_quality_gives_no_frontier() -> None:
-    frontier = place([outcome("current", 10.0, None, verdict="pass")], policy="p.yaml")
-    assert frontier.frontier == [] and frontier.recommended is None
-    assert any("record responses" in n for n in frontier.notes)
+def test_without_measured_quality_the_frontier_is_on_cost_and_on_unmeasured_decides() -> None:
+    def outcomes() -> list[VariantOutcome]:
+        return [
+            outcome("current", 10.0, None, verdict="pass"),
+            outcome("only small", 4.0, None, verdict="fail"),  # breaks a budget or share rule
+            outcome("exact cache off", 12.0, None, verdict="pass"),
+            outcome("cheap", 8.0, None, verdict="warn"),  # quality floors warn: unmeasured
+        ]
+
+    warn = place(outcomes(), policy="p.yaml", on_unmeasured="warn")
+    assert warn.objectives == ["cost_per_month"] and not warn.quality_measured
+    assert [o.name for o in warn.frontier] == ["only small"]
+    assert warn.outcome("current").dominated_by is not None and not warn.outcome("current").excluded
+    assert warn.recommended is None and warn.cheapest_passing == "cheap" and warn.exit_code == 0
+    assert any("quality is unmeasured for every variant" in n for n in warn.notes)
+    assert any("costguard run --backend endpoint" in n for n in warn.notes)
+    assert place(outcomes(), policy="p.yaml", on_unmeasured="ignore").exit_code == 0
+    strict = place(outcomes(), policy="p.yaml", on_unmeasured="fail")
+    assert strict.recommended is None and strict.exit_code == 1
+    broken = [outcome("current", 10.0, None, verdict="fail")]
+    assert place(broken, policy="p.yaml", on_unmeasured="warn").exit_code == 1
+    assert any("on_unmeasured: fail" in n for n in strict.notes)
+    # p95 latency joins when measured for every variant, quality still unmeasured
+    timed = place(
+        [outcome("a", 10.0, None, latency=1.0), outcome("b", 12.0, None, latency=0.5)], policy=None
+    )
+    assert timed.objectives == ["cost_per_month", "latency_p95_s"]
+    assert [o.name for o in timed.frontier] == ["a", "b"] and timed.exit_code == 0
+
+
+def test_frontier_on_the_bundled_example_without_recordings_exits_0() -> None:
+    from tests.conftest import REPO, run_cli
+
+    proc = run_cli(
+        "frontier",
+        "--policy",
+        "policies/default.yaml",
+        "--variant",
+        "only small",
+        cwd=REPO,
+        env={"COLUMNS": "400"},  # one line per message
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Non-dominated on cost (quality unmeasured):" in proc.stdout
+    assert "Cheapest variant that passes policies/default.yaml: " in proc.stdout
+    assert "Not a recommendation: its quality is unmeasured (on_unmeasured: warn)" in proc.stdout
+    assert "costguard run --backend endpoint" in proc.stdout
 
 
 points = st.lists(

@@ -288,7 +288,7 @@ def test_pr_comment_links_top_movers_and_footer_only_when_known(project_dir: Pat
     links = EvidenceLinks(server="https://github.com", repo="acme/s", sha="a" * 40, run_id="9",
                           artifact_url="https://github.com/acme/s/actions/runs/9/artifacts/5",
                           artifact_name="costguard-default")  # fmt: skip
-    with_links = render_comment(diff.data, links=links)
+    with_links = render_comment(diff, links=links)
     mover = diff.data["fixtures"]["items"][0]
     line = mover["location"].rsplit(":", 1)[1]
     assert (
@@ -297,7 +297,7 @@ def test_pr_comment_links_top_movers_and_footer_only_when_known(project_dir: Pat
     )
     assert "[workflow run](https://github.com/acme/s/actions/runs/9)" in with_links
     assert "(https://github.com/acme/s/actions/runs/9/artifacts/5)" in with_links
-    plain = render_comment(diff.data)
+    plain = render_comment(diff)
     assert "](http" not in plain and "Evidence" not in plain
 
 

@@ -1,16 +1,16 @@
 """The PR comment / job summary Markdown: golden files, well-formedness, escaping, size limit.
 
-Golden files live in tests/golden/. After an intended change of the template or the DiffReport,
-regenerate them (inputs and outputs) and review the diff:
+The goldens in tests/golden/ are a contract: each test run produces the RunReport, the DiffReport
+and the Markdown afresh and compares them with the goldens. After an intended change, regenerate
+them and review the diff (docs/report-format.md, "Goldens"):
 
-    COSTGUARD_UPDATE_GOLDEN=1 PYTHONPATH=$PWD python -m pytest tests/test_markdown.py -q
+    python -m pytest tests/test_markdown.py --update-goldens    # or COSTGUARD_UPDATE_GOLDEN=1
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,14 @@ from markdown_it import MarkdownIt
 
 from costguard import api
 from costguard.compare.diff import Baseline, diff_reports
+from costguard.compare.model import DiffReportModel
 from costguard.integrations.github import COMMENT_LIMIT, compose_body, gh_len, is_ours, marker
 from costguard.render.markdown import md, render
 from tests.conftest import write
 
 GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("COSTGUARD_UPDATE_GOLDEN") == "1"
+REGENERATE = "python -m pytest tests/test_markdown.py --update-goldens"
+WALL_CLOCK = "2026-01-01T00:00:00+00:00"
 ALLOWED_HTML = {"details", "summary", "sub", "br"}
 
 GOLDEN_POLICY = """\
@@ -56,8 +58,9 @@ waivers:
 
 def _scenario(
     project_dir: Path, monkeypatch: pytest.MonkeyPatch, with_base: bool
-) -> dict[str, Any]:
-    """A PR that lengthens a support prompt, adds a fixture and retires another (DiffReport dict)."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A PR that lengthens a support prompt, adds a fixture and retires another: the head's
+    RunReport and the DiffReport, as JSON objects with the wall-clock fields pinned."""
     monkeypatch.chdir(project_dir)
     write(project_dir / "policies" / "budget.yaml", GOLDEN_POLICY)
     cfg = project_dir / "costguard.yaml"
@@ -101,13 +104,27 @@ def _scenario(
     diff, _ = api.compare(
         head, baseline, policy="policies/budget.yaml", head_source="commit fedcba987654"
     )
-    data = diff.data
-    data["created_at"] = "2026-01-01T00:00:00+00:00"
+    data = json.loads(diff.to_json())
+    data["created_at"] = WALL_CLOCK
     data["costguard_version"] = "0.1.0"
     for side in ("base", "head"):
         if data[side].get("created_at"):
-            data[side]["created_at"] = "2026-01-01T00:00:00+00:00"
-    return data
+            data[side]["created_at"] = WALL_CLOCK
+    run = json.loads(head.to_json())
+    run["created_at"] = WALL_CLOCK
+    run["costguard_version"] = "0.1.0"
+    run["timing"] = "(wall clock: differs between any two runs)"
+    return run, data
+
+
+def _same_as_golden(path: Path, fresh: str, update: bool) -> None:
+    if update:
+        path.write_text(fresh)
+    assert path.exists(), f"no golden {path.name}: create it with {REGENERATE}"
+    assert fresh == path.read_text(), (
+        f"{path.name} differs from what the code produces now; if the change is intended, "
+        f"regenerate with {REGENERATE} and review the diff"
+    )
 
 
 def _check_well_formed(text: str) -> list[Any]:
@@ -142,23 +159,20 @@ def _check_well_formed(text: str) -> list[Any]:
 
 
 @pytest.mark.parametrize("name", ["regression", "no_baseline"])
-def test_golden_markdown(name: str, project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    diff_path = GOLDEN / f"diff_{name}.json"
-    if UPDATE:
-        data = _scenario(project_dir, monkeypatch, with_base=name == "regression")
-        GOLDEN.mkdir(exist_ok=True)
-        diff_path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    data = json.loads(diff_path.read_text())
+def test_fresh_reports_and_markdown_match_the_goldens(
+    name: str, project_dir: Path, monkeypatch: pytest.MonkeyPatch, update_goldens: bool
+) -> None:
+    run, data = _scenario(project_dir, monkeypatch, with_base=name == "regression")
+    if name == "regression":  # the head run is the same in both scenarios
+        _same_as_golden(GOLDEN / "run_head.json", json.dumps(run, indent=2) + "\n", update_goldens)
+    _same_as_golden(
+        GOLDEN / f"diff_{name}.json",
+        json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+        update_goldens,
+    )
     for context in ("comment", "summary"):
-        out = render(data, context=context, tag="golden")
-        md_path = GOLDEN / f"{context}_{name}.md"
-        if UPDATE:
-            md_path.write_text(out)
-        assert out == md_path.read_text(), (
-            f"{md_path.name} differs from the rendering; if the change is intended, regenerate with "
-            "COSTGUARD_UPDATE_GOLDEN=1 PYTHONPATH=$PWD python -m pytest tests/test_markdown.py"
-        )
-        _check_well_formed(out)
+        out = render(DiffReportModel.model_validate(data), context=context, tag="golden")
+        _same_as_golden(GOLDEN / f"{context}_{name}.md", out, update_goldens)
 
 
 def test_golden_regression_comment_says_what_changed() -> None:
@@ -220,10 +234,10 @@ def test_untrusted_names_cannot_escape_or_fake_the_marker(
     diff, _ = api.compare(head, Baseline(base, HOSTILE), policy=policy)
     assert diff.verdict == "fail"
     for context in ("comment", "summary"):
-        text = render(diff.data, context=context)
+        text = render(diff, context=context)
         assert "<img" not in text and "<!--" not in text and "@everyone" not in text
         _check_well_formed(text)
-    body = compose_body(render(diff.data), "default")
+    body = compose_body(render(diff), "default")
     assert is_ours(body, marker("default"))
     assert body.count("<!--") == 1 and body.splitlines()[0] == marker("default")
     parser = MarkdownIt("commonmark").enable("table")
@@ -246,10 +260,10 @@ def test_md_escape() -> None:
 def test_large_diff_is_truncated_under_the_limit_and_stays_well_formed(
     project_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = _scenario(project_dir, monkeypatch, with_base=True)
+    _, data = _scenario(project_dir, monkeypatch, with_base=True)
     suite = next(iter(data["suites"].values()))
     data["suites"] = {f"suite-{i:05d}-{'x' * 40}": copy.deepcopy(suite) for i in range(3000)}
-    text = render(data)
+    text = render(DiffReportModel.model_validate(data))
     assert gh_len(text) > COMMENT_LIMIT
     body = compose_body(text, "big")
     assert gh_len(body) <= COMMENT_LIMIT

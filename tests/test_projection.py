@@ -10,7 +10,7 @@ import pytest
 from costguard import api
 from costguard.engine.pipeline import arrival_order, monthly_requests
 from costguard.model.pricing import PricingConfig, resolve_price
-from costguard.report.projection import weighted_percentile
+from costguard.model.stats import weighted_percentile
 from tests.conftest import minilm_dir
 
 

@@ -81,6 +81,21 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest(*QUIET, *args)
 
 
+def assert_outcomes(
+    result: pytest.RunResult, *, policy_warnings: int | None = None, **outcomes: int
+) -> None:
+    """The outcome counts, and (if given) exactly `policy_warnings` of costguard's PolicyWarnings.
+
+    Other warnings are not this plugin's to count: run under the README's
+    `pytest --costguard ...`, the inner runs also see pytest's PytestAssertRewriteWarning about
+    modules the outer run already imported.
+    """
+    result.assert_outcomes(**outcomes, warnings=None)
+    if policy_warnings is not None:
+        found = [line for line in result.outlines if "PolicyWarning: rule " in line]
+        assert len(found) == policy_warnings, found
+
+
 def run_subprocess(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(*QUIET, *args)
 
@@ -102,7 +117,7 @@ def test_costguard_runs_fixture_and_policy_items_and_fails_the_broken_budget(
         pytester, "--costguard", "--costguard-policy", "policies/default.yaml", "-v", "-rs"
     )
 
-    result.assert_outcomes(passed=7, failed=1, skipped=1, warnings=1)
+    assert_outcomes(result, passed=7, failed=1, skipped=1, policy_warnings=1)
     result.stdout.fnmatch_lines(
         [
             "*costguard: costguard.yaml, 4 fixtures, backend offline, policy policies/default.yaml*",
@@ -140,9 +155,9 @@ def test_costguard_runs_fixture_and_policy_items_and_fails_the_broken_budget(
     result.stdout.fnmatch_lines(
         [
             "*= costguard =*",
+            "Projected monthly spend: *",
             "*Tiers*",
             "*Suites*",
-            "Projected monthly spend: *",
             "costguard report written to costguard-report.json",
         ]
     )
@@ -177,7 +192,7 @@ def test_plugin_without_the_flag_imports_nothing_heavy(
     # Only this plugin (other installed plugins import things of their own).
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     result = run_subprocess(pytester, "-p", "costguard.pytest_plugin", "test_modules.py")
-    result.assert_outcomes(passed=1)
+    assert_outcomes(result, passed=1)
 
 
 def test_junitxml_carries_cost_properties_per_item(pytester: pytest.Pytester) -> None:
@@ -235,7 +250,7 @@ def test_skip_and_xfail_come_from_fixture_metadata(pytester: pytest.Pytester) ->
     ).replace("  - id: refactor\n", "  - id: refactor\n    xfail: too long for the small tier\n")
     make_project(pytester, policy=None, fixtures=fixtures)
     result = run(pytester, "--costguard", "-rsX", "fixtures/support.yaml")
-    result.assert_outcomes(passed=2, skipped=1, xpassed=1)
+    assert_outcomes(result, passed=2, skipped=1, xpassed=1)
     result.stdout.fnmatch_lines(
         ["SKIPPED*waiting for the new order API", "XPASS*refactor*too long for the small tier"]
     )
@@ -245,14 +260,14 @@ def test_exitfirst_and_last_failed(pytester: pytest.Pytester) -> None:
     policy = POLICY_YAML.replace("min: 0.5", "min: 0.9")  # small_share now fails too
     make_project(pytester, policy=policy)
     first = run(pytester, "--costguard", "--costguard-policy", "policies/default.yaml", "-x")
-    first.assert_outcomes(passed=5, failed=1)  # stopped at monthly_spend
+    assert_outcomes(first, passed=5, failed=1)  # stopped at monthly_spend
 
     full = run(pytester, "--costguard", "--costguard-policy", "policies/default.yaml")
-    full.assert_outcomes(passed=6, failed=2, skipped=1, warnings=1)
+    assert_outcomes(full, passed=6, failed=2, skipped=1, policy_warnings=1)
     rerun = run(
         pytester, "--costguard", "--costguard-policy", "policies/default.yaml", "--lf", "-v"
     )
-    rerun.assert_outcomes(failed=2)
+    assert_outcomes(rerun, failed=2)
     rerun.stdout.fnmatch_lines(
         [
             "policies/default.yaml::monthly_spend FAILED*",
@@ -264,7 +279,7 @@ def test_exitfirst_and_last_failed(pytester: pytest.Pytester) -> None:
 def test_a_node_id_on_the_command_line_runs_that_item_only(pytester: pytest.Pytester) -> None:
     make_project(pytester)
     result = run(pytester, "--costguard", "fixtures/support.yaml::order-status", "-v")
-    result.assert_outcomes(passed=1)
+    assert_outcomes(result, passed=1)
     result.stdout.fnmatch_lines(["fixtures/support.yaml::order-status PASSED*"])
 
 
@@ -321,7 +336,7 @@ def test_calls_recorded_by_tests_join_the_report(pytester: pytest.Pytester) -> N
     root = make_project(pytester)
     (root / "tests" / "test_llm.py").write_text(RECORDING_TESTS.format(n=1, p=40, c=25))
     result = run(pytester, "--costguard", "--costguard-policy", "policies/default.yaml")
-    result.assert_outcomes(passed=9, failed=1, skipped=1, warnings=1)
+    assert_outcomes(result, passed=9, failed=1, skipped=1, policy_warnings=1)
     report = load_json(root / "costguard-report.json")
     observed = [r for r in report["records"] if r.get("extra", {}).get("source") == "pytest"]
     assert [r["id"] for r in observed] == [
@@ -368,7 +383,7 @@ def test_a_budget_broken_only_by_recorded_calls_fails_the_session(
         "                       expected_output_tokens=2000, per_month=1_000_000)\n"
     )
     result = run(pytester, "--costguard", "--costguard-policy", "policies/default.yaml")
-    result.assert_outcomes(passed=7)  # every item passed on the fixtures' projection ...
+    assert_outcomes(result, passed=7)  # every item passed on the fixtures' projection ...
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # ... but the final report breaks the budget
     result.stdout.fnmatch_lines(
         ["FAILED with the calls recorded by tests: rule monthly_spend: actual $* breaks <= $400.00"]
@@ -387,7 +402,7 @@ def test_bad_recorded_call_fails_its_test_with_one_line(pytester: pytest.Pyteste
         "                     {'usage': {'prompt_tokens': 3, 'completion_tokens': 1}})\n"
     )
     result = run(pytester, "--costguard", "tests/test_llm.py", "-m", "not costguard")
-    result.assert_outcomes(failed=2)
+    assert_outcomes(result, failed=2)
     result.stdout.fnmatch_lines(
         [
             "*costguard.record: tests/test_llm.py:2: response has no `usage` object*",
@@ -406,7 +421,7 @@ def test_costguard_fixture_without_the_flag_records_nothing(pytester: pytest.Pyt
         "    costguard.complete([{'role': 'user', 'content': 'hi'}])\n"
     )
     result = run(pytester, "-rs")
-    result.assert_outcomes(passed=2, skipped=1)
+    assert_outcomes(result, passed=2, skipped=1)
     result.stdout.fnmatch_lines(["SKIPPED*run pytest --costguard*"])
     assert not (root / "costguard-report.json").exists()
 
@@ -446,14 +461,14 @@ def test_xdist_projects_once_and_writes_the_same_report(
     args = ("--costguard", "--costguard-policy", "policies/default.yaml", "-p", "xdist")
 
     serial = run(pytester, *args, "-n", "0", "--costguard-report", "serial.json")
-    serial.assert_outcomes(passed=11, failed=1, skipped=1, warnings=1)
+    assert_outcomes(serial, passed=11, failed=1, skipped=1, policy_warnings=1)
     assert (root / "replays.log").read_text() == "main\n"
     (root / "replays.log").unlink()
 
     parallel = run_subprocess(
         pytester, *args, "-n", "2", "--costguard-report", "parallel.json", "--junitxml=j.xml"
     )
-    parallel.assert_outcomes(passed=11, failed=1, skipped=1, warnings=1)
+    assert_outcomes(parallel, passed=11, failed=1, skipped=1, policy_warnings=1)
     parallel.stdout.fnmatch_lines(
         ["2 workers [[]13 items[]]", "*rule monthly_spend: actual $* breaks <= $100.00"]
     )
@@ -494,7 +509,7 @@ def test_bundled_example_passes_its_default_policy_and_fails_the_strict_one(
         METRICS[r.metric].needs_baseline for r in rules
     )  # skipped: no baseline here
     default = run(pytester, "--costguard", "--costguard-policy", "policies/default.yaml")
-    default.assert_outcomes(passed=n_fixtures + len(rules) - need_baseline, skipped=need_baseline)
+    assert_outcomes(default, passed=n_fixtures + len(rules) - need_baseline, skipped=need_baseline)
     assert default.ret == pytest.ExitCode.OK
 
     strict = run(
@@ -506,7 +521,7 @@ def test_bundled_example_passes_its_default_policy_and_fails_the_strict_one(
         "costguard",
         "-q",
     )
-    strict.assert_outcomes(passed=n_fixtures + 1, failed=3)
+    assert_outcomes(strict, passed=n_fixtures + 1, failed=3)
     strict.stdout.fnmatch_lines(
         [
             "rule monthly_spend: actual $* (estimated) breaks <= $800.00",

@@ -75,8 +75,10 @@ def test_cli_run_says_how_many_fixtures_were_unmeasured(quality_project: Path) -
 def test_diff_and_comment_carry_the_unmeasured_count(quality_project: Path) -> None:
     project = api.load_project(quality_project / "costguard.yaml")
     base, head = api.run(project), api.run(project)
-    diff = diff_reports(Baseline(base, "base"), head).data
-    assert diff["quality"]["unmeasured"]["head"] == 2 and diff["quality"]["fixtures"]["head"] == 2
+    diff = diff_reports(Baseline(base, "base"), head)
+    quality = diff.model.quality
+    assert quality is not None
+    assert quality.unmeasured.head == 2 and quality.fixtures.head == 2
     assert "Quality is not (fully) measured for 2 of 2 fixtures with assertions" in render_comment(
         diff
     )

@@ -260,7 +260,8 @@ def test_overhead_percentiles_and_router_price() -> None:
     )
     records = [record(0, "small", 1.0, "simple", 10, monthly=1000.0)]
     ov = router_overhead(records, config, run)
-    assert ov["p50_s"] == 0.01 and ov["p99_s"] == 0.01 and ov["samples"] == 100
+    # one percentile definition (costguard.model.stats): linear between ranks, as vllm bench does
+    assert ov["p50_s"] == 0.01 and ov["p99_s"] == pytest.approx(0.0149) and ov["samples"] == 100
     assert ov["mean_s"] == pytest.approx((0.99 + 0.5) / 100)
     assert ov["cost_per_request_usd"] == pytest.approx(3.6 / 3600 * ov["mean_s"])
     assert (

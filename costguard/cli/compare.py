@@ -169,11 +169,11 @@ def diff_command(
     elif fmt == "markdown":
         from costguard.render.markdown import render_summary
 
-        click.echo(render_summary(diff.data), nl=False)
+        click.echo(render_summary(diff), nl=False)
     else:
         from costguard.render.terminal import print_diff
 
-        print_diff(diff.data)
+        print_diff(diff)
         if out:
             click.echo(f"DiffReport written to {out}")
 
@@ -534,7 +534,7 @@ def ci_command(
             config=config,
         )
 
-    print_diff(diff.data)
+    print_diff(diff)
     links = _links(config)
     url = None
     if client is not None and want_comment:
@@ -563,7 +563,7 @@ def ci_command(
         )
     )
     if summary:
-        gha.append_summary(render_summary(diff.data, links=links))
+        gha.append_summary(render_summary(diff, links=links))
     sys.exit(_exit_code(diff.verdict, fail_on))
 
 

@@ -129,6 +129,12 @@ def cli() -> None:
     show_default=True,
     help="What to print on stdout.",
 )
+@click.option(
+    "--summary/--details",
+    default=False,
+    help="--summary: print only the answer (spend, saving, what is estimated, warnings); "
+    "--details (default): the tables and the routing section too.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; just write the report.")
 @html_option
 def run(
@@ -142,6 +148,7 @@ def run(
     no_record: bool,
     variant: str | None,
     fmt: str,
+    summary: bool,
     quiet: bool,
     html_out: str | None,
 ) -> None:
@@ -178,7 +185,7 @@ def run(
         else:
             from costguard.render.terminal import print_run
 
-            print_run(report)
+            print_run(report, details=not summary)
             click.echo(f"Report written to {out}")
     if not report.complete:
         reason = report.get("incomplete_reason") or "stopped early"
@@ -246,8 +253,7 @@ def check(
     else:
         from costguard.render.terminal import diff_headline, print_check
 
-        if base.available:
-            click.echo(diff_headline(diff.data))
+        click.echo(diff_headline(diff))  # the spend (and its change) first, then the verdict
         print_check(result)
     emit_annotations(diff)
     sys.exit(result.exit_code)
@@ -263,7 +269,8 @@ def check(
     help="Directory for the JSON Schema files.",
 )
 def schema(out_dir: str) -> None:
-    """Write JSON Schemas for costguard.yaml, policy and fixture files (for editor validation)."""
+    """Write JSON Schemas for costguard.yaml, policy and fixture files (for editor validation) and
+    for the RunReport and DiffReport JSON."""
     from costguard.model.schema import write_schemas
 
     for path in write_schemas(Path(out_dir)):
@@ -340,16 +347,17 @@ def calibrate(
 
         held = load_holdout(project, holdout)
     result = run_calibration(project, targets, holdout=held, holdout_paths=list(holdout))
-    if write:
+    written = write and result.changed  # nothing to write when the config already holds them
+    if written:
         write_thresholds(project.stack, result)
     if fmt == "json":
         import json
 
-        click.echo(json.dumps({**result.to_dict(), "written": write, "config": config}, indent=2))
+        click.echo(json.dumps({**result.to_dict(), "written": written, "config": config}, indent=2))
         return
     from costguard.render.terminal import print_calibration
 
-    print_calibration(result.to_dict(), config=config, written=write)
+    print_calibration(result.to_dict(), config=config, written=written, asked=write)
 
 
 @cli.command("import-logs")

@@ -17,11 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from costguard import __version__
+from costguard.compare.model import DiffReportModel
+from costguard.errors import ConfigError
 from costguard.report.run_report import (
     RunReport,
     json_with_compact_rows,
     load_document,
+    validation_message,
     write_atomic,
 )
 
@@ -470,11 +475,20 @@ def diff_reports(baseline: Baseline, head: RunReport, *, head_source: str = "hea
 
 
 class DiffReport:
-    """A thin view over the diff dict (which is what gets written, read and rendered)."""
+    """A diff: `model` is what renderers read (typed, `costguard.compare.model`); `data` is its
+    JSON form, which is what gets written."""
 
     def __init__(self, data: dict[str, Any], path: Path | None = None) -> None:
         self.data = data
         self.path = path
+        self._model: DiffReportModel | None = None
+
+    @property
+    def model(self) -> DiffReportModel:
+        """The typed diff (validated once; again after `attach_policy`)."""
+        if self._model is None:
+            self._model = DiffReportModel.model_validate(self.data)
+        return self._model
 
     @property
     def has_baseline(self) -> bool:
@@ -504,6 +518,7 @@ class DiffReport:
     def attach_policy(self, result: dict[str, Any]) -> None:
         """Record the policy verdicts (PolicyResult.to_dict()) so renderers need nothing else."""
         self.data["policy"] = result
+        self._model = None
 
     def to_json(self) -> str:
         """Indented JSON with one compact line per changed fixture (fast and diffable at 100k)."""
@@ -526,4 +541,9 @@ def load_diff(path: str | Path) -> DiffReport:
         schema_major=DIFF_SCHEMA_MAJOR,
         missing_hint="write one with `costguard diff ... --out FILE`",
     )
-    return DiffReport(data, Path(path))
+    diff = DiffReport(data, Path(path))
+    try:
+        diff.model  # noqa: B018 - validate now: a bad diff is bad input, named with its key
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc, "DiffReport"), file=path) from None
+    return diff

@@ -11,7 +11,11 @@ skipped).
 Quality is compared only where it was measured: a variant with no measured fixture is listed,
 never placed on the frontier. p95 latency joins the objectives only when every compared variant
 has measured latency (recorded responses carry it); otherwise the frontier is on cost and
-quality, and says so.
+quality, and says so. When no variant has measured quality (a fresh checkout, nothing recorded
+yet), the frontier is on cost (and p95 latency when measured) with quality "unmeasured", and the
+policy's `quality.on_unmeasured` decides the exit code: `fail` exits 1, `warn`/`ignore` exit 0
+and name the cheapest variant that passes the policy's other rules — never "recommended", since
+its answers were never scored.
 """
 
 from __future__ import annotations
@@ -95,6 +99,11 @@ class Frontier:
     recommended: str | None
     policy: str | None
     notes: list[str]
+    quality_measured: bool = True  # False: no variant has measured quality (cost-only frontier)
+    on_unmeasured: str | None = None  # the policy's quality.on_unmeasured, when a policy was given
+    cheapest_passing: str | None = (
+        None  # quality unmeasured: the cheapest variant the policy passes
+    )
 
     @property
     def frontier(self) -> list[VariantOutcome]:
@@ -105,8 +114,13 @@ class Frontier:
 
     @property
     def exit_code(self) -> int:
-        """1 when a policy was given and no variant meets it; else 0."""
-        return 1 if self.policy is not None and self.recommended is None else 0
+        """1 when a policy was given and no variant meets it (with quality unmeasured everywhere:
+        when its `on_unmeasured` is fail, or no variant passes its other rules); else 0."""
+        if self.policy is None:
+            return 0
+        if not self.quality_measured:
+            return 1 if self.on_unmeasured == "fail" or self.cheapest_passing is None else 0
+        return 1 if self.recommended is None else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +129,9 @@ class Frontier:
             "policy": self.policy,
             "recommended": self.recommended,
             "frontier": [o.name for o in self.frontier],
+            "quality_measured": self.quality_measured,
+            "on_unmeasured": self.on_unmeasured,
+            "cheapest_passing": self.cheapest_passing,
             "notes": self.notes,
             "variants": [o.to_dict() for o in self.outcomes],
         }
@@ -143,8 +160,21 @@ def outcome_of(variant: Variant, report: RunReport, result: PolicyResult | None)
     )
 
 
-def place(outcomes: list[VariantOutcome], *, policy: str | None) -> Frontier:
-    """Mark the frontier and pick the recommendation (pure: outcomes in, Frontier out)."""
+MEASURE_QUALITY = (
+    "to measure quality, record answers with a live backend (`costguard run --backend endpoint`, "
+    "or `--backend vllm` on a GPU runner; add `--variant 'only large'` etc. so every tier answers "
+    "every fixture), commit `recordings/`, and run `costguard frontier` again"
+)
+
+
+def place(
+    outcomes: list[VariantOutcome], *, policy: str | None, on_unmeasured: str = "warn"
+) -> Frontier:
+    """Mark the frontier and pick the recommendation (pure: outcomes in, Frontier out).
+
+    `on_unmeasured` is the policy's `quality.on_unmeasured`; it decides the recommendation when
+    no variant has measured quality.
+    """
     notes: list[str] = []
     compared = []
     for o in outcomes:
@@ -153,16 +183,25 @@ def place(outcomes: list[VariantOutcome], *, policy: str | None) -> Frontier:
         else:
             compared.append(o)
     objectives = dict(OBJECTIVES)
+    quality_measured = bool(compared)
+    if not quality_measured:
+        # Nothing recorded yet: the frontier is still useful on what is known (cost, and p95
+        # latency when measured); quality stays "unmeasured", never guessed.
+        compared = list(outcomes)
+        for o in compared:
+            o.excluded = None
+        del objectives["quality"]
     if not compared or any(o.latency_p95_s is None for o in compared):
         del objectives["latency_p95_s"]
-        if compared:
+        if compared and quality_measured:
             notes.append(
                 "p95 latency is not measured for every variant: the frontier is on cost and quality"
             )
-    if not compared:
+    if not quality_measured:
+        on = " and p95 latency" if "latency_p95_s" in objectives else ""
         notes.append(
-            "no variant has measured quality: record responses with a live backend "
-            "(`costguard run --backend endpoint`) to place variants on the frontier"
+            f"quality is unmeasured for every variant (no recorded responses): the frontier is on "
+            f"cost{on} only; {MEASURE_QUALITY}"
         )
     points = [{k: getattr(o, k) for k in objectives} for o in compared]
     for o, by in zip(compared, non_dominated(points, objectives), strict=True):
@@ -172,18 +211,39 @@ def place(outcomes: list[VariantOutcome], *, policy: str | None) -> Frontier:
         notes.append(
             "costs marked * rest on estimates (expected/prior output tokens, approximate prompt token counts or declared GPU throughput)"
         )
-    recommended = None
+    recommended = cheapest_passing = None
     if policy is not None:
         eligible = [o for o in compared if o.verdict != "fail"]
-        if eligible:
-            best = min(
+        best = (
+            min(
                 eligible,
                 key=lambda o: (o.cost_per_month, -(o.quality or 0.0), o.latency_p95_s or 0.0),
-            )
-            recommended = best.name
+            ).name
+            if eligible
+            else None
+        )
+        if quality_measured:
+            recommended = best
+            if best is None:
+                notes.append(f"no variant with measured quality passes the policy {policy}")
         else:
-            notes.append(f"no variant with measured quality passes the policy {policy}")
-    return Frontier(outcomes, list(objectives), recommended, policy, notes)
+            cheapest_passing = best
+            if best is None:
+                notes.append(f"no variant passes the policy {policy}")
+            if on_unmeasured == "fail":
+                notes.append(
+                    f"{policy} sets quality.on_unmeasured: fail and no variant has measured quality"
+                )
+    return Frontier(
+        outcomes,
+        list(objectives),
+        recommended,
+        policy,
+        notes,
+        quality_measured=quality_measured,
+        on_unmeasured=on_unmeasured if policy is not None else None,
+        cheapest_passing=cheapest_passing,
+    )
 
 
 VariantRunner = Callable[["Project"], "RunReport"]
@@ -213,4 +273,8 @@ def evaluate(
         outcomes.append(outcome_of(variant, report, result))
     if progress:
         progress("variants", len(variants), len(variants))
-    return place(outcomes, policy=str(policy) if policy is not None else None)
+    return place(
+        outcomes,
+        policy=str(policy) if policy is not None else None,
+        on_unmeasured=rules.on_unmeasured if rules is not None else "warn",
+    )

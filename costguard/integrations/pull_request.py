@@ -69,7 +69,7 @@ def post_comment(
     from costguard.integrations.github import upsert_comment
     from costguard.render.markdown import render_comment
 
-    body = render_comment(diff.data, tag=tag, links=links)
+    body = render_comment(diff, tag=tag, links=links)
     if skip_no_diff and not worth_a_comment(diff):
         return upsert_comment(
             client, repo, pr, body, tag=tag, mode="update", skip_if_unchanged=True, create=False
@@ -92,4 +92,4 @@ def comment_preview(
     from costguard.integrations.github import compose_body
     from costguard.render.markdown import render_comment
 
-    return compose_body(render_comment(diff.data, tag=tag, links=links), tag)
+    return compose_body(render_comment(diff, tag=tag, links=links), tag)

@@ -1,4 +1,5 @@
-"""JSON Schemas for the YAML inputs, so editors (yaml-language-server, VS Code) validate as you type."""
+"""JSON Schemas for the YAML inputs, so editors (yaml-language-server, VS Code) validate as you type,
+and for the JSON outputs (RunReport, DiffReport), so other tools can read reports against a contract."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 
 
 def schemas() -> dict[str, dict[str, Any]]:
+    from costguard.compare.model import diff_report_schema
     from costguard.model.config import StackConfig
     from costguard.model.fixtures import FixtureFile, FixtureSpec
     from costguard.policy.engine import PolicyFile
+    from costguard.report.model import run_report_schema
 
     stack = StackConfig.model_json_schema(by_alias=True)
     stack["title"] = "costguard stack config (costguard.yaml)"
@@ -31,6 +34,8 @@ def schemas() -> dict[str, dict[str, Any]]:
         ("costguard.schema.json", stack),
         ("policy.schema.json", policy),
         ("fixtures.schema.json", fixture_file),
+        ("run-report.schema.json", run_report_schema()),
+        ("diff-report.schema.json", diff_report_schema()),
     ):
         out[name] = {"$schema": SCHEMA_URI, **schema}
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -314,6 +315,10 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     """Follow `loc` through a model's field annotations to the model that owns the last key."""
     current: Any = model
     for part in loc:
+        mapping = _mapping_values(current)
+        if mapping is not None:  # a key of a dict field (e.g. a rule's name): its value's type
+            current = mapping
+            continue
         current = _unwrap(current)
         if isinstance(part, int):
             continue
@@ -332,6 +337,21 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
             return None
     current = _unwrap(current)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _mapping_values(tp: Any) -> Any:
+    """The value type of a dict annotation (through Optional), else None."""
+    import collections.abc
+
+    for _ in range(3):
+        origin = typing.get_origin(tp)
+        if origin in (dict, collections.abc.Mapping):
+            return typing.get_args(tp)[-1]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if origin is None or len(args) != 1:
+            return None
+        tp = args[0]
+    return None
 
 
 def _unwrap(tp: Any) -> Any:
@@ -403,6 +423,13 @@ def validate(model: type[M], data: Any, *, file: str | Path, prefix: tuple[Any, 
         errors.sort(key=lambda e: e["type"] != "extra_forbidden")
         err = errors[0]
         loc, msg = _describe(err, model)
+        if not loc:
+            # A whole-document check names its block ("suites: shares must add up to 1"): point
+            # at that block's line, not the document's first line.
+            named = re.match(r"([A-Za-z_][\w.]*): ", msg)
+            if named and isinstance(data, dict) and named.group(1).split(".")[0] in data:
+                loc = tuple(named.group(1).split("."))
+                msg = msg[named.end() :]
         if len(errors) > 1:
             msg += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
         line = line_of(data, loc)

@@ -11,14 +11,16 @@ cannot open HTML, close a `<details>`, fake our hidden marker, break a table or 
 
 from __future__ import annotations
 
-import math
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from costguard.compare.diff import DiffReport
+from costguard.compare.model import Change, DiffReportModel, VerdictRecord
 from costguard.render.links import NO_LINKS, EvidenceLinks
-from costguard.render.numbers import compact_count
+from costguard.report import format as fmt
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 MAX_TEXT = 200
@@ -68,91 +70,71 @@ def mermaid_label(value: Any) -> str:
     return _MERMAID_SAFE.sub("?", str(value))[:40]
 
 
-def _dollars(value: float) -> str:
-    """$ with cents, or three significant digits for sub-cent figures ($/request)."""
-    v = abs(value)
-    if v == 0 or v >= 0.01:
-        return f"${v:,.2f}"
-    decimals = min(10, 2 - math.floor(math.log10(v)))
-    return f"${v:.{decimals}f}"
+def _typeset(text: str) -> str:
+    """The formatter's plain text in the comment's typography: Unicode minus, em dash for n/a."""
+    return "—" if text == fmt.MISSING else text.replace("-", "−")
 
 
 def usd(value: float | None, estimated: bool = False) -> str:
-    if value is None:
-        return "—"
-    return ("−" if value < 0 else "") + _dollars(value) + ("\\*" if estimated else "")
+    return _typeset(fmt.money(value)) + ("\\*" if estimated and value is not None else "")
 
 
 def usd_delta(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value == 0:
-        return "±$0.00"
-    return ("+" if value > 0 else "−") + _dollars(value)
+    return _typeset(fmt.money_delta(value))
 
 
 def pct_delta(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value == 0:
-        return "±0.0%"
-    return f"{'+' if value > 0 else '−'}{abs(value):,.1f}%"
+    return _typeset(fmt.percent_change(value))
 
 
 def rate(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
+    return _typeset(fmt.percent(value))
 
 
 def points(value: float | None) -> str:
     """A change of a rate (0..1) in percentage points."""
-    if value is None:
-        return "—"
-    pts = 100 * value
-    if abs(pts) < 0.05:
-        return "±0.0 pts"
-    return f"{'+' if pts > 0 else '−'}{abs(pts):.1f} pts"
+    return _typeset(fmt.points(value))
 
 
 def count(value: float | None) -> str:
     """Tokens or requests, compact (1.2M, 35.0k, 812)."""
-    return "—" if value is None else compact_count(value).replace("-", "−")
+    return _typeset(fmt.tokens(value))
 
 
 def integer(value: float | None) -> str:
     """An exact count (tokens per request, fixtures): 2,538."""
-    return "—" if value is None else f"{value:,.0f}".replace("-", "−")
+    return _typeset(fmt.count(value))
 
 
 def count_delta(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value == 0:
-        return "±0"
-    return ("+" if value > 0 else "") + integer(value)
+    return _typeset(fmt.count_delta(value))
 
 
-def arrow(block: dict[str, Any] | None, fmt: str = "usd") -> str:
-    """`base → head` of a {base, head, delta} block, or just the value when it did not change."""
-    if not block:
+def arrow(block: Change | None, kind: str = "usd") -> str:
+    """`base → head` of a changed figure, or just the value when it did not change."""
+    if block is None:
         return "—"
-    show = _FORMATS[fmt]
-    base, head = block.get("base"), block.get("head")
-    if base is None or head is None or not block.get("delta"):
+    show = _FORMATS[kind]
+    base, head = block.base, block.head
+    if base is None or head is None or not block.delta:
         return show(head if head is not None else base)
     return f"{show(base)} → {show(head)}"
 
 
-_FORMATS = {"usd": usd, "rate": rate, "count": count, "int": integer}
+_FORMATS: dict[str, Callable[[float | None], str]] = {
+    "usd": usd,
+    "rate": rate,
+    "count": count,
+    "int": integer,
+}
 
 
-def verdict_value(verdict: dict[str, Any]) -> str:
+def verdict_value(verdict: VerdictRecord) -> str:
     """A policy verdict's measured value in its metric's unit (estimates marked)."""
-    from costguard.policy.engine import format_value
-
-    if verdict.get("actual") is None:
+    if verdict.actual is None:
         return "—"
-    return md(format_value(verdict["actual"], verdict["unit"])) + (
-        "\\*" if verdict.get("estimated") else ""
+    return md(_typeset(fmt.format_value(verdict.actual, verdict.unit))) + (
+        "\\*" if verdict.estimated else ""
     )
 
 
@@ -192,21 +174,25 @@ def _environment() -> Any:
 
 
 def render(
-    diff: dict[str, Any],
+    diff: DiffReport | DiffReportModel,
     *,
     context: str = "comment",
     tag: str = "default",
     links: EvidenceLinks | None = None,
 ) -> str:
-    """The Markdown for a DiffReport dict. `context`: "comment" (PR comment) or "summary" (job summary).
+    """The Markdown for a DiffReport (its typed model is all the template sees). `context`: "comment" (PR comment) or "summary" (job summary); `links` lead to the evidence (fixture lines, run, artifact) where known.
 
     The comment's hidden marker is not part of this text: `costguard.integrations.github.compose_body` adds it.
     """
+    if not isinstance(diff, (DiffReport, DiffReportModel)):
+        raise TypeError(
+            f"render() takes a DiffReport or DiffReportModel, not {type(diff).__name__}"
+        )
     if context not in ("comment", "summary"):
         raise ValueError(f"unknown markdown context {context!r}")
     template = _environment().get_template("comment.md.j2")
     text = template.render(
-        diff=diff,
+        diff=diff.model if isinstance(diff, DiffReport) else diff,
         context=context,
         tag=tag,
         max_fixture_rows=MAX_FIXTURE_ROWS,
@@ -216,10 +202,12 @@ def render(
 
 
 def render_comment(
-    diff: dict[str, Any], *, tag: str = "default", links: EvidenceLinks | None = None
+    diff: DiffReport | DiffReportModel, *, tag: str = "default", links: EvidenceLinks | None = None
 ) -> str:
     return render(diff, context="comment", tag=tag, links=links)
 
 
-def render_summary(diff: dict[str, Any], *, links: EvidenceLinks | None = None) -> str:
+def render_summary(
+    diff: DiffReport | DiffReportModel, *, links: EvidenceLinks | None = None
+) -> str:
     return render(diff, context="summary", links=links)

@@ -14,38 +14,10 @@ from costguard.engine.routing.metrics import router_overhead, routing_details
 from costguard.engine.routing.router import RoutingRun
 from costguard.model.config import StackConfig
 from costguard.model.pricing import TierPrice
+from costguard.model.stats import weighted_distribution
 
 if TYPE_CHECKING:
     from costguard.engine.pipeline import CacheSimulation
-
-
-def weighted_percentile(values: Sequence[float], weights: Sequence[float], q: float) -> float:
-    """The q-quantile (0..1) of `values` where each value stands for `weight` requests."""
-    if not values:
-        return 0.0
-    pairs = sorted(zip(values, weights, strict=True))
-    total = sum(w for _, w in pairs)
-    if total <= 0:
-        return pairs[-1][0]
-    threshold = q * total
-    acc = 0.0
-    for value, weight in pairs:
-        acc += weight
-        if acc >= threshold - 1e-12 * total:
-            return value
-    return pairs[-1][0]
-
-
-def _dist(values: Sequence[float], weights: Sequence[float]) -> dict[str, float]:
-    total = sum(weights)
-    mean = sum(v * w for v, w in zip(values, weights, strict=True)) / total if total else 0.0
-    return {
-        "mean": mean,
-        "p50": weighted_percentile(values, weights, 0.50),
-        "p95": weighted_percentile(values, weights, 0.95),
-        "p99": weighted_percentile(values, weights, 0.99),
-        "max": max(values) if values else 0.0,
-    }
 
 
 def _usage_block() -> dict[str, float]:
@@ -74,7 +46,7 @@ def latency_section(records: Sequence[RequestRecord]) -> dict[str, Any] | None:
     weights = [r.monthly_requests for r in measured]
     served_traffic = sum(r.monthly_requests for r in served)
     return {
-        "e2e_s": _dist(values, weights),
+        "e2e_s": weighted_distribution(values, weights),
         "measured_requests": len(measured),
         "model_requests": len(served),
         "coverage": sum(weights) / served_traffic if served_traffic else 0.0,
@@ -179,12 +151,12 @@ def aggregate(
         block["estimated"] = block["estimated_cost_per_month"] > 0
 
     costs = [r.cost_usd for r in records]
-    totals["cost_per_request"] = _dist(costs, weights)
+    totals["cost_per_request"] = weighted_distribution(costs, weights)
     totals["tokens_per_request"] = {
-        kind: _dist([float(r.tokens(kind)) for r in records], weights)
+        kind: weighted_distribution([float(r.tokens(kind)) for r in records], weights)
         for kind in ("input", "cached", "output")
     }
-    totals["tokens_per_request"]["total"] = _dist(
+    totals["tokens_per_request"]["total"] = weighted_distribution(
         [float(r.tokens("input") + r.tokens("output")) for r in records], weights
     )
     totals["fixtures"] = len(records)

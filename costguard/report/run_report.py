@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from costguard.errors import ConfigError
+from costguard.report.model import RunReportModel
 
 DEFAULT_REPORT = "costguard-report.json"  # where front ends write the report unless told otherwise
 SCHEMA_VERSION = "1.0"
@@ -19,11 +23,21 @@ SCHEMA_MAJOR = SCHEMA_VERSION.split(".")[0]
 
 
 class RunReport:
-    """A thin, typed view over the report dict (which is what gets written and read)."""
+    """A run's report: `model` is what readers read (typed sections, `costguard.report.model`);
+    `data` is its JSON form, which is what gets written, and `records` the per-fixture lines.
+
+    The data is not changed after the report is made, so the typed model parsed from it once
+    stays true.
+    """
 
     def __init__(self, data: dict[str, Any], path: Path | None = None) -> None:
         self.data = data
         self.path = path
+
+    @cached_property
+    def model(self) -> RunReportModel:
+        """Every section but the records, typed (validated on first use, once)."""
+        return RunReportModel.model_validate({k: v for k, v in self.data.items() if k != "records"})
 
     # sections
     @property
@@ -178,4 +192,17 @@ def load_report(path: str | Path) -> RunReport:
     from costguard.report.integrity import check_report
 
     check_report(data, path)
-    return RunReport(data, Path(path))
+    report = RunReport(data, Path(path))
+    try:
+        report.model  # noqa: B018 - validate now: a bad report is bad input, named with its key
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc, "RunReport"), file=path) from None
+    return report
+
+
+def validation_message(exc: ValidationError, what: str) -> str:
+    """One line for a report that does not match its model: the key path and what is wrong."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"not a valid {what}: {where}: {err['msg']}{more}"

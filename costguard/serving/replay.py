@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from costguard.model.stats import percentile
 from costguard.serving.openai_client import (
     BackendCallError,
     CompletionResult,
@@ -202,16 +203,6 @@ def run_replay(requests: Sequence[ReplayRequest], **kwargs: Any) -> ReplayOutcom
 # --------------------------------------------------------------------------------------------
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default, which vllm bench uses)."""
-    if not sorted_values:
-        return 0.0
-    pos = (len(sorted_values) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def latency_summary(results: Sequence[CompletionResult]) -> dict[str, float | None]:
     """mean/median/p99 of TTFT, TPOT, ITL and E2EL in milliseconds (vllm bench serve's keys)."""
     series = {
@@ -227,8 +218,8 @@ def latency_summary(results: Sequence[CompletionResult]) -> dict[str, float | No
             out.update({f"mean_{name}_ms": None, f"median_{name}_ms": None, f"p99_{name}_ms": None})
             continue
         out[f"mean_{name}_ms"] = 1000 * sum(values) / len(values)
-        out[f"median_{name}_ms"] = 1000 * _percentile(values, 0.5)
-        out[f"p99_{name}_ms"] = 1000 * _percentile(values, 0.99)
+        out[f"median_{name}_ms"] = 1000 * percentile(values, 0.5)
+        out[f"p99_{name}_ms"] = 1000 * percentile(values, 0.99)
     return out
 
 
@@ -253,7 +244,7 @@ def latency_distribution(results: Sequence[CompletionResult]) -> dict[str, dict[
             continue
         block = {"count": float(len(values)), "mean": 1000 * sum(values) / len(values)}
         for q in DISTRIBUTION_POINTS:
-            block[f"p{q}"] = 1000 * _percentile(values, q / 100)
+            block[f"p{q}"] = 1000 * percentile(values, q / 100)
         out[name] = block
     return out
 

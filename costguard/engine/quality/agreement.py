@@ -15,14 +15,10 @@ from typing import Any
 from costguard.engine.quality.scorers.similarity import pair_similarities
 from costguard.model.config import StackConfig, TierConfig
 from costguard.model.fixtures import Fixture
+from costguard.model.stats import percentile
 
 RecordedText = Callable[[Fixture, TierConfig], "str | None"]
 LOWEST = 10  # the fixtures with the lowest agreement, listed for a look
-
-
-def _quantile(sorted_values: Sequence[float], q: float) -> float:
-    index = max(0, min(len(sorted_values) - 1, int(q * len(sorted_values))))
-    return sorted_values[index]
 
 
 def agreement_section(
@@ -58,7 +54,7 @@ def agreement_section(
         tiers[tier] = {
             "fixtures": len(values),
             "mean": sum(values) / len(values),
-            "p10": _quantile(ordered, 0.10),
+            "p10": percentile(ordered, 0.10),
             "min": ordered[0],
         }
     lowest = sorted(

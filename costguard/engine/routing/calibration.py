@@ -58,6 +58,26 @@ class Calibration:
     holdout_paths: list[str] = field(default_factory=list)
 
     @property
+    def changed(self) -> bool:
+        """False when the calibrated thresholds are the ones the config already holds."""
+        return [float(v) for v in self.new] != [float(v) for v in self.old]
+
+    def missed(self) -> dict[str, str]:
+        """Tiers whose calibrated share is more than half a point (the slack) off the target,
+        each with why: the fixtures' scores leave no cut closer to it."""
+        out = {}
+        for tier in self.tiers:
+            target, got = self.targets[tier], self.achieved[tier]
+            if abs(got - target) > THRESHOLD_SLACK + 1e-9:
+                out[tier] = (
+                    f"{tier}: {100 * got:.1f}% instead of {100 * target:.1f}%: no cut between two "
+                    f"fixtures' scores comes closer (fixtures with tied scores, or one fixture "
+                    f"carrying a large share of traffic, move together); add fixtures or pick a "
+                    f"reachable target"
+                )
+        return out
+
+    @property
     def drift(self) -> dict[str, float] | None:
         """Holdout share minus calibrated share, per tier (fractions; x100 for points)."""
         if self.holdout is None:
@@ -79,6 +99,8 @@ class Calibration:
             "holdout_fixtures": self.holdout_fixtures,
             "holdout_paths": self.holdout_paths,
             "drift": self.drift,
+            "changed": self.changed,
+            "missed": self.missed(),
         }
 
 
@@ -122,6 +144,11 @@ def shares_at(
         else:
             out[tiers[-1]] += w
     return {t: (v / total if total else 0.0) for t, v in out.items()}
+
+
+def _tiers_of(scores: Sequence[float], thresholds: Sequence[float]) -> list[int]:
+    """Each score's interval: the first k with score <= thresholds[k], else len(thresholds)."""
+    return [next((k for k, t in enumerate(thresholds) if s <= t), len(thresholds)) for s in scores]
 
 
 def resolve_targets(
@@ -284,6 +311,10 @@ def calibrate(
         bounds=bounds,
         slack=THRESHOLD_SLACK,
     )
+    if len(new) == len(old) and _tiers_of(scores, new) == _tiers_of(scores, old):
+        # The config's thresholds already sit in the gaps calibration picked (same tier for every
+        # fixture): keep them rather than churn the file over where inside a gap a cut lies.
+        new = [float(v) for v in old]
     result = Calibration(
         router_kind=router.kind,
         key=key,

@@ -20,13 +20,13 @@ router_overhead_p99, routing_pgr, routing_apgr).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from costguard.engine.records import RequestRecord
 from costguard.engine.routing.router import RoutingRun, sufficient_rank, tiers_by_strength
 from costguard.model.config import EmbeddingRouterConfig, StackConfig
+from costguard.model.stats import percentile
 from costguard.policy.engine import Metric, MetricContext, MetricValue, Rule, register_metric
 
 SWEEP_POINTS = [i / 10 for i in range(11)]
@@ -35,13 +35,6 @@ QUALITY_NOTE = (
     "quality from fixture labels, not measured answers: simple = the weakest tier answers well, "
     "complex = only the strongest tier does, a tier name = that tier or a stronger one"
 )
-
-
-def _percentile(samples: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..1)."""
-    ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
-    return ordered[index]
 
 
 def routing_details(
@@ -139,8 +132,8 @@ def router_overhead(
         "method": ov.method,
         "samples": len(samples),
         "samples_s": [round(x, 6) for x in samples],
-        "p50_s": _percentile(samples, 0.50) if samples else None,
-        "p99_s": _percentile(samples, 0.99) if samples else None,
+        "p50_s": percentile(samples, 0.50) if samples else None,
+        "p99_s": percentile(samples, 0.99) if samples else None,
         "mean_s": sum(samples) / len(samples) if samples else None,
         "requests_per_month": routed_requests,
     }
@@ -150,8 +143,8 @@ def router_overhead(
         # it does not grow with what else the machine runs the way wall-clock time does.
         block.update(
             cpu_samples_s=[round(x, 6) for x in cpu],
-            cpu_p50_s=_percentile(cpu, 0.50),
-            cpu_p99_s=_percentile(cpu, 0.99),
+            cpu_p50_s=percentile(cpu, 0.50),
+            cpu_p99_s=percentile(cpu, 0.99),
             repeats=ov.repeats,
         )
     if ov.conditions:
