@@ -157,6 +157,7 @@ class Measured:
     seconds: float
     rss_mb: float
     written_mb: float | None
+    stderr: str = ""
 
 
 def timed_run(args: list[str], cwd: Path, repo: Path) -> Measured:
@@ -187,7 +188,11 @@ def timed_run(args: list[str], cwd: Path, repo: Path) -> Measured:
                 f"`costguard {' '.join(args)}` in {cwd} failed (exit {proc.returncode}):\n{tail}"
             )
         written = io_file.read().strip()
-    return Measured(seconds, rusage.ru_maxrss / 1024, int(written) / 1e6 if written else None)
+        err.seek(0)
+        stderr = err.read()
+    return Measured(
+        seconds, rusage.ru_maxrss / 1024, int(written) / 1e6 if written else None, stderr
+    )
 
 
 def load_average() -> str:
@@ -227,7 +232,13 @@ class Row:
     notes: list[str] = field(default_factory=list)
 
 
-def _stage_share(report: dict, wall: float) -> float | None:
+def _stage_share(report: dict, warm: Measured) -> float | None:
+    """Share of the warm run's wall time its stage timings cover: `run --profile`'s total (start-up
+    and writing included) where the checkout has it, else the report's stages."""
+    wall = warm.seconds
+    for line in warm.stderr.splitlines():
+        if line.strip().startswith("stages cover"):
+            return float(line.split()[2]) / wall
     timing = report.get("timing") or {}
     stages = timing.get("stages") or {}
     if not stages or not wall:
@@ -251,7 +262,8 @@ def bench_size(n: int, repo: Path, *, pr: bool) -> Row:
         load_before = load_average()
         run = ["run", "-q", "--out", "r.json"]
         cold = timed_run(run, root, repo)
-        warm = timed_run(run, root, repo)
+        profiled = "--profile" in (repo / "costguard" / "cli" / "main.py").read_text()
+        warm = timed_run(run + (["--profile"] if profiled else []), root, repo)
         report = json.loads((root / "r.json").read_text())
         fixtures = report["totals"]["fixtures"]
         if fixtures != n:
@@ -259,7 +271,7 @@ def bench_size(n: int, repo: Path, *, pr: bool) -> Row:
         cache = root / ".costguard" / "cache"
         cache_mb = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 1e6
         row = Row(n, cold, warm, cache_mb, report["totals"]["cost_per_month"],
-                  _stage_share(report, warm.seconds), "")  # fmt: skip
+                  _stage_share(report, warm), "")  # fmt: skip
         del report
         if pr:
             _git(root, "init", "-q")
@@ -301,13 +313,37 @@ def table(rows: list[Row], help_best: float, help_median: float) -> list[str]:
 
 
 def write_readme(readme: Path, lines: list[str]) -> None:
+    """Put the table between the README's markers. Rows of sizes not measured this time (e.g. the
+    1M row of an earlier `--million` run) are kept, each with the load it was measured under."""
     text = readme.read_text()
     if README_START not in text or README_END not in text:
         raise SystemExit(f"{readme} has no {README_START} ... {README_END} markers")
     head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
+    old, tail = rest.split(README_END, 1)
+
+    def rows(block: list[str]) -> dict[int, str]:
+        out = {}
+        for line in block:
+            first = line.split("|")[1].strip().replace(",", "") if line.startswith("| ") else ""
+            if first.isdigit():
+                out[int(first)] = line
+        return out
+
+    merged = {**rows(old.splitlines()), **rows(lines)}
+    header = [
+        line
+        for line in lines
+        if not (line.startswith("| ") and line.split("|")[1].strip().replace(",", "").isdigit())
+    ]
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
-    body = "\n".join([f"Measured {stamp} with `benchmarks/projection.py`:", "", *lines])
+    body = "\n".join(
+        [
+            f"Measured {stamp} with `benchmarks/projection.py`:",
+            "",
+            *header,
+            *(merged[n] for n in sorted(merged)),
+        ]
+    )
     readme.write_text(f"{head}{README_START}\n{body}\n{README_END}{tail}")
 
 
@@ -318,7 +354,10 @@ def main() -> int:
         "--million", action="store_true", help="Also run 1,000,000 fixtures (minutes, ~GBs)."
     )
     parser.add_argument(
-        "--no-pr", action="store_true", help="Skip the `diff --base-ref` (PR path) timings."
+        "--pr-max",
+        type=int,
+        default=100_000,
+        help="Time the PR path (`diff --base-ref`, twice) up to this many fixtures (0: never).",
     )
     parser.add_argument(
         "--repo",
@@ -339,7 +378,7 @@ def main() -> int:
     rows = []
     try:
         for n in sizes:
-            rows.append(bench_size(n, repo, pr=not opts.no_pr))
+            rows.append(bench_size(n, repo, pr=n <= opts.pr_max))
             print(f"  {n:,} fixtures done (load {rows[-1].load})", file=sys.stderr, flush=True)
     except RunFailed as exc:
         print(exc.code, file=sys.stderr)

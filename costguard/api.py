@@ -58,6 +58,7 @@ class Project:
         None  # the stack variant this project runs (None: costguard.yaml as it is)
     )
     _recordings: Any = field(default=None, repr=False)
+    load_seconds: float | None = field(default=None, repr=False)  # reading config + fixtures
 
     @property
     def config(self) -> StackConfig:
@@ -216,6 +217,7 @@ class Project:
 def load_project(
     config: str | Path = DEFAULT_CONFIG, fixtures: Sequence[str | Path] | None = None
 ) -> Project:
+    started = time.perf_counter()
     stack = load_stack(config)
     paths = [str(p) for p in fixtures] if fixtures else list(stack.config.fixtures)
     # Fixture paths given on the command line are relative to the working directory;
@@ -235,7 +237,12 @@ def load_project(
             except ValueError:
                 pass
     _check_suites(stack, loaded)
-    return Project(stack=stack, fixtures=loaded, fixture_paths=paths)
+    return Project(
+        stack=stack,
+        fixtures=loaded,
+        fixture_paths=paths,
+        load_seconds=round(time.perf_counter() - started, 4),
+    )
 
 
 def with_variant(project: Project, name: str) -> Project:
@@ -288,6 +295,7 @@ def count_prompt_tokens(
     cache = TokenCountCache(project.cache_dir)
     messages = [fx.messages for fx in project.fixtures]
     tools = [fx.tools for fx in project.fixtures]
+    keys = [fx.messages_digest for fx in project.fixtures]  # derived once per fixture
     counts: dict[str, list[int]] = {}
     sources: dict[str, str] = {}
     ids: dict[str, list[Sequence[int]]] = {}
@@ -304,7 +312,9 @@ def count_prompt_tokens(
             if hit is None or (need_ids and hit[1] is None):
                 if progress:
                     progress(f"tokens:{tier.name}", 0, len(messages))
-                encoded = encode_chat_cached(tok, messages, cache, tools_list=tools, compact=True)
+                encoded = encode_chat_cached(
+                    tok, messages, cache, tools_list=tools, compact=True, keys=keys
+                )
                 hit = ([len(e) for e in encoded], encoded if need_ids else None)
                 by_fingerprint[tok.fingerprint] = hit
                 if progress:
@@ -511,18 +521,23 @@ def replay(
     """
     config = project.config
     settings = config.replay.model_copy(update=replay_settings or {})
+    clock = time.perf_counter()
+    stages: dict[str, float] = {}
+    if project.load_seconds is not None:
+        stages["load"] = project.load_seconds
     inputs = project.input_hashes()
     prices = project.prices()
     fleet = build_prefix_fleet(project)
-    clock = time.perf_counter()
+    clock = _lap(stages, "inputs", clock)
     tokens = count_prompt_tokens(
         project, keep_ids=list(fleet.instances) if fleet else (), progress=progress
     )
-    stages = {"tokens": round(time.perf_counter() - clock, 4)}
+    clock = _lap(stages, "tokens", clock)
     router = build_router(config, project=project, live=backend != "offline")
     with open_backend(
         project, backend, settings=settings, progress=progress, notify=notify
     ) as tier_backend:
+        clock = _lap(stages, "setup", clock)
         pipeline = Pipeline(
             config,
             router=router,
@@ -534,7 +549,9 @@ def replay(
             progress=progress,
             quality=quality_scorer(project, tier_backend),
         )
+        clock = _lap(stages, "setup", clock)
         records = pipeline.run(project.fixtures, shard=shard)
+        clock = time.perf_counter()
     _note_templates(project, records)
     replayed = Replay(
         records,
@@ -555,6 +572,7 @@ def replay(
         shard is not None
     ):  # every shard simulates the caches over all fixtures; merge reports them once
         replayed.sections["cache_simulation"] = pipeline.simulation.to_dict()
+    _lap(replayed.stages, "sections", clock)
     return replayed
 
 
@@ -568,6 +586,13 @@ def _note_templates(project: Project, records: Sequence[RequestRecord]) -> None:
             record.extra["templates"] = sorted({project._relative(Path(t)) for t in used})
 
 
+def _lap(stages: dict[str, float], stage: str, since: float) -> float:
+    """Add the seconds since `since` to `stage`; returns now (the next stage's start)."""
+    now = time.perf_counter()
+    stages[stage] = round(stages.get(stage, 0.0) + now - since, 4)
+    return now
+
+
 def report_from_records(
     project: Project,
     records: Sequence[RequestRecord],
@@ -578,10 +603,13 @@ def report_from_records(
 ) -> RunReport:
     """Aggregate records (traffic x pricing) into the RunReport, with the replay's own sections
     (cache simulation, live-backend sections, stage timings). The fixtures' records come first."""
+    clock = time.perf_counter()
     sections = aggregate(
         records, project.config, project.prices(),
         simulation=replayed.simulation if replayed else None, routing=replayed.routing if replayed else None,
     )  # fmt: skip
+    if replayed is not None:
+        _lap(replayed.stages, "aggregate", clock)
     return build_report(
         project, records, sections, backend=backend, seconds=seconds,
         complete=replayed.complete if replayed else True,
@@ -663,6 +691,7 @@ def build_report(
     stages: dict[str, float] | None = None,
 ) -> RunReport:
     """`inputs`: the input hashes taken when the run started (a live run adds recordings)."""
+    clock = time.perf_counter()
     config = project.config
     prices = project.prices()
     tiers_summary = []
@@ -747,6 +776,8 @@ def build_report(
             f"INCOMPLETE RUN: {incomplete_reason or 'stopped early'}; this report fails every policy",
         )
     warnings.extend(extra_warnings)
+    if stages is not None:
+        _lap(stages, "report", clock)
     data: dict[str, Any] = {
         "kind": "run",
         "schema_version": SCHEMA_VERSION,

@@ -190,9 +190,8 @@ def git(repo: Path, *args: str) -> str:
     ).stdout
 
 
-@pytest.fixture
-def git_project(project_dir: Path) -> Path:
-    """The test project in a git repository: commit 1 with TEMPLATE_V1, HEAD edits the template."""
+def commit_ticket_project(project_dir: Path) -> None:
+    """Add the templated ticket fixtures (TEMPLATE_V1) and commit the project as `main`."""
     (project_dir / "prompts").mkdir()
     (project_dir / "prompts" / "summary.jinja").write_text(TEMPLATE_V1)
     (project_dir / "fixtures" / "tickets.yaml").write_text(TICKETS_YAML)
@@ -200,6 +199,12 @@ def git_project(project_dir: Path) -> Path:
     git(project_dir, "init", "-q", "-b", "main")
     git(project_dir, "add", "-A")
     git(project_dir, "commit", "-qm", "add costguard")
+
+
+@pytest.fixture
+def git_project(project_dir: Path) -> Path:
+    """The test project in a git repository: commit 1 with TEMPLATE_V1, HEAD edits the template."""
+    commit_ticket_project(project_dir)
     (project_dir / "prompts" / "summary.jinja").write_text(TEMPLATE_V2)
     git(project_dir, "commit", "-qam", "longer summary prompt")
     return project_dir

@@ -13,7 +13,14 @@ import pytest
 from costguard import api
 from costguard.compare import projection_cache
 from costguard.compare.baseline import baseline_from_git_ref
-from tests.conftest import STACK_YAML, TEMPLATE_V1, TICKETS_YAML, git, minilm_dir, run_cli
+from tests.conftest import (
+    STACK_YAML,
+    TEMPLATE_V1,
+    commit_ticket_project,
+    git,
+    minilm_dir,
+    run_cli,
+)
 
 
 @pytest.fixture
@@ -38,13 +45,7 @@ def repo_with_outside_tokenizer(
     outside = tmp_path_factory.mktemp("hf-cache") / "tok"
     shutil.copytree(minilm_dir(), outside)
     (project_dir / "costguard.yaml").write_text(STACK_YAML.format(tok=outside))
-    (project_dir / "prompts").mkdir()
-    (project_dir / "prompts" / "summary.jinja").write_text(TEMPLATE_V1)
-    (project_dir / "fixtures" / "tickets.yaml").write_text(TICKETS_YAML)
-    (project_dir / ".gitignore").write_text(".costguard/\n*.json\n")
-    git(project_dir, "init", "-q", "-b", "main")
-    git(project_dir, "add", "-A")
-    git(project_dir, "commit", "-qm", "add costguard")
+    commit_ticket_project(project_dir)
     return project_dir
 
 

@@ -7,12 +7,13 @@ Heavy modules are imported inside commands so `costguard --help` stays fast.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from costguard import __version__
+from costguard import STARTED, __version__
 from costguard.cli.options import baseline_options
 from costguard.cli.options import config_option as _config_option
 from costguard.cli.options import fixtures_option as _fixtures_option
@@ -68,6 +69,16 @@ def run_projection(
         return api.run(project, backend=backend, notify=notify, **options)
     with progress:
         return api.run(project, backend=backend, progress=update, notify=notify, **options)
+
+
+def render_profile(stages: dict[str, float], wall: float) -> str:
+    """`--profile`: seconds and share of the wall time per stage, slowest first."""
+    covered = sum(stages.values())
+    lines = [f"costguard: profile ({wall:.2f} s wall since costguard was imported)"]
+    for stage, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {stage:<16} {seconds:9.3f} s {seconds / wall:6.1%}")
+    lines.append(f"  {'stages cover':<16} {covered:9.3f} s {covered / wall:6.1%} of the wall time")
+    return "\n".join(lines)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -136,6 +147,12 @@ def cli() -> None:
     "--details (default): the tables and the routing section too.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; just write the report.")
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Print on stderr where the time went: seconds per stage (start-up, loading, tokens, "
+    "each pipeline stage, the report, writing it) and how much of the wall time they cover.",
+)
 @html_option
 def run(
     config: str,
@@ -150,6 +167,7 @@ def run(
     fmt: str,
     summary: bool,
     quiet: bool,
+    profile: bool,
     html_out: str | None,
 ) -> None:
     """Replay the fixtures through the stack and write the RunReport.
@@ -166,6 +184,7 @@ def run(
         replay["request_rate_per_s"] = request_rate
     if no_record:
         replay["record"] = False
+    startup = time.perf_counter() - STARTED
     report = run_projection(
         config,
         fixtures,
@@ -174,7 +193,12 @@ def run(
         shard=parse_shard(shard) if shard else None,
         replay_settings=replay,
     )
+    clock = time.perf_counter()
     report.write(out)
+    if profile:
+        stages = dict(report.get("timing", {}).get("stages") or {})
+        stages = {"startup": startup, **stages, "write": time.perf_counter() - clock}
+        click.echo(render_profile(stages, time.perf_counter() - STARTED), err=True)
     if html_out:
         from costguard.cli.report import write_html_report
 

@@ -138,6 +138,7 @@ class RecordingStore:
         self.path = directory / RESPONSES_FILE
         self._entries: dict[str, Recording] | None = None
         self._routes: dict[tuple[str, str], str] | None = None
+        self._keys: dict[tuple[str, str], str] = {}  # (content hash, model) -> recording key
         self._append: IO[str] | None = None
         self.added = 0
 
@@ -173,7 +174,16 @@ class RecordingStore:
         return len(self.entries)
 
     def get(self, fixture: Fixture, tier: TierConfig) -> Recording | None:
-        return self.entries.get(recording_key(fixture, tier.model))
+        entries = self.entries
+        if not entries:  # nothing recorded: no key to derive
+            return None
+        # Each fixture x model key is derived once per store, however many passes ask for it
+        # (the served call, the routing alternatives, the counterfactual, escalations).
+        ref = (fixture.content_hash, tier.model)
+        key = self._keys.get(ref)
+        if key is None:
+            key = self._keys[ref] = recording_key(fixture, tier.model)
+        return entries.get(key)
 
     def external_route(self, fixture: Fixture, router_model: str) -> str | None:
         """The tier an external router chose for this request when it was recorded."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -328,6 +329,11 @@ class FixtureFile(StrictModel):
     fixtures: list[dict[str, Any]] = Field(min_length=1)
 
 
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, unicode as is: the serialisation every content key hashes."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 @dataclass
 class Fixture:
     """A fixture ready to replay: messages rendered, defaults applied."""
@@ -349,6 +355,8 @@ class Fixture:
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     _hash: str | None = field(default=None, repr=False)
+    _messages_digest: str | None = field(default=None, repr=False)
+    _sampling_json: str | None = field(default=None, repr=False)
 
     def request_body(self) -> dict[str, Any]:
         """What a backend sends besides the model and sampling: messages, tools, tool_choice."""
@@ -359,22 +367,57 @@ class Fixture:
         return f"{self.file}:{self.line}" if self.line else self.file
 
     @property
+    def sampling_json(self) -> str:
+        """The sampling parameters sent with the request, as canonical JSON."""
+        if self._sampling_json is None:
+            self._sampling_json = canonical_json(self.sampling.as_request_params())
+        return self._sampling_json
+
+    @property
     def content_hash(self) -> str:
-        """Hash of everything a backend sees: messages, sampling, requested model."""
+        """Hash of everything a backend sees: messages, sampling, requested model.
+
+        The sha256 of the canonical JSON of {"m": messages, "model": model, "s": sampling}.
+        """
         if self._hash is None:
-            payload = {
-                "m": self.messages,
-                "s": self.sampling.as_request_params(),
-                "model": self.model,
-            }
-            # Only when set, so the hashes (and recording keys) of plain chat fixtures stay put.
-            payload.update(tool_fields(self.tools, self.tool_choice))
-            self._hash = hashlib.sha256(
-                json.dumps(
-                    payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")
-                ).encode()
-            ).hexdigest()
+            self._derive_keys()
+        assert self._hash is not None
         return self._hash
+
+    @property
+    def messages_digest(self) -> str:
+        """sha256 of the conversation's canonical JSON (sorted keys, compact; with its tools when
+        it has any): the token-count cache key, `tokenization.messages_key(messages, tools)`."""
+        if self._messages_digest is None:
+            self._derive_keys()
+        assert self._messages_digest is not None
+        return self._messages_digest
+
+    def _derive_keys(self) -> None:
+        """Both content keys from one serialisation of the messages (kept only as digests: the
+        JSON of 100k long prompts would double the fixtures' memory). The pieces are joined in
+        sorted-key order, so each digest equals that of one json.dumps(sort_keys=True) of the
+        whole payload; tools and tool_choice only when set (plain chat keys stay put)."""
+        messages_json = canonical_json(self.messages)
+        tools_json = canonical_json(self.tools) if self.tools is not None else None
+        conversation = (
+            messages_json
+            if tools_json is None
+            else f'{{"messages":{messages_json},"tools":{tools_json}}}'
+        )
+        self._messages_digest = hashlib.sha256(
+            conversation.encode("utf-8", "surrogatepass")
+        ).hexdigest()
+        canonical = (
+            f'{{"m":{messages_json},'
+            f'"model":{json.dumps(self.model, ensure_ascii=False)},'
+            f'"s":{self.sampling_json}'
+        )
+        if self.tool_choice is not None:
+            canonical += f',"tool_choice":{canonical_json(self.tool_choice)}'
+        if tools_json is not None:
+            canonical += f',"tools":{tools_json}'
+        self._hash = hashlib.sha256((canonical + "}").encode()).hexdigest()
 
     @property
     def last_user_text(self) -> str:
@@ -556,6 +599,7 @@ def _build(
     renderer: _TemplateRenderer | None,
     project_root: Path | None = None,
     allowed: tuple[Path, ...] = (),
+    strings: dict[Any, Any] | None = None,
 ) -> tuple[Fixture, _TemplateRenderer | None]:
     messages: list[dict[str, Any]] = []
     templates: list[str] = []
@@ -574,14 +618,26 @@ def _build(
             )
             content = renderer.render(tpath, spec.vars, file=Path(display), line=line, key=key)
             templates.append(str(tpath))
-        messages.append(msg.as_request(content))
+        if strings is not None and isinstance(content, str) and len(content) >= _SHARED_MIN:
+            # One copy of each repeated text (system prompts, RAG context) however many
+            # fixtures carry it: imported production logs repeat them in every request.
+            content = strings.setdefault(content, content)
+        message = msg.as_request(content)
+        message["role"] = sys.intern(message["role"])
+        messages.append(message)
+    sampling, expect, sampling_json = spec.sampling, spec.expect, None
+    if strings is not None:
+        sampling_json = canonical_json(sampling.as_request_params())
+        sampling = strings.setdefault(("sampling", sampling_json), sampling)
+        if not expect.model_fields_set:
+            expect = strings.setdefault(("expect", None), expect)
     fixture = Fixture(
         id=spec.id,
         suite=spec.suite or default_suite,
         weight=spec.weight,
         messages=messages,
-        sampling=spec.sampling,
-        expect=spec.expect,
+        sampling=sampling,
+        expect=expect,
         file=display,
         line=line,
         model=spec.model,
@@ -596,8 +652,12 @@ def _build(
             else None
         ),
         tool_choice=spec.tool_choice,
+        _sampling_json=sampling_json,
     )
     return fixture, renderer
+
+
+_SHARED_MIN = 64  # message texts at least this long are stored once per load
 
 
 def load_fixture_file(
@@ -606,10 +666,14 @@ def load_fixture_file(
     display: str | None = None,
     project_root: Path | None = None,
     allowed: tuple[Path, ...] = (),
+    strings: dict[Any, Any] | None = None,
 ) -> list[Fixture]:
     """The fixtures of one file. Templates must resolve inside `project_root` (default: the
-    file's own directory) or one of the `allowed` directories."""
+    file's own directory) or one of the `allowed` directories. `strings` shares repeated message
+    texts, sampling parameters and empty expectations across files (one object per distinct
+    value, never mutated)."""
     display = display or str(path)
+    strings = {} if strings is None else strings
     renderer: _TemplateRenderer | None = None
     fixtures: list[Fixture] = []
     if path.suffix == ".jsonl":
@@ -636,6 +700,7 @@ def load_fixture_file(
                 renderer=renderer,
                 project_root=project_root,
                 allowed=allowed,
+                strings=strings,
             )
             fixtures.append(fx)
     else:
@@ -673,6 +738,7 @@ def load_fixture_file(
                 renderer=renderer,
                 project_root=project_root,
                 allowed=allowed,
+                strings=strings,
             )
             fixtures.append(fx)
     return fixtures
@@ -699,13 +765,18 @@ def load_fixtures(
             require_inside(f, project_root or root, allowed, what="fixture file")
     fixtures: list[Fixture] = []
     seen: dict[str, Fixture] = {}
+    strings: dict[Any, Any] = {}
     for f in files:
         try:
             display = str(f.relative_to(root))
         except ValueError:
             display = str(f)
         for fx in load_fixture_file(
-            f, display=display, project_root=project_root or root, allowed=allowed
+            f,
+            display=display,
+            project_root=project_root or root,
+            allowed=allowed,
+            strings=strings,
         ):
             if fx.id in seen:
                 raise ConfigError(

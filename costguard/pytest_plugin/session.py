@@ -100,17 +100,18 @@ def resolve_settings(config: pytest.Config) -> Settings:
     )
 
 
-def resolve_baseline(settings: Settings) -> RunReport | None:
+def resolve_baseline_with_reason(settings: Settings) -> tuple[RunReport | None, str | None]:
     """`--costguard-baseline`: a RunReport file or artifact directory if that path exists, else a
-    git ref projected offline in a temporary worktree (the same code path as `costguard diff --base-ref`)."""
+    git ref projected offline in a temporary worktree (the same code path as `costguard diff
+    --base-ref`). None with why when there is no usable one (e.g. an incomplete run)."""
     from costguard.compare.baseline import baseline_from_git_ref, baseline_from_path
 
     assert settings.baseline is not None
     if settings.baseline.exists() or settings.baseline_spec is None:
-        return baseline_from_path(_cwd_relative(settings.baseline)).report
-    return baseline_from_git_ref(
-        settings.baseline_spec, config=_cwd_relative(settings.config)
-    ).report
+        found = baseline_from_path(_cwd_relative(settings.baseline))
+    else:
+        found = baseline_from_git_ref(settings.baseline_spec, config=_cwd_relative(settings.config))
+    return found.report, found.reason
 
 
 # -- the plan: every item and its outcome, decided once ------------------------------------------
@@ -320,6 +321,7 @@ class CostguardRun:
         self.project: api.Project | None = None
         self.plan: Plan = Plan(config="", backend="offline", files=[])
         self.baseline: RunReport | None = None
+        self.baseline_reason: str | None = None
         self.records: list[RequestRecord] = []
         self.replayed: api.Replay | None = None
         self.report: RunReport | None = None
@@ -351,7 +353,7 @@ class CostguardRun:
             _cwd_relative(settings.config), settings.fixtures or None
         )
         if settings.baseline is not None:
-            self.baseline = resolve_baseline(settings)
+            self.baseline, self.baseline_reason = resolve_baseline_with_reason(settings)
         from costguard.serving import interrupts
 
         with interrupts.installed():  # SIGTERM/SIGHUP stop a live replay like Ctrl-C
@@ -366,7 +368,12 @@ class CostguardRun:
             replayed=self.replayed,
         )
         self.results = [
-            api.check(self.report, _cwd_relative(p), baseline=self.baseline)
+            api.check(
+                self.report,
+                _cwd_relative(p),
+                baseline=self.baseline,
+                baseline_reason=self.baseline_reason,
+            )
             for p in settings.policies
         ]
         self.plan = build_plan(
@@ -448,7 +455,12 @@ class CostguardRun:
         )
         before = {(r.policy, v.rule) for r in self.results for v in r.failed}
         rechecked = [
-            api.check(final, _cwd_relative(p), baseline=self.baseline)
+            api.check(
+                final,
+                _cwd_relative(p),
+                baseline=self.baseline,
+                baseline_reason=self.baseline_reason,
+            )
             for p in self.settings.policies
         ]
         self.late_failures = [

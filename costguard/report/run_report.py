@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -74,18 +75,28 @@ class RunReport:
         return json_with_compact_rows(self.data, ("records",))
 
     def write(self, path: str | Path) -> Path:
-        """Write atomically: a reader never sees a half-written report."""
-        self.path = write_atomic(path, self.to_json())
+        """Write atomically: a reader never sees a half-written report. The records are streamed
+        to the file row by row, never held as one string."""
+        self.path = write_atomic(path, iter_json_with_compact_rows(self.data, ("records",)))
         return self.path
 
 
 def json_with_compact_rows(data: dict[str, Any], path: tuple[str, ...]) -> str:
     """`data` as indented JSON, except the list at `path` (e.g. the records): one compact row per line."""
+    return "".join(iter_json_with_compact_rows(data, path))
+
+
+_ROWS_PER_CHUNK = 2048
+
+
+def iter_json_with_compact_rows(data: dict[str, Any], path: tuple[str, ...]) -> Iterator[str]:
+    """`json_with_compact_rows` in pieces (a few thousand rows each), for streaming to a file."""
     rows: Any = data
     for key in path:
         rows = rows.get(key) if isinstance(rows, dict) else None
     if not isinstance(rows, list) or not rows:
-        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        yield json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        return
     placeholder = "\u0000costguard-rows\u0000"
     outer = _replaced(data, path, placeholder)
     text = json.dumps(outer, indent=2, ensure_ascii=False)
@@ -93,10 +104,13 @@ def json_with_compact_rows(data: dict[str, Any], path: tuple[str, ...]) -> str:
     at = text.index(quoted)
     indent = " " * (at - text.rfind("\n", 0, at) - 1 - len(json.dumps(path[-1])) - 2)
     inner = indent + "  "
-    body = (",\n" + inner).join(
-        json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in rows
-    )
-    return text[:at] + "[\n" + inner + body + "\n" + indent + "]" + text[at + len(quoted) :] + "\n"
+    separator = ",\n" + inner
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    yield text[:at] + "[\n" + inner
+    for start in range(0, len(rows), _ROWS_PER_CHUNK):
+        chunk = separator.join(encode(r) for r in rows[start : start + _ROWS_PER_CHUNK])
+        yield (separator + chunk) if start else chunk
+    yield "\n" + indent + "]" + text[at + len(quoted) :] + "\n"
 
 
 def _replaced(data: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
@@ -105,14 +119,19 @@ def _replaced(data: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[s
     return out
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file and a rename, so nothing is half-written."""
+def write_atomic(path: str | Path, text: str | Iterable[str]) -> Path:
+    """Write `text` (a string or its pieces) to `path` through a temporary file and a rename, so
+    nothing is half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            if isinstance(text, str):
+                fh.write(text)
+            else:
+                for piece in text:
+                    fh.write(piece)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

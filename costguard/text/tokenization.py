@@ -1193,7 +1193,8 @@ def _load_tiktoken(spec: TokenizerSpec, base_dir: Path, where: str) -> ChatToken
 
 
 def messages_key(messages: Any, tools: Any = None) -> str:
-    """sha256 of the canonical JSON of a conversation (and its tools, if any)."""
+    """sha256 of the canonical JSON of a conversation (and its tools, if any); for a fixture's
+    messages without tools this is `Fixture.messages_digest`, derived once per fixture."""
     payload = messages if tools is None else {"messages": messages, "tools": tools}
     canonical = json.dumps(
         payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
@@ -1403,10 +1404,16 @@ class TokenCountCache:
         items: Mapping[str, Sequence[int]] | Iterable[tuple[str, Sequence[int]]],
     ) -> None:
         """Store token ids for many keys in one transaction."""
-        pairs = list(items.items() if isinstance(items, Mapping) else items)
-        if not pairs:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self.put_packed(fingerprint, [(key, _pack(ids)) for key, ids in pairs])
+
+    def put_packed(self, fingerprint: str, items: Sequence[tuple[str, bytes]]) -> None:
+        """Store packed token ids (little-endian uint32 bytes) in one transaction, in key order:
+        inserting sorted keys fills each B-tree page once instead of rewriting pages at random,
+        which keeps the bytes written (WAL + checkpoint) near twice the file's growth."""
+        if not items:
             return
-        rows = [(fingerprint, key, _pack(ids)) for key, ids in pairs]
+        rows = sorted((fingerprint, key, blob) for key, blob in items)
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
@@ -1426,6 +1433,85 @@ class TokenCountCache:
         return self._run(lambda c: c.execute("SELECT count(*) FROM prompt_tokens").fetchone()[0], 0)
 
 
+_PARALLEL_MIN = 2048  # prompts to tokenize before a process pool pays for itself
+_FORKED: tuple[Any, Sequence[Any], Sequence[Any]] | None = None  # what forked workers inherit
+
+
+def tokenizer_workers() -> int:
+    """Processes to tokenize with: the cores this process may use (COSTGUARD_TOKENIZER_WORKERS
+    overrides; 1 = in this process). Pools need `fork` (the workers inherit the loaded tokenizer)."""
+    import multiprocessing
+
+    # fork only where it is the platform's safe default (macOS's system libraries are not fork-safe).
+    if (
+        not sys.platform.startswith("linux")
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
+        return 1
+    configured = os.environ.get("COSTGUARD_TOKENIZER_WORKERS", "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _encode_range(bounds: tuple[int, int]) -> list[bytes]:
+    """In a forked worker: render and tokenize positions[start:stop] of the inherited work."""
+    assert _FORKED is not None
+    tokenizer, messages, tools = _FORKED
+    out: list[bytes] = []
+    for start in range(bounds[0], bounds[1], _ENCODE_CHUNK):
+        stop = min(start + _ENCODE_CHUNK, bounds[1])
+        encoded = tokenizer.encode_chat_many(messages[start:stop], tools_list=tools[start:stop])
+        out.extend(_pack(ids) for ids in encoded)
+    return out
+
+
+def encode_packed(
+    tokenizer: ChatTokenizer,
+    messages_list: Sequence[list[dict]],
+    tools_seq: Sequence[list | None],
+    positions: Sequence[int],
+) -> list[bytes]:
+    """Packed token ids (little-endian uint32) of the conversations at `positions`.
+
+    Rendering a chat template and turning encodings into ids hold the GIL, so large batches are
+    split over forked worker processes (each renders and tokenizes its share single-threaded);
+    small ones, and machines with one core, tokenize here in chunks. Both paths give the same
+    ids: the workers run this very tokenizer on the same conversations.
+    """
+    global _FORKED
+    messages = [messages_list[i] for i in positions]
+    tools = [tools_seq[i] for i in positions]
+    workers = min(tokenizer_workers(), max(1, len(positions) // (_PARALLEL_MIN // 2)))
+    if workers <= 1 or len(positions) < _PARALLEL_MIN:
+        _FORKED = (tokenizer, messages, tools)
+        try:
+            return _encode_range((0, len(messages)))
+        finally:
+            _FORKED = None
+    import multiprocessing
+
+    # Several slices per worker, so a slow slice (long prompts) does not leave a core idle.
+    step = max(_ENCODE_CHUNK, -(-len(messages) // (workers * 4)))
+    bounds = [(start, min(start + step, len(messages))) for start in range(0, len(messages), step)]
+    _FORKED = (tokenizer, messages, tools)
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: workers fill the cores
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_encode_range, bounds, chunksize=1)
+    finally:
+        _FORKED = None
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+    return [blob for part in parts for blob in part]
+
+
 def encode_chat_cached(
     tokenizer: ChatTokenizer,
     messages_list: Sequence[list[dict]],
@@ -1433,37 +1519,42 @@ def encode_chat_cached(
     *,
     tools_list: Sequence[list | None] | None = None,
     compact: bool = False,
+    keys: Sequence[str] | None = None,
 ) -> list[Sequence[int]]:
     """Prompt token ids for many conversations: cached ones from `cache`, the misses tokenized
     in one batch and stored. Approximate tokenizers bypass the cache (they cost nothing).
 
     `compact=True` returns read-only numpy uint32 arrays (4 bytes a token, zero-copy views of
     the cached bytes; identical prompts share one array) instead of lists of Python ints (~36
-    bytes a token): what keeping the ids of 100k long prompts in memory needs.
+    bytes a token): what keeping the ids of 100k long prompts in memory needs. `keys`: the
+    conversations' `messages_key`s where the caller has them (`Fixture.messages_digest`).
     """
     tools_seq = list(tools_list) if tools_list is not None else [None] * len(messages_list)
     if cache is None or tokenizer.kind == "approximate":
         encoded = tokenizer.encode_chat_many(messages_list, tools_list=tools_seq)
         return [_as_compact(ids) for ids in encoded] if compact else encoded
-    keys = [messages_key(m, t) for m, t in zip(messages_list, tools_seq, strict=True)]
+    if keys is None:
+        keys = [messages_key(m, t) for m, t in zip(messages_list, tools_seq, strict=True)]
+    elif len(keys) != len(messages_list):
+        raise ValueError(f"{len(keys)} keys for {len(messages_list)} conversations")
     if compact:
         blobs = cache.get_many(tokenizer.fingerprint, keys, raw=True)
         missing_idx = {}
         for i, key in enumerate(keys):
             if key not in blobs and key not in missing_idx:
                 missing_idx[key] = i
-        arrays = {key: _from_blob(blob) for key, blob in blobs.items()}
         missing = list(missing_idx.items())
         # In chunks: a tokenizer's batch output (HF Encodings hold tokens, offsets and masks too)
-        # for 10k long prompts would take gigabytes at once.
-        for start in range(0, len(missing), _ENCODE_CHUNK):
-            chunk = missing[start : start + _ENCODE_CHUNK]
-            encoded = tokenizer.encode_chat_many(
-                [messages_list[i] for _, i in chunk], tools_list=[tools_seq[i] for _, i in chunk]
-            )
-            new = dict(zip((key for key, _ in chunk), encoded, strict=True))
-            cache.put_many(tokenizer.fingerprint, new)
-            arrays.update((key, _as_compact(ids)) for key, ids in new.items())
+        # for 10k long prompts would take gigabytes at once. The packed ids are what is kept (the
+        # arrays are views of them) and stored in one sorted transaction at the end: random keys
+        # committed chunk by chunk rewrite most pages of the file once per chunk.
+        positions = [i for _, i in missing]
+        packed = encode_packed(tokenizer, messages_list, tools_seq, positions)
+        for (key, _), blob in zip(missing, packed, strict=True):
+            blobs[key] = blob
+        if missing:
+            cache.put_packed(tokenizer.fingerprint, [(key, blobs[key]) for key, _ in missing])
+        arrays = {key: _from_blob(blob) for key, blob in blobs.items()}
         return [arrays[key] for key in keys]
     found = cache.get_many(tokenizer.fingerprint, keys)
     missing: dict[str, int] = {}

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +24,43 @@ ENV_VAR = "COSTGUARD_VLLM_ORACLE"
 
 
 class VllmOracle:
-    """vLLM's own code, one subprocess per question."""
+    """vLLM's own code in one subprocess for the session (vLLM is imported once)."""
 
     def __init__(self, python: str) -> None:
-        self.python = python
-
-    def ask(self, op: str, **payload: Any) -> Any:
         env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "VLLM_LOGGING_LEVEL": "ERROR"}
-        done = subprocess.run(
-            [self.python, str(ORACLE_SCRIPT)],
-            input=json.dumps({"op": op, **payload}),
-            capture_output=True,
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(
+            [python, str(ORACLE_SCRIPT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
             text=True,
             env=env,
-            timeout=900,
         )
-        if done.returncode != 0:
-            raise AssertionError(f"the vLLM oracle failed ({op}):\n{done.stderr[-4000:]}")
-        return json.loads(done.stdout)
+
+    def ask(self, op: str, **payload: Any) -> Any:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps({"op": op, **payload}) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            self.stderr.seek(0)
+            raise AssertionError(f"the vLLM oracle failed ({op}):\n{self.stderr.read()[-4000:]}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.stdin:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.stderr.close()
 
 
 @pytest.fixture(scope="session")
-def vllm_oracle() -> VllmOracle:
+def vllm_oracle() -> Iterator[VllmOracle]:
     python = os.environ.get(ENV_VAR)
     if not python:
         pytest.skip(
@@ -52,7 +69,9 @@ def vllm_oracle() -> VllmOracle:
         )
     if not Path(python).exists():
         pytest.fail(f"{ENV_VAR}={python} does not exist: rebuild it with .ci/conformance-oracle")
-    return VllmOracle(python)
+    oracle = VllmOracle(python)
+    yield oracle
+    oracle.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

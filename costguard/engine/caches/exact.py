@@ -9,13 +9,11 @@ text is normalised before keying (configurable: what counts as "the same request
 from __future__ import annotations
 
 import hashlib
-import json
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from costguard.model.fixtures import Fixture, message_text, tool_fields
+from costguard.model.fixtures import Fixture, canonical_json, message_text, tool_fields
 
 DEFAULT_NORMALIZE = ("whitespace",)
 
@@ -41,25 +39,23 @@ def normalize_text(text: str, steps: Sequence[str]) -> str:
 
 
 def exact_key(fixture: Fixture, normalize: Sequence[str] = DEFAULT_NORMALIZE) -> str:
-    """Normalised key: requested model, sampling parameters, and the full message list."""
-    messages = [
-        {
-            "role": m["role"].strip().lower(),
-            "content": normalize_text(message_text(m), normalize),
-            # Tool calls and results are part of the request: never normalised away.
-            **{k: m[k] for k in ("tool_calls", "tool_call_id", "name") if k in m},
-        }
-        for m in fixture.messages
-    ]
-    payload: dict[str, Any] = {
-        "model": fixture.model or "",
-        "sampling": fixture.sampling.as_request_params(),
-        "messages": messages,
-    }
-    payload.update(tool_fields(fixture.tools, fixture.tool_choice))
-    return hashlib.sha256(
-        json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
-    ).hexdigest()
+    """Normalised key: requested model, sampling parameters, the full message list (tool calls
+    and results never normalised away) and the request's tools.
+
+    Each part is length-prefixed and every message gives three parts, so no two different
+    requests share a key; the sampling parameters come from the fixture's canonical JSON
+    (serialised once per fixture).
+    """
+    parts = [fixture.model or "", fixture.sampling_json]
+    for m in fixture.messages:
+        parts.append(m["role"].strip().lower())
+        parts.append(normalize_text(message_text(m), normalize))
+        extras = {k: m[k] for k in ("tool_calls", "tool_call_id", "name") if k in m}
+        parts.append(canonical_json(extras) if extras else "")
+    tools = tool_fields(fixture.tools, fixture.tool_choice)
+    parts.append(canonical_json(tools) if tools else "")
+    framed = "".join(f"{len(part)}:{part}" for part in parts)
+    return hashlib.sha256(framed.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def temperature_gate(fixture: Fixture, max_temperature: float) -> str | None:

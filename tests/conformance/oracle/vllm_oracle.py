@@ -1,7 +1,8 @@
 """Runs under the oracle interpreter (vLLM's own Python code, CPU torch): answers questions about
 vLLM with vLLM itself. Never imported by costguard or by the product's test environment.
 
-Reads one JSON request on stdin, writes one JSON answer on stdout:
+Reads JSON requests on stdin, one per line, and writes one JSON answer per line on stdout (so one
+process, which imports vLLM and builds its parser once, answers a whole test session):
 
 * ``{"op": "version"}`` -> ``{"version": vllm.__version__}``
 * ``{"op": "parse", "argvs": [[...], ...]}`` -> the `vllm serve` parser's verdict per argv:
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -29,6 +31,7 @@ os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 
+@functools.cache
 def _parser() -> argparse.ArgumentParser:
     from vllm.entrypoints.common.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
@@ -236,8 +239,7 @@ def kv_run(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    request = json.load(sys.stdin)
+def answer(request: dict[str, Any]) -> Any:
     op = request["op"]
     if op == "version":
         import vllm
@@ -251,7 +253,13 @@ def main() -> int:
         answer = [kv_run(run) for run in request["runs"]]
     else:
         raise SystemExit(f"unknown op {op!r}")
-    json.dump(answer, sys.stdout)
+    return answer
+
+
+def main() -> int:
+    for line in sys.stdin:
+        if line.strip():
+            print(json.dumps(answer(json.loads(line))), flush=True)
     return 0
 
 
