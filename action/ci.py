@@ -14,7 +14,6 @@ Reports go to OUT_DIR (outside the repository; uploaded as the artifact costguar
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -26,32 +25,27 @@ from step import comment_mode, fail, flag, guarded
 REPORT = "costguard-report.json"
 DIFF = "costguard-diff.json"
 HTML = "costguard-report.html"
-BASELINE_KINDS = ("ref", "artifact", "file")
 
 
 def baseline_args(env: Mapping[str, str]) -> list[str]:
-    """Input baseline -> costguard's options. Empty: ci's default, the pull request's base commit."""
-    spec = (env.get("INPUT_BASELINE") or "").strip()
-    if not spec:
-        return []
-    kind, sep, value = spec.partition(":")
-    if not sep or kind not in BASELINE_KINDS:
-        if sep and re.fullmatch(r"[a-z]+", kind):
-            fail(
-                f"input baseline: unknown kind {kind!r} in {spec!r} (use ref:REF, artifact:NAME or a path)",
-                2,
-            )
-        return ["--baseline", spec]
-    if not value.strip():
-        fail(f"input baseline: {spec!r} names nothing", 2)
-    if kind == "ref":
-        return ["--base-ref", value.strip()]
-    if kind == "artifact":
-        directory = env.get("BASELINE_DIR") or ""
-        if not directory:
-            fail("input baseline: artifact baseline without a download directory (BASELINE_DIR)", 2)
-        return ["--baseline", directory]
-    return ["--baseline", value.strip()]
+    """Input baseline -> costguard's options, through costguard's one baseline grammar
+    (`costguard.api.baselines`). Empty: ci's default, the pull request's base commit."""
+    from costguard.api.baselines import parse_baseline
+    from costguard.errors import CostguardError
+
+    try:
+        spec = parse_baseline(
+            env.get("INPUT_BASELINE"),
+            artifact_dir=env.get("BASELINE_DIR") or None,
+            option="input baseline",
+        )
+    except CostguardError as exc:
+        fail(str(exc), 2)
+    if spec.kind == "ref":
+        return ["--base-ref", spec.value]
+    if spec.kind == "path":
+        return ["--baseline", spec.value]
+    return []
 
 
 def commands(env: Mapping[str, str]) -> list[list[str]]:

@@ -17,44 +17,22 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from step import guarded
 
-if TYPE_CHECKING:
-    from costguard.model.config import LoadedStack
 
+def _session(config: str):  # -> costguard.api.Costguard
+    from costguard.api import Costguard
 
-def _stack(config: str) -> LoadedStack:
-    from costguard.model.config import load_stack
-
-    return load_stack(config)
-
-
-def hub_ids(stack: LoadedStack, backend: str) -> list[str]:
-    """The Hugging Face repos this run reads: hub tokenizers, plus model weights for backend vllm."""
-    from costguard.text.tokenization import hub_tokenizer_id
-
-    ids = set()
-    for tier in stack.config.tiers:
-        tokenizer = hub_tokenizer_id(tier.tokenizer, stack.root)
-        if tokenizer:
-            ids.add(f"tokenizer:{tokenizer}")
-        if backend == "vllm":
-            ids.add(f"model:{tier.model}")
-            draft = (tier.serve.speculative or {}).get("model")
-            if isinstance(draft, str):
-                ids.add(f"model:{draft}")
-    return sorted(ids)
+    return Costguard(config)
 
 
 def plan(config: str, backend: str, tag: str) -> dict[str, str]:
-    from costguard.text.tokenization import hf_hub_cache_dir
-
-    stack = _stack(config)
-    ids = hub_ids(stack, backend)
+    session = _session(config)
+    stack = session.stack_config()
+    ids = session.hub_ids(backend)
     runner_os = os.environ.get("RUNNER_OS", platform.system())
-    paths = [str(hf_hub_cache_dir())]
+    paths = [str(session.hf_hub_cache_dir())]
     if os.environ.get("TIKTOKEN_CACHE_DIR"):
         paths.append(str(Path(os.path.expanduser(os.environ["TIKTOKEN_CACHE_DIR"])).resolve()))
     models_key = ""
@@ -78,24 +56,7 @@ def plan(config: str, backend: str, tag: str) -> dict[str, str]:
 
 
 def fetch_tokenizers(config: str) -> None:
-    from costguard.text.tokenization import (
-        fetch_hub_tokenizer,
-        hub_tokenizer_cached,
-        hub_tokenizer_id,
-    )
-
-    stack = _stack(config)
-    done: set[str] = set()
-    for i, tier in enumerate(stack.config.tiers):
-        model_id = hub_tokenizer_id(tier.tokenizer, stack.root)
-        if model_id is None or model_id in done:
-            continue
-        done.add(model_id)
-        if hub_tokenizer_cached(model_id):
-            print(f"costguard: tokenizer {model_id} already in the Hugging Face cache")
-            continue
-        snapshot = fetch_hub_tokenizer(model_id, where=stack.where("tiers", i, "tokenizer", "hf"))
-        print(f"costguard: fetched the tokenizer of {model_id} into {snapshot}")
+    _session(config).fetch_hub_tokenizers(lambda message: print(message, flush=True))
 
 
 def main(argv: list[str]) -> None:

@@ -35,15 +35,13 @@ def comment_args(env: Mapping[str, str], pr: int | None) -> list[str] | None:
 
 
 def main() -> None:
-    from costguard.compare.diff import load_diff
+    from costguard.api.ci import job_summary
     from costguard.integrations.actions import (
         append_summary,
         escape_data,
-        evidence_links,
         pull_request_context,
         write_outputs,
     )
-    from costguard.render.markdown import render_summary
 
     env = dict(os.environ)
     if not env.get("OUT_DIR"):
@@ -67,10 +65,8 @@ def main() -> None:
             for line in outputs.read_text(encoding="utf-8").splitlines():
                 if line.startswith("comment-url="):
                     url = line.split("=", 1)[1]
-    links = evidence_links(
-        project_dir=Path.cwd() / Path(env.get("INPUT_CONFIG") or "costguard.yaml").parent
-    )
-    append_summary(render_summary(load_diff(diff_path), links=links))
+    project_dir = Path.cwd() / Path(env.get("INPUT_CONFIG") or "costguard.yaml").parent
+    append_summary(job_summary(diff_path, project_dir=project_dir))
     write_outputs({"comment-url": url})
 
 

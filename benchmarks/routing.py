@@ -92,7 +92,7 @@ def _inputs(texts: list[str]) -> list[object]:
 
 
 def _router(config: object, cache_dir: str | None, precision: str | None = None) -> object:
-    from costguard.engine.routing.router import build_router
+    from costguard.engine.routing.factory import build_router
     from costguard.text.embeddings import EmbeddingCache
 
     if precision is not None:
@@ -188,7 +188,7 @@ cfg = json.loads(sys.argv[1])
 t0 = time.perf_counter()
 from costguard import api
 from costguard.text.embeddings import EmbeddingCache
-from costguard.engine.routing.router import build_router
+from costguard.engine.routing.factory import build_router
 sys.path.insert(0, cfg["root"])
 from benchmarks.routing import _inputs
 texts = json.load(open(cfg["texts"]))

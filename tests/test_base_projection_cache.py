@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from costguard import api
+from costguard.api import core
 from costguard.compare import projection_cache
-from costguard.compare.baseline import baseline_from_git_ref
 from tests.conftest import (
     STACK_YAML,
     TEMPLATE_V1,
@@ -27,13 +27,13 @@ from tests.conftest import (
 def counted_runs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The roots of the projects `api.run` projected (base projections happen in-process)."""
     roots: list[Path] = []
-    real_run = api.run
+    real_run = core.run
 
     def run(project, **options):  # type: ignore[no-untyped-def]
         roots.append(project.root)
         return real_run(project, **options)
 
-    monkeypatch.setattr(api, "run", run)
+    monkeypatch.setattr(core, "run", run)
     return roots
 
 
@@ -50,7 +50,7 @@ def repo_with_outside_tokenizer(
 
 
 def _base(repo: Path, ref: str = "HEAD"):  # type: ignore[no-untyped-def]
-    return baseline_from_git_ref(ref, config=repo / "costguard.yaml")
+    return api.load_baseline(base_ref=ref, config=repo / "costguard.yaml")
 
 
 def test_second_projection_of_the_same_commit_is_read_from_the_cache(

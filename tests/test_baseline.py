@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from costguard.compare.baseline import baseline_from_git_ref, baseline_from_path
+from costguard import api
+from costguard.compare.baseline import baseline_from_path
 from costguard.errors import ConfigError, UsageError
 from tests.conftest import TEMPLATE_V1, TEMPLATE_V2, git, minilm_dir, run_cli
 
@@ -82,7 +83,7 @@ def test_unknown_ref_and_no_repository_are_one_line_errors(
     assert "git ref 'origin/nope' not found" in proc.stderr and "fetch-depth" in proc.stderr
     outside = tmp_path_factory.mktemp("not-a-git_project")
     with pytest.raises(UsageError, match="needs a git repository"):
-        baseline_from_git_ref("HEAD", config=outside / "costguard.yaml")
+        api.load_baseline(base_ref="HEAD", config=outside / "costguard.yaml")
 
 
 def test_bad_config_at_the_base_names_the_ref_and_line(git_project: Path) -> None:

@@ -12,7 +12,7 @@ from costguard.engine.backends import CallResult, PlannedCall
 from costguard.engine.backends.offline import OfflineBackend
 from costguard.engine.pipeline import Pipeline
 from costguard.engine.routing.cascade import fit_logistic
-from costguard.engine.routing.router import build_router
+from costguard.engine.routing.factory import build_router
 from tests.conftest import write
 
 FIXTURES = """\

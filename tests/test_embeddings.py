@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from costguard.errors import ConfigError
-from costguard.text import embeddings as emb
 from costguard.text.embeddings import (
     Embedder,
     EmbeddingCache,
@@ -25,6 +24,7 @@ from costguard.text.embeddings import (
     default_cache_dir,
     text_key,
 )
+from costguard.text.embeddings import models as emb
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.xdist_group("embeddings-model")

@@ -258,8 +258,8 @@ def test_zero_semantic_hits_show_n_a_not_zero_percent(project_dir: Path):
 
 
 def test_router_overhead_rule_gates_on_cpu_time_not_on_a_busy_machines_wall_clock():
-    from costguard.engine.routing.metrics import _router_overhead_p99
     from costguard.policy.engine import MetricContext, Rule
+    from costguard.policy.metrics.routing import _router_overhead_p99
     from costguard.report.run_report import RunReport
 
     def report(source: str) -> RunReport:

@@ -12,7 +12,7 @@ import pytest
 
 from costguard import api
 from costguard.engine.caches.prefix_fleet import conversation_replies
-from costguard.engine.pipeline import arrival_order
+from costguard.engine.traffic import arrival_order
 from costguard.errors import ConfigError
 from costguard.model.config import load_stack
 from tests.conftest import REPO, minilm_dir, replace_router, run_cli, write

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from costguard import api
-from costguard.engine.pipeline import arrival_order, monthly_requests
+from costguard.engine.traffic import arrival_order, monthly_requests
 from costguard.model.pricing import PricingConfig, resolve_price
 from costguard.model.stats import weighted_percentile
 from tests.conftest import minilm_dir

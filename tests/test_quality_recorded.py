@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from costguard import api
-from costguard.compare.frontier import evaluate
 from costguard.engine.recordings import RESPONSES_FILE
 from costguard.model.variants import build_variants
 from tests.conftest import CHAT_TEMPLATE, run_cli
@@ -207,7 +206,9 @@ def test_frontier_on_recorded_responses(recorded) -> None:  # noqa: ANN001
         "rules:\n  quality: {metric: quality_score, min: 0.95}\n"
     )
     project = api.load_project(project_dir / "costguard.yaml")
-    frontier = evaluate(project, build_variants(project.stack), policy=project_dir / "floors.yaml")
+    frontier = api.frontier(
+        project, build_variants(project.stack), policy=project_dir / "floors.yaml"
+    )
     outcomes = {o.name: o for o in frontier.outcomes}
     assert outcomes["only large"].quality == max(o.quality for o in outcomes.values())
     assert outcomes["only small"].quality < outcomes["current"].quality

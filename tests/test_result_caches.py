@@ -10,8 +10,8 @@ import pytest
 from costguard import api
 from costguard.engine.caches.exact import ExactResultCache, normalize_text
 from costguard.engine.caches.pii import PiiGuard, luhn_valid
-from costguard.engine.pipeline import arrival_times
 from costguard.engine.quality.assess import passes_expectations
+from costguard.engine.traffic import arrival_times
 from costguard.errors import ConfigError
 from costguard.model.config import load_stack
 from costguard.model.fixtures import Expect, Fixture, Sampling

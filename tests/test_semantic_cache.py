@@ -187,7 +187,7 @@ def test_the_layer_in_a_run_respects_scope_gates_suites_and_judges_hits(project_
     from costguard import api
     from costguard.engine.backends.offline import OfflineBackend
     from costguard.engine.pipeline import Pipeline
-    from costguard.engine.routing.router import build_router
+    from costguard.engine.routing.factory import build_router
     from tests.conftest import write
 
     cfg = project_dir / "costguard.yaml"

@@ -116,7 +116,7 @@ def test_dry_run_of_the_bundled_example_prints_correct_vllm_commands():
         words = shlex.split(line)
         env = dict(w.split("=", 1) for w in words if re.match(r"^[A-Z_]+=", w))
         argv = words[len(env) :]
-        # DESIGN §4: `vllm serve MODEL` with the model positional
+        # docs/live-backends.md: `vllm serve MODEL` with the model positional
         assert argv[:3] == ["vllm", "serve", tier.model]
         assert flag(argv, "--served-model-name") == tier.api_model_name
         assert flag(argv, "--port") == str(tier.serve.port)

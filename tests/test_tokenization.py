@@ -434,7 +434,7 @@ def test_tiktoken_chat_counts_equal_encoding_encode(
 def test_tiktoken_name_resolved_through_tiktoken_cache_dir(
     tiktoken_files: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import costguard.text.tokenization as tz
+    import costguard.text.tokenization.tiktoken_files as tz
 
     url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
     cache = tmp_path / "tiktoken-cache"

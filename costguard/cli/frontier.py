@@ -1,6 +1,6 @@
 """`costguard frontier`: stack variants on cost, quality and p95 latency, from recorded responses.
 
-Gathers the inputs, calls `costguard.compare.frontier.evaluate`, renders. Exit code 0; 1 when a policy
+Gathers the inputs, calls the facade (`Costguard.frontier`), renders. Exit code 0; 1 when a policy
 was given and no variant meets it; 2 on bad input.
 """
 
@@ -62,19 +62,15 @@ def frontier_command(
     """
     import json
 
-    from costguard import api
-    from costguard.compare.frontier import evaluate
-    from costguard.model.variants import CURRENT, build_variants, select_variants
+    from costguard.api import Costguard
 
-    project = api.load_project(config, fixtures or None)
-    variants = build_variants(project.stack, auto=False if no_auto else None)
-    if only:
-        variants = select_variants(variants, [CURRENT, *only])
+    cg = Costguard(config, fixtures or None)
+    variants = cg.variants(only=only, auto=False if no_auto else None)
     if list_only:
         for v in variants:
             click.echo(f"{v.name}: {v.description}")
         return
-    result = evaluate(project, variants, policy=policy)
+    result = cg.frontier(variants, policy=policy)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

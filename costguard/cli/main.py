@@ -14,61 +14,19 @@ from typing import Any
 import click
 
 from costguard import STARTED, __version__
+from costguard.cli import compare as _compare
+from costguard.cli import frontier as _frontier
+from costguard.cli import recordings as _recordings
+from costguard.cli import report as _report
+from costguard.cli import stack as _stack
+from costguard.cli import verify as _verify
+from costguard.cli.compare import DEFAULT_REPORT
 from costguard.cli.options import baseline_options
 from costguard.cli.options import config_option as _config_option
 from costguard.cli.options import fixtures_option as _fixtures_option
 from costguard.cli.report import html_option
+from costguard.cli.running import run_projection
 from costguard.errors import EXIT_USAGE, CostguardError
-from costguard.report.run_report import DEFAULT_REPORT
-
-
-def make_progress(enabled: bool) -> Any:
-    """A rich progress bar on stderr for long runs; None when stderr is not a terminal."""
-    if not enabled or not sys.stderr.isatty():
-        return None, None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    tasks: dict[str, Any] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total)
-        progress.update(tasks[stage], completed=done, total=total)
-
-    return progress, update
-
-
-def run_projection(
-    config: str,
-    fixtures: tuple[str, ...],
-    backend: str = "offline",
-    show_progress: bool = True,
-    variant: str | None = None,
-    **options: Any,
-) -> Any:
-    """Load the project (or one of its stack variants) and run it (`options`: shard, replay
-    overrides for live backends)."""
-    from costguard import api
-
-    project = api.load_project(config, fixtures or None)
-    if variant is not None:
-        project = api.with_variant(project, variant)
-    live = backend != "offline"
-    progress, update = make_progress(show_progress and (live or len(project.fixtures) >= 2000))
-    notify = (lambda message: click.echo(f"costguard: {message}", err=True)) if live else None
-    if progress is None:
-        return api.run(project, backend=backend, notify=notify, **options)
-    with progress:
-        return api.run(project, backend=backend, progress=update, notify=notify, **options)
 
 
 def render_profile(stages: dict[str, float], wall: float) -> str:
@@ -175,7 +133,7 @@ def run(
     A live run that stops early (Ctrl-C, a request failing after its retries) still writes its
     report, marked incomplete (it fails every policy), and exits 2 (130 on Ctrl-C).
     """
-    from costguard.engine.pipeline import parse_shard
+    from costguard.api import parse_shard
 
     replay: dict[str, Any] = {}
     if concurrency is not None:
@@ -202,7 +160,7 @@ def run(
     if html_out:
         from costguard.cli.report import write_html_report
 
-        write_html_report(html_out, report.data, config=config, quiet=quiet)
+        write_html_report(html_out, report, config=config, quiet=quiet)
     if not quiet:
         if fmt == "json":
             click.echo(report.to_json(), nl=False)
@@ -295,9 +253,9 @@ def check(
 def schema(out_dir: str) -> None:
     """Write JSON Schemas for costguard.yaml, policy and fixture files (for editor validation) and
     for the RunReport and DiffReport JSON."""
-    from costguard.model.schema import write_schemas
+    from costguard.api import Costguard
 
-    for path in write_schemas(Path(out_dir)):
+    for path in Costguard.write_schemas(Path(out_dir)):
         click.echo(f"wrote {path}")
 
 
@@ -346,12 +304,9 @@ def calibrate(
     fmt: str,
 ) -> None:
     """Pick router thresholds from the fixtures' score quantiles so each tier gets a target share."""
-    from costguard import api
-    from costguard.engine.routing.calibration import calibrate as run_calibration
-    from costguard.engine.routing.calibration import strong_tier, write_thresholds
+    from costguard.api import Costguard
     from costguard.errors import UsageError
 
-    project = api.load_project(config, fixtures or None)
     targets: dict[str, float] = {}
     for item in target_shares:
         tier, sep, value = item.partition("=")
@@ -361,19 +316,13 @@ def calibrate(
             sep = ""
         if not sep or not tier.strip():
             raise UsageError(f"--target-share takes TIER=SHARE, e.g. large=0.15 (got {item!r})")
-    if target_strong_share is not None:
-        targets[strong_tier(project.config)] = target_strong_share
-    if not targets:
-        raise UsageError("give --target-strong-share SHARE or --target-share TIER=SHARE")
-    held = None
-    if holdout:
-        from costguard.api import load_holdout
-
-        held = load_holdout(project, holdout)
-    result = run_calibration(project, targets, holdout=held, holdout_paths=list(holdout))
+    result = Costguard(config, fixtures or None).calibrate(
+        target_strong_share=target_strong_share,
+        target_shares=targets,
+        holdout=list(holdout),
+        write=write,
+    )
     written = write and result.changed  # nothing to write when the config already holds them
-    if written:
-        write_thresholds(project.stack, result)
     if fmt == "json":
         import json
 
@@ -404,9 +353,9 @@ def import_logs(log: str, suite: str, out: str, id_prefix: str, dedupe: bool) ->
 
     import yaml
 
-    from costguard.model.fixtures import import_logs as do_import
+    from costguard.api import Costguard
 
-    fixtures = do_import(Path(log), suite=suite, id_prefix=id_prefix, dedupe=dedupe)
+    fixtures = Costguard.import_logs(log, suite=suite, id_prefix=id_prefix, dedupe=dedupe)
     out_path = Path(out)
     if out_path.suffix == ".jsonl":
         text = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in fixtures)
@@ -423,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: every CostguardError becomes one line on stderr and exit code 2.
 
     SIGTERM and SIGHUP are handled like SIGINT (costguard.serving.interrupts)."""
-    from costguard.serving import interrupts
+    from costguard.api import interrupts
 
     try:
         with interrupts.installed():
@@ -452,13 +401,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_USAGE)
     sys.exit(0)
 
-
-from costguard.cli import compare as _compare  # noqa: E402 (needs `cli` defined above)
-from costguard.cli import frontier as _frontier  # noqa: E402
-from costguard.cli import recordings as _recordings  # noqa: E402
-from costguard.cli import report as _report  # noqa: E402
-from costguard.cli import stack as _stack  # noqa: E402
-from costguard.cli import verify as _verify  # noqa: E402
 
 for _module in (_compare, _stack, _recordings, _frontier, _verify, _report):
     _module.register_commands(cli)

@@ -1,6 +1,6 @@
 """`costguard recordings stats|prune` and `costguard merge`: the measured data live runs leave behind.
 
-Thin over `costguard.engine.recordings` and `costguard.api.merge_shards`.
+Thin over the facade (`costguard.api.Costguard`: recordings, merge).
 """
 
 from __future__ import annotations
@@ -9,19 +9,13 @@ import json
 
 import click
 
+from costguard.cli.compare import DEFAULT_REPORT, session
 from costguard.cli.options import config_option, fixtures_option
-from costguard.report.run_report import DEFAULT_REPORT
 
 
 @click.group("recordings")
 def recordings_group() -> None:
     """Recorded responses (what live runs measured; offline runs reuse them)."""
-
-
-def _project(config: str, fixtures: tuple[str, ...]):  # -> api.Project
-    from costguard import api
-
-    return api.load_project(config, fixtures or None)
 
 
 @recordings_group.command("stats")
@@ -36,9 +30,10 @@ def _project(config: str, fixtures: tuple[str, ...]):  # -> api.Project
 )
 def stats(config: str, fixtures: tuple[str, ...], fmt: str) -> None:
     """How many recordings match the current fixtures and tiers, and which are stale."""
-    project = _project(config, fixtures)
-    store = project.recordings()
-    audit = store.audit(project.fixtures, project.config)
+    cg = session(config, fixtures)
+    project = cg.project
+    store = cg.recordings()
+    audit = cg.audit_recordings()
     covered = {
         fx.id for fx in project.fixtures if any(store.get(fx, t) for t in project.config.tiers)
     }
@@ -76,10 +71,10 @@ def stats(config: str, fixtures: tuple[str, ...], fmt: str) -> None:
 )
 def prune(config: str, fixtures: tuple[str, ...], keep_orphaned: bool) -> None:
     """Drop recordings that no current fixture x tier uses (stale and orphaned)."""
-    project = _project(config, fixtures)
-    store = project.recordings()
+    cg = session(config, fixtures)
+    store = cg.recordings()
     before = len(store)
-    dropped = store.prune(project.fixtures, project.config, keep_orphaned=keep_orphaned)
+    dropped = cg.prune_recordings(keep_orphaned=keep_orphaned)
     click.echo(
         f"dropped {dropped} of {before} recorded response(s); {len(store)} left in {store.path}"
     )
@@ -90,20 +85,7 @@ def prune(config: str, fixtures: tuple[str, ...], keep_orphaned: bool) -> None:
 @config_option
 def merge_recordings(sources: tuple[str, ...], config: str) -> None:
     """Fold other recordings directories (e.g. from sharded CI jobs) into this project's."""
-    from pathlib import Path
-
-    from costguard.engine.recordings import RESPONSES_FILE, RecordingStore, merge_throughput
-    from costguard.model.config import load_stack
-
-    stack = load_stack(config)
-    path = Path(stack.config.recordings.path)
-    directory = path if path.is_absolute() else stack.root / path
-    store = RecordingStore(directory)
-    dirs = [Path(s) if Path(s).is_dir() else Path(s).parent for s in sources]
-    taken = sum(store.merge_from(RecordingStore(d)) for d in dirs if (d / RESPONSES_FILE).exists())
-    if taken:
-        store.save()
-    tiers = merge_throughput(directory, dirs)
+    taken, tiers, store = session(config, ()).merge_recordings(sources)
     click.echo(
         f"took {taken} recorded response(s) and {tiers} throughput profile(s); {len(store)} in {store.path}"
     )
@@ -121,11 +103,7 @@ def merge(
     reports: tuple[str, ...], config: str, fixtures: tuple[str, ...], out: str, quiet: bool
 ) -> None:
     """Join the reports of `costguard run --shard i/n` into one RunReport."""
-    from costguard import api
-    from costguard.report.run_report import load_report
-
-    project = _project(config, fixtures)
-    merged = api.merge_shards(project, [load_report(path) for path in reports])
+    merged = session(config, fixtures).merge(reports)
     merged.write(out)
     if not quiet:
         from costguard.render.terminal import print_run

@@ -1,6 +1,6 @@
 """`costguard stack up|down|status|logs`: the routed vLLM stack of `costguard.yaml` as processes.
 
-Thin over `costguard.serving.stack`; exit codes: 0 done, 1 (`status`) not every tier is healthy,
+Thin over the facade (`costguard.api.Costguard.stack()`); exit codes: 0 done, 1 (`status`) not every tier is healthy,
 2 bad input or a tier that failed to start (its log tail is printed first).
 """
 
@@ -15,21 +15,19 @@ import click
 from costguard.cli.options import config_option
 
 
-def _load(config: str):  # -> LoadedStack
-    from costguard.model.config import load_stack
+def _control(config: str):  # -> costguard.api.StackControl
+    from costguard.api import Costguard
 
-    return load_stack(config)
+    return Costguard(config).stack()
 
 
-def _running(config: str):  # -> StackState | None
+def _running(config: str):  # -> (StackControl, StackState | None)
     """The state `stack up` left, or None (saying so on stderr)."""
-    from costguard.serving import stack
-
-    loaded = _load(config)
-    state = stack.read_state(loaded)
+    stack = _control(config)
+    state = stack.running()
     if state is None:
-        _say(f"no stack is running (no state file in {stack.state_dir(loaded)})")
-    return state
+        _say(f"no stack is running (no state file in {stack.state_dir()})")
+    return stack, state
 
 
 def _say(message: str) -> None:
@@ -57,13 +55,11 @@ def stack_group() -> None:
 )
 def up(config: str, tiers: tuple[str, ...], dry_run: bool, timeout_s: float | None) -> None:
     """Launch the tiers, wait until every /health answers 200, and leave them running."""
-    from costguard.serving import stack
-
-    loaded = _load(config)
+    stack = _control(config)
     if dry_run:
-        directory = stack.state_dir(loaded)
-        click.echo(f"# {stack.target_version_note(loaded.config)}")
-        for command in stack.plan_stack(loaded, tiers or None):
+        directory = stack.state_dir()
+        click.echo(f"# {stack.target_version_note()}")
+        for command in stack.plan(tiers or None):
             gpus = ",".join(str(d) for d in command.devices)
             click.echo(
                 f"# {command.tier}: GPU {gpus} -> {command.base_url} (log: {directory / (command.tier + '.log')})"
@@ -71,8 +67,8 @@ def up(config: str, tiers: tuple[str, ...], dry_run: bool, timeout_s: float | No
             click.echo(command.shell())
         return
     try:
-        state = stack.start_stack(loaded, tiers=tiers or None, timeout_s=timeout_s, notify=_say)
-    except stack.StackStartError as exc:
+        state = stack.up(tiers or None, timeout_s=timeout_s, notify=_say)
+    except stack.start_error as exc:
         click.echo(f"---- last {len(exc.log_tail)} lines of {exc.log} ----", err=True)
         for line in exc.log_tail:
             click.echo(line, err=True)
@@ -87,12 +83,10 @@ def up(config: str, tiers: tuple[str, ...], dry_run: bool, timeout_s: float | No
 @config_option
 def down(config: str) -> None:
     """Stop every tier started by `stack up` (whole process groups), from any process."""
-    from costguard.serving import stack
-
-    state = _running(config)
+    stack, state = _running(config)
     if state is None:
         return
-    stopped = stack.stop_stack(state, notify=_say)
+    stopped = stack.down(state, notify=_say)
     if not stopped:
         _say("the stack had already stopped; state file removed")
 
@@ -101,14 +95,11 @@ def down(config: str) -> None:
 @config_option
 def status(config: str) -> None:
     """Each tier's process and /health; exit 1 unless every tier is up and healthy."""
-    from costguard.serving import stack
-
-    state = _running(config)
+    stack, state = _running(config)
     if state is None:
         sys.exit(1)
     healthy = True
-    for proc in state.tiers:
-        info = stack.tier_status(proc)
+    for info in stack.status(state):
         healthy &= info["health"] == "ready"
         click.echo(
             f"{info['tier']}\t{info['health']}\tpid {info['pid']}\t{info['base_url']}\t{info['log']}"
@@ -134,13 +125,12 @@ def logs(config: str, tier: str | None, lines: int, follow: bool, out_dir: str |
     import shutil
 
     from costguard.errors import UsageError
-    from costguard.serving import stack
 
-    loaded = _load(config)
-    names = [t.name for t in loaded.config.tiers]
+    stack = _control(config)
+    names = stack.tier_names
     if tier is not None and tier not in names:
         raise UsageError(f"unknown tier {tier!r} (tiers: {', '.join(names)})")
-    directory = stack.state_dir(loaded)
+    directory = stack.state_dir()
     paths = [
         directory / f"{name}.log{suffix}"
         for name in ([tier] if tier else names)

@@ -17,13 +17,20 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from costguard.compare.diff import Baseline
-from costguard.compare.projection_cache import BaseProjectionCache, external_inputs, projection_key
+from costguard.compare.projection_cache import BaseProjectionCache, projection_key
 from costguard.errors import CostguardError, UsageError
 from costguard.report.run_report import DEFAULT_REPORT, RunReport, load_report
+
+Projector = Callable[
+    [Path, "list[str] | None", "Path | None", Path], "tuple[RunReport, dict[str, str] | None]"
+]
+"""Projects a checkout offline: (config path, fixture paths or None, token cache dir or None,
+the checkout) -> its RunReport and the files outside the checkout it read ({path: sha256}, None
+when the projection must not be cached: see `projection_cache.external_inputs`)."""
 
 __all__ = ["Baseline", "baseline_from_path", "baseline_from_git_ref", "no_baseline"]
 
@@ -139,6 +146,7 @@ def baseline_from_git_ref(
     ref: str,
     *,
     config: str | Path,
+    project: Projector,
     fixtures: Sequence[str | Path] | None = None,
     cache_dir: Path | None = None,
 ) -> Baseline:
@@ -147,9 +155,8 @@ def baseline_from_git_ref(
     `config` and `fixtures` are the head's paths (relative to the working directory); the same
     paths are used inside the base checkout. `cache_dir` (the head's token-count cache) is shared:
     it is keyed by content, so the base only tokenizes what the head has not already.
+    `project` runs the offline projection (the facade passes its own: this layer cannot run one).
     """
-    from costguard import api
-
     config_path = Path(config).resolve()
     root = _repo_root(config_path.parent if config_path.parent.exists() else Path.cwd())
     sha = resolve_commit(ref, cwd=root)
@@ -186,11 +193,12 @@ def baseline_from_git_ref(
                 rel = _relative(Path(f), root)
                 base_fixtures.append(str(tree / rel) if rel is not None else str(Path(f).resolve()))
         try:
-            project = api.load_project(tree / rel_config, base_fixtures)
-            if cache_dir is not None:
-                project.config.cache_dir = str(Path(cache_dir).resolve())
-            report = api.run(project)
-            external = external_inputs(project, tree, report.data.get("inputs") or {})
+            report, external = project(
+                tree / rel_config,
+                base_fixtures,
+                Path(cache_dir).resolve() if cache_dir else None,
+                tree,
+            )
         except CostguardError as exc:
             raise _at_ref(exc, tree, ref) from None
         if cache is not None and external is not None:

@@ -1,6 +1,6 @@
 """The cost–quality frontier: stack variants evaluated on the same fixtures and recorded responses.
 
-Each variant (costguard/variants.py) is run through the same pipeline as `costguard run`, offline:
+Each variant (`costguard.model.variants`) is run by `costguard.api.frontier` through the same pipeline as `costguard run`, offline:
 recorded responses give measured output tokens, latency and the answers that quality is scored
 on. A variant is *dominated* when another is no more expensive, no worse in quality and no
 slower at p95, and strictly better in one of them; the frontier is the set of variants no other
@@ -20,16 +20,13 @@ its answers were never scored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costguard.model.variants import Variant
 
 if TYPE_CHECKING:
-    from costguard.api import Project
-    from costguard.policy.engine import PolicyResult
     from costguard.report.run_report import RunReport
 
 # objective -> direction
@@ -137,8 +134,13 @@ class Frontier:
         }
 
 
-def outcome_of(variant: Variant, report: RunReport, result: PolicyResult | None) -> VariantOutcome:
-    """A variant's figures from its report (read, never recomputed)."""
+def outcome_of(
+    variant: Variant,
+    report: RunReport,
+    verdict: str | None = None,
+    failed_rules: Sequence[str] = (),
+) -> VariantOutcome:
+    """A variant's figures from its report (read, never recomputed), with its policy verdict."""
     quality = report.get("quality") or {}
     latency = report.get("latency") or {}
     totals = report.totals
@@ -155,8 +157,8 @@ def outcome_of(variant: Variant, report: RunReport, result: PolicyResult | None)
         latency_p95_s=(latency.get("e2e_s") or {}).get("p95"),
         latency_coverage=latency.get("coverage"),
         routing=dict(report.get("routing", {}).get("shares", {})),
-        verdict=result.verdict if result is not None else None,
-        failed_rules=[v.rule for v in result.failed] if result is not None else [],
+        verdict=verdict,
+        failed_rules=list(failed_rules),
     )
 
 
@@ -243,38 +245,4 @@ def place(
         quality_measured=quality_measured,
         on_unmeasured=on_unmeasured if policy is not None else None,
         cheapest_passing=cheapest_passing,
-    )
-
-
-VariantRunner = Callable[["Project"], "RunReport"]
-
-
-def evaluate(
-    project: Project,
-    variants: Sequence[Variant],
-    *,
-    policy: str | Path | None = None,
-    run_variant: VariantRunner | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> Frontier:
-    """Run every variant over the same fixtures and recorded responses, and place them."""
-    from costguard import api
-    from costguard.policy.engine import MetricContext, load_policy
-    from costguard.policy.engine import evaluate as evaluate_policy
-
-    rules = load_policy(policy) if policy is not None else None
-    runner = run_variant or (lambda p: api.run(p, backend="offline"))
-    outcomes = []
-    for k, variant in enumerate(variants):
-        if progress:
-            progress("variants", k, len(variants))
-        report = runner(project.with_config(variant.config, variant.name))
-        result = evaluate_policy(rules, MetricContext(report=report)) if rules is not None else None
-        outcomes.append(outcome_of(variant, report, result))
-    if progress:
-        progress("variants", len(variants), len(variants))
-    return place(
-        outcomes,
-        policy=str(policy) if policy is not None else None,
-        on_unmeasured=rules.on_unmeasured if rules is not None else "warn",
     )

@@ -23,7 +23,7 @@ from costguard.model.fixtures import Expect, Fixture, Sampling, parse_chat_reque
 from costguard.model.yamlio import validate
 
 if TYPE_CHECKING:
-    from costguard.api import Project
+    from costguard.engine.project import Project
 
 DEFAULT_SUITE = "pytest"
 
@@ -214,8 +214,9 @@ def serve_request(
     """Serve a request body through the stack: the router picks the tier unless `tier` is given,
     the configured backend answers (offline: exact prompt tokens, output tokens from
     `expected_output_tokens` or the suite's prior, both labelled estimated)."""
-    from costguard.api import open_backend
-    from costguard.engine.routing.router import RouteInput, build_router, router_tokenizer_tier
+    from costguard.engine.backends.factory import open_backend
+    from costguard.engine.routing.factory import build_router
+    from costguard.engine.routing.router import RouteInput, router_tokenizer_tier
 
     file, line = _split_location(location)
     parsed = parse_chat_request(request, file=file, line=line)

@@ -5,20 +5,26 @@ One code path for every backend. Stages run over the whole fixture set in a seed
 order (suites interleaved by traffic weight, each suite in file order so multi-turn
 conversations stay in order) at seeded Poisson arrival times; caches are stateful, the router
 scores in batches, and the backend serves the planned calls. Prices are applied here, in one place.
+
+What the pipeline takes and gives beside records (prompt token counts, the cache simulation,
+priced calls) is `pipeline_io`; its names are importable from here.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from costguard.engine.backends import Backend, CallResult, PlannedCall
 from costguard.engine.caches.exact import CacheOutcome, ExactResultCache, temperature_gate
 from costguard.engine.caches.pii import PiiGuard
 from costguard.engine.caches.semantic import SemanticHit, judge, semantic_scope, semantic_text
+from costguard.engine.pipeline_io import (  # noqa: F401 (re-exported)
+    CacheSimulation,
+    PromptTokens,
+    price_call,
+)
 from costguard.engine.quality.assess import Answer, QualityScorer, Response
 from costguard.engine.records import ESTIMATED_OUTPUT, RequestRecord, RouteAlternatives, TierCall
 from costguard.engine.routing.router import (
@@ -30,6 +36,13 @@ from costguard.engine.routing.router import (
     overhead_probes,
     router_tokenizer_tier,
 )
+from costguard.engine.traffic import (  # noqa: F401 (Progress, monthly_requests: re-exported)
+    Progress,
+    arrival_order,
+    arrival_times,
+    monthly_requests,
+    shard_arrivals,
+)
 from costguard.model.config import StackConfig, TierConfig
 from costguard.model.fixtures import Fixture
 from costguard.model.pricing import TierPrice
@@ -40,148 +53,8 @@ if TYPE_CHECKING:
     from costguard.engine.caches.prefix_fleet import PrefixCacheFleet
     from costguard.engine.routing.cascade import CascadeTally
 
-Progress = Callable[[str, int, int], None]
+
 Embed = Callable[[list[str]], "np.ndarray"]  # texts -> L2-normalised embeddings, one row each
-
-SECONDS_PER_MONTH = 30.4375 * 86400  # an average month
-
-
-def arrival_order(fixtures: Sequence[Fixture], seed: int) -> list[int]:
-    """Indices of `fixtures` in simulated arrival order.
-
-    At each step a suite is drawn with probability proportional to its remaining weight and
-    its next fixture (in file order) arrives. Deterministic for a seed.
-    """
-    queues: dict[str, list[int]] = {}
-    for i, fx in enumerate(fixtures):
-        queues.setdefault(fx.suite, []).append(i)
-    remaining = {s: sum(fixtures[i].weight for i in q) for s, q in queues.items()}
-    pos = {s: 0 for s in queues}
-    rng = random.Random(seed)
-    suites = sorted(queues)
-    order: list[int] = []
-    while len(order) < len(fixtures):
-        live = [s for s in suites if pos[s] < len(queues[s])]
-        total = sum(remaining[s] for s in live)
-        pick = rng.random() * total
-        chosen = live[-1]
-        for s in live:
-            pick -= remaining[s]
-            if pick < 0:
-                chosen = s
-                break
-        i = queues[chosen][pos[chosen]]
-        pos[chosen] += 1
-        remaining[chosen] -= fixtures[i].weight
-        order.append(i)
-    return order
-
-
-def arrival_times(n: int, config: StackConfig) -> list[float]:
-    """Arrival time in seconds of the n-th request in arrival order: Poisson arrivals, seeded.
-
-    The rate is `traffic.arrival_rate_per_s`, else `requests_per_month` spread over an average
-    month. Cache TTLs are measured against these times: the fixtures are treated as consecutive
-    requests of live traffic.
-    """
-    from costguard.serving.replay import poisson_arrivals
-
-    traffic = config.traffic
-    rate = traffic.arrival_rate_per_s or traffic.requests_per_month / SECONDS_PER_MONTH
-    return poisson_arrivals(n, rate, f"{traffic.seed}:arrival-times")
-
-
-def monthly_requests(fixtures: Sequence[Fixture], config: StackConfig) -> list[float]:
-    """Each fixture's requests per month: total x suite share x the fixture's share of its suite.
-
-    Suite shares come from `suites:` in the config, else from the fixtures' summed weights.
-    """
-    suite_weight: dict[str, float] = {}
-    for fx in fixtures:
-        suite_weight[fx.suite] = suite_weight.get(fx.suite, 0.0) + fx.weight
-    declared = {name: s.share for name, s in config.suites.items() if s.share is not None}
-    if declared:
-        present = set(suite_weight)
-        # Suites with a share but no fixtures carry no traffic here; renormalise over the present ones.
-        total_share = sum(v for k, v in declared.items() if k in present)
-        shares = {s: declared.get(s, 0.0) / total_share if total_share else 0.0 for s in present}
-    else:
-        total = sum(suite_weight.values())
-        shares = {s: w / total for s, w in suite_weight.items()}
-    per_month = config.traffic.requests_per_month
-    return [per_month * shares[fx.suite] * fx.weight / suite_weight[fx.suite] for fx in fixtures]
-
-
-def price_call(price: TierPrice, tier: str, stage: str, result: CallResult) -> TierCall:
-    """A served call with its cost: the one place a CallResult is priced (fixtures and observed calls)."""
-    return TierCall(
-        tier=tier,
-        stage=stage,
-        input_tokens=result.input_tokens,
-        cached_tokens=result.cached_tokens,
-        output_tokens=result.output_tokens,
-        input_source=result.input_source,
-        cached_source=result.cached_source,
-        output_source=result.output_source,
-        cost_usd=price.cost(result.input_tokens, result.cached_tokens, result.output_tokens),
-        cost_estimated=price.estimated,
-        latency_s=result.latency_s,
-        latency_source=result.latency_source,
-        confidence=result.confidence,
-        confidence_source="recorded" if result.confidence is not None else None,
-        response_ref=result.response_ref,
-    )
-
-
-@dataclass
-class PromptTokens:
-    """Prompt token counts (and ids where a stage needs them) per tier for every fixture."""
-
-    counts: dict[str, list[int]]  # tier name -> count per fixture index
-    sources: dict[str, str]  # tier name -> "exact" | "approximate"
-    ids: dict[str, list[Sequence[int]]]  # tier name -> ids per fixture (kept only when needed)
-    # tier name -> {fixture index: token ids of the reply a later fixture shows it getting}
-    replies: dict[str, dict[int, Sequence[int]]] = field(default_factory=dict)
-
-
-@dataclass
-class CacheSimulation:
-    """What the cache layers did beyond the per-request records (the projection reads it)."""
-
-    prefix: dict[str, dict[str, Any]] = field(
-        default_factory=dict
-    )  # tier -> PrefixCacheFleet.summary()
-    semantic_threshold: float | None = None
-    semantic_sweep: dict[float, list[SemanticHit]] = field(
-        default_factory=dict
-    )  # judged hits per threshold
-    semantic_candidates: int = 0  # fixtures that reached the semantic layer
-    exact_expired: int = 0  # exact-cache lookups that found an expired entry
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form, carried by shard reports so `costguard merge` reports the caches like an unsharded run."""
-        return {
-            "prefix": self.prefix,
-            "semantic_threshold": self.semantic_threshold,
-            "semantic_sweep": [
-                [t, [asdict(h) for h in hits]] for t, hits in self.semantic_sweep.items()
-            ],
-            "semantic_candidates": self.semantic_candidates,
-            "exact_expired": self.exact_expired,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CacheSimulation:
-        return cls(
-            prefix=data.get("prefix", {}),
-            semantic_threshold=data.get("semantic_threshold"),
-            semantic_sweep={
-                float(t): [SemanticHit(**h) for h in hits]
-                for t, hits in data.get("semantic_sweep", [])
-            },
-            semantic_candidates=int(data.get("semantic_candidates", 0)),
-            exact_expired=int(data.get("exact_expired", 0)),
-        )
 
 
 class Pipeline:
@@ -701,19 +574,6 @@ class Pipeline:
         return results
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """`i/n` (1-based) -> (i, n)."""
-    from costguard.errors import UsageError
-
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise UsageError(f"--shard {text!r}: expected i/n, e.g. 2/4") from None
-    if count < 1 or not 1 <= index <= count:
-        raise UsageError(f"--shard {text!r}: need 1 <= i <= n")
-    return index, count
-
-
 def _interleave(
     n: int,
     arrivals: range,
@@ -726,12 +586,3 @@ def _interleave(
     for a in range(n):
         out.append(shard_results[a - arrivals.start] if a in arrivals else next(rest))
     return out
-
-
-def shard_arrivals(n: int, shard: tuple[int, int] | None) -> range:
-    """Arrival positions of one shard: a contiguous block of the arrival order, so requests that
-    arrive close together (a conversation's turns, bursts that share prefixes) stay on one server."""
-    if shard is None:
-        return range(n)
-    index, count = shard
-    return range((index - 1) * n // count, index * n // count)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -25,6 +25,7 @@ from costguard.model.yamlio import is_number
 
 RESPONSES_FILE = "responses.jsonl"
 THROUGHPUT_FILE = "throughput.json"
+JUDGE_MARK = "#judge-"  # a judge request's id: FIXTURE_ID#judge-ASSERTION_INDEX
 
 
 def _no_constant(name: str) -> float:
@@ -209,7 +210,7 @@ class RecordingStore:
 
     def save(self) -> None:
         """Rewrite the file deduplicated and sorted by key (stable diffs), atomically."""
-        from costguard.report.run_report import write_atomic
+        from costguard.model.files import write_atomic
 
         self.close()
         if self._entries is None:
@@ -236,21 +237,26 @@ class RecordingStore:
 
     # -- housekeeping -------------------------------------------------------------------
     def current_keys(
-        self, fixtures: Sequence[Fixture], config: StackConfig
+        self,
+        fixtures: Sequence[Fixture],
+        config: StackConfig,
+        judge_keys: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, str], dict[str, str]]:
         """Keys the current fixtures x tiers use (key -> tier), and those of the LLM-judge replies
-        that the recorded answers to them need (costguard.engine.quality.scorers.judge)."""
-        from costguard.engine.quality.scorers.judge import recorded_judge_keys
-
+        that the recorded answers to them need (`judge_keys`, from
+        `costguard.engine.quality.scorers.judge.recorded_judge_keys`)."""
         keys = {recording_key(fx, t.model): t.name for fx in fixtures for t in config.tiers}
-        return keys, recorded_judge_keys(fixtures, config, self)
+        return keys, dict(judge_keys or {})
 
-    def audit(self, fixtures: Sequence[Fixture], config: StackConfig) -> RecordingAudit:
-        from costguard.engine.quality.scorers.judge import JUDGE_MARK
-
+    def audit(
+        self,
+        fixtures: Sequence[Fixture],
+        config: StackConfig,
+        judge_keys: Mapping[str, str] | None = None,
+    ) -> RecordingAudit:
         by_id = {fx.id: fx for fx in fixtures}
         models = {t.name: t.model for t in config.tiers}
-        current_keys, judge_keys = self.current_keys(fixtures, config)
+        current_keys, judge_keys = self.current_keys(fixtures, config, judge_keys)
         stale: list[tuple[str, str, str]] = []
         orphaned: list[tuple[str, str]] = []
         per_tier: dict[str, int] = {}
@@ -291,12 +297,16 @@ class RecordingStore:
         return RecordingAudit(len(self.entries), current, stale, orphaned, per_tier, judged)
 
     def prune(
-        self, fixtures: Sequence[Fixture], config: StackConfig, *, keep_orphaned: bool = False
+        self,
+        fixtures: Sequence[Fixture],
+        config: StackConfig,
+        judge_keys: Mapping[str, str] | None = None,
+        *,
+        keep_orphaned: bool = False,
     ) -> int:
-        """Drop entries no current fixture x tier (or judge of a current answer) uses; returns how many were dropped."""
-        from costguard.engine.quality.scorers.judge import JUDGE_MARK
-
-        keys, judge_keys = self.current_keys(fixtures, config)
+        """Drop entries no current fixture x tier (or judge of a current answer, `judge_keys`) uses;
+        returns how many were dropped."""
+        keys, judge_keys = self.current_keys(fixtures, config, judge_keys)
         current_keys = set(keys) | set(judge_keys)
         ids = {fx.id for fx in fixtures} | {
             f"{fx.id}{JUDGE_MARK}{i}" for fx in fixtures for i in range(len(fx.expect.assertions))
@@ -359,7 +369,7 @@ def measured_throughput(
 
 def save_throughput(directory: Path, updates: dict[str, dict[str, Any]]) -> Path:
     """Merge measured profiles into `throughput.json` (tiers not measured this time are kept)."""
-    from costguard.report.run_report import write_atomic
+    from costguard.model.files import write_atomic
 
     tiers = load_throughput(directory)
     tiers.update(updates)

@@ -1,6 +1,6 @@
 """Tier prices and the cost of one model call.
 
-Two kinds of tier (DESIGN §5):
+Two kinds of tier (README, "Inputs"):
 - token-priced: $/1M input, $/1M cached input, $/1M output (inline, or a key of a pinned
   LiteLLM-format price table: a versioned input, never fetched at run time);
 - GPU-time: $/GPU-hour x GPUs per replica, turned into $/token through prefill and decode

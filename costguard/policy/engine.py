@@ -8,104 +8,31 @@ rules:
     max: 25000
     level: fail             # fail | warn
 ```
-Metrics are registered in `METRICS`; other modules (routing, caches, quality, diff) register
-theirs with `register_metric`. Evaluation is a pure function of the report (and baseline).
+A rule names a metric from `costguard.policy.registry` (built-ins plus the `costguard.metrics`
+entry-point group). Evaluation is a pure function of the report (and baseline).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import Field, model_validator
+from typing import Any
 
 from costguard.errors import ConfigError
-from costguard.model.yamlio import StrictModel, line_of, load_yaml, validate
-from costguard.report.run_report import RunReport
-
-STATS = ("mean", "p50", "p95", "p99", "max")
-TOKEN_KINDS = ("input", "cached", "output", "total")
-SELECTORS = ("suite", "tier", "stat", "kind", "layer")
-
-
-class Rule(StrictModel):
-    metric: str
-    max: float | None = None
-    min: float | None = None
-    level: Literal["fail", "warn"] = "fail"
-    suite: str | None = None
-    tier: str | None = None
-    stat: Literal["mean", "p50", "p95", "p99", "max"] | None = None
-    kind: Literal["input", "cached", "output", "total"] | None = None
-    layer: str | None = None
-    description: str | None = None
-
-    @model_validator(mode="after")
-    def _bound(self) -> Rule:
-        if self.max is None and self.min is None:
-            raise ValueError("a rule needs max:, min: or both")
-        if self.max is not None and self.min is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min}) is above max ({self.max})")
-        return self
-
-
-class Waiver(StrictModel):
-    """A time-boxed exception: the named rule warns instead of failing until `expires`."""
-
-    rule: str = Field(description="name of the rule under `rules:` that this waiver covers")
-    reason: str = Field(min_length=1, description="why (shown in the PR comment and the terminal)")
-    expires: _dt.date = Field(
-        description="last day the waiver applies (YYYY-MM-DD); after it the rule fails again"
-    )
-    approved_by: str | None = Field(default=None, description="who approved the exception")
-
-    @model_validator(mode="after")
-    def _reason_given(self) -> Waiver:
-        if not self.reason.strip():
-            raise ValueError("a waiver needs a reason")
-        return self
-
-    def describe(self) -> str:
-        who = f", approved by {self.approved_by}" if self.approved_by else ""
-        return f"waiver until {self.expires.isoformat()}{who}: {self.reason.strip()}"
-
-
-class QualityPolicy(StrictModel):
-    """How quality rules treat fixtures whose quality was not measured (no response to score)."""
-
-    on_unmeasured: Literal["fail", "warn", "ignore"] = Field(
-        default="warn",
-        description="fail: a quality rule with unmeasured fixtures in its scope is broken; warn: it warns "
-        "(and fails only on the measured value); ignore: it is judged on the measured fixtures alone",
-    )
-
-
-class PolicyFile(StrictModel):
-    version: Literal[1] = 1
-    description: str | None = None
-    on_no_baseline: Literal["fail", "warn", "skip"] = Field(
-        default="skip",
-        description="what a regression rule does when there is no usable baseline (none given, "
-        "none found, or an incomplete one): skip it (the default: a repository's first run), "
-        "warn, or fail",
-    )
-    quality: QualityPolicy = Field(default_factory=QualityPolicy)
-    rules: dict[str, Rule] = Field(min_length=1)
-    waivers: list[Waiver] = Field(
-        default_factory=list, description="time-boxed exceptions to rules"
-    )
-    extra: dict[str, Any] = Field(default_factory=dict, description="settings owned by extensions")
-
-
-@dataclass
-class MetricContext:
-    report: RunReport
-    baseline: RunReport | None = None
-    diff: dict[str, Any] | None = None
-    baseline_reason: str | None = None  # why there is no usable baseline, when there is none
+from costguard.model.policy_file import (  # noqa: F401 (the policy file's grammar, re-exported)
+    SELECTORS,
+    STATS,
+    TOKEN_KINDS,
+    PolicyFile,
+    QualityPolicy,
+    Rule,
+    Waiver,
+)
+from costguard.model.yamlio import line_of, load_yaml, validate
+from costguard.policy.metric import Metric, MetricContext, MetricValue  # noqa: F401 (re-exported)
+from costguard.policy.registry import METRICS, register_metric  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -123,149 +50,6 @@ class Acknowledgement:
         return {"label": self.label, "by": self.by}
 
 
-@dataclass(frozen=True)
-class MetricValue:
-    value: float | None  # None: not available (e.g. no baseline); the rule is skipped, saying why
-    estimated: bool = False
-    note: str | None = None
-    unmeasured: int = (
-        0  # fixtures in the rule's scope the value could not cover (see on_unmeasured)
-    )
-    vacuous: bool = (
-        False  # value None: a rate over zero events (n/a); the rule follows on_unmeasured
-    )
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    unit: str  # "usd", "usd_per_request", "tokens", "ratio", "pct", "points", "seconds"
-    description: str
-    compute: Callable[[MetricContext, Rule], MetricValue]
-    selectors: tuple[str, ...] = ()
-    required: tuple[str, ...] = ()
-    needs_baseline: bool = False
-    check: Callable[[Rule], str | None] | None = None  # a rule's selectors that cannot go together
-
-
-METRICS: dict[str, Metric] = {}
-
-
-def register_metric(metric: Metric) -> Metric:
-    METRICS[metric.name] = metric
-    return metric
-
-
-# -- core budget metrics ---------------------------------------------------------------------
-
-
-def _suite_block(ctx: MetricContext, rule: Rule) -> dict[str, Any] | None:
-    return ctx.report.suites.get(rule.suite or "")
-
-
-def _monthly_spend(ctx: MetricContext, rule: Rule) -> MetricValue:
-    t = ctx.report.totals
-    return MetricValue(t["cost_per_month"], t.get("estimated", False))
-
-
-def _cost_per_request(ctx: MetricContext, rule: Rule) -> MetricValue:
-    t = ctx.report.totals
-    return MetricValue(t["cost_per_request"][rule.stat or "p95"], t.get("estimated", False))
-
-
-def _tokens_per_request(ctx: MetricContext, rule: Rule) -> MetricValue:
-    kind = rule.kind or "total"
-    dist = ctx.report.totals["tokens_per_request"][kind]
-    provenance = ctx.report.get("provenance", {}).get("output_tokens", {})
-    estimated = (
-        kind in ("output", "total")
-        and (provenance.get("expected", 0) + provenance.get("prior", 0)) > 0
-    )
-    return MetricValue(dist[rule.stat or "p95"], estimated)
-
-
-def _suite_spend(ctx: MetricContext, rule: Rule) -> MetricValue:
-    block = _suite_block(ctx, rule)
-    if block is None:
-        return MetricValue(None, note=f"suite {rule.suite!r} has no fixtures in this run")
-    return MetricValue(block["cost_per_month"], block.get("estimated", False))
-
-
-def _tier_share(ctx: MetricContext, rule: Rule) -> MetricValue:
-    block = ctx.report.tiers.get(rule.tier or "")
-    if block is None:
-        return MetricValue(None, note=f"tier {rule.tier!r} is not in this stack")
-    return MetricValue(block["share"])
-
-
-def _tier_spend(ctx: MetricContext, rule: Rule) -> MetricValue:
-    block = ctx.report.tiers.get(rule.tier or "")
-    if block is None:
-        return MetricValue(None, note=f"tier {rule.tier!r} is not in this stack")
-    return MetricValue(block["cost_per_month"], block.get("estimated", False))
-
-
-def _cache_hit_rate(ctx: MetricContext, rule: Rule) -> MetricValue:
-    cache = ctx.report.get("cache", {})
-    if rule.layer:
-        layer = cache.get(rule.layer)
-        if not isinstance(layer, dict) or "hit_rate" not in layer:
-            return MetricValue(None, note=f"cache layer {rule.layer!r} reports no hit rate")
-        return MetricValue(layer["hit_rate"])
-    return MetricValue(cache.get("hit_rate", 0.0))
-
-
-for _m in (
-    Metric("monthly_spend", "usd", "projected spend per month", _monthly_spend),
-    Metric(
-        "cost_per_request",
-        "usd_per_request",
-        "cost per request (stat: mean/p50/p95/p99/max)",
-        _cost_per_request,
-        ("stat",),
-    ),
-    Metric(
-        "tokens_per_request",
-        "tokens",
-        "tokens per request (kind: input/cached/output/total; stat)",
-        _tokens_per_request,
-        ("kind", "stat"),
-    ),
-    Metric(
-        "suite_spend",
-        "usd",
-        "projected spend per month of one suite",
-        _suite_spend,
-        ("suite",),
-        ("suite",),
-    ),
-    Metric(
-        "tier_share",
-        "ratio",
-        "share of requests served by a tier (0..1)",
-        _tier_share,
-        ("tier",),
-        ("tier",),
-    ),
-    Metric(
-        "tier_spend",
-        "usd",
-        "projected spend per month on one tier",
-        _tier_spend,
-        ("tier",),
-        ("tier",),
-    ),
-    Metric(
-        "cache_hit_rate",
-        "ratio",
-        "share of requests served from cache (layer: exact/semantic; prefix: share of calls reusing cached blocks)",
-        _cache_hit_rate,
-        ("layer",),
-    ),
-):
-    register_metric(_m)
-
-
 # -- loading ------------------------------------------------------------------------------------
 
 
@@ -279,9 +63,13 @@ class Policy:
     waiver_lines: list[int | None] = field(default_factory=list)
     on_unmeasured: str = "warn"  # quality.on_unmeasured: fail | warn | ignore
     on_no_baseline: str = "skip"  # fail | warn | skip: regression rules without a usable baseline
+    metrics: Mapping[str, Metric] = field(
+        default_factory=lambda: METRICS, repr=False
+    )  # named by rules
 
 
-def load_policy(path: str | Path) -> Policy:
+def load_policy(path: str | Path, *, metrics: Mapping[str, Metric] = METRICS) -> Policy:
+    """Read and check a policy file: every rule names a known metric with the selectors it takes."""
     path = Path(path)
     raw = load_yaml(path)
     if not isinstance(raw, dict):
@@ -289,16 +77,16 @@ def load_policy(path: str | Path) -> Policy:
     parsed = validate(PolicyFile, raw, file=path)
     lines = {name: line_of(raw, ("rules", name)) for name in parsed.rules}
     for name, rule in parsed.rules.items():
-        metric = METRICS.get(rule.metric)
+        metric = metrics.get(rule.metric)
         where = {"file": path, "line": lines[name]}
         if metric is None:
             import difflib
 
-            close = difflib.get_close_matches(rule.metric, list(METRICS), n=1)
+            close = difflib.get_close_matches(rule.metric, list(metrics), n=1)
             hint = (
                 f" (did you mean {close[0]!r}?)"
                 if close
-                else f" (known: {', '.join(sorted(METRICS))})"
+                else f" (known: {', '.join(sorted(metrics))})"
             )
             raise ConfigError(
                 f"unknown metric {rule.metric!r}{hint}", key=f"rules.{name}.metric", **where
@@ -337,6 +125,7 @@ def load_policy(path: str | Path) -> Policy:
         waiver_lines=waiver_lines,
         on_unmeasured=parsed.quality.on_unmeasured,
         on_no_baseline=parsed.on_no_baseline,
+        metrics=metrics,
     )
 
 
@@ -446,7 +235,7 @@ def evaluate(
     today = today or _dt.datetime.now(_dt.timezone.utc).date()
     verdicts = []
     for name, rule in policy.rules.items():
-        metric = METRICS[rule.metric]
+        metric = policy.metrics[rule.metric]
         limit = _limit_text(rule, metric.unit)
         base = {
             "rule": name,
@@ -576,11 +365,3 @@ def acknowledge(result: dict[str, Any], ack: Acknowledgement) -> dict[str, Any]:
             _acknowledge(verdict, metric, ack)
         verdicts.append(verdict)
     return PolicyResult(result.get("policy", ""), verdicts, ack).to_dict()
-
-
-# Metrics defined in their own modules register themselves on import (they import this module).
-from costguard.engine.routing import metrics as _routing_metrics  # noqa: E402,F401
-from costguard.policy.metrics import caches as _cache_metrics  # noqa: E402,F401
-from costguard.policy.metrics import quality as _floors  # noqa: E402,F401
-from costguard.policy.metrics import regression as _regression  # noqa: E402,F401
-from costguard.policy.metrics import tokens as _tokens  # noqa: E402,F401

@@ -6,9 +6,7 @@ Format documented in docs/report-format.md. Renderers never recompute: they read
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from costguard.errors import ConfigError
+from costguard.model.files import write_atomic as write_atomic  # re-exported: diff writes with it
 from costguard.report.model import RunReportModel
 
 DEFAULT_REPORT = "costguard-report.json"  # where front ends write the report unless told otherwise
@@ -117,26 +116,6 @@ def _replaced(data: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[s
     out = dict(data)
     out[path[0]] = value if len(path) == 1 else _replaced(data[path[0]], path[1:], value)
     return out
-
-
-def write_atomic(path: str | Path, text: str | Iterable[str]) -> Path:
-    """Write `text` (a string or its pieces) to `path` through a temporary file and a rename, so
-    nothing is half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            if isinstance(text, str):
-                fh.write(text)
-            else:
-                for piece in text:
-                    fh.write(piece)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 REQUIRED_KEYS = ("schema_version", "complete", "totals", "tiers", "suites", "records")

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from costguard.engine.routing.factory import build_router
 from costguard.engine.routing.router import (
     RouteInput,
     Router,
-    build_router,
     router_tokenizer_tier,
     tiers_by_strength,
 )
@@ -283,7 +283,7 @@ def calibrate(
     holdout_paths: Sequence[str] = (),
 ) -> Calibration:
     """New thresholds for `project`'s router so each tier gets its target share of the fixtures."""
-    from costguard.engine.pipeline import monthly_requests
+    from costguard.engine.traffic import monthly_requests
 
     config = project.config
     key, old, tiers = interval_tiers(config)
@@ -395,6 +395,6 @@ def _not_in_place(stack: LoadedStack, why: str) -> UsageError:
 
 def write_thresholds(stack: LoadedStack, calibration: Calibration) -> None:
     """Save the calibrated thresholds into the config file (atomically)."""
-    from costguard.report.run_report import write_atomic
+    from costguard.model.files import write_atomic
 
     write_atomic(stack.path, edit_thresholds(stack, calibration))

@@ -228,7 +228,7 @@ class OverheadStore:
         path = self._path(model_id)
         if path is None:
             return
-        from costguard.report.run_report import write_atomic
+        from costguard.model.files import write_atomic
 
         try:
             write_atomic(path, json.dumps({"model_id": model_id, **data}))

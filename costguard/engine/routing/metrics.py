@@ -14,8 +14,8 @@ Pure functions over the request records, called once by `projection.aggregate`:
   CPT(80%). Quality comes from fixture labels (`simple` = the weakest tier suffices, `complex` =
   only the strongest tier does, a tier name = that tier or stronger) and is labelled as such.
 
-Also registers the routing policy metrics (escalation_rate, strong_tier_share,
-router_overhead_p99, routing_pgr, routing_apgr).
+The routing policy metrics over this section (escalation_rate, strong_tier_share, ...) are
+in `costguard.policy.metrics.routing`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from costguard.engine.records import RequestRecord
 from costguard.engine.routing.router import RoutingRun, sufficient_rank, tiers_by_strength
 from costguard.model.config import EmbeddingRouterConfig, StackConfig
 from costguard.model.stats import percentile
-from costguard.policy.engine import Metric, MetricContext, MetricValue, Rule, register_metric
 
 SWEEP_POINTS = [i / 10 for i in range(11)]
 QUALITY_SOURCE = "labels"
@@ -444,111 +443,3 @@ def _quality(
         apgr=0.5, cpt50=0.5, cpt80=0.8, sweep=[{"strong_share": s, "pgr": s} for s in SWEEP_POINTS]
     )
     return block
-
-
-# -- policy metrics ------------------------------------------------------------------------------
-
-
-def _routing(ctx: MetricContext) -> dict[str, Any]:
-    return ctx.report.get("routing", {}) or {}
-
-
-def _escalation_rate(ctx: MetricContext, rule: Rule) -> MetricValue:
-    routing = _routing(ctx)
-    note = None
-    if routing.get("escalation_estimated"):
-        note = "confidence estimated: " + str(routing.get("escalation", {}).get("method", ""))
-    return MetricValue(
-        routing.get("escalation_rate", 0.0), bool(routing.get("escalation_estimated")), note
-    )
-
-
-def _strong_tier_share(ctx: MetricContext, rule: Rule) -> MetricValue:
-    routing = _routing(ctx)
-    if "strong_share" not in routing:
-        return MetricValue(
-            None, note="the report has no routed shares (written by an older costguard)"
-        )
-    return MetricValue(routing["strong_share"])
-
-
-def _router_overhead_p99(ctx: MetricContext, rule: Rule) -> MetricValue:
-    """p99 of the CPU time of the routing work per request (min of repeated probes), which a
-    busy runner does not inflate; the wall-clock p99 only for reports without CPU samples."""
-    overhead = (ctx.report.get("timing") or {}).get("router_overhead") or {}
-    notes = []
-    value = overhead.get("cpu_p99_s")
-    if value is not None:
-        notes.append("CPU time of the routing work, min of repeated probes")
-    else:
-        value = overhead.get("p99_s")
-        if value is not None:
-            notes.append("wall clock (this report has no CPU-time samples)")
-    if value is None:
-        return MetricValue(
-            None, note=f"router overhead not measured ({overhead.get('method', 'no router ran')})"
-        )
-    if overhead.get("source") == "stored":
-        cond = overhead.get("conditions") or {}
-        notes.append(
-            f"measured in an earlier run ({cond.get('measured_at', '?')}, load average "
-            f"{cond.get('load_average_1m', '?')}), not under this run's conditions"
-        )
-    return MetricValue(value, note="; ".join(notes))
-
-
-def _router_row(ctx: MetricContext, key: str) -> MetricValue:
-    comparison = _routing(ctx).get("comparison") or {}
-    quality = comparison.get("quality") or {}
-    if not quality.get("available"):
-        return MetricValue(
-            None,
-            note=quality.get("reason")
-            or comparison.get("reason")
-            or "no routing quality in the report",
-        )
-    value = (comparison.get("baselines", {}).get("router") or {}).get(key)
-    if value is None:
-        reason = (
-            quality.get("reason")
-            or comparison["baselines"]["router"].get("sweep_reason")
-            or "not available"
-        )
-        return MetricValue(None, note=reason)
-    return MetricValue(value, estimated=False, note="quality from fixture labels")
-
-
-for _m in (
-    Metric(
-        "escalation_rate",
-        "ratio",
-        "share of requests the cascade escalated to a stronger tier",
-        _escalation_rate,
-    ),
-    Metric(
-        "strong_tier_share",
-        "ratio",
-        "share of requests the router sends to the strongest tier (before caches)",
-        _strong_tier_share,
-    ),
-    Metric(
-        "router_overhead_p99",  # CPU time of the routing work (README: Reliability)
-        "seconds",
-        "p99 CPU time of scoring one request (the routing work alone, min of repeated probes; "
-        "wall clock only for older reports)",
-        _router_overhead_p99,
-    ),
-    Metric(
-        "routing_pgr",
-        "ratio",
-        "performance gap recovered at the shipped thresholds (labelled quality)",
-        lambda ctx, rule: _router_row(ctx, "pgr"),
-    ),
-    Metric(
-        "routing_apgr",
-        "ratio",
-        "mean PGR over an 11-point strong-share sweep (labelled quality; random = 50%)",
-        lambda ctx, rule: _router_row(ctx, "apgr"),
-    ),
-):
-    register_metric(_m)

@@ -1,11 +1,11 @@
 """Policy metrics over the cache layers: semantic false-hit rate, prefix hit rate per tier/suite.
 
-(`cache_hit_rate` with `layer: exact | semantic | prefix` is a core metric in `costguard.policy.engine`.)
+(`cache_hit_rate` with `layer: exact | semantic | prefix` is a budget metric in `costguard.policy.metrics.budget`.)
 """
 
 from __future__ import annotations
 
-from costguard.policy.engine import Metric, MetricContext, MetricValue, Rule, register_metric
+from costguard.policy.metric import Metric, MetricContext, MetricValue, Rule
 
 
 def _semantic_false_hit_rate(ctx: MetricContext, rule: Rule) -> MetricValue:
@@ -47,7 +47,7 @@ def _prefix_hit_rate(ctx: MetricContext, rule: Rule) -> MetricValue:
     return MetricValue(prefix["hit_rate_tokens"], note="simulated")
 
 
-for _metric in (
+METRICS: tuple[Metric, ...] = (
     Metric(
         "semantic_false_hit_rate",
         "ratio",
@@ -61,5 +61,4 @@ for _metric in (
         _prefix_hit_rate,
         ("tier", "suite"),
     ),
-):
-    register_metric(_metric)
+)

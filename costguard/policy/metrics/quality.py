@@ -13,14 +13,14 @@ rules:
 ```
 A floor is judged on the measured fixtures of its scope; how the unmeasured ones count is the
 policy's `quality.on_unmeasured` (see `costguard.policy.engine.evaluate`). The drop against the
-baseline is the regression metric `quality_drop` (costguard/regression.py).
+baseline is the regression metric `quality_drop` (`costguard.policy.metrics.regression`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from costguard.policy.engine import Metric, MetricContext, MetricValue, Rule, register_metric
+from costguard.policy.metric import Metric, MetricContext, MetricValue, Rule
 
 
 def _one_scope(rule: Rule) -> str | None:
@@ -72,7 +72,7 @@ def _quality_unmeasured(ctx: MetricContext, rule: Rule) -> MetricValue:
     )
 
 
-for _m in (
+_FLOORS = (
     Metric(
         "quality_score",
         "ratio",
@@ -98,8 +98,7 @@ for _m in (
         ("suite", "tier"),
         check=_one_scope,
     ),
-):
-    register_metric(_m)
+)
 
 
 def _tier_agreement(ctx: MetricContext, rule: Rule) -> MetricValue:
@@ -127,12 +126,13 @@ def _tier_agreement(ctx: MetricContext, rule: Rule) -> MetricValue:
     )
 
 
-register_metric(
+METRICS: tuple[Metric, ...] = (
+    *_FLOORS,
     Metric(
         "tier_agreement",
         "ratio",
         "mean similarity of a tier's recorded answers to the largest tier's (no tier: the lowest)",
         _tier_agreement,
         ("tier",),
-    )
+    ),
 )

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from costguard.compare.diff import Baseline, diff_reports
-from costguard.policy.engine import Metric, MetricContext, MetricValue, Rule, register_metric
+from costguard.policy.metric import Metric, MetricContext, MetricValue, Rule
 
 
 def diff_of(ctx: MetricContext) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def _escalation_rate_increase(ctx: MetricContext, rule: Rule) -> MetricValue:
     return MetricValue(100.0 * rate["delta"])
 
 
-for _m in (
+METRICS: tuple[Metric, ...] = (
     Metric(
         "monthly_spend_increase",
         "usd_delta",
@@ -144,5 +144,4 @@ for _m in (
         _escalation_rate_increase,
         needs_baseline=True,
     ),
-):
-    register_metric(_m)
+)

@@ -6,7 +6,7 @@ call, or on `tier:`) with a tokenizer that only stands in for the model's own.
 
 from __future__ import annotations
 
-from costguard.policy.engine import Metric, MetricContext, MetricValue, Rule, register_metric
+from costguard.policy.metric import Metric, MetricContext, MetricValue, Rule
 
 
 def _approximate_token_share(ctx: MetricContext, rule: Rule) -> MetricValue:
@@ -29,7 +29,7 @@ def _approximate_token_share(ctx: MetricContext, rule: Rule) -> MetricValue:
     return MetricValue(approximate / calls, note=note)
 
 
-register_metric(
+METRICS: tuple[Metric, ...] = (
     Metric(
         "approximate_token_share",
         "ratio",
@@ -37,5 +37,5 @@ register_metric(
         "max: 0 requires exact counts (tier: to select one tier)",
         _approximate_token_share,
         ("tier",),
-    )
+    ),
 )

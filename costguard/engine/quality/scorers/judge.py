@@ -19,11 +19,11 @@ from typing import Any
 
 from costguard.engine.backends import Backend, PlannedCall
 from costguard.engine.quality.scorers import AssertionScore, Response, quoted
+from costguard.engine.recordings import JUDGE_MARK, RecordingStore, recording_key
 from costguard.model.config import StackConfig
 from costguard.model.fixtures import Assertion, Expect, Fixture, Sampling
 
 JUDGE_SAMPLING = Sampling(temperature=0.0, max_tokens=256, seed=0)
-JUDGE_MARK = "#judge-"  # a judge request's id: FIXTURE_ID#judge-ASSERTION_INDEX
 JUDGE_OUTPUT_TOKENS = 64  # what an offline projection of a judge call would assume (never billed)
 
 JUDGE_SYSTEM = (
@@ -187,7 +187,7 @@ class Judge:
 
 
 def recorded_judge_keys(
-    fixtures: Sequence[Fixture], config: StackConfig, store: Any
+    fixtures: Sequence[Fixture], config: StackConfig, store: RecordingStore
 ) -> dict[str, str]:
     """Recording keys of the judge requests that the recorded answers need (key -> judge tier).
 
@@ -195,8 +195,6 @@ def recorded_judge_keys(
     judge request on that answer: these judge replies are current; others judged an answer or a
     rubric that changed since.
     """
-    from costguard.engine.recordings import recording_key
-
     tiers = {t.name: t for t in config.tiers}
     out: dict[str, str] = {}
     for fx in fixtures:

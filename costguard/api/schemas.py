@@ -14,7 +14,7 @@ def schemas() -> dict[str, dict[str, Any]]:
     from costguard.compare.model import diff_report_schema
     from costguard.model.config import StackConfig
     from costguard.model.fixtures import FixtureFile, FixtureSpec
-    from costguard.policy.engine import PolicyFile
+    from costguard.model.policy_file import PolicyFile
     from costguard.report.model import run_report_schema
 
     stack = StackConfig.model_json_schema(by_alias=True)

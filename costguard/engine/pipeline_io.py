@@ -1,0 +1,92 @@
+"""What the pipeline takes and gives beside its records: prompt token counts per tier, what the
+cache layers did, and the one function that prices a served call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from costguard.engine.backends import CallResult
+from costguard.engine.caches.semantic import SemanticHit
+from costguard.engine.records import TierCall
+from costguard.engine.traffic import (  # noqa: F401 (Progress, monthly_requests: re-exported)
+    Progress,
+    arrival_order,
+    arrival_times,
+    monthly_requests,
+    shard_arrivals,
+)
+from costguard.model.pricing import TierPrice
+
+
+def price_call(price: TierPrice, tier: str, stage: str, result: CallResult) -> TierCall:
+    """A served call with its cost: the one place a CallResult is priced (fixtures and observed calls)."""
+    return TierCall(
+        tier=tier,
+        stage=stage,
+        input_tokens=result.input_tokens,
+        cached_tokens=result.cached_tokens,
+        output_tokens=result.output_tokens,
+        input_source=result.input_source,
+        cached_source=result.cached_source,
+        output_source=result.output_source,
+        cost_usd=price.cost(result.input_tokens, result.cached_tokens, result.output_tokens),
+        cost_estimated=price.estimated,
+        latency_s=result.latency_s,
+        latency_source=result.latency_source,
+        confidence=result.confidence,
+        confidence_source="recorded" if result.confidence is not None else None,
+        response_ref=result.response_ref,
+    )
+
+
+@dataclass
+class PromptTokens:
+    """Prompt token counts (and ids where a stage needs them) per tier for every fixture."""
+
+    counts: dict[str, list[int]]  # tier name -> count per fixture index
+    sources: dict[str, str]  # tier name -> "exact" | "approximate"
+    ids: dict[str, list[Sequence[int]]]  # tier name -> ids per fixture (kept only when needed)
+    # tier name -> {fixture index: token ids of the reply a later fixture shows it getting}
+    replies: dict[str, dict[int, Sequence[int]]] = field(default_factory=dict)
+
+
+@dataclass
+class CacheSimulation:
+    """What the cache layers did beyond the per-request records (the projection reads it)."""
+
+    prefix: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # tier -> PrefixCacheFleet.summary()
+    semantic_threshold: float | None = None
+    semantic_sweep: dict[float, list[SemanticHit]] = field(
+        default_factory=dict
+    )  # judged hits per threshold
+    semantic_candidates: int = 0  # fixtures that reached the semantic layer
+    exact_expired: int = 0  # exact-cache lookups that found an expired entry
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, carried by shard reports so `costguard merge` reports the caches like an unsharded run."""
+        return {
+            "prefix": self.prefix,
+            "semantic_threshold": self.semantic_threshold,
+            "semantic_sweep": [
+                [t, [asdict(h) for h in hits]] for t, hits in self.semantic_sweep.items()
+            ],
+            "semantic_candidates": self.semantic_candidates,
+            "exact_expired": self.exact_expired,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CacheSimulation:
+        return cls(
+            prefix=data.get("prefix", {}),
+            semantic_threshold=data.get("semantic_threshold"),
+            semantic_sweep={
+                float(t): [SemanticHit(**h) for h in hits]
+                for t, hits in data.get("semantic_sweep", [])
+            },
+            semantic_candidates=int(data.get("semantic_candidates", 0)),
+            exact_expired=int(data.get("exact_expired", 0)),
+        )
