@@ -236,3 +236,13 @@ def test_fixture_without_a_record_fails_saying_why(project: api.Project) -> None
         "fail",
         "fixture reset-password: no record in this run (interrupted after 3 requests)",
     )
+
+
+def test_usage_without_prompt_tokens_details_is_unreported_not_zero_cached(
+    project: api.Project,
+) -> None:
+    response = {"model": "test/small-8b", "usage": {"prompt_tokens": 50, "completion_tokens": 20}}
+    call = observe_response(project, {"messages": MESSAGES}, response, **WHERE)
+    [record] = observed_records(project, [call], first_arrival=0)
+    served = record.calls[0]
+    assert (served.cached_tokens, served.cached_source) == (0, "unreported")

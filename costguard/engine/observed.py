@@ -190,7 +190,15 @@ def observe_response(
         route_reason="recorded response" if tier is None else "tier given by the test",
         messages=messages,
         sampling=_sampling(sampling, location),
-        served=CallResult(prompt, cached, completion, "measured", "measured", "measured"),
+        # No prompt_tokens_details: the server did not say what it cached (unknown, not 0).
+        served=CallResult(
+            prompt,
+            cached,
+            completion,
+            "measured",
+            "measured" if isinstance(usage.get("prompt_tokens_details"), dict) else "unreported",
+            "measured",
+        ),
         per_month=_check_per_month(per_month, location),
         model=model,
         tools=parsed.tools,

@@ -189,12 +189,19 @@ class _TemplateRenderer:
         from costguard.model.paths import require_inside
         from costguard.model.templating import TemplateLimitError, render_bounded
 
-        require_inside(
-            path, self.root, self.allowed, what="template", file=file, line=line, key=key
-        )
+        try:
+            require_inside(
+                path, self.root, self.allowed, what="template", file=file, line=line, key=key
+            )
+            is_file = path.is_file()
+        except (OSError, ValueError) as exc:
+            why = " ".join(str(exc).split())
+            raise ConfigError(
+                f"template path unusable: {why}"[:200], file=file, line=line, key=key
+            ) from None
         template = self._cache.get(path)
         if template is None:
-            source = read_text(path) if path.is_file() else None
+            source = read_text(path) if is_file else None
             if source is None:
                 raise ConfigError(f"template file not found: {path}", file=file, line=line, key=key)
             try:
@@ -263,12 +270,18 @@ class _ProjectLoader:
         class ProjectLoader(BaseLoader):
             def get_source(self, environment: Any, template: str) -> tuple[str, str, Any]:
                 name = str(template)
-                path = Path(name) if Path(name).is_absolute() else root / name
-                require_inside(path, root, allowed, what=f"included template {name!r} at")
-                if not path.is_file():
-                    raise TemplateNotFound(name)
-                source = read_text(path)
-                mtime = path.stat().st_mtime
+                shown = name if len(name) <= 80 else name[:60] + "…"
+                try:
+                    path = Path(name) if Path(name).is_absolute() else root / name
+                    require_inside(path, root, allowed, what=f"included template {shown!r} at")
+                    found = path.is_file()
+                    source = read_text(path) if found else ""
+                    mtime = path.stat().st_mtime if found else 0.0
+                except (OSError, ValueError) as exc:  # too long, NUL bytes, a loop...
+                    why = " ".join(str(exc).split())
+                    raise ConfigError(f"included template {shown!r}: {why}"[:200]) from None
+                if not found:
+                    raise TemplateNotFound(repr(shown))
                 return source, str(path), lambda: path.is_file() and path.stat().st_mtime == mtime
 
         return ProjectLoader()

@@ -27,6 +27,9 @@ TOTAL_KEYS = (
 """Totals every report has; each is the sum of the same key over the tiers' or suites' blocks."""
 SUMMED_OVER = {"tiers": ("cost_per_month",), "suites": ("cost_per_month", "requests_per_month")}
 RECORD_KEYS = ("input_tokens", "cached_tokens", "output_tokens", "cost_usd")
+DISTRIBUTIONS = {"cost_per_request": 1, "tokens_per_request": 2}
+"""Totals that are distributions the policy metrics index: stat -> number (or kind -> stat ->
+number), checked when present."""
 REL_TOL = 1e-6
 ABS_TOL = 1e-6
 
@@ -47,6 +50,9 @@ def check_report(data: dict[str, Any], path: str | Path, text: str | None = None
         raise where.error(("totals",), "missing or not a mapping")
     for key in TOTAL_KEYS:
         _number(where, ("totals", key), totals.get(key), present=key in totals)
+    for key, depth in DISTRIBUTIONS.items():
+        if key in totals:
+            _numbers_within(where, ("totals", key), totals[key], depth)
     for section, keys in SUMMED_OVER.items():
         blocks = data.get(section)
         if not isinstance(blocks, dict):
@@ -86,6 +92,17 @@ def _number(where: _Locator, loc: tuple[Any, ...], value: Any, *, present: bool)
         raise where.error(loc, f"must be a finite number, got {_shown(value)}")
     if value < 0:
         raise where.error(loc, f"must not be negative, got {value!r}")
+
+
+def _numbers_within(where: _Locator, loc: tuple[Any, ...], node: Any, depth: int) -> None:
+    """A mapping whose values are numbers (depth 1) or such mappings (depth 2)."""
+    if not isinstance(node, dict):
+        raise where.error(loc, f"must be a mapping, got {_shown(node)}")
+    for key, value in node.items():
+        if depth > 1:
+            _numbers_within(where, (*loc, key), value, depth - 1)
+        else:
+            _number(where, (*loc, key), value, present=True)
 
 
 def _finite_everywhere(where: _Locator, node: Any, loc: tuple[Any, ...], depth: int = 0) -> None:

@@ -41,7 +41,7 @@ from costguard.text.tokenization.hub import (
     hub_tokenizer_id,
 )
 from costguard.text.tokenization.loading import load_tokenizer
-from costguard.text.tokenization.templates import vllm_tool_dicts
+from costguard.text.tokenization.templates import vllm_conversation, vllm_tool_dicts
 
 __all__ = [
     "TokenizerSpec",
@@ -59,5 +59,6 @@ __all__ = [
     "logger",
     "messages_key",
     "tokenizer_workers",
+    "vllm_conversation",
     "vllm_tool_dicts",
 ]

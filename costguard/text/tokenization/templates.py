@@ -254,6 +254,12 @@ def _strip_billing_header(parts: list[Any]) -> list[Any]:
     return out
 
 
+def vllm_conversation(messages: Any, content_format: str = "string") -> list[dict]:
+    """The conversation vLLM hands the chat template for these request messages ("string":
+    text parts joined; "openai": text parts kept as dicts, for templates that loop over them)."""
+    return _normalize_messages(messages, content_format, "messages")
+
+
 def _normalize_messages(messages: Any, content_format: str, where: str) -> list[dict]:
     """Turn OpenAI-format request messages into the conversation vLLM hands to the template.
 

@@ -11,6 +11,9 @@ process, which imports vLLM and builds its parser once, answers a whole test ses
   which speculative configs drop or look ahead, hidden flags)
 * ``{"op": "kv", "runs": [run, ...]}`` -> per run, the cached tokens vLLM's V1 KVCacheManager
   gives each request, driven one request at a time the way the scheduler drives it.
+* ``{"op": "chat", "requests": [{"body", "content_format"}, ...]}`` -> per chat request, what
+  vLLM hands the chat template: ``{"conversation": [...], "tools": [...] | null}`` (its request
+  validation, `parse_chat_message_content`, `_postprocess_messages`, `tool.model_dump()`).
 """
 
 from __future__ import annotations
@@ -239,6 +242,36 @@ def kv_run(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def chat(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.renderers.chat_utils.chat_message import (
+        _postprocess_messages,
+        parse_chat_message_content,
+    )
+
+    # Text-only requests: the multimodal tracker is never asked for media, only for a parser
+    # whose model config rejects the prompt-embeds placeholder and that stored no placeholders.
+    parser = SimpleNamespace(
+        model_config=SimpleNamespace(enable_prompt_embeds=False),
+        mm_placeholder_storage=lambda: {},
+    )
+    tracker = SimpleNamespace(create_parser=lambda mm_processor_kwargs=None: parser)
+    out = []
+    for item in requests:
+        request = ChatCompletionRequest.model_validate({"model": "m", **item["body"]})
+        conversation: list[Any] = []
+        for message in request.messages:
+            conversation.extend(
+                parse_chat_message_content(
+                    message, tracker, item["content_format"], interleave_strings=False
+                )
+            )
+        _postprocess_messages(conversation)
+        tools = [t.model_dump() for t in request.tools] if request.tools is not None else None
+        out.append({"conversation": _jsonable(conversation), "tools": _jsonable(tools)})
+    return out
+
+
 def answer(request: dict[str, Any]) -> Any:
     op = request["op"]
     if op == "version":
@@ -251,6 +284,8 @@ def answer(request: dict[str, Any]) -> Any:
         answer = facts()
     elif op == "kv":
         answer = [kv_run(run) for run in request["runs"]]
+    elif op == "chat":
+        answer = chat(request["requests"])
     else:
         raise SystemExit(f"unknown op {op!r}")
     return answer
