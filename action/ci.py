@@ -1,10 +1,11 @@
 """The Action's main step: `costguard run` for a live backend, then `costguard ci`.
 
-`costguard ci` does the work (project or read the head, baseline, diff, policy, PR comment,
-annotations, step outputs, job summary). This script only turns the Action's inputs into its
-arguments and defers the verdict: a policy failure (exit 1) is recorded as the `exit-code`
-output and the step succeeds, so the artifacts are uploaded and the Action's last step fails
-the job. Anything else (2: bad input) fails here at once.
+`costguard ci` does the work (project or read the head, baseline, diff, policy, HTML report,
+annotations, step outputs). This script only turns the Action's inputs into its arguments and
+defers the verdict: a policy failure (exit 1) is recorded as the `exit-code` output and the step
+succeeds, so the artifacts are uploaded and the Action's last step fails the job. Anything else
+(2: bad input) fails here at once. The PR comment and the job summary come after the upload
+(`publish.py`), so they can link the artifact.
 
 Reports go to OUT_DIR (outside the repository; uploaded as the artifact costguard-TAG), with
 `pr-number` beside them for a `workflow_run` job that comments on a fork's pull request.
@@ -19,20 +20,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from step import fail, guarded
+from step import comment_mode, fail, flag, guarded
 
 REPORT = "costguard-report.json"
 DIFF = "costguard-diff.json"
-
-
-def _flag(env: Mapping[str, str], name: str, default: str = "false") -> bool:
-    value = (env.get(name) or default).strip().lower()
-    if value not in ("true", "false"):
-        fail(
-            f"input {name.removeprefix('INPUT_').lower().replace('_', '-')} must be true or false, got {value!r}",
-            2,
-        )
-    return value == "true"
+HTML = "costguard-report.html"
 
 
 def baseline_args(env: Mapping[str, str]) -> list[str]:
@@ -75,14 +67,12 @@ def commands(env: Mapping[str, str]) -> list[list[str]]:
     ci += baseline_args(env)
     if backend == "offline":
         ci += ["--report-out", str(out / REPORT)]
-    ci += ["--diff-out", str(out / DIFF), "--tag", env.get("INPUT_TAG") or "default"]
-    mode = (env.get("INPUT_COMMENT_MODE") or "update").strip()
-    if mode == "off":
-        ci.append("--no-comment")
-    else:
-        ci += ["--mode", mode]
-    if _flag(env, "INPUT_SKIP_NO_DIFF"):
-        ci.append("--skip-no-diff")
+    ci += ["--diff-out", str(out / DIFF), "--html", str(out / HTML)]
+    ci += ["--tag", env.get("INPUT_TAG") or "default"]
+    # the comment and the summary are written after the upload, by publish.py (they link it)
+    ci += ["--no-comment", "--no-summary"]
+    comment_mode(env)  # publish.py's inputs, checked before anything runs
+    flag(env, "INPUT_SKIP_NO_DIFF")
     if env.get("INPUT_ACKNOWLEDGE_LABEL"):
         ci += ["--acknowledge-label", env["INPUT_ACKNOWLEDGE_LABEL"]]
     ci += ["--fail-on", env.get("INPUT_FAIL_ON") or "fail"]
@@ -102,7 +92,7 @@ def main() -> None:
         fail("OUT_DIR is not set (the Action sets it to a directory under RUNNER_TEMP)", 2)
     out = Path(env["OUT_DIR"])
     out.mkdir(parents=True, exist_ok=True)
-    for stale in (REPORT, DIFF):
+    for stale in (REPORT, DIFF, HTML):
         (out / stale).unlink(missing_ok=True)
     plan = commands(env)
     pr = pull_request_context().number

@@ -8,7 +8,7 @@ Standard library only at import time (install.py runs before costguard is instal
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NoReturn
 
 
@@ -30,3 +30,23 @@ def guarded(main: Callable[[], None]) -> None:
         main()
     except CostguardError as exc:
         fail(str(exc), exc.exit_code)
+
+
+COMMENT_MODES = ("update", "new", "hide-and-new", "delete-and-new", "off")
+
+
+def flag(env: Mapping[str, str], name: str, default: str = "false") -> bool:
+    """A true/false input; anything else is bad input (exit 2)."""
+    value = (env.get(name) or default).strip().lower()
+    if value not in ("true", "false"):
+        input_name = name.removeprefix("INPUT_").lower().replace("_", "-")
+        fail(f"input {input_name} must be true or false, got {value!r}", 2)
+    return value == "true"
+
+
+def comment_mode(env: Mapping[str, str]) -> str:
+    """The comment-mode input, checked (bad input fails before anything runs)."""
+    mode = (env.get("INPUT_COMMENT_MODE") or "update").strip()
+    if mode not in COMMENT_MODES:
+        fail(f"input comment-mode must be one of {', '.join(COMMENT_MODES)}, got {mode!r}", 2)
+    return mode

@@ -151,7 +151,8 @@ def test_action_expressions_name_declared_inputs_and_earlier_steps() -> None:
         if step.get("id"):
             seen_ids.add(step["id"])
     for name, out in action["outputs"].items():
-        assert refs(out["value"]) == [("steps", "ci")], name
+        expected = {"artifact-url": "upload", "comment-url": "publish"}.get(name, "ci")
+        assert refs(out["value"]) == [("steps", expected)], name
 
 
 def test_the_verdict_is_the_last_step_and_cleanup_always_runs() -> None:
@@ -244,10 +245,12 @@ def test_ci_script_maps_inputs_to_costguard_commands() -> None:
         "/t/out/costguard-report.json",
         "--diff-out",
         "/t/out/costguard-diff.json",
+        "--html",
+        "/t/out/costguard-report.html",
         "--tag",
         "gpu",
-        "--mode",
-        "update",
+        "--no-comment",
+        "--no-summary",
         "--fail-on",
         "warn",
     ]
@@ -278,7 +281,6 @@ def test_ci_script_maps_inputs_to_costguard_commands() -> None:
         ["--policy", "p.yaml"],
         ["--baseline", "/t/base"],
         ["--no-comment"],
-        ["--skip-no-diff"],
         ["--acknowledge-label", "ok"],
     ):
         assert any(live[i : i + len(option)] == option for i in range(len(live))), option
@@ -295,6 +297,31 @@ def test_ci_script_maps_inputs_to_costguard_commands() -> None:
     with pytest.raises(SystemExit) as exc:
         ci.baseline_args({"INPUT_BASELINE": "artefact:x"})
     assert exc.value.code == 2
+    for bad in ({"INPUT_COMMENT_MODE": "sometimes"}, {"INPUT_SKIP_NO_DIFF": "yes"}):
+        with pytest.raises(SystemExit) as exc:
+            ci.commands({**base, **bad})
+        assert exc.value.code == 2
+
+
+def test_publish_script_posts_the_finished_diff_after_the_upload() -> None:
+    publish = _script("publish")
+    env = {
+        "OUT_DIR": "/t/out",
+        "INPUT_TAG": "gpu",
+        "GITHUB_TOKEN": "t",
+        "INPUT_SKIP_NO_DIFF": "true",
+    }
+    args = publish.comment_args(env, 7)
+    assert args == [
+        "comment", "github", "--diff", "/t/out/costguard-diff.json", "--pr", "7", "--tag", "gpu",
+        "--mode", "update", "--fail-on", "never", "--skip-no-diff",
+    ]  # fmt: skip
+    assert publish.comment_args({**env, "INPUT_COMMENT_MODE": "off"}, 7) is None
+    assert publish.comment_args(env, None) is None  # not a pull request
+    assert publish.comment_args({**env, "GITHUB_TOKEN": ""}, 7) is None
+    from costguard.cli.main import cli
+
+    cli.make_context("costguard", list(args))
 
 
 def test_gpu_check_says_what_is_missing(tmp_path: Path) -> None:
@@ -383,13 +410,19 @@ class Job:
             "GITHUB_REF_NAME": f"{PR}/merge",
             "GITHUB_RUN_ID": "1001",
             "GITHUB_RUN_ATTEMPT": "1",
+            "GITHUB_SERVER_URL": "https://github.com",
+            "GITHUB_WORKSPACE": str(self.repo),
             "RUNNER_OS": "Linux",
         }
 
     def upload(self, with_: dict[str, str]) -> dict[str, str]:
         files = sorted(p.name for p in Path(with_["path"]).iterdir())
         self.uploads.append({**with_, "files": files})
-        return {"artifact-id": str(len(self.uploads))}
+        n = len(self.uploads)  # what actions/upload-artifact@v4 outputs
+        return {
+            "artifact-id": str(n),
+            "artifact-url": f"https://github.com/{OWNER}/{NAME}/actions/runs/1001/artifacts/{n}",
+        }
 
     def run(self, inputs: dict[str, str], **stand_ins) -> ActionRun:
         runner = CompositeRunner(
@@ -424,6 +457,10 @@ class Job:
         return [
             c for c in self.gh.comments(OWNER, NAME, PR) if is_ours(c["body"], marker("default"))
         ]
+
+
+def artifact_dir(outputs: dict[str, str]) -> Path:
+    return Path(outputs["diff-path"]).parent
 
 
 def readme_inputs() -> dict[str, str]:
@@ -469,7 +506,21 @@ def test_a_pull_request_without_a_cost_change_passes_and_says_so(
     ]
     [upload] = job.uploads
     assert upload["name"] == "costguard-default" and upload["if-no-files-found"] == "ignore"
-    assert upload["files"] == ["costguard-diff.json", "costguard-report.json", "pr-number"]
+    assert upload["files"] == [
+        "costguard-diff.json",
+        "costguard-report.html",
+        "costguard-report.json",
+        "pr-number",
+    ]
+    html = Path(out["html-path"]).read_text()
+    assert html.startswith("<!DOCTYPE html>") and Path(out["html-path"]).parent == artifact_dir(out)
+    # the comment and the job summary link the run and the artifact they were uploaded in
+    run_url = f"https://github.com/{OWNER}/{NAME}/actions/runs/1001"
+    assert out["artifact-url"] == f"{run_url}/artifacts/1"
+    for text in (comment["body"], result.summary):
+        assert f"[workflow run]({run_url})" in text
+        assert f"[report artifact costguard-default]({run_url}/artifacts/1)" in text
+    assert result.step("publish").outcome == "success"
     assert "costguard: verdict pass (fail-on: fail)" in result.step("Verdict").stdout
     # the caches are keyed as documented: token counts restored from the newest run of this tag
     cache = result.step("models").outputs
@@ -495,6 +546,12 @@ def test_an_over_budget_pull_request_gets_the_comment_then_fails(
     assert "costguard: verdict fail (fail-on: fail)" in verdict.stdout
     [comment] = job.ours()
     assert "❌ failed" in comment["body"] and "| ❌ | spend&#95;increase |" in comment["body"]
+    # the top mover links its fixture line at the PR's head commit
+    diff = json.loads(Path(result.outputs["diff-path"]).read_text())
+    mover = diff["fixtures"]["items"][0]
+    path, line = mover["location"].rsplit(":", 1)
+    blob = f"https://github.com/{OWNER}/{NAME}/blob/{job.head_sha}/{path}#L{line}"
+    assert f"]({blob})" in comment["body"]
     line = POLICY.splitlines().index("  spend_increase:") + 1
     policy = readme_inputs()["policy"]
     assert f"::error file={policy},line={line},title=costguard%3A spend_increase::" in ci.stdout
@@ -733,6 +790,9 @@ def test_fork_flow_computes_without_commenting_then_the_workflow_run_job_comment
             HOME=str(work),
             GITHUB_REPOSITORY=f"{OWNER}/{NAME}",
             GITHUB_API_URL=gh.url,
+            GITHUB_SERVER_URL="https://github.com",
+            GITHUB_RUN_ID="2002",  # the comment workflow's own run
+            GITHUB_WORKSPACE=str(work),
         )
         proc = subprocess.run(
             ["bash", "-eo", "pipefail", "-c", comment_step["run"]],
@@ -755,6 +815,10 @@ def test_fork_flow_computes_without_commenting_then_the_workflow_run_job_comment
     )  # --fail-on never: the verdict is the compute job's
     [c] = job.ours()
     assert "❌ failed" in c["body"] and "posted the PR comment" in posted.stderr
+    # it links the computing run's artifact and the fixtures at the PR's head, not this run's
+    run_url = f"https://github.com/{OWNER}/{NAME}/actions/runs/1001"
+    assert f"[report artifact costguard-default]({run_url}#artifacts)" in c["body"]
+    assert f"/blob/{job.head_sha}/fixtures/" in c["body"]
 
 
 def test_backend_vllm_on_a_runner_without_a_gpu_stops_before_installing(

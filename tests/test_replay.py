@@ -14,6 +14,7 @@ from costguard.serving.metrics import ClientUsage, HistogramStat, MetricsDelta, 
 from costguard.serving.openai_client import CompletionResult, RetryPolicy
 from costguard.serving.replay import (
     ReplayRequest,
+    latency_distribution,
     latency_summary,
     poisson_arrivals,
     run_replay,
@@ -123,6 +124,22 @@ def test_latency_summary_uses_vllm_bench_names_and_numpy_percentiles():
         f"{s}_{m}_ms" for s in ("mean", "median", "p99") for m in ("ttft", "tpot", "itl", "e2el")
     }
     assert latency_summary([result(1, 0, 1, None, 0.1)])["mean_ttft_ms"] is None  # type: ignore[arg-type]
+
+
+def test_latency_distribution_matches_numpy_percentiles_and_skips_unstreamed_metrics():
+    rng = np.random.default_rng(1)
+    results = [result(10, 0, 5, float(t), float(t + e), list(map(float, rng.random(3))))
+               for t, e in zip(rng.random(40), rng.random(40), strict=True)]  # fmt: skip
+    dist = latency_distribution(results)
+    e2el = np.array([r.e2el_s for r in results])
+    for q in (0, 5, 25, 50, 75, 95, 99, 100):
+        assert dist["e2el"][f"p{q}"] == pytest.approx(1000 * np.percentile(e2el, q))
+    itl = np.concatenate([r.itl_s for r in results])
+    assert dist["itl"]["count"] == len(itl)
+    assert dist["itl"]["p50"] == pytest.approx(1000 * np.median(itl))
+    assert dist["tpot"] is None  # no TPOT was measured for these replies
+    unstreamed = latency_distribution([result(1, 0, 1, None, 0.1)])  # type: ignore[arg-type]
+    assert unstreamed["ttft"] is None and unstreamed["e2el"]["p50"] == pytest.approx(100.0)
 
 
 def test_measured_throughput_prices_the_replay_at_its_wall_time():

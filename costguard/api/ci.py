@@ -1,7 +1,9 @@
 """The pull-request workflow behind `costguard ci` and `costguard comment github` (and so the
 GitHub Action): head, baseline, diff, policy, acknowledgement label, PR comment, step outputs,
 job summary, exit code. Front ends parse their arguments into `CiRequest` / `CommentRequest`,
-call `ci` / `comment` and render the DiffReport they get back.
+call `ci` / `comment` and render the DiffReport they get back. The comment and the job summary
+link the evidence (fixture and template lines at the head commit, the workflow run, the report
+artifact) from what GitHub Actions sets; `ci` also writes the HTML report when asked.
 
 Exit codes: 0 pass, 1 policy failure (per `fail_on`), 2 bad input (raised as CostguardError).
 A comment that cannot be posted in `ci` is a warning, never a lost gate: the verdict still decides.
@@ -13,16 +15,22 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from costguard.api.baselines import BaselineSpec
 from costguard.compare.diff import DiffReport, load_diff
 from costguard.errors import GitHubError, UsageError
 from costguard.integrations import actions as gha
-from costguard.integrations.actions import PullRequestContext, pull_request_context
+from costguard.integrations.actions import (
+    PullRequestContext,
+    evidence_links,
+    pull_request_context,
+)
 from costguard.integrations.github import GitHubClient, marker
 from costguard.integrations.pull_request import comment_preview, find_acknowledgement, post_comment
 from costguard.policy.engine import Acknowledgement, acknowledge
+from costguard.render.links import EvidenceLinks
 from costguard.render.markdown import render_summary
 from costguard.report.run_report import DEFAULT_REPORT, RunReport
 
@@ -112,6 +120,18 @@ def head_matches(
     return False
 
 
+def links(project_dir: str | Path | None, head_sha: str | None = None) -> EvidenceLinks:
+    """Links to the evidence (fixture lines at the head commit, the run, the artifact) from the
+    environment GitHub Actions sets; empty (no links) elsewhere, e.g. a local `--dry-run`."""
+    return evidence_links(project_dir=project_dir, head_sha=head_sha)
+
+
+def job_summary(diff_path: str | Path, *, project_dir: str | Path | None = None) -> str:
+    """The Markdown job summary of a finished DiffReport, linking the evidence (the Action
+    writes it after uploading the artifact, so the link to it is known)."""
+    return render_summary(load_diff(diff_path), links=links(project_dir))
+
+
 def publish(
     diff: DiffReport,
     client: GitHubClient | None,
@@ -123,12 +143,20 @@ def publish(
     skip_no_diff: bool,
     say: Say,
     soft_fail: bool = False,
+    links: EvidenceLinks | None = None,
 ) -> str | None:
     """Post (or update) the PR comment; returns its URL when one was written."""
     assert client is not None and repo is not None and pr is not None
     try:
         result = post_comment(
-            diff, client, repo=repo, pr=pr, tag=tag, mode=mode, skip_no_diff=skip_no_diff
+            diff,
+            client,
+            repo=repo,
+            pr=pr,
+            tag=tag,
+            mode=mode,
+            skip_no_diff=skip_no_diff,
+            links=links,
         )
     except GitHubError as exc:
         if not soft_fail:
@@ -177,6 +205,8 @@ class CiRequest:
     comment: bool | None = None  # None: when GITHUB_TOKEN is set and a pull request is known
     options: CommentOptions = field(default_factory=CommentOptions)
     fail_on: str = "fail"
+    html_out: str | None = None  # also write the HTML report here
+    summary: bool = True  # append the job summary (the Action writes it after the upload)
 
 
 @dataclass
@@ -186,6 +216,8 @@ class CiOutcome:
     report_path: str
     comment_url: str | None = None
     annotations: list[str] = field(default_factory=list)
+    html_path: str | None = None  # the HTML report written (absolute), if asked for
+    html_size: int | None = None  # its size in bytes
 
 
 @dataclass
@@ -221,8 +253,10 @@ class Workflow:
         baseline: Callable[[BaselineSpec], Any],
         compare: Callable[..., tuple[DiffReport, Any]],
         say: Say,
+        project_dir: str | Path | None = None,
     ) -> None:
         self.head, self.baseline, self.compare, self.say = head, baseline, compare, say
+        self.project_dir = project_dir  # costguard.yaml's directory: fixture paths in links
 
     def _say_no_baseline(self, base: Any) -> None:
         if not base.available:
@@ -257,12 +291,15 @@ class Workflow:
                 head, base, policy=req.policy, acknowledgement=ack, head_source=head_source
             )
         code = exit_code(diff.verdict, req.fail_on)
+        evidence = links(self.project_dir, req.head_sha)
         if req.dry_run:
-            return CommentOutcome(diff, code, body=comment_preview(diff, tag=opts.tag))
+            body = comment_preview(diff, tag=opts.tag, links=evidence)
+            return CommentOutcome(diff, code, body=body)
         url = publish(
             diff, client, repo, pr, tag=opts.tag, mode=opts.mode,
-            skip_no_diff=opts.skip_no_diff, say=self.say,
+            skip_no_diff=opts.skip_no_diff, say=self.say, links=evidence,
         )  # fmt: skip
+        gha.write_outputs({"comment-url": url or ""})  # a workflow step's output; no-op elsewhere
         return CommentOutcome(diff, code, url=url)
 
     def ci(self, req: CiRequest) -> CiOutcome:
@@ -289,7 +326,12 @@ class Workflow:
             if req.comment is not None
             else bool(os.environ.get("GITHUB_TOKEN") and repo and pr)
         )
-        client = GitHubClient() if want_comment else None
+        # the acknowledge label is read from the API (the current labels) whenever a token
+        # can, even when another step posts the comment (the Action's publish step)
+        read_labels = bool(
+            opts.acknowledge_label and os.environ.get("GITHUB_TOKEN") and repo and pr
+        )
+        client = GitHubClient() if want_comment or read_labels else None
         ack = find_label_acknowledgement(
             opts.acknowledge_label, client, repo, pr, ctx, say=self.say, soft_fail=True
         )
@@ -297,12 +339,27 @@ class Workflow:
             head, base, policy=req.policy, acknowledgement=ack, head_source=_head_source
         )
         diff.write(req.diff_out)
+        html_path = html_size = None
+        if req.html_out:
+            from costguard.api.html import write_html_report
+
+            html_size = write_html_report(
+                req.html_out,
+                diff,
+                head=head,
+                base=base.report if base.available else None,
+                project_dir=self.project_dir,
+            )
+            html_path = str(Path(req.html_out).resolve())
+        poster = client if want_comment else None
         return CiOutcome(
             diff,
             exit_code(diff.verdict, req.fail_on),
             report_path,
-            self._post_and_report(diff, client, repo, pr, req, report_path),
+            self._post_and_report(diff, poster, repo, pr, req, report_path, html_path),
             annotation_lines(diff),
+            html_path=html_path,
+            html_size=html_size,
         )
 
     def _post_and_report(
@@ -313,20 +370,29 @@ class Workflow:
         pr: int | None,
         req: CiRequest,
         report_path: str,
+        html_path: str | None = None,
     ) -> str | None:
         url = None
         opts = req.options
+        evidence = links(self.project_dir)
         if client is not None:
             url = publish(
                 diff, client, repo, pr, tag=opts.tag, mode=opts.mode,
-                skip_no_diff=opts.skip_no_diff, say=self.say, soft_fail=True,
+                skip_no_diff=opts.skip_no_diff, say=self.say, soft_fail=True, links=evidence,
             )  # fmt: skip
         elif req.comment is None and repo and pr:
             self.say("costguard: not commenting on the PR: GITHUB_TOKEN is not set")
         gha.write_outputs(
-            gha.outputs(diff.data, report_path=report_path, diff_path=req.diff_out, comment_url=url)
+            gha.outputs(
+                diff.data,
+                report_path=report_path,
+                diff_path=req.diff_out,
+                html_path=html_path,
+                comment_url=url,
+            )
         )
-        gha.append_summary(render_summary(diff))
+        if req.summary:
+            gha.append_summary(render_summary(diff, links=evidence))
         return url
 
 
@@ -340,4 +406,6 @@ __all__: Sequence[str] = (
     "FAIL_ON",
     "Workflow",
     "exit_code",
+    "job_summary",
+    "links",
 )

@@ -45,6 +45,7 @@ from costguard.report.run_report import RunReport, load_report
 
 if TYPE_CHECKING:
     from costguard.api.ci import CiOutcome, CiRequest, CommentOutcome, CommentRequest
+    from costguard.api.html import HtmlWritten
     from costguard.compare.frontier import Frontier
     from costguard.engine.recordings import RecordingAudit, RecordingStore
     from costguard.serving.stack import ServeCommand, StackStartError, StackState
@@ -177,7 +178,9 @@ class Costguard:
         def head(report: str | None) -> tuple[RunReport, str]:
             return self.head(report)
 
-        return Workflow(head, self.load_baseline, self.compare, self.say)
+        return Workflow(
+            head, self.load_baseline, self.compare, self.say, project_dir=self.project_dir()
+        )
 
     def ci(self, request: CiRequest) -> CiOutcome:
         """`costguard ci`: head, baseline (default: the PR's base commit), diff, policy, PR comment,
@@ -187,6 +190,42 @@ class Costguard:
     def comment(self, request: CommentRequest) -> CommentOutcome:
         """`costguard comment github`: post (or update) the PR comment of a diff."""
         return self._workflow().comment(request)
+
+    # -- the HTML report ---------------------------------------------------------------------------
+    def project_dir(self) -> Path:
+        """costguard.yaml's directory: fixture paths are relative to it (links place them in the
+        repository)."""
+        return self.config_path.resolve().parent
+
+    def write_html(
+        self,
+        out: str | Path,
+        report: RunReport | DiffReport,
+        *,
+        head: RunReport | None = None,
+        base: RunReport | None = None,
+    ) -> int:
+        """The self-contained HTML report of a RunReport or DiffReport (for a diff, with the head
+        and base RunReports it was made from, when at hand); returns its size in bytes."""
+        from costguard.api.html import write_html_report
+
+        return write_html_report(out, report, head=head, base=base, project_dir=self.project_dir())
+
+    def html_report(
+        self,
+        out: str | Path,
+        reports: Sequence[str] = (),
+        *,
+        head: str | None = None,
+        base: str | None = None,
+    ) -> HtmlWritten:
+        """`costguard report --html`: the page of a RunReport or DiffReport file (default:
+        costguard-report.json) and at most one frontier file."""
+        from costguard.api.html import html_report_from_files
+
+        return html_report_from_files(
+            out, reports, head=head, base=base, project_dir=self.project_dir()
+        )
 
     # -- shards, recordings, calibration, variants -------------------------------------------------
     def merge(self, reports: Sequence[str | Path | RunReport]) -> RunReport:

@@ -19,6 +19,7 @@ from costguard.cli.options import (
     fail_on_option,
     fixtures_option,
 )
+from costguard.cli.report import html_option, say_written, write_html_report
 from costguard.errors import UsageError
 
 DEFAULT_REPORT = (
@@ -104,6 +105,7 @@ def emit_annotations(diff: Any) -> None:
 @click.option(
     "--out", "-o", "out", type=click.Path(dir_okay=False), help="Write the DiffReport JSON here."
 )
+@html_option
 def diff_command(
     reports: tuple[str, ...],
     base_ref: str | None,
@@ -112,6 +114,7 @@ def diff_command(
     policy: str | None,
     fmt: str,
     out: str | None,
+    html_out: str | None,
 ) -> None:
     """Compare two runs: BASE and HEAD RunReports, BASE against the working tree, or --base-ref REF.
 
@@ -135,6 +138,14 @@ def diff_command(
     diff, _ = api.compare(head, base, policy=policy, head_source=head_source)
     if out:
         diff.write(out)
+    if html_out:
+        write_html_report(
+            html_out,
+            diff,
+            head=head,
+            base=base.report if base.available else None,
+            config=config,
+        )
     if fmt == "json":
         click.echo(diff.to_json(), nl=False)
     elif fmt == "markdown":
@@ -267,7 +278,16 @@ def comment_github(
     default=None,
     help="Post the PR comment. Default: when GITHUB_TOKEN is set and a pull request is known.",
 )
+@click.option(
+    "--summary/--no-summary",
+    "summary",
+    default=True,
+    show_default=True,
+    help="Append the Markdown job summary to $GITHUB_STEP_SUMMARY (the Action writes it after "
+    "uploading the artifact, to link it).",
+)
 @fail_on_option
+@html_option
 def ci_command(
     report: str | None,
     config: str,
@@ -284,7 +304,9 @@ def ci_command(
     skip_no_diff: bool,
     acknowledge_label: str | None,
     comment: bool | None,
+    summary: bool,
     fail_on: str,
+    html_out: str | None,
 ) -> None:
     """Everything a CI step needs, in order: project, baseline, diff, check, PR comment, outputs, summary.
 
@@ -312,8 +334,12 @@ def ci_command(
             comment=comment,
             options=CommentOptions(tag, mode, skip_no_diff, acknowledge_label),
             fail_on=fail_on,
+            html_out=html_out,
+            summary=summary,
         )
     )
+    if outcome.html_path is not None and outcome.html_size is not None:
+        say_written(html_out or outcome.html_path, outcome.html_size)
     print_diff(outcome.diff)
     for line in outcome.annotations:
         click.echo(line)

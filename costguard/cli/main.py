@@ -17,12 +17,14 @@ from costguard import STARTED, __version__
 from costguard.cli import compare as _compare
 from costguard.cli import frontier as _frontier
 from costguard.cli import recordings as _recordings
+from costguard.cli import report as _report
 from costguard.cli import stack as _stack
 from costguard.cli import verify as _verify
 from costguard.cli.compare import DEFAULT_REPORT
 from costguard.cli.options import baseline_options
 from costguard.cli.options import config_option as _config_option
 from costguard.cli.options import fixtures_option as _fixtures_option
+from costguard.cli.report import html_option
 from costguard.cli.running import run_projection
 from costguard.errors import EXIT_USAGE, CostguardError
 
@@ -109,6 +111,7 @@ def cli() -> None:
     help="Print on stderr where the time went: seconds per stage (start-up, loading, tokens, "
     "each pipeline stage, the report, writing it) and how much of the wall time they cover.",
 )
+@html_option
 def run(
     config: str,
     fixtures: tuple[str, ...],
@@ -123,6 +126,7 @@ def run(
     summary: bool,
     quiet: bool,
     profile: bool,
+    html_out: str | None,
 ) -> None:
     """Replay the fixtures through the stack and write the RunReport.
 
@@ -153,6 +157,10 @@ def run(
         stages = dict(report.get("timing", {}).get("stages") or {})
         stages = {"startup": startup, **stages, "write": time.perf_counter() - clock}
         click.echo(render_profile(stages, time.perf_counter() - STARTED), err=True)
+    if html_out:
+        from costguard.cli.report import write_html_report
+
+        write_html_report(html_out, report, config=config, quiet=quiet)
     if not quiet:
         if fmt == "json":
             click.echo(report.to_json(), nl=False)
@@ -394,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(0)
 
 
-for _module in (_compare, _stack, _recordings, _frontier, _verify):
+for _module in (_compare, _stack, _recordings, _frontier, _verify, _report):
     _module.register_commands(cli)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -254,12 +254,24 @@ def _mover_key(entry: dict[str, Any]) -> tuple[float, str]:
     return (-abs(delta), entry["id"])
 
 
+def _changed_templates(base: RunReport, head: RunReport) -> set[str]:
+    """Template files (project-relative) whose content differs between the runs, or are new."""
+
+    def hashes(report: RunReport) -> dict[str, Any]:
+        inputs = report.get("inputs") or {}
+        return {t.get("path"): t.get("sha256") for t in inputs.get("templates") or []}
+
+    before, after = hashes(base), hashes(head)
+    return {path for path, sha in after.items() if path and before.get(path) != sha}
+
+
 def _fixtures(base: RunReport | None, head: RunReport) -> dict[str, Any]:
     has_base = base is not None
     base_by_id = {r["id"]: r for r in base.records} if base is not None else {}
     head_by_id = {r["id"]: r for r in head.records}
     ids = list(head_by_id) + [i for i in base_by_id if i not in head_by_id]
     counts = {"added": 0, "removed": 0, "changed": 0, "unchanged": 0}
+    changed_templates = _changed_templates(base, head) if base is not None else set()
     items = []
     for fid in ids:
         b, h = base_by_id.get(fid), head_by_id.get(fid)
@@ -267,6 +279,9 @@ def _fixtures(base: RunReport | None, head: RunReport) -> dict[str, Any]:
             counts["unchanged"] += 1  # the common case, decided without building the entry
             continue
         entry = _fixture_entry(b, h, has_base)
+        if entry["prompt_changed"] and h is not None:
+            used = (h.get("extra") or {}).get("templates") or []
+            entry["templates_changed"] = [t for t in used if t in changed_templates]
         if entry["status"] in counts:
             counts[entry["status"]] += 1
         if entry["status"] in ("added", "removed", "changed"):

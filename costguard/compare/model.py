@@ -91,6 +91,7 @@ class FixtureChange(Section):
     location: str | None = None
     status: Status
     prompt_changed: bool = False
+    templates_changed: list[str] = []  # with prompt_changed: its template files that changed
     monthly_requests: Change
     input_tokens: Change
     cached_tokens: Change

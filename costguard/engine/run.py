@@ -7,6 +7,7 @@ import datetime as _dt
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costguard.engine.backends import Backend
@@ -225,6 +226,7 @@ def replay(
         clock = lap(stages, "setup", clock)
         records = pipeline.run(project.fixtures, shard=shard)
         clock = time.perf_counter()
+    _note_templates(project, records)
     replayed = Replay(
         records,
         tier_backend.name,
@@ -246,6 +248,16 @@ def replay(
         replayed.sections["cache_simulation"] = pipeline.simulation.to_dict()
     lap(replayed.stages, "sections", clock)
     return replayed
+
+
+def _note_templates(project: Project, records: Sequence[RequestRecord]) -> None:
+    """Each fixture record names the template files it renders (project-relative), so a diff can
+    say a template change moved it and the PR comment can link the template."""
+    templates = {fx.id: fx.templates for fx in project.fixtures if fx.templates}
+    for record in records:
+        used = templates.get(record.fixture_id)
+        if used:
+            record.extra["templates"] = sorted({project._relative(Path(t)) for t in used})
 
 
 def lap(stages: dict[str, float], stage: str, since: float) -> float:

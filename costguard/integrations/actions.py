@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from costguard.render.links import EvidenceLinks
+
 _LEVEL = {"fail": "error", "warn": "warning"}
 
 
@@ -119,6 +121,7 @@ class PullRequestContext:
     number: int | None = None
     base_sha: str | None = None
     base_ref: str | None = None
+    head_sha: str | None = None
     labels: list[str] = field(default_factory=list)
     action: str | None = None
     sender: str | None = None
@@ -144,6 +147,7 @@ def pull_request_context(env: Mapping[str, str] | None = None) -> PullRequestCon
     base = pr.get("base") or {}
     ctx.base_sha = base.get("sha") or None
     ctx.base_ref = base.get("ref") or None
+    ctx.head_sha = (pr.get("head") or {}).get("sha") or None
     ctx.labels = [
         str(label.get("name")) for label in pr.get("labels") or [] if isinstance(label, dict)
     ]
@@ -151,3 +155,38 @@ def pull_request_context(env: Mapping[str, str] | None = None) -> PullRequestCon
     ctx.sender = (event.get("sender") or {}).get("login")
     ctx.label = (event.get("label") or {}).get("name")
     return ctx
+
+
+def evidence_links(
+    env: Mapping[str, str] | None = None,
+    *,
+    project_dir: str | Path | None = None,
+    head_sha: str | None = None,
+) -> EvidenceLinks:
+    """Links to the evidence from what GitHub Actions sets; empty parts where it sets nothing.
+
+    The commit is `head_sha` when given (`comment github --head-sha`), else the pull request's
+    head (the fixtures a reviewer changed), else `GITHUB_SHA`. The run is `COSTGUARD_RUN_ID` (a
+    `workflow_run` job commenting on another run's results) or `GITHUB_RUN_ID`. The artifact comes
+    from `COSTGUARD_ARTIFACT_URL` (upload-artifact's `artifact-url`) or, by name
+    (`COSTGUARD_ARTIFACT_NAME`), the run page's artifact list. `project_dir` (costguard.yaml's
+    directory) is placed inside `GITHUB_WORKSPACE` so fixture paths become repository paths.
+    """
+    env = os.environ if env is None else env
+    ctx = pull_request_context(env)
+    root = ""
+    workspace = env.get("GITHUB_WORKSPACE")
+    if workspace and project_dir is not None:
+        try:
+            root = Path(project_dir).resolve().relative_to(Path(workspace).resolve()).as_posix()
+        except (ValueError, OSError):
+            root = ""
+    return EvidenceLinks(
+        server=env.get("GITHUB_SERVER_URL") or None,
+        repo=env.get("GITHUB_REPOSITORY") or None,
+        sha=head_sha or ctx.head_sha or env.get("GITHUB_SHA") or None,
+        run_id=env.get("COSTGUARD_RUN_ID") or env.get("GITHUB_RUN_ID") or None,
+        artifact_url=env.get("COSTGUARD_ARTIFACT_URL") or None,
+        artifact_name=env.get("COSTGUARD_ARTIFACT_NAME") or None,
+        root=root,
+    )

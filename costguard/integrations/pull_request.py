@@ -17,6 +17,7 @@ from typing import Any
 from costguard.compare.diff import DiffReport
 from costguard.errors import GitHubError
 from costguard.policy.engine import Acknowledgement
+from costguard.render.links import EvidenceLinks
 
 DEFAULT_TAG = "default"
 
@@ -62,12 +63,13 @@ def post_comment(
     tag: str = DEFAULT_TAG,
     mode: str = "update",
     skip_no_diff: bool = False,
+    links: EvidenceLinks | None = None,
 ) -> Any:
     """Render `diff` and upsert it as the PR comment for `tag`; returns the CommentResult."""
     from costguard.integrations.github import upsert_comment
     from costguard.render.markdown import render_comment
 
-    body = render_comment(diff, tag=tag)
+    body = render_comment(diff, tag=tag, links=links)
     if skip_no_diff and not worth_a_comment(diff):
         return upsert_comment(
             client, repo, pr, body, tag=tag, mode="update", skip_if_unchanged=True, create=False
@@ -83,9 +85,11 @@ def post_comment(
     )
 
 
-def comment_preview(diff: DiffReport, *, tag: str = DEFAULT_TAG) -> str:
+def comment_preview(
+    diff: DiffReport, *, tag: str = DEFAULT_TAG, links: EvidenceLinks | None = None
+) -> str:
     """The exact body `post_comment` would send (hidden marker first, size limit applied)."""
     from costguard.integrations.github import compose_body
     from costguard.render.markdown import render_comment
 
-    return compose_body(render_comment(diff, tag=tag), tag)
+    return compose_body(render_comment(diff, tag=tag, links=links), tag)

@@ -19,6 +19,7 @@ from typing import Any
 
 from costguard.compare.diff import DiffReport
 from costguard.compare.model import Change, DiffReportModel, VerdictRecord
+from costguard.render.links import NO_LINKS, EvidenceLinks
 from costguard.report import format as fmt
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -173,9 +174,13 @@ def _environment() -> Any:
 
 
 def render(
-    diff: DiffReport | DiffReportModel, *, context: str = "comment", tag: str = "default"
+    diff: DiffReport | DiffReportModel,
+    *,
+    context: str = "comment",
+    tag: str = "default",
+    links: EvidenceLinks | None = None,
 ) -> str:
-    """The Markdown for a DiffReport (its typed model is all the template sees). `context`: "comment" (PR comment) or "summary" (job summary).
+    """The Markdown for a DiffReport (its typed model is all the template sees). `context`: "comment" (PR comment) or "summary" (job summary); `links` lead to the evidence (fixture lines, run, artifact) where known.
 
     The comment's hidden marker is not part of this text: `costguard.integrations.github.compose_body` adds it.
     """
@@ -191,13 +196,18 @@ def render(
         context=context,
         tag=tag,
         max_fixture_rows=MAX_FIXTURE_ROWS,
+        links=links or NO_LINKS,
     )
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
-def render_comment(diff: DiffReport | DiffReportModel, *, tag: str = "default") -> str:
-    return render(diff, context="comment", tag=tag)
+def render_comment(
+    diff: DiffReport | DiffReportModel, *, tag: str = "default", links: EvidenceLinks | None = None
+) -> str:
+    return render(diff, context="comment", tag=tag, links=links)
 
 
-def render_summary(diff: DiffReport | DiffReportModel) -> str:
-    return render(diff, context="summary")
+def render_summary(
+    diff: DiffReport | DiffReportModel, *, links: EvidenceLinks | None = None
+) -> str:
+    return render(diff, context="summary", links=links)

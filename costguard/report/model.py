@@ -207,9 +207,18 @@ class Cache(Section):
 # ---- routing --------------------------------------------------------------------------------
 
 
+class RouterThreshold(Section):
+    max_score: float
+    tier: str
+
+
 class RouterInfo(Section):
     kind: str = "?"
     description: str | None = None
+    score_range: list[float] | None = None
+    thresholds: list[RouterThreshold] = []  # routers that cut a score (embedding, length)
+    default_tier: str | None = None
+    score_unit: str | None = None
 
 
 class Escalation(Section):
@@ -385,6 +394,10 @@ class Replay(Section):
     input_throughput: float = 0.0
     output_throughput: float = 0.0
     latency: dict[str, ReplayLatency] = Field(default_factory=dict, description="`all` and tiers")
+    distribution: dict[str, dict[str, dict[str, float] | None]] = Field(
+        default_factory=dict,
+        description="`all` and tiers: ttft/tpot/itl/e2el percentiles p0..p100, count, mean (ms)",
+    )
     stopped: str | None = None
 
 

@@ -226,6 +226,32 @@ def latency_summary(results: Sequence[CompletionResult]) -> dict[str, float | No
     return out
 
 
+DISTRIBUTION_POINTS = (0, 1, 5, 10, 25, 50, 75, 90, 95, 99, 100)
+
+
+def latency_distribution(results: Sequence[CompletionResult]) -> dict[str, dict[str, float] | None]:
+    """Percentiles (ms) of TTFT, TPOT, ITL and E2EL, for the HTML report's distribution plots:
+    `count`, `mean` and `p0` ... `p100` (linear interpolation, as `latency_summary`); None for a
+    metric without samples (TTFT, TPOT and ITL need streaming)."""
+    series = {
+        "ttft": [r.ttft_s for r in results if r.ttft_s is not None],
+        "tpot": [r.tpot_s for r in results if r.tpot_s is not None],
+        "itl": [x for r in results for x in r.itl_s],
+        "e2el": [r.e2el_s for r in results],
+    }
+    out: dict[str, dict[str, float] | None] = {}
+    for name, values in series.items():
+        values = sorted(values)
+        if not values:
+            out[name] = None
+            continue
+        block = {"count": float(len(values)), "mean": 1000 * sum(values) / len(values)}
+        for q in DISTRIBUTION_POINTS:
+            block[f"p{q}"] = 1000 * percentile(values, q / 100)
+        out[name] = block
+    return out
+
+
 def throughput_profile(
     results: Sequence[CompletionResult], spans: Sequence[tuple[float, float]]
 ) -> dict[str, float] | None:

@@ -342,7 +342,7 @@ class LiveBackend:
         live: list[int],
         served: dict[str, list[int]],
     ) -> dict[str, Any]:
-        from costguard.serving.replay import latency_summary
+        from costguard.serving.replay import latency_distribution, latency_summary
 
         replies = [r for r in outcome.results if r is not None]
         duration = outcome.duration_s or 1e-9
@@ -365,6 +365,11 @@ class LiveBackend:
             "latency": {"all": latency_summary(replies)}
             | {
                 tier: latency_summary([outcome.results[p] for p in positions])  # type: ignore[misc]
+                for tier, positions in sorted(served.items())
+            },
+            "distribution": {"all": latency_distribution(replies)}
+            | {
+                tier: latency_distribution([outcome.results[p] for p in positions])  # type: ignore[misc]
                 for tier, positions in sorted(served.items())
             },
             "stopped": outcome.stopped,

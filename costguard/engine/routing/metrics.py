@@ -55,6 +55,7 @@ def routing_details(
             "kind": run.kind if run else (config.router.kind if config.router else "single"),
             "description": run.description if run else None,
             "score_range": list(run.score_range) if run and run.score_range else None,
+            **_cut_points(config),
         },
         "tier_order": order,
         "weak_tier": weak,
@@ -66,6 +67,26 @@ def routing_details(
     }
     out["escalation_estimated"] = bool(out["escalation"].get("estimated"))
     return out
+
+
+def _cut_points(config: StackConfig) -> dict[str, Any]:
+    """The router's thresholds on its score (for the HTML report's histogram), when it has them."""
+    router = config.router
+    thresholds = getattr(router, "thresholds", None)
+    if router is None or not thresholds:
+        return {}
+    cuts = [
+        {
+            "max_score": float(getattr(t, "max_score", getattr(t, "max_prompt_tokens", 0))),
+            "tier": t.tier,
+        }
+        for t in thresholds
+    ]
+    return {
+        "thresholds": sorted(cuts, key=lambda c: c["max_score"]),
+        "default_tier": getattr(router, "default_tier", None),
+        "score_unit": "prompt tokens" if router.kind == "length" else "score",
+    }
 
 
 def _escalation(
