@@ -55,6 +55,7 @@ def installed() -> Iterator[None]:
     """Within: SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt (main thread only). The
     previous handlers come back afterwards, so an in-process CLI call leaves no trace."""
     previous: dict[signal.Signals, Any] = {}
+    seen = len(_received)
     if threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
             with contextlib.suppress(OSError, ValueError):
@@ -62,7 +63,13 @@ def installed() -> Iterator[None]:
     try:
         yield
     finally:
+        interrupted = len(_received) > seen
         for sig, handler in previous.items():
+            # Once interrupted the process is on its way out: a further signal (Actions sends
+            # SIGTERM after SIGINT) must not kill it between here and its exit code, so default
+            # handlers become "ignore"; a caller's own handlers come back as they were.
+            if interrupted and handler in (signal.SIG_DFL, signal.default_int_handler):
+                handler = signal.SIG_IGN
             with contextlib.suppress(OSError, ValueError, TypeError):
                 signal.signal(sig, handler)
 
