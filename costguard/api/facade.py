@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from costguard.api import core as api
+import costguard.api.core as api
 from costguard.api.baselines import BaselineSpec, parse_baseline
 from costguard.api.schemas import write_schemas
 from costguard.compare.baseline import Baseline, no_baseline
