@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from costguard.cli.options import config_option, fixtures_option
+from costguard.cli.options import config_option, fixtures_option, format_option
 
 
 @click.command("frontier")
@@ -38,13 +38,7 @@ from costguard.cli.options import config_option, fixtures_option
 @click.option(
     "--list", "list_only", is_flag=True, help="List the variants and their overrides; run nothing."
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["terminal", "json"]),
-    default="terminal",
-    show_default=True,
-)
+@format_option
 def frontier_command(
     config: str,
     fixtures: tuple[str, ...],

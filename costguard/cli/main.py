@@ -21,7 +21,7 @@ from costguard.cli import report as _report
 from costguard.cli import stack as _stack
 from costguard.cli import verify as _verify
 from costguard.cli.compare import DEFAULT_REPORT
-from costguard.cli.options import baseline_options
+from costguard.cli.options import baseline_options, format_option
 from costguard.cli.options import config_option as _config_option
 from costguard.cli.options import fixtures_option as _fixtures_option
 from costguard.cli.report import html_option
@@ -192,13 +192,7 @@ def run(
 @baseline_options
 @_config_option
 @_fixtures_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["terminal", "json"]),
-    default="terminal",
-    show_default=True,
-)
+@format_option
 def check(
     policy: str,
     report: str | None,
@@ -287,13 +281,7 @@ def schema(out_dir: str) -> None:
     is_flag=True,
     help="Write the new thresholds into the config file (only the numbers change).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["terminal", "json"]),
-    default="terminal",
-    show_default=True,
-)
+@format_option
 def calibrate(
     config: str,
     fixtures: tuple[str, ...],

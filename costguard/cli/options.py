@@ -95,3 +95,14 @@ def fail_on_option(f: Any) -> Any:
         show_default=True,
         help="Which policy verdict makes the exit code 1.",
     )(f)
+
+
+def format_option(f: Any) -> Any:
+    """`--format terminal|json`: the same choice on every command that prints a result."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["terminal", "json"]),
+        default="terminal",
+        show_default=True,
+    )(f)

@@ -10,7 +10,7 @@ import json
 import click
 
 from costguard.cli.compare import DEFAULT_REPORT, session
-from costguard.cli.options import config_option, fixtures_option
+from costguard.cli.options import config_option, fixtures_option, format_option
 
 
 @click.group("recordings")
@@ -21,13 +21,7 @@ def recordings_group() -> None:
 @recordings_group.command("stats")
 @config_option
 @fixtures_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["terminal", "json"]),
-    default="terminal",
-    show_default=True,
-)
+@format_option
 def stats(config: str, fixtures: tuple[str, ...], fmt: str) -> None:
     """How many recordings match the current fixtures and tiers, and which are stale."""
     cg = session(config, fixtures)
