@@ -368,7 +368,7 @@ class Pipeline:
         cf_results = self._counterfactual_results(cf_planned)
 
         records: list[RequestRecord | None] = [None] * n
-        answers: list[tuple[RequestRecord, Answer]] = []
+        scored: list[tuple[RequestRecord, int, CacheOutcome]] = []
         for (pos, arrival), cf_result in zip(served, cf_results, strict=True):
             i = order[arrival]
             fx = fixtures[i]
@@ -415,9 +415,9 @@ class Pipeline:
                 extra=extra,
                 alternatives=alternatives.get(i),
             )
-            answers.append((record, self.answer(fixtures, i, outcome, replies)))
+            scored.append((record, i, outcome))
         clock = self._timed("records", clock)
-        self._score(answers)
+        self._score(fixtures, scored, replies)
         self._timed("quality", clock)
         self.routing = RoutingRun(
             kind=self.router.kind,
@@ -540,10 +540,19 @@ class Pipeline:
             fixture, Response(fixture, result.text, measured, tier, result.response_ref), tier
         )
 
-    def _score(self, answers: list[tuple[RequestRecord, Answer]]) -> None:
-        """Quality of every answer, in one batch (similarity and judge calls are batched)."""
-        if self.quality is None or not any(a.fixture.expect.assertions for _, a in answers):
+    def _score(
+        self,
+        fixtures: Sequence[Fixture],
+        scored: list[tuple[RequestRecord, int, CacheOutcome]],
+        replies: dict[int, tuple[str, CallResult]],
+    ) -> None:
+        """Quality of every answer, in one batch (similarity and judge calls are batched). The
+        answers are looked up only when some fixture has assertions to score."""
+        if self.quality is None or not any(fixtures[i].expect.assertions for _, i, _ in scored):
             return
+        answers = [
+            (record, self.answer(fixtures, i, outcome, replies)) for record, i, outcome in scored
+        ]
         self.progress("quality", 0, len(answers))
         scores = self.quality.score_many([a for _, a in answers])
         for (record, _), quality in zip(answers, scores, strict=True):

@@ -40,29 +40,43 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def weighted_percentile(values: Sequence[float], weights: Sequence[float], q: float) -> float:
     """The q-quantile (0..1) of `values` where each value stands for `weight` requests."""
+    return _weighted_quantiles(values, weights, (q,))[0]
+
+
+def _weighted_quantiles(
+    values: Sequence[float], weights: Sequence[float], qs: Sequence[float]
+) -> list[float]:
+    """`weighted_percentile` for several quantiles from one sort (ascending `qs` not required)."""
     if not values:
-        return 0.0
+        return [0.0] * len(qs)
     pairs = sorted(zip(values, weights, strict=True))
     total = sum(w for _, w in pairs)
     if total <= 0:
-        return pairs[-1][0]
-    threshold = q * total
+        return [pairs[-1][0]] * len(qs)
+    slack = 1e-12 * total
+    wanted = sorted((q * total - slack, k) for k, q in enumerate(qs))
+    out = [pairs[-1][0]] * len(qs)
     acc = 0.0
+    next_q = 0
     for value, weight in pairs:
         acc += weight
-        if acc >= threshold - 1e-12 * total:
-            return value
-    return pairs[-1][0]
+        while next_q < len(wanted) and acc >= wanted[next_q][0]:
+            out[wanted[next_q][1]] = value
+            next_q += 1
+        if next_q == len(wanted):
+            break
+    return out
 
 
 def weighted_distribution(values: Sequence[float], weights: Sequence[float]) -> Distribution:
     """Weighted mean, p50, p95, p99 and max (all 0.0 when there is nothing to weigh)."""
     total = sum(weights)
     mean = sum(v * w for v, w in zip(values, weights, strict=True)) / total if total else 0.0
+    p50, p95, p99 = _weighted_quantiles(values, weights, (0.50, 0.95, 0.99))
     return {
         "mean": mean,
-        "p50": weighted_percentile(values, weights, 0.50),
-        "p95": weighted_percentile(values, weights, 0.95),
-        "p99": weighted_percentile(values, weights, 0.99),
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
         "max": max(values) if values else 0.0,
     }

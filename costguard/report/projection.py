@@ -53,6 +53,9 @@ def latency_section(records: Sequence[RequestRecord]) -> dict[str, Any] | None:
     }
 
 
+_HITS = ("exact", "semantic")  # result-cache outcomes that answer a request without a model call
+
+
 def _ratio(part: float, whole: float) -> float:
     return part / whole if whole else 0.0
 
@@ -101,44 +104,68 @@ def aggregate(
         "output_tokens": {"measured": 0, "expected": 0, "prior": 0},
     }
 
+    # Per-record figures for the distributions, gathered in the same pass (one walk over the
+    # billed calls per record: this runs for every record of 100k-request runs).
+    costs: list[float] = []
+    input_tokens: list[float] = []
+    cached_tokens: list[float] = []
+    output_tokens: list[float] = []
+    count_input = provenance["input_tokens"]
+    count_cached = provenance["cached_tokens"]
+    count_output = provenance["output_tokens"]
+    cached_saving = {name: price.cached_saving for name, price in prices.items()}
     for r in records:
         m = r.monthly_requests
-        suite = suites.setdefault(r.suite, {**_usage_block(), "fixtures": 0})
+        suite = suites.get(r.suite)
+        if suite is None:
+            suite = suites[r.suite] = {**_usage_block(), "fixtures": 0}
         suite["fixtures"] += 1
-        for block in (totals, suite):
-            block["requests_per_month"] += m
-        served[r.served_by] = served.get(r.served_by, 0.0) + m
-        if r.cache_hit:
+        totals["requests_per_month"] += m
+        suite["requests_per_month"] += m
+        calls = r.calls
+        hit = r.cache in _HITS
+        if hit:
+            served_by = f"cache:{r.cache}"
+        else:
+            served_by = calls[-1].tier if calls else r.route_tier
+        served[served_by] = served.get(served_by, 0.0) + m
+        if hit:
             cache_hits[r.cache] += m
-            cache_saved[r.cache] += m * r.saved_by_cache_usd
+            cache_saved[r.cache] += m * sum(c.cost_usd for c in calls)
         elif r.cache == "bypass":
             bypassed += m
-        if r.escalated:
+        if any(c.stage == "escalation" for c in calls):
             escalated += m
-            escalation_cost += m * sum(c.cost_usd for c in r.calls if c.stage == "escalation")
+            escalation_cost += m * sum(c.cost_usd for c in calls if c.stage == "escalation")
         if r.counterfactual is not None:
             cf_cost += m * r.counterfactual.cost_usd
-        for call in r.billed_calls:
-            tier = tiers[call.tier]
-            tier["calls_per_month"] += m
-            for block in (totals, suite, tier):
-                block["input_tokens_per_month"] += m * call.input_tokens
-                block["cached_tokens_per_month"] += m * call.cached_tokens
-                block["output_tokens_per_month"] += m * call.output_tokens
-                block["cost_per_month"] += m * call.cost_usd
-                if call.estimated:
-                    block["estimated_cost_per_month"] += m * call.cost_usd
-            prefix_saved += m * prices[call.tier].cached_saving(call.cached_tokens)
-        for call in r.calls:
-            provenance["input_tokens"][call.input_source] = (
-                provenance["input_tokens"].get(call.input_source, 0) + 1
-            )
-            provenance["cached_tokens"][call.cached_source] = (
-                provenance["cached_tokens"].get(call.cached_source, 0) + 1
-            )
-            provenance["output_tokens"][call.output_source] = (
-                provenance["output_tokens"].get(call.output_source, 0) + 1
-            )
+        cost = 0
+        n_in = n_cached = n_out = 0
+        if not hit:
+            for call in calls:
+                tier = tiers[call.tier]
+                tier["calls_per_month"] += m
+                estimated = call.estimated
+                for block in (totals, suite, tier):
+                    block["input_tokens_per_month"] += m * call.input_tokens
+                    block["cached_tokens_per_month"] += m * call.cached_tokens
+                    block["output_tokens_per_month"] += m * call.output_tokens
+                    block["cost_per_month"] += m * call.cost_usd
+                    if estimated:
+                        block["estimated_cost_per_month"] += m * call.cost_usd
+                prefix_saved += m * cached_saving[call.tier](call.cached_tokens)
+                cost += call.cost_usd
+                n_in += call.input_tokens
+                n_cached += call.cached_tokens
+                n_out += call.output_tokens
+        costs.append(cost)
+        input_tokens.append(float(n_in))
+        cached_tokens.append(float(n_cached))
+        output_tokens.append(float(n_out))
+        for call in calls:
+            count_input[call.input_source] = count_input.get(call.input_source, 0) + 1
+            count_cached[call.cached_source] = count_cached.get(call.cached_source, 0) + 1
+            count_output[call.output_source] = count_output.get(call.output_source, 0) + 1
 
     for name, block in tiers.items():
         block["requests_per_month"] = served.get(name, 0.0)
@@ -150,15 +177,15 @@ def aggregate(
     for block in [totals, *tiers.values(), *suites.values()]:
         block["estimated"] = block["estimated_cost_per_month"] > 0
 
-    costs = [r.cost_usd for r in records]
     totals["cost_per_request"] = weighted_distribution(costs, weights)
     totals["tokens_per_request"] = {
-        kind: weighted_distribution([float(r.tokens(kind)) for r in records], weights)
-        for kind in ("input", "cached", "output")
+        "input": weighted_distribution(input_tokens, weights),
+        "cached": weighted_distribution(cached_tokens, weights),
+        "output": weighted_distribution(output_tokens, weights),
+        "total": weighted_distribution(
+            [i + o for i, o in zip(input_tokens, output_tokens, strict=True)], weights
+        ),
     }
-    totals["tokens_per_request"]["total"] = weighted_distribution(
-        [float(r.tokens("input") + r.tokens("output")) for r in records], weights
-    )
     totals["fixtures"] = len(records)
     totals["estimated_share"] = (
         totals["estimated_cost_per_month"] / totals["cost_per_month"]

@@ -18,7 +18,7 @@ from costguard.model.config import TierConfig
 from costguard.model.fixtures import Fixture
 
 
-@dataclass
+@dataclass(slots=True)
 class PlannedCall:
     arrival_index: int
     fixture: Fixture
@@ -32,7 +32,7 @@ class PlannedCall:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class CallResult:
     input_tokens: int
     cached_tokens: int

@@ -85,11 +85,13 @@ class OfflineBackend:
 
     def execute(self, calls: Sequence[PlannedCall]) -> list[CallResult | None]:
         results: list[CallResult | None] = []
+        recorded_any = self.recordings is not None and len(self.recordings) > 0
         for call in calls:
-            recorded = self.recorded_result(call)
-            if recorded is not None:
-                results.append(recorded)
-                continue
+            if recorded_any:
+                recorded = self.recorded_result(call)
+                if recorded is not None:
+                    results.append(recorded)
+                    continue
             output, source = self.output_tokens(call)
             if call.fixture.sampling.max_tokens is not None:
                 output = min(output, call.fixture.sampling.max_tokens)
