@@ -77,3 +77,36 @@ def test_semantic_hits_are_labelled_with_what_they_were_judged_on(support) -> No
             note = r["extra"]["semantic"]
             assert note["answer_source"] == "reference" and note["correct"] in (True, False, None)
             assert r["cost_usd"] == 0 and r["saved_by_cache_usd"] > 0
+
+
+def test_shards_report_their_own_semantic_hits_and_merge_into_the_whole_sweep(
+    support, tmp_path
+) -> None:
+    """Each shard counts the sweep's hits among its own fixtures (the sweep runs over all of
+    them); the shards' hits add up to the unsharded run's, and the merged report equals it."""
+    data, _, _ = support
+    root = tmp_path
+    for name in ("costguard.yaml", "fixtures", "tokenizers"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    for i in (1, 2):
+        proc = run_cli(
+            "run", "--fixtures", "fixtures/support.yaml", "--shard", f"{i}/2",
+            "--out", f"s{i}.json", cwd=root, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    shards = [load_report(root / f"s{i}.json").data for i in (1, 2)]
+    whole = {row["threshold"]: row["hits"] for row in data["cache"]["semantic"]["sweep"]}
+    for threshold, hits in whole.items():
+        parts = [
+            next(r["hits"] for r in s["cache"]["semantic"]["sweep"] if r["threshold"] == threshold)
+            for s in shards
+        ]
+        assert sum(parts) == hits, (threshold, parts)
+    proc = run_cli(
+        "merge", "s1.json", "s2.json", "--fixtures", "fixtures/support.yaml", "--out", "m.json",
+        cwd=root,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    merged = load_report(root / "m.json").data
+    assert merged["cache"]["semantic"]["sweep"] == data["cache"]["semantic"]["sweep"]

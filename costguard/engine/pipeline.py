@@ -302,6 +302,9 @@ class Pipeline:
             clock = self._timed("semantic_cache", clock)
 
         arrivals = shard_arrivals(n, shard)
+        self.simulation.fixture_monthly = monthly
+        if shard is not None:
+            self.simulation.shard_fixtures = frozenset(order[a] for a in arrivals)
         planned: list[PlannedCall] = []
         for arrival in range(n):
             i = order[arrival]

@@ -68,6 +68,11 @@ class CacheSimulation:
     )  # judged hits per threshold
     semantic_candidates: int = 0  # fixtures that reached the semantic layer
     exact_expired: int = 0  # exact-cache lookups that found an expired entry
+    # Not carried by shard reports: the run's own view of its fixtures. Requests per month of
+    # every fixture (by fixture index), and the fixture indices a shard's records hold (None:
+    # all), so a shard reports only its own semantic hits (the sweep covers every fixture).
+    fixture_monthly: list[float] | None = None
+    shard_fixtures: frozenset[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, carried by shard reports so `costguard merge` reports the caches like an unsharded run."""

@@ -16,6 +16,7 @@ from costguard.engine.routing.router import router_tokenizer_tier
 from costguard.engine.run import Replay, lap
 from costguard.errors import ConfigError, UsageError
 from costguard.report.projection import aggregate
+from costguard.report.rows import RecordRows, encode_row
 from costguard.report.run_report import SCHEMA_VERSION, RunReport
 
 
@@ -86,11 +87,11 @@ def build_report(
                 },
             }
         )
-    record_dicts = []
+    record_rows = RecordRows()
     for r in records:
         d = r.to_dict()
-        d["cost_per_month"] = r.monthly_requests * r.cost_usd
-        record_dicts.append(d)
+        d["cost_per_month"] = r.monthly_requests * d["cost_usd"]
+        record_rows.append_encoded(encode_row(d))
     warnings = []
     fallback = [t["name"] for t in tiers_summary if t["tokenizer_exactness"] == "fallback"]
     if fallback:
@@ -180,7 +181,7 @@ def build_report(
             "seconds": round(seconds, 3),
             **({"stages": stages} if stages else {}),
         },
-        "records": record_dicts,
+        "records": record_rows,
     }
     return RunReport(data)
 

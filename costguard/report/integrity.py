@@ -16,6 +16,7 @@ from typing import Any
 
 from costguard.errors import ConfigError
 from costguard.model.yamlio import is_number
+from costguard.report.rows import RecordRows, RowError
 
 TOTAL_KEYS = (
     "requests_per_month",
@@ -74,15 +75,36 @@ def check_report(data: dict[str, Any], path: str | Path, text: str | None = None
                     f"inconsistent: {total!r} but the {section} add up to {summed!r}",
                 )
     records = data.get("records")
+    if isinstance(records, RecordRows):
+        _check_rows(where, records)
+        # Decoded rows hold only finite numbers (the decoder refuses the rest): walk the others.
+        _finite_everywhere(where, {k: v for k, v in data.items() if k != "records"}, ())
+        return
     if not isinstance(records, list):
         raise where.error(("records",), "missing or not a list")
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             raise where.error(("records", i), "must be a mapping")
-        for key in RECORD_KEYS:
-            if key in record:
-                _number(where, ("records", i, key), record[key], present=True)
+        _check_record(where, i, record)
     _finite_everywhere(where, data, ())
+
+
+def _check_record(where: _Locator, i: int, record: dict[str, Any]) -> None:
+    for key in RECORD_KEYS:
+        if key in record:
+            _number(where, ("records", i, key), record[key], present=True)
+
+
+def _check_rows(where: _Locator, rows: RecordRows) -> None:
+    """Every row decoded once (and let go): a mapping whose record numbers are numbers."""
+    index = 0
+    try:
+        for index, record in enumerate(rows):
+            _check_record(where.at_line(rows.line_of(index)), index, record)
+    except RowError as exc:
+        raise where.at_line(rows.line_of(exc.index)).error(
+            ("records", exc.index), str(exc)
+        ) from None
 
 
 def _number(where: _Locator, loc: tuple[Any, ...], value: Any, *, present: bool) -> None:
@@ -129,11 +151,18 @@ def _shown(value: Any) -> str:
 class _Locator:
     """Finds the line of a key path in the JSON text (the first match walking down the path)."""
 
-    def __init__(self, path: str | Path, text: str | None) -> None:
+    def __init__(self, path: str | Path, text: str | None, fixed_line: int | None = None) -> None:
         self.path = path
         self.text = text
+        self.fixed_line = fixed_line
+
+    def at_line(self, line: int | None) -> _Locator:
+        """A locator for one record row whose line is known (None: search as usual)."""
+        return self if line is None else _Locator(self.path, self.text, line)
 
     def line(self, loc: tuple[Any, ...]) -> int | None:
+        if self.fixed_line is not None:
+            return self.fixed_line
         if self.text is None:  # read only when there is an error to locate
             try:
                 self.text = Path(self.path).read_text(encoding="utf-8")

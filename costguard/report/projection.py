@@ -139,7 +139,7 @@ def aggregate(
             escalation_cost += m * sum(c.cost_usd for c in calls if c.stage == "escalation")
         if r.counterfactual is not None:
             cf_cost += m * r.counterfactual.cost_usd
-        cost = 0
+        cost: float = 0  # an int 0 when nothing is billed, as `sum` gives
         n_in = n_cached = n_out = 0
         if not hit:
             for call in calls:
@@ -330,7 +330,13 @@ def _semantic_block(
             }
         )
         return block
-    monthly = [r.monthly_requests for r in records]
+    assert simulation is not None  # a sweep comes from one
+    # Hits name fixture indices: this run's per-fixture traffic (a merged report's records are
+    # every fixture's, in fixture order). A shard reports the hits among its own fixtures.
+    monthly = simulation.fixture_monthly or [r.monthly_requests for r in records]
+    own = simulation.shard_fixtures
+    if own is not None:
+        sweep = {t: [h for h in hits if h.index in own] for t, hits in sweep.items()}
 
     def summarise(hits: Sequence[Any]) -> dict[str, Any]:
         per_month = sum(monthly[h.index] for h in hits)
@@ -356,7 +362,7 @@ def _semantic_block(
         sources[key] = sources.get(key, 0) + 1
     block.update(summarise(shipped))
     block["answer_sources"] = sources
-    block["candidates"] = simulation.semantic_candidates if simulation else 0
+    block["candidates"] = simulation.semantic_candidates
     block["sweep"] = [
         {"threshold": t, "shipped": t == semantic.threshold, **summarise(hits)}
         for t, hits in sorted(sweep.items())

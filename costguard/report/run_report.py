@@ -6,7 +6,7 @@ Format documented in docs/report-format.md. Renderers never recompute: they read
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from costguard.errors import ConfigError
 from costguard.model.files import write_atomic as write_atomic  # re-exported: diff writes with it
 from costguard.report.model import RunReportModel
+from costguard.report.rows import RecordRows
 
 DEFAULT_REPORT = "costguard-report.json"  # where front ends write the report unless told otherwise
 SCHEMA_VERSION = "1.0"
@@ -53,7 +54,8 @@ class RunReport:
         return self.data["suites"]
 
     @property
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> Sequence[dict[str, Any]]:
+        """The per-fixture records: a list, or RecordRows (compact JSON rows decoded on demand)."""
         return self.data["records"]
 
     @property
@@ -93,7 +95,9 @@ def iter_json_with_compact_rows(data: dict[str, Any], path: tuple[str, ...]) -> 
     rows: Any = data
     for key in path:
         rows = rows.get(key) if isinstance(rows, dict) else None
-    if not isinstance(rows, list) or not rows:
+    if not isinstance(rows, (list, RecordRows)) or not rows:
+        if isinstance(rows, RecordRows):  # no rows: an empty list
+            data = _replaced(data, path, [])
         yield json.dumps(data, indent=2, ensure_ascii=False) + "\n"
         return
     placeholder = "\u0000costguard-rows\u0000"
@@ -106,6 +110,15 @@ def iter_json_with_compact_rows(data: dict[str, Any], path: tuple[str, ...]) -> 
     separator = ",\n" + inner
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     yield text[:at] + "[\n" + inner
+    if isinstance(rows, RecordRows):  # already encoded: copied as they are
+        joiner = separator.encode()
+        first = True
+        for _, joined in rows.chunks():
+            piece = joined.replace(b"\n", joiner).decode("utf-8")
+            yield piece if first else separator + piece
+            first = False
+        yield "\n" + indent + "]" + text[at + len(quoted) :] + "\n"
+        return
     for start in range(0, len(rows), _ROWS_PER_CHUNK):
         chunk = separator.join(encode(r) for r in rows[start : start + _ROWS_PER_CHUNK])
         yield (separator + chunk) if start else chunk
@@ -121,15 +134,58 @@ def _replaced(data: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[s
 REQUIRED_KEYS = ("schema_version", "complete", "totals", "tiers", "suites", "records")
 
 
-def read_json(path: str | Path, *, missing_hint: str) -> Any:
-    """Parse a JSON file, turning every failure into a one-line ConfigError naming the file."""
+def read_json(path: str | Path, *, missing_hint: str, rows_key: str | None = None) -> Any:
+    """Parse a JSON file, turning every failure into a one-line ConfigError naming the file.
+
+    `rows_key`: the top-level list that costguard writes one compact row per line (a RunReport's
+    records). When the file has that layout the rows are kept as RecordRows (decoded on demand,
+    checked by the caller); any other layout is parsed whole.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"not found ({missing_hint})", file=path) from None
     except IsADirectoryError:
         raise ConfigError("is a directory, not a JSON file", file=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot be read ({exc.strerror or exc})", file=path) from None
+    rows = _split_rows(raw, rows_key) if rows_key else None
+    if rows is not None:
+        head, records = rows
+        data = _parse_json(head, path)
+        if isinstance(data, dict) and data.get(rows_key) == []:
+            data[rows_key] = records
+            return data
+    return _parse_json(raw, path)
+
+
+def _split_rows(raw: bytes, key: str) -> tuple[bytes, RecordRows] | None:
+    """(the document with an empty `key` list, its rows) when `key` is the last top-level key
+    and holds one compact row per line, as `RunReport.write` lays it out; else None."""
+    opening = b'\n  "' + key.encode() + b'": [\n'
+    at = raw.rfind(opening)
+    if at < 0:
+        return None
+    start = at + len(opening)
+    end = raw.rfind(b"\n  ]\n}")
+    if end < start or raw[end + 6 :].strip():
+        return None
+    rows = RecordRows()
+    for line in raw[start:end].split(b"\n"):
+        row = line.strip()
+        if row.endswith(b","):
+            row = row[:-1]
+        if not (line.startswith(b"    {") and row.endswith(b"}")):
+            return None
+        rows.append_encoded(row)
+    rows.first_line = raw.count(b"\n", 0, start) + 1
+    return raw[:at] + b'\n  "' + key.encode() + b'": []\n}\n', rows
+
+
+def _parse_json(raw: bytes, path: Path) -> Any:
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 JSON", file=path) from None
     from costguard.report.integrity import json_constant
@@ -158,9 +214,10 @@ def load_document(
     missing_hint: str,
     stale_hint: str = "re-create it with this version",
     default_kind: str | None = None,
+    rows_key: str | None = None,
 ) -> dict[str, Any]:
     """Read a versioned costguard JSON document (RunReport, DiffReport), checking kind and major version."""
-    data = read_json(path, missing_hint=missing_hint)
+    data = read_json(path, missing_hint=missing_hint, rows_key=rows_key)
     if not isinstance(data, dict) or data.get("kind", default_kind) != kind:
         raise ConfigError(f"not a costguard {what}", file=path)
     missing = [k for k in required if k not in data]
@@ -186,6 +243,7 @@ def load_report(path: str | Path) -> RunReport:
         missing_hint="run `costguard run --out FILE` first",
         stale_hint="re-run the baseline with this version",
         default_kind="run",
+        rows_key="records",
     )
     from costguard.report.integrity import check_report
 
