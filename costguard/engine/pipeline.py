@@ -490,6 +490,21 @@ class Pipeline:
         wanted = sorted(indices)
         costs: dict[int, dict[str, float]] = {i: {} for i in wanted}
         estimated = dict.fromkeys(wanted, False)
+        if not offline.has_recordings:
+            # Unrecorded: the same output estimate on every tier, each tier's own prompt count.
+            outputs = [offline.projected_output(fixtures[i]) for i in wanted]
+            for tier in self.config.tiers:
+                price = self.prices[tier.name]
+                counts = self.tokens.counts[tier.name]
+                approximate = self.tokens.sources[tier.name] == "approximate"
+                for i, (output, source) in zip(wanted, outputs, strict=True):
+                    costs[i][tier.name] = price.cost(counts[i], 0, output)
+                    if source in ESTIMATED_OUTPUT or approximate or price.estimated:
+                        estimated[i] = True
+            return {
+                i: RouteAlternatives(batch[i].prompt_tokens, costs[i], estimated[i])
+                for i in wanted
+            }
         for tier in self.config.tiers:
             price = self.prices[tier.name]
             results = offline.execute(

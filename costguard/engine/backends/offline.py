@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from costguard.engine.backends import CallResult, PlannedCall
 from costguard.errors import ConfigError
 from costguard.model.config import StackConfig
+from costguard.model.fixtures import Fixture
 
 if TYPE_CHECKING:
     from costguard.engine.recordings import RecordingStore
@@ -37,8 +38,19 @@ class OfflineBackend:
         so judge replies never count as the run's recorded calls."""
         return OfflineBackend(self.config, self.recordings)
 
-    def output_tokens(self, call: PlannedCall) -> tuple[int, str]:
-        fx = call.fixture
+    @property
+    def has_recordings(self) -> bool:
+        return self.recordings is not None and len(self.recordings) > 0
+
+    def projected_output(self, fixture: Fixture) -> tuple[int, str]:
+        """Output tokens of an unrecorded call (the same on every tier): expected or prior,
+        capped by the request's max_tokens."""
+        output, source = self._estimate(fixture)
+        if fixture.sampling.max_tokens is not None:
+            output = min(output, fixture.sampling.max_tokens)
+        return output, source
+
+    def _estimate(self, fx: Fixture) -> tuple[int, str]:
         if fx.expect.output_tokens is not None:
             return fx.expect.output_tokens, "expected"
         suite = self.config.suites.get(fx.suite)
@@ -85,16 +97,14 @@ class OfflineBackend:
 
     def execute(self, calls: Sequence[PlannedCall]) -> list[CallResult | None]:
         results: list[CallResult | None] = []
-        recorded_any = self.recordings is not None and len(self.recordings) > 0
+        recorded_any = self.has_recordings
         for call in calls:
             if recorded_any:
                 recorded = self.recorded_result(call)
                 if recorded is not None:
                     results.append(recorded)
                     continue
-            output, source = self.output_tokens(call)
-            if call.fixture.sampling.max_tokens is not None:
-                output = min(output, call.fixture.sampling.max_tokens)
+            output, source = self.projected_output(call.fixture)
             results.append(
                 CallResult(
                     input_tokens=call.prompt_tokens,

@@ -38,18 +38,36 @@ def normalize_text(text: str, steps: Sequence[str]) -> str:
     return text
 
 
-def exact_key(fixture: Fixture, normalize: Sequence[str] = DEFAULT_NORMALIZE) -> str:
+MEMO_MAX_ENTRIES = 4096
+MEMO_MIN_CHARS = 1024  # texts this long (system prompts, documents) tend to repeat across requests
+
+
+def exact_key(
+    fixture: Fixture,
+    normalize: Sequence[str] = DEFAULT_NORMALIZE,
+    memo: dict[str, str] | None = None,
+) -> str:
     """Normalised key: requested model, sampling parameters, the full message list (tool calls
     and results never normalised away) and the request's tools.
 
     Each part is length-prefixed and every message gives three parts, so no two different
     requests share a key; the sampling parameters come from the fixture's canonical JSON
-    (serialised once per fixture).
+    (serialised once per fixture). `memo` keeps the normalised form of long texts across calls
+    with the same `normalize` (a system prompt shared by many requests is normalised once).
     """
     parts = [fixture.model or "", fixture.sampling_json]
     for m in fixture.messages:
         parts.append(m["role"].strip().lower())
-        parts.append(normalize_text(message_text(m), normalize))
+        text = message_text(m)
+        if memo is not None and len(text) >= MEMO_MIN_CHARS:
+            normalized = memo.get(text)
+            if normalized is None:
+                normalized = normalize_text(text, normalize)
+                if len(memo) < MEMO_MAX_ENTRIES:  # distinct documents per request: bounded
+                    memo[text] = normalized
+            parts.append(normalized)
+        else:
+            parts.append(normalize_text(text, normalize))
         extras = {k: m[k] for k in ("tool_calls", "tool_call_id", "name") if k in m}
         parts.append(canonical_json(extras) if extras else "")
     tools = tool_fields(fixture.tools, fixture.tool_choice)
@@ -83,6 +101,7 @@ class ExactResultCache:
             str, tuple[int, str, float]
         ] = {}  # key -> (index, fixture id, stored at)
         self.expired = 0  # lookups that found an entry older than the TTL
+        self._normalized: dict[str, str] = {}  # long message text -> its normalised form
 
     def lookup(self, fixture: Fixture, *, index: int = -1, now: float = 0.0) -> CacheOutcome:
         """Look the request up at traffic time `now`; on a miss its answer is stored.
@@ -94,7 +113,7 @@ class ExactResultCache:
         gate = temperature_gate(fixture, self.max_temperature)
         if gate is not None:
             return CacheOutcome("bypass", gate)
-        key = exact_key(fixture, self.normalize)
+        key = exact_key(fixture, self.normalize, self._normalized)
         entry = self._entries.get(key)
         if entry is not None:
             first_index, first_id, stored_at = entry
