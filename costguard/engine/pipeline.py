@@ -502,8 +502,7 @@ class Pipeline:
                     if source in ESTIMATED_OUTPUT or approximate or price.estimated:
                         estimated[i] = True
             return {
-                i: RouteAlternatives(batch[i].prompt_tokens, costs[i], estimated[i])
-                for i in wanted
+                i: RouteAlternatives(batch[i].prompt_tokens, costs[i], estimated[i]) for i in wanted
             }
         for tier in self.config.tiers:
             price = self.prices[tier.name]
