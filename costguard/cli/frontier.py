@@ -70,7 +70,7 @@ def frontier_command(
     else:
         from costguard.render.terminal import print_frontier
 
-        print_frontier(result.to_dict())
+        print_frontier(result)
     sys.exit(result.exit_code)
 
 

@@ -318,7 +318,7 @@ def calibrate(
         return
     from costguard.render.terminal import print_calibration
 
-    print_calibration(result.to_dict(), config=config, written=written, asked=write)
+    print_calibration(result, config=config, written=written, asked=write)
 
 
 @cli.command("import-logs")
