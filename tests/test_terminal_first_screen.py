@@ -103,6 +103,27 @@ def test_terminal_diff_has_the_markdown_why_column_and_leads_with_the_verdict() 
     assert "why" in movers.splitlines()[2]
 
 
+def test_terminal_and_markdown_give_the_same_why_from_one_set_of_rules() -> None:
+    # The terminal once missed two of the comment's reasons (a changed template, prefix-cached
+    # tokens) and so said "traffic share" where the comment named the template; both now read
+    # costguard.render.why and differ only in typography (arrow, inert Markdown, links).
+    raw = json.loads((GOLDEN / "diff_regression.json").read_text())
+    changed = next(f for f in raw["fixtures"]["items"] if f["status"] == "changed")
+    changed["templates_changed"] = ["prompts/support.j2"]
+    changed["served_by"] = {"base": "small", "head": "large"}
+    changed["cached_tokens"] = {"base": 1200, "head": 0, "delta": -1200, "delta_pct": -100.0}
+    raw["fixtures"]["top_movers"] = [changed["id"]]
+    diff = DiffReportModel.model_validate(raw)
+    expected = (
+        "template prompts/support.j2 changed; served by small -> large; "
+        "prefix-cached tokens 1,200 -> 0"
+    )
+    assert expected in " ".join(render(print_diff, diff, width=400).split())
+    comment = markdown.render_comment(diff)
+    assert expected.replace("->", "→").replace("_", "&#95;") in comment
+    assert "traffic share" not in comment
+
+
 def test_check_prints_the_verdict_before_the_table() -> None:
     diff = json.loads((GOLDEN / "diff_regression.json").read_text())
     out = render(print_check, diff["policy"])

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from costguard.compare.diff import DiffReport
-from costguard.compare.model import Change, DiffReportModel, VerdictRecord
+from costguard.compare.model import Change, DiffReportModel, FixtureChange, VerdictRecord
 from costguard.render.links import NO_LINKS, EvidenceLinks
+from costguard.render.why import change_reasons
 from costguard.report import format as fmt
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -138,6 +139,17 @@ def verdict_value(verdict: VerdictRecord) -> str:
     )
 
 
+def why(f: FixtureChange, links: EvidenceLinks) -> str:
+    """A top mover's "why" cell: the rules of `costguard.render.why` (the terminal's too) in the
+    comment's typography, each changed template linked to its file where `links` know the commit."""
+
+    def template(path: str) -> str:
+        url = links.blob(path)
+        return f"[{md(path)}]({url})" if url else md(path)
+
+    return "; ".join(change_reasons(f, name=md, arrow="→", count=integer, template=template))
+
+
 def status_icon(status: str) -> str:
     return {"pass": "✅", "warn": "⚠️", "fail": "❌", "skip": "⏭️"}.get(status, "❔")
 
@@ -168,6 +180,7 @@ def _environment() -> Any:
         arrow=arrow,
         icon=status_icon,
         verdict_value=verdict_value,
+        why=why,
         mermaid=mermaid_label,
     )
     return env

@@ -3,12 +3,13 @@ and a calibration. Reads the typed reports, never recomputes.
 
 - `tables`: the console, the house table, fitting it to the width, literal user text
 - `run`: a run (headline, tables, details); `caches`, `live`, `routing`: its sections
-- `diffs`: a DiffReport; `verdicts`: a policy's verdicts
+- `diffs`: a DiffReport (the "why" of a fixture's move is `costguard.render.why`, shared with the
+  PR comment); `verdicts`: a policy's verdicts
 - `tuning`: `costguard frontier` and `costguard calibrate`
 """
 
 from costguard.render.terminal.caches import cache_tables
-from costguard.render.terminal.diffs import change_reasons, diff_headline, print_diff
+from costguard.render.terminal.diffs import diff_headline, print_diff
 from costguard.render.terminal.live import REPLAY_TERMS, replay_tables
 from costguard.render.terminal.routing import TERMS, print_routing, routing_lines, routing_table
 from costguard.render.terminal.run import (
@@ -30,6 +31,7 @@ from costguard.render.terminal.verdicts import (
     print_verdict_table,
     verdict_line,
 )
+from costguard.render.why import change_reasons
 
 __all__ = [
     "REPLAY_TERMS",

@@ -10,6 +10,7 @@ from costguard.compare.diff import DiffReport
 from costguard.compare.model import Change, DiffReportModel, FixtureChange, NamedBlock
 from costguard.render.terminal.tables import fit, make_console, plain, say, table
 from costguard.render.terminal.verdicts import outcome_of, print_verdict, print_verdict_table
+from costguard.render.why import change_reasons
 from costguard.report import format as fmt
 from costguard.report.format import EST
 
@@ -23,27 +24,6 @@ def _pair(block: Change | None, show: Callable[[float | None], str]) -> str:
     if block.head is None:
         return f"{show(block.base)} -> (removed)"
     return f"{show(block.base)} -> {show(block.head)}"
-
-
-def change_reasons(f: FixtureChange) -> list[str]:
-    """Why a fixture's cost moved (the "why" column; the same rules as the PR comment's)."""
-    reasons = []
-    if f.status == "added":
-        reasons.append("new fixture")
-    if f.status == "removed":
-        reasons.append("fixture removed")
-    if f.prompt_changed:
-        reasons.append("prompt changed")
-    if f.status == "changed":
-        if f.served_by.base != f.served_by.head:
-            reasons.append(f"served by {f.served_by.base} -> {f.served_by.head}")
-        if f.cache.base != f.cache.head:
-            reasons.append(f"cache {f.cache.base} -> {f.cache.head}")
-        if f.escalated.base != f.escalated.head:
-            reasons.append("escalates" if f.escalated.head else "no longer escalates")
-        if not reasons and f.monthly_requests.delta:
-            reasons.append("traffic share")
-    return reasons
 
 
 def _diff_model(diff: DiffReport | DiffReportModel) -> DiffReportModel:
