@@ -212,6 +212,7 @@ class Pipeline:
         fleet = self.prefix
         assert fleet is not None
         notes: dict[int, dict[str, Any]] = {}
+        shared: dict[tuple[Any, str], dict[str, Any]] = {}
         for pos, arrival in served:
             i = order[arrival]
             call, result = planned[pos], results[pos]
@@ -239,10 +240,11 @@ class Pipeline:
                 )
             result.cached_tokens = lookup.cached_tokens
             result.cached_source = "simulated"
-            notes[i] = {
-                "instance": instance,
-                "generated_blocks": "conversation" if reply is not None else "count only",
-            }
+            kind = "conversation" if reply is not None else "count only"
+            note = shared.get((instance, kind))
+            if note is None:  # records share one (read-only) note per instance and kind
+                note = shared[(instance, kind)] = {"instance": instance, "generated_blocks": kind}
+            notes[i] = note
         return notes
 
     def _priced(self, tier: str, stage: str, result: CallResult) -> TierCall:
@@ -369,6 +371,7 @@ class Pipeline:
             call.arrival_index = arrival
             cf_planned.append(call)
         cf_results = self._counterfactual_results(cf_planned)
+        del planned, cf_planned  # served: only the results are read from here on
 
         records: list[RequestRecord | None] = [None] * n
         scored: list[tuple[RequestRecord, int, CacheOutcome]] = []

@@ -19,7 +19,7 @@ from typing import IO, Any, overload
 import orjson
 
 ROWS_PER_CHUNK = 4096
-SPILL_BYTES = 64 * 1024 * 1024  # rows beyond this many bytes live in a temporary file
+SPILL_BYTES = 16 * 1024 * 1024  # rows beyond this many bytes live in a temporary file
 
 
 class RowError(ValueError):
