@@ -56,7 +56,7 @@ def check(
     ctx = MetricContext(
         report=report,
         baseline=baseline,
-        diff=diff.data if diff is not None else None,
+        diff=diff.model if diff is not None else None,
         baseline_reason=baseline_reason,
     )
     return evaluate(policy, ctx, acknowledgement=acknowledgement)

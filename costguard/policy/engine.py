@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,28 +194,24 @@ class PolicyResult:
         }
 
 
+# How a metric's value reads, by its unit (anything else: `{:g}`).
+_FORMATS: dict[str, Callable[[float], str]] = {
+    "usd": lambda v: f"${v:,.2f}",
+    "usd_delta": lambda v: f"{'-' if v < 0 else '+'}${abs(v):,.2f}",
+    "usd_per_request": lambda v: f"${v:,.6f}",
+    "ratio": lambda v: f"{100 * v:.1f}%",
+    "pct": lambda v: f"{v:+.1f}%",
+    "points": lambda v: f"{v:+.1f} pts",
+    "tokens": lambda v: f"{v:,.0f}",
+    "seconds": lambda v: f"{v * 1000:,.1f} ms",
+    "count": lambda v: f"{v:,.0f}",
+}
+
+
 def format_value(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
-    if unit == "usd":
-        return f"${value:,.2f}"
-    if unit == "usd_delta":
-        return f"{'-' if value < 0 else '+'}${abs(value):,.2f}"
-    if unit == "usd_per_request":
-        return f"${value:,.6f}"
-    if unit == "ratio":
-        return f"{100 * value:.1f}%"
-    if unit == "pct":
-        return f"{value:+.1f}%"
-    if unit == "points":
-        return f"{value:+.1f} pts"
-    if unit == "tokens":
-        return f"{value:,.0f}"
-    if unit == "seconds":
-        return f"{value * 1000:,.1f} ms"
-    if unit == "count":
-        return f"{value:,.0f}"
-    return f"{value:g}"
+    return _FORMATS.get(unit, lambda v: f"{v:g}")(value)
 
 
 def _limit_text(rule: Rule, unit: str) -> str:

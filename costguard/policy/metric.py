@@ -5,20 +5,47 @@ Metrics are plain data (`Metric`) with a pure `compute`; `costguard.policy.regis
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
+from pydantic import TypeAdapter
+
+from costguard.compare.model import DiffReportModel
 from costguard.model.policy_file import Rule
 from costguard.report.run_report import RunReport
+
+T = TypeVar("T")
+
+
+@functools.cache
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(kind)
 
 
 @dataclass
 class MetricContext:
     report: RunReport
     baseline: RunReport | None = None
-    diff: dict[str, Any] | None = None
+    diff: DiffReportModel | None = None  # the head against the baseline (made when first needed)
     baseline_reason: str | None = None  # why there is no usable baseline, when there is none
+    _sections: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def section(self, name: str, kind: type[T]) -> T | None:
+        """The report's section `name`, typed as `kind` (its type in `RunReportModel`,
+        `costguard.report.model`); None when the report has no such section.
+
+        Sections are read one at a time: a metric depends on its own sections only, so a
+        report that holds just those (as a test's does) is enough to compute it.
+        """
+        if name not in self._sections:
+            raw = self.report.get(name)
+            self._sections[name] = (
+                None if raw is None else _adapter(cast(Any, kind)).validate_python(raw)
+            )
+        value: T | None = self._sections[name]
+        return value
 
 
 @dataclass(frozen=True)

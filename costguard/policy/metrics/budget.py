@@ -2,65 +2,76 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import BaseModel
 
 from costguard.policy.metric import Metric, MetricContext, MetricValue, Rule
+from costguard.report.model import Cache, SuiteUsage, TierUsage, Totals
 
 
-def _suite_block(ctx: MetricContext, rule: Rule) -> dict[str, Any] | None:
-    return ctx.report.suites.get(rule.suite or "")
+def _totals(ctx: MetricContext) -> Totals:
+    totals = ctx.section("totals", Totals)
+    assert totals is not None  # every RunReport has its totals
+    return totals
+
+
+def _tier(ctx: MetricContext, rule: Rule) -> TierUsage | None:
+    return (ctx.section("tiers", dict[str, TierUsage]) or {}).get(rule.tier or "")
 
 
 def _monthly_spend(ctx: MetricContext, rule: Rule) -> MetricValue:
-    t = ctx.report.totals
-    return MetricValue(t["cost_per_month"], t.get("estimated", False))
+    t = _totals(ctx)
+    return MetricValue(t.cost_per_month, t.estimated)
 
 
 def _cost_per_request(ctx: MetricContext, rule: Rule) -> MetricValue:
-    t = ctx.report.totals
-    return MetricValue(t["cost_per_request"][rule.stat or "p95"], t.get("estimated", False))
+    t = _totals(ctx)
+    return MetricValue(getattr(t.cost_per_request, rule.stat or "p95"), t.estimated)
 
 
 def _tokens_per_request(ctx: MetricContext, rule: Rule) -> MetricValue:
     kind = rule.kind or "total"
-    dist = ctx.report.totals["tokens_per_request"][kind]
-    provenance = ctx.report.get("provenance", {}).get("output_tokens", {})
+    dist = getattr(_totals(ctx).tokens_per_request, kind)
+    provenance = (ctx.section("provenance", dict[str, dict[str, int]]) or {}).get(
+        "output_tokens", {}
+    )
     estimated = (
         kind in ("output", "total")
         and (provenance.get("expected", 0) + provenance.get("prior", 0)) > 0
     )
-    return MetricValue(dist[rule.stat or "p95"], estimated)
+    return MetricValue(getattr(dist, rule.stat or "p95"), estimated)
 
 
 def _suite_spend(ctx: MetricContext, rule: Rule) -> MetricValue:
-    block = _suite_block(ctx, rule)
+    block = (ctx.section("suites", dict[str, SuiteUsage]) or {}).get(rule.suite or "")
     if block is None:
         return MetricValue(None, note=f"suite {rule.suite!r} has no fixtures in this run")
-    return MetricValue(block["cost_per_month"], block.get("estimated", False))
+    return MetricValue(block.cost_per_month, block.estimated)
 
 
 def _tier_share(ctx: MetricContext, rule: Rule) -> MetricValue:
-    block = ctx.report.tiers.get(rule.tier or "")
+    block = _tier(ctx, rule)
     if block is None:
         return MetricValue(None, note=f"tier {rule.tier!r} is not in this stack")
-    return MetricValue(block["share"])
+    return MetricValue(block.share)
 
 
 def _tier_spend(ctx: MetricContext, rule: Rule) -> MetricValue:
-    block = ctx.report.tiers.get(rule.tier or "")
+    block = _tier(ctx, rule)
     if block is None:
         return MetricValue(None, note=f"tier {rule.tier!r} is not in this stack")
-    return MetricValue(block["cost_per_month"], block.get("estimated", False))
+    return MetricValue(block.cost_per_month, block.estimated)
 
 
 def _cache_hit_rate(ctx: MetricContext, rule: Rule) -> MetricValue:
-    cache = ctx.report.get("cache", {})
+    cache = ctx.section("cache", Cache) or Cache()
     if rule.layer:
-        layer = cache.get(rule.layer)
-        if not isinstance(layer, dict) or "hit_rate" not in layer:
+        # only a layer the report has, with a hit rate it reports (not a default)
+        layer = getattr(cache, rule.layer, None) if rule.layer in cache.model_fields_set else None
+        reported = layer.model_dump(exclude_unset=True) if isinstance(layer, BaseModel) else layer
+        if not isinstance(reported, dict) or "hit_rate" not in reported:
             return MetricValue(None, note=f"cache layer {rule.layer!r} reports no hit rate")
-        return MetricValue(layer["hit_rate"])
-    return MetricValue(cache.get("hit_rate", 0.0))
+        return MetricValue(reported["hit_rate"])
+    return MetricValue(cache.hit_rate)
 
 
 METRICS: tuple[Metric, ...] = (

@@ -6,45 +6,46 @@
 from __future__ import annotations
 
 from costguard.policy.metric import Metric, MetricContext, MetricValue, Rule
+from costguard.report.model import Cache
 
 
 def _semantic_false_hit_rate(ctx: MetricContext, rule: Rule) -> MetricValue:
-    block = ctx.report.get("cache", {}).get("semantic")
-    if not isinstance(block, dict) or not block.get("enabled"):
+    block = (ctx.section("cache", Cache) or Cache()).semantic
+    if not block.enabled:
         return MetricValue(None, note="the semantic cache is disabled")
-    if not block.get("hits") or block.get("false_hit_rate") is None:
+    if not block.hits or block.false_hit_rate is None:
         # A floor or ceiling on a rate over zero events would pass vacuously.
         return MetricValue(None, note="no semantic hits, so no false-hit rate", vacuous=True)
     notes = []
-    if block.get("unjudged_hits"):
-        notes.append(f"{block['unjudged_hits']} hit(s) could not be judged and count as correct")
+    if block.unjudged_hits:
+        notes.append(f"{block.unjudged_hits} hit(s) could not be judged and count as correct")
     # A cached answer that is the earlier fixture's reference (not a recorded response) is a
     # stand-in for what the model said: the judgement rests on it.
-    estimated = bool(block.get("answer_sources", {}).get("reference"))
+    estimated = bool(block.answer_sources.get("reference"))
     if estimated:
         notes.append("cached answers are expect.reference stand-ins, not recorded responses")
-    return MetricValue(block["false_hit_rate"], estimated, "; ".join(notes) or None)
+    return MetricValue(block.false_hit_rate, estimated, "; ".join(notes) or None)
 
 
 def _prefix_hit_rate(ctx: MetricContext, rule: Rule) -> MetricValue:
-    prefix = ctx.report.get("cache", {}).get("prefix")
-    if not isinstance(prefix, dict) or not prefix.get("enabled"):
+    prefix = (ctx.section("cache", Cache) or Cache()).prefix
+    if not prefix.enabled:
         return MetricValue(None, note="the prefix-cache simulation is off")
     if rule.tier is not None:
-        block = prefix.get("tiers", {}).get(rule.tier)
+        block = prefix.tiers.get(rule.tier)
         if block is None:
             return MetricValue(None, note=f"tier {rule.tier!r} is not in this stack")
-        if not block.get("simulated"):
+        if not block.simulated:
             return MetricValue(None, note=f"prefix caching is off on tier {rule.tier!r}")
-        if not block.get("calls_per_month"):
+        if not block.calls_per_month:
             return MetricValue(None, note=f"no requests reach tier {rule.tier!r}")
-        return MetricValue(block["hit_rate_tokens"], note="simulated")
+        return MetricValue(block.hit_rate_tokens, note="simulated")
     if rule.suite is not None:
-        block = prefix.get("suites", {}).get(rule.suite)
-        if block is None:
+        suite = prefix.suites.get(rule.suite)
+        if suite is None:
             return MetricValue(None, note=f"suite {rule.suite!r} has no fixtures in this run")
-        return MetricValue(block["hit_rate_tokens"], note="simulated")
-    return MetricValue(prefix["hit_rate_tokens"], note="simulated")
+        return MetricValue(suite["hit_rate_tokens"], note="simulated")
+    return MetricValue(prefix.hit_rate_tokens, note="simulated")
 
 
 METRICS: tuple[Metric, ...] = (

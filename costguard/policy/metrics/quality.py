@@ -18,9 +18,8 @@ baseline is the regression metric `quality_drop` (`costguard.policy.metrics.regr
 
 from __future__ import annotations
 
-from typing import Any
-
 from costguard.policy.metric import Metric, MetricContext, MetricValue, Rule
+from costguard.report.model import Agreement, Quality, QualityBlock
 
 
 def _one_scope(rule: Rule) -> str | None:
@@ -29,30 +28,31 @@ def _one_scope(rule: Rule) -> str | None:
     return None
 
 
-def quality_scope(ctx: MetricContext, rule: Rule) -> tuple[dict[str, Any] | None, str]:
+def quality_scope(ctx: MetricContext, rule: Rule) -> tuple[QualityBlock | None, str]:
     """The quality block a rule looks at (overall, one suite or one tier) and its name."""
-    quality = ctx.report.get("quality")
+    quality = ctx.section("quality", Quality)
+    block: QualityBlock | None
     if rule.suite is not None:
         what = f"suite {rule.suite!r}"
-        block = (quality or {}).get("suites", {}).get(rule.suite)
+        block = quality.suites.get(rule.suite) if quality is not None else None
     elif rule.tier is not None:
         what = f"tier {rule.tier!r}"
-        block = (quality or {}).get("tiers", {}).get(rule.tier)
+        block = quality.tiers.get(rule.tier) if quality is not None else None
     else:
         what, block = "the run", quality
     return block, what
 
 
-def _unmeasured(block: dict[str, Any]) -> int:
-    return int(block.get("unmeasured", 0)) + int(block.get("partial", 0))
+def _unmeasured(block: QualityBlock) -> int:
+    return block.unmeasured + block.partial
 
 
 def _value(ctx: MetricContext, rule: Rule, key: str) -> MetricValue:
     block, what = quality_scope(ctx, rule)
     if block is None:
         return MetricValue(None, note=f"{what} has no fixtures with quality assertions")
-    coverage = f"{block['measured']} of {block['fixtures']} fixtures measured"
-    return MetricValue(block.get(key), note=coverage, unmeasured=_unmeasured(block))
+    coverage = f"{block.measured} of {block.fixtures} fixtures measured"
+    return MetricValue(getattr(block, key), note=coverage, unmeasured=_unmeasured(block))
 
 
 def _quality_score(ctx: MetricContext, rule: Rule) -> MetricValue:
@@ -68,7 +68,7 @@ def _quality_unmeasured(ctx: MetricContext, rule: Rule) -> MetricValue:
     if block is None:
         return MetricValue(None, note=f"{what} has no fixtures with quality assertions")
     return MetricValue(
-        float(_unmeasured(block)), note=f"of {block['fixtures']} fixtures with assertions"
+        float(_unmeasured(block)), note=f"of {block.fixtures} fixtures with assertions"
     )
 
 
@@ -103,26 +103,24 @@ _FLOORS = (
 
 def _tier_agreement(ctx: MetricContext, rule: Rule) -> MetricValue:
     """Mean similarity of a tier's answers to the largest tier's (no tier: the lowest tier, named)."""
-    section = ctx.report.get("agreement")
-    if not section or not section.get("tiers"):
+    section = ctx.section("agreement", Agreement)
+    if section is None or not section.tiers:
         return MetricValue(
             None, note="no fixture has recorded responses on the largest tier and another tier"
         )
-    tiers = section["tiers"]
-    reference = section.get("reference_tier")
+    tiers = section.tiers
+    reference = section.reference_tier
     if rule.tier is not None:
         block = tiers.get(rule.tier)
         if block is None:
             return MetricValue(
                 None, note=f"tier {rule.tier!r} has no fixtures recorded on it and on {reference}"
             )
-        return MetricValue(
-            block["mean"], note=f"over {block['fixtures']} fixtures, against {reference}"
-        )
-    name, block = min(tiers.items(), key=lambda kv: kv[1]["mean"])
+        return MetricValue(block.mean, note=f"over {block.fixtures} fixtures, against {reference}")
+    name, block = min(tiers.items(), key=lambda kv: kv[1].mean)
     return MetricValue(
-        block["mean"],
-        note=f"lowest: tier {name} over {block['fixtures']} fixtures, against {reference}",
+        block.mean,
+        note=f"lowest: tier {name} over {block.fixtures} fixtures, against {reference}",
     )
 
 

@@ -15,48 +15,45 @@ yet". An acknowledged change (the PR label) turns their failures into warnings.
 
 from __future__ import annotations
 
-from typing import Any
-
 from costguard.compare.diff import Baseline, diff_reports
+from costguard.compare.model import DiffReportModel, NamedBlock, UsageChanges
 from costguard.policy.metric import Metric, MetricContext, MetricValue, Rule
 
 
-def diff_of(ctx: MetricContext) -> dict[str, Any]:
-    """The DiffReport dict for this context (computed once and kept on the context)."""
+def diff_of(ctx: MetricContext) -> DiffReportModel:
+    """The DiffReport for this context (computed once and kept on the context)."""
     if ctx.diff is None:
         assert ctx.baseline is not None  # evaluate() skips baseline metrics without one
-        ctx.diff = diff_reports(Baseline(ctx.baseline, "baseline"), ctx.report).data
+        ctx.diff = diff_reports(Baseline(ctx.baseline, "baseline"), ctx.report).model
     return ctx.diff
 
 
-def _estimated(block: dict[str, Any]) -> bool:
-    est = block.get("estimated") or {}
-    return bool(est.get("base") or est.get("head"))
+def _estimated(block: UsageChanges) -> bool:
+    return bool(block.estimated.base or block.estimated.head)
 
 
 def _monthly_spend_increase(ctx: MetricContext, rule: Rule) -> MetricValue:
-    d = diff_of(ctx)
-    return MetricValue(d["totals"]["cost_per_month"]["delta"], _estimated(d["totals"]))
+    totals = diff_of(ctx).totals
+    return MetricValue(totals.cost_per_month.delta, _estimated(totals))
 
 
 def _monthly_spend_increase_pct(ctx: MetricContext, rule: Rule) -> MetricValue:
-    d = diff_of(ctx)
-    cost = d["totals"]["cost_per_month"]
-    if cost["delta_pct"] is None:
+    totals = diff_of(ctx).totals
+    if totals.cost_per_month.delta_pct is None:
         return MetricValue(
             None, note="the base spend is $0: no percentage (use monthly_spend_increase)"
         )
-    return MetricValue(cost["delta_pct"], _estimated(d["totals"]))
+    return MetricValue(totals.cost_per_month.delta_pct, _estimated(totals))
 
 
 def _suite_increase(ctx: MetricContext, rule: Rule, key: str) -> MetricValue:
     """One suite's increase, or (no `suite:`) the worst suite's, named in the note."""
-    suites = diff_of(ctx)["suites"]
+    suites: dict[str, NamedBlock] = diff_of(ctx).suites
     if rule.suite is not None:
         block = suites.get(rule.suite)
         if block is None:
             return MetricValue(None, note=f"suite {rule.suite!r} is in neither run")
-        value = block["cost_per_month"][key]
+        value = getattr(block.cost_per_month, key)
         if value is None:
             return MetricValue(
                 None, note=f"suite {rule.suite!r} had no spend in the base: no percentage"
@@ -64,7 +61,7 @@ def _suite_increase(ctx: MetricContext, rule: Rule, key: str) -> MetricValue:
         return MetricValue(value, _estimated(block))
     worst: tuple[float, str] | None = None
     for name, block in suites.items():
-        value = block["cost_per_month"][key]
+        value = getattr(block.cost_per_month, key)
         if value is not None and (worst is None or value > worst[0]):
             worst = (value, name)
     if worst is None:
@@ -81,21 +78,21 @@ def _suite_spend_increase_pct(ctx: MetricContext, rule: Rule) -> MetricValue:
 
 
 def _quality_drop(ctx: MetricContext, rule: Rule) -> MetricValue:
-    quality = diff_of(ctx).get("quality")
-    if not quality:
+    quality = diff_of(ctx).quality
+    if quality is None:
         return MetricValue(None, note="neither run has quality scores")
-    block = quality["score"] if rule.suite is None else quality["suites"].get(rule.suite)
+    block = quality.score if rule.suite is None else quality.suites.get(rule.suite)
     what = "the run" if rule.suite is None else f"suite {rule.suite!r}"
-    if block is None or block["base"] is None or block["head"] is None:
+    if block is None or block.base is None or block.head is None:
         return MetricValue(None, note=f"{what} has no quality score in both runs")
-    return MetricValue(100.0 * (block["base"] - block["head"]))
+    return MetricValue(100.0 * (block.base - block.head))
 
 
 def _escalation_rate_increase(ctx: MetricContext, rule: Rule) -> MetricValue:
-    rate = diff_of(ctx)["routing"]["escalation_rate"]
-    if rate["base"] is None or rate["head"] is None:
+    rate = diff_of(ctx).routing.escalation_rate
+    if rate.base is None or rate.head is None or rate.delta is None:
         return MetricValue(None, note="a run reports no escalation rate")
-    return MetricValue(100.0 * rate["delta"])
+    return MetricValue(100.0 * rate.delta)
 
 
 METRICS: tuple[Metric, ...] = (

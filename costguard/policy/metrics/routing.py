@@ -5,52 +5,50 @@ They read the report's `routing` and `timing` sections (computed by `costguard.e
 
 from __future__ import annotations
 
-from typing import Any
-
 from costguard.policy.metric import Metric, MetricContext, MetricValue, Rule
+from costguard.report.model import RouterOverhead, Routing, Timing
 
 
-def _routing(ctx: MetricContext) -> dict[str, Any]:
-    return ctx.report.get("routing", {}) or {}
+def _routing(ctx: MetricContext) -> Routing:
+    return ctx.section("routing", Routing) or Routing()
 
 
 def _escalation_rate(ctx: MetricContext, rule: Rule) -> MetricValue:
     routing = _routing(ctx)
     note = None
-    if routing.get("escalation_estimated"):
-        note = "confidence estimated: " + str(routing.get("escalation", {}).get("method", ""))
-    return MetricValue(
-        routing.get("escalation_rate", 0.0), bool(routing.get("escalation_estimated")), note
-    )
+    if routing.escalation_estimated:
+        note = "confidence estimated: " + (routing.escalation.method or "")
+    return MetricValue(routing.escalation_rate, routing.escalation_estimated, note)
 
 
 def _strong_tier_share(ctx: MetricContext, rule: Rule) -> MetricValue:
     routing = _routing(ctx)
-    if "strong_share" not in routing:
+    if "strong_share" not in routing.model_fields_set:
         return MetricValue(
             None, note="the report has no routed shares (written by an older costguard)"
         )
-    return MetricValue(routing["strong_share"])
+    return MetricValue(routing.strong_share)
 
 
 def _router_overhead_p99(ctx: MetricContext, rule: Rule) -> MetricValue:
     """p99 of the CPU time of the routing work per request (min of repeated probes), which a
     busy runner does not inflate; the wall-clock p99 only for reports without CPU samples."""
-    overhead = (ctx.report.get("timing") or {}).get("router_overhead") or {}
+    timing = ctx.section("timing", Timing) or Timing()
+    overhead = timing.router_overhead or RouterOverhead()
+    method = overhead.method if "method" in overhead.model_fields_set else "no router ran"
+    extra = overhead.model_extra or {}  # the CPU-time samples and the measuring conditions
     notes = []
-    value = overhead.get("cpu_p99_s")
+    value = extra.get("cpu_p99_s")
     if value is not None:
         notes.append("CPU time of the routing work, min of repeated probes")
     else:
-        value = overhead.get("p99_s")
+        value = overhead.p99_s
         if value is not None:
             notes.append("wall clock (this report has no CPU-time samples)")
     if value is None:
-        return MetricValue(
-            None, note=f"router overhead not measured ({overhead.get('method', 'no router ran')})"
-        )
-    if overhead.get("source") == "stored":
-        cond = overhead.get("conditions") or {}
+        return MetricValue(None, note=f"router overhead not measured ({method})")
+    if overhead.source == "stored":
+        cond = extra.get("conditions") or {}
         notes.append(
             f"measured in an earlier run ({cond.get('measured_at', '?')}, load average "
             f"{cond.get('load_average_1m', '?')}), not under this run's conditions"
@@ -59,23 +57,17 @@ def _router_overhead_p99(ctx: MetricContext, rule: Rule) -> MetricValue:
 
 
 def _router_row(ctx: MetricContext, key: str) -> MetricValue:
-    comparison = _routing(ctx).get("comparison") or {}
-    quality = comparison.get("quality") or {}
-    if not quality.get("available"):
+    comparison = _routing(ctx).comparison
+    quality = comparison.quality
+    if not quality.available:
         return MetricValue(
-            None,
-            note=quality.get("reason")
-            or comparison.get("reason")
-            or "no routing quality in the report",
+            None, note=quality.reason or comparison.reason or "no routing quality in the report"
         )
-    value = (comparison.get("baselines", {}).get("router") or {}).get(key)
+    router = comparison.baselines.get("router")
+    value = getattr(router, key) if router is not None else None
     if value is None:
-        reason = (
-            quality.get("reason")
-            or comparison["baselines"]["router"].get("sweep_reason")
-            or "not available"
-        )
-        return MetricValue(None, note=reason)
+        sweep_reason = (router.model_extra or {}).get("sweep_reason") if router else None
+        return MetricValue(None, note=quality.reason or sweep_reason or "not available")
     return MetricValue(value, estimated=False, note="quality from fixture labels")
 
 

@@ -7,20 +7,23 @@ call, or on `tier:`) with a tokenizer that only stands in for the model's own.
 from __future__ import annotations
 
 from costguard.policy.metric import Metric, MetricContext, MetricValue, Rule
+from costguard.report.model import Stack
 
 
 def _approximate_token_share(ctx: MetricContext, rule: Rule) -> MetricValue:
     if rule.tier is not None:
-        tiers = {t.get("name"): t for t in ctx.report.get("stack", {}).get("tiers", [])}
+        stack = ctx.section("stack", Stack)
+        tiers = {t.name: t for t in stack.tiers} if stack is not None else {}
         tier = tiers.get(rule.tier)
         if tier is None:
             return MetricValue(None, note=f"tier {rule.tier!r} is not in this stack")
-        exact = tier.get("tokenizer_exact")
-        if exact is None:
+        if "tokenizer_exact" not in tier.model_fields_set:
             return MetricValue(None, note="the report does not say how tokens were counted")
-        note = None if exact else f"tokenizer: {tier.get('tokenizer', '?')}"
+        exact = tier.tokenizer_exact
+        note = None if exact else f"tokenizer: {tier.tokenizer or '?'}"
         return MetricValue(0.0 if exact else 1.0, note=note)
-    sources = ctx.report.get("provenance", {}).get("input_tokens", {})
+    provenance = ctx.section("provenance", dict[str, dict[str, int]]) or {}
+    sources = provenance.get("input_tokens", {})
     calls = sum(sources.values())
     if not calls:
         return MetricValue(None, note="no model calls in this run")
