@@ -14,10 +14,13 @@ import click
 
 from costguard.cli.options import (
     baseline_options,
+    baseline_spec,
     comment_options,
     config_option,
     fail_on_option,
+    file_option,
     fixtures_option,
+    policy_option,
 )
 from costguard.cli.report import html_option, say_written, write_html_report
 from costguard.errors import UsageError
@@ -87,13 +90,7 @@ def emit_annotations(diff: Any) -> None:
 )
 @config_option
 @fixtures_option
-@click.option(
-    "--policy",
-    "-p",
-    "policy",
-    type=click.Path(dir_okay=False),
-    help="Also evaluate this policy and record its verdicts in the diff.",
-)
+@policy_option("Also evaluate this policy and record its verdicts in the diff.")
 @click.option(
     "--format",
     "fmt",
@@ -102,9 +99,7 @@ def emit_annotations(diff: Any) -> None:
     show_default=True,
     help="What to print on stdout.",
 )
-@click.option(
-    "--out", "-o", "out", type=click.Path(dir_okay=False), help="Write the DiffReport JSON here."
-)
+@file_option("--out", "-o", "out", help="Write the DiffReport JSON here.")
 @html_option
 def diff_command(
     reports: tuple[str, ...],
@@ -183,9 +178,7 @@ def comment_group() -> None:
 @baseline_options
 @config_option
 @fixtures_option
-@click.option(
-    "--policy", "-p", "policy", type=click.Path(dir_okay=False), help="Policy to evaluate and show."
-)
+@policy_option("Policy to evaluate and show.")
 @comment_options
 @click.option(
     "--head-sha",
@@ -218,7 +211,6 @@ def comment_github(
     The token comes from GITHUB_TOKEN only; GITHUB_API_URL selects GitHub Enterprise Server.
     The comment is posted first; then the exit code is 1 if the policy failed (see --fail-on).
     """
-    from costguard.api import baseline_from_options
     from costguard.api.ci import CommentOptions, CommentRequest
 
     outcome = session(config, fixtures).comment(
@@ -227,9 +219,7 @@ def comment_github(
             pr=pr,
             diff_path=diff_path,
             report=report,
-            baseline=baseline_from_options(baseline, base_ref)
-            if baseline is not None or base_ref is not None
-            else None,
+            baseline=baseline_spec(baseline, base_ref),
             policy=policy,
             head_sha=head_sha,
             dry_run=dry_run,
@@ -249,24 +239,14 @@ def comment_github(
 @click.argument("report", required=False, type=click.Path(dir_okay=False))
 @config_option
 @fixtures_option
-@click.option(
-    "--policy", "-p", "policy", type=click.Path(dir_okay=False), help="Policy to gate on."
-)
+@policy_option("Policy to gate on.")
 @baseline_options
-@click.option(
+@file_option(
     "--report-out",
     default=DEFAULT_REPORT,
-    show_default=True,
-    type=click.Path(dir_okay=False),
     help="Where to write the head RunReport (when it is projected here).",
 )
-@click.option(
-    "--diff-out",
-    default=DEFAULT_DIFF_FILE,
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Where to write the DiffReport JSON.",
-)
+@file_option("--diff-out", default=DEFAULT_DIFF_FILE, help="Where to write the DiffReport JSON.")
 @click.option("--repo", metavar="OWNER/NAME", help="Repository. Default: $GITHUB_REPOSITORY.")
 @click.option(
     "--pr", type=int, metavar="NUMBER", help="Pull request. Default: from $GITHUB_EVENT_PATH."
@@ -316,7 +296,6 @@ def ci_command(
     (monthly-cost, delta-pct, verdict, ...) and $GITHUB_STEP_SUMMARY; posts the comment before
     the exit code says whether the policy failed.
     """
-    from costguard.api import baseline_from_options
     from costguard.api.ci import CiRequest, CommentOptions
     from costguard.render.terminal import print_diff
 
@@ -324,9 +303,7 @@ def ci_command(
         CiRequest(
             report=report,
             policy=policy,
-            baseline=baseline_from_options(baseline, base_ref)
-            if baseline is not None or base_ref is not None
-            else None,
+            baseline=baseline_spec(baseline, base_ref),
             report_out=report_out,
             diff_out=diff_out,
             repo=repo,

@@ -10,18 +10,14 @@ import sys
 
 import click
 
-from costguard.cli.options import config_option, fixtures_option, format_option
+from costguard.cli.options import config_option, fixtures_option, format_option, policy_option
 
 
 @click.command("frontier")
 @config_option
 @fixtures_option
-@click.option(
-    "--policy",
-    "-p",
-    "policy",
-    type=click.Path(dir_okay=False),
-    help="Policy whose floors a variant must meet to be recommended (the cheapest that does).",
+@policy_option(
+    "Policy whose floors a variant must meet to be recommended (the cheapest that does)."
 )
 @click.option(
     "--variant",

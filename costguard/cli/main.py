@@ -21,7 +21,7 @@ from costguard.cli import report as _report
 from costguard.cli import stack as _stack
 from costguard.cli import verify as _verify
 from costguard.cli.compare import DEFAULT_REPORT
-from costguard.cli.options import baseline_options, format_option
+from costguard.cli.options import baseline_options, file_option, format_option, policy_option
 from costguard.cli.options import config_option as _config_option
 from costguard.cli.options import fixtures_option as _fixtures_option
 from costguard.cli.report import html_option
@@ -48,14 +48,7 @@ def cli() -> None:
 @cli.command()
 @_config_option
 @_fixtures_option
-@click.option(
-    "--out",
-    "-o",
-    default=DEFAULT_REPORT,
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Where to write the RunReport JSON.",
-)
+@file_option("--out", "-o", default=DEFAULT_REPORT, help="Where to write the RunReport JSON.")
 @click.option(
     "--backend",
     type=click.Choice(["offline", "endpoint", "vllm"]),
@@ -180,14 +173,7 @@ def run(
 
 
 @cli.command()
-@click.option(
-    "--policy",
-    "-p",
-    "policy",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Policy YAML file.",
-)
+@policy_option("Policy YAML file.", required=True)
 @click.argument("report", required=False, type=click.Path(dir_okay=False))
 @baseline_options
 @_config_option
@@ -324,13 +310,7 @@ def calibrate(
 @cli.command("import-logs")
 @click.argument("log", type=click.Path(dir_okay=False))
 @click.option("--suite", required=True, help="Suite name for the imported fixtures.")
-@click.option(
-    "--out",
-    "-o",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Fixture file to write (.yaml or .jsonl).",
-)
+@file_option("--out", "-o", required=True, help="Fixture file to write (.yaml or .jsonl).")
 @click.option("--id-prefix", default="log", show_default=True)
 @click.option(
     "--dedupe", is_flag=True, help="Merge identical requests into one fixture with a higher weight."

@@ -10,6 +10,29 @@ COMMENT_MODES = ("update", "new", "hide-and-new", "delete-and-new")
 """`costguard.integrations.github.MODES`, spelled out so that building the CLI does not import the client."""
 
 
+def file_option(*decls: str, **attrs: Any) -> Any:
+    """An option naming a file (not a directory); a default it has is shown in --help."""
+    attrs.setdefault("type", click.Path(dir_okay=False))
+    if "default" in attrs:
+        attrs.setdefault("show_default", True)
+    return click.option(*decls, **attrs)
+
+
+def policy_option(help: str, **attrs: Any) -> Any:
+    """`--policy/-p FILE`; `help` says what the command does with the policy."""
+    return file_option("--policy", "-p", "policy", help=help, **attrs)
+
+
+def baseline_spec(baseline: str | None, base_ref: str | None) -> Any:
+    """The baseline that `--baseline` / `--base-ref` ask for, or None when neither was given
+    (the facade then finds one itself, e.g. the pull request's base)."""
+    if baseline is None and base_ref is None:
+        return None
+    from costguard.api import baseline_from_options
+
+    return baseline_from_options(baseline, base_ref)
+
+
 def config_option(f: Any) -> Any:
     return click.option(
         "--config",

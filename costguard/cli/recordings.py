@@ -10,7 +10,7 @@ import json
 import click
 
 from costguard.cli.compare import DEFAULT_REPORT, session
-from costguard.cli.options import config_option, fixtures_option, format_option
+from costguard.cli.options import config_option, file_option, fixtures_option, format_option
 
 
 @click.group("recordings")
@@ -89,9 +89,7 @@ def merge_recordings(sources: tuple[str, ...], config: str) -> None:
 @click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @config_option
 @fixtures_option
-@click.option(
-    "--out", "-o", default=DEFAULT_REPORT, show_default=True, type=click.Path(dir_okay=False)
-)
+@file_option("--out", "-o", default=DEFAULT_REPORT)
 @click.option("--quiet", "-q", is_flag=True)
 def merge(
     reports: tuple[str, ...], config: str, fixtures: tuple[str, ...], out: str, quiet: bool

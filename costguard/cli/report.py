@@ -10,14 +10,15 @@ from typing import Any
 
 import click
 
+from costguard.cli.options import file_option
+
 DEFAULT_CONFIG = (
     "costguard.yaml"  # = costguard.api.DEFAULT_CONFIG (not imported: --help stays fast)
 )
 
-html_option = click.option(
+html_option = file_option(
     "--html",
     "html_out",
-    type=click.Path(dir_okay=False),
     metavar="OUT.html",
     help="Also write the self-contained HTML report (plots, no network needed to view it).",
 )
@@ -52,26 +53,15 @@ def write_html_report(
     type=click.Path(dir_okay=False),
     metavar="[REPORT.json | DIFF.json] [FRONTIER.json]",
 )
-@click.option(
-    "--html",
-    "html_out",
-    required=True,
-    type=click.Path(dir_okay=False),
-    metavar="OUT.html",
-    help="Where to write the HTML report.",
+@file_option(
+    "--html", "html_out", required=True, metavar="OUT.html", help="Where to write the HTML report."
 )
-@click.option(
+@file_option(
     "--head",
     "head_path",
-    type=click.Path(dir_okay=False),
     help="With a DiffReport: the head RunReport it was made from (routing scores, cache sweep, latency).",
 )
-@click.option(
-    "--base",
-    "base_path",
-    type=click.Path(dir_okay=False),
-    help="With a DiffReport: the base RunReport it was made from.",
-)
+@file_option("--base", "base_path", help="With a DiffReport: the base RunReport it was made from.")
 @click.option(
     "--config", "-c", default=None, help="costguard.yaml, to place fixture links in the repository."
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from costguard.cli.options import config_option, fixtures_option
+from costguard.cli.options import config_option, file_option, fixtures_option
 
 
 def _parse_urls(values: tuple[str, ...]) -> dict[str, str]:
@@ -53,7 +53,7 @@ def _parse_urls(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--concurrency", default=4, show_default=True, type=int)
 @click.option("--timeout", "timeout_s", default=120.0, show_default=True, type=float)
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the result as JSON here.")
+@file_option("--out", help="Write the result as JSON here.")
 def verify(
     config: str,
     fixtures: tuple[str, ...],
