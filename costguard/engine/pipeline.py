@@ -16,17 +16,26 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from costguard.engine.alternatives import (
+    counterfactual_results,
+    project_offline,
+    route_alternatives,
+)
+from costguard.engine.answers import score_answers
 from costguard.engine.backends import Backend, CallResult, PlannedCall
+from costguard.engine.backends.offline import OfflineBackend
 from costguard.engine.caches.exact import CacheOutcome, ExactResultCache, temperature_gate
 from costguard.engine.caches.pii import PiiGuard
 from costguard.engine.caches.semantic import SemanticHit, judge, semantic_scope, semantic_text
+from costguard.engine.escalation import escalate
 from costguard.engine.pipeline_io import (  # noqa: F401 (re-exported)
     CacheSimulation,
     PromptTokens,
+    plan_call,
     price_call,
 )
-from costguard.engine.quality.assess import Answer, QualityScorer, Response
-from costguard.engine.records import ESTIMATED_OUTPUT, RequestRecord, RouteAlternatives, TierCall
+from costguard.engine.quality.assess import QualityScorer
+from costguard.engine.records import RequestRecord, TierCall
 from costguard.engine.routing.router import (
     RouteDecision,
     RouteInput,
@@ -43,7 +52,7 @@ from costguard.engine.traffic import (  # noqa: F401 (Progress, monthly_requests
     monthly_requests,
     shard_arrivals,
 )
-from costguard.model.config import StackConfig, TierConfig
+from costguard.model.config import StackConfig
 from costguard.model.fixtures import Fixture
 from costguard.model.pricing import TierPrice
 
@@ -51,7 +60,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from costguard.engine.caches.prefix_fleet import PrefixCacheFleet
-    from costguard.engine.routing.cascade import CascadeTally
 
 
 Embed = Callable[[list[str]], "np.ndarray"]  # texts -> L2-normalised embeddings, one row each
@@ -102,6 +110,7 @@ class Pipeline:
         self.simulation = CacheSimulation()
         self.stage_seconds: dict[str, float] = {}
         self.routing: RoutingRun | None = None  # set by run(): overhead, cascade method
+        self._offline_backend: OfflineBackend | None = None
 
     # -- stages -------------------------------------------------------------------------
     def _route(self, batch: Sequence[RouteInput]) -> list[RouteDecision]:
@@ -180,18 +189,6 @@ class Pipeline:
         )
         return {t: simulation.run(t) for t in thresholds}
 
-    def _plan(self, index: int, fixture: Fixture, tier: TierConfig, stage: str) -> PlannedCall:
-        ids = self.tokens.ids.get(tier.name)
-        return PlannedCall(
-            arrival_index=-1,
-            fixture=fixture,
-            tier=tier,
-            stage=stage,
-            prompt_tokens=self.tokens.counts[tier.name][index],
-            input_source=self.tokens.sources[tier.name],
-            prompt_ids=ids[index] if ids is not None else None,
-        )
-
     def _prefix_caches(
         self,
         order: Sequence[int],
@@ -246,6 +243,17 @@ class Pipeline:
                 note = shared[(instance, kind)] = {"instance": instance, "generated_blocks": kind}
             notes[i] = note
         return notes
+
+    def _offline(self) -> OfflineBackend:
+        """The offline backend that projects what this run's backend does not serve (the run's own
+        when it is offline; else one over the same recordings, whose counts are not the run's)."""
+        if isinstance(self.backend, OfflineBackend):
+            return self.backend
+        if self._offline_backend is None:
+            self._offline_backend = OfflineBackend(
+                self.config, getattr(self.backend, "recordings", None)
+            )
+        return self._offline_backend
 
     def _priced(self, tier: str, stage: str, result: CallResult) -> TierCall:
         return price_call(self.prices[tier], tier, stage, result)
@@ -310,7 +318,9 @@ class Pipeline:
         planned: list[PlannedCall] = []
         for arrival in range(n):
             i = order[arrival]
-            call = self._plan(i, fixtures[i], self.config.tier(decisions[i].tier), "primary")
+            call = plan_call(
+                self.tokens, i, fixtures[i], self.config.tier(decisions[i].tier), "primary"
+            )
             call.arrival_index = arrival
             if outcomes[i].outcome in ("exact", "semantic"):
                 call.answered_by = outcomes[i].outcome
@@ -318,7 +328,7 @@ class Pipeline:
         # Only this shard's calls are served; the others are projected offline so the cache
         # simulators see the whole arrival sequence, exactly as in an unsharded run.
         results: list[CallResult | None] = list(
-            self._project_offline([planned[a] for a in range(n) if a not in arrivals])
+            project_offline(self._offline(), [planned[a] for a in range(n) if a not in arrivals])
         )
         shard_results = self.backend.execute([planned[a] for a in arrivals])
         results = _interleave(n, arrivals, shard_results, results)
@@ -353,24 +363,28 @@ class Pipeline:
             reply = _answered(results, pos)
             replies[order[arrival]] = (reply.tier or decisions[order[arrival]].tier, reply)
 
-        escalations, tally = self._cascade(fixtures, order, decisions, outcomes, results, served)
+        escalations, tally = escalate(
+            self.config, self.router, self.backend, self.tokens, self.prices,
+            fixtures, order, decisions, outcomes, results, served,
+        )  # fmt: skip
         for i, (second, second_result) in escalations.items():
             # an escalated request is answered by the second tier
             replies[i] = (second.tier, second_result)
         clock = self._timed("cascade", clock)
-        alternatives = self._alternatives(
-            fixtures, batch, {order[arrival] for _, arrival in served}
-        )
+        alternatives = route_alternatives(
+            self.config, getattr(self.backend, "recordings", None), self.prices, self.tokens,
+            fixtures, batch, {order[arrival] for _, arrival in served},
+        )  # fmt: skip
 
         # The counterfactual: every request on the largest tier, no caches, no cascade.
         largest = self.config.largest
         cf_planned = []
         for _, arrival in served:
             i = order[arrival]
-            call = self._plan(i, fixtures[i], largest, "counterfactual")
+            call = plan_call(self.tokens, i, fixtures[i], largest, "counterfactual")
             call.arrival_index = arrival
             cf_planned.append(call)
-        cf_results = self._counterfactual_results(cf_planned)
+        cf_results = counterfactual_results(self._offline(), cf_planned)
         del planned, cf_planned  # served: only the results are read from here on
 
         records: list[RequestRecord | None] = [None] * n
@@ -423,7 +437,11 @@ class Pipeline:
             )
             scored.append((record, i, outcome))
         clock = self._timed("records", clock)
-        self._score(fixtures, scored, replies)
+        if self.quality is not None:
+            score_answers(
+                self.quality, fixtures, scored, replies,
+                backend=self.backend.name, progress=self.progress,
+            )  # fmt: skip
         self._timed("quality", clock)
         self.routing = RoutingRun(
             kind=self.router.kind,
@@ -433,175 +451,6 @@ class Pipeline:
             cascade=tally.summary() if tally is not None else None,
         )
         return [r for r in records if r is not None]
-
-    def _cascade(
-        self,
-        fixtures: Sequence[Fixture],
-        order: Sequence[int],
-        decisions: Sequence[RouteDecision],
-        outcomes: dict[int, CacheOutcome],
-        results: Sequence[CallResult | None],
-        served: Sequence[tuple[int, int]],
-    ) -> tuple[dict[int, tuple[TierCall, CallResult]], CascadeTally | None]:
-        """Escalate the first tier's low-confidence answers: a second, priced call on the next tier.
-
-        Only requests this run served on `from_tier` (no result-cache hit) can escalate; the
-        confidence is the recorded one, else the configured estimate (`costguard.engine.routing.cascade`).
-        """
-        cc = self.config.cascade
-        if cc is None or not cc.enabled:
-            return {}, None
-        from costguard.engine.routing.cascade import CascadeTally, estimate_confidence
-
-        estimate = estimate_confidence(
-            cc, self.config, fixtures, [d.score for d in decisions],
-            score_range=getattr(self.router, "score_range", None), router_kind=self.router.kind,
-        )  # fmt: skip
-        tally = CascadeTally(cc, estimate.method)
-        to_tier = self.config.tier(cc.to_tier)
-        planned: list[tuple[int, PlannedCall]] = []
-        for pos, arrival in served:
-            i = order[arrival]
-            result = results[pos]
-            assert result is not None
-            tier = result.tier or decisions[i].tier
-            if tier != cc.from_tier or outcomes[i].outcome in ("exact", "semantic"):
-                continue
-            if tally.decide(i, result.confidence, estimate.values[i]):
-                call = self._plan(i, fixtures[i], to_tier, "escalation")
-                call.arrival_index = arrival
-                planned.append((i, call))
-        escalated: dict[int, tuple[TierCall, CallResult]] = {}
-        replies = self.backend.execute([call for _, call in planned]) if planned else []
-        for (i, _), reply in zip(planned, replies, strict=True):
-            if (
-                reply is not None
-            ):  # a live backend that stopped early: the request stays on the first tier
-                escalated[i] = (self._priced(cc.to_tier, "escalation", reply), reply)
-        tally.escalated = sorted(escalated)
-        return escalated, tally
-
-    def _alternatives(
-        self, fixtures: Sequence[Fixture], batch: Sequence[RouteInput], indices: set[int]
-    ) -> dict[int, RouteAlternatives]:
-        """Each served request priced on every tier, projected offline with no caches: what the
-        routing baselines (all-small, all-large, random, length) are computed from."""
-        from costguard.engine.backends.offline import OfflineBackend
-
-        # Its own backend: these projections are not calls of the run (recorded-response counts stay).
-        offline = OfflineBackend(self.config, getattr(self.backend, "recordings", None))
-        wanted = sorted(indices)
-        costs: dict[int, dict[str, float]] = {i: {} for i in wanted}
-        estimated = dict.fromkeys(wanted, False)
-        if not offline.has_recordings:
-            # Unrecorded: the same output estimate on every tier, each tier's own prompt count.
-            outputs = [offline.projected_output(fixtures[i]) for i in wanted]
-            for tier in self.config.tiers:
-                price = self.prices[tier.name]
-                counts = self.tokens.counts[tier.name]
-                approximate = self.tokens.sources[tier.name] == "approximate"
-                for i, (output, source) in zip(wanted, outputs, strict=True):
-                    costs[i][tier.name] = price.cost(counts[i], 0, output)
-                    if source in ESTIMATED_OUTPUT or approximate or price.estimated:
-                        estimated[i] = True
-            return {
-                i: RouteAlternatives(batch[i].prompt_tokens, costs[i], estimated[i]) for i in wanted
-            }
-        for tier in self.config.tiers:
-            price = self.prices[tier.name]
-            results = offline.execute(
-                [self._plan(i, fixtures[i], tier, "counterfactual") for i in wanted]
-            )
-            for i, r in zip(wanted, results, strict=True):
-                assert r is not None  # the offline backend answers every call
-                costs[i][tier.name] = price.cost(r.input_tokens, 0, r.output_tokens)
-                if (
-                    r.output_source in ESTIMATED_OUTPUT
-                    or r.input_source == "approximate"
-                    or price.estimated
-                ):
-                    estimated[i] = True
-        return {
-            i: RouteAlternatives(batch[i].prompt_tokens, costs[i], estimated[i]) for i in wanted
-        }
-
-    def answer(
-        self,
-        fixtures: Sequence[Fixture],
-        index: int,
-        outcome: CacheOutcome,
-        replies: dict[int, tuple[str, CallResult]],
-    ) -> Answer:
-        """What request `index` was answered with: the text to score, or why there is none.
-
-        A result-cache hit is answered with the cached answer, i.e. the reply to the request that
-        filled the cache entry (`source_index`), never with a reply this request did not get.
-        """
-        fixture = fixtures[index]
-        hit = outcome.outcome in ("exact", "semantic") and outcome.source_index is not None
-        source = outcome.source_index if hit else index
-        assert source is not None
-        tier, result = replies.get(source, (None, None))
-        if result is None or result.text is None:
-            where = f"on tier {tier}" if tier else "in this run"
-            if result is None:
-                missing = f"no reply {where}"
-            elif self.backend.name == "offline" or hit:
-                missing = f"no recorded response {where}"
-            else:
-                missing = f"tier {tier} returned no text"
-            if hit:
-                missing = (
-                    f"{outcome.outcome} cache hit on {fixtures[source].id}'s answer: {missing}"
-                )
-            return Answer(fixture, None, tier, missing)
-        measured = result.output_tokens if result.output_source == "measured" else None
-        return Answer(
-            fixture, Response(fixture, result.text, measured, tier, result.response_ref), tier
-        )
-
-    def _score(
-        self,
-        fixtures: Sequence[Fixture],
-        scored: list[tuple[RequestRecord, int, CacheOutcome]],
-        replies: dict[int, tuple[str, CallResult]],
-    ) -> None:
-        """Quality of every answer, in one batch (similarity and judge calls are batched). The
-        answers are looked up only when some fixture has assertions to score."""
-        if self.quality is None or not any(fixtures[i].expect.assertions for _, i, _ in scored):
-            return
-        answers = [
-            (record, self.answer(fixtures, i, outcome, replies)) for record, i, outcome in scored
-        ]
-        self.progress("quality", 0, len(answers))
-        scores = self.quality.score_many([a for _, a in answers])
-        for (record, _), quality in zip(answers, scores, strict=True):
-            record.quality = quality
-        self.progress("quality", len(answers), len(answers))
-
-    def _project_offline(self, calls: list[PlannedCall]) -> list[CallResult]:
-        """Offline projections of calls (recorded replies where there are any), for what this
-        backend does not serve: other shards' requests and the counterfactual."""
-        from costguard.engine.backends.offline import OfflineBackend
-
-        if not calls:
-            return []
-        if isinstance(self.backend, OfflineBackend):
-            offline = self.backend
-        else:
-            offline = OfflineBackend(self.config, getattr(self.backend, "recordings", None))
-        results = offline.execute(calls)
-        assert all(r is not None for r in results)  # the offline backend answers every call
-        return results  # type: ignore[return-value]
-
-    def _counterfactual_results(self, calls: list[PlannedCall]) -> list[CallResult]:
-        """No caches: projected offline (recorded replies of the largest tier where there are
-        any, else the expected/prior output), with no cached prompt tokens."""
-        results = self._project_offline(calls)
-        for r in results:
-            r.cached_tokens = 0
-            r.cached_source = "none"
-        return results
 
 
 def _interleave(

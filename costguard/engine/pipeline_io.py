@@ -1,5 +1,5 @@
 """What the pipeline takes and gives beside its records: prompt token counts per tier, what the
-cache layers did, and the one function that prices a served call."""
+cache layers did, planning a call, and the one function that prices a served call."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from costguard.engine.backends import CallResult
+from costguard.engine.backends import CallResult, PlannedCall
 from costguard.engine.caches.semantic import SemanticHit
 from costguard.engine.records import TierCall
 from costguard.engine.traffic import (  # noqa: F401 (Progress, monthly_requests: re-exported)
@@ -17,6 +17,8 @@ from costguard.engine.traffic import (  # noqa: F401 (Progress, monthly_requests
     monthly_requests,
     shard_arrivals,
 )
+from costguard.model.config import TierConfig
+from costguard.model.fixtures import Fixture
 from costguard.model.pricing import TierPrice
 
 if TYPE_CHECKING:
@@ -98,3 +100,19 @@ class CacheSimulation:
             semantic_candidates=int(data.get("semantic_candidates", 0)),
             exact_expired=int(data.get("exact_expired", 0)),
         )
+
+
+def plan_call(
+    tokens: PromptTokens, index: int, fixture: Fixture, tier: TierConfig, stage: str
+) -> PlannedCall:
+    """A call of fixture `index` on `tier`, with its prompt token count (and ids, where kept)."""
+    ids = tokens.ids.get(tier.name)
+    return PlannedCall(
+        arrival_index=-1,
+        fixture=fixture,
+        tier=tier,
+        stage=stage,
+        prompt_tokens=tokens.counts[tier.name][index],
+        input_source=tokens.sources[tier.name],
+        prompt_ids=ids[index] if ids is not None else None,
+    )
