@@ -11,6 +11,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeGuard, TypeVar, Union
 
@@ -436,6 +437,32 @@ def validate(model: type[M], data: Any, *, file: str | Path, prefix: tuple[Any, 
         line = line_of(data, loc)
         key = format_loc(prefix + loc) or None
         raise ConfigError(msg, file=file, line=line, key=key) from None
+
+
+def validate_json_line(
+    model: type[M], data: Any, *, file: str | Path, line: int | None, at: str = ""
+) -> M:
+    """`validate` for an object read from one JSON line (`at`: where it sits in that line's
+    object, e.g. "messages[2]"): an error points at that line and key."""
+    try:
+        return validate(model, data, file=file)
+    except ConfigError as exc:
+        key = exc.key
+        if at:
+            key = at + ("" if not key else key if key.startswith("[") else "." + key)
+        raise ConfigError(exc.message, file=file, line=line, key=key) from None
+
+
+def json_lines(text: str, *, file: str | Path, what: str) -> Iterator[tuple[int, dict[Any, Any]]]:
+    """(line number, object) of each non-blank line of a JSONL text; a line that is not a JSON
+    object is an error ("each line must be a JSON object" + `what`)."""
+    for n, raw_line in enumerate(text.splitlines(), start=1):
+        if not raw_line.strip():
+            continue
+        data = parse_json_line(raw_line, file=file, line=n)
+        if not isinstance(data, dict):
+            raise ConfigError(f"each line must be a JSON object{what}", file=file, line=n)
+        yield n, data
 
 
 def check_regex(pattern: str, what: str = "") -> None:

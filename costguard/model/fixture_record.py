@@ -1,0 +1,116 @@
+"""`Fixture`: one request of representative traffic, ready to replay (messages rendered,
+defaults applied), and the content keys every cache and recording is keyed by."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from costguard.model.fixture_spec import (
+    Expect,
+    Sampling,
+    canonical_json,
+    message_text,
+    tool_fields,
+)
+
+
+@dataclass
+class Fixture:
+    """A fixture ready to replay: messages rendered, defaults applied."""
+
+    id: str
+    suite: str
+    weight: float
+    messages: list[dict[str, Any]]
+    sampling: Sampling
+    expect: Expect
+    file: str
+    line: int | None
+    model: str | None = None
+    label: str | None = None
+    tags: list[str] = field(default_factory=list)
+    skip: str | None = None
+    xfail: str | None = None
+    templates: list[str] = field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    _hash: str | None = field(default=None, repr=False)
+    _messages_digest: str | None = field(default=None, repr=False)
+    _sampling_json: str | None = field(default=None, repr=False)
+
+    def request_body(self) -> dict[str, Any]:
+        """What a backend sends besides the model and sampling: messages, tools, tool_choice."""
+        return {"messages": self.messages, **tool_fields(self.tools, self.tool_choice)}
+
+    @property
+    def location(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+    @property
+    def sampling_json(self) -> str:
+        """The sampling parameters sent with the request, as canonical JSON."""
+        if self._sampling_json is None:
+            self._sampling_json = canonical_json(self.sampling.as_request_params())
+        return self._sampling_json
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of everything a backend sees: messages, sampling, requested model.
+
+        The sha256 of the canonical JSON of {"m": messages, "model": model, "s": sampling}.
+        """
+        if self._hash is None:
+            self._derive_keys()
+        assert self._hash is not None
+        return self._hash
+
+    @property
+    def messages_digest(self) -> str:
+        """sha256 of the conversation's canonical JSON (sorted keys, compact; with its tools when
+        it has any): the token-count cache key, `tokenization.messages_key(messages, tools)`."""
+        if self._messages_digest is None:
+            self._derive_keys()
+        assert self._messages_digest is not None
+        return self._messages_digest
+
+    def _derive_keys(self) -> None:
+        """Both content keys from one serialisation of the messages (kept only as digests: the
+        JSON of 100k long prompts would double the fixtures' memory). The pieces are joined in
+        sorted-key order, so each digest equals that of one json.dumps(sort_keys=True) of the
+        whole payload; tools and tool_choice only when set (plain chat keys stay put)."""
+        messages_json = canonical_json(self.messages)
+        tools_json = canonical_json(self.tools) if self.tools is not None else None
+        conversation = (
+            messages_json
+            if tools_json is None
+            else f'{{"messages":{messages_json},"tools":{tools_json}}}'
+        )
+        self._messages_digest = hashlib.sha256(
+            conversation.encode("utf-8", "surrogatepass")
+        ).hexdigest()
+        canonical = (
+            f'{{"m":{messages_json},'
+            f'"model":{json.dumps(self.model, ensure_ascii=False)},'
+            f'"s":{self.sampling_json}'
+        )
+        if self.tool_choice is not None:
+            canonical += f',"tool_choice":{canonical_json(self.tool_choice)}'
+        if tools_json is not None:
+            canonical += f',"tools":{tools_json}'
+        self._hash = hashlib.sha256((canonical + "}").encode()).hexdigest()
+
+    @property
+    def last_user_text(self) -> str:
+        for msg in reversed(self.messages):
+            if msg["role"] == "user":
+                return message_text(msg)
+        return ""
+
+    @property
+    def system_text(self) -> str:
+        return "\n".join(
+            message_text(m) for m in self.messages if m["role"] in ("system", "developer")
+        )
