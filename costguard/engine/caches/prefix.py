@@ -71,21 +71,11 @@ Simplifications (deliberate, documented):
   the pool: the first ``num_gpu_blocks - 1`` blocks are held and cached, the rest is not stored.
   ``oversized_requests`` counts these.
 
-Keys: Python's built-in ``hash((parent_key, block_bytes))``.  The block's token ids are packed as
-uint32 (ids must be below 2**32) and hashed as bytes with CPython's SipHash-1-3, keyed per process
-(``PYTHONHASHSEED``); the tuple hash then mixes in the parent key (for a fixed parent it is a
-bijection of the block hash, and vice versa).  Keys are 64-bit, so with N distinct blocks the
-chance of any false hit is about N**2 / 2**65 (1e-7 for two million blocks), and results do not
-depend on the seed unless such a collision happens.  Measured on the 2-core CI machine: ~0.2 us
-per block (numpy slices the ids into per-block bytes in one call), against ~1 us per block for
-chaining ``hashlib.blake2b(digest_size=8)`` and ~0.75 us for ``hash((parent, tuple(ids)))``.
-A vectorised polynomial hash mod 2**64 is faster still but has structured collisions
-(Thue-Morse sequences of blocks collide for every base), so it was rejected.
+Keys: see ``costguard.engine.caches.prefix_keys``.
 """
 
 from __future__ import annotations
 
-from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -93,8 +83,9 @@ from itertools import islice, takewhile
 
 import numpy as np
 
-_GIB = 1 << 30
-_MAX_TOKEN_ID = (1 << 32) - 1
+from costguard.engine.caches.kv_memory import derive_num_gpu_blocks  # noqa: F401 (re-exported)
+from costguard.engine.caches.prefix_keys import as_extra_key, as_u32, chain_keys
+
 _consume: Callable[[Iterable[object]], None] = deque[object](
     maxlen=0
 ).extend  # run an iterator of side effects at C speed
@@ -114,37 +105,6 @@ class PrefixLookup:
     def computed_prompt_tokens(self) -> int:
         """Prompt tokens that went through prefill (what prefix caching did not save)."""
         return self.prompt_tokens - self.cached_tokens
-
-
-def _as_u32(ids: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
-    """Token ids as a contiguous uint32 array (zero-copy for uint32 numpy input)."""
-    if isinstance(ids, np.ndarray):
-        if ids.ndim != 1:
-            raise ValueError(f"{what} must be one-dimensional, got shape {ids.shape}")
-        if ids.dtype == np.uint32:
-            return np.ascontiguousarray(ids)
-        if ids.size and ids.dtype.kind in "iu":
-            lo, hi = int(ids.min()), int(ids.max())
-            if lo < 0 or hi > _MAX_TOKEN_ID:
-                raise ValueError(f"{what}: token ids must be in [0, 2**32), got {lo}..{hi}")
-        elif ids.size:
-            raise TypeError(f"{what}: token ids must be integers, got dtype {ids.dtype}")
-        return ids.astype(np.uint32)
-    try:
-        packed = array("I", ids)
-    except OverflowError as exc:
-        raise ValueError(f"{what}: token ids must be in [0, 2**32)") from exc
-    except TypeError as exc:
-        raise TypeError(f"{what}: token ids must be integers ({exc})") from exc
-    return np.frombuffer(packed, dtype=np.uint32) if packed else np.empty(0, np.uint32)
-
-
-def _as_extra_key(extra_key: bytes | str | None) -> bytes | None:
-    if isinstance(extra_key, str):
-        return extra_key.encode()
-    if extra_key is not None and not isinstance(extra_key, bytes):
-        raise TypeError(f"extra_key must be bytes, str or None, got {type(extra_key).__name__}")
-    return extra_key
 
 
 class PrefixCacheSimulator:
@@ -196,7 +156,7 @@ class PrefixCacheSimulator:
         self.hash_lookahead_tokens = hash_lookahead_tokens
         self.drop_last_block = bool(drop_last_block)
         self.speculative_slots = speculative_slots
-        self.extra_key = _as_extra_key(extra_key)
+        self.extra_key = as_extra_key(extra_key)
         self._block_dtype = np.dtype(f"V{4 * block_size}")
         self._root = hash(("costguard.prefix-cache.root", self.extra_key))
         self.reset()
@@ -270,11 +230,11 @@ class PrefixCacheSimulator:
         ``skip_cache_read`` (a request with ``prompt_logprobs``): nothing is read from the cache
         and the request is left out of ``queries``/``hits``, but its blocks are still cached.
         """
-        prompt = _as_u32(prompt_ids, "prompt_ids")
+        prompt = as_u32(prompt_ids, "prompt_ids")
         n_prompt = len(prompt)
         if n_prompt == 0:
             raise ValueError("prompt_ids is empty (vLLM rejects empty prompts)")
-        output = _as_u32(output_ids, "output_ids")
+        output = as_u32(output_ids, "output_ids")
         if num_output_tokens is None:
             n_output = len(output)
         elif len(output):
@@ -335,7 +295,7 @@ class PrefixCacheSimulator:
         For a request that never reaches the engine (answered by a result cache): what serving
         it would have reused.  Neither counters, LRU order nor cached blocks change.
         """
-        prompt = _as_u32(prompt_ids, "prompt_ids")
+        prompt = as_u32(prompt_ids, "prompt_ids")
         if len(prompt) == 0:
             raise ValueError("prompt_ids is empty (vLLM rejects empty prompts)")
         if skip_cache_read:
@@ -365,29 +325,15 @@ class PrefixCacheSimulator:
     def _chain(self, seq: np.ndarray, n_blocks: int, extra_key: bytes | str | None) -> list[int]:
         """Chained keys of the first `n_blocks` full blocks of `seq` (each block with the
         `hash_lookahead_tokens` tokens after it, which `seq` must hold)."""
-        ahead = self.hash_lookahead_tokens
-        if ahead and n_blocks:
-            bs = self.block_size
-            windows = np.lib.stride_tricks.sliding_window_view(
-                seq[: n_blocks * bs + ahead], bs + ahead
-            )
-            blocks = (
-                np.ascontiguousarray(windows[::bs][:n_blocks])
-                .view(f"V{4 * (bs + ahead)}")
-                .ravel()
-                .tolist()
-            )
-        else:
-            blocks = seq[: n_blocks * self.block_size].view(self._block_dtype).tolist()
-        keys: list[int] = []
-        append = keys.append
-        key = self._root
-        if extra_key is not None:
-            key = hash((key, _as_extra_key(extra_key)))
-        for block in blocks:
-            key = hash((key, block))
-            append(key)
-        return keys
+        return chain_keys(
+            seq,
+            n_blocks,
+            block_size=self.block_size,
+            block_dtype=self._block_dtype,
+            ahead=self.hash_lookahead_tokens,
+            root=self._root,
+            extra_key=extra_key,
+        )
 
     def _admit_unlimited(self, keys: list[int], max_hit: int, n_held: int) -> tuple[int, int, int]:
         cached = self._cached
@@ -474,91 +420,3 @@ class PrefixCacheSimulator:
             younger.remove(block_id)
             if not younger:
                 del copies[key]
-
-
-def derive_num_gpu_blocks(
-    *,
-    gpu_memory_gb: float,
-    gpu_memory_utilization: float,
-    weights_gb: float,
-    num_layers: int,
-    num_kv_heads: int,
-    head_dim: int,
-    kv_dtype_bytes: int = 2,
-    block_size: int = 16,
-    tensor_parallel_size: int = 1,
-    overhead_gb: float = 2.0,
-    max_model_len: int | None = None,
-) -> int:
-    """Estimate the ``num_gpu_blocks`` vLLM would allocate per instance (per TP rank).
-
-    vLLM (``vllm/v1/worker/gpu_worker.py`` ``determine_available_memory``) computes
-    ``available = total_memory * gpu_memory_utilization - non_kv_cache_memory`` where
-    ``non_kv_cache_memory`` = weights + the activation peak of a profiling forward pass at
-    ``max_num_batched_tokens`` + non-torch memory (NCCL, cuBLAS workspaces), and newer versions
-    may also subtract a CUDA-graph pool estimate.  Then ``vllm/v1/core/kv_cache_utils.py``
-    ``get_num_blocks`` takes ``available // page_size // num_layers`` with
-    ``page_size = 2 (K and V) * block_size * kv_heads_per_rank * head_dim * dtype_bytes``.
-
-    Units are GiB (2**30 bytes) per GPU as CUDA reports them: an "80 GB" H100 is ~79.2 GiB.
-    ``weights_gb`` is the whole checkpoint, split evenly over the tensor-parallel ranks.
-    ``overhead_gb`` stands for the profiled activation peak + non-torch memory (+ graphs): 2 GiB
-    is typical of 7-8B models at default batch sizes (vLLM logs ~1-1.5 GiB activation peak and
-    ~0.1-0.5 GiB non-torch); take the real figure from the engine log when you have one.
-    With ``max_model_len`` it also checks, like vLLM at start-up, that one full-length sequence
-    fits.  Raises ValueError when the memory is insufficient.
-    """
-    for name, value in (
-        ("num_layers", num_layers),
-        ("num_kv_heads", num_kv_heads),
-        ("head_dim", head_dim),
-        ("kv_dtype_bytes", kv_dtype_bytes),
-        ("block_size", block_size),
-        ("tensor_parallel_size", tensor_parallel_size),
-    ):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not 0 < gpu_memory_utilization <= 1:
-        raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
-    if gpu_memory_gb <= 0 or weights_gb < 0 or overhead_gb < 0:
-        raise ValueError("gpu_memory_gb must be positive; weights_gb and overhead_gb non-negative")
-
-    tp = tensor_parallel_size
-    # vLLM shards KV heads over TP ranks and replicates them when there are fewer heads than ranks.
-    if num_kv_heads >= tp:
-        if num_kv_heads % tp:
-            raise ValueError(
-                f"num_kv_heads={num_kv_heads} is not divisible by tensor_parallel_size={tp}"
-            )
-    elif tp % num_kv_heads:
-        raise ValueError(
-            f"tensor_parallel_size={tp} is not a multiple of num_kv_heads={num_kv_heads}"
-        )
-    kv_heads_per_rank = max(1, num_kv_heads // tp)
-    bytes_per_block = 2 * num_layers * kv_heads_per_rank * head_dim * kv_dtype_bytes * block_size
-
-    requested = gpu_memory_gb * gpu_memory_utilization
-    weights_per_rank = weights_gb / tp
-    available = requested - weights_per_rank - overhead_gb
-    if available <= 0:
-        raise ValueError(
-            f"no memory left for the KV cache: {gpu_memory_gb} GiB x {gpu_memory_utilization} = "
-            f"{requested:.2f} GiB, minus weights {weights_per_rank:.2f} GiB per GPU and overhead "
-            f"{overhead_gb:.2f} GiB leaves {available:.2f} GiB; raise gpu_memory_utilization, "
-            "use more tensor-parallel ranks or a quantized model"
-        )
-    num_blocks = int(available * _GIB // bytes_per_block)
-    if num_blocks < 2:  # one block is the reserved null block
-        raise ValueError(
-            f"{available:.3f} GiB holds {num_blocks} KV block(s) of {bytes_per_block} bytes; "
-            "vLLM needs at least 2 (one is reserved)"
-        )
-    if max_model_len is not None:
-        needed = -(-max_model_len // block_size)
-        if needed > num_blocks - 1:
-            raise ValueError(
-                f"max_model_len={max_model_len} needs {needed} KV blocks but only "
-                f"{num_blocks - 1} fit in {available:.2f} GiB; lower max_model_len or give the "
-                "KV cache more memory"
-            )
-    return num_blocks

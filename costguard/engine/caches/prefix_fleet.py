@@ -65,7 +65,7 @@ def kv_capacity(tier: TierConfig) -> KvCapacity:
         return KvCapacity(kv.block_size, kv.num_gpu_blocks, "declared")
     if kv.derive is None:
         return KvCapacity(kv.block_size, None, "unbounded")
-    from costguard.engine.caches.prefix import derive_num_gpu_blocks
+    from costguard.engine.caches.kv_memory import derive_num_gpu_blocks
 
     d = kv.derive
     pp = tier.serve.pipeline_parallel_size
