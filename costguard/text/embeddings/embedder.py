@@ -17,7 +17,8 @@ from costguard.text.embeddings.models import (
     model_fingerprint,
     resolve_model,
 )
-from costguard.text.embeddings.store import EmbeddingCache, _np, _text_keys
+from costguard.text.embeddings.shards import _np
+from costguard.text.embeddings.store import EmbeddingCache, _text_keys
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np

@@ -5,29 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
-import secrets
-import tempfile
 import threading
 import time
 import warnings
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from costguard.text.embeddings.shards import (
+    KEY_BYTES,
+    SHARD_SUFFIX,
+    ModelRows,
+    NewerShardError,
+    _np,
+    read_shard,
+    write_shard,
+)
+
 CACHE_SUBDIR = Path(".costguard") / "cache" / "embeddings"
-
-
-_FORMAT = 1
-
-
-_KEY_BYTES = 32
-
-
-_SHARD_SUFFIX = ".shard"
 
 
 _STALE_TMP_SECONDS = 3600
@@ -35,16 +32,6 @@ _STALE_TMP_SECONDS = 3600
 
 class EmbeddingCacheWarning(RuntimeWarning):
     """The on-disk embedding cache had a problem it recovered from (corrupt shard, unwritable dir)."""
-
-
-class _NewerShardError(Exception):
-    """A shard written by a newer costguard (format we cannot read, but must not delete)."""
-
-
-def _np() -> Any:
-    import numpy
-
-    return numpy
 
 
 def text_key(text: str) -> bytes:
@@ -60,57 +47,6 @@ def _text_keys(texts: Sequence[str]) -> list[bytes]:
 def default_cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
     """`<root>/.costguard/cache/embeddings` (root defaults to the current directory)."""
     return Path(root if root is not None else os.getcwd()) / CACHE_SUBDIR
-
-
-class _Store:
-    """The in-memory view of one model's cache directory: a growable matrix plus a key index."""
-
-    __slots__ = ("path", "index", "buf", "n", "shards", "bad", "loaded")
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.index: dict[bytes, int] = {}  # key -> row of buf
-        self.buf: Any = None  # (capacity, dim) float32; rows [0, n) are used
-        self.n = 0
-        self.shards: dict[str, list[bytes]] = {}  # shard file name -> its keys
-        self.bad: set[str] = set()  # corrupt shards we could not delete
-        self.loaded = False
-
-    @property
-    def dim(self) -> int | None:
-        return None if self.buf is None else int(self.buf.shape[1])
-
-    def append(self, keys: list[bytes], vecs: Any) -> None:
-        """Add rows for keys not yet present (first writer wins)."""
-        np = _np()
-        index = self.index
-        if len(set(keys)) != len(keys) or any(k in index for k in keys):
-            fresh: dict[bytes, int] = {}
-            for j, k in enumerate(keys):
-                if k not in index and k not in fresh:
-                    fresh[k] = j
-            keys = list(fresh)
-            vecs = vecs[list(fresh.values())]
-        if not keys:
-            return
-        m = len(keys)
-        if self.buf is None and vecs.flags.c_contiguous:
-            self.buf = vecs  # adopt the shard's array as-is (no copy)
-        else:
-            if self.buf is None:
-                self.buf = np.empty((max(m, 64), vecs.shape[1]), dtype=np.float32)
-            elif self.n + m > self.buf.shape[0]:
-                grown = np.empty(
-                    (max(self.n + m, 2 * self.buf.shape[0]), self.buf.shape[1]), np.float32
-                )
-                grown[: self.n] = self.buf[: self.n]
-                self.buf = grown
-            if not self.buf.flags.writeable:
-                self.buf = self.buf.copy()
-            self.buf[self.n : self.n + m] = vecs
-        for j, k in enumerate(keys, self.n):
-            index[k] = j
-        self.n += m
 
 
 class EmbeddingCache:
@@ -135,7 +71,7 @@ class EmbeddingCache:
             Path(directory) if directory is not None else default_cache_dir(root)
         )
         self.max_shards = max_shards
-        self._stores: dict[str, _Store] = {}
+        self._stores: dict[str, ModelRows] = {}
         self._lock = threading.RLock()
         self._disk_warned = False
 
@@ -212,7 +148,7 @@ class EmbeddingCache:
                 f"store() needs one row per key: {len(keys)} keys, vectors of shape {vecs.shape}"
             )
         for k in keys:
-            if not isinstance(k, bytes) or len(k) != _KEY_BYTES:
+            if not isinstance(k, bytes) or len(k) != KEY_BYTES:
                 raise ValueError("cache keys must be 32-byte sha256 digests (see text_key)")
         if not np.isfinite(vecs).all():
             raise ValueError("embedding vectors must be finite")
@@ -261,7 +197,7 @@ class EmbeddingCache:
         path = self._model_dir(model_id)
         if path is None or not path.is_dir():
             return 0
-        return sum(1 for p in path.iterdir() if p.name.endswith(_SHARD_SUFFIX))
+        return sum(1 for p in path.iterdir() if p.name.endswith(SHARD_SUFFIX))
 
     def compact(self, model_id: str) -> None:
         """Merge every shard of `model_id` that this process knows into one file."""
@@ -289,7 +225,7 @@ class EmbeddingCache:
                 if not d.is_dir():
                     continue
                 for p in d.iterdir():
-                    if p.suffix in (_SHARD_SUFFIX, ".tmp"):
+                    if p.suffix in (SHARD_SUFFIX, ".tmp"):
                         with contextlib.suppress(OSError):
                             p.unlink()
 
@@ -302,12 +238,12 @@ class EmbeddingCache:
         digest = hashlib.sha256(model_id.encode("utf-8")).hexdigest()[:10]
         return self.directory / f"{safe}-{digest}"
 
-    def _store(self, model_id: str) -> _Store:
+    def _store(self, model_id: str) -> ModelRows:
         store = self._stores.get(model_id)
         if store is None:
             if not isinstance(model_id, str) or not model_id:
                 raise ValueError("model_id must be a non-empty string")
-            store = self._stores[model_id] = _Store(self._model_dir(model_id))
+            store = self._stores[model_id] = ModelRows(self._model_dir(model_id))
         if not store.loaded:
             store.loaded = True
             if store.path is not None:
@@ -317,7 +253,7 @@ class EmbeddingCache:
     def _warn(self, message: str) -> None:
         warnings.warn(f"costguard embedding cache: {message}", EmbeddingCacheWarning, stacklevel=4)
 
-    def _disk_failed(self, store: _Store, what: str, exc: BaseException) -> None:
+    def _disk_failed(self, store: ModelRows, what: str, exc: BaseException) -> None:
         if not self._disk_warned:
             self._disk_warned = True
             self._warn(
@@ -326,7 +262,7 @@ class EmbeddingCache:
                 "a writable directory."
             )
 
-    def _refresh(self, store: _Store, model_id: str) -> bool:
+    def _refresh(self, store: ModelRows, model_id: str) -> bool:
         """Load shards written since the last look (by us or other processes). True if any."""
         path = store.path
         assert path is not None
@@ -336,7 +272,7 @@ class EmbeddingCache:
                 names = sorted(
                     e.name
                     for e in os.scandir(path)
-                    if e.name.endswith(_SHARD_SUFFIX) and not e.name.startswith(".")
+                    if e.name.endswith(SHARD_SUFFIX) and not e.name.startswith(".")
                 )
             except FileNotFoundError:
                 break
@@ -357,11 +293,11 @@ class EmbeddingCache:
                 if name in store.shards or name in store.bad or any(f[0] == name for f in found):
                     continue
                 try:
-                    keys, vecs = self._read_shard(path / name, model_id, dim)
+                    keys, vecs = read_shard(path / name, model_id, dim)
                 except FileNotFoundError:
                     vanished = True  # merged and deleted by another process: rescan
                     continue
-                except _NewerShardError:
+                except NewerShardError:
                     store.bad.add(name)  # written by a newer costguard: leave it alone
                     continue
                 except Exception as exc:  # noqa: BLE001 - any failure means a corrupt shard
@@ -393,87 +329,22 @@ class EmbeddingCache:
             store.shards[name] = keys
         return True
 
-    @staticmethod
-    def _checksums(keys: Any, vecs: Any) -> tuple[int, int]:
-        """CRC32 of the keys and a wrap-around sum of the vectors' 32-bit words (fast, no copy)."""
-        np = _np()
-        words = vecs.reshape(-1).view(np.uint32)
-        return zlib.crc32(keys), int(words.sum(dtype=np.uint64))
-
-    @classmethod
-    def _read_shard(cls, path: Path, model_id: str, dim: int | None) -> tuple[list[bytes], Any]:
-        np = _np()
-        with open(path, "rb") as f:
-            header = np.load(f, allow_pickle=False)
-            if header.dtype != np.uint8 or header.ndim != 1:
-                raise ValueError("bad header")
-            meta = json.loads(header.tobytes().decode("utf-8"))
-            if not isinstance(meta, dict) or not isinstance(meta.get("format"), int):
-                raise ValueError("no shard format in the header")
-            if meta["format"] > _FORMAT:
-                raise _NewerShardError(meta["format"])
-            if meta["format"] != _FORMAT:
-                raise ValueError(f"old shard format {meta['format']}")
-            if meta.get("model_id") != model_id:
-                raise ValueError(f"shard belongs to model {meta.get('model_id')!r}")
-            keys = np.load(f, allow_pickle=False)
-            vecs = np.load(f, allow_pickle=False)
-            if f.read(1):
-                raise ValueError("trailing bytes")
-        n, d = int(meta["n"]), int(meta["dim"])
-        if keys.dtype != np.uint8 or keys.shape != (n, _KEY_BYTES):
-            raise ValueError(f"key array has shape {keys.shape}, expected ({n}, {_KEY_BYTES})")
-        if vecs.dtype != np.float32 or vecs.shape != (n, d) or d < 1:
-            raise ValueError(f"vector array has shape {vecs.shape}, expected ({n}, {d})")
-        if dim is not None and d != dim:
-            raise ValueError(f"{d}-dim vectors, the other shards have {dim}")
-        if not (keys.flags.c_contiguous and vecs.flags.c_contiguous):
-            raise ValueError("arrays are not C-contiguous")
-        if list(cls._checksums(keys, vecs)) != meta["checksums"]:
-            raise ValueError("checksum mismatch")
-        raw = keys.tobytes()
-        return [raw[i : i + _KEY_BYTES] for i in range(0, len(raw), _KEY_BYTES)], vecs
-
     def _write_shard(
-        self, store: _Store, model_id: str, keys: list[bytes], vecs: Any
+        self, store: ModelRows, model_id: str, keys: list[bytes], vecs: Any
     ) -> str | None:
-        np = _np()
         path = store.path
         assert path is not None
-        karr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), _KEY_BYTES)
-        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
-        meta = {
-            "format": _FORMAT,
-            "model_id": model_id,
-            "n": len(keys),
-            "dim": int(vecs.shape[1]),
-            "checksums": list(self._checksums(karr, vecs)),
-        }
-        header = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        tmp = None
         try:
             if path.exists() and not path.is_dir():
                 self._warn(f"{path} is a file, not a directory; replacing it")
                 path.unlink()
             path.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path)
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, header)
-                np.save(f, karr)
-                np.save(f, vecs)
-            with contextlib.suppress(OSError):
-                os.chmod(tmp, 0o644)
-            name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}{_SHARD_SUFFIX}"
-            os.replace(tmp, path / name)
-            return name
+            return write_shard(path, model_id, keys, vecs)
         except OSError as exc:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
             self._disk_failed(store, "write to", exc)
             return None
 
-    def _compact(self, store: _Store, model_id: str, *, everything: bool = False) -> None:
+    def _compact(self, store: ModelRows, model_id: str, *, everything: bool = False) -> None:
         """Merge small shards: all but the largest one, or all of them when the rest is big.
 
         Only shards this process has loaded are merged; the merged shard is published before
