@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from costguard.compare.figures import estimated_pair, figure, get, moved, num
 from costguard.compare.model import FixtureChange, FixtureChanges, Pair, Status
-from costguard.report.run_report import RunReport
+from costguard.errors import ConfigError
+from costguard.report.run_report import RunReport, validation_message
 
 TOP_MOVERS = 10
 
@@ -156,7 +159,12 @@ def fixture_changes(base: RunReport | None, head: RunReport) -> FixtureChanges:
         if b is not None and h is not None and _identical(b, h):
             counts["unchanged"] += 1  # the common case, decided without building the entry
             continue
-        entry = fixture_change(b, h, has_base, templates)
+        try:
+            entry = fixture_change(b, h, has_base, templates)
+        except ValidationError as exc:  # a record that is not what costguard writes: bad input
+            sides = [r for r, rec in ((base, b), (head, h)) if r is not None and rec is not None]
+            files = " or ".join(str(r.path or "report") for r in sides)
+            raise ConfigError(validation_message(exc, f"record {fid!r} in {files}")) from None
         if entry.status in counts:
             counts[entry.status] += 1
         if entry.status in ("added", "removed", "changed"):

@@ -28,6 +28,8 @@ TOTAL_KEYS = (
 """Totals every report has; each is the sum of the same key over the tiers' or suites' blocks."""
 SUMMED_OVER = {"tiers": ("cost_per_month",), "suites": ("cost_per_month", "requests_per_month")}
 RECORD_KEYS = ("input_tokens", "cached_tokens", "output_tokens", "cost_usd")
+RECORD_TEXTS = ("suite", "location", "served_by")  # strings when present: a diff compares them
+RECORD_FLAGS = ("escalated", "estimated")
 DISTRIBUTIONS = {"cost_per_request": 1, "tokens_per_request": 2}
 """Totals that are distributions the policy metrics index: stat -> number (or kind -> stat ->
 number), checked when present."""
@@ -93,6 +95,23 @@ def _check_record(where: _Locator, i: int, record: dict[str, Any]) -> None:
     for key in RECORD_KEYS:
         if key in record:
             _number(where, ("records", i, key), record[key], present=True)
+    if not isinstance(record.get("id"), str):
+        raise where.error(("records", i, "id"), f"must be a string, got {_shown(record.get('id'))}")
+    for key in RECORD_TEXTS:
+        value = record.get(key)
+        if value is not None and not isinstance(value, str):
+            raise where.error(("records", i, key), f"must be a string, got {_shown(value)}")
+    for key in RECORD_FLAGS:
+        value = record.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise where.error(("records", i, key), f"must be true or false, got {_shown(value)}")
+    cache = record.get("cache")
+    if cache is not None:
+        outcome = cache.get("outcome") if isinstance(cache, dict) else cache
+        if outcome is not None and not isinstance(outcome, str):
+            raise where.error(
+                ("records", i, "cache", "outcome"), f"must be a string, got {_shown(outcome)}"
+            )
 
 
 def _check_rows(where: _Locator, rows: RecordRows) -> None:

@@ -36,9 +36,8 @@ def _router_overhead_p99(ctx: MetricContext, rule: Rule) -> MetricValue:
     timing = ctx.section("timing", Timing) or Timing()
     overhead = timing.router_overhead or RouterOverhead()
     method = overhead.method if "method" in overhead.model_fields_set else "no router ran"
-    extra = overhead.model_extra or {}  # the CPU-time samples and the measuring conditions
     notes = []
-    value = extra.get("cpu_p99_s")
+    value = overhead.cpu_p99_s
     if value is not None:
         notes.append("CPU time of the routing work, min of repeated probes")
     else:
@@ -48,7 +47,7 @@ def _router_overhead_p99(ctx: MetricContext, rule: Rule) -> MetricValue:
     if value is None:
         return MetricValue(None, note=f"router overhead not measured ({method})")
     if overhead.source == "stored":
-        cond = extra.get("conditions") or {}
+        cond = overhead.conditions
         notes.append(
             f"measured in an earlier run ({cond.get('measured_at', '?')}, load average "
             f"{cond.get('load_average_1m', '?')}), not under this run's conditions"
@@ -66,7 +65,7 @@ def _router_row(ctx: MetricContext, key: str) -> MetricValue:
     router = comparison.baselines.get("router")
     value = getattr(router, key) if router is not None else None
     if value is None:
-        sweep_reason = (router.model_extra or {}).get("sweep_reason") if router else None
+        sweep_reason = router.sweep_reason if router else None
         return MetricValue(None, note=quality.reason or sweep_reason or "not available")
     return MetricValue(value, estimated=False, note="quality from fixture labels")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from costguard.report.model.base import Section
@@ -45,6 +47,7 @@ class RoutingBaseline(Section):
     apgr: float | None = None
     cpt50: float | None = None
     cpt80: float | None = None
+    sweep_reason: str | None = None  # why the quality sweep figures are absent
 
 
 class Saving(Section):
@@ -95,6 +98,13 @@ class RouterOverhead(Section):
     p50_s: float | None = None
     p99_s: float | None = None
     mean_s: float | None = None
+    samples_s: list[float] = []
+    # CPU time of the routing work (min of repeated probes), when measured
+    cpu_samples_s: list[float] = []
+    cpu_p50_s: float | None = None
+    cpu_p99_s: float | None = None
+    repeats: int | None = None
+    conditions: dict[str, Any] = {}  # when and under what load a stored measurement was taken
     requests_per_month: float | None = None
     price_basis: str | None = None
     cost_per_request_usd: float | None = None
