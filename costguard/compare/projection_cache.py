@@ -28,7 +28,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from costguard.report.run_report import SCHEMA_VERSION, RunReport, write_atomic
+from costguard.errors import ConfigError
+from costguard.report.run_report import SCHEMA_VERSION, RunReport, read_json, write_atomic
 
 KEEP = 4  # entries kept per cache directory (a 100k-fixture report is ~100 MB)
 _LIBRARIES = ("tokenizers", "tiktoken", "jinja2", "sentence-transformers", "torch", "numpy")
@@ -129,8 +130,8 @@ class BaseProjectionCache:
             for path, digest in external.items():
                 if _sha256_file(Path(path)) != digest:
                     return None
-            data = json.loads(report_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            data = read_json(report_path, missing_hint="a cache entry", rows_key="records")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ConfigError):
             return None
         if (
             not isinstance(data, dict)
@@ -138,7 +139,6 @@ class BaseProjectionCache:
             or data.get("complete") is not True
         ):
             return None
-        from costguard.errors import ConfigError
         from costguard.report.integrity import check_report
 
         try:

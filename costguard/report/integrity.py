@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from costguard.errors import ConfigError
-from costguard.model.yamlio import is_number
+from costguard.model.yamlio import INT_LIMIT, is_number
 from costguard.report.rows import RecordRows, RowError
 
 TOTAL_KEYS = (
@@ -30,6 +30,8 @@ SUMMED_OVER = {"tiers": ("cost_per_month",), "suites": ("cost_per_month", "reque
 RECORD_KEYS = ("input_tokens", "cached_tokens", "output_tokens", "cost_usd")
 RECORD_TEXTS = ("suite", "location", "served_by")  # strings when present: a diff compares them
 RECORD_FLAGS = ("escalated", "estimated")
+# No amount a record holds is 2**63 or more (an integer that large in a row reads as a float).
+RECORD_FIGURES = (*RECORD_KEYS, "monthly_requests", "cost_per_month", "saved_by_cache_usd")
 DISTRIBUTIONS = {"cost_per_request": 1, "tokens_per_request": 2}
 """Totals that are distributions the policy metrics index: stat -> number (or kind -> stat ->
 number), checked when present."""
@@ -95,6 +97,10 @@ def _check_record(where: _Locator, i: int, record: dict[str, Any]) -> None:
     for key in RECORD_KEYS:
         if key in record:
             _number(where, ("records", i, key), record[key], present=True)
+    for key in RECORD_FIGURES:
+        value = record.get(key)
+        if isinstance(value, float) and abs(value) > INT_LIMIT:
+            raise where.error(("records", i, key), f"out of range, got {value!r}")
     if not isinstance(record.get("id"), str):
         raise where.error(("records", i, "id"), f"must be a string, got {_shown(record.get('id'))}")
     for key in RECORD_TEXTS:
