@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _string_json
 from typing import Any
 
 from costguard.model.fixture_spec import (
@@ -17,7 +18,7 @@ from costguard.model.fixture_spec import (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class Fixture:
     """A fixture ready to replay: messages rendered, defaults applied."""
 
@@ -81,7 +82,7 @@ class Fixture:
         JSON of 100k long prompts would double the fixtures' memory). The pieces are joined in
         sorted-key order, so each digest equals that of one json.dumps(sort_keys=True) of the
         whole payload; tools and tool_choice only when set (plain chat keys stay put)."""
-        messages_json = canonical_json(self.messages)
+        messages_json = _messages_json(self.messages)
         tools_json = canonical_json(self.tools) if self.tools is not None else None
         conversation = (
             messages_json
@@ -91,11 +92,15 @@ class Fixture:
         self._messages_digest = hashlib.sha256(
             conversation.encode("utf-8", "surrogatepass")
         ).hexdigest()
-        canonical = (
-            f'{{"m":{messages_json},'
-            f'"model":{json.dumps(self.model, ensure_ascii=False)},'
-            f'"s":{self.sampling_json}'
+        model = self.model
+        model_json = (
+            "null"
+            if model is None
+            else _string_json(model)
+            if type(model) is str
+            else json.dumps(model, ensure_ascii=False)
         )
+        canonical = f'{{"m":{messages_json},"model":{model_json},"s":{self.sampling_json}'
         if self.tool_choice is not None:
             canonical += f',"tool_choice":{canonical_json(self.tool_choice)}'
         if tools_json is not None:
@@ -114,3 +119,18 @@ class Fixture:
         return "\n".join(
             message_text(m) for m in self.messages if m["role"] in ("system", "developer")
         )
+
+
+def _messages_json(messages: list[dict[str, Any]]) -> str:
+    """`canonical_json(messages)`, put together directly when every message is plain text
+    ({"role", "content"} strings, the usual case): the same string, without walking the
+    structure (sorted keys: "content" comes before "role")."""
+    parts = []
+    for message in messages:
+        if type(message) is not dict or len(message) != 2:
+            return canonical_json(messages)
+        content, role = message.get("content"), message.get("role")
+        if type(content) is not str or type(role) is not str:
+            return canonical_json(messages)
+        parts.append(f'{{"content":{_string_json(content)},"role":{_string_json(role)}}}')
+    return "[" + ",".join(parts) + "]"
