@@ -17,7 +17,7 @@ from costguard.model.fixture_spec import (
     Sampling,
     Tool,
 )
-from costguard.model.yamlio import json_lines, read_text, validate_json_line
+from costguard.model.yamlio import json_lines, validate_json_line
 
 
 def parse_chat_request(body: Any, *, file: str | Path, line: int | None) -> ChatRequest:
@@ -130,7 +130,7 @@ def import_logs(
     out: list[dict[str, Any]] = []
     by_hash: dict[str, dict[str, Any]] = {}
     seen_ids: set[str] = set()
-    for n, data in json_lines(read_text(source), file=source, what=""):
+    for n, data in json_lines(source, file=source, what=""):
         body, usage, custom_id = _log_entry(data, file=source, line=n)
         request = parse_chat_request(body, file=source, line=n)
         fixture_id = f"{id_prefix}-{n:06d}"

@@ -11,12 +11,15 @@ The file format (fixture, message, tool, sampling, assertion and expect models) 
 
 from __future__ import annotations
 
+import gc
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from costguard.errors import ConfigError
+from costguard.model.fixture_fast import SHARED_MIN, fast_fixture
 from costguard.model.fixture_logs import (  # noqa: F401 (re-exported)
     BATCH_CHAT_URL,
     import_logs,
@@ -131,7 +134,7 @@ def _build(
             )
             content = renderer.render(tpath, spec.vars, file=Path(display), line=line, key=key)
             templates.append(str(tpath))
-        if strings is not None and isinstance(content, str) and len(content) >= _SHARED_MIN:
+        if strings is not None and isinstance(content, str) and len(content) >= SHARED_MIN:
             # One copy of each repeated text (system prompts, RAG context) however many
             # fixtures carry it: imported production logs repeat them in every request.
             content = strings.setdefault(content, content)
@@ -170,9 +173,22 @@ def _build(
     return fixture, renderer
 
 
-_SHARED_MIN = 64  # message texts at least this long are stored once per load
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Cyclic garbage collection off while fixtures load. A load allocates a few containers per
+    fixture and keeps them all, so the collector ran over and over (on 100k fixtures: hundreds of
+    young passes and several full ones over the growing heap, more than the loading itself);
+    after it, one pass takes them in. Loading makes no cycles to collect."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
+@_gc_paused()
 def load_fixture_file(
     path: Path,
     *,
@@ -190,7 +206,14 @@ def load_fixture_file(
     renderer: TemplateRenderer | None = None
     fixtures: list[Fixture] = []
     if path.suffix == ".jsonl":
-        for n, data in json_lines(read_text(path), file=display, what=" (one fixture)"):
+        default_suite = path.stem
+        for n, data in json_lines(path, file=display, what=" (one fixture)"):
+            fast = fast_fixture(
+                data, display=display, line=n, default_suite=default_suite, strings=strings
+            )
+            if fast is not None:
+                fixtures.append(fast)
+                continue
             spec = validate_json_line(FixtureSpec, data, file=display, line=n)
             fx, renderer = _build(
                 spec,
@@ -198,7 +221,7 @@ def load_fixture_file(
                 display=display,
                 line=n,
                 loc=f"line {n}",
-                default_suite=path.stem,
+                default_suite=default_suite,
                 renderer=renderer,
                 project_root=project_root,
                 allowed=allowed,
@@ -246,6 +269,7 @@ def load_fixture_file(
     return fixtures
 
 
+@_gc_paused()
 def load_fixtures(
     paths: Sequence[str | Path],
     *,

@@ -267,7 +267,9 @@ def load_yaml(path: str | Path) -> Any:
 
 def parse_json_line(text: str, *, file: str | Path, line: int) -> Any:
     try:
-        return json.loads(text, parse_constant=_no_json_constant)
+        if text.startswith("\ufeff"):  # what json.loads says (JSONDecoder.decode does not check)
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _JSON_LINE.decode(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"invalid JSON: {exc.msg} (column {exc.colno})", file=file, line=line
@@ -280,6 +282,10 @@ def parse_json_line(text: str, *, file: str | Path, line: int) -> Any:
 
 def _no_json_constant(name: str) -> float:
     raise ValueError(f"{name} is not a finite number")
+
+
+# json.loads(text, parse_constant=...) makes a decoder a call; this one is made once.
+_JSON_LINE = json.JSONDecoder(parse_constant=_no_json_constant)
 
 
 def line_of(data: Any, loc: tuple[Any, ...]) -> int | None:
@@ -453,11 +459,44 @@ def validate_json_line(
         raise ConfigError(exc.message, file=file, line=line, key=key) from None
 
 
-def json_lines(text: str, *, file: str | Path, what: str) -> Iterator[tuple[int, dict[Any, Any]]]:
-    """(line number, object) of each non-blank line of a JSONL text; a line that is not a JSON
-    object is an error ("each line must be a JSON object" + `what`)."""
-    for n, raw_line in enumerate(text.splitlines(), start=1):
-        if not raw_line.strip():
+def text_lines(path: Path, *, block: int = 1 << 22) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each line of a UTF-8 text input, read a block at a time: the lines,
+    numbers and errors of `read_text(path).splitlines()`, without holding the whole file (a
+    production fixture set is hundreds of megabytes) and a second copy of it in lines."""
+    n = 0
+    try:
+        with path.open("rb") as f:
+            decode = "utf-8-sig"  # a byte order mark only at the start, like read_text
+            rest = b""
+            while True:
+                data = f.read(block)
+                # Cut after the last b"\n" (never inside a UTF-8 character): each piece holds
+                # whole lines, so splitting each piece splits the text in the same places, at all
+                # of str.splitlines' line breaks ("\r", "\u2028", ...).
+                cut = data.rfind(b"\n") + 1 if data else len(rest) + len(data)
+                if data and not cut:
+                    rest += data
+                    continue
+                piece, rest = rest + data[:cut], data[cut:]
+                for line in piece.decode(decode).splitlines():
+                    n += 1
+                    yield n, line
+                decode = "utf-8"
+                if not data:
+                    break
+    except (OSError, UnicodeDecodeError):
+        pass  # read_text says what is wrong, and where
+    else:
+        return
+    lines = read_text(path).splitlines()
+    yield from enumerate(lines[n:], start=n + 1)
+
+
+def json_lines(path: Path, *, file: str | Path, what: str) -> Iterator[tuple[int, dict[Any, Any]]]:
+    """(line number, object) of each non-blank line of a JSONL file; a line that is not a JSON
+    object is an error ("each line must be a JSON object" + `what`), located at `file`."""
+    for n, raw_line in text_lines(path):
+        if not raw_line or raw_line.isspace():  # (no stripped copy of a long line)
             continue
         data = parse_json_line(raw_line, file=file, line=n)
         if not isinstance(data, dict):
