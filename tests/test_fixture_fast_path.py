@@ -210,7 +210,8 @@ def test_a_file_that_is_not_utf8_is_reported_as_before(tmp_path: Path) -> None:
 def test_text_lines_are_read_texts_lines(
     tmp_path: Path, parts: list[str], bom: bool, block: int
 ) -> None:
-    from costguard.model.yamlio import read_text, text_lines
+    from costguard.model.jsonl import text_lines
+    from costguard.model.yamlio import read_text
 
     path = tmp_path / "t.txt"
     path.write_bytes((("\ufeff" if bom else "") + "".join(parts)).encode())

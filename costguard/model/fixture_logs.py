@@ -17,7 +17,7 @@ from costguard.model.fixture_spec import (
     Sampling,
     Tool,
 )
-from costguard.model.yamlio import json_lines, validate_json_line
+from costguard.model.jsonl import json_lines, validate_json_line
 
 
 def parse_chat_request(body: Any, *, file: str | Path, line: int | None) -> ChatRequest:

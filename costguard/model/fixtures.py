@@ -53,15 +53,14 @@ from costguard.model.fixture_spec import (  # noqa: F401 (re-exported)
     tool_fields,
 )
 from costguard.model.fixture_templates import TemplateRenderer
+from costguard.model.jsonl import json_lines, validate_json_line
 from costguard.model.yamlio import (
     LineDict,
     format_loc,
-    json_lines,
     line_of,
     parse_yaml,
     read_text,
     validate,
-    validate_json_line,
 )
 
 FIXTURE_SUFFIXES = (".yaml", ".yml", ".jsonl")
