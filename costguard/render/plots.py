@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -77,6 +77,24 @@ def draw(salt: str, build: Any, width: float = 7.0, height: float = 3.0) -> str:
         return to_svg(fig, salt)
 
 
+def on_axes(salt: str, build: Callable[[Any], None], height: float, width: float = 7.0) -> str:
+    """`draw` on one axes: `build(ax)` plots on it."""
+    return draw(salt, lambda fig: build(fig.add_subplot()), width, height)
+
+
+def _frame(
+    ax: Any, title: str, *, x: str | None = None, y: str | None = None, legend: str | None = None
+) -> None:
+    """The axes' title, axis labels and legend (at `legend`, a matplotlib `loc`), where given."""
+    if x is not None:
+        ax.set_xlabel(x)
+    if y is not None:
+        ax.set_ylabel(y)
+    ax.set_title(title)
+    if legend is not None:
+        ax.legend(loc=legend)
+
+
 def _money(value: float) -> str:
     return f"${value:,.2f}" if abs(value) >= 0.01 or value == 0 else f"${value:.4f}"
 
@@ -103,10 +121,9 @@ def bars(
     A None value draws no bar and says "—". Estimated values are hatched and starred.
     """
 
-    def build(fig: Any) -> None:
+    def build(ax: Any) -> None:
         from matplotlib.patches import Patch
 
-        ax = fig.add_subplot()
         n = len(series)
         height = 0.8 / max(n, 1)
         any_est = False
@@ -139,8 +156,7 @@ def bars(
                 )
         ax.set_yticks(range(len(labels)), labels=list(labels))
         ax.invert_yaxis()
-        ax.set_xlabel(unit)
-        ax.set_title(title)
+        _frame(ax, title, x=unit)
         if xlim is not None:
             ax.set_xlim(*xlim)
         else:
@@ -153,7 +169,7 @@ def bars(
         elif handles:
             ax.legend(handles=handles, loc="best")
 
-    return draw(salt, build, 7.0, max(1.6, 0.45 * len(labels) * max(1, len(series)) ** 0.6 + 1.0))
+    return on_axes(salt, build, max(1.6, 0.45 * len(labels) * max(1, len(series)) ** 0.6 + 1.0))
 
 
 def diverging(
@@ -161,8 +177,7 @@ def diverging(
 ) -> str:
     """Changes as bars right (increase, red) or left (decrease, green) of zero."""
 
-    def build(fig: Any) -> None:
-        ax = fig.add_subplot()
+    def build(ax: Any) -> None:
         biggest = max([abs(d) for d in deltas] or [1.0]) or 1.0
         for i, (d, est) in enumerate(zip(deltas, estimated, strict=True)):
             colour = UP if d > 0 else DOWN
@@ -180,12 +195,11 @@ def diverging(
         ax.invert_yaxis()
         ax.axvline(0, color="#444444", linewidth=0.8)
         ax.set_xlim(-biggest * 1.45, biggest * 1.45)
-        ax.set_xlabel("Δ $/month (head − base)")
-        ax.set_title(title)
+        _frame(ax, title, x="Δ $/month (head − base)")
         if any(estimated):
             _est_legend(ax)
 
-    return draw(salt, build, 7.0, max(1.8, 0.32 * len(labels) + 1.0))
+    return on_axes(salt, build, max(1.8, 0.32 * len(labels) + 1.0))
 
 
 def score_histogram(
@@ -199,8 +213,7 @@ def score_histogram(
 ) -> str:
     """One histogram per label (overlaid steps), the thresholds as vertical lines named by tier."""
 
-    def build(fig: Any) -> None:
-        ax = fig.add_subplot()
+    def build(ax: Any) -> None:
         values = [s for v in scores_by_label.values() for s in v]
         lo, hi = score_range if score_range else (min(values), max(values))
         if hi <= lo:
@@ -224,12 +237,10 @@ def score_histogram(
             ax.text((previous + hi) / 2, top * 0.97, f"→ {default_tier}", ha="center", va="top",
                     fontsize=8)  # fmt: skip
         ax.set_xlim(lo, hi)
-        ax.set_xlabel(unit)
-        ax.set_ylabel("fixtures")
-        ax.set_title("Router scores per fixture label, thresholds dashed")
+        _frame(ax, "Router scores per fixture label, thresholds dashed", x=unit, y="fixtures")
         ax.legend(title="label (fixtures)", loc="upper right", bbox_to_anchor=(1.0, 0.75))
 
-    return draw(salt, build, 7.0, 3.2)
+    return on_axes(salt, build, 3.2)
 
 
 def share_groups(
@@ -240,8 +251,7 @@ def share_groups(
 ) -> str:
     """Vertical grouped bars of shares (0..1) per category, one bar per series."""
 
-    def build(fig: Any) -> None:
-        ax = fig.add_subplot()
+    def build(ax: Any) -> None:
         n = len(series)
         width = 0.8 / max(n, 1)
         for k, (name, values, colour) in enumerate(series):
@@ -254,12 +264,10 @@ def share_groups(
                 ax.text(x, 100 * value + 1, f"{100 * value:.1f}%", ha="center", va="bottom",
                         fontsize=7)  # fmt: skip
         ax.set_xticks(range(len(categories)), labels=list(categories))
-        ax.set_ylabel("% of requests")
         ax.set_ylim(0, max(5.0, ax.get_ylim()[1] * 1.1))
-        ax.set_title(title)
-        ax.legend(loc="upper right")
+        _frame(ax, title, y="% of requests", legend="upper right")
 
-    return draw(salt, build, 7.0, 2.8)
+    return on_axes(salt, build, 2.8)
 
 
 def pgr_sweep(
@@ -267,8 +275,7 @@ def pgr_sweep(
 ) -> str:
     """PGR against the strong tier's share for each router (RouteLLM's threshold sweep)."""
 
-    def build(fig: Any) -> None:
-        ax = fig.add_subplot()
+    def build(ax: Any) -> None:
         for name, points, colour in curves:
             xs = [100 * x for x, _ in points]
             ys = [100 * y for _, y in points]
@@ -280,25 +287,17 @@ def pgr_sweep(
                     color="#666666")  # fmt: skip
         ax.set_xlim(0, 100)
         ax.set_ylim(-5, 105)
-        ax.set_xlabel("% of requests on the strong tier")
-        ax.set_ylabel("PGR %")
-        ax.set_title(
-            "Performance gap recovered vs strong-tier share" + (" (estimated)" if estimated else "")
-        )
-        ax.legend(loc="lower right")
+        title = "Performance gap recovered vs strong-tier share"
+        _frame(ax, title + (" (estimated)" if estimated else ""),
+               x="% of requests on the strong tier", y="PGR %", legend="lower right")  # fmt: skip
 
-    return draw(salt, build, 7.0, 3.0)
+    return on_axes(salt, build, 3.0)
 
 
-def sweep(
-    salt: str,
-    rows: Sequence[dict[str, Any]],
-    shipped: float | None,
-) -> str:
+def sweep(salt: str, rows: Sequence[dict[str, Any]], shipped: float | None) -> str:
     """The semantic cache's threshold sweep: hits and wrong hits per month, the shipped threshold."""
 
-    def build(fig: Any) -> None:
-        ax = fig.add_subplot()
+    def build(ax: Any) -> None:
         xs = [r["threshold"] for r in rows]
         ax.plot(xs, [r.get("hits_per_month") or 0 for r in rows], marker="o", markersize=3,
                 color=HEAD, label="hits / month")  # fmt: skip
@@ -311,23 +310,16 @@ def sweep(
             ax.axvline(shipped, color="#222222", linestyle="--", linewidth=1)
             ax.text(shipped, ax.get_ylim()[1] * 0.95, f" shipped {shipped:g}", fontsize=8,
                     ha="right" if shipped >= max(xs, default=shipped) else "left", va="top")  # fmt: skip
-        ax.set_xlabel("similarity threshold")
-        ax.set_ylabel("requests / month")
-        ax.set_title("Semantic cache threshold sweep")
-        ax.legend(loc="upper right")
+        _frame(ax, "Semantic cache threshold sweep", x="similarity threshold",
+               y="requests / month", legend="upper right")  # fmt: skip
 
-    return draw(salt, build, 7.0, 2.8)
+    return on_axes(salt, build, 2.8)
 
 
-def frontier(
-    salt: str,
-    variants: Sequence[dict[str, Any]],
-    recommended: str | None,
-) -> str:
+def frontier(salt: str, variants: Sequence[dict[str, Any]], recommended: str | None) -> str:
     """Variants on cost (x) and quality (y); the non-dominated set joined; the chosen one starred."""
 
-    def build(fig: Any) -> None:
-        ax = fig.add_subplot()
+    def build(ax: Any) -> None:
         plotted = [v for v in variants if v.get("quality") is not None]
         front = sorted(
             (v for v in plotted if v.get("on_frontier")), key=lambda v: v["cost_per_month"]
@@ -352,23 +344,16 @@ def frontier(
             ax.scatter(
                 [], [], facecolors="none", edgecolors="#555555", label="hollow: cost estimated"
             )
-        ax.set_xlabel("$/month")
-        ax.set_ylabel("quality %")
-        ax.set_title("Cost–quality frontier of the stack variants")
-        ax.legend(loc="lower right")
+        _frame(ax, "Cost–quality frontier of the stack variants", x="$/month", y="quality %",
+               legend="lower right")  # fmt: skip
 
-    return draw(salt, build, 7.0, 3.4)
+    return on_axes(salt, build, 3.4)
 
 
-def latency_boxes(
-    salt: str,
-    metric: str,
-    per_tier: dict[str, dict[str, float]],
-) -> str:
+def latency_boxes(salt: str, metric: str, per_tier: dict[str, dict[str, float]]) -> str:
     """Box plots from stored percentiles (ms): box p25–p75, line p50, whiskers p5–p95, dot p99."""
 
-    def build(fig: Any) -> None:
-        ax = fig.add_subplot()
+    def build(ax: Any) -> None:
         stats = []
         for tier, q in per_tier.items():
             stats.append(
@@ -388,8 +373,9 @@ def latency_boxes(
                medianprops={"color": HEAD, "linewidth": 2},
                flierprops={"marker": "o", "markersize": 4, "markerfacecolor": UP,
                            "markeredgecolor": UP})  # fmt: skip
-        ax.set_xlabel(f"{metric} (ms)")
-        ax.set_title(f"{metric}: box p25–p75, median, whiskers p5–p95, red dot p99")
+        _frame(
+            ax, f"{metric}: box p25–p75, median, whiskers p5–p95, red dot p99", x=f"{metric} (ms)"
+        )
         ax.set_xlim(left=0)
 
-    return draw(salt, build, 7.0, max(1.6, 0.5 * len(per_tier) + 1.0))
+    return on_axes(salt, build, max(1.6, 0.5 * len(per_tier) + 1.0))
