@@ -55,7 +55,7 @@ def annotation_lines(diff: DiffReport, env: dict[str, str] | None = None) -> lis
     env = dict(os.environ) if env is None else env
     if env.get("GITHUB_ACTIONS") != "true":
         return []
-    return list(gha.annotation_lines(diff.data))
+    return list(gha.annotation_lines(diff))
 
 
 def pr_target(
@@ -384,7 +384,7 @@ class Workflow:
             self.say("costguard: not commenting on the PR: GITHUB_TOKEN is not set")
         gha.write_outputs(
             gha.outputs(
-                diff.data,
+                diff,
                 report_path=report_path,
                 diff_path=req.diff_out,
                 html_path=html_path,

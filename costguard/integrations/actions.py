@@ -6,7 +6,8 @@
 - `append_summary()` appends the Markdown job summary to `$GITHUB_STEP_SUMMARY`;
 - `pull_request_context()` reads the PR number, base commit and labels from `$GITHUB_EVENT_PATH`.
 
-All of it reads a DiffReport dict (policy verdicts included); nothing is recomputed.
+All of it reads the typed DiffReport (`costguard.compare.model`: policy verdicts, totals, the
+baseline); nothing is recomputed.
 Outside Actions (variables unset) the writers do nothing and say so by returning False.
 """
 
@@ -18,9 +19,20 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from costguard.compare.model import (
+    Change,
+    DiffReportModel,
+    DiffTotals,
+    PolicyOutcome,
+    RunSummary,
+    VerdictRecord,
+)
 from costguard.render.links import EvidenceLinks
+
+if TYPE_CHECKING:
+    from costguard.compare.diff import DiffReport
 
 _LEVEL = {"fail": "error", "warn": "warning"}
 
@@ -45,43 +57,74 @@ def _workspace_relative(path: str, workspace: str | None) -> str:
         return p.as_posix()
 
 
-def annotation_lines(diff: Mapping[str, Any], *, workspace: str | None = None) -> list[str]:
+def _typed(diff: DiffReport | DiffReportModel | Mapping[str, Any]) -> DiffReportModel:
+    """The typed DiffReport of a `DiffReport`, or a `DiffReportModel` itself.
+
+    A plain mapping (a DiffReport's JSON, or only the parts these writers read) is taken as it
+    is, without validation: its policy verdicts, monthly cost, baseline and flags.
+    """
+    if isinstance(diff, DiffReportModel):
+        return diff
+    if not isinstance(diff, Mapping):
+        return diff.model
+    raw_policy = diff.get("policy")
+    policy: dict[str, Any] | None = None
+    if raw_policy:
+        verdicts = [VerdictRecord.model_construct(**v) for v in raw_policy.get("verdicts") or []]
+        policy = {"verdict": raw_policy.get("verdict"), "verdicts": verdicts}
+    cost = (diff.get("totals") or {}).get("cost_per_month") or {}
+    read: dict[str, Any] = {
+        "changed": bool(diff.get("changed")),
+        "estimated": bool(diff.get("estimated")),
+        "base": RunSummary.model_construct(**(diff.get("base") or {})),
+        "totals": DiffTotals.model_construct(cost_per_month=Change.model_validate(cost)),
+        "policy": None if policy is None else PolicyOutcome.model_construct(**policy),
+    }
+    return DiffReportModel.model_construct(**read)
+
+
+def annotation_lines(
+    diff: DiffReport | DiffReportModel | Mapping[str, Any], *, workspace: str | None = None
+) -> list[str]:
     """One `::error`/`::warning` line per failing/warning rule, at the rule's line in the policy."""
-    policy = diff.get("policy") or {}
+    policy = _typed(diff).policy
     workspace = workspace if workspace is not None else os.environ.get("GITHUB_WORKSPACE")
     lines = []
-    for v in policy.get("verdicts", []):
-        level = _LEVEL.get(v.get("status", ""))
+    for v in policy.verdicts if policy else []:
+        level = _LEVEL.get(v.status)
         if level is None:
             continue
         props = []
-        if v.get("file"):
-            props.append(f"file={escape_property(_workspace_relative(v['file'], workspace))}")
-            if v.get("line"):
-                props.append(f"line={int(v['line'])}")
-        props.append(f"title={escape_property('costguard: ' + str(v.get('rule')))}")
-        message = f"{v.get('rule')} ({v.get('metric')}): {v.get('message')}"
+        if v.file:
+            props.append(f"file={escape_property(_workspace_relative(v.file, workspace))}")
+            if v.line:
+                props.append(f"line={int(v.line)}")
+        props.append(f"title={escape_property('costguard: ' + v.rule)}")
+        message = f"{v.rule} ({v.metric}): {v.message}"
         lines.append(f"::{level} {','.join(props)}::{escape_data(message)}")
     return lines
 
 
-def outputs(diff: Mapping[str, Any], **paths: str | None) -> dict[str, str]:
+def outputs(
+    diff: DiffReport | DiffReportModel | Mapping[str, Any], **paths: str | None
+) -> dict[str, str]:
     """The step outputs the Action publishes, as strings (empty when not applicable)."""
-    cost = diff["totals"]["cost_per_month"]
-    policy = diff.get("policy")
+    model = _typed(diff)
+    cost = model.totals.cost_per_month
+    policy = model.policy
 
     def num(value: float | None, fmt: str) -> str:
         return "" if value is None else format(value, fmt)
 
     out = {
-        "monthly-cost": num(cost["head"], ".2f"),
-        "base-monthly-cost": num(cost["base"], ".2f"),
-        "delta-usd": num(cost["delta"], ".2f"),
-        "delta-pct": num(cost["delta_pct"], ".2f"),
-        "verdict": policy["verdict"] if policy else "none",
-        "changed": "true" if diff.get("changed") else "false",
-        "has-baseline": "true" if diff["base"]["available"] else "false",
-        "estimated": "true" if diff.get("estimated") else "false",
+        "monthly-cost": num(cost.head, ".2f"),
+        "base-monthly-cost": num(cost.base, ".2f"),
+        "delta-usd": num(cost.delta, ".2f"),
+        "delta-pct": num(cost.delta_pct, ".2f"),
+        "verdict": (policy.verdict or "none") if policy else "none",
+        "changed": "true" if model.changed else "false",
+        "has-baseline": "true" if model.base.available else "false",
+        "estimated": "true" if model.estimated else "false",
     }
     for name, value in paths.items():
         out[name.replace("_", "-")] = value or ""
