@@ -310,15 +310,18 @@ def comparison(
         shares[r.route_tier] += r.monthly_requests / total if total else 0.0
     length_tiers = _length_assignment(rs, order, shares)
 
+    monthly = [r.monthly_requests for r in rs]
+    tier_costs = [_alternatives(r).tier_cost_usd for r in rs]
+
     def cost(assign: Callable[[int, RequestRecord], str]) -> float:
         return sum(
-            r.monthly_requests * _alternatives(r).tier_cost_usd[assign(i, r)]
-            for i, r in enumerate(rs)
+            m * costs[assign(i, r)]
+            for i, (r, m, costs) in enumerate(zip(rs, monthly, tier_costs, strict=True))
         )
 
     random_cost = sum(
-        r.monthly_requests * sum(shares[t] * _alternatives(r).tier_cost_usd[t] for t in order)
-        for r in rs
+        m * sum(shares[t] * costs[t] for t in order)
+        for m, costs in zip(monthly, tier_costs, strict=True)
     )
     rows: dict[str, dict[str, Any]] = {
         "router": {
