@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -103,16 +104,23 @@ def test_terminal_diff_has_the_markdown_why_column_and_leads_with_the_verdict() 
     assert "why" in movers.splitlines()[2]
 
 
-def test_terminal_and_markdown_give_the_same_why_from_one_set_of_rules() -> None:
-    # The terminal once missed two of the comment's reasons (a changed template, prefix-cached
-    # tokens) and so said "traffic share" where the comment named the template; both now read
-    # costguard.render.why and differ only in typography (arrow, inert Markdown, links).
+def _mover_with_every_reason(prompt_changed: bool = False) -> dict[str, Any]:
+    """diff_regression.json with one changed fixture, the only top mover, moved for many reasons."""
     raw = json.loads((GOLDEN / "diff_regression.json").read_text())
     changed = next(f for f in raw["fixtures"]["items"] if f["status"] == "changed")
+    changed["prompt_changed"] = prompt_changed or changed["prompt_changed"]
     changed["templates_changed"] = ["prompts/support.j2"]
     changed["served_by"] = {"base": "small", "head": "large"}
     changed["cached_tokens"] = {"base": 1200, "head": 0, "delta": -1200, "delta_pct": -100.0}
     raw["fixtures"]["top_movers"] = [changed["id"]]
+    return raw
+
+
+def test_terminal_and_markdown_give_the_same_why_from_one_set_of_rules() -> None:
+    # The terminal once missed two of the comment's reasons (a changed template, prefix-cached
+    # tokens) and so said "traffic share" where the comment named the template; both now read
+    # costguard.render.why and differ only in typography (arrow, inert Markdown, links).
+    raw = _mover_with_every_reason()
     diff = DiffReportModel.model_validate(raw)
     expected = (
         "template prompts/support.j2 changed; served by small -> large; "
@@ -176,3 +184,20 @@ def test_readme_routing_figures_are_what_the_bundled_run_reports(bundled: tuple[
     )
     assert f"the projected spend is ${total:,.0f}/month against ${largest:,.0f}" in prose
     assert f"buys {100 * router['pgr']:.1f}% of the quality gap" in prose
+
+
+def test_html_gives_the_same_why_as_the_terminal_from_one_set_of_rules() -> None:
+    # The HTML page once had its own copy of the rules (templates before "prompt changed", and a
+    # "same route and tokens" fallback); it now reads costguard.render.why like the others.
+    from costguard.render.html.sections import movers_section
+    from costguard.render.links import NO_LINKS
+
+    raw = _mover_with_every_reason(prompt_changed=True)
+    diff = DiffReportModel.model_validate(raw)
+    expected = (
+        "prompt changed; template prompts/support.j2 changed; served by small -> large; "
+        "prefix-cached tokens 1,200 -> 0"
+    )
+    assert expected in " ".join(render(print_diff, diff, width=400).split())
+    rows = movers_section(raw, True, NO_LINKS)["rows"]
+    assert "; ".join(rows[0]["reasons"]) == expected.replace("->", "→")

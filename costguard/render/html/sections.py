@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from costguard.compare.model import FixtureChange
 from costguard.render import plots
 from costguard.render.html.format import finite, money, ms, num, pct, svg
 from costguard.render.links import EvidenceLinks
 from costguard.render.markdown import integer, rate
+from costguard.render.why import change_reasons
 
 TOP_MOVERS = 10
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2el")
@@ -59,38 +61,9 @@ def spend_section(data: dict[str, Any], diff: bool) -> dict[str, Any]:
 
 
 def _reasons(item: dict[str, Any]) -> list[str]:
-    """Why a fixture moved, in words (the same reasons the PR comment gives)."""
-    out = []
-    status = item.get("status")
-    if status == "added":
-        out.append("new fixture")
-    if status == "removed":
-        out.append("fixture removed")
-    for path in item.get("templates_changed") or []:
-        out.append(f"template {path} changed")
-    if item.get("prompt_changed") and not item.get("templates_changed"):
-        out.append("prompt changed")
-    if status == "changed":
-        for key, word in (("served_by", "served by"), ("cache", "cache")):
-            pair = item.get(key) or {}
-            if pair.get("base") != pair.get("head"):
-                out.append(f"{word} {pair.get('base')} → {pair.get('head')}")
-        esc = item.get("escalated") or {}
-        if esc.get("base") != esc.get("head"):
-            out.append("escalates" if esc.get("head") else "no longer escalates")
-        cached = item.get("cached_tokens") or {}
-        if cached.get("delta"):
-            out.append(
-                f"prefix-cached tokens {integer(cached.get('base'))} → {integer(cached.get('head'))}"
-            )
-        if not out and (item.get("monthly_requests") or {}).get("delta"):
-            out.append("traffic share")
-        if not out:
-            cost = item.get("cost_usd") or {}
-            out.append(
-                f"same route and tokens; $/request {money(cost.get('base'))} → {money(cost.get('head'))}"
-            )
-    return out
+    """Why a fixture moved: the rules of `costguard.render.why` (the terminal's and the PR
+    comment's), in the page's typography (autoescape writes the names)."""
+    return change_reasons(FixtureChange.model_validate(item), arrow="→", count=integer)
 
 
 def movers_section(data: dict[str, Any], diff: bool, links: EvidenceLinks) -> dict[str, Any]:
