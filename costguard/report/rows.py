@@ -39,7 +39,7 @@ def encode_row(record: dict[str, Any]) -> bytes:
 
 
 class RecordRows(Sequence[dict[str, Any]]):
-    """Records as compact JSON rows. Append with `append_encoded`/`extend`; read like a list."""
+    """Records as compact JSON rows. Append with `append_encoded`/`append`; read like a list."""
 
     def __init__(self, rows: Iterable[bytes] = ()) -> None:
         self._chunks: list[bytes | tuple[int, int]] = []  # joined rows, or (offset, size) in _file
@@ -62,10 +62,6 @@ class RecordRows(Sequence[dict[str, Any]]):
 
     def append(self, record: dict[str, Any]) -> None:
         self.append_encoded(encode_row(record))
-
-    def extend(self, records: Iterable[dict[str, Any]]) -> None:
-        for record in records:
-            self.append(record)
 
     def _flush(self) -> None:
         if not self._pending:
@@ -163,12 +159,3 @@ def _decode(row: bytes, index: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RowError(index, "must be a mapping")
     return value
-
-
-def as_rows(records: Sequence[dict[str, Any]] | RecordRows) -> RecordRows:
-    """The records as RecordRows (a list of dicts is encoded once)."""
-    if isinstance(records, RecordRows):
-        return records
-    rows = RecordRows()
-    rows.extend(records)
-    return rows
