@@ -68,3 +68,21 @@ def test_cold_cache_filled_in_parallel_reads_back_like_a_serial_one(
     serial = encode_chat_cached(tokenizer, convs, TokenCountCache(tmp_path / "b"), compact=True)
     warm = encode_chat_cached(tokenizer, convs, TokenCountCache(tmp_path / "a"), compact=True)
     assert [a.tolist() for a in cold] == [b.tolist() for b in serial] == [w.tolist() for w in warm]
+
+
+def test_worker_processes_do_not_inherit_the_clis_signal_handlers(
+    tokenizer, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    """The CLI turns SIGTERM into KeyboardInterrupt; a forked tokenizer worker that inherited that
+    would print a traceback when the pool shuts it down after a clean run."""
+    from costguard.serving import interrupts
+
+    convs = conversations(300)
+    monkeypatch.setattr(tokenization.cache, "_PARALLEL_MIN", 64)
+    monkeypatch.setattr(tokenization.cache, "_ENCODE_CHUNK", 50)
+    monkeypatch.setenv("COSTGUARD_TOKENIZER_WORKERS", "2")
+    with interrupts.installed():
+        for _ in range(8):
+            encode_packed(tokenizer, convs, [None] * len(convs), range(len(convs)))
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err

@@ -292,6 +292,18 @@ def tokenizer_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _worker_signals() -> None:
+    """In a new worker: the parent's handlers (which turn SIGTERM into KeyboardInterrupt) do not
+    apply. Ctrl-C and a closed terminal reach the whole process group: the parent handles them
+    and stops the pool; a SIGTERM from the pool ends the worker quietly."""
+    import signal
+
+    for name in ("SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _encode_range(bounds: tuple[int, int]) -> list[bytes]:
     """In a forked worker: render and tokenize positions[start:stop] of the inherited work."""
     assert _FORKED is not None
@@ -336,8 +348,15 @@ def encode_packed(
     previous = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: workers fill the cores
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals)
+        try:
             parts = pool.map(_encode_range, bounds, chunksize=1)
+            pool.close()  # done: the workers exit on their own
+        except BaseException:
+            pool.terminate()  # an error or an interrupt: stop them now
+            raise
+        finally:
+            pool.join()
     finally:
         _FORKED = None
         if previous is None:
