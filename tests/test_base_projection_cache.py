@@ -139,6 +139,26 @@ def test_a_damaged_entry_is_projected_again(
     assert len(counted_runs) == 2
 
 
+def test_an_edited_entry_that_still_reads_as_a_report_is_projected_again(
+    repo_with_outside_tokenizer: Path, counted_runs: list[Path]
+) -> None:
+    """An entry is the bytes `put` wrote: an edit that keeps the report valid JSON with
+    consistent figures (a record's location) is a miss all the same."""
+    repo = repo_with_outside_tokenizer
+    first = _base(repo).report
+    (report,) = [
+        p for p in (repo / ".costguard/cache/base-projections").glob("*.json")
+        if not p.name.endswith(".inputs.json")
+    ]  # fmt: skip
+    text = report.read_text()
+    location = first.records[0]["location"]
+    assert f'"location":"{location}"' in text
+    report.write_text(text.replace(f'"location":"{location}"', '"location":"elsewhere:9"', 1))
+    again = _base(repo).report
+    assert len(counted_runs) == 2
+    assert again is not None and again.records[0]["location"] == location
+
+
 def test_diff_base_ref_twice_reports_the_same_and_says_the_base_was_cached(
     repo_with_outside_tokenizer: Path,
 ) -> None:

@@ -168,3 +168,61 @@ def test_diff_json_round_trip_and_bad_files(project_dir: Path, tmp_path: Path) -
     (tmp_path / "future.json").write_text(json.dumps(future))
     with pytest.raises(ConfigError, match="schema_version 2.0 is not readable"):
         load_diff(tmp_path / "future.json")
+
+
+def test_rows_compared_as_bytes_give_what_decoded_records_give(project_dir: Path) -> None:
+    """`fixture_changes` skips rows that are byte for byte the same at the same position; for any
+    edit of the head's records (dropped, moved, re-encoded, changed) it gives what comparing
+    every decoded record by id gives."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from costguard.compare.fixtures import fixture_changes
+    from costguard.report.rows import RecordRows, encode_row
+
+    base = _run(project_dir)
+    records = [dict(r) for r in base.records]
+    n = len(records)
+
+    def report(rows: list[dict], raw: list[bytes] | None = None, *, encoded: bool) -> RunReport:
+        data = {k: v for k, v in base.data.items() if k != "records"}
+        data["records"] = RecordRows(raw or [encode_row(r) for r in rows]) if encoded else rows
+        return RunReport(data)
+
+    edits = st.lists(
+        st.tuples(
+            st.sampled_from(["drop", "swap", "cost", "reorder-keys", "rename"]),
+            st.integers(0, n - 1),
+            st.integers(0, n - 1),
+        ),
+        max_size=6,
+    )
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(edits)
+    def check(ops: list[tuple[str, int, int]]) -> None:
+        head = [dict(r) for r in records]
+        raw: list[bytes | None] = [None] * len(head)
+        for op, i, j in ops:
+            if not head:
+                break
+            i, j = i % len(head), j % len(head)
+            if op == "drop":
+                del head[i], raw[i]
+            elif op == "swap":
+                head[i], head[j] = head[j], head[i]
+                raw[i], raw[j] = raw[j], raw[i]
+            elif op == "cost":
+                head[i]["cost_per_month"] = head[i]["cost_per_month"] * 1.5 + 1.0
+                raw[i] = None
+            elif op == "reorder-keys":  # same record, other bytes
+                raw[i] = encode_row(dict(reversed(list(head[i].items()))))
+            else:
+                head[i]["id"] = head[i]["id"] + "-renamed"
+                raw[i] = None
+        encoded = [r if r is not None else encode_row(h) for r, h in zip(raw, head, strict=True)]
+        fast = fixture_changes(report(records, encoded=True), report(head, encoded, encoded=True))
+        slow = fixture_changes(report(records, encoded=False), report(head, encoded=False))
+        assert fast.model_dump() == slow.model_dump()
+
+    check()

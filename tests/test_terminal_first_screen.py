@@ -171,7 +171,16 @@ def test_readme_routing_figures_are_what_the_bundled_run_reports(bundled: tuple[
         ]
         line = next(row for row in readme.splitlines() if row.startswith(f"| {label} |"))
         cells = [c.strip() for c in line.strip("|").split("|")][1:]
-        assert cells == expected, (label, cells, expected)
+        # APGR and CPT rank requests by router score, which comes from float32 embeddings whose
+        # last bits depend on the CPU's vector kernels: between machines they may move by a
+        # tenth of a point (README says so). Everything else is the same on every machine.
+        assert cells[:3] == expected[:3], (label, cells, expected)
+        for got, want in zip(cells[3:], expected[3:], strict=True):
+            assert (got == "") == (want == ""), (label, cells, expected)
+            if got:
+                assert abs(float(got.rstrip("%")) - float(want.rstrip("%"))) <= 0.25, (
+                    label, cells, expected,
+                )  # fmt: skip
     router = baselines["router"]
     assert f"large-tier share {100 * router['strong_share']:.1f}%" in readme
     escalation = report["routing"]["escalation"]

@@ -8,6 +8,8 @@ content differs between the runs (`templates_changed`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import zip_longest
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,6 +17,7 @@ from pydantic import ValidationError
 from costguard.compare.figures import estimated_pair, figure, get, moved, num
 from costguard.compare.model import FixtureChange, FixtureChanges, Pair, Status
 from costguard.errors import ConfigError
+from costguard.report.rows import RecordRows, decode_row
 from costguard.report.run_report import RunReport, validation_message
 
 TOP_MOVERS = 10
@@ -145,13 +148,38 @@ def _mover_key(entry: FixtureChange) -> tuple[float, str]:
 # -- all fixtures -------------------------------------------------------------------------------
 
 
+def _differing_records(
+    base: RunReport | None, head: RunReport
+) -> tuple[Sequence[dict[str, Any]], Sequence[dict[str, Any]]]:
+    """The records to compare by id. Rows that are byte for byte the same in both reports at the
+    same position are the same record (ids are unique within a report): unchanged, and left out
+    without being decoded. With no base, or records held as dicts, every record is compared."""
+    if base is None:
+        return [], head.records
+    rows_b, rows_h = base.records, head.records
+    if not isinstance(rows_b, RecordRows) or not isinstance(rows_h, RecordRows):
+        return rows_b, rows_h
+    kept_b: list[dict[str, Any]] = []
+    kept_h: list[dict[str, Any]] = []
+    for index, (b, h) in enumerate(zip_longest(rows_b.raw(), rows_h.raw())):
+        if b == h:
+            continue
+        if b is not None:
+            kept_b.append(decode_row(b, index))
+        if h is not None:
+            kept_h.append(decode_row(h, index))
+    return kept_b, kept_h
+
+
 def fixture_changes(base: RunReport | None, head: RunReport) -> FixtureChanges:
     """The added, removed and changed fixtures (biggest |delta $/month| first) and the counts."""
     has_base = base is not None
-    base_by_id = {r["id"]: r for r in base.records} if base is not None else {}
-    head_by_id = {r["id"]: r for r in head.records}
-    ids = list(head_by_id) + [i for i in base_by_id if i not in head_by_id]
     counts = {"added": 0, "removed": 0, "changed": 0, "unchanged": 0}
+    base_records, head_records = _differing_records(base, head)
+    identical = counts["unchanged"] = len(head.records) - len(head_records)
+    base_by_id = {r["id"]: r for r in base_records}
+    head_by_id = {r["id"]: r for r in head_records}
+    ids = list(head_by_id) + [i for i in base_by_id if i not in head_by_id]
     templates = changed_templates(base, head) if base is not None else set()
     items = []
     for fid in ids:
@@ -172,7 +200,7 @@ def fixture_changes(base: RunReport | None, head: RunReport) -> FixtureChanges:
     items.sort(key=_mover_key)  # biggest |delta $/month| first: the top movers lead
     return FixtureChanges(
         **counts,
-        total=len(ids),
+        total=len(ids) + identical,
         items=items,
         top_movers=[e.id for e in items[:TOP_MOVERS]],
     )

@@ -8,7 +8,8 @@ cache first. An entry is keyed by what fixes the projection's inputs:
   the config path and fixture paths asked for;
 - this costguard's code (a hash of the package's files) and the versions of the libraries that
   count tokens or embed (tokenizers, tiktoken, jinja2, sentence-transformers, torch), plus the
-  environment variables that choose tokenizer caches;
+  environment variables that choose tokenizer caches, and the CPU (model and instruction-set
+  flags: embeddings differ in their last bits between CPUs);
 
 and it records the files outside the repository the projection read (tokenizer files from the
 Hugging Face or tiktoken cache, templates or recordings given by absolute path) with their
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from costguard.errors import ConfigError
-from costguard.report.run_report import SCHEMA_VERSION, RunReport, read_json, write_atomic
+from costguard.report.run_report import SCHEMA_VERSION, RunReport, parse_json_bytes, write_atomic
 
 KEEP = 4  # entries kept per cache directory (a 100k-fixture report is ~100 MB)
 _LIBRARIES = ("tokenizers", "tiktoken", "jinja2", "sentence-transformers", "torch", "numpy")
@@ -68,7 +69,31 @@ def code_fingerprint() -> str:
         digest.update(f"{name}={version}\0".encode())
     for name in _ENVIRONMENT:
         digest.update(f"{name}={os.environ.get(name, '')}\0".encode())
+    digest.update(cpu_identity().encode())
     return digest.hexdigest()
+
+
+def cpu_identity() -> str:
+    """The CPU model and instruction-set flags: embeddings (and so router scores) are float32
+    sums whose last bits depend on the vector kernels the CPU runs, so a projection cached on one
+    kind of CPU is not reused on another."""
+    import platform
+
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("vendor_id", "model name", "flags", "Features", "CPU implementer"):
+                    fields.setdefault(key, value.strip())
+                if not line.strip() and fields:
+                    break  # the first processor is enough
+    except OSError:
+        pass
+    return f"{platform.machine()}\0{platform.processor()}\0" + "\0".join(
+        f"{k}={v}" for k, v in sorted(fields.items())
+    )
 
 
 def projection_key(commit: str, config: str, fixtures: Sequence[str] | None) -> str:
@@ -130,7 +155,12 @@ class BaseProjectionCache:
             for path, digest in external.items():
                 if _sha256_file(Path(path)) != digest:
                     return None
-            data = read_json(report_path, missing_hint="a cache entry", rows_key="records")
+            raw = report_path.read_bytes()
+            # The report is the one `put` wrote, byte for byte: a damaged or edited entry is a
+            # miss, never a figure (and the rows need not be decoded to tell).
+            if hashlib.sha256(raw).hexdigest() != recorded["sha256"]:
+                return None
+            data = parse_json_bytes(raw, report_path, rows_key="records")
         except (OSError, ValueError, KeyError, TypeError, AttributeError, ConfigError):
             return None
         if (
@@ -138,12 +168,6 @@ class BaseProjectionCache:
             or data.get("kind") != "run"
             or data.get("complete") is not True
         ):
-            return None
-        from costguard.report.integrity import check_report
-
-        try:
-            check_report(data, report_path)  # a damaged or edited entry is a miss, never a figure
-        except ConfigError:
             return None
         try:
             os.utime(inputs_path)  # most recently used: kept longest
@@ -157,9 +181,13 @@ class BaseProjectionCache:
             return
         report_path, inputs_path = self._paths(key)
         try:
-            write_atomic(report_path, report.to_json())
+            path = report.path
+            report.write(report_path)  # rows streamed as they are
+            report.path = path  # the report stays the run's, not this cache entry's
+            digest = _sha256_file(report_path)
             write_atomic(
-                inputs_path, json.dumps({"commit": commit, "external": external}, indent=2)
+                inputs_path,
+                json.dumps({"commit": commit, "external": external, "sha256": digest}, indent=2),
             )
             self._prune()
         except OSError:

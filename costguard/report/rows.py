@@ -103,7 +103,7 @@ class RecordRows(Sequence[dict[str, Any]]):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         index = 0
         for row in self.raw():
-            yield _decode(row, index)
+            yield decode_row(row, index)
             index += 1
 
     @overload
@@ -122,7 +122,7 @@ class RecordRows(Sequence[dict[str, Any]]):
         start = 0
         for count, chunk in self.chunks():
             if index < start + count:
-                return _decode(chunk.split(b"\n")[index - start], index)
+                return decode_row(chunk.split(b"\n")[index - start], index)
             start += count
         raise IndexError("record index out of range")  # pragma: no cover - counts add up
 
@@ -149,7 +149,7 @@ class RecordRows(Sequence[dict[str, Any]]):
             self._file = None
 
 
-def _decode(row: bytes, index: int) -> dict[str, Any]:
+def decode_row(row: bytes, index: int) -> dict[str, Any]:
     # orjson refuses NaN, Infinity and numbers that overflow to infinity; an integer beyond 64
     # bits reads as a float, which the report checks refuse where a record's figures are read.
     try:

@@ -150,6 +150,11 @@ def read_json(path: str | Path, *, missing_hint: str, rows_key: str | None = Non
         raise ConfigError("is a directory, not a JSON file", file=path) from None
     except OSError as exc:
         raise ConfigError(f"cannot be read ({exc.strerror or exc})", file=path) from None
+    return parse_json_bytes(raw, path, rows_key=rows_key)
+
+
+def parse_json_bytes(raw: bytes, path: Path, *, rows_key: str | None = None) -> Any:
+    """`read_json` of bytes already read from `path` (named in errors)."""
     rows = _split_rows(raw, rows_key) if rows_key else None
     if rows is not None:
         head, records = rows
