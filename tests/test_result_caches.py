@@ -256,3 +256,44 @@ def test_passes_expectations_minimal_checks() -> None:
     )
     assert passes_expectations(only_judge, "b") is None
     assert passes_expectations(Expect(), "anything") is None
+
+
+def _numbers_reference(text: str, phone: bool, card: bool) -> list[str]:
+    """The PII number scan as first written: every run of `[+(]?\\d[\\d\\s().-]{6,}\\d`."""
+    import re
+
+    from costguard.engine.caches.pii import _CARD, _PHONE
+
+    found_phone = found_card = False
+    for run in re.finditer(r"[+(]?\d[\d\s().-]{6,}\d", text):
+        start, end = run.span()
+        if phone and not found_phone:
+            found_phone = _PHONE.search(text, start, min(end + 1, len(text))) is not None
+        if card and not found_card:
+            for match in _CARD.finditer(text, start, min(end + 1, len(text))):
+                if luhn_valid(match.group().replace(" ", "").replace("-", "")):
+                    found_card = True
+                    break
+        if found_phone == phone and found_card == card:
+            break
+    return [name for name, hit in (("phone", found_phone), ("card", found_card)) if hit]
+
+
+def test_the_number_scan_finds_what_the_plain_pattern_finds() -> None:
+    """The scan's faster form (digit-first runs, a digit-count shortcut) matches the plain one."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from costguard.engine.caches.pii import _numbers
+
+    pieces = st.sampled_from(
+        ["+", "(", ")", " ", "-", ".", "1", "4", "0", "555", "4111 1111 1111 1111", "a", "\n",
+         "+1-416-555-0126", "(775) 555-0143", "+44 20 7946 0958", "x+", "9(", "+1 2 34 56"]
+    )  # fmt: skip
+
+    @settings(max_examples=800, deadline=None)
+    @given(st.lists(pieces, max_size=40).map("".join), st.booleans(), st.booleans())
+    def check(text: str, phone: bool, card: bool) -> None:
+        assert _numbers(text, phone, card) == _numbers_reference(text, phone, card)
+
+    check()

@@ -29,7 +29,13 @@ _PHONE = re.compile(
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 # Runs of digits and separators long enough to hold a phone or card number: one cheap pass finds
 # them, the exact patterns then run only there (about 5x faster on long retrieved documents).
-_NUMBERISH = re.compile(r"[+(]?\d[\d\s().-]{6,}\d")
+# Each run is `[+(]?\d[\d\s().-]{6,}\d`; the pattern starts at the digit (a leading character
+# class that may be empty makes the regex engine try every position, twice as slow) and the
+# run's "+" or "(" is added back by `_numbers`.
+_NUMBERISH = re.compile(r"\d[\d\s().-]{6,}\d")
+# Fewer digits than the shortest phone number (an international one: 6) means neither can occur.
+_MIN_DIGITS = 6
+_DROP_DIGITS = str.maketrans("", "", "0123456789")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -48,8 +54,14 @@ def luhn_valid(digits: str) -> bool:
 def _numbers(text: str, phone: bool, card: bool) -> list[str]:
     """Which of phone / card numbers occur in `text`."""
     found_phone = found_card = False
+    if len(text) - len(text.translate(_DROP_DIGITS)) < _MIN_DIGITS:
+        return []
+    previous_end = 0
     for run in _NUMBERISH.finditer(text):
         start, end = run.span()
+        if start > previous_end and text[start - 1] in "+(":
+            start -= 1  # the run's optional leading "+" or "("
+        previous_end = end
         if phone and not found_phone:
             # The character after the run stays visible to the pattern's look-ahead.
             found_phone = _PHONE.search(text, start, min(end + 1, len(text))) is not None
