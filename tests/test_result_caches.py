@@ -297,3 +297,66 @@ def test_the_number_scan_finds_what_the_plain_pattern_finds() -> None:
         assert _numbers(text, phone, card) == _numbers_reference(text, phone, card)
 
     check()
+
+
+def _exact_key_reference(fixture: Fixture, normalize: tuple[str, ...]) -> str:
+    """The exact-cache key as first written (no memo, no shortcuts)."""
+    import hashlib
+
+    from costguard.model.fixtures import canonical_json, message_text, tool_fields
+
+    parts = [fixture.model or "", fixture.sampling_json]
+    for m in fixture.messages:
+        parts.append(m["role"].strip().lower())
+        parts.append(normalize_text(message_text(m), normalize))
+        extras = {k: m[k] for k in ("tool_calls", "tool_call_id", "name") if k in m}
+        parts.append(canonical_json(extras) if extras else "")
+    tools = tool_fields(fixture.tools, fixture.tool_choice)
+    parts.append(canonical_json(tools) if tools else "")
+    framed = "".join(f"{len(part)}:{part}" for part in parts)
+    return hashlib.sha256(framed.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def test_exact_keys_with_the_memo_are_the_plain_keys(tmp_path: Path) -> None:
+    """Normalised system prompts and documents are remembered across requests; the keys are
+    those computed from scratch, for plain, multi-part, named and tool-calling messages."""
+    import json
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from costguard.engine.caches.exact import exact_key
+    from costguard.model.fixtures import load_fixture_file
+
+    text = st.sampled_from(["Hi", " Hi  there ", "HI THERE", "Ünï  code", "x" * 1100, ""])
+    content = st.one_of(
+        text, st.lists(st.builds(lambda t: {"type": "text", "text": t}, text), max_size=2)
+    )
+    message = st.one_of(
+        st.builds(lambda r, c: {"role": r, "content": c}, st.sampled_from(["system", "user", "developer"]), content),
+        st.builds(lambda c: {"role": "user", "content": c, "name": "ann"}, content),
+        st.just({"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}),
+        st.just({"role": "tool", "tool_call_id": "c1", "content": "42"}),
+    )  # fmt: skip
+    steps = st.sampled_from([(), ("whitespace",), ("strip", "case"), ("unicode", "whitespace")])
+    counter = iter(range(10**9))
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(st.lists(message, min_size=1, max_size=4), min_size=1, max_size=5), steps)
+    def check(conversations: list[list[dict]], normalize: tuple[str, ...]) -> None:
+        path = tmp_path / f"f{next(counter)}.jsonl"
+        path.write_text(
+            "".join(
+                json.dumps({"id": f"c{i}", "messages": conv, "sampling": {"temperature": 0}}) + "\n"
+                for i, conv in enumerate(conversations)
+            )
+        )
+        memo: dict[str, str] = {}
+        for fx in load_fixture_file(path):
+            want = _exact_key_reference(fx, normalize)
+            assert exact_key(fx, normalize, memo) == want
+            assert exact_key(fx, normalize, memo) == want  # and again, from the memo
+            assert exact_key(fx, normalize) == want
+
+    check()

@@ -40,6 +40,7 @@ def normalize_text(text: str, steps: Sequence[str]) -> str:
 
 MEMO_MAX_ENTRIES = 4096
 MEMO_MIN_CHARS = 1024  # texts this long (system prompts, documents) tend to repeat across requests
+_SHARED_ROLES = frozenset({"system", "developer"})  # so do the texts of these roles, however short
 
 
 def exact_key(
@@ -57,9 +58,12 @@ def exact_key(
     """
     parts = [fixture.model or "", fixture.sampling_json]
     for m in fixture.messages:
-        parts.append(m["role"].strip().lower())
-        text = message_text(m)
-        if memo is not None and len(text) >= MEMO_MIN_CHARS:
+        role = m["role"]
+        parts.append(role.strip().lower())
+        content = m.get("content")
+        text = content if type(content) is str else message_text(m)
+        # System prompts and long texts (documents) repeat across requests: normalised once.
+        if memo is not None and (len(text) >= MEMO_MIN_CHARS or role in _SHARED_ROLES):
             normalized = memo.get(text)
             if normalized is None:
                 normalized = normalize_text(text, normalize)
@@ -68,11 +72,14 @@ def exact_key(
             parts.append(normalized)
         else:
             parts.append(normalize_text(text, normalize))
+        if len(m) == 2 and "content" in m:  # {"role", "content"}: no tool fields
+            parts.append("")
+            continue
         extras = {k: m[k] for k in ("tool_calls", "tool_call_id", "name") if k in m}
         parts.append(canonical_json(extras) if extras else "")
     tools = tool_fields(fixture.tools, fixture.tool_choice)
     parts.append(canonical_json(tools) if tools else "")
-    framed = "".join(f"{len(part)}:{part}" for part in parts)
+    framed = "".join([f"{len(part)}:{part}" for part in parts])
     return hashlib.sha256(framed.encode("utf-8", "surrogatepass")).hexdigest()
 
 
