@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from costguard.engine.alternatives import (
     counterfactual_results,
@@ -24,10 +24,10 @@ from costguard.engine.alternatives import (
 from costguard.engine.answers import score_answers
 from costguard.engine.backends import Backend, CallResult, PlannedCall
 from costguard.engine.backends.offline import OfflineBackend
-from costguard.engine.caches.exact import CacheOutcome, ExactResultCache, temperature_gate
-from costguard.engine.caches.pii import PiiGuard
+from costguard.engine.caches.exact import CacheOutcome
 from costguard.engine.caches.semantic import SemanticHit, judge, semantic_scope, semantic_text
 from costguard.engine.escalation import escalate
+from costguard.engine.forked import Forked
 from costguard.engine.pipeline_io import (  # noqa: F401 (re-exported)
     CacheSimulation,
     PromptTokens,
@@ -36,6 +36,7 @@ from costguard.engine.pipeline_io import (  # noqa: F401 (re-exported)
 )
 from costguard.engine.quality.assess import QualityScorer
 from costguard.engine.records import RequestRecord, TierCall
+from costguard.engine.result_caches import ResultCachePass, ResultCaches
 from costguard.engine.routing.router import (
     RouteDecision,
     RouteInput,
@@ -89,24 +90,10 @@ class Pipeline:
         self.embed = embed
         self.progress = progress or (lambda stage, done, total: None)
         self.incomplete_reason: str | None = None
-        caches = config.caches
-        self.exact_cache = (
-            ExactResultCache(
-                max_temperature=caches.exact.max_temperature,
-                ttl_s=caches.exact.ttl_s,
-                normalize=caches.exact.normalize,
-            )
-            if caches.exact.enabled
-            else None
-        )
-        self.semantic = caches.semantic if caches.semantic.enabled else None
+        self.result_caches = ResultCaches(config)  # the PII guard and the exact cache
+        self.semantic = self.result_caches.semantic
         if self.semantic is not None and embed is None:
             raise ValueError("the semantic cache is enabled but no embedding function was given")
-        self.pii = (
-            PiiGuard(caches.pii.detectors, caches.pii.custom, caches.pii.allow, caches.pii.roles)
-            if caches.pii.enabled and (self.exact_cache is not None or self.semantic is not None)
-            else None
-        )
         self.simulation = CacheSimulation()
         self.stage_seconds: dict[str, float] = {}
         self.routing: RoutingRun | None = None  # set by run(): overhead, cascade method
@@ -124,48 +111,6 @@ class Pipeline:
     def _route_batch(self, fixtures: Sequence[Fixture]) -> list[RouteInput]:
         counts = self.tokens.counts[router_tokenizer_tier(self.config)]
         return [RouteInput(fx, counts[i]) for i, fx in enumerate(fixtures)]
-
-    def _result_caches(
-        self, index: int, fixture: Fixture, now: float
-    ) -> tuple[CacheOutcome, list[str], bool]:
-        """PII guard, then the exact cache: (outcome, PII detectors matched, reaches the semantic layer)."""
-        if self.pii is not None:
-            found = self.pii.scan(fixture)
-            if found:
-                return CacheOutcome("bypass", "PII: " + ", ".join(found)), found, False
-        gates: list[str] = []
-        outcome = None
-        if self.exact_cache is not None:
-            outcome = self.exact_cache.lookup(fixture, index=index, now=now)
-            if outcome.outcome == "exact":
-                return outcome, [], False
-            if outcome.outcome == "bypass":
-                gates.append(outcome.detail or "bypass")
-                outcome = None
-        semantic = self._semantic_eligible(fixture)
-        if semantic is True:
-            return outcome or CacheOutcome("miss"), [], True
-        if semantic is not None:
-            gates.append(semantic)
-        if outcome is not None:
-            return outcome, [], False
-        return (
-            (CacheOutcome("bypass", "; ".join(gates)) if gates else CacheOutcome("miss")),
-            [],
-            False,
-        )
-
-    def _semantic_eligible(self, fixture: Fixture) -> Literal[True] | str | None:
-        """True: looked up; a string: the gate that stops it; None: the layer does not apply."""
-        if self.semantic is None:
-            return None
-        suite = self.config.suites.get(fixture.suite)
-        if suite is not None and not suite.semantic_cache:
-            return None
-        if not semantic_text(fixture).strip():
-            return None
-        gate = temperature_gate(fixture, self.semantic.max_temperature)
-        return True if gate is None else gate
 
     def _semantic_cache(
         self, fixtures: Sequence[Fixture], candidates: list[tuple[int, float]]
@@ -265,7 +210,11 @@ class Pipeline:
 
     # -- the run ------------------------------------------------------------------------
     def run(
-        self, fixtures: Sequence[Fixture], *, shard: tuple[int, int] | None = None
+        self,
+        fixtures: Sequence[Fixture],
+        *,
+        shard: tuple[int, int] | None = None,
+        result_caches: Forked[ResultCachePass] | None = None,
     ) -> list[RequestRecord]:
         """Records for every fixture, or for one shard's share of the arrival order.
 
@@ -273,11 +222,11 @@ class Pipeline:
         requests see the same cache outcomes as in an unsharded run; only the shard's calls
         are served (and admitted to the prefix-cache simulators). A backend that stops early
         leaves out the requests it has no reply for and sets `incomplete_reason`.
+        `result_caches`: the result-cache pass over these fixtures, already started
+        (`result_caches.start_pass`); else it runs here, after routing.
         """
         n = len(fixtures)
         clock = time.perf_counter()
-        order = arrival_order(fixtures, self.config.traffic.seed)
-        times = arrival_times(n, self.config)
         monthly = monthly_requests(fixtures, self.config)
         self.progress("route", 0, n)
         batch = self._route_batch(fixtures)
@@ -287,18 +236,15 @@ class Pipeline:
         overhead = measure_overhead(self.router, overhead_probes(batch)) if batch else None
         clock = self._timed("router_overhead", clock)
 
-        outcomes: dict[int, CacheOutcome] = {}
-        pii: dict[int, list[str]] = {}
-        semantic_candidates: list[tuple[int, float]] = []
-        for arrival, i in enumerate(order):
-            outcome, found, semantic = self._result_caches(i, fixtures[i], times[arrival])
-            outcomes[i] = outcome
-            if found:
-                pii[i] = found
-            if semantic:
-                semantic_candidates.append((i, times[arrival]))
-        if self.exact_cache is not None:
-            self.simulation.exact_expired = self.exact_cache.expired
+        passed = (
+            result_caches.result()
+            if result_caches is not None
+            else self.result_caches.run(fixtures)
+        )
+        order, times, outcomes = passed.order, passed.times, passed.outcomes
+        pii, semantic_candidates = passed.pii, passed.semantic_candidates
+        if passed.exact_expired is not None:
+            self.simulation.exact_expired = passed.exact_expired
         clock = self._timed("exact_cache", clock)
 
         sweep: dict[float, list[SemanticHit]] = {}

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from costguard.engine.backends import Backend
 from costguard.engine.backends.factory import open_backend
+from costguard.engine.forked import Forked
 from costguard.engine.pipeline import CacheSimulation, Pipeline, PromptTokens
 from costguard.engine.project import Project
 from costguard.engine.quality.scorers.judge import recorded_judge_keys
 from costguard.engine.recordings import RecordingAudit, RecordingStore
 from costguard.engine.records import RequestRecord
+from costguard.engine.result_caches import ResultCachePass, start_pass
 from costguard.engine.routing.factory import build_router
 from costguard.engine.routing.router import RoutingRun
 from costguard.engine.traffic import Progress
@@ -199,6 +201,27 @@ def replay(
     stages: dict[str, float] = {}
     if project.load_seconds is not None:
         stages["load"] = project.load_seconds
+    # The result caches need only the fixtures: on a second core while tokens are counted here.
+    with start_pass(config, project.fixtures) as result_caches:
+        return _replay(
+            project, result_caches, backend=backend, progress=progress, shard=shard,
+            settings=settings, notify=notify, stages=stages, clock=clock,
+        )  # fmt: skip
+
+
+def _replay(
+    project: Project,
+    result_caches: Forked[ResultCachePass],
+    *,
+    backend: str,
+    progress: Progress | None,
+    shard: tuple[int, int] | None,
+    settings: Any,
+    notify: Callable[[str], None] | None,
+    stages: dict[str, float],
+    clock: float,
+) -> Replay:
+    config = project.config
     inputs = project.input_hashes()
     prices = project.prices()
     fleet = build_prefix_fleet(project)
@@ -224,7 +247,7 @@ def replay(
             quality=quality_scorer(project, tier_backend),
         )
         clock = lap(stages, "setup", clock)
-        records = pipeline.run(project.fixtures, shard=shard)
+        records = pipeline.run(project.fixtures, shard=shard, result_caches=result_caches)
         clock = time.perf_counter()
     _note_templates(project, records)
     replayed = Replay(

@@ -1,0 +1,138 @@
+"""The result-cache pass: every request, in arrival order, through the PII guard and the exact
+cache, and marked for the semantic layer where it may be looked up there.
+
+The pass needs only the fixtures and the config (not token counts, routes or replies), so a run
+can start it in a second process while this one counts tokens and routes (`start_pass`): the
+same code on the same fixtures, so the outcomes are the ones this process would compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from costguard.engine.caches.exact import CacheOutcome, ExactResultCache, temperature_gate
+from costguard.engine.caches.pii import PiiGuard
+from costguard.engine.caches.semantic import semantic_text
+from costguard.engine.forked import Forked
+from costguard.engine.traffic import arrival_order, arrival_times
+from costguard.model.config import StackConfig
+from costguard.model.fixtures import Fixture
+
+# Below this many fixtures the pass runs in this process: a second process pays for itself
+# only when the pass takes longer than starting one and sending its outcomes back.
+FORK_MIN_FIXTURES = 20_000
+
+
+@dataclass
+class ResultCachePass:
+    """The arrival order and times, and what the result caches did with each request."""
+
+    order: list[int]  # fixture indices in arrival order
+    times: list[float]  # arrival time of the n-th arrival
+    outcomes: dict[int, CacheOutcome]  # fixture index -> outcome of the PII guard / exact cache
+    pii: dict[int, list[str]] = field(default_factory=dict)  # fixture index -> detectors matched
+    semantic_candidates: list[tuple[int, float]] = field(default_factory=list)  # (index, time)
+    exact_expired: int | None = None  # None: no exact cache
+
+
+class ResultCaches:
+    """The PII guard and the exact cache of a stack config, and the semantic layer's gates."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        caches = config.caches
+        self.exact_cache = (
+            ExactResultCache(
+                max_temperature=caches.exact.max_temperature,
+                ttl_s=caches.exact.ttl_s,
+                normalize=caches.exact.normalize,
+            )
+            if caches.exact.enabled
+            else None
+        )
+        self.semantic = caches.semantic if caches.semantic.enabled else None
+        self.pii = (
+            PiiGuard(caches.pii.detectors, caches.pii.custom, caches.pii.allow, caches.pii.roles)
+            if caches.pii.enabled and (self.exact_cache is not None or self.semantic is not None)
+            else None
+        )
+        self._shared: dict[tuple[str, str | None], CacheOutcome] = {}
+
+    def run(self, fixtures: Sequence[Fixture]) -> ResultCachePass:
+        """The whole pass over `fixtures`, in the config's seeded arrival order."""
+        order = arrival_order(fixtures, self.config.traffic.seed)
+        times = arrival_times(len(fixtures), self.config)
+        out = ResultCachePass(order, times, {})
+        for arrival, i in enumerate(order):
+            outcome, found, semantic = self.lookup(i, fixtures[i], times[arrival])
+            out.outcomes[i] = outcome
+            if found:
+                out.pii[i] = found
+            if semantic:
+                out.semantic_candidates.append((i, times[arrival]))
+        if self.exact_cache is not None:
+            out.exact_expired = self.exact_cache.expired
+        return out
+
+    def _outcome(self, outcome: str, detail: str | None = None) -> CacheOutcome:
+        """One (immutable) CacheOutcome per distinct miss/bypass: 100k requests share a few."""
+        key = (outcome, detail)
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._shared[key] = CacheOutcome(outcome, detail)
+        return shared
+
+    def lookup(
+        self, index: int, fixture: Fixture, now: float
+    ) -> tuple[CacheOutcome, list[str], bool]:
+        """PII guard, then the exact cache: (outcome, PII detectors matched, reaches the semantic layer)."""
+        if self.pii is not None:
+            found = self.pii.scan(fixture)
+            if found:
+                return self._outcome("bypass", "PII: " + ", ".join(found)), found, False
+        gates: list[str] = []
+        outcome = None
+        if self.exact_cache is not None:
+            outcome = self.exact_cache.lookup(fixture, index=index, now=now)
+            if outcome.outcome == "exact":
+                return outcome, [], False
+            if outcome.outcome == "bypass":
+                gates.append(outcome.detail or "bypass")
+                outcome = None
+            elif outcome.source_index is None:
+                outcome = self._outcome(outcome.outcome, outcome.detail)
+        semantic = self.semantic_eligible(fixture)
+        if semantic is True:
+            return outcome or self._outcome("miss"), [], True
+        if semantic is not None:
+            gates.append(semantic)
+        if outcome is not None:
+            return outcome, [], False
+        return (
+            (self._outcome("bypass", "; ".join(gates)) if gates else self._outcome("miss")),
+            [],
+            False,
+        )
+
+    def semantic_eligible(self, fixture: Fixture) -> Literal[True] | str | None:
+        """True: looked up; a string: the gate that stops it; None: the layer does not apply."""
+        if self.semantic is None:
+            return None
+        suite = self.config.suites.get(fixture.suite)
+        if suite is not None and not suite.semantic_cache:
+            return None
+        if not semantic_text(fixture).strip():
+            return None
+        gate = temperature_gate(fixture, self.semantic.max_temperature)
+        return True if gate is None else gate
+
+
+def start_pass(
+    config: StackConfig, fixtures: Sequence[Fixture], *, fork_min: int | None = None
+) -> Forked[ResultCachePass]:
+    """The result-cache pass, started in a second process when there are at least `fork_min`
+    (default FORK_MIN_FIXTURES) fixtures, a second core and `fork`; `.result()` waits for it."""
+    least = FORK_MIN_FIXTURES if fork_min is None else fork_min
+    return Forked(lambda: ResultCaches(config).run(fixtures), fork=len(fixtures) >= least)

@@ -1,0 +1,112 @@
+"""Work on a second core: `Forked` (a function computed in a forked child) and the result-cache
+pass that a run starts there, which must give exactly what the pass gives in this process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from costguard import api
+from costguard.engine.forked import Forked, fork_usable
+from costguard.engine.result_caches import ResultCaches, start_pass
+
+REPO = Path(__file__).resolve().parent.parent
+
+needs_fork = pytest.mark.skipif(not fork_usable(), reason="needs fork and two cores")
+
+
+@needs_fork
+def test_the_childs_result_comes_back() -> None:
+    value = {"order": list(range(1000)), "text": "ü" * 10}
+    forked = Forked(lambda: value)
+    assert forked.result() == value and forked.forked
+
+
+def test_an_error_in_the_child_is_raised_here_as_without_a_fork() -> None:
+    with pytest.raises(ZeroDivisionError):
+        Forked(lambda: 1 / 0).result()
+
+
+@needs_fork
+def test_a_child_that_dies_is_replaced_by_computing_here() -> None:
+    parent = os.getpid()
+
+    def work() -> int:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return 42
+
+    forked = Forked(work)
+    assert forked.result() == 42 and not forked.forked
+
+
+def test_a_result_that_does_not_pickle_is_computed_here() -> None:
+    forked = Forked(lambda: (lambda: 7))
+    assert forked.result()() == 7 and not forked.forked
+
+
+@needs_fork
+def test_close_stops_and_reaps_the_child() -> None:
+    forked = Forked(lambda: time.sleep(60))
+    pid = forked._pid
+    assert pid is not None
+    started = time.perf_counter()
+    forked.close()
+    assert time.perf_counter() - started < 5
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped: no zombie left behind
+
+
+def test_one_worker_means_no_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COSTGUARD_WORKERS", "1")
+    forked = Forked(lambda: os.getpid())
+    assert forked.result() == os.getpid() and not forked.forked
+
+
+@needs_fork
+def test_the_result_cache_pass_in_a_child_is_the_pass_here() -> None:
+    """The bundled example has PII bypasses, exact hits within and beyond the TTL and semantic
+    candidates: the forked pass gives the same order, times and outcomes."""
+    project = api.load_project(REPO / "costguard.yaml")
+    here = ResultCaches(project.config).run(project.fixtures)
+    pending = start_pass(project.config, project.fixtures, fork_min=1)
+    there = pending.result()
+    assert pending.forked
+    assert here.pii and here.semantic_candidates
+    assert any(o.outcome == "exact" for o in here.outcomes.values())
+    assert there == here
+
+
+@needs_fork
+def test_a_run_with_the_forked_pass_reports_what_a_run_without_it_reports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from costguard.engine import result_caches
+
+    project = api.load_project(REPO / "costguard.yaml")
+    monkeypatch.setenv("COSTGUARD_WORKERS", "1")
+    alone = api.run(project).data
+    monkeypatch.delenv("COSTGUARD_WORKERS")
+    monkeypatch.setattr(result_caches, "FORK_MIN_FIXTURES", 1)
+    started: list[Forked] = []
+
+    class Spy(Forked):  # type: ignore[type-arg]
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(result_caches, "Forked", Spy)
+    forked = api.run(project).data
+    assert [s.forked for s in started] == [True]
+
+    def comparable(data: dict) -> dict:
+        skip = ("created_at", "timing", "stages")
+        return {k: v for k, v in data.items() if k not in skip and k != "records"} | {
+            "records": list(data["records"])
+        }
+
+    assert comparable(forked) == comparable(alone)
