@@ -13,6 +13,7 @@ import pytest
 from costguard import api
 from costguard.engine.forked import Forked, fork_usable
 from costguard.engine.result_caches import ResultCaches, start_pass
+from costguard.report.run_report import RunReport
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,7 +46,7 @@ def test_a_child_that_dies_is_replaced_by_computing_here() -> None:
 
 
 def test_a_result_that_does_not_pickle_is_computed_here() -> None:
-    forked = Forked(lambda: (lambda: 7))
+    forked = Forked(lambda: lambda: 7)
     assert forked.result()() == 7 and not forked.forked
 
 
@@ -82,16 +83,18 @@ def test_the_result_cache_pass_in_a_child_is_the_pass_here() -> None:
 
 
 @needs_fork
-def test_a_run_with_the_forked_pass_reports_what_a_run_without_it_reports(
+def test_a_run_on_two_cores_reports_what_a_run_on_one_reports(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The result-cache pass and the encoding of the report's rows (into a temporary file both
+    processes share) in forked processes: the same report, row for row, byte for byte."""
     from costguard.engine import result_caches
+    from costguard.report import assemble
 
     project = api.load_project(REPO / "costguard.yaml")
     monkeypatch.setenv("COSTGUARD_WORKERS", "1")
-    alone = api.run(project).data
+    alone = api.run(project)
     monkeypatch.delenv("COSTGUARD_WORKERS")
-    monkeypatch.setattr(result_caches, "FORK_MIN_FIXTURES", 1)
     started: list[Forked] = []
 
     class Spy(Forked):  # type: ignore[type-arg]
@@ -99,14 +102,19 @@ def test_a_run_with_the_forked_pass_reports_what_a_run_without_it_reports(
             super().__init__(*args, **kwargs)
             started.append(self)
 
-    monkeypatch.setattr(result_caches, "Forked", Spy)
-    forked = api.run(project).data
-    assert [s.forked for s in started] == [True]
+    for module, least in ((result_caches, "FORK_MIN_FIXTURES"), (assemble, "FORK_MIN_RECORDS")):
+        monkeypatch.setattr(module, least, 1)
+        monkeypatch.setattr(module, "Forked", Spy)
+    forked = api.run(project)
+    assert [s.forked for s in started] == [True, True]
+
+    def rows(report: RunReport) -> list[str]:
+        return [line for line in report.to_json().splitlines() if line.startswith('    {"id":')]
 
     def comparable(data: dict) -> dict:
-        skip = ("created_at", "timing", "stages")
-        return {k: v for k, v in data.items() if k not in skip and k != "records"} | {
-            "records": list(data["records"])
-        }
+        skip = ("created_at", "timing", "stages", "records")
+        return {k: v for k, v in data.items() if k not in skip}
 
-    assert comparable(forked) == comparable(alone)
+    assert len(rows(forked)) == len(project.fixtures)
+    assert rows(forked) == rows(alone)
+    assert comparable(forked.data) == comparable(alone.data)

@@ -4,11 +4,13 @@ reports of `run --shard i/n` merged back into one."""
 from __future__ import annotations
 
 import datetime as _dt
+import tempfile
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import IO, Any
 
 from costguard import __version__
+from costguard.engine.forked import Forked, fork_usable
 from costguard.engine.pipeline import CacheSimulation
 from costguard.engine.project import Project
 from costguard.engine.records import RequestRecord
@@ -16,7 +18,7 @@ from costguard.engine.routing.router import router_tokenizer_tier
 from costguard.engine.run import Replay, lap
 from costguard.errors import ConfigError, UsageError
 from costguard.report.projection import aggregate
-from costguard.report.rows import RecordRows, encode_row
+from costguard.report.rows import RecordRows, RowsLayout, encode_row
 from costguard.report.run_report import SCHEMA_VERSION, RunReport
 
 
@@ -31,21 +33,85 @@ def report_from_records(
     """Aggregate records (traffic x pricing) into the RunReport, with the replay's own sections
     (cache simulation, live-backend sections, stage timings). The fixtures' records come first."""
     clock = time.perf_counter()
-    sections = aggregate(
-        records, project.config, project.prices(),
-        simulation=replayed.simulation if replayed else None, routing=replayed.routing if replayed else None,
-    )  # fmt: skip
-    if replayed is not None:
-        lap(replayed.stages, "aggregate", clock)
-    return build_report(
-        project, records, sections, backend=backend, seconds=seconds,
-        complete=replayed.complete if replayed else True,
-        incomplete_reason=replayed.incomplete_reason if replayed else None,
-        extra_sections=replayed.sections if replayed else None,
-        extra_warnings=replayed.warnings if replayed else (),
-        inputs=replayed.inputs if replayed else None,
-        stages=replayed.stages if replayed else None,
-    )  # fmt: skip
+    # Large runs encode their rows on the second core while this one aggregates.
+    with start_encoding(records) as rows:
+        sections = aggregate(
+            records, project.config, project.prices(),
+            simulation=replayed.simulation if replayed else None,
+            routing=replayed.routing if replayed else None,
+        )  # fmt: skip
+        if replayed is not None:
+            clock = lap(replayed.stages, "aggregate", clock)
+        encoded = rows.result()
+        if replayed is not None:
+            lap(replayed.stages, "report", clock)
+        return build_report(
+            project, records, sections, backend=backend, seconds=seconds,
+            complete=replayed.complete if replayed else True,
+            incomplete_reason=replayed.incomplete_reason if replayed else None,
+            extra_sections=replayed.sections if replayed else None,
+            extra_warnings=replayed.warnings if replayed else (),
+            inputs=replayed.inputs if replayed else None,
+            stages=replayed.stages if replayed else None,
+            rows=encoded,
+        )  # fmt: skip
+
+
+# Below this many records the rows are encoded in this process (and held in memory).
+FORK_MIN_RECORDS = 20_000
+
+
+def encode_records(records: Iterable[RequestRecord], file: IO[bytes] | None = None) -> RecordRows:
+    """The report's rows: each record's JSON with its $/month (into `file`, when given)."""
+    rows = RecordRows(file=file)
+    for r in records:
+        d = r.to_dict()
+        d["cost_per_month"] = r.monthly_requests * d["cost_usd"]
+        rows.append_encoded(encode_row(d))
+    return rows
+
+
+class _Encoding:
+    """The rows of `records`, encoded by a forked process into a shared temporary file (or here,
+    in memory, for small runs and where there is no second process)."""
+
+    def __init__(self, records: Sequence[RequestRecord]) -> None:
+        self._records = records
+        self._file: IO[bytes] | None = None
+        self._forked: Forked[RowsLayout] | None = None
+        if len(records) >= FORK_MIN_RECORDS and fork_usable():
+            self._file = tempfile.TemporaryFile()
+            file = self._file
+
+            def encode() -> RowsLayout:
+                file.seek(0)
+                file.truncate()  # (what a failed child left behind)
+                return encode_records(records, file).layout()
+
+            self._forked = Forked(encode)
+
+    def result(self) -> RecordRows:
+        if self._forked is None or self._file is None:
+            return encode_records(self._records)
+        rows = RecordRows.from_layout(self._file, self._forked.result())
+        self._file = None  # the rows own it now
+        return rows
+
+    def close(self) -> None:
+        if self._forked is not None:
+            self._forked.close()
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> _Encoding:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_encoding(records: Sequence[RequestRecord]) -> _Encoding:
+    return _Encoding(records)
 
 
 def build_report(
@@ -61,8 +127,10 @@ def build_report(
     extra_warnings: Sequence[str] = (),
     inputs: dict[str, Any] | None = None,
     stages: dict[str, float] | None = None,
+    rows: RecordRows | None = None,
 ) -> RunReport:
-    """`inputs`: the input hashes taken when the run started (a live run adds recordings)."""
+    """`inputs`: the input hashes taken when the run started (a live run adds recordings);
+    `rows`: the records already encoded (`encode_records`)."""
     clock = time.perf_counter()
     config = project.config
     prices = project.prices()
@@ -87,11 +155,7 @@ def build_report(
                 },
             }
         )
-    record_rows = RecordRows()
-    for r in records:
-        d = r.to_dict()
-        d["cost_per_month"] = r.monthly_requests * d["cost_usd"]
-        record_rows.append_encoded(encode_row(d))
+    record_rows = rows if rows is not None else encode_records(records)
     warnings = []
     fallback = [t["name"] for t in tiers_summary if t["tokenizer_exactness"] == "fallback"]
     if fallback:

@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from typing import IO, Any, overload
+from typing import IO, Any, NamedTuple, overload
 
 import orjson
 
@@ -38,15 +38,23 @@ def encode_row(record: dict[str, Any]) -> bytes:
         return json.dumps(record, separators=(",", ":")).encode("ascii")
 
 
+class RowsLayout(NamedTuple):
+    chunks: list[tuple[int, int]]  # (offset, size) of each chunk of joined rows in the file
+    counts: list[int]  # rows per chunk
+    rows: int
+
+
 class RecordRows(Sequence[dict[str, Any]]):
     """Records as compact JSON rows. Append with `append_encoded`/`append`; read like a list."""
 
-    def __init__(self, rows: Iterable[bytes] = ()) -> None:
+    def __init__(self, rows: Iterable[bytes] = (), *, file: IO[bytes] | None = None) -> None:
+        """`file`: an empty temporary file that holds every chunk (none held in memory)."""
         self._chunks: list[bytes | tuple[int, int]] = []  # joined rows, or (offset, size) in _file
         self._counts: list[int] = []  # rows per chunk
         self._pending: list[bytes] = []
         self._held = 0  # bytes of chunks held in memory
-        self._file: IO[bytes] | None = None
+        self._file: IO[bytes] | None = file
+        self._spill = 0 if file is not None else SPILL_BYTES
         self._len = 0
         self.first_line: int | None = None  # the line of row 0 in the file it was read from
         for row in rows:
@@ -69,7 +77,7 @@ class RecordRows(Sequence[dict[str, Any]]):
         chunk = b"\n".join(self._pending)
         self._counts.append(len(self._pending))
         self._pending = []
-        if self._held + len(chunk) > SPILL_BYTES:
+        if self._held + len(chunk) > self._spill:
             if self._file is None:
                 self._file = tempfile.TemporaryFile()
             offset = self._file.seek(0, os.SEEK_END)
@@ -78,6 +86,23 @@ class RecordRows(Sequence[dict[str, Any]]):
         else:
             self._held += len(chunk)
             self._chunks.append(chunk)
+
+    def layout(self) -> RowsLayout:
+        """Where the rows of a file-backed RecordRows sit in its file (everything written out):
+        what a process that shares the file needs to read them (`from_layout`)."""
+        self._flush()
+        assert self._file is not None and all(isinstance(c, tuple) for c in self._chunks)
+        self._file.flush()
+        return RowsLayout(list(self._chunks), list(self._counts), self._len)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_layout(cls, file: IO[bytes], layout: RowsLayout) -> RecordRows:
+        """The rows another process wrote into `file` (shared with it) as `layout` says."""
+        rows = cls(file=file)
+        rows._chunks = list(layout.chunks)
+        rows._counts = list(layout.counts)
+        rows._len = layout.rows
+        return rows
 
     # -- reading ------------------------------------------------------------------------
     def chunks(self) -> Iterator[tuple[int, bytes]]:
