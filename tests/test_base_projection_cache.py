@@ -63,7 +63,8 @@ def test_second_projection_of_the_same_commit_is_read_from_the_cache(
     assert second.report is not None and first.report is not None
     assert json.loads(second.report.to_json()) == json.loads(first.report.to_json())
     entries = list((repo_with_outside_tokenizer / ".costguard/cache/base-projections").glob("*"))
-    assert len(entries) == 2  # the report and the inputs that validate it
+    # the report without its records, the records, and the inputs file that validates both
+    assert sorted(p.suffix for p in entries) == [".json", ".json", ".rows"]
 
 
 def test_a_new_commit_is_projected_again(
@@ -150,10 +151,11 @@ def test_an_edited_entry_that_still_reads_as_a_report_is_projected_again(
         p for p in (repo / ".costguard/cache/base-projections").glob("*.json")
         if not p.name.endswith(".inputs.json")
     ]  # fmt: skip
-    text = report.read_text()
+    rows = report.with_suffix(".rows")
+    text = rows.read_text()
     location = first.records[0]["location"]
     assert f'"location":"{location}"' in text
-    report.write_text(text.replace(f'"location":"{location}"', '"location":"elsewhere:9"', 1))
+    rows.write_text(text.replace(f'"location":"{location}"', '"location":"elsewhere:9"', 1))
     again = _base(repo).report
     assert len(counted_runs) == 2
     assert again is not None and again.records[0]["location"] == location
@@ -198,3 +200,34 @@ def test_keeps_only_the_newest_entries(tmp_path: Path) -> None:
     for key in ("a", "b", "c"):
         cache.put(key, report, {}, commit=key)
     assert cache.get("a") is None and cache.get("b") is not None and cache.get("c") is not None
+
+
+def test_an_entry_of_many_chunks_reads_back_row_for_row(tmp_path: Path) -> None:
+    """Records spanning several chunks (held in memory, spilled to a file, or a plain list)
+    come back as they went in; an inputs file whose chunk layout was edited is a miss."""
+    import tempfile
+
+    from costguard.report.rows import ROWS_PER_CHUNK, RecordRows, encode_row
+    from costguard.report.run_report import RunReport
+
+    records = [{"id": f"r{i}", "cost_usd": i / 7, "text": "ü" * (i % 5)} for i in range(10_000)]
+    assert len(records) > 2 * ROWS_PER_CHUNK
+    cache = projection_cache.BaseProjectionCache(tmp_path, keep=10)
+    base = {"kind": "run", "complete": True, "totals": {}, "tiers": {}, "suites": {}}
+    with tempfile.TemporaryFile() as spill:
+        sources = {
+            "list": records,
+            "rows": RecordRows(encode_row(r) for r in records),
+            "file": RecordRows((encode_row(r) for r in records), file=spill),
+        }
+        for key, held in sources.items():
+            cache.put(key, RunReport({**base, "records": held}), {}, commit=key)
+            got = cache.get(key)
+            assert got is not None and list(got.records) == records, key
+            assert list(got.data) == [*base, "records"]  # the records where they were
+    inputs = tmp_path / "list.inputs.json"
+    recorded = json.loads(inputs.read_text())
+    recorded["rows_counts"][0] -= 1
+    recorded["rows_counts"][1] += 1
+    inputs.write_text(json.dumps(recorded))
+    assert cache.get("list") is None

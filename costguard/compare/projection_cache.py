@@ -16,7 +16,9 @@ Hugging Face or tiktoken cache, templates or recordings given by absolute path) 
 sha256: a changed file invalidates the entry. A projection with an approximate tokenizer (a
 fallback that a later run may not need) is never cached. Entries live in the project's cache
 directory (`<cache_dir>/base-projections/`), which the Action saves and restores with
-actions/cache; the newest `KEEP` entries are kept.
+actions/cache; the newest `KEEP` entries are kept. An entry keeps the records as the report
+holds them in memory (compact rows in chunks), so reading it back decodes nothing: a second
+`diff` with the same base costs a hash of the entry's files.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from costguard.errors import ConfigError
+from costguard.report.rows import RecordRows, RowsLayout, encode_row
 from costguard.report.run_report import SCHEMA_VERSION, RunReport, parse_json_bytes, write_atomic
 
 KEEP = 4  # entries kept per cache directory (a 100k-fixture report is ~100 MB)
@@ -137,18 +140,28 @@ def external_inputs(project: Any, tree: Path, inputs: dict[str, Any]) -> dict[st
 
 
 class BaseProjectionCache:
-    """RunReports of projected commits in one directory: `<key>.json` plus `<key>.inputs.json`."""
+    """RunReports of projected commits in one directory. An entry is three files: `<key>.json`
+    (the report without its records), `<key>.rows` (the records as RecordRows writes them:
+    compact JSON rows, in chunks) and `<key>.inputs.json` (the commit, the outside inputs, the
+    sha256 of the other two files and where the chunks sit), written last: it validates them."""
 
     def __init__(self, directory: str | Path, *, keep: int = KEEP) -> None:
         self.directory = Path(directory)
         self.keep = keep
 
-    def _paths(self, key: str) -> tuple[Path, Path]:
-        return self.directory / f"{key}.json", self.directory / f"{key}.inputs.json"
+    def _paths(self, key: str) -> tuple[Path, Path, Path]:
+        return (
+            self.directory / f"{key}.json",
+            self.directory / f"{key}.rows",
+            self.directory / f"{key}.inputs.json",
+        )
 
     def get(self, key: str) -> RunReport | None:
-        """The cached report, if its entry exists, is whole and every outside input is unchanged."""
-        report_path, inputs_path = self._paths(key)
+        """The cached report, if its entry exists, is whole and every outside input is unchanged.
+
+        The files must be the bytes `put` wrote (sha256): a damaged or edited entry is a miss,
+        never a figure. The records stay in the rows file, decoded when read."""
+        report_path, rows_path, inputs_path = self._paths(key)
         try:
             recorded = json.loads(inputs_path.read_text(encoding="utf-8"))
             external = recorded["external"]
@@ -156,19 +169,33 @@ class BaseProjectionCache:
                 if _sha256_file(Path(path)) != digest:
                     return None
             raw = report_path.read_bytes()
-            # The report is the one `put` wrote, byte for byte: a damaged or edited entry is a
-            # miss, never a figure (and the rows need not be decoded to tell).
             if hashlib.sha256(raw).hexdigest() != recorded["sha256"]:
                 return None
-            data = parse_json_bytes(raw, report_path, rows_key="records")
+            rows_file = rows_path.open("rb")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        try:
+            layout = RowsLayout(
+                [(int(o), int(n)) for o, n in recorded["rows_chunks"]],
+                [int(c) for c in recorded["rows_counts"]],
+                int(recorded["rows"]),
+            )
+            if not _rows_file_matches(rows_file, layout, recorded["rows_sha256"]):
+                rows_file.close()
+                return None
+            data = parse_json_bytes(raw, report_path)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, ConfigError):
+            rows_file.close()
             return None
         if (
             not isinstance(data, dict)
             or data.get("kind") != "run"
             or data.get("complete") is not True
+            or data.get("records") != []
         ):
+            rows_file.close()
             return None
+        data["records"] = RecordRows.from_layout(rows_file, layout)
         try:
             os.utime(inputs_path)  # most recently used: kept longest
         except OSError:
@@ -176,18 +203,43 @@ class BaseProjectionCache:
         return RunReport(data)
 
     def put(self, key: str, report: RunReport, external: dict[str, str], *, commit: str) -> None:
-        """Store a complete projection (the report first, then the inputs file that validates it)."""
+        """Store a complete projection (the report and its rows, then the file that validates them)."""
         if not report.complete:
             return
-        report_path, inputs_path = self._paths(key)
+        report_path, rows_path, inputs_path = self._paths(key)
+        records = report.records
         try:
-            path = report.path
-            report.write(report_path)  # rows streamed as they are
-            report.path = path  # the report stays the run's, not this cache entry's
-            digest = _sha256_file(report_path)
+            write_atomic(
+                report_path,
+                json.dumps({**report.data, "records": []}, indent=2, ensure_ascii=False),
+            )
+            chunks: list[tuple[int, int]] = []
+            counts: list[int] = []
+            digest = hashlib.sha256()
+            tmp = rows_path.with_name(f".{rows_path.name}.tmp")
+            with tmp.open("wb") as out:
+                offset = 0
+                for count, chunk in _row_chunks(records):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    chunks.append((offset, len(chunk)))
+                    counts.append(count)
+                    offset += len(chunk)
+            os.replace(tmp, rows_path)
             write_atomic(
                 inputs_path,
-                json.dumps({"commit": commit, "external": external, "sha256": digest}, indent=2),
+                json.dumps(
+                    {
+                        "commit": commit,
+                        "external": external,
+                        "sha256": _sha256_file(report_path),
+                        "rows_sha256": digest.hexdigest(),
+                        "rows_chunks": chunks,
+                        "rows_counts": counts,
+                        "rows": len(records),
+                    },
+                    indent=2,
+                ),
             )
             self._prune()
         except OSError:
@@ -199,5 +251,33 @@ class BaseProjectionCache:
         )
         for stale in entries[self.keep :]:
             key = stale.name.removesuffix(".inputs.json")
-            for path in self._paths(key):
+            for path in reversed(self._paths(key)):  # the validating file first
                 path.unlink(missing_ok=True)
+
+
+def _row_chunks(records: Sequence[dict[str, Any]]) -> Iterator[tuple[int, bytes]]:
+    """(rows, the rows joined by newlines) in chunks: as RecordRows holds them."""
+    if isinstance(records, RecordRows):
+        yield from records.chunks()
+        return
+    rows = RecordRows(encode_row(r) for r in records)
+    yield from rows.chunks()
+
+
+def _rows_file_matches(fh: IO[bytes], layout: RowsLayout, sha256: str) -> bool:
+    """Whether the rows file is the one `put` wrote (its sha256) and holds the chunks and rows
+    the layout says, back to back (so reading row i reads row i)."""
+    if len(layout.chunks) != len(layout.counts) or sum(layout.counts) != layout.rows:
+        return False
+    digest = hashlib.sha256()
+    fh.seek(0)
+    offset = 0
+    for (start, size), count in zip(layout.chunks, layout.counts, strict=True):
+        if start != offset or size <= 0 or count <= 0:
+            return False
+        chunk = fh.read(size)
+        if len(chunk) != size or chunk.count(b"\n") + 1 != count:
+            return False
+        digest.update(chunk)
+        offset += size
+    return not fh.read(1) and digest.hexdigest() == sha256
