@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from costguard.engine.alternatives import (
@@ -290,6 +291,11 @@ class Pipeline:
             prefix_notes = self._prefix_caches(order, outcomes, planned, results, answered)
             self.simulation.prefix = self.prefix.summary()
             clock = self._timed("prefix_cache", clock)
+        # Prompt token ids feed the prefix caches only (4 bytes a token, the run's largest
+        # holding): let them go before the records are built.
+        self.tokens = replace(self.tokens, ids={}, replies={})
+        for call in planned:
+            call.prompt_ids = None
 
         # Judge semantic hits now that recorded responses (if any) are known.
         semantic_notes: dict[int, SemanticHit] = {}
