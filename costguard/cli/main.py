@@ -135,6 +135,8 @@ def run(
         replay["request_rate_per_s"] = request_rate
     if no_record:
         replay["record"] = False
+    from costguard.api import Costguard  # noqa: F401 (importing the engine is start-up too)
+
     startup = time.perf_counter() - STARTED
     report = run_projection(
         config,
