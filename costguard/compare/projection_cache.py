@@ -162,6 +162,7 @@ class BaseProjectionCache:
         The files must be the bytes `put` wrote (sha256): a damaged or edited entry is a miss,
         never a figure. The records stay in the rows file, decoded when read."""
         report_path, rows_path, inputs_path = self._paths(key)
+        rows_file: IO[bytes] | None = None
         try:
             recorded = json.loads(inputs_path.read_text(encoding="utf-8"))
             external = recorded["external"]
@@ -171,29 +172,25 @@ class BaseProjectionCache:
             raw = report_path.read_bytes()
             if hashlib.sha256(raw).hexdigest() != recorded["sha256"]:
                 return None
-            rows_file = rows_path.open("rb")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None
-        try:
             layout = RowsLayout(
                 [(int(o), int(n)) for o, n in recorded["rows_chunks"]],
                 [int(c) for c in recorded["rows_counts"]],
                 int(recorded["rows"]),
             )
+            rows_file = rows_path.open("rb")
             if not _rows_file_matches(rows_file, layout, recorded["rows_sha256"]):
-                rows_file.close()
-                return None
+                raise ValueError("not the rows put wrote")
             data = parse_json_bytes(raw, report_path)
+            if (
+                not isinstance(data, dict)
+                or data.get("kind") != "run"
+                or data.get("complete") is not True
+                or data.get("records") != []
+            ):
+                raise ValueError("not a complete run report")
         except (OSError, ValueError, KeyError, TypeError, AttributeError, ConfigError):
-            rows_file.close()
-            return None
-        if (
-            not isinstance(data, dict)
-            or data.get("kind") != "run"
-            or data.get("complete") is not True
-            or data.get("records") != []
-        ):
-            rows_file.close()
+            if rows_file is not None:
+                rows_file.close()
             return None
         data["records"] = RecordRows.from_layout(rows_file, layout)
         try:
@@ -232,7 +229,7 @@ class BaseProjectionCache:
                     {
                         "commit": commit,
                         "external": external,
-                        "sha256": _sha256_file(report_path),
+                        "sha256": _sha256_file(report_path),  # the bytes on disk
                         "rows_sha256": digest.hexdigest(),
                         "rows_chunks": chunks,
                         "rows_counts": counts,

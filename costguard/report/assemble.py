@@ -34,7 +34,7 @@ def report_from_records(
     (cache simulation, live-backend sections, stage timings). The fixtures' records come first."""
     clock = time.perf_counter()
     # Large runs encode their rows on the second core while this one aggregates.
-    with start_encoding(records) as rows:
+    with _Encoding(records) as rows:
         sections = aggregate(
             records, project.config, project.prices(),
             simulation=replayed.simulation if replayed else None,
@@ -108,10 +108,6 @@ class _Encoding:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def start_encoding(records: Sequence[RequestRecord]) -> _Encoding:
-    return _Encoding(records)
 
 
 def build_report(
