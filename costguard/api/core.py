@@ -18,6 +18,7 @@ from costguard.engine.run import (
     replay,
 )
 from costguard.errors import UsageError
+from costguard.model.heap import collector_paced
 from costguard.model.variants import Variant
 from costguard.policy.engine import (
     Acknowledgement,
@@ -37,9 +38,10 @@ def run(project: Project, **options: Any) -> RunReport:
     A live run that stops early returns a report with `complete: false`, which no policy passes.
     """
     started = time.perf_counter()
-    replayed = replay(project, **options)
-    return report_from_records(project, replayed.records, backend=replayed.backend,
-                               seconds=time.perf_counter() - started, replayed=replayed)  # fmt: skip
+    with collector_paced():  # the run keeps nearly all it allocates until the report is built
+        replayed = replay(project, **options)
+        return report_from_records(project, replayed.records, backend=replayed.backend,
+                                   seconds=time.perf_counter() - started, replayed=replayed)  # fmt: skip
 
 
 def check(

@@ -11,10 +11,8 @@ The file format (fixture, message, tool, sampling, assertion and expect models) 
 
 from __future__ import annotations
 
-import gc
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +51,7 @@ from costguard.model.fixture_spec import (  # noqa: F401 (re-exported)
     tool_fields,
 )
 from costguard.model.fixture_templates import TemplateRenderer
+from costguard.model.heap import collector_paused
 from costguard.model.jsonl import json_lines, validate_json_line
 from costguard.model.yamlio import (
     LineDict,
@@ -172,22 +171,7 @@ def _build(
     return fixture, renderer
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Cyclic garbage collection off while fixtures load. A load allocates a few containers per
-    fixture and keeps them all, so the collector ran over and over (on 100k fixtures: hundreds of
-    young passes and several full ones over the growing heap, more than the loading itself);
-    after it, one pass takes them in. Loading makes no cycles to collect."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-@_gc_paused()
+@collector_paused()  # a load allocates a few containers per fixture and keeps them all
 def load_fixture_file(
     path: Path,
     *,
@@ -268,7 +252,7 @@ def load_fixture_file(
     return fixtures
 
 
-@_gc_paused()
+@collector_paused()  # a load allocates a few containers per fixture and keeps them all
 def load_fixtures(
     paths: Sequence[str | Path],
     *,
