@@ -89,8 +89,9 @@ def _weighted_quantiles_numpy(
     if v.shape != w.shape or not np.isfinite(v).all() or not (w >= 0).all():
         return None
     order = np.lexsort((w, v))
-    cumulative = np.cumsum(w[order])
-    total = float(sum(float(x) for x in w[order]))  # `sum` over the sorted pairs, as the loop
+    sorted_weights = w[order]
+    cumulative = np.cumsum(sorted_weights)
+    total = float(sum(sorted_weights.tolist()))  # `sum` over the sorted pairs, as the loop
     if total <= 0:
         return [values[int(order[-1])]] * len(qs)
     out = []

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from costguard.engine.quality.assess import quality_section
-from costguard.engine.records import RequestRecord
+from costguard.engine.records import RequestRecord, TierCall
 from costguard.engine.routing.metrics import router_overhead, routing_details
 from costguard.engine.routing.router import RoutingRun
 from costguard.model.config import StackConfig
@@ -31,26 +31,71 @@ def _usage_block() -> dict[str, Any]:
     }
 
 
-def latency_section(records: Sequence[RequestRecord]) -> dict[str, Any] | None:
+class _LatencySums:
     """End-to-end latency of the requests a model served, where every call's latency was measured.
 
     Cache hits are left out (no model call; their latency is not measured), and so are requests
     with a call of unknown latency; `coverage` is the measured share of model-served traffic.
-    None when no latency was measured at all (offline without recorded responses).
     """
-    served = [r for r in records if r.billed_calls]
-    measured = [r for r in served if all(c.latency_s is not None for c in r.billed_calls)]
-    if not measured:
-        return None
-    values = [sum(c.latency_s or 0.0 for c in r.billed_calls) for r in measured]
-    weights = [r.monthly_requests for r in measured]
-    served_traffic = sum(r.monthly_requests for r in served)
-    return {
-        "e2e_s": weighted_distribution(values, weights),
-        "measured_requests": len(measured),
-        "model_requests": len(served),
-        "coverage": sum(weights) / served_traffic if served_traffic else 0.0,
-    }
+
+    __slots__ = ("values", "weights", "model_requests", "served_traffic")
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.weights: list[float] = []
+        self.model_requests = 0
+        self.served_traffic = 0.0
+
+    def add(self, billed: Sequence[TierCall], monthly: float) -> None:
+        """A request a model served (its billed calls, none empty) and its requests per month."""
+        self.model_requests += 1
+        self.served_traffic += monthly
+        if all(c.latency_s is not None for c in billed):
+            self.values.append(sum(c.latency_s or 0.0 for c in billed))
+            self.weights.append(monthly)
+
+    def section(self) -> dict[str, Any] | None:
+        """None when no latency was measured at all (offline without recorded responses)."""
+        if not self.values:
+            return None
+        return {
+            "e2e_s": weighted_distribution(self.values, self.weights),
+            "measured_requests": len(self.values),
+            "model_requests": self.model_requests,
+            "coverage": sum(self.weights) / self.served_traffic if self.served_traffic else 0.0,
+        }
+
+
+class _Saved:
+    """What cached prompt tokens saved (a suite's share of the prefix caches' saving)."""
+
+    __slots__ = ("saved",)
+
+    def __init__(self) -> None:
+        self.saved = 0.0
+
+
+class _PrefixTier(_Saved):
+    """A tier's prefix-cache sums beyond its usage block: $ saved, calls that reused a block."""
+
+    __slots__ = ("simulated", "calls_with_hits")
+
+    def __init__(self, simulated: bool) -> None:
+        super().__init__()
+        self.simulated = simulated
+        self.calls_with_hits = 0.0
+
+
+class _PrefixSums:
+    """The prefix caches' sums over the billed calls, per tier and suite and over the simulated tiers."""
+
+    def __init__(self, config: StackConfig, simulation: CacheSimulation | None) -> None:
+        simulated = simulation.prefix if simulation else {}
+        self.tiers = {t.name: _PrefixTier(t.name in simulated) for t in config.tiers}
+        self.suites: dict[str, _Saved] = {}
+        self.calls = 0.0  # billed calls on simulated tiers, per month
+        self.calls_with_hits = 0.0  # ... that reused any cached block
+        self.generated: dict[str, int] = {}  # records per kind of generated-block note
 
 
 _HITS = ("exact", "semantic")  # result-cache outcomes that answer a request without a model call
@@ -104,8 +149,9 @@ def aggregate(
         "output_tokens": {"measured": 0, "expected": 0, "prior": 0},
     }
 
-    # Per-record figures for the distributions, gathered in the same pass (one walk over the
-    # billed calls per record: this runs for every record of 100k-request runs).
+    # One walk over the records gathers every sum of every section (the per-record figures of
+    # the distributions too): this runs for every record of 100k-request runs. Each sum adds the
+    # same terms in the same order as the section's own definition.
     costs: list[float] = []
     input_tokens: list[float] = []
     cached_tokens: list[float] = []
@@ -114,34 +160,56 @@ def aggregate(
     count_cached = provenance["cached_tokens"]
     count_output = provenance["output_tokens"]
     cached_saving = {name: price.cached_saving for name, price in prices.items()}
+    prefix = _PrefixSums(config, simulation)
+    prefix_tiers = prefix.tiers
+    all_input = 0.0  # prompt tokens of every request, served or answered by a result cache
+    hit_input = {"exact": 0.0, "semantic": 0.0}
+    bypass_reasons: dict[str, float] = {}
+    pii: dict[str, float] = {}
+    latency = _LatencySums()
     for r in records:
         m = r.monthly_requests
         suite = suites.get(r.suite)
         if suite is None:
             suite = suites[r.suite] = {**_usage_block(), "fixtures": 0}
+            prefix.suites[r.suite] = _Saved()
         suite["fixtures"] += 1
         totals["requests_per_month"] += m
         suite["requests_per_month"] += m
         calls = r.calls
-        hit = r.cache in _HITS
+        cache = r.cache
+        hit = cache in _HITS
         if hit:
-            served_by = f"cache:{r.cache}"
+            served_by = f"cache:{cache}"
         else:
             served_by = calls[-1].tier if calls else r.route_tier
         served[served_by] = served.get(served_by, 0.0) + m
+        all_input_m = m * sum(c.input_tokens for c in calls)
+        all_input += all_input_m
         if hit:
-            cache_hits[r.cache] += m
-            cache_saved[r.cache] += m * sum(c.cost_usd for c in calls)
-        elif r.cache == "bypass":
+            cache_hits[cache] += m
+            cache_saved[cache] += m * sum(c.cost_usd for c in calls)
+            hit_input[cache] += all_input_m
+        elif cache == "bypass":
             bypassed += m
+            extra = r.extra
+            reason = "pii" if "pii" in extra else "temperature"
+            bypass_reasons[reason] = bypass_reasons.get(reason, 0.0) + m
+            for detector in extra.get("pii", ()):
+                pii[detector] = pii.get(detector, 0.0) + m
         if any(c.stage == "escalation" for c in calls):
             escalated += m
             escalation_cost += m * sum(c.cost_usd for c in calls if c.stage == "escalation")
         if r.counterfactual is not None:
             cf_cost += m * r.counterfactual.cost_usd
+        note = r.extra.get("prefix") if r.extra else None
+        if note:
+            kind = note["generated_blocks"]
+            prefix.generated[kind] = prefix.generated.get(kind, 0) + 1
         cost: float = 0  # an int 0 when nothing is billed, as `sum` gives
         n_in = n_cached = n_out = 0
         if not hit:
+            suite_saved = prefix.suites[r.suite]
             for call in calls:
                 tier = tiers[call.tier]
                 tier["calls_per_month"] += m
@@ -153,11 +221,23 @@ def aggregate(
                     block["cost_per_month"] += m * call.cost_usd
                     if estimated:
                         block["estimated_cost_per_month"] += m * call.cost_usd
-                prefix_saved += m * cached_saving[call.tier](call.cached_tokens)
+                saved = m * cached_saving[call.tier](call.cached_tokens)
+                prefix_saved += saved
+                suite_saved.saved += saved
+                sums = prefix_tiers[call.tier]
+                sums.saved += saved
+                if call.cached_tokens:
+                    sums.calls_with_hits += m
+                if sums.simulated:
+                    prefix.calls += m
+                    if call.cached_tokens:
+                        prefix.calls_with_hits += m
                 cost += call.cost_usd
                 n_in += call.input_tokens
                 n_cached += call.cached_tokens
                 n_out += call.output_tokens
+            if calls:
+                latency.add(calls, m)
         costs.append(cost)
         input_tokens.append(float(n_in))
         cached_tokens.append(float(n_cached))
@@ -203,8 +283,11 @@ def aggregate(
         "saving_pct": 100.0 * saving / cf_cost if cf_cost else 0.0,
     }
     cache = _cache_section(
-        records, config, prices, simulation, totals, cache_hits, cache_saved, bypassed, prefix_saved
-    )
+        records, config, simulation, totals, tiers, suites, prefix,
+        cache_hits=cache_hits, cache_saved=cache_saved, bypassed=bypassed,
+        prefix_saved=prefix_saved, all_input=all_input, hit_input=hit_input,
+        bypass_reasons=bypass_reasons, pii=pii,
+    )  # fmt: skip
     routing_block = {
         "shares": {name: tiers[name]["share"] for name in tiers},
         "cache_share": sum(v for k, v in served.items() if k.startswith("cache:")) / total_requests
@@ -224,9 +307,9 @@ def aggregate(
         "provenance": provenance,
         "timing": {"router_overhead": router_overhead(records, config, routing)},
     }
-    latency = latency_section(records)
-    if latency is not None:
-        sections["latency"] = latency
+    latency_block = latency.section()
+    if latency_block is not None:
+        sections["latency"] = latency_block
     quality = quality_section(records)
     if quality is not None:
         sections["quality"] = quality
@@ -236,32 +319,27 @@ def aggregate(
 def _cache_section(
     records: Sequence[RequestRecord],
     config: StackConfig,
-    prices: dict[str, TierPrice],
     simulation: CacheSimulation | None,
     totals: dict[str, Any],
+    tiers: dict[str, dict[str, Any]],
+    suites: dict[str, dict[str, Any]],
+    prefix_sums: _PrefixSums,
+    *,
     cache_hits: dict[str, float],
     cache_saved: dict[str, float],
     bypassed: float,
     prefix_saved: float,
+    all_input: float,
+    hit_input: dict[str, float],
+    bypass_reasons: dict[str, float],
+    pii: dict[str, float],
 ) -> dict[str, Any]:
     """Hit rates in requests and tokens, $ saved per layer, bypass reasons, the semantic sweep and
-    the prefix caches per tier and suite. Monthly figures weight each fixture by its traffic."""
+    the prefix caches per tier and suite. Monthly figures weight each fixture by its traffic.
+    `all_input`: the prompt tokens of every request (served or answered by a result cache), the
+    token base of hit rates; `hit_input`: those of each result cache's hits."""
     caches = config.caches
     total_requests = totals["requests_per_month"]
-    # Prompt tokens of every request, served or answered by a result cache: the token base of hit rates.
-    all_input = sum(r.monthly_requests * sum(c.input_tokens for c in r.calls) for r in records)
-    hit_input = {"exact": 0.0, "semantic": 0.0}
-    bypass_reasons: dict[str, float] = {}
-    pii: dict[str, float] = {}
-    for r in records:
-        if r.cache_hit:
-            hit_input[r.cache] += r.monthly_requests * sum(c.input_tokens for c in r.calls)
-        elif r.cache == "bypass":
-            reason = "pii" if "pii" in r.extra else "temperature"
-            bypass_reasons[reason] = bypass_reasons.get(reason, 0.0) + r.monthly_requests
-            for detector in r.extra.get("pii", ()):
-                pii[detector] = pii.get(detector, 0.0) + r.monthly_requests
-
     exact = {
         "enabled": caches.exact.enabled,
         "max_temperature": caches.exact.max_temperature,
@@ -281,7 +359,7 @@ def _cache_section(
             "saved_per_month": cache_saved["semantic"],
         }
     )
-    prefix = _prefix_block(records, config, prices, simulation, totals, prefix_saved)
+    prefix = _prefix_block(config, simulation, totals, tiers, suites, prefix_sums, prefix_saved)
     return {
         "exact": exact,
         "semantic": semantic,
@@ -371,54 +449,39 @@ def _semantic_block(
 
 
 def _prefix_block(
-    records: Sequence[RequestRecord],
     config: StackConfig,
-    prices: dict[str, TierPrice],
     simulation: CacheSimulation | None,
     totals: dict[str, Any],
+    usage_tiers: dict[str, dict[str, Any]],
+    usage_suites: dict[str, dict[str, Any]],
+    sums: _PrefixSums,
     prefix_saved: float,
 ) -> dict[str, Any]:
+    """Per tier and suite: the billed calls' prompt and cached tokens (the usage blocks' own sums)
+    and what the cached tokens saved."""
     simulated = simulation.prefix if simulation else {}
     tiers: dict[str, dict[str, Any]] = {}
     for t in config.tiers:
         sim = simulated.get(t.name)
+        usage, tier_sums = usage_tiers[t.name], sums.tiers[t.name]
         tiers[t.name] = {
             "simulated": sim is not None,
             **(sim or {}),
-            "calls_per_month": 0.0,
-            "calls_with_hits_per_month": 0.0,
-            "input_tokens_per_month": 0.0,
-            "cached_tokens_per_month": 0.0,
-            "saved_per_month": 0.0,
+            "calls_per_month": usage["calls_per_month"],
+            "calls_with_hits_per_month": tier_sums.calls_with_hits,
+            "input_tokens_per_month": usage["input_tokens_per_month"],
+            "cached_tokens_per_month": usage["cached_tokens_per_month"],
+            "saved_per_month": tier_sums.saved,
         }
-    suites: dict[str, dict[str, float]] = {}
-    calls_with_hits = 0.0
-    calls_total = 0.0
-    generated: dict[str, int] = {}
-    for r in records:
-        m = r.monthly_requests
-        suite = suites.setdefault(
-            r.suite,
-            {"input_tokens_per_month": 0.0, "cached_tokens_per_month": 0.0, "saved_per_month": 0.0},
-        )
-        note = r.extra.get("prefix")
-        if note:
-            generated[note["generated_blocks"]] = generated.get(note["generated_blocks"], 0) + 1
-        for call in r.billed_calls:
-            block = tiers[call.tier]
-            saved = m * prices[call.tier].cached_saving(call.cached_tokens)
-            hit = m if call.cached_tokens else 0.0
-            block["calls_per_month"] += m
-            block["calls_with_hits_per_month"] += hit
-            block["input_tokens_per_month"] += m * call.input_tokens
-            block["cached_tokens_per_month"] += m * call.cached_tokens
-            block["saved_per_month"] += saved
-            suite["input_tokens_per_month"] += m * call.input_tokens
-            suite["cached_tokens_per_month"] += m * call.cached_tokens
-            suite["saved_per_month"] += saved
-            if block["simulated"]:
-                calls_total += m
-                calls_with_hits += hit
+    suites = {
+        name: {
+            "input_tokens_per_month": usage["input_tokens_per_month"],
+            "cached_tokens_per_month": usage["cached_tokens_per_month"],
+            "saved_per_month": sums.suites[name].saved,
+        }
+        for name, usage in usage_suites.items()
+    }
+    calls_with_hits, calls_total, generated = sums.calls_with_hits, sums.calls, sums.generated
     for block in tiers.values():
         block["hit_rate_tokens"] = _ratio(
             block["cached_tokens_per_month"], block["input_tokens_per_month"]

@@ -20,8 +20,7 @@ in `costguard.policy.metrics.routing`.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from costguard.engine.records import RequestRecord, RouteAlternatives
@@ -284,15 +283,20 @@ def _length_assignment(
         acc += shares.get(t, 0.0)
         bounds.append(acc)
     out = [order[-1]] * len(records)
-    ranked = sorted(range(len(records)), key=lambda i: (records[i].alternatives.prompt_tokens, i))  # type: ignore[union-attr]
+    prompts = [_alternatives(r).prompt_tokens for r in records]
+    ranked = sorted(range(len(records)), key=prompts.__getitem__)  # stable: ties by index
     seen = 0.0
+    # The mid-points rise along `ranked` (weights are not negative), so the first tier whose
+    # bound holds one never comes before the previous one's.
+    k = 0
     for i in ranked:
-        mid = (seen + records[i].monthly_requests / 2) / total if total else 0.0
-        seen += records[i].monthly_requests
-        for t, bound in zip(order, bounds, strict=True):
-            if mid <= bound + 1e-12:
-                out[i] = t
-                break
+        m = records[i].monthly_requests
+        mid = (seen + m / 2) / total if total else 0.0
+        seen += m
+        while k < len(bounds) and not mid <= bounds[k] + 1e-12:
+            k += 1
+        if k < len(bounds):
+            out[i] = order[k]
     return out
 
 
@@ -312,12 +316,14 @@ def comparison(
 
     monthly = [r.monthly_requests for r in rs]
     tier_costs = [_alternatives(r).tier_cost_usd for r in rs]
+    routed = [r.route_tier for r in rs]
 
-    def cost(assign: Callable[[int, RequestRecord], str]) -> float:
-        return sum(
-            m * costs[assign(i, r)]
-            for i, (r, m, costs) in enumerate(zip(rs, monthly, tier_costs, strict=True))
-        )
+    def cost(tiers: Sequence[str]) -> float:
+        """$/month with request i on tiers[i]."""
+        return sum(m * costs[t] for m, costs, t in zip(monthly, tier_costs, tiers, strict=True))
+
+    def constant(tier: str) -> list[str]:
+        return [tier] * len(rs)
 
     random_cost = sum(
         m * sum(shares[t] * costs[t] for t in order)
@@ -326,17 +332,17 @@ def comparison(
     rows: dict[str, dict[str, Any]] = {
         "router": {
             "label": "this router",
-            "cost_per_month": cost(lambda i, r: r.route_tier),
+            "cost_per_month": cost(routed),
             "strong_share": shares[strong],
         },
         "all_largest": {
             "label": f"everything on the largest tier ({strong})",
-            "cost_per_month": cost(lambda i, r: strong),
+            "cost_per_month": cost(constant(strong)),
             "strong_share": 1.0,
         },
         "all_smallest": {
             "label": f"everything on the smallest tier ({weak})",
-            "cost_per_month": cost(lambda i, r: weak),
+            "cost_per_month": cost(constant(weak)),
             "strong_share": 0.0,
         },
         "random": {
@@ -346,7 +352,7 @@ def comparison(
         },
         "length": {
             "label": "length router with the same tier shares (shortest prompts on the weakest tier)",
-            "cost_per_month": cost(lambda i, r: length_tiers[i]),
+            "cost_per_month": cost(length_tiers),
             "strong_share": shares[strong],
         },
     }
@@ -396,19 +402,32 @@ def _quality(
         rank = ranks[i]
         return 1.0 if rank is not None and position[tier] >= rank else 0.0
 
-    def mean_quality(assign: Callable[[int], str]) -> float:
-        return sum(rs[i].monthly_requests * q(i, assign(i)) for i in labelled) / weight
+    labelled_monthly = [rs[i].monthly_requests for i in labelled]
+    labelled_ranks = [ranks[i] for i in labelled]
+
+    def mean_quality(tiers: Sequence[str]) -> float:
+        """The labelled requests' mean quality with the k-th labelled request on tiers[k]."""
+        return (
+            sum(
+                m * (1.0 if position[t] >= rank else 0.0)  # type: ignore[operator]
+                for m, rank, t in zip(labelled_monthly, labelled_ranks, tiers, strict=True)
+            )
+            / weight
+        )
+
+    def constant(tier: str) -> list[str]:
+        return [tier] * len(labelled)
 
     weak, strong = order[0], order[-1]
-    q_weak = mean_quality(lambda i: weak)
-    q_strong = mean_quality(lambda i: strong)
-    per_tier = {t: mean_quality(functools.partial(_constant_tier, t)) for t in order}
+    q_weak = mean_quality(constant(weak))
+    q_strong = mean_quality(constant(strong))
+    per_tier = {t: mean_quality(constant(t)) for t in order}
     values = {
-        "router": mean_quality(lambda i: rs[i].route_tier),
+        "router": mean_quality([rs[i].route_tier for i in labelled]),
         "all_largest": q_strong,
         "all_smallest": q_weak,
         "random": sum(shares[t] * per_tier[t] for t in order),
-        "length": mean_quality(lambda i: length_tiers[i]),
+        "length": mean_quality([length_tiers[i] for i in labelled]),
     }
     gap = q_strong - q_weak
     block: dict[str, Any] = {
@@ -454,8 +473,3 @@ def _alternatives(record: RequestRecord) -> RouteAlternatives:
     """The record's priced alternatives (the routing comparison only takes records that have them)."""
     assert record.alternatives is not None
     return record.alternatives
-
-
-def _constant_tier(tier: str, index: int) -> str:
-    """An assignment that puts every request on `tier`."""
-    return tier
