@@ -177,20 +177,20 @@ def aggregate(
         totals["requests_per_month"] += m
         suite["requests_per_month"] += m
         calls = r.calls
-        cache = r.cache
-        hit = cache in _HITS
+        outcome = r.cache
+        hit = outcome in _HITS
         if hit:
-            served_by = f"cache:{cache}"
+            served_by = f"cache:{outcome}"
         else:
             served_by = calls[-1].tier if calls else r.route_tier
         served[served_by] = served.get(served_by, 0.0) + m
         all_input_m = m * sum(c.input_tokens for c in calls)
         all_input += all_input_m
         if hit:
-            cache_hits[cache] += m
-            cache_saved[cache] += m * sum(c.cost_usd for c in calls)
-            hit_input[cache] += all_input_m
-        elif cache == "bypass":
+            cache_hits[outcome] += m
+            cache_saved[outcome] += m * sum(c.cost_usd for c in calls)
+            hit_input[outcome] += all_input_m
+        elif outcome == "bypass":
             bypassed += m
             extra = r.extra
             reason = "pii" if "pii" in extra else "temperature"

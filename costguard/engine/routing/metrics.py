@@ -403,13 +403,13 @@ def _quality(
         return 1.0 if rank is not None and position[tier] >= rank else 0.0
 
     labelled_monthly = [rs[i].monthly_requests for i in labelled]
-    labelled_ranks = [ranks[i] for i in labelled]
+    labelled_ranks = [rank for rank in ranks if rank is not None]  # in `labelled` order
 
     def mean_quality(tiers: Sequence[str]) -> float:
         """The labelled requests' mean quality with the k-th labelled request on tiers[k]."""
         return (
             sum(
-                m * (1.0 if position[t] >= rank else 0.0)  # type: ignore[operator]
+                m * (1.0 if position[t] >= rank else 0.0)
                 for m, rank, t in zip(labelled_monthly, labelled_ranks, tiers, strict=True)
             )
             / weight
