@@ -30,13 +30,13 @@ def escalate(
     decisions: Sequence[RouteDecision],
     outcomes: dict[int, CacheOutcome],
     results: Sequence[CallResult | None],
-    served: Sequence[tuple[int, int]],
+    served: Sequence[int],
 ) -> tuple[dict[int, tuple[TierCall, CallResult]], CascadeTally | None]:
     """Escalate the first tier's low-confidence answers: a second, priced call on the next tier.
 
     Only requests this run served on `from_tier` (no result-cache hit) can escalate; the
     confidence is the recorded one, else the configured estimate (`costguard.engine.routing.cascade`).
-    `served`: (position in `results`, arrival) of the calls this run served.
+    `served`: the arrivals of the calls this run served (`results` is in arrival order).
     """
     cc = config.cascade
     if cc is None or not cc.enabled:
@@ -50,9 +50,9 @@ def escalate(
     tally = CascadeTally(cc, estimate.method)
     to_tier = config.tier(cc.to_tier)
     planned: list[tuple[int, PlannedCall]] = []
-    for pos, arrival in served:
+    for arrival in served:
         i = order[arrival]
-        result = results[pos]
+        result = results[arrival]
         assert result is not None
         tier = result.tier or decisions[i].tier
         if tier != cc.from_tier or outcomes[i].outcome in ("exact", "semantic"):

@@ -56,6 +56,7 @@ from costguard.engine.traffic import (  # noqa: F401 (Progress, monthly_requests
 )
 from costguard.model.config import StackConfig
 from costguard.model.fixtures import Fixture
+from costguard.model.heap import release_freed_memory
 from costguard.model.pricing import TierPrice
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class Pipeline:
         outcomes: dict[int, CacheOutcome],
         planned: list[PlannedCall],
         results: list[CallResult | None],
-        served: list[tuple[int, int]],
+        served: list[int],
     ) -> dict[int, dict[str, Any]]:
         """Admit every call that reaches a tier to that tier's instance, in arrival order.
 
@@ -156,9 +157,9 @@ class Pipeline:
         assert fleet is not None
         notes: dict[int, dict[str, Any]] = {}
         shared: dict[tuple[Any, str], dict[str, Any]] = {}
-        for pos, arrival in served:
+        for arrival in served:
             i = order[arrival]
-            call, result = planned[pos], results[pos]
+            call, result = planned[arrival], results[arrival]
             assert result is not None
             tier = call.tier.name
             if not fleet.simulates(tier) or result.cached_source != "none":
@@ -282,9 +283,10 @@ class Pipeline:
         self.incomplete_reason = getattr(self.backend, "incomplete_reason", None)
         self.progress("serve", len(arrivals), len(arrivals))
         clock = self._timed("serve", clock)
-        answered = [(a, a) for a in range(n) if results[a] is not None]
-        # (position in `planned`, arrival) of every call of this shard the backend answered
-        served = [(a, a) for a in arrivals if results[a] is not None]
+        # Arrivals (= positions in `planned` and `results`) of every call answered, and of those
+        # of this shard
+        answered = [a for a in range(n) if results[a] is not None]
+        served = [a for a in arrivals if results[a] is not None]
 
         prefix_notes: dict[int, dict[str, Any]] = {}
         if self.prefix is not None:
@@ -296,24 +298,27 @@ class Pipeline:
         self.tokens = replace(self.tokens, ids={}, replies={})
         for call in planned:
             call.prompt_ids = None
+        release_freed_memory()  # their many small buffers, before the records are built
 
         # Judge semantic hits now that recorded responses (if any) are known.
         semantic_notes: dict[int, SemanticHit] = {}
         if self.semantic is not None:
             responses: list[str | None] = [None] * n
-            for pos, arrival in answered:
-                responses[order[arrival]] = _answered(results, pos).text
+            for arrival in answered:
+                responses[order[arrival]] = _answered(results, arrival).text
             judged = {t: [judge(h, fixtures, responses) for h in hits] for t, hits in sweep.items()}
             self.simulation.semantic_threshold = self.semantic.threshold
             self.simulation.semantic_sweep = judged
             self.simulation.semantic_candidates = len(semantic_candidates)
             semantic_notes = {h.index: h for h in judged[self.semantic.threshold]}
 
-        # Who answered what (fixture index -> tier, reply): cache hits are answered with these.
+        # Who answered what (fixture index -> tier, reply): cache hits are answered with these
+        # (quality scoring reads them).
         replies: dict[int, tuple[str, CallResult]] = {}
-        for pos, arrival in answered:
-            reply = _answered(results, pos)
-            replies[order[arrival]] = (reply.tier or decisions[order[arrival]].tier, reply)
+        if self.quality is not None:
+            for arrival in answered:
+                reply = _answered(results, arrival)
+                replies[order[arrival]] = (reply.tier or decisions[order[arrival]].tier, reply)
 
         escalations, tally = escalate(
             self.config, self.router, self.backend, self.tokens, self.prices,
@@ -321,31 +326,37 @@ class Pipeline:
         )  # fmt: skip
         for i, (second, second_result) in escalations.items():
             # an escalated request is answered by the second tier
-            replies[i] = (second.tier, second_result)
+            if self.quality is not None:
+                replies[i] = (second.tier, second_result)
         clock = self._timed("cascade", clock)
         alternatives = route_alternatives(
             self.config, getattr(self.backend, "recordings", None), self.prices, self.tokens,
-            fixtures, batch, {order[arrival] for _, arrival in served},
+            fixtures, batch, {order[arrival] for arrival in served},
         )  # fmt: skip
+        del batch
 
         # The counterfactual: every request on the largest tier, no caches, no cascade.
         largest = self.config.largest
         cf_planned = []
-        for _, arrival in served:
+        for arrival in served:
             i = order[arrival]
             call = plan_call(self.tokens, i, fixtures[i], largest, "counterfactual")
             call.arrival_index = arrival
             cf_planned.append(call)
-        cf_results = counterfactual_results(self._offline(), cf_planned)
+        cf_results: list[CallResult | None] = list(
+            counterfactual_results(self._offline(), cf_planned)
+        )
         del planned, cf_planned  # served: only the results are read from here on
 
         records: list[RequestRecord | None] = [None] * n
         scored: list[tuple[RequestRecord, int, CacheOutcome]] = []
-        for (pos, arrival), cf_result in zip(served, cf_results, strict=True):
+        # Each reply is let go once priced: the records take the place of the replies.
+        for k, arrival in enumerate(served):
             i = order[arrival]
             fx = fixtures[i]
-            result = results[pos]
-            assert result is not None
+            result, cf_result = results[arrival], cf_results[k]
+            results[arrival] = cf_results[k] = None
+            assert result is not None and cf_result is not None
             decision = decisions[i]
             if result.tier is not None:  # an external router chose when it served the request
                 decision = RouteDecision(result.tier, "external router (reply model)")
@@ -387,7 +398,8 @@ class Pipeline:
                 extra=extra,
                 alternatives=alternatives.get(i),
             )
-            scored.append((record, i, outcome))
+            if self.quality is not None:
+                scored.append((record, i, outcome))
         clock = self._timed("records", clock)
         if self.quality is not None:
             score_answers(
