@@ -378,25 +378,28 @@ class Pipeline:
                 }
             if i in prefix_notes:
                 extra["prefix"] = prefix_notes[i]
+            # Positional, in RequestRecord's field order (one per request of 100k-request runs;
+            # matching 19 keywords cost more than building the record).
             record = records[i] = RequestRecord(
-                fixture_id=fx.id,
-                suite=fx.suite,
-                location=fx.location,
-                content_hash=fx.content_hash,
-                weight=fx.weight,
-                monthly_requests=monthly[i],
-                arrival_index=arrival,
-                arrival_s=round(times[arrival], 3),
-                route_tier=decision.tier,
-                route_reason=decision.reason,
-                route_score=decision.score,
-                route_label=fx.label,
-                cache=outcome.outcome,
-                cache_detail=outcome.detail,
-                calls=[primary, escalations[i][0]] if i in escalations else [primary],
-                counterfactual=cf,
-                extra=extra,
-                alternatives=alternatives.get(i),
+                fx.id,  # fixture_id
+                fx.suite,
+                fx.location,
+                fx.content_hash,
+                fx.weight,
+                monthly[i],  # monthly_requests
+                arrival,  # arrival_index
+                decision.tier,  # route_tier
+                decision.reason,  # route_reason
+                decision.score,  # route_score
+                fx.label,  # route_label
+                round(times[arrival], 3),  # arrival_s
+                outcome.outcome,  # cache
+                outcome.detail,  # cache_detail
+                [primary, escalations[i][0]] if i in escalations else [primary],  # calls
+                cf,  # counterfactual
+                None,  # quality
+                extra,
+                alternatives.get(i),
             )
             if self.quality is not None:
                 scored.append((record, i, outcome))
