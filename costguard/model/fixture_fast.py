@@ -77,21 +77,28 @@ def fast_fixture(
     expect = _expect(data, strings)
     if expect is None:
         return None
+    # Positional, in Fixture's field order (one per line of 100k-line files; matching 14
+    # keyword arguments cost more than building the fixture).
     return Fixture(
-        id=fid,
-        suite=suite or default_suite,
-        weight=weight,
-        messages=messages,
-        sampling=sampling,
-        expect=expect,
-        file=display,
-        line=line,
-        model=data.get("model"),
-        label=data.get("label"),
-        tags=list(tags),
-        skip=data.get("skip"),
-        xfail=data.get("xfail"),
-        _sampling_json=sampling_json,
+        fid,  # id
+        suite or default_suite,
+        weight,
+        messages,
+        sampling,
+        expect,
+        display,  # file
+        line,
+        data.get("model"),
+        data.get("label"),
+        list(tags),
+        data.get("skip"),
+        data.get("xfail"),
+        [],  # templates
+        None,  # tools
+        None,  # tool_choice
+        None,  # _hash
+        None,  # _messages_digest
+        sampling_json,  # _sampling_json
     )
 
 
