@@ -7,9 +7,11 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from costguard.model.fixture_spec import canonical_json
 from costguard.model.fixtures import Fixture, Sampling, load_fixtures, tool_fields
 from costguard.text.tokenization import TokenCountCache, messages_key
 
@@ -89,3 +91,19 @@ def test_cold_token_cache_stores_every_prompt_in_key_order(tmp_path: Path) -> No
     cache.put_many("fp", rows)
     assert cache.get_many("fp", [k for k, _ in rows]) == dict(rows)
     cache.close()
+
+
+def test_system_prompt_memo_stays_within_its_budget_and_keys_stay_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from costguard.model import fixture_record
+
+    monkeypatch.setattr(fixture_record, "_shared", {})
+    monkeypatch.setattr(fixture_record, "_shared_chars", [0])
+    monkeypatch.setattr(fixture_record, "SHARED_JSON_CHARS", 100)
+    short, long = 'be "brief"\n', "x\u00e9" * 200
+    for content in (short, long, short, long):
+        messages = [{"role": "system", "content": content}, {"role": "user", "content": "hi"}]
+        assert fixture_record._messages_json(messages) == canonical_json(messages)
+    assert list(fixture_record._shared) == [short]  # the long one is over budget: not kept
+    assert fixture_record._shared_chars[0] <= 100

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -222,14 +223,19 @@ def _replay(
     clock: float,
 ) -> Replay:
     config = project.config
-    inputs = project.input_hashes()
-    prices = project.prices()
-    fleet = build_prefix_fleet(project)
+    # The input files' hashes on a thread while tokens are counted (hashing and reading files
+    # leave the interpreter to this thread).
+    with ThreadPoolExecutor(1, thread_name_prefix="costguard-inputs") as hashing:
+        hashed = hashing.submit(project.input_hashes)
+        prices = project.prices()
+        fleet = build_prefix_fleet(project)
+        clock = lap(stages, "inputs", clock)
+        tokens = count_prompt_tokens(
+            project, keep_ids=list(fleet.instances) if fleet else (), progress=progress
+        )
+        clock = lap(stages, "tokens", clock)
+        inputs = hashed.result()
     clock = lap(stages, "inputs", clock)
-    tokens = count_prompt_tokens(
-        project, keep_ids=list(fleet.instances) if fleet else (), progress=progress
-    )
-    clock = lap(stages, "tokens", clock)
     router = build_router(config, project=project, live=backend != "offline")
     with open_backend(
         project, backend, settings=settings, progress=progress, notify=notify

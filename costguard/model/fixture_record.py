@@ -132,5 +132,27 @@ def _messages_json(messages: list[dict[str, Any]]) -> str:
         content, role = message.get("content"), message.get("role")
         if type(content) is not str or type(role) is not str:
             return canonical_json(messages)
-        parts.append(f'{{"content":{_string_json(content)},"role":{_string_json(role)}}}')
+        if role in _SHARED_ROLES:
+            content_json = _shared_json(content)
+        else:
+            content_json = _string_json(content)
+        parts.append(f'{{"content":{content_json},"role":{_string_json(role)}}}')
     return "[" + ",".join(parts) + "]"
+
+
+_SHARED_ROLES = frozenset({"system", "developer"})  # their texts repeat across requests
+SHARED_JSON_CHARS = 4_000_000  # the memo below holds at most this many characters of text
+_shared: dict[str, str] = {}
+_shared_chars = [0]
+
+
+def _shared_json(text: str) -> str:
+    """`_string_json(text)` for texts that repeat across requests (system prompts): each
+    distinct one escaped once per process, within a bounded memo."""
+    escaped = _shared.get(text)
+    if escaped is None:
+        escaped = _string_json(text)
+        if _shared_chars[0] + len(text) + len(escaped) <= SHARED_JSON_CHARS:
+            _shared[text] = escaped
+            _shared_chars[0] += len(text) + len(escaped)
+    return escaped
