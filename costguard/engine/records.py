@@ -50,6 +50,7 @@ class TierCall:
 
     def to_dict(self) -> dict[str, Any]:
         # Hand-written rather than dataclasses.asdict: this runs for every call of 100k-request runs.
+        output_source = self.output_source
         out = {
             "tier": self.tier,
             "stage": self.stage,
@@ -58,21 +59,26 @@ class TierCall:
             "output_tokens": self.output_tokens,
             "input_source": self.input_source,
             "cached_source": self.cached_source,
-            "output_source": self.output_source,
+            "output_source": output_source,
             "cost_usd": self.cost_usd,
             "cost_estimated": self.cost_estimated,
-            "estimated": self.estimated,
+            "estimated": (  # the `estimated` property, inline
+                output_source in ESTIMATED_OUTPUT
+                or self.input_source == "approximate"
+                or self.cost_estimated
+            ),
         }
-        for key in (
-            "latency_s",
-            "latency_source",
-            "confidence",
-            "confidence_source",
-            "response_ref",
-        ):
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
+        # The optional fields, in this order, where set (offline calls have none of them).
+        if self.latency_s is not None:
+            out["latency_s"] = self.latency_s
+        if self.latency_source is not None:
+            out["latency_source"] = self.latency_source
+        if self.confidence is not None:
+            out["confidence"] = self.confidence
+        if self.confidence_source is not None:
+            out["confidence_source"] = self.confidence_source
+        if self.response_ref is not None:
+            out["response_ref"] = self.response_ref
         return out
 
     @classmethod
@@ -153,7 +159,18 @@ class RequestRecord:
     def to_dict(self) -> dict[str, Any]:
         # The derived figures from one pass over the billed calls (same sums, same order, as the
         # properties): this runs for every record of 100k-request runs.
-        billed = self.billed_calls
+        hit = self.cache in ("exact", "semantic")  # cache_hit, inline
+        calls = self.calls
+        billed = () if hit else calls
+        if len(billed) == 1:  # the usual case: the sums over one call (0 + x, as `sum` adds)
+            (c,) = billed
+            n_in, n_cached, n_out = c.input_tokens, c.cached_tokens, c.output_tokens
+            cost, estimated = 0 + c.cost_usd, c.estimated
+        else:
+            n_in = sum(c.input_tokens for c in billed)
+            n_cached = sum(c.cached_tokens for c in billed)
+            n_out = sum(c.output_tokens for c in billed)
+            cost, estimated = sum(c.cost_usd for c in billed), any(c.estimated for c in billed)
         out: dict[str, Any] = {
             "id": self.fixture_id,
             "suite": self.suite,
@@ -167,13 +184,13 @@ class RequestRecord:
             "cache": {"outcome": self.cache, "detail": self.cache_detail},
             "served_by": self.served_by,
             "escalated": self.escalated,
-            "input_tokens": sum(c.input_tokens for c in billed),
-            "cached_tokens": sum(c.cached_tokens for c in billed),
-            "output_tokens": sum(c.output_tokens for c in billed),
-            "cost_usd": sum(c.cost_usd for c in billed),
-            "saved_by_cache_usd": self.saved_by_cache_usd,
-            "estimated": any(c.estimated for c in billed),
-            "calls": [c.to_dict() for c in self.calls],
+            "input_tokens": n_in,
+            "cached_tokens": n_cached,
+            "output_tokens": n_out,
+            "cost_usd": cost,
+            "saved_by_cache_usd": sum(c.cost_usd for c in calls) if hit else 0.0,
+            "estimated": estimated,
+            "calls": [c.to_dict() for c in calls],
             "counterfactual": self.counterfactual.to_dict() if self.counterfactual else None,
         }
         if self.quality is not None:

@@ -41,6 +41,7 @@ def normalize_text(text: str, steps: Sequence[str]) -> str:
 MEMO_MAX_ENTRIES = 4096
 MEMO_MIN_CHARS = 1024  # texts this long (system prompts, documents) tend to repeat across requests
 _SHARED_ROLES = frozenset({"system", "developer"})  # so do the texts of these roles, however short
+_ROLE_KEYS = {r: r for r in ("system", "developer", "user", "assistant", "tool")}  # already normal
 
 
 def exact_key(
@@ -56,31 +57,37 @@ def exact_key(
     (serialised once per fixture). `memo` keeps the normalised form of long texts across calls
     with the same `normalize` (a system prompt shared by many requests is normalised once).
     """
-    parts = [fixture.model or "", fixture.sampling_json]
+    # Each part framed as f"{len(part)}:{part}" as it is made (this runs for every request of
+    # 100k-request runs).
+    model, sampling = fixture.model or "", fixture.sampling_json
+    framed = [f"{len(model)}:{model}", f"{len(sampling)}:{sampling}"]
+    append = framed.append
     for m in fixture.messages:
         role = m["role"]
-        parts.append(role.strip().lower())
+        role_key = _ROLE_KEYS.get(role) or role.strip().lower()
+        append(f"{len(role_key)}:{role_key}")
         content = m.get("content")
         text = content if type(content) is str else message_text(m)
         # System prompts and long texts (documents) repeat across requests: normalised once.
-        if memo is not None and (len(text) >= MEMO_MIN_CHARS or role in _SHARED_ROLES):
+        if memo is not None and (role in _SHARED_ROLES or len(text) >= MEMO_MIN_CHARS):
             normalized = memo.get(text)
             if normalized is None:
                 normalized = normalize_text(text, normalize)
                 if len(memo) < MEMO_MAX_ENTRIES:  # distinct documents per request: bounded
                     memo[text] = normalized
-            parts.append(normalized)
         else:
-            parts.append(normalize_text(text, normalize))
+            normalized = normalize_text(text, normalize)
+        append(f"{len(normalized)}:{normalized}")
         if len(m) == 2 and "content" in m:  # {"role", "content"}: no tool fields
-            parts.append("")
+            append("0:")
             continue
         extras = {k: m[k] for k in ("tool_calls", "tool_call_id", "name") if k in m}
-        parts.append(canonical_json(extras) if extras else "")
+        extra = canonical_json(extras) if extras else ""
+        append(f"{len(extra)}:{extra}")
     tools = tool_fields(fixture.tools, fixture.tool_choice)
-    parts.append(canonical_json(tools) if tools else "")
-    framed = "".join([f"{len(part)}:{part}" for part in parts])
-    return hashlib.sha256(framed.encode("utf-8", "surrogatepass")).hexdigest()
+    tools_json = canonical_json(tools) if tools else ""
+    append(f"{len(tools_json)}:{tools_json}")
+    return hashlib.sha256("".join(framed).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def temperature_gate(fixture: Fixture, max_temperature: float) -> str | None:
