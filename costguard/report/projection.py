@@ -50,6 +50,8 @@ class _LatencySums:
         """A request a model served (its billed calls, none empty) and its requests per month."""
         self.model_requests += 1
         self.served_traffic += monthly
+        if len(billed) == 1 and billed[0].latency_s is None:  # offline: no latency measured
+            return
         if all(c.latency_s is not None for c in billed):
             self.values.append(sum(c.latency_s or 0.0 for c in billed))
             self.weights.append(monthly)
@@ -184,7 +186,8 @@ def aggregate(
         else:
             served_by = calls[-1].tier if calls else r.route_tier
         served[served_by] = served.get(served_by, 0.0) + m
-        all_input_m = m * sum(c.input_tokens for c in calls)
+        one = calls[0] if len(calls) == 1 else None  # the usual case: no generator needed
+        all_input_m = m * (one.input_tokens if one else sum(c.input_tokens for c in calls))
         all_input += all_input_m
         if hit:
             cache_hits[outcome] += m
@@ -197,7 +200,7 @@ def aggregate(
             bypass_reasons[reason] = bypass_reasons.get(reason, 0.0) + m
             for detector in extra.get("pii", ()):
                 pii[detector] = pii.get(detector, 0.0) + m
-        if any(c.stage == "escalation" for c in calls):
+        if (one.stage == "escalation") if one else any(c.stage == "escalation" for c in calls):
             escalated += m
             escalation_cost += m * sum(c.cost_usd for c in calls if c.stage == "escalation")
         if r.counterfactual is not None:
@@ -214,13 +217,16 @@ def aggregate(
                 tier = tiers[call.tier]
                 tier["calls_per_month"] += m
                 estimated = call.estimated
+                # The call's monthly figures, added to the run's, its suite's and its tier's.
+                m_in, m_cached = m * call.input_tokens, m * call.cached_tokens
+                m_out, m_cost = m * call.output_tokens, m * call.cost_usd
                 for block in (totals, suite, tier):
-                    block["input_tokens_per_month"] += m * call.input_tokens
-                    block["cached_tokens_per_month"] += m * call.cached_tokens
-                    block["output_tokens_per_month"] += m * call.output_tokens
-                    block["cost_per_month"] += m * call.cost_usd
+                    block["input_tokens_per_month"] += m_in
+                    block["cached_tokens_per_month"] += m_cached
+                    block["output_tokens_per_month"] += m_out
+                    block["cost_per_month"] += m_cost
                     if estimated:
-                        block["estimated_cost_per_month"] += m * call.cost_usd
+                        block["estimated_cost_per_month"] += m_cost
                 saved = m * cached_saving[call.tier](call.cached_tokens)
                 prefix_saved += saved
                 suite_saved.saved += saved
