@@ -299,7 +299,7 @@ def test_the_number_scan_finds_what_the_plain_pattern_finds() -> None:
     check()
 
 
-def _exact_key_reference(fixture: Fixture, normalize: tuple[str, ...]) -> str:
+def _exact_key_reference(fixture: Fixture, normalize: tuple[str, ...]) -> bytes:
     """The exact-cache key as first written (no memo, no shortcuts)."""
     import hashlib
 
@@ -314,7 +314,7 @@ def _exact_key_reference(fixture: Fixture, normalize: tuple[str, ...]) -> str:
     tools = tool_fields(fixture.tools, fixture.tool_choice)
     parts.append(canonical_json(tools) if tools else "")
     framed = "".join(f"{len(part)}:{part}" for part in parts)
-    return hashlib.sha256(framed.encode("utf-8", "surrogatepass")).hexdigest()
+    return hashlib.sha256(framed.encode("utf-8", "surrogatepass")).digest()
 
 
 def test_exact_keys_with_the_memo_are_the_plain_keys(tmp_path: Path) -> None:

@@ -28,7 +28,6 @@ from costguard.engine.backends.offline import OfflineBackend
 from costguard.engine.caches.exact import CacheOutcome
 from costguard.engine.caches.semantic import SemanticHit, judge, semantic_scope, semantic_text
 from costguard.engine.escalation import escalate
-from costguard.engine.forked import Forked
 from costguard.engine.pipeline_io import (  # noqa: F401 (re-exported)
     CacheSimulation,
     PromptTokens,
@@ -37,7 +36,7 @@ from costguard.engine.pipeline_io import (  # noqa: F401 (re-exported)
 )
 from costguard.engine.quality.assess import QualityScorer
 from costguard.engine.records import RequestRecord, TierCall
-from costguard.engine.result_caches import ResultCachePass, ResultCaches
+from costguard.engine.result_caches import ResultCaches, StartedPass
 from costguard.engine.routing.router import (
     RouteDecision,
     RouteInput,
@@ -216,7 +215,7 @@ class Pipeline:
         fixtures: Sequence[Fixture],
         *,
         shard: tuple[int, int] | None = None,
-        result_caches: Forked[ResultCachePass] | None = None,
+        result_caches: StartedPass | None = None,
     ) -> list[RequestRecord]:
         """Records for every fixture, or for one shard's share of the arrival order.
 

@@ -1,9 +1,12 @@
 """The result-cache pass: every request, in arrival order, through the PII guard and the exact
 cache, and marked for the semantic layer where it may be looked up there.
 
-The pass needs only the fixtures and the config (not token counts, routes or replies), so a run
-can start it in a second process while this one counts tokens and routes (`start_pass`): the
-same code on the same fixtures, so the outcomes are the ones this process would compute.
+The pass needs only the fixtures and the config (not token counts, routes or replies). Most of
+its work does not depend on the order (the arrival order itself, what the PII guard finds in each
+request, each request's exact-cache key: `ResultCaches.prepare`), so a run prepares it in a
+second process while this one counts tokens and routes, and then runs the ordered lookups here
+(`start_pass`): the same code on the same fixtures, so the outcomes are the ones this process
+would compute.
 """
 
 from __future__ import annotations
@@ -23,6 +26,18 @@ from costguard.model.fixtures import Fixture
 # Below this many fixtures the pass runs in this process: a second process pays for itself
 # only when the pass takes longer than starting one and sending its outcomes back.
 FORK_MIN_FIXTURES = 20_000
+
+
+@dataclass
+class PreparedPass:
+    """What the pass computes before its ordered lookups: the arrival order and times, and per
+    fixture index what the PII guard found (only where it found something) and the exact
+    cache's key (None: no exact cache, PII found, or sampling keeps the request out)."""
+
+    order: list[int]
+    times: list[float]
+    pii: dict[int, list[str]]
+    exact_keys: list[bytes | None]
 
 
 @dataclass
@@ -60,13 +75,35 @@ class ResultCaches:
         )
         self._shared: dict[tuple[str, str | None], CacheOutcome] = {}
 
-    def run(self, fixtures: Sequence[Fixture]) -> ResultCachePass:
-        """The whole pass over `fixtures`, in the config's seeded arrival order."""
+    def prepare(self, fixtures: Sequence[Fixture]) -> PreparedPass:
+        """The pass's work that does not depend on the arrival order (see PreparedPass)."""
         order = arrival_order(fixtures, self.config.traffic.seed)
         times = arrival_times(len(fixtures), self.config)
+        pii: dict[int, list[str]] = {}
+        keys: list[bytes | None] = [None] * len(fixtures)
+        for i, fixture in enumerate(fixtures):
+            if self.pii is not None:
+                found = self.pii.scan(fixture)
+                if found:
+                    pii[i] = found
+                    continue  # bypassed: never looked up in the exact cache
+            if self.exact_cache is not None:
+                keys[i] = self.exact_cache.key(fixture)
+        return PreparedPass(order, times, pii, keys)
+
+    def run(
+        self, fixtures: Sequence[Fixture], prepared: PreparedPass | None = None
+    ) -> ResultCachePass:
+        """The whole pass over `fixtures`, in the config's seeded arrival order (`prepared`:
+        its `prepare(fixtures)`, where it was computed elsewhere)."""
+        if prepared is None:
+            prepared = self.prepare(fixtures)
+        order, times, pii, keys = prepared.order, prepared.times, prepared.pii, prepared.exact_keys
         out = ResultCachePass(order, times, {})
         for arrival, i in enumerate(order):
-            outcome, found, semantic = self.lookup(i, fixtures[i], times[arrival])
+            outcome, found, semantic = self.lookup(
+                i, fixtures[i], times[arrival], pii.get(i, []), keys[i]
+            )
             out.outcomes[i] = outcome
             if found:
                 out.pii[i] = found
@@ -85,17 +122,16 @@ class ResultCaches:
         return shared
 
     def lookup(
-        self, index: int, fixture: Fixture, now: float
+        self, index: int, fixture: Fixture, now: float, found: list[str], key: bytes | None
     ) -> tuple[CacheOutcome, list[str], bool]:
-        """PII guard, then the exact cache: (outcome, PII detectors matched, reaches the semantic layer)."""
-        if self.pii is not None:
-            found = self.pii.scan(fixture)
-            if found:
-                return self._outcome("bypass", "PII: " + ", ".join(found)), found, False
+        """PII guard, then the exact cache: (outcome, PII detectors matched, reaches the semantic
+        layer). `found`, `key`: what `prepare` found in the request and its exact-cache key."""
+        if found:
+            return self._outcome("bypass", "PII: " + ", ".join(found)), found, False
         gates: list[str] = []
         outcome = None
         if self.exact_cache is not None:
-            outcome = self.exact_cache.lookup(fixture, index=index, now=now)
+            outcome = self.exact_cache.lookup(fixture, index=index, now=now, key=key)
             if outcome.outcome == "exact":
                 return outcome, [], False
             if outcome.outcome == "bypass":
@@ -129,10 +165,44 @@ class ResultCaches:
         return True if gate is None else gate
 
 
+class StartedPass:
+    """A result-cache pass whose preparation runs in a second process (where there is one);
+    `.result()` waits for it and runs the ordered lookups here."""
+
+    def __init__(
+        self, config: StackConfig, fixtures: Sequence[Fixture], *, fork: bool = True
+    ) -> None:
+        caches = ResultCaches(config)
+        self._caches: ResultCaches | None = caches
+        self._fixtures = fixtures
+        self._prepared = Forked(lambda: caches.prepare(fixtures), fork=fork)
+
+    @property
+    def forked(self) -> bool:
+        """Whether the preparation came from a forked process."""
+        return self._prepared.forked
+
+    def result(self) -> ResultCachePass:
+        """The pass (once: the caches' entries, a key per request, are let go after it)."""
+        caches, self._caches = self._caches, None
+        if caches is None:
+            raise RuntimeError("the result-cache pass was already taken")
+        return caches.run(self._fixtures, self._prepared.result())
+
+    def close(self) -> None:
+        self._prepared.close()
+
+    def __enter__(self) -> StartedPass:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def start_pass(
     config: StackConfig, fixtures: Sequence[Fixture], *, fork_min: int | None = None
-) -> Forked[ResultCachePass]:
-    """The result-cache pass, started in a second process when there are at least `fork_min`
+) -> StartedPass:
+    """The result-cache pass, prepared in a second process when there are at least `fork_min`
     (default FORK_MIN_FIXTURES) fixtures, a second core and `fork`; `.result()` waits for it."""
     least = FORK_MIN_FIXTURES if fork_min is None else fork_min
-    return Forked(lambda: ResultCaches(config).run(fixtures), fork=len(fixtures) >= least)
+    return StartedPass(config, fixtures, fork=len(fixtures) >= least)

@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from costguard.engine.backends import Backend
 from costguard.engine.backends.factory import open_backend
-from costguard.engine.forked import Forked
 from costguard.engine.pipeline import CacheSimulation, Pipeline, PromptTokens
 from costguard.engine.project import Project
 from costguard.engine.quality.scorers.judge import recorded_judge_keys
 from costguard.engine.recordings import RecordingAudit, RecordingStore
 from costguard.engine.records import RequestRecord
-from costguard.engine.result_caches import ResultCachePass, start_pass
+from costguard.engine.result_caches import StartedPass, start_pass
 from costguard.engine.routing.factory import build_router
 from costguard.engine.routing.router import RoutingRun
 from costguard.engine.traffic import Progress
@@ -212,7 +211,7 @@ def replay(
 
 def _replay(
     project: Project,
-    result_caches: Forked[ResultCachePass],
+    result_caches: StartedPass,
     *,
     backend: str,
     progress: Progress | None,

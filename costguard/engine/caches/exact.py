@@ -48,9 +48,9 @@ def exact_key(
     fixture: Fixture,
     normalize: Sequence[str] = DEFAULT_NORMALIZE,
     memo: dict[str, str] | None = None,
-) -> str:
-    """Normalised key: requested model, sampling parameters, the full message list (tool calls
-    and results never normalised away) and the request's tools.
+) -> bytes:
+    """Normalised key (a sha256 digest): requested model, sampling parameters, the full message
+    list (tool calls and results never normalised away) and the request's tools.
 
     Each part is length-prefixed and every message gives three parts, so no two different
     requests share a key; the sampling parameters come from the fixture's canonical JSON
@@ -87,7 +87,8 @@ def exact_key(
     tools = tool_fields(fixture.tools, fixture.tool_choice)
     tools_json = canonical_json(tools) if tools else ""
     append(f"{len(tools_json)}:{tools_json}")
-    return hashlib.sha256("".join(framed).encode("utf-8", "surrogatepass")).hexdigest()
+    # The raw digest (33 bytes less than its hex form, per cached request held).
+    return hashlib.sha256("".join(framed).encode("utf-8", "surrogatepass")).digest()
 
 
 def temperature_gate(fixture: Fixture, max_temperature: float) -> str | None:
@@ -112,22 +113,32 @@ class ExactResultCache:
         self.ttl_s = ttl_s
         self.normalize = tuple(normalize)
         self._entries: dict[
-            str, tuple[int, str, float]
+            bytes, tuple[int, str, float]
         ] = {}  # key -> (index, fixture id, stored at)
         self.expired = 0  # lookups that found an entry older than the TTL
         self._normalized: dict[str, str] = {}  # long message text -> its normalised form
 
-    def lookup(self, fixture: Fixture, *, index: int = -1, now: float = 0.0) -> CacheOutcome:
+    def key(self, fixture: Fixture) -> bytes | None:
+        """The request's key in this cache, or None when its sampling keeps it out."""
+        if temperature_gate(fixture, self.max_temperature) is not None:
+            return None
+        return exact_key(fixture, self.normalize, self._normalized)
+
+    def lookup(
+        self, fixture: Fixture, *, index: int = -1, now: float = 0.0, key: bytes | None = None
+    ) -> CacheOutcome:
         """Look the request up at traffic time `now`; on a miss its answer is stored.
 
         Requests are replayed in arrival order, so "stored" means: the next identical request
         within `ttl_s` is served from this one's answer. An expired entry is a miss and is
-        refreshed by the request that found it.
+        refreshed by the request that found it. `key`: the request's `key()`, where it was
+        derived beforehand.
         """
         gate = temperature_gate(fixture, self.max_temperature)
         if gate is not None:
             return CacheOutcome("bypass", gate)
-        key = exact_key(fixture, self.normalize, self._normalized)
+        if key is None:
+            key = exact_key(fixture, self.normalize, self._normalized)
         entry = self._entries.get(key)
         if entry is not None:
             first_index, first_id, stored_at = entry

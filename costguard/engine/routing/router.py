@@ -29,7 +29,7 @@ class RouteInput:
     prompt_tokens: int  # counted with the router's tokenizer tier
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteDecision:
     tier: str
     reason: str
@@ -157,6 +157,12 @@ class RulesRouter:
     def __init__(self, config: RulesRouterConfig) -> None:
         self.config = config
         self._regex = [re.compile(r.regex) if r.regex else None for r in config.rules]
+        # One decision per rule, shared by every request it routes (nothing changes a decision;
+        # 100k-request runs hold one per request).
+        self._decisions = [
+            RouteDecision(r.tier, f"rule {i + 1}") for i, r in enumerate(config.rules)
+        ]
+        self._default = RouteDecision(config.default_tier, "default tier")
 
     def route(self, batch: Sequence[RouteInput]) -> list[RouteDecision]:
         return [self._one(item) for item in batch]
@@ -173,8 +179,8 @@ class RulesRouter:
             pattern = self._regex[i]
             if pattern is not None and not pattern.search(fx.last_user_text):
                 continue
-            return RouteDecision(rule.tier, f"rule {i + 1}")
-        return RouteDecision(self.config.default_tier, "default tier")
+            return self._decisions[i]
+        return self._default
 
 
 class LengthRouter:
