@@ -50,7 +50,6 @@ class TierCall:
 
     def to_dict(self) -> dict[str, Any]:
         # Hand-written rather than dataclasses.asdict: this runs for every call of 100k-request runs.
-        output_source = self.output_source
         out = {
             "tier": self.tier,
             "stage": self.stage,
@@ -59,14 +58,10 @@ class TierCall:
             "output_tokens": self.output_tokens,
             "input_source": self.input_source,
             "cached_source": self.cached_source,
-            "output_source": output_source,
+            "output_source": self.output_source,
             "cost_usd": self.cost_usd,
             "cost_estimated": self.cost_estimated,
-            "estimated": (  # the `estimated` property, inline
-                output_source in ESTIMATED_OUTPUT
-                or self.input_source == "approximate"
-                or self.cost_estimated
-            ),
+            "estimated": self.estimated,
         }
         # The optional fields, in this order, where set (offline calls have none of them).
         if self.latency_s is not None:
@@ -159,7 +154,7 @@ class RequestRecord:
     def to_dict(self) -> dict[str, Any]:
         # The derived figures from one pass over the billed calls (same sums, same order, as the
         # properties): this runs for every record of 100k-request runs.
-        hit = self.cache in ("exact", "semantic")  # cache_hit, inline
+        hit = self.cache_hit
         calls = self.calls
         billed = () if hit else calls
         if len(billed) == 1:  # the usual case: the sums over one call (0 + x, as `sum` adds)

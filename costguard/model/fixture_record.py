@@ -132,7 +132,7 @@ def _messages_json(messages: list[dict[str, Any]]) -> str:
         content, role = message.get("content"), message.get("role")
         if type(content) is not str or type(role) is not str:
             return canonical_json(messages)
-        if role in _SHARED_ROLES:
+        if role in SHARED_ROLES:
             content_json = _shared_json(content)
         else:
             content_json = _string_json(content)
@@ -140,7 +140,7 @@ def _messages_json(messages: list[dict[str, Any]]) -> str:
     return "[" + ",".join(parts) + "]"
 
 
-_SHARED_ROLES = frozenset({"system", "developer"})  # their texts repeat across requests
+SHARED_ROLES = frozenset({"system", "developer"})  # their texts repeat across requests
 SHARED_JSON_CHARS = 4_000_000  # the memo below holds at most this many characters of text
 _shared: dict[str, str] = {}
 _shared_chars = [0]

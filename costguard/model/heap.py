@@ -8,6 +8,7 @@ for garbage it does not hold. On 100k fixtures that was a quarter of a warm run.
 
 from __future__ import annotations
 
+import functools
 import gc
 import sys
 from collections.abc import Iterator
@@ -55,22 +56,17 @@ def release_freed_memory() -> None:
         trim(0)
 
 
-_TRIM: list[Any] = []
-
-
+@functools.cache
 def _malloc_trim() -> Any:
     """glibc's malloc_trim, or None (another C library, another system)."""
-    if not _TRIM:
-        trim = None
-        if sys.platform.startswith("linux"):
-            import ctypes
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-            try:
-                trim = ctypes.CDLL(None).malloc_trim
-            except (OSError, AttributeError):
-                trim = None
-            if trim is not None:
-                trim.argtypes = [ctypes.c_size_t]
-                trim.restype = ctypes.c_int
-        _TRIM.append(trim)
-    return _TRIM[0]
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim

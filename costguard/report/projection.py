@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from costguard.engine.quality.assess import quality_section
-from costguard.engine.records import RequestRecord, TierCall
+from costguard.engine.records import RequestRecord
 from costguard.engine.routing.metrics import router_overhead, routing_details
 from costguard.engine.routing.router import RoutingRun
 from costguard.model.config import StackConfig
 from costguard.model.pricing import TierPrice
 from costguard.model.stats import weighted_distribution
+from costguard.report.latency import LatencySums
 
 if TYPE_CHECKING:
     from costguard.engine.pipeline import CacheSimulation
@@ -31,60 +32,14 @@ def _usage_block() -> dict[str, Any]:
     }
 
 
-class _LatencySums:
-    """End-to-end latency of the requests a model served, where every call's latency was measured.
-
-    Cache hits are left out (no model call; their latency is not measured), and so are requests
-    with a call of unknown latency; `coverage` is the measured share of model-served traffic.
-    """
-
-    __slots__ = ("values", "weights", "model_requests", "served_traffic")
-
-    def __init__(self) -> None:
-        self.values: list[float] = []
-        self.weights: list[float] = []
-        self.model_requests = 0
-        self.served_traffic = 0.0
-
-    def add(self, billed: Sequence[TierCall], monthly: float) -> None:
-        """A request a model served (its billed calls, none empty) and its requests per month."""
-        self.model_requests += 1
-        self.served_traffic += monthly
-        if len(billed) == 1 and billed[0].latency_s is None:  # offline: no latency measured
-            return
-        if all(c.latency_s is not None for c in billed):
-            self.values.append(sum(c.latency_s or 0.0 for c in billed))
-            self.weights.append(monthly)
-
-    def section(self) -> dict[str, Any] | None:
-        """None when no latency was measured at all (offline without recorded responses)."""
-        if not self.values:
-            return None
-        return {
-            "e2e_s": weighted_distribution(self.values, self.weights),
-            "measured_requests": len(self.values),
-            "model_requests": self.model_requests,
-            "coverage": sum(self.weights) / self.served_traffic if self.served_traffic else 0.0,
-        }
-
-
-class _Saved:
-    """What cached prompt tokens saved (a suite's share of the prefix caches' saving)."""
-
-    __slots__ = ("saved",)
-
-    def __init__(self) -> None:
-        self.saved = 0.0
-
-
-class _PrefixTier(_Saved):
+class _PrefixTier:
     """A tier's prefix-cache sums beyond its usage block: $ saved, calls that reused a block."""
 
-    __slots__ = ("simulated", "calls_with_hits")
+    __slots__ = ("simulated", "saved", "calls_with_hits")
 
     def __init__(self, simulated: bool) -> None:
-        super().__init__()
         self.simulated = simulated
+        self.saved = 0.0
         self.calls_with_hits = 0.0
 
 
@@ -94,7 +49,7 @@ class _PrefixSums:
     def __init__(self, config: StackConfig, simulation: CacheSimulation | None) -> None:
         simulated = simulation.prefix if simulation else {}
         self.tiers = {t.name: _PrefixTier(t.name in simulated) for t in config.tiers}
-        self.suites: dict[str, _Saved] = {}
+        self.suites: dict[str, float] = {}  # suite -> $ saved
         self.calls = 0.0  # billed calls on simulated tiers, per month
         self.calls_with_hits = 0.0  # ... that reused any cached block
         self.generated: dict[str, int] = {}  # records per kind of generated-block note
@@ -168,13 +123,13 @@ def aggregate(
     hit_input = {"exact": 0.0, "semantic": 0.0}
     bypass_reasons: dict[str, float] = {}
     pii: dict[str, float] = {}
-    latency = _LatencySums()
+    latency = LatencySums()
     for r in records:
         m = r.monthly_requests
         suite = suites.get(r.suite)
         if suite is None:
             suite = suites[r.suite] = {**_usage_block(), "fixtures": 0}
-            prefix.suites[r.suite] = _Saved()
+            prefix.suites[r.suite] = 0.0
         suite["fixtures"] += 1
         totals["requests_per_month"] += m
         suite["requests_per_month"] += m
@@ -212,7 +167,6 @@ def aggregate(
         cost: float = 0  # an int 0 when nothing is billed, as `sum` gives
         n_in = n_cached = n_out = 0
         if not hit:
-            suite_saved = prefix.suites[r.suite]
             for call in calls:
                 tier = tiers[call.tier]
                 tier["calls_per_month"] += m
@@ -229,7 +183,7 @@ def aggregate(
                         block["estimated_cost_per_month"] += m_cost
                 saved = m * cached_saving[call.tier](call.cached_tokens)
                 prefix_saved += saved
-                suite_saved.saved += saved
+                prefix.suites[r.suite] += saved
                 sums = prefix_tiers[call.tier]
                 sums.saved += saved
                 if call.cached_tokens:
@@ -483,7 +437,7 @@ def _prefix_block(
         name: {
             "input_tokens_per_month": usage["input_tokens_per_month"],
             "cached_tokens_per_month": usage["cached_tokens_per_month"],
-            "saved_per_month": sums.suites[name].saved,
+            "saved_per_month": sums.suites[name],
         }
         for name, usage in usage_suites.items()
     }

@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from costguard.model.fixture_record import SHARED_ROLES
 from costguard.model.fixtures import Fixture, canonical_json, message_text, tool_fields
 
 DEFAULT_NORMALIZE = ("whitespace",)
@@ -40,7 +41,6 @@ def normalize_text(text: str, steps: Sequence[str]) -> str:
 
 MEMO_MAX_ENTRIES = 4096
 MEMO_MIN_CHARS = 1024  # texts this long (system prompts, documents) tend to repeat across requests
-_SHARED_ROLES = frozenset({"system", "developer"})  # so do the texts of these roles, however short
 _ROLE_KEYS = {r: r for r in ("system", "developer", "user", "assistant", "tool")}  # already normal
 
 
@@ -69,7 +69,7 @@ def exact_key(
         content = m.get("content")
         text = content if type(content) is str else message_text(m)
         # System prompts and long texts (documents) repeat across requests: normalised once.
-        if memo is not None and (role in _SHARED_ROLES or len(text) >= MEMO_MIN_CHARS):
+        if memo is not None and (role in SHARED_ROLES or len(text) >= MEMO_MIN_CHARS):
             normalized = memo.get(text)
             if normalized is None:
                 normalized = normalize_text(text, normalize)
