@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from costguard.errors import TokenizerError
+from costguard.model.limits import Limits, limits
 from costguard.model.tokenizer import TokenizerSpec
+from costguard.text.tokenization.segments import encode_batch_segmented, segmenter_for
 from costguard.text.tokenization.templates import (
     _ChatTemplate,
     _read_template_file,
@@ -71,9 +73,11 @@ class ChatTokenizer:
         return [self._encode(t) for t in texts]
 
     # -- public ------------------------------------------------------------------------------
-    def render_chat(self, messages: list[dict], *, tools: list | None = None) -> str:
+    def render_chat(
+        self, messages: list[dict], *, tools: list | None = None, bounds: Limits | None = None
+    ) -> str:
         """The prompt text vLLM would tokenize for these chat messages."""
-        return self._template.render(messages, tools)
+        return self._template.render(messages, tools, bounds)
 
     def encode_chat(self, messages: list[dict], *, tools: list | None = None) -> list[int]:
         return self._encode(self.render_chat(messages, tools=tools))
@@ -86,9 +90,9 @@ class ChatTokenizer:
     ) -> list[list[int]]:
         """encode_chat for many conversations, tokenized in one batch."""
         tools_seq = tools_list if tools_list is not None else [None] * len(messages_list)
-        texts = [
-            self.render_chat(m, tools=t) for m, t in zip(messages_list, tools_seq, strict=True)
-        ]
+        bounds = limits()
+        render = self._template.render
+        texts = [render(m, t, bounds) for m, t in zip(messages_list, tools_seq, strict=True)]
         return self._encode_many(texts) if texts else []
 
     def count_chat(self, messages: list[dict], *, tools: list | None = None) -> int:
@@ -109,12 +113,18 @@ class _HFChatTokenizer(ChatTokenizer):
         super().__init__(**kwargs)
         self._tok = tokenizer
         self._batch = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch
+        self._segments = segmenter_for(tokenizer)
 
     def _encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
 
-    def _encode_many(self, texts: list[str]) -> list[list[int]]:
+    def _encode_whole(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._batch(texts, add_special_tokens=False)]
+
+    def _encode_many(self, texts: list[str]) -> list[list[int]]:
+        if self._segments is None:
+            return self._encode_whole(texts)
+        return encode_batch_segmented(self._segments, texts, self._encode_whole)
 
 
 class _TiktokenChatTokenizer(ChatTokenizer):

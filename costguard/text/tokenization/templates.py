@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from costguard.errors import TokenizerError
+from costguard.model.limits import Limits
 
 _WHERE_RE = re.compile(r"^(?P<file>[^:\n]+?)(?::(?P<line>\d+))?: (?P<key>\S.*)$")
 
@@ -159,13 +160,17 @@ class _ChatTemplate:
             ) from None
         self.content_format = _detect_content_format(env, source)
 
-    def render(self, messages: list[dict], tools: list | None = None) -> str:
+    def render(
+        self, messages: list[dict], tools: list | None = None, bounds: Limits | None = None
+    ) -> str:
+        """The prompt text; `bounds`: the limits in force, read once by a caller rendering many."""
         from costguard.model.templating import render_bounded
 
         conversation = _normalize_messages(messages, self.content_format, self.where)
         try:
             text = render_bounded(
                 self.template,
+                bounds,
                 messages=conversation,
                 tools=vllm_tool_dicts(tools),
                 documents=None,
