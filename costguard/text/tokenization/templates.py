@@ -275,7 +275,17 @@ def _normalize_messages(messages: Any, content_format: str, where: str) -> list[
     if not isinstance(messages, list):
         raise _error(where, f"messages must be a list, got {type(messages).__name__}")
     out: list[dict] = []
+    openai = content_format == "openai"
     for i, message in enumerate(messages):
+        # The common message, {role, content: str}, as the general path below turns it.
+        if type(message) is dict and len(message) == 2 and "role" in message:
+            content, role = message.get("content"), message["role"]
+            if type(content) is str and not (
+                role == "system" and content.startswith(_BILLING_HEADER)
+            ):
+                text = [{"type": "text", "text": content}] if openai and role != "tool" else content
+                out.append({"role": role, "content": text})
+                continue
         if not isinstance(message, Mapping) or "role" not in message:
             raise _error(where, f"messages[{i}] must be a mapping with a `role`")
         role = message["role"]
