@@ -86,3 +86,81 @@ def test_worker_processes_do_not_inherit_the_clis_signal_handlers(
             encode_packed(tokenizer, convs, [None] * len(convs), range(len(convs)))
     err = capfd.readouterr().err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+def test_a_background_write_is_read_back_by_the_next_cache_of_the_file(
+    tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A run's new ids are written by a forked process; a later run in this process waits for
+    it and finds every one of them (no tokenizing again)."""
+    convs = conversations(300)
+    monkeypatch.setenv("COSTGUARD_TOKENIZER_WORKERS", "2")
+    cache = TokenCountCache(tmp_path / "c")
+    first = encode_chat_cached(tokenizer, convs, cache, compact=True, background_write=True)
+    cache.close()
+    path = tmp_path / "c" / "tokens.sqlite"
+    assert path in tokenization.cache._WRITERS  # the writer was forked, not run here
+    calls: list[int] = []
+    real = tokenizer.encode_chat_many
+
+    def counting(messages, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(messages))
+        return real(messages, **kwargs)
+
+    monkeypatch.setattr(tokenizer, "encode_chat_many", counting)
+    again = TokenCountCache(tmp_path / "c")
+    assert path not in tokenization.cache._WRITERS  # reaped by the new cache of the same file
+    second = encode_chat_cached(tokenizer, convs, again, compact=True)
+    assert calls == [] and len(again) == len({str(c) for c in convs})
+    assert [a.tolist() for a in first] == [b.tolist() for b in second]
+
+
+def test_a_process_does_not_exit_before_its_background_write(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import os, sys
+        os.environ["COSTGUARD_TOKENIZER_WORKERS"] = "2"
+        from costguard.text.tokenization import TokenCountCache
+        cache = TokenCountCache(sys.argv[1])
+        rows = [(f"k{i:06d}", bytes(4000)) for i in range(20000)]
+        cache.put_packed_in_background("fp", rows)
+        print(len(__import__("costguard.text.tokenization.cache").text.tokenization.cache._WRITERS))
+        """
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "c")],
+        env={**__import__("os").environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert out.stdout.strip() == "1", out.stderr  # forked, and pending when the script ended
+    with TokenCountCache(tmp_path / "c") as cache:
+        assert len(cache) == 20000
+
+
+def test_finished_background_writers_are_reaped_by_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-lived process (a pytest session) keeps no zombie writers."""
+    import time
+
+    monkeypatch.setenv("COSTGUARD_TOKENIZER_WORKERS", "2")
+    first = TokenCountCache(tmp_path / "a")
+    first.put_packed_in_background("fp", [("k", bytes(8))])
+    pid = tokenization.cache._WRITERS[first.path]
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z":  # until it is done
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    second = TokenCountCache(tmp_path / "b")
+    second.put_packed_in_background("fp", [("k", bytes(8))])
+    assert first.path not in tokenization.cache._WRITERS
+    assert not Path(f"/proc/{pid}").exists()  # reaped
+    assert TokenCountCache(tmp_path / "a").get_many("fp", ["k"], raw=True) == {"k": bytes(8)}

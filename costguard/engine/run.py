@@ -61,7 +61,13 @@ def count_prompt_tokens(
                 if progress:
                     progress(f"tokens:{tier.name}", 0, len(messages))
                 encoded = encode_chat_cached(
-                    tok, messages, cache, tools_list=tools, compact=True, keys=keys
+                    tok,
+                    messages,
+                    cache,
+                    tools_list=tools,
+                    compact=True,
+                    keys=keys,
+                    background_write=True,
                 )
                 hit = ([len(e) for e in encoded], encoded if need_ids else None)
                 by_fingerprint[tok.fingerprint] = hit

@@ -3,6 +3,9 @@ so a re-run only tokenizes what changed; `encode_chat_cached` goes through it.""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -71,6 +74,32 @@ _SCHEMA_VERSION = 1
 _BATCH = 500
 
 
+_WRITERS: dict[Path, int] = {}  # background writers (process ids) by file, at most one each
+_WRITERS_LOCK = threading.Lock()
+
+
+def _reap_writer(path: Path) -> None:
+    pid = _WRITERS.pop(path, None)
+    if pid is not None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def _reap_finished_writers() -> None:
+    """Reap the writers that are done (a long-lived process, e.g. pytest, keeps no zombies)."""
+    for path, pid in list(_WRITERS.items()):
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                continue  # still writing
+        del _WRITERS[path]
+
+
+def _reap_all_writers() -> None:
+    with _WRITERS_LOCK:
+        for path in list(_WRITERS):
+            _reap_writer(path)
+
+
 class _UnknownSchema(sqlite3.DatabaseError):
     """The file is a database, but not one this version of costguard wrote."""
 
@@ -103,6 +132,8 @@ class TokenCountCache:
         self._pid = -1
         self._lock = threading.RLock()
         self._disabled = False
+        with _WRITERS_LOCK:
+            _reap_writer(self.path)  # read what an earlier run of this process wrote
 
     # -- connection management ---------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -188,6 +219,42 @@ class TokenCountCache:
                     self._disabled = True
                     return default
             return default
+
+    def put_packed_in_background(
+        self, fingerprint: str, items: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """`put_packed` in a forked process of its own, so a cold run goes on projecting on one
+        core while the other writes (a thread would need the GIL for every row). Any
+        TokenCountCache of the same file made later in this process waits for the write first,
+        and so does this process's exit. Without fork (or a second core) it writes here."""
+        if not items:
+            return
+        if tokenizer_workers() < 2:
+            self.put_packed(fingerprint, items)
+            return
+        self.close()  # the child opens its own connection: none crosses the fork
+        with _WRITERS_LOCK:
+            _reap_writer(self.path)
+            _reap_finished_writers()
+            try:
+                pid = os.fork()
+            except OSError:
+                pid = None
+            if pid == 0:  # the child: write, leave (no exit handlers, no inherited connection)
+                code = 1
+                try:
+                    _worker_signals()
+                    gc.disable()  # a collection would touch (and so copy) every shared page
+                    self.put_packed(fingerprint, items)
+                    code = 0
+                finally:
+                    os._exit(code)
+            if pid is None:
+                self.put_packed(fingerprint, items)
+                return
+            if not _WRITERS:
+                atexit.register(_reap_all_writers)
+            _WRITERS[self.path] = pid
 
     def close(self) -> None:
         with self._lock:
@@ -341,6 +408,9 @@ def encode_packed(
             _FORKED = None
     import multiprocessing
 
+    from costguard.model.heap import share_malloc_arenas
+
+    share_malloc_arenas()  # the pool's result thread unpickles the blobs this process keeps
     # Several slices per worker, so a slow slice (long prompts) does not leave a core idle.
     step = max(_ENCODE_CHUNK, -(-len(messages) // (workers * 4)))
     bounds = [(start, min(start + step, len(messages))) for start in range(0, len(messages), step)]
@@ -374,6 +444,7 @@ def encode_chat_cached(
     tools_list: Sequence[list | None] | None = None,
     compact: bool = False,
     keys: Sequence[str] | None = None,
+    background_write: bool = False,
 ) -> list[Sequence[int]]:
     """Prompt token ids for many conversations: cached ones from `cache`, the misses tokenized
     in one batch and stored. Approximate tokenizers bypass the cache (they cost nothing).
@@ -382,6 +453,8 @@ def encode_chat_cached(
     the cached bytes; identical prompts share one array) instead of lists of Python ints (~36
     bytes a token): what keeping the ids of 100k long prompts in memory needs. `keys`: the
     conversations' `messages_key`s where the caller has them (`Fixture.messages_digest`).
+    `background_write=True` stores the newly tokenized ids while the caller goes on
+    (`TokenCountCache.put_packed_in_background`).
     """
     tools_seq = list(tools_list) if tools_list is not None else [None] * len(messages_list)
     if cache is None or tokenizer.kind == "approximate":
@@ -407,7 +480,8 @@ def encode_chat_cached(
         for (key, _), blob in zip(missing, packed, strict=True):
             blobs[key] = blob
         if missing:
-            cache.put_packed(tokenizer.fingerprint, [(key, blobs[key]) for key, _ in missing])
+            store = cache.put_packed_in_background if background_write else cache.put_packed
+            store(tokenizer.fingerprint, [(key, blobs[key]) for key, _ in missing])
         arrays = {key: _from_blob(blob) for key, blob in blobs.items()}
         return [arrays[key] for key in keys]
     found = cache.get_many(tokenizer.fingerprint, keys)
