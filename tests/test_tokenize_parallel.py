@@ -47,8 +47,8 @@ def test_worker_processes_give_the_serial_ids(tokenizer, monkeypatch: pytest.Mon
     tools = [None] * len(convs)
     monkeypatch.setenv("COSTGUARD_TOKENIZER_WORKERS", "1")
     serial = encode_packed(tokenizer, convs, tools, positions)
-    monkeypatch.setattr(tokenization.cache, "_PARALLEL_MIN", 64)
-    monkeypatch.setattr(tokenization.cache, "_ENCODE_CHUNK", 50)
+    monkeypatch.setattr(tokenization.workers, "_PARALLEL_MIN", 64)
+    monkeypatch.setattr(tokenization.workers, "_ENCODE_CHUNK", 50)
     monkeypatch.setenv("COSTGUARD_TOKENIZER_WORKERS", "2")
     parallel = encode_packed(tokenizer, convs, tools, positions)
     assert parallel == serial
@@ -61,7 +61,7 @@ def test_cold_cache_filled_in_parallel_reads_back_like_a_serial_one(
     tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     convs = conversations(400) * 2  # duplicates are tokenized once
-    monkeypatch.setattr(tokenization.cache, "_PARALLEL_MIN", 64)
+    monkeypatch.setattr(tokenization.workers, "_PARALLEL_MIN", 64)
     monkeypatch.setenv("COSTGUARD_TOKENIZER_WORKERS", "2")
     cold = encode_chat_cached(tokenizer, convs, TokenCountCache(tmp_path / "a"), compact=True)
     monkeypatch.setenv("COSTGUARD_TOKENIZER_WORKERS", "1")
@@ -78,8 +78,8 @@ def test_worker_processes_do_not_inherit_the_clis_signal_handlers(
     from costguard.serving import interrupts
 
     convs = conversations(300)
-    monkeypatch.setattr(tokenization.cache, "_PARALLEL_MIN", 64)
-    monkeypatch.setattr(tokenization.cache, "_ENCODE_CHUNK", 50)
+    monkeypatch.setattr(tokenization.workers, "_PARALLEL_MIN", 64)
+    monkeypatch.setattr(tokenization.workers, "_ENCODE_CHUNK", 50)
     monkeypatch.setenv("COSTGUARD_TOKENIZER_WORKERS", "2")
     with interrupts.installed():
         for _ in range(8):

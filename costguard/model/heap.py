@@ -69,30 +69,28 @@ def share_malloc_arenas() -> None:
     freed after the prefix simulation left scattered pages `release_freed_memory` could not give
     back, and some cold 100k runs peaked 15-25 MB higher than others (507-517 MB against
     491-495). With the limit, 14 cold runs out of 14 stayed at 490-497 MB."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    mallopt(_M_ARENA_MAX, 2)
+    mallopt = _libc("mallopt", "c_int", "c_int")
+    if mallopt is not None:
+        mallopt(_M_ARENA_MAX, 2)
 
 
 @functools.cache
 def _malloc_trim() -> Any:
     """glibc's malloc_trim, or None (another C library, another system)."""
+    return _libc("malloc_trim", "c_size_t")
+
+
+def _libc(name: str, *argtypes: str) -> Any:
+    """The C library's function `name` (taking the ctypes types named, returning int), or None
+    off Linux or where it lacks it."""
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
 
     try:
-        trim = ctypes.CDLL(None).malloc_trim
+        function = ctypes.CDLL(None)[name]
     except (OSError, AttributeError):
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    function.argtypes = [getattr(ctypes, t) for t in argtypes]
+    function.restype = ctypes.c_int
+    return function

@@ -25,13 +25,7 @@ messages) so that a re-run only tokenizes what changed.
 from __future__ import annotations
 
 from costguard.model.tokenizer import TokenizerSpec
-from costguard.text.tokenization.cache import (
-    TokenCountCache,
-    encode_chat_cached,
-    encode_packed,
-    messages_key,
-    tokenizer_workers,
-)
+from costguard.text.tokenization.cache import TokenCountCache, encode_chat_cached, messages_key
 from costguard.text.tokenization.chat_tokenizer import RENDER_VERSION, ChatTokenizer, logger
 from costguard.text.tokenization.hub import (
     HUB_TOKENIZER_FILES,
@@ -42,6 +36,7 @@ from costguard.text.tokenization.hub import (
 )
 from costguard.text.tokenization.loading import load_tokenizer
 from costguard.text.tokenization.templates import vllm_conversation, vllm_tool_dicts
+from costguard.text.tokenization.workers import encode_packed, tokenizer_workers
 
 __all__ = [
     "TokenizerSpec",

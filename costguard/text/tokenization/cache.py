@@ -19,6 +19,12 @@ from typing import Any
 
 from costguard.text.tokenization.chat_tokenizer import ChatTokenizer, logger
 from costguard.text.tokenization.templates import _one_line
+from costguard.text.tokenization.workers import (
+    encode_packed,
+    pack_ids,
+    tokenizer_workers,
+    worker_signals,
+)
 
 
 def messages_key(messages: Any, tools: Any = None) -> str:
@@ -29,16 +35,6 @@ def messages_key(messages: Any, tools: Any = None) -> str:
         payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
     )
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _pack(ids: Sequence[int]) -> bytes:
-    arr = array("I", ids)
-    if sys.byteorder == "big":
-        arr.byteswap()
-    return arr.tobytes()
-
-
-_ENCODE_CHUNK = 1024  # prompts tokenized per batch when ids are kept compactly
 
 
 def _from_blob(blob: bytes) -> Any:
@@ -243,7 +239,7 @@ class TokenCountCache:
             if pid == 0:  # the child: write, leave (no exit handlers, no inherited connection)
                 code = 1
                 try:
-                    _worker_signals()
+                    worker_signals()
                     gc.disable()  # a collection would touch (and so copy) every shared page
                     self.put_packed(fingerprint, items)
                     code = 0
@@ -305,7 +301,7 @@ class TokenCountCache:
     ) -> None:
         """Store token ids for many keys in one transaction."""
         pairs = items.items() if isinstance(items, Mapping) else items
-        self.put_packed(fingerprint, [(key, _pack(ids)) for key, ids in pairs])
+        self.put_packed(fingerprint, [(key, pack_ids(ids)) for key, ids in pairs])
 
     def put_packed(self, fingerprint: str, items: Sequence[tuple[str, bytes]]) -> None:
         """Store packed token ids (little-endian uint32 bytes) in one transaction, in key order:
@@ -331,109 +327,6 @@ class TokenCountCache:
 
     def __len__(self) -> int:
         return self._run(lambda c: c.execute("SELECT count(*) FROM prompt_tokens").fetchone()[0], 0)
-
-
-_PARALLEL_MIN = 2048  # prompts to tokenize before a process pool pays for itself
-
-
-_FORKED: tuple[Any, Sequence[Any], Sequence[Any]] | None = None  # what forked workers inherit
-
-
-def tokenizer_workers() -> int:
-    """Processes to tokenize with: the cores this process may use (COSTGUARD_TOKENIZER_WORKERS
-    overrides; 1 = in this process). Pools need `fork` (the workers inherit the loaded tokenizer)."""
-    import multiprocessing
-
-    # fork only where it is the platform's safe default (macOS's system libraries are not fork-safe).
-    if (
-        not sys.platform.startswith("linux")
-        or "fork" not in multiprocessing.get_all_start_methods()
-    ):
-        return 1
-    configured = os.environ.get("COSTGUARD_TOKENIZER_WORKERS", "").strip()
-    if configured.isdigit() and int(configured) > 0:
-        return int(configured)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _worker_signals() -> None:
-    """In a new worker: the parent's handlers (which turn SIGTERM into KeyboardInterrupt) do not
-    apply. Ctrl-C and a closed terminal reach the whole process group: the parent handles them
-    and stops the pool; a SIGTERM from the pool ends the worker quietly."""
-    import signal
-
-    for name in ("SIGINT", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _encode_range(bounds: tuple[int, int]) -> list[bytes]:
-    """In a forked worker: render and tokenize positions[start:stop] of the inherited work."""
-    assert _FORKED is not None
-    tokenizer, messages, tools = _FORKED
-    out: list[bytes] = []
-    for start in range(bounds[0], bounds[1], _ENCODE_CHUNK):
-        stop = min(start + _ENCODE_CHUNK, bounds[1])
-        encoded = tokenizer.encode_chat_many(messages[start:stop], tools_list=tools[start:stop])
-        out.extend(_pack(ids) for ids in encoded)
-    return out
-
-
-def encode_packed(
-    tokenizer: ChatTokenizer,
-    messages_list: Sequence[list[dict]],
-    tools_seq: Sequence[list | None],
-    positions: Sequence[int],
-) -> list[bytes]:
-    """Packed token ids (little-endian uint32) of the conversations at `positions`.
-
-    Rendering a chat template and turning encodings into ids hold the GIL, so large batches are
-    split over forked worker processes (each renders and tokenizes its share single-threaded);
-    small ones, and machines with one core, tokenize here in chunks. Both paths give the same
-    ids: the workers run this very tokenizer on the same conversations.
-    """
-    global _FORKED
-    messages = [messages_list[i] for i in positions]
-    tools = [tools_seq[i] for i in positions]
-    workers = min(tokenizer_workers(), max(1, len(positions) // (_PARALLEL_MIN // 2)))
-    if workers <= 1 or len(positions) < _PARALLEL_MIN:
-        _FORKED = (tokenizer, messages, tools)
-        try:
-            return _encode_range((0, len(messages)))
-        finally:
-            _FORKED = None
-    import multiprocessing
-
-    from costguard.model.heap import share_malloc_arenas
-
-    share_malloc_arenas()  # the pool's result thread unpickles the blobs this process keeps
-    # Several slices per worker, so a slow slice (long prompts) does not leave a core idle.
-    step = max(_ENCODE_CHUNK, -(-len(messages) // (workers * 4)))
-    bounds = [(start, min(start + step, len(messages))) for start in range(0, len(messages), step)]
-    _FORKED = (tokenizer, messages, tools)
-    previous = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: workers fill the cores
-    try:
-        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals)
-        try:
-            parts = pool.map(_encode_range, bounds, chunksize=1)
-            pool.close()  # done: the workers exit on their own
-        except BaseException:
-            pool.terminate()  # an error or an interrupt: stop them now
-            raise
-        finally:
-            pool.join()
-    finally:
-        _FORKED = None
-        if previous is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = previous
-    return [blob for part in parts for blob in part]
 
 
 def encode_chat_cached(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from costguard.errors import TokenizerError
-from costguard.model.limits import Limits, limits
+from costguard.model.limits import limits
 from costguard.model.tokenizer import TokenizerSpec
 from costguard.text.tokenization.segments import encode_batch_segmented, segmenter_for
 from costguard.text.tokenization.templates import (
@@ -73,11 +73,9 @@ class ChatTokenizer:
         return [self._encode(t) for t in texts]
 
     # -- public ------------------------------------------------------------------------------
-    def render_chat(
-        self, messages: list[dict], *, tools: list | None = None, bounds: Limits | None = None
-    ) -> str:
+    def render_chat(self, messages: list[dict], *, tools: list | None = None) -> str:
         """The prompt text vLLM would tokenize for these chat messages."""
-        return self._template.render(messages, tools, bounds)
+        return self._template.render(messages, tools)
 
     def encode_chat(self, messages: list[dict], *, tools: list | None = None) -> list[int]:
         return self._encode(self.render_chat(messages, tools=tools))
