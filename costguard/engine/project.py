@@ -18,6 +18,11 @@ from costguard.model.pricing import TierPrice, resolve_price
 DEFAULT_CONFIG = "costguard.yaml"
 
 
+def _cache_dir(stack: LoadedStack) -> Path:
+    path = Path(stack.config.cache_dir)
+    return path if path.is_absolute() else stack.root / path
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -39,6 +44,8 @@ class Project:
     )
     _recordings: Any = field(default=None, repr=False)
     load_seconds: float | None = field(default=None, repr=False)  # reading config + fixtures
+    # sha256 of the fixture files' bytes as loaded, by resolved path (those read via snapshots)
+    fixture_hashes: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def config(self) -> StackConfig:
@@ -50,8 +57,7 @@ class Project:
 
     @property
     def cache_dir(self) -> Path:
-        path = Path(self.config.cache_dir)
-        return path if path.is_absolute() else self.root / path
+        return _cache_dir(self.stack)
 
     @property
     def recordings_dir(self) -> Path:
@@ -135,6 +141,7 @@ class Project:
             _recordings=recordings,
             _shared=self._shared,
             variant=variant,
+            fixture_hashes=self.fixture_hashes,
         )
 
     def prices(self) -> dict[str, TierPrice]:
@@ -172,10 +179,7 @@ class Project:
         rel = self._relative
         out: dict[str, Any] = {
             "config": {"path": rel(self.stack.path), "sha256": _sha256(self.stack.path)},
-            "fixtures": [
-                {"path": f, "sha256": _sha256(self.root / f) if (self.root / f).exists() else None}
-                for f in files
-            ],
+            "fixtures": [{"path": f, "sha256": self._fixture_sha256(f)} for f in files],
             "templates": [{"path": rel(Path(t)), "sha256": _sha256(Path(t))} for t in templates],
         }
         from costguard.engine.recordings import RESPONSES_FILE, THROUGHPUT_FILE
@@ -186,6 +190,13 @@ class Project:
                 {"path": rel(p), "sha256": _sha256(p)} for p in recorded if p.exists()
             ]
         return out
+
+    def _fixture_sha256(self, file: str) -> str | None:
+        path = self.root / file
+        known = self.fixture_hashes.get(str(path.resolve()))
+        if known is not None:  # the bytes the fixtures were read from
+            return known
+        return _sha256(path) if path.exists() else None
 
     def _relative(self, path: Path) -> str:
         try:
@@ -203,12 +214,15 @@ def load_project(
     # Fixture paths given on the command line are relative to the working directory;
     # those in costguard.yaml are relative to the config file.
     root = Path.cwd() if fixtures else stack.root
+    hashes: dict[str, str] = {}
     loaded = load_fixtures(
         paths,
         root=root,
         project_root=stack.root,
         allowed=stack.allowed,
         confine=not fixtures,
+        cache_dir=_cache_dir(stack),
+        hashes=hashes,
     )
     if fixtures:
         for fx in loaded:
@@ -222,6 +236,7 @@ def load_project(
         fixtures=loaded,
         fixture_paths=paths,
         load_seconds=round(time.perf_counter() - started, 4),
+        fixture_hashes=hashes,
     )
 
 

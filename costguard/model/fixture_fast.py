@@ -70,11 +70,14 @@ def fast_fixture(
     messages = _messages(data.get("messages"), strings)
     if messages is None:
         return None
-    shared = _sampling(data, strings)
+    shared = shared_sampling(data.get("sampling", {}), strings)
     if shared is None:
         return None
     sampling, sampling_json = shared
-    expect = _expect(data, strings)
+    raw_expect = data.get("expect")
+    if raw_expect is None and "expect" in data:  # `expect: null`: the full path says what it is
+        return None
+    expect = shared_expect(raw_expect, strings)
     if expect is None:
         return None
     # Positional, in Fixture's field order (one per line of 100k-line files; matching 14
@@ -125,9 +128,9 @@ def _messages(raw: Any, strings: dict[Any, Any]) -> list[dict[str, Any]] | None:
     return messages
 
 
-def _sampling(data: dict[str, Any], strings: dict[Any, Any]) -> tuple[Sampling, str] | None:
-    """(the load's shared Sampling, its canonical request JSON), or None when invalid."""
-    raw = data.get("sampling", {})
+def shared_sampling(raw: Any, strings: dict[Any, Any]) -> tuple[Sampling, str] | None:
+    """(the load's shared Sampling of `sampling` as written, its canonical request JSON), or None
+    when invalid."""
     if type(raw) is not dict:
         return None
     # repr tells apart every JSON value that validates differently (1, 1.0, True; 0.0, -0.0).
@@ -146,14 +149,14 @@ def _sampling(data: dict[str, Any], strings: dict[Any, Any]) -> tuple[Sampling, 
     return known
 
 
-def _expect(data: dict[str, Any], strings: dict[Any, Any]) -> Expect | None:
-    """The fixture's Expect (the shared empty one when it sets nothing), or None when invalid."""
-    if "expect" not in data:
+def shared_expect(raw: Any, strings: dict[Any, Any]) -> Expect | None:
+    """The Expect of `expect` as written (None: not written; the load's shared empty one when it
+    sets nothing), or None when invalid."""
+    if raw is None:
         empty = strings.get(("expect", None))
         if empty is None:
             empty = strings[("expect", None)] = Expect()
         return empty
-    raw = data["expect"]
     if type(raw) is not dict:
         return None
     try:

@@ -11,6 +11,7 @@ The file format (fixture, message, tool, sampling, assertion and expect models) 
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from costguard.model.fixture_logs import (  # noqa: F401 (re-exported)
     parse_chat_request,
 )
 from costguard.model.fixture_record import Fixture
+from costguard.model.fixture_snapshot import SnapshotStore, file_digest
 from costguard.model.fixture_spec import (  # noqa: F401 (re-exported)
     _MESSAGE_KEYS,
     ASSERTION_TYPES,
@@ -179,24 +181,49 @@ def load_fixture_file(
     project_root: Path | None = None,
     allowed: tuple[Path, ...] = (),
     strings: dict[Any, Any] | None = None,
+    snapshots: SnapshotStore | None = None,
+    hashes: dict[str, str] | None = None,
 ) -> list[Fixture]:
     """The fixtures of one file. Templates must resolve inside `project_root` (default: the
     file's own directory) or one of the `allowed` directories. `strings` shares repeated message
     texts, sampling parameters and empty expectations across files (one object per distinct
-    value, never mutated)."""
+    value, never mutated). With `snapshots`, a JSONL file is read from its snapshot when one of
+    its bytes exists (and one is kept when it loads); `hashes` then gets the sha256 of the bytes
+    read, by resolved path."""
     display = display or str(path)
     strings = {} if strings is None else strings
     renderer: TemplateRenderer | None = None
     fixtures: list[Fixture] = []
     if path.suffix == ".jsonl":
         default_suite = path.stem
-        for n, data in json_lines(path, file=display, what=" (one fixture)"):
+        content = hasher = None
+        if snapshots is not None:
+            try:
+                content = file_digest(path)
+            except OSError:
+                pass  # reading it below says what is wrong
+            else:
+                kept = snapshots.load(
+                    content, display=display, default_suite=default_suite, strings=strings
+                )
+                if kept is not None:
+                    if hashes is not None:
+                        hashes[str(path.resolve())] = content
+                    return kept
+                hasher = hashlib.sha256()
+        # As written, for a snapshot: (suite, sampling, expect) of each fixture (None once a
+        # line takes the full path: that file gets none).
+        raws: list[tuple[Any, Any, Any]] | None = [] if hasher is not None else None
+        for n, data in json_lines(path, file=display, what=" (one fixture)", hasher=hasher):
             fast = fast_fixture(
                 data, display=display, line=n, default_suite=default_suite, strings=strings
             )
             if fast is not None:
                 fixtures.append(fast)
+                if raws is not None:
+                    raws.append((data.get("suite"), data.get("sampling", {}), data.get("expect")))
                 continue
+            raws = None
             spec = validate_json_line(FixtureSpec, data, file=display, line=n)
             fx, renderer = _build(
                 spec,
@@ -211,6 +238,12 @@ def load_fixture_file(
                 strings=strings,
             )
             fixtures.append(fx)
+        if hasher is not None and content is not None and hasher.hexdigest() == content:
+            # (the bytes parsed are those hashed: the file did not change in between)
+            if hashes is not None:
+                hashes[str(path.resolve())] = content
+            if raws is not None and snapshots is not None:
+                snapshots.save(content, fixtures, raws)
     else:
         raw = parse_yaml(read_text(path), file=display)
         if raw is None:
@@ -260,11 +293,15 @@ def load_fixtures(
     project_root: Path | None = None,
     allowed: tuple[Path, ...] = (),
     confine: bool = False,
+    cache_dir: Path | None = None,
+    hashes: dict[str, str] | None = None,
 ) -> list[Fixture]:
     """Load every fixture under `paths`; ids must be unique; an empty set is an error.
 
     Paths are relative to `root`; templates must stay inside `project_root` (default `root`)
     or `allowed`. With `confine` (paths from costguard.yaml), the fixture files must too.
+    With `cache_dir`, JSONL files are read through their snapshots (`fixture_snapshot`) and
+    `hashes` gets the sha256 of each such file's bytes, by resolved path.
     """
     from costguard.model.paths import require_inside
 
@@ -275,6 +312,7 @@ def load_fixtures(
     fixtures: list[Fixture] = []
     seen: dict[str, Fixture] = {}
     strings: dict[Any, Any] = {}
+    snapshots = SnapshotStore(cache_dir / "fixtures") if cache_dir is not None else None
     for f in files:
         try:
             display = str(f.relative_to(root))
@@ -286,6 +324,8 @@ def load_fixtures(
             project_root=project_root or root,
             allowed=allowed,
             strings=strings,
+            snapshots=snapshots,
+            hashes=hashes,
         ):
             if fx.id in seen:
                 raise ConfigError(

@@ -53,10 +53,13 @@ def validate_json_line(
         raise ConfigError(exc.message, file=file, line=line, key=key) from None
 
 
-def text_lines(path: Path, *, block: int = 1 << 22) -> Iterator[tuple[int, str]]:
+def text_lines(
+    path: Path, *, block: int = 1 << 22, hasher: Any = None
+) -> Iterator[tuple[int, str]]:
     """(line number, line) of each line of a UTF-8 text input, read a block at a time: the lines,
     numbers and errors of `read_text(path).splitlines()`, without holding the whole file (a
-    production fixture set is hundreds of megabytes) and a second copy of it in lines."""
+    production fixture set is hundreds of megabytes) and a second copy of it in lines.
+    `hasher` (a hashlib object), when given, is updated with the bytes as they are read."""
     n = 0
     try:
         with path.open("rb") as f:
@@ -64,6 +67,8 @@ def text_lines(path: Path, *, block: int = 1 << 22) -> Iterator[tuple[int, str]]
             rest = b""
             while True:
                 data = f.read(block)
+                if hasher is not None:
+                    hasher.update(data)
                 # Cut after the last b"\n" (never inside a UTF-8 character): each piece holds
                 # whole lines, so splitting each piece splits the text in the same places, at all
                 # of str.splitlines' line breaks ("\r", "\u2028", ...).
@@ -86,10 +91,13 @@ def text_lines(path: Path, *, block: int = 1 << 22) -> Iterator[tuple[int, str]]
     yield from enumerate(lines[n:], start=n + 1)
 
 
-def json_lines(path: Path, *, file: str | Path, what: str) -> Iterator[tuple[int, dict[Any, Any]]]:
+def json_lines(
+    path: Path, *, file: str | Path, what: str, hasher: Any = None
+) -> Iterator[tuple[int, dict[Any, Any]]]:
     """(line number, object) of each non-blank line of a JSONL file; a line that is not a JSON
-    object is an error ("each line must be a JSON object" + `what`), located at `file`."""
-    for n, raw_line in text_lines(path):
+    object is an error ("each line must be a JSON object" + `what`), located at `file`.
+    `hasher`: as for `text_lines`."""
+    for n, raw_line in text_lines(path, hasher=hasher):
         if not raw_line or raw_line.isspace():  # (no stripped copy of a long line)
             continue
         data = parse_json_line(raw_line, file=file, line=n)

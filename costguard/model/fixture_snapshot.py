@@ -1,0 +1,250 @@
+"""Fixture snapshots: a JSONL fixture file parsed once per content.
+
+A production fixture set is one large JSONL file that rarely changes between two runs. Parsing it
+(JSON, the checks of the fast path) and deriving each fixture's content keys cost more than the
+rest of loading; a snapshot keeps the result, keyed by the sha256 of the file's bytes and a
+fingerprint of the loader (its source files, the Python version, the snapshot format), so that a
+changed file, a changed loader or another interpreter never reads a stale one.
+
+What is kept is what the fast path (`fixture_fast`) built from each line, as `marshal` data:
+id, suite as written, weight, messages, the sampling and `expect` objects as written (validated
+again through their models when read, exactly as the fast path validates them), the other
+optional fields, the line number, and the two content keys (`Fixture.content_hash`,
+`Fixture.messages_digest`). A file with any line the fast path does not take (templates, tools,
+content parts, ...) gets no snapshot: the full path reads it every time. Errors are never kept:
+a file that fails to load writes nothing.
+
+Snapshots live in `<cache_dir>/fixtures/`, the `KEEP` most recently used; a damaged or foreign
+one is a miss, never an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import marshal
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from costguard.model.fixture_fast import shared_expect, shared_sampling
+from costguard.model.fixture_record import Fixture
+
+FORMAT = 1
+KEEP = 8  # snapshots kept (most recently used): a base and a head of a few fixture files
+CHUNK = 20_000  # fixtures per marshal record (bounded memory while reading or writing)
+SUFFIX = ".fixtures"
+_READ = 1 << 23
+
+# A row: (id, suite as written, weight, messages, sampling index, expect as written or None,
+# model, label, tags, skip, xfail, line, content_hash, messages_digest).
+Row = tuple[Any, ...]
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read a block at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(_READ):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# The loader: what turns a file's bytes into fixtures (this module included).
+LOADER_FILES = (
+    "fixture_fast.py",
+    "fixture_record.py",
+    "fixture_snapshot.py",
+    "fixture_spec.py",
+    "fixtures.py",
+    "jsonl.py",
+)
+_fingerprint: list[str] = []
+
+
+def loader_fingerprint() -> str:
+    """What a snapshot depends on besides the file: the loader's source, Python, the format."""
+    if not _fingerprint:
+        digest = hashlib.sha256(f"{FORMAT}\0{sys.version}\0{marshal.version}".encode())
+        here = Path(__file__).parent
+        for name in LOADER_FILES:
+            digest.update((here / name).read_bytes())
+        _fingerprint.append(digest.hexdigest())
+    return _fingerprint[0]
+
+
+class SnapshotStore:
+    """The snapshots of one cache directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def _path(self, content: str) -> Path:
+        return self.directory / f"{content[:40]}-{loader_fingerprint()[:16]}{SUFFIX}"
+
+    def load(
+        self, content: str, *, display: str, default_suite: str, strings: dict[Any, Any]
+    ) -> list[Fixture] | None:
+        """The fixtures of the file whose bytes hash to `content`, or None (no usable snapshot)."""
+        path = self._path(content)
+        try:
+            with path.open("rb") as fh:
+                header = _read(fh)
+                if (
+                    type(header) is not dict
+                    or header.get("format") != FORMAT
+                    or header.get("content") != content
+                    or header.get("loader") != loader_fingerprint()
+                ):
+                    return None
+                samplings = []
+                for raw in header["samplings"]:
+                    known = shared_sampling(raw, strings)
+                    if known is None:
+                        return None
+                    samplings.append(known)
+                fixtures: list[Fixture] = []
+                for _ in range(header["chunks"]):
+                    fixtures.extend(
+                        _fixtures(_read(fh), samplings, display, default_suite, strings)
+                    )
+            if len(fixtures) != header["count"]:
+                return None
+            os.utime(path)  # most recently used
+        except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError):
+            return None
+        return fixtures
+
+    def save(self, content: str, fixtures: list[Fixture], raws: list[tuple[Any, Any, Any]]) -> None:
+        """Keep `fixtures` (each as the fast path built it, with its (suite, sampling, expect) as
+        written in `raws`) as the snapshot of the file whose bytes hash to `content`. Best effort:
+        a cache that cannot be written is no error."""
+        samplings: dict[str, int] = {}
+        sampling_raws: list[Any] = []
+        rows: list[Row] = []
+        for fx, (suite, sampling, expect) in zip(fixtures, raws, strict=True):
+            written = repr(sampling)
+            index = samplings.get(written)
+            if index is None:
+                index = samplings[written] = len(sampling_raws)
+                sampling_raws.append(sampling)
+            try:
+                keys = (fx.content_hash, fx.messages_digest)
+            except UnicodeEncodeError:  # a lone surrogate: the run says so, not the cache
+                return
+            rows.append(
+                (
+                    fx.id,
+                    suite,
+                    fx.weight,
+                    fx.messages,
+                    index,
+                    expect,
+                    fx.model,
+                    fx.label,
+                    fx.tags,
+                    fx.skip,
+                    fx.xfail,
+                    fx.line,
+                    *keys,
+                )  # fmt: skip
+            )
+        header = {
+            "format": FORMAT,
+            "content": content,
+            "loader": loader_fingerprint(),
+            "count": len(rows),
+            "chunks": (len(rows) + CHUNK - 1) // CHUNK,
+            "samplings": sampling_raws,
+        }
+        try:
+            _write(
+                self._path(content),
+                header,
+                (rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)),
+            )
+            self._prune()
+        except (OSError, ValueError):
+            pass
+
+    def _prune(self) -> None:
+        snapshots = []
+        for path in self.directory.glob(f"*{SUFFIX}"):
+            try:
+                snapshots.append((path.stat().st_mtime_ns, path))
+            except OSError:
+                continue
+        snapshots.sort(reverse=True)
+        for _, path in snapshots[KEEP:]:
+            path.unlink(missing_ok=True)
+
+
+def _fixtures(
+    rows: list[Row],
+    samplings: list[tuple[Any, str]],
+    display: str,
+    default_suite: str,
+    strings: dict[Any, Any],
+) -> Iterable[Fixture]:
+    empty = shared_expect(None, strings)
+    for (
+        fid, suite, weight, messages, index, expect, model, label, tags, skip, xfail, line,
+        content_hash, digest,
+    ) in rows:  # fmt: skip
+        sampling, sampling_json = samplings[index]
+        shared = empty if expect is None else shared_expect(expect, strings)
+        if shared is None:
+            raise ValueError("an expectation the fast path no longer takes")
+        # Positional, in Fixture's field order (as fast_fixture builds it).
+        yield Fixture(
+            fid,
+            suite or default_suite,
+            weight,
+            messages,
+            sampling,
+            shared,
+            display,
+            line,
+            model,
+            label,
+            tags,
+            skip,
+            xfail,
+            [],
+            None,
+            None,
+            content_hash,
+            digest,
+            sampling_json,
+        )
+
+
+def _read(fh: BinaryIO) -> Any:
+    """One record: its length (8 bytes, little-endian), then its marshal data (read whole:
+    `marshal.load` on a file reads it a few bytes at a time)."""
+    size = int.from_bytes(fh.read(8), "little")
+    if size > os.fstat(fh.fileno()).st_size - fh.tell():
+        raise EOFError("snapshot cut short")
+    data = fh.read(size)
+    if len(data) != size:
+        raise EOFError("snapshot cut short")
+    return marshal.loads(data)
+
+
+def _write(path: Path, header: dict[str, Any], chunks: Iterable[list[Row]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            records: Iterable[Any] = itertools.chain([header], chunks)
+            for record in records:
+                data = marshal.dumps(record)
+                fh.write(len(data).to_bytes(8, "little"))
+                fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
