@@ -102,6 +102,8 @@ def test_a_run_on_two_cores_reports_what_a_run_on_one_reports(
             super().__init__(*args, **kwargs)
             started.append(self)
 
+    # (the pass the first run kept would be read, not prepared)
+    monkeypatch.setattr(result_caches.PreparedStore, "load", lambda *a: None)
     for module, least in ((result_caches, "FORK_MIN_FIXTURES"), (assemble, "FORK_MIN_RECORDS")):
         monkeypatch.setattr(module, least, 1)
         monkeypatch.setattr(module, "Forked", Spy)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from costguard.engine.caches.exact import CacheOutcome, ExactResultCache, temperature_gate
 from costguard.engine.caches.pii import PiiGuard
 from costguard.engine.caches.semantic import semantic_text
 from costguard.engine.forked import Forked
+from costguard.engine.prepared_store import PreparedStore, pass_key
 from costguard.engine.traffic import arrival_order, arrival_times
 from costguard.model.config import StackConfig
 from costguard.model.fixtures import Fixture
@@ -166,16 +168,29 @@ class ResultCaches:
 
 
 class StartedPass:
-    """A result-cache pass whose preparation runs in a second process (where there is one);
+    """A result-cache pass whose preparation runs in a second process (where there is one) or
+    is read from `store` (kept by an earlier run with the same fixtures and settings);
     `.result()` waits for it and runs the ordered lookups here."""
 
     def __init__(
-        self, config: StackConfig, fixtures: Sequence[Fixture], *, fork: bool = True
+        self,
+        config: StackConfig,
+        fixtures: Sequence[Fixture],
+        *,
+        fork: bool = True,
+        store: PreparedStore | None = None,
     ) -> None:
         caches = ResultCaches(config)
         self._caches: ResultCaches | None = caches
         self._fixtures = fixtures
-        self._prepared = Forked(lambda: caches.prepare(fixtures), fork=fork)
+        self._store, self._key = store, None
+        self.kept: PreparedPass | None = None  # read from the store
+        if store is not None:
+            self._key = pass_key(config, fixtures)
+            kept = store.load(self._key, len(fixtures)) if self._key is not None else None
+            if kept is not None:
+                self.kept = PreparedPass(*kept)
+        self._prepared = Forked(lambda: caches.prepare(fixtures), fork=fork and self.kept is None)
 
     @property
     def forked(self) -> bool:
@@ -187,7 +202,15 @@ class StartedPass:
         caches, self._caches = self._caches, None
         if caches is None:
             raise RuntimeError("the result-cache pass was already taken")
-        return caches.run(self._fixtures, self._prepared.result())
+        prepared = self.kept
+        if prepared is None:
+            prepared = self._prepared.result()
+            if self._store is not None and self._key is not None:
+                self._store.save(
+                    self._key,
+                    (prepared.order, prepared.times, prepared.pii, prepared.exact_keys),
+                )
+        return caches.run(self._fixtures, prepared)
 
     def close(self) -> None:
         self._prepared.close()
@@ -200,9 +223,16 @@ class StartedPass:
 
 
 def start_pass(
-    config: StackConfig, fixtures: Sequence[Fixture], *, fork_min: int | None = None
+    config: StackConfig,
+    fixtures: Sequence[Fixture],
+    *,
+    fork_min: int | None = None,
+    cache_dir: Path | None = None,
 ) -> StartedPass:
     """The result-cache pass, prepared in a second process when there are at least `fork_min`
-    (default FORK_MIN_FIXTURES) fixtures, a second core and `fork`; `.result()` waits for it."""
+    (default FORK_MIN_FIXTURES) fixtures, a second core and `fork`; `.result()` waits for it.
+    With `cache_dir`, a pass prepared by an earlier run is read instead (and one prepared here
+    is kept): `prepared_store`."""
     least = FORK_MIN_FIXTURES if fork_min is None else fork_min
-    return StartedPass(config, fixtures, fork=len(fixtures) >= least)
+    store = PreparedStore(cache_dir / "passes") if cache_dir is not None else None
+    return StartedPass(config, fixtures, fork=len(fixtures) >= least, store=store)

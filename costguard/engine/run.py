@@ -208,7 +208,7 @@ def replay(
     if project.load_seconds is not None:
         stages["load"] = project.load_seconds
     # The result caches need only the fixtures: on a second core while tokens are counted here.
-    with start_pass(config, project.fixtures) as result_caches:
+    with start_pass(config, project.fixtures, cache_dir=project.cache_dir) as result_caches:
         return _replay(
             project, result_caches, backend=backend, progress=progress, shard=shard,
             settings=settings, notify=notify, stages=stages, clock=clock,
