@@ -19,11 +19,11 @@ import hashlib
 import marshal
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from costguard.model.files import keep_newest, write_atomic_bytes
 from costguard.model.fixture_spec import canonical_json
 
 if TYPE_CHECKING:
@@ -105,29 +105,8 @@ class PreparedStore:
         """Keep (order, times, pii, exact keys). Best effort: a cache that cannot be written is
         no error."""
         record: Any = (FORMAT, key, *fields)
-        path = self._path(key)
         try:
-            data = marshal.dumps(record)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            self._prune()
+            write_atomic_bytes(self._path(key), [marshal.dumps(record)])
+            keep_newest(self.directory, f"*{SUFFIX}", KEEP)
         except (OSError, ValueError):
             pass
-
-    def _prune(self) -> None:
-        kept = []
-        for path in self.directory.glob(f"*{SUFFIX}"):
-            try:
-                kept.append((path.stat().st_mtime_ns, path))
-            except OSError:
-                continue
-        kept.sort(reverse=True)
-        for _, path in kept[KEEP:]:
-            path.unlink(missing_ok=True)

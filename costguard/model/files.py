@@ -11,18 +11,35 @@ from pathlib import Path
 def write_atomic(path: str | Path, text: str | Iterable[str]) -> Path:
     """Write `text` (a string or its pieces) to `path` through a temporary file and a rename, so
     nothing is half-written."""
+    pieces = [text] if isinstance(text, str) else text
+    return write_atomic_bytes(path, (piece.encode("utf-8") for piece in pieces))
+
+
+def write_atomic_bytes(path: str | Path, pieces: Iterable[bytes]) -> Path:
+    """`write_atomic` for bytes (cache files): all of them, or nothing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            if isinstance(text, str):
-                fh.write(text)
-            else:
-                for piece in text:
-                    fh.write(piece)
+        with os.fdopen(fd, "wb") as fh:
+            for piece in pieces:
+                fh.write(piece)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def keep_newest(directory: Path, pattern: str, keep: int) -> None:
+    """Remove all but the `keep` most recently modified files matching `pattern` in `directory`
+    (cache files whose readers touch them when used)."""
+    found = []
+    for path in Path(directory).glob(pattern):
+        try:
+            found.append((path.stat().st_mtime_ns, path))
+        except OSError:
+            continue
+    found.sort(reverse=True)
+    for _, path in found[keep:]:
+        path.unlink(missing_ok=True)

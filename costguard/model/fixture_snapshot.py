@@ -25,11 +25,11 @@ import itertools
 import marshal
 import os
 import sys
-import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from costguard.model.files import keep_newest, write_atomic_bytes
 from costguard.model.fixture_fast import shared_expect, shared_sampling
 from costguard.model.fixture_record import Fixture
 
@@ -166,20 +166,9 @@ class SnapshotStore:
                 header,
                 (rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)),
             )
-            self._prune()
+            keep_newest(self.directory, f"*{SUFFIX}", KEEP)
         except (OSError, ValueError):
             pass
-
-    def _prune(self) -> None:
-        snapshots = []
-        for path in self.directory.glob(f"*{SUFFIX}"):
-            try:
-                snapshots.append((path.stat().st_mtime_ns, path))
-            except OSError:
-                continue
-        snapshots.sort(reverse=True)
-        for _, path in snapshots[KEEP:]:
-            path.unlink(missing_ok=True)
 
 
 def _fixtures(
@@ -235,16 +224,11 @@ def _read(fh: BinaryIO) -> Any:
 
 
 def _write(path: Path, header: dict[str, Any], chunks: Iterable[list[Row]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            records: Iterable[Any] = itertools.chain([header], chunks)
-            for record in records:
-                data = marshal.dumps(record)
-                fh.write(len(data).to_bytes(8, "little"))
-                fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def framed() -> Iterator[bytes]:
+        records: Iterable[Any] = itertools.chain([header], chunks)
+        for record in records:
+            data = marshal.dumps(record)
+            yield len(data).to_bytes(8, "little")
+            yield data
+
+    write_atomic_bytes(path, framed())
