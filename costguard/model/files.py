@@ -15,7 +15,7 @@ def write_atomic(path: str | Path, text: str | Iterable[str]) -> Path:
     return write_atomic_bytes(path, (piece.encode("utf-8") for piece in pieces))
 
 
-def write_atomic_bytes(path: str | Path, pieces: Iterable[bytes]) -> Path:
+def write_atomic_bytes(path: str | Path, pieces: Iterable[bytes | memoryview]) -> Path:
     """`write_atomic` for bytes (cache files): all of them, or nothing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

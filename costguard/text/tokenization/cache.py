@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from costguard.text.tokenization.chat_tokenizer import ChatTokenizer, logger
+from costguard.text.tokenization.id_snapshots import IdSnapshots, snapshot_key
 from costguard.text.tokenization.templates import _one_line
 from costguard.text.tokenization.workers import (
     encode_packed,
@@ -358,6 +359,12 @@ def encode_chat_cached(
     elif len(keys) != len(messages_list):
         raise ValueError(f"{len(keys)} keys for {len(messages_list)} conversations")
     if compact:
+        # The whole set as an earlier run asked for it: one file (id_snapshots).
+        snapshots = IdSnapshots(cache.directory / "token-ids")
+        whole = snapshot_key(tokenizer.fingerprint, keys)
+        kept = snapshots.load(whole, len(keys))
+        if kept is not None:
+            return kept
         blobs = cache.get_many(tokenizer.fingerprint, keys, raw=True)
         missing_idx = {}
         for i, key in enumerate(keys):
@@ -376,7 +383,9 @@ def encode_chat_cached(
             store = cache.put_packed_in_background if background_write else cache.put_packed
             store(tokenizer.fingerprint, [(key, blobs[key]) for key, _ in missing])
         arrays = {key: _from_blob(blob) for key, blob in blobs.items()}
-        return [arrays[key] for key in keys]
+        compact_ids = [arrays[key] for key in keys]
+        snapshots.save(whole, keys, compact_ids)
+        return compact_ids
     found = cache.get_many(tokenizer.fingerprint, keys)
     missing_at: dict[str, int] = {}
     for i, key in enumerate(keys):
