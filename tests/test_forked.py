@@ -86,9 +86,10 @@ def test_the_result_cache_pass_in_a_child_is_the_pass_here() -> None:
 def test_a_run_on_two_cores_reports_what_a_run_on_one_reports(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The result-cache pass and the encoding of the report's rows (into a temporary file both
-    processes share) in forked processes: the same report, row for row, byte for byte."""
-    from costguard.engine import result_caches
+    """The result-cache pass, the prefix caches of some tiers and the encoding of the report's
+    rows (into a temporary file both processes share) in forked processes: the same report, row
+    for row, byte for byte."""
+    from costguard.engine import pipeline, result_caches
     from costguard.report import assemble
 
     project = api.load_project(REPO / "costguard.yaml")
@@ -104,11 +105,16 @@ def test_a_run_on_two_cores_reports_what_a_run_on_one_reports(
 
     # (the pass the first run kept would be read, not prepared)
     monkeypatch.setattr(result_caches.PreparedStore, "load", lambda *a: None)
-    for module, least in ((result_caches, "FORK_MIN_FIXTURES"), (assemble, "FORK_MIN_RECORDS")):
+    for module, least in (
+        (result_caches, "FORK_MIN_FIXTURES"),
+        (pipeline, "PREFIX_FORK_MIN"),
+        (assemble, "FORK_MIN_RECORDS"),
+    ):
         monkeypatch.setattr(module, least, 1)
         monkeypatch.setattr(module, "Forked", Spy)
     forked = api.run(project)
-    assert [s.forked for s in started] == [True, True]
+    assert [s.forked for s in started] == [True, True, True]
+    assert len(forked.data["cache"]["prefix"]["tiers"]) >= 2  # (tiers to split)
 
     def rows(report: RunReport) -> list[str]:
         return [line for line in report.to_json().splitlines() if line.startswith('    {"id":')]
@@ -120,3 +126,18 @@ def test_a_run_on_two_cores_reports_what_a_run_on_one_reports(
     assert len(rows(forked)) == len(project.fixtures)
     assert rows(forked) == rows(alone)
     assert comparable(forked.data) == comparable(alone.data)
+
+
+def test_prefix_tiers_split_into_two_groups_of_about_the_same_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from costguard.engine import pipeline
+
+    monkeypatch.setattr(pipeline, "PREFIX_FORK_MIN", 10)
+    monkeypatch.setattr(pipeline, "fork_usable", lambda: True)
+    assert pipeline.prefix_split({"a": 50, "b": 40, "c": 30}) == (["a"], ["b", "c"])
+    assert pipeline.prefix_split({"a": 5, "b": 40}) == (["b"], ["a"])
+    assert pipeline.prefix_split({"a": 50}) == (["a"], [])  # one tier: nothing to split
+    assert pipeline.prefix_split({"a": 3, "b": 4}) == (["b", "a"], [])  # too little to fork
+    monkeypatch.setattr(pipeline, "fork_usable", lambda: False)
+    assert pipeline.prefix_split({"a": 50, "b": 40}) == (["a", "b"], [])

@@ -28,6 +28,7 @@ from costguard.engine.backends.offline import OfflineBackend
 from costguard.engine.caches.exact import CacheOutcome
 from costguard.engine.caches.semantic import SemanticHit, judge, semantic_scope, semantic_text
 from costguard.engine.escalation import escalate
+from costguard.engine.forked import Forked, fork_usable
 from costguard.engine.pipeline_io import (  # noqa: F401 (re-exported)
     CacheSimulation,
     PromptTokens,
@@ -149,45 +150,83 @@ class Pipeline:
         Requests answered by a result cache never reach a tier: their would-be call is priced
         with what the instance would have reused at that moment (a lookup that changes nothing).
         Returns per fixture index what the record should say about its instance.
-        """
-        import numpy as np
 
+        Tiers share no instance, so each tier's calls are simulated on their own: with two or
+        more tiers to simulate and at least PREFIX_FORK_MIN prompt tokens, some tiers run in a
+        forked process while this one runs the others (`prefix_split`); the outcome is the same.
+        """
         fleet = self.prefix
         assert fleet is not None
-        notes: dict[int, dict[str, Any]] = {}
-        shared: dict[tuple[Any, str], dict[str, Any]] = {}
+        work: dict[str, list[int]] = {}  # tier -> arrivals it simulates, in arrival order
         for arrival in served:
-            i = order[arrival]
             call, result = planned[arrival], results[arrival]
             assert result is not None
             tier = call.tier.name
             if not fleet.simulates(tier) or result.cached_source != "none":
                 continue
-            ids = call.prompt_ids
-            if ids is None:
+            if call.prompt_ids is None:
                 raise RuntimeError(f"no prompt token ids kept for tier {tier!r}")
-            if outcomes[i].outcome in ("exact", "semantic"):
-                result.cached_tokens = fleet.peek(tier, call.fixture, ids)
-                result.cached_source = "simulated"
-                continue
-            reply = self.tokens.replies.get(tier, {}).get(i)
-            if reply is not None:
-                # The reply's tokens, then the stop token: sampled last, never computed, so its id
-                # never enters a block (0 is a placeholder).
-                instance, lookup = fleet.admit(
-                    tier, call.fixture, ids, output_ids=np.append(np.asarray(reply, np.uint32), 0)
-                )
-            else:
-                instance, lookup = fleet.admit(
-                    tier, call.fixture, ids, num_output_tokens=result.output_tokens
-                )
-            result.cached_tokens = lookup.cached_tokens
+            work.setdefault(tier, []).append(arrival)
+
+        def simulate(tiers: Sequence[str]) -> tuple[dict[int, tuple[int, int, str]], Any]:
+            """(arrival -> (cached tokens, instance, generated blocks; instance -1: a lookup
+            for a result-cache hit), the fleet's summary of `tiers`)."""
+            import numpy as np
+
+            done: dict[int, tuple[int, int, str]] = {}
+            for tier in tiers:
+                replies = self.tokens.replies.get(tier, {})
+                for arrival in work[tier]:
+                    i = order[arrival]
+                    call, result = planned[arrival], results[arrival]
+                    assert result is not None and call.prompt_ids is not None
+                    ids = call.prompt_ids
+                    if outcomes[i].outcome in ("exact", "semantic"):
+                        done[arrival] = (fleet.peek(tier, call.fixture, ids), -1, "")
+                        continue
+                    reply = replies.get(i)
+                    if reply is not None:
+                        # The reply's tokens, then the stop token: sampled last, never computed,
+                        # so its id never enters a block (0 is a placeholder).
+                        output = np.append(np.asarray(reply, np.uint32), 0)
+                        instance, lookup = fleet.admit(tier, call.fixture, ids, output_ids=output)
+                        kind = "conversation"
+                    else:
+                        instance, lookup = fleet.admit(
+                            tier, call.fixture, ids, num_output_tokens=result.output_tokens
+                        )
+                        kind = "count only"
+                    done[arrival] = (lookup.cached_tokens, instance, kind)
+            summary = fleet.summary()
+            return done, {t: summary[t] for t in tiers}
+
+        here, there = prefix_split(
+            {t: sum(planned[a].prompt_tokens for a in arrivals) for t, arrivals in work.items()}
+        )
+        elsewhere = Forked(lambda: simulate(there), fork=bool(there))
+        done, summary = simulate(here)
+        if there:
+            done_there, summary_there = elsewhere.result()
+            done.update(done_there)
+        else:
+            summary_there = {}
+        elsewhere.close()
+        # Every simulated tier, in the fleet's order (a tier with no calls: its empty counters).
+        self.simulation.prefix = {**fleet.summary(), **summary, **summary_there}
+
+        notes: dict[int, dict[str, Any]] = {}
+        shared: dict[tuple[Any, str], dict[str, Any]] = {}
+        for arrival, (cached, instance, kind) in done.items():
+            result = results[arrival]
+            assert result is not None
+            result.cached_tokens = cached
             result.cached_source = "simulated"
-            kind = "conversation" if reply is not None else "count only"
+            if instance < 0:
+                continue
             note = shared.get((instance, kind))
             if note is None:  # records share one (read-only) note per instance and kind
                 note = shared[(instance, kind)] = {"instance": instance, "generated_blocks": kind}
-            notes[i] = note
+            notes[order[arrival]] = note
         return notes
 
     def _offline(self) -> OfflineBackend:
@@ -290,7 +329,6 @@ class Pipeline:
         prefix_notes: dict[int, dict[str, Any]] = {}
         if self.prefix is not None:
             prefix_notes = self._prefix_caches(order, outcomes, planned, results, answered)
-            self.simulation.prefix = self.prefix.summary()
             clock = self._timed("prefix_cache", clock)
         # Prompt token ids feed the prefix caches only (4 bytes a token, the run's largest
         # holding): let them go before the records are built.
@@ -417,6 +455,28 @@ class Pipeline:
             cascade=tally.summary() if tally is not None else None,
         )
         return [r for r in records if r is not None]
+
+
+# Fewer prompt tokens to simulate than this run in this process alone: a fork pays for itself
+# only when the simulation takes longer than starting one and sending its outcomes back.
+PREFIX_FORK_MIN = 4_000_000
+
+
+def prefix_split(work: dict[str, int]) -> tuple[list[str], list[str]]:
+    """(tiers simulated here, tiers simulated in a forked process), from each tier's prompt
+    tokens to simulate: two groups of about the same size, the larger here; all here when there
+    is one tier, fewer than PREFIX_FORK_MIN tokens, or no second core."""
+    tiers = sorted(work, key=lambda t: (-work[t], t))
+    if len(tiers) < 2 or sum(work.values()) < PREFIX_FORK_MIN or not fork_usable():
+        return tiers, []
+    here: list[str] = []
+    there: list[str] = []
+    load = [0, 0]
+    for tier in tiers:  # the largest first, each to the lighter group
+        side = 0 if load[0] <= load[1] else 1
+        (here if side == 0 else there).append(tier)
+        load[side] += work[tier]
+    return here, there
 
 
 def _interleave(
