@@ -37,7 +37,7 @@ FORMAT = 1
 KEEP = 8  # snapshots kept (most recently used): a base and a head of a few fixture files
 CHUNK = 20_000  # fixtures per marshal record (bounded memory while reading or writing)
 SUFFIX = ".fixtures"
-_READ = 1 << 23
+_READ = 1 << 20
 
 # A row: (id, suite as written, weight, messages, sampling index, expect as written or None,
 # model, label, tags, skip, xfail, line, content_hash, messages_digest).
@@ -45,11 +45,13 @@ Row = tuple[Any, ...]
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, read a block at a time."""
+    """sha256 of a file's bytes, read a block at a time into one buffer."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(_READ):
-            digest.update(block)
+    buffer = bytearray(_READ)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as fh:
+        while size := fh.readinto(buffer):
+            digest.update(view[:size])
     return digest.hexdigest()
 
 

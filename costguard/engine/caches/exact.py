@@ -26,6 +26,9 @@ class CacheOutcome:
     source_index: int | None = None  # on a hit: the fixture whose answer is served
 
 
+_MISS = CacheOutcome("miss")  # (immutable: every plain miss is this one)
+
+
 def normalize_text(text: str, steps: Sequence[str]) -> str:
     """Apply the configured normalisations (strip, whitespace, case, unicode) to one message."""
     if "unicode" in steps:
@@ -151,4 +154,4 @@ class ExactResultCache:
                 f"expired: {first_id}'s entry was {now - stored_at:,.0f} s old (ttl {self.ttl_s:g} s)",
             )
         self._entries[key] = (index, fixture.id, now)
-        return CacheOutcome("miss")
+        return _MISS
