@@ -292,7 +292,7 @@ def table(rows: list[Row], help_best: float, help_median: float) -> list[str]:
         f"machine: {machine()}; costguard --help start-up: best {help_best:.3f} s, "
         f"median {help_median:.3f} s (5 runs)",
         "",
-        "| fixtures | cold run | warm run | peak RSS cold / warm | written (cold) | token+embedding cache "
+        "| fixtures | cold run | warm run | peak RSS cold / warm | written (cold) | caches on disk "
         "| stages / warm wall | 1st / 2nd `diff --base-ref` | $/month | load average (1, 5, 15 min) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]

@@ -72,9 +72,7 @@ def project_offline(
 ) -> tuple[RunReport, dict[str, str] | None]:
     """An offline projection of a checkout (a git ref's baseline), sharing `cache_dir` if given,
     with the files outside the checkout `tree` it read (None: do not cache this projection)."""
-    project = load_project(config, fixtures)
-    if cache_dir is not None:
-        project.config.cache_dir = str(cache_dir)
+    project = load_project(config, fixtures, cache_dir)
     report = run(project)
     external = (
         external_inputs(project, tree, report.data.get("inputs") or {})

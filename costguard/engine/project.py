@@ -206,10 +206,16 @@ class Project:
 
 
 def load_project(
-    config: str | Path = DEFAULT_CONFIG, fixtures: Sequence[str | Path] | None = None
+    config: str | Path = DEFAULT_CONFIG,
+    fixtures: Sequence[str | Path] | None = None,
+    cache_dir: Path | None = None,
 ) -> Project:
+    """The stack config and its fixtures (`fixtures`: paths instead of the config's own,
+    relative to the working directory); `cache_dir` instead of the config's `cache_dir`."""
     started = time.perf_counter()
     stack = load_stack(config)
+    if cache_dir is not None:
+        stack.config.cache_dir = str(cache_dir)
     paths = [str(p) for p in fixtures] if fixtures else list(stack.config.fixtures)
     # Fixture paths given on the command line are relative to the working directory;
     # those in costguard.yaml are relative to the config file.
