@@ -109,9 +109,7 @@ class Costguard:
         config exists."""
         if not self.config_path.is_file():
             return None
-        stack = self.stack_config()
-        path = Path(stack.config.cache_dir)
-        return path if path.is_absolute() else stack.root / path
+        return self.stack_config().cache_dir
 
     # -- run, check, compare ----------------------------------------------------------------------
     def run(self, *, backend: str = "offline", **options: Any) -> RunReport:

@@ -169,48 +169,19 @@ class Pipeline:
             work.setdefault(tier, []).append(arrival)
 
         def simulate(tiers: Sequence[str]) -> tuple[dict[int, tuple[int, int, str]], Any]:
-            """(arrival -> (cached tokens, instance, generated blocks; instance -1: a lookup
-            for a result-cache hit), the fleet's summary of `tiers`)."""
-            import numpy as np
-
-            done: dict[int, tuple[int, int, str]] = {}
-            for tier in tiers:
-                replies = self.tokens.replies.get(tier, {})
-                for arrival in work[tier]:
-                    i = order[arrival]
-                    call, result = planned[arrival], results[arrival]
-                    assert result is not None and call.prompt_ids is not None
-                    ids = call.prompt_ids
-                    if outcomes[i].outcome in ("exact", "semantic"):
-                        done[arrival] = (fleet.peek(tier, call.fixture, ids), -1, "")
-                        continue
-                    reply = replies.get(i)
-                    if reply is not None:
-                        # The reply's tokens, then the stop token: sampled last, never computed,
-                        # so its id never enters a block (0 is a placeholder).
-                        output = np.append(np.asarray(reply, np.uint32), 0)
-                        instance, lookup = fleet.admit(tier, call.fixture, ids, output_ids=output)
-                        kind = "conversation"
-                    else:
-                        instance, lookup = fleet.admit(
-                            tier, call.fixture, ids, num_output_tokens=result.output_tokens
-                        )
-                        kind = "count only"
-                    done[arrival] = (lookup.cached_tokens, instance, kind)
-            summary = fleet.summary()
-            return done, {t: summary[t] for t in tiers}
+            return fleet.simulate(
+                {t: work[t] for t in tiers}, order=order, planned=planned, results=results,
+                outcomes=outcomes, replies=self.tokens.replies,
+            )  # fmt: skip
 
         here, there = prefix_split(
             {t: sum(planned[a].prompt_tokens for a in arrivals) for t, arrivals in work.items()}
         )
         elsewhere = Forked(lambda: simulate(there), fork=bool(there))
         done, summary = simulate(here)
-        if there:
-            done_there, summary_there = elsewhere.result()
-            done.update(done_there)
-        else:
-            summary_there = {}
+        done_there, summary_there = elsewhere.result() if there else ({}, {})
         elsewhere.close()
+        done.update(done_there)
         # Every simulated tier, in the fleet's order (a tier with no calls: its empty counters).
         self.simulation.prefix = {**fleet.summary(), **summary, **summary_there}
 

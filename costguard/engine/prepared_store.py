@@ -18,12 +18,11 @@ from __future__ import annotations
 import hashlib
 import marshal
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from costguard.model.files import keep_newest, write_atomic_bytes
+from costguard.model.files import keep_cache_file, source_fingerprint
 from costguard.model.fixture_spec import canonical_json
 
 if TYPE_CHECKING:
@@ -42,17 +41,15 @@ CODE_FILES = (
     "engine/traffic.py",
     "serving/replay.py",
 )
-_code: list[bytes] = []
+_code: list[str] = []
 
 
 def _code_fingerprint() -> bytes:
     if not _code:
-        digest = hashlib.sha256(f"{FORMAT}\0{sys.version}\0{marshal.version}".encode())
         package = Path(__file__).resolve().parent.parent
-        for name in CODE_FILES:
-            digest.update((package / name).read_bytes())
-        _code.append(digest.digest())
-    return _code[0]
+        salt = f"passes {FORMAT} marshal {marshal.version}"
+        _code.append(source_fingerprint(package, CODE_FILES, salt))
+    return _code[0].encode()
 
 
 def pass_key(config: StackConfig, fixtures: Sequence[Fixture]) -> str | None:
@@ -105,8 +102,4 @@ class PreparedStore:
         """Keep (order, times, pii, exact keys). Best effort: a cache that cannot be written is
         no error."""
         record: Any = (FORMAT, key, *fields)
-        try:
-            write_atomic_bytes(self._path(key), [marshal.dumps(record)])
-            keep_newest(self.directory, f"*{SUFFIX}", KEEP)
-        except (OSError, ValueError):
-            pass
+        keep_cache_file(self._path(key), [marshal.dumps(record)], KEEP)

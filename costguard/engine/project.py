@@ -18,11 +18,6 @@ from costguard.model.pricing import TierPrice, resolve_price
 DEFAULT_CONFIG = "costguard.yaml"
 
 
-def _cache_dir(stack: LoadedStack) -> Path:
-    path = Path(stack.config.cache_dir)
-    return path if path.is_absolute() else stack.root / path
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -57,7 +52,7 @@ class Project:
 
     @property
     def cache_dir(self) -> Path:
-        return _cache_dir(self.stack)
+        return self.stack.cache_dir
 
     @property
     def recordings_dir(self) -> Path:
@@ -227,7 +222,7 @@ def load_project(
         project_root=stack.root,
         allowed=stack.allowed,
         confine=not fixtures,
-        cache_dir=_cache_dir(stack),
+        cache_dir=stack.cache_dir,
         hashes=hashes,
     )
     if fixtures:

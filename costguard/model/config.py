@@ -377,6 +377,12 @@ class LoadedStack:
 
         self.allowed = resolve_allowed(config.allowed_paths, self.root)
 
+    @property
+    def cache_dir(self) -> Path:
+        """The config's `cache_dir`, relative to the config file unless absolute."""
+        path = Path(self.config.cache_dir)
+        return path if path.is_absolute() else self.root / path
+
     def where(self, *loc: Any) -> str:
         """`file:line: key.path` for a location inside the config, for errors raised later."""
         from costguard.model.yamlio import format_loc

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,3 +45,22 @@ def keep_newest(directory: Path, pattern: str, keep: int) -> None:
     found.sort(reverse=True)
     for _, path in found[keep:]:
         path.unlink(missing_ok=True)
+
+
+def keep_cache_file(path: Path, pieces: Iterable[bytes | memoryview], keep: int) -> None:
+    """Write a cache file (atomically) and keep the `keep` most recently used of its directory
+    with the same suffix. Best effort: a cache that cannot be written is no error."""
+    try:
+        write_atomic_bytes(path, pieces)
+        keep_newest(path.parent, f"*{path.suffix}", keep)
+    except (OSError, ValueError):
+        pass
+
+
+def source_fingerprint(base: Path, names: Iterable[str], salt: str) -> str:
+    """sha256 of `salt`, the Python version and the source files `names` under `base`: what a
+    cache of computed results depends on besides its inputs."""
+    digest = hashlib.sha256(f"{salt}\0{sys.version}".encode())
+    for name in names:
+        digest.update((base / name).read_bytes())
+    return digest.hexdigest()

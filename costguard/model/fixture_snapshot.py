@@ -24,12 +24,11 @@ import hashlib
 import itertools
 import marshal
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from costguard.model.files import keep_newest, write_atomic_bytes
+from costguard.model.files import keep_cache_file, source_fingerprint
 from costguard.model.fixture_fast import shared_expect, shared_sampling
 from costguard.model.fixture_record import Fixture
 
@@ -70,11 +69,8 @@ _fingerprint: list[str] = []
 def loader_fingerprint() -> str:
     """What a snapshot depends on besides the file: the loader's source, Python, the format."""
     if not _fingerprint:
-        digest = hashlib.sha256(f"{FORMAT}\0{sys.version}\0{marshal.version}".encode())
-        here = Path(__file__).parent
-        for name in LOADER_FILES:
-            digest.update((here / name).read_bytes())
-        _fingerprint.append(digest.hexdigest())
+        salt = f"fixtures {FORMAT} marshal {marshal.version}"
+        _fingerprint.append(source_fingerprint(Path(__file__).parent, LOADER_FILES, salt))
     return _fingerprint[0]
 
 
@@ -162,15 +158,11 @@ class SnapshotStore:
             "chunks": (len(rows) + CHUNK - 1) // CHUNK,
             "samplings": sampling_raws,
         }
-        try:
-            _write(
-                self._path(content),
-                header,
-                (rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)),
-            )
-            keep_newest(self.directory, f"*{SUFFIX}", KEEP)
-        except (OSError, ValueError):
-            pass
+        _write(
+            self._path(content),
+            header,
+            (rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)),
+        )
 
 
 def _fixtures(
@@ -233,4 +225,4 @@ def _write(path: Path, header: dict[str, Any], chunks: Iterable[list[Row]]) -> N
             yield len(data).to_bytes(8, "little")
             yield data
 
-    write_atomic_bytes(path, framed())
+    keep_cache_file(path, framed(), KEEP)

@@ -246,6 +246,50 @@ class PrefixCacheFleet:
             prompt_ids, num_output_tokens=num_output_tokens, skip_cache_read=skip
         )
 
+    def simulate(
+        self,
+        work: dict[str, list[int]],
+        *,
+        order: Sequence[int],
+        planned: Sequence[Any],
+        results: Sequence[Any],
+        outcomes: dict[int, Any],
+        replies: dict[str, dict[int, Any]],
+    ) -> tuple[dict[int, tuple[int, int, str]], dict[str, dict[str, Any]]]:
+        """Each tier's calls of `work` (tier -> arrivals, in arrival order), tier by tier (tiers
+        share no instance): (arrival -> (cached prompt tokens, instance, generated blocks),
+        the summary of those tiers). Instance -1: the lookup of a request a result cache
+        answered (nothing changes). `planned`, `results`: the calls and their results by
+        arrival; `outcomes`: result-cache outcomes by fixture index; `replies`: per tier, the
+        token ids of the reply a later fixture of the conversation shows."""
+        import numpy as np
+
+        done: dict[int, tuple[int, int, str]] = {}
+        for tier, arrivals in work.items():
+            tier_replies = replies.get(tier, {})
+            for arrival in arrivals:
+                i = order[arrival]
+                call, result = planned[arrival], results[arrival]
+                ids = call.prompt_ids
+                if outcomes[i].outcome in ("exact", "semantic"):
+                    done[arrival] = (self.peek(tier, call.fixture, ids), -1, "")
+                    continue
+                reply = tier_replies.get(i)
+                if reply is not None:
+                    # The reply's tokens, then the stop token: sampled last, never computed, so
+                    # its id never enters a block (0 is a placeholder).
+                    output = np.append(np.asarray(reply, np.uint32), 0)
+                    instance, lookup = self.admit(tier, call.fixture, ids, output_ids=output)
+                    kind = "conversation"
+                else:
+                    instance, lookup = self.admit(
+                        tier, call.fixture, ids, num_output_tokens=result.output_tokens
+                    )
+                    kind = "count only"
+                done[arrival] = (lookup.cached_tokens, instance, kind)
+        summary = self.summary()
+        return done, {t: summary[t] for t in work}
+
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per simulated tier: capacity and its source, routing, and the simulation's own counters
         over the fixtures (one admission per fixture, not monthly figures)."""

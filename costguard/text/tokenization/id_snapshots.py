@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from costguard.model.files import keep_newest, write_atomic_bytes
+from costguard.model.files import keep_cache_file
 
 MAGIC = b"costguard-ids-1\n"
 KEEP = 4
@@ -113,10 +113,6 @@ class IdSnapshots:
         # Each array written as it is (no copy of the whole set: a run that writes a snapshot
         # holds its ids already).
         pieces = (np.ascontiguousarray(a, "<u4").data for a in distinct)
-        try:
-            write_atomic_bytes(
-                self._path(key), itertools.chain([header, offsets.data, index.data], pieces)
-            )
-            keep_newest(self.directory, f"*{SUFFIX}", KEEP)
-        except (OSError, ValueError):
-            pass
+        keep_cache_file(
+            self._path(key), itertools.chain([header, offsets.data, index.data], pieces), KEEP
+        )
