@@ -4,8 +4,10 @@ snapshot or a file the fast path does not take is parsed; a file in error keeps 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,6 @@ def test_a_snapshot_gives_the_parsed_fixtures(
         assert _load(root, cache, again) == parsed  # read from the snapshot
         assert again == hashes
         a, b, c = load_fixtures(["fixtures"], root=root, cache_dir=cache)
-        assert a.messages[0]["content"] is b.messages[0]["content"]  # repeated texts stored once
         assert b.sampling is c.sampling and a.expect is c.expect  # shared as a parse shares
     assert _snapshots(cache) == [snapshot]
 
@@ -211,3 +212,56 @@ def test_another_loader_does_not_read_the_snapshot(
             load_fixtures(["fixtures"], root=root, cache_dir=cache)
     assert _load(root, cache) == parsed
     assert len(_snapshots(cache)) == 2
+
+
+def test_stored_messages_are_read_when_asked_for(tmp_path: Path) -> None:
+    """A fixture read from a snapshot holds no messages: each read reads the snapshot's file
+    (still the file it loaded from when a newer one replaced it); a value set is held."""
+    root, cache = _project(tmp_path, LINES), tmp_path / "cache"
+    parsed = load_fixtures(["fixtures"], root=root)
+    load_fixtures(["fixtures"], root=root, cache_dir=cache)
+    stored = load_fixtures(["fixtures"], root=root, cache_dir=cache)
+    assert [fx.messages for fx in stored] == [fx.messages for fx in parsed]
+    a = stored[0]
+    assert a.messages == a.messages and a.messages is not a.messages  # read, not held
+    assert a.request_body()["messages"] == parsed[0].messages
+    for twin in (copy.copy(a), pickle.loads(pickle.dumps(a))):
+        assert _fields([twin]) == _fields([parsed[0]])
+    (snapshot,) = _snapshots(cache)
+    snapshot.unlink()  # pruned by another run: what was loaded reads what it loaded
+    assert [fx.messages for fx in stored] == [fx.messages for fx in parsed]
+    a.messages = [{"role": "user", "content": "set"}]
+    assert a.messages is a.messages and a.messages[0]["content"] == "set"
+    assert stored[1].messages == parsed[1].messages
+
+
+def test_damaged_stored_messages_are_a_clear_error(tmp_path: Path) -> None:
+    """Messages are read after the load: damaged ones stop the run with an error naming the
+    snapshot, which is removed so that the next load parses the file again."""
+    root, cache = _project(tmp_path, LINES), tmp_path / "cache"
+    parsed = _load(root, None)
+    _load(root, cache)
+    (snapshot,) = _snapshots(cache)
+    loaded = load_fixtures(["fixtures"], root=root, cache_dir=cache)
+    start = loaded[0]._stored._offsets[loaded[0]._at]  # where the first one's messages are
+    with snapshot.open("r+b") as fh:  # (in place: the file the fixtures read)
+        fh.seek(start)
+        fh.write(b"\x00")  # no marshal type code
+    assert loaded[1].messages == LINES[1]["messages"]  # the others read as stored
+    with pytest.raises(ConfigError, match=r"fixture snapshot is damaged \(fixture 1 of the file\)"):
+        loaded[0].messages  # noqa: B018
+    assert _snapshots(cache) == []
+    assert _load(root, cache) == parsed
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_conversation_that_shows_a_reply_is_known_without_reading_it(
+    tmp_path: Path, cached: bool
+) -> None:
+    turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
+             {"role": "user", "content": "q2"}]  # fmt: skip
+    lines = [*LINES, {"id": "t", "messages": turns}, {"id": "u", "messages": turns[1:]}]
+    root, cache = _project(tmp_path, lines), tmp_path / "cache"
+    load_fixtures(["fixtures"], root=root, cache_dir=cache if cached else None)
+    loaded = load_fixtures(["fixtures"], root=root, cache_dir=cache if cached else None)
+    assert [fx.may_show_replies for fx in loaded] == [False, False, False, True, False]

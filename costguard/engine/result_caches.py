@@ -190,30 +190,40 @@ class StartedPass:
             kept = store.load(self._key, len(fixtures)) if self._key is not None else None
             if kept is not None:
                 self.kept = PreparedPass(*kept)
-        self._prepared = Forked(lambda: caches.prepare(fixtures), fork=fork and self.kept is None)
+        self._prepared: Forked[PreparedPass] | None = Forked(
+            lambda: caches.prepare(fixtures), fork=fork and self.kept is None
+        )
+        self._forked = False
 
     @property
     def forked(self) -> bool:
         """Whether the preparation came from a forked process."""
-        return self._prepared.forked
+        return self._prepared.forked if self._prepared is not None else self._forked
 
     def result(self) -> ResultCachePass:
-        """The pass (once: the caches' entries, a key per request, are let go after it)."""
+        """The pass (once: the caches' entries and the exact-cache keys, one per request, are
+        let go after it)."""
         caches, self._caches = self._caches, None
-        if caches is None:
+        pending, self._prepared = self._prepared, None  # (its function holds the caches)
+        if caches is None or pending is None:
             raise RuntimeError("the result-cache pass was already taken")
-        prepared = self.kept
-        if prepared is None:
-            prepared = self._prepared.result()
-            if self._store is not None and self._key is not None:
-                self._store.save(
-                    self._key,
-                    (prepared.order, prepared.times, prepared.pii, prepared.exact_keys),
-                )
+        prepared, self.kept = self.kept, None
+        try:
+            if prepared is None:
+                prepared = pending.result()
+                if self._store is not None and self._key is not None:
+                    self._store.save(
+                        self._key,
+                        (prepared.order, prepared.times, prepared.pii, prepared.exact_keys),
+                    )
+        finally:
+            self._forked = pending.forked
+            pending.close()
         return caches.run(self._fixtures, prepared)
 
     def close(self) -> None:
-        self._prepared.close()
+        if self._prepared is not None:
+            self._prepared.close()
 
     def __enter__(self) -> StartedPass:
         return self

@@ -23,6 +23,7 @@ from costguard.engine.routing.factory import build_router
 from costguard.engine.routing.router import RoutingRun
 from costguard.engine.traffic import Progress
 from costguard.errors import ConfigError
+from costguard.model.fixture_record import MessagesOf
 from costguard.model.fixtures import Fixture
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def count_prompt_tokens(
     from costguard.text.tokenization import TokenCountCache, encode_chat_cached
 
     cache = TokenCountCache(project.cache_dir)
-    messages = [fx.messages for fx in project.fixtures]
+    messages = MessagesOf(project.fixtures)  # read as the tokenizer needs them
     tools = [fx.tools for fx in project.fixtures]
     keys = [fx.messages_digest for fx in project.fixtures]  # derived once per fixture
     counts: dict[str, list[int]] = {}

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _string_json
-from typing import Any
+from typing import Any, overload
 
 from costguard.model.fixture_spec import (
     Expect,
@@ -41,6 +42,10 @@ class Fixture:
     _hash: str | None = field(default=None, repr=False)
     _messages_digest: str | None = field(default=None, repr=False)
     _sampling_json: str | None = field(default=None, repr=False)
+    # Where the messages are kept when they are not held here (`StoredMessages`): a fixture read
+    # from a snapshot reads them from the snapshot's file each time they are asked for.
+    _stored: Any = field(default=None, repr=False, compare=False)
+    _at: int = field(default=0, repr=False, compare=False)
 
     def request_body(self) -> dict[str, Any]:
         """What a backend sends besides the model and sampling: messages, tools, tool_choice."""
@@ -108,6 +113,14 @@ class Fixture:
         self._hash = hashlib.sha256((canonical + "}").encode()).hexdigest()
 
     @property
+    def may_show_replies(self) -> bool:
+        """Whether an assistant message follows the first message (a conversation that shows
+        what the model replied), without reading stored messages that have none."""
+        if self._stored is not None:
+            return bool(self._stored.may_show_replies(self._at))
+        return any(k and m.get("role") == "assistant" for k, m in enumerate(self.messages))
+
+    @property
     def last_user_text(self) -> str:
         for msg in reversed(self.messages):
             if msg["role"] == "user":
@@ -119,6 +132,46 @@ class Fixture:
         return "\n".join(
             message_text(m) for m in self.messages if m["role"] in ("system", "developer")
         )
+
+
+class MessagesOf(Sequence[list[dict[str, Any]]]):
+    """The fixtures' messages by position, each read when asked for (stored fixtures' messages
+    are not held: a list of them all would hold every text of a million fixtures)."""
+
+    def __init__(self, fixtures: Sequence[Fixture]) -> None:
+        self._fixtures = fixtures
+
+    def __len__(self) -> int:
+        return len(self._fixtures)
+
+    @overload
+    def __getitem__(self, index: int) -> list[dict[str, Any]]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[list[dict[str, Any]]]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [fx.messages for fx in self._fixtures[index]]
+        return self._fixtures[index].messages
+
+
+# `messages` is a slot that a stored fixture leaves empty: reading it reads the stored messages
+# (each time: a million fixtures' texts are not held), and setting it holds the value given.
+_messages_slot = Fixture.__dict__["messages"]
+
+
+def _get_messages(fixture: Fixture) -> list[dict[str, Any]]:
+    stored = fixture._stored
+    if stored is None:
+        return _messages_slot.__get__(fixture, Fixture)
+    return stored.read(fixture._at)
+
+
+def _set_messages(fixture: Fixture, messages: list[dict[str, Any]]) -> None:
+    _messages_slot.__set__(fixture, messages)
+    fixture._stored = None
+
+
+setattr(Fixture, "messages", property(_get_messages, _set_messages))  # noqa: B010
 
 
 def _messages_json(messages: list[dict[str, Any]]) -> str:

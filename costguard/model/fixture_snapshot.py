@@ -14,33 +14,45 @@ optional fields, the line number, and the two content keys (`Fixture.content_has
 content parts, ...) gets no snapshot: the full path reads it every time. Errors are never kept:
 a file that fails to load writes nothing.
 
+The messages are kept apart from the rest, each fixture's as its own marshal data, and are not
+read when a snapshot loads: a fixture read from a snapshot reads its messages from the snapshot's
+file when they are asked for (`StoredMessages`), so a million fixtures' texts are not held in
+memory, and a run that needs none of them (a warm one, whose token counts and result-cache pass
+are kept too) reads none.
+
 Snapshots live in `<cache_dir>/fixtures/`, the `KEEP` most recently used; a damaged or foreign
-one is a miss, never an error.
+one is a miss, never an error (messages found damaged when read later: a clear error naming the
+file).
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import marshal
 import os
+import weakref
+from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from costguard.errors import ConfigError
 from costguard.model.files import keep_cache_file, source_fingerprint
 from costguard.model.fixture_fast import shared_expect, shared_sampling
 from costguard.model.fixture_record import Fixture
 
-FORMAT = 1
+FORMAT = 2
 KEEP = 8  # snapshots kept (most recently used): a base and a head of a few fixture files
 CHUNK = 20_000  # fixtures per marshal record (bounded memory while reading or writing)
 SUFFIX = ".fixtures"
 _READ = 1 << 20
 
-# A row: (id, suite as written, weight, messages, sampling index, expect as written or None,
-# model, label, tags, skip, xfail, line, content_hash, messages_digest).
+# A row: (id, suite as written, weight, size of its messages' marshal data, sampling index,
+# expect as written or None, model, label, tags, skip, xfail, line, content_hash,
+# messages_digest, whether an assistant message follows the first message).
+# A chunk: a record of rows, then one of their messages' marshal data, one after the other.
 Row = tuple[Any, ...]
+_NOT_HELD: Any = None  # a stored fixture's `messages` slot
 
 
 def file_digest(path: Path) -> str:
@@ -105,14 +117,19 @@ class SnapshotStore:
                         return None
                     samplings.append(known)
                 fixtures: list[Fixture] = []
+                stored = StoredMessages(path)
                 for _ in range(header["chunks"]):
+                    rows = _read(fh)
+                    start = _skip(fh)  # the messages, read when asked for
                     fixtures.extend(
-                        _fixtures(_read(fh), samplings, display, default_suite, strings)
+                        _fixtures(rows, start, stored, samplings, display, default_suite, strings)
                     )
+                    if stored.end() != fh.tell():
+                        return None
             if len(fixtures) != header["count"]:
                 return None
             os.utime(path)  # most recently used
-        except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError):
+        except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError):
             return None
         return fixtures
 
@@ -123,6 +140,7 @@ class SnapshotStore:
         samplings: dict[str, int] = {}
         sampling_raws: list[Any] = []
         rows: list[Row] = []
+        messages: list[bytes] = []
         for fx, (suite, sampling, expect) in zip(fixtures, raws, strict=True):
             written = repr(sampling)
             index = samplings.get(written)
@@ -133,12 +151,14 @@ class SnapshotStore:
                 keys = (fx.content_hash, fx.messages_digest)
             except UnicodeEncodeError:  # a lone surrogate: the run says so, not the cache
                 return
+            data = marshal.dumps(fx.messages)
+            messages.append(data)
             rows.append(
                 (
                     fx.id,
                     suite,
                     fx.weight,
-                    fx.messages,
+                    len(data),
                     index,
                     expect,
                     fx.model,
@@ -148,6 +168,7 @@ class SnapshotStore:
                     fx.xfail,
                     fx.line,
                     *keys,
+                    fx.may_show_replies,
                 )  # fmt: skip
             )
         header = {
@@ -158,35 +179,110 @@ class SnapshotStore:
             "chunks": (len(rows) + CHUNK - 1) // CHUNK,
             "samplings": sampling_raws,
         }
-        _write(
-            self._path(content),
-            header,
-            (rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)),
-        )
+
+        def records() -> Iterator[bytes]:
+            yield marshal.dumps(header)
+            for i in range(0, len(rows), CHUNK):
+                yield marshal.dumps(rows[i : i + CHUNK])
+                yield b"".join(messages[i : i + CHUNK])
+
+        _write(self._path(content), records())
+
+
+class StoredMessages:
+    """The messages of a snapshot's fixtures, read from its file when asked for (`Fixture.messages`).
+
+    The file stays open while any of its fixtures lives, so a newer snapshot that replaces or
+    prunes it never changes what they read.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDONLY)
+        self._close = weakref.finalize(self, os.close, self._fd)
+        self._offsets = array("Q")  # each fixture's messages: where they start in the file
+        self._sizes = array("Q")  # ... and how many bytes they take
+        self._replies: set[int] = set()  # fixtures whose conversation shows an assistant reply
+        self._end = 0
+
+    def add(self, start: int, size: int, replies: bool) -> int:
+        """Keep where the next fixture's messages are; returns the fixture's position."""
+        at = len(self._offsets)
+        self._offsets.append(start)
+        self._sizes.append(size)
+        if replies:
+            self._replies.add(at)
+        self._end = start + size
+        return at
+
+    def end(self) -> int:
+        """Where the last messages kept end."""
+        return self._end
+
+    def read(self, at: int) -> list[dict[str, Any]]:
+        size = self._sizes[at]
+        data = os.pread(self._fd, size, self._offsets[at])
+        try:
+            if len(data) != size:
+                raise EOFError
+            messages = marshal.loads(data)
+        except (EOFError, ValueError, TypeError):
+            messages = None
+        if type(messages) is not list:
+            try:  # the next load parses the fixture file again
+                self.path.unlink()
+            except OSError:
+                pass
+            raise ConfigError(
+                f"fixture snapshot is damaged (fixture {at + 1} of the file); it is removed, "
+                "run again",
+                file=str(self.path),
+            )
+        return messages
+
+    def may_show_replies(self, at: int) -> bool:
+        return at in self._replies
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a copy opens the same file again
+        return (_reopened, (self.path, self._offsets, self._sizes, self._replies, self._end))
+
+
+def _reopened(
+    path: Path, offsets: array[int], sizes: array[int], replies: set[int], end: int
+) -> StoredMessages:
+    stored = StoredMessages(path)
+    stored._offsets, stored._sizes, stored._replies, stored._end = offsets, sizes, replies, end
+    return stored
 
 
 def _fixtures(
     rows: list[Row],
+    start: int,
+    stored: StoredMessages,
     samplings: list[tuple[Any, str]],
     display: str,
     default_suite: str,
     strings: dict[Any, Any],
 ) -> Iterable[Fixture]:
+    """The fixtures of one chunk's `rows`, whose messages start at `start` in the file."""
     empty = shared_expect(None, strings)
+    add = stored.add
     for (
-        fid, suite, weight, messages, index, expect, model, label, tags, skip, xfail, line,
-        content_hash, digest,
+        fid, suite, weight, size, index, expect, model, label, tags, skip, xfail, line,
+        content_hash, digest, replies,
     ) in rows:  # fmt: skip
         sampling, sampling_json = samplings[index]
         shared = empty if expect is None else shared_expect(expect, strings)
         if shared is None:
             raise ValueError("an expectation the fast path no longer takes")
+        if type(size) is not int or size < 0:
+            raise ValueError("a damaged row")
         # Positional, in Fixture's field order (as fast_fixture builds it).
         yield Fixture(
             fid,
             suite or default_suite,
             weight,
-            messages,
+            _NOT_HELD,  # messages: read from `stored`
             sampling,
             shared,
             display,
@@ -202,7 +298,10 @@ def _fixtures(
             content_hash,
             digest,
             sampling_json,
+            stored,
+            add(start, size, replies),
         )
+        start += size
 
 
 def _read(fh: BinaryIO) -> Any:
@@ -217,11 +316,19 @@ def _read(fh: BinaryIO) -> Any:
     return marshal.loads(data)
 
 
-def _write(path: Path, header: dict[str, Any], chunks: Iterable[list[Row]]) -> None:
+def _skip(fh: BinaryIO) -> int:
+    """Step over one record without reading it; returns where its data starts."""
+    size = int.from_bytes(fh.read(8), "little")
+    start = fh.tell()
+    if size > os.fstat(fh.fileno()).st_size - start:
+        raise EOFError("snapshot cut short")
+    fh.seek(size, os.SEEK_CUR)
+    return start
+
+
+def _write(path: Path, records: Iterable[bytes]) -> None:
     def framed() -> Iterator[bytes]:
-        records: Iterable[Any] = itertools.chain([header], chunks)
-        for record in records:
-            data = marshal.dumps(record)
+        for data in records:
             yield len(data).to_bytes(8, "little")
             yield data
 

@@ -155,6 +155,8 @@ def conversation_replies(fixtures: Sequence[Fixture]) -> dict[int, str]:
 
     continuation: dict[str, str] = {}
     for fx in fixtures:
+        if not fx.may_show_replies:  # (stored messages are not read for this)
+            continue
         for k, message in enumerate(fx.messages):
             if k and message["role"] == "assistant" and message_text(message):
                 continuation.setdefault(key(fx.messages[:k], fx.model), message_text(message))
