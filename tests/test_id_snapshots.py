@@ -123,3 +123,32 @@ def test_at_most_keep_snapshots_are_kept(tmp_path: Path, monkeypatch: pytest.Mon
     for c in "abc":
         store.save(c * 64, ["x"], [np.array([1], np.uint32)])
     assert len(list(tmp_path.glob("*.ids"))) == 2
+
+
+def _rss_file_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile line")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_pages_read_are_handed_back(tmp_path: Path) -> None:
+    """The snapshot is mapped: the pages read count towards this process until `release_pages`,
+    and the ids read the same afterwards."""
+    rng = np.random.default_rng(3)
+    arrays = [rng.integers(0, 2**32, 4096, dtype=np.uint32) for _ in range(1024)]  # 16 MB
+    keys = [f"k{i}" for i in range(len(arrays))]
+    store = IdSnapshots(tmp_path)
+    store.save("a" * 64, keys, arrays)
+    loaded = store.load("a" * 64, len(keys))
+    assert loaded is not None
+    before = _rss_file_kb()
+    assert sum(int(a.sum()) for a in loaded) == sum(int(a.sum()) for a in arrays)  # all read
+    read = _rss_file_kb()
+    assert read - before > 12_000
+    id_snapshots.release_pages(loaded[5])  # any view of the file hands back all of it
+    assert read - _rss_file_kb() > 12_000
+    assert _ids(loaded) == _ids(arrays)
+    id_snapshots.release_pages(arrays[0])  # not from a snapshot: nothing
+    id_snapshots.release_pages([1, 2, 3])

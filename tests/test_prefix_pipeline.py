@@ -454,3 +454,16 @@ def test_arrival_order_keeps_conversations_in_turn_order_in_the_example() -> Non
         < position["conv-billing-1.t2"]
         < position["conv-billing-1.t3"]
     )
+
+
+def test_records_share_their_prefix_note_and_only_templated_ones_name_templates() -> None:
+    """Records of one instance and kind share one `extra` dict; naming a fixture's templates
+    gives its record a dict of its own, never the others'."""
+    project = api.load_project(REPO / "costguard.yaml")
+    templated = {fx.id for fx in project.fixtures if fx.templates}
+    assert templated and len(templated) < len(project.fixtures)
+    replayed = api.replay(project)
+    shared = [r for r in replayed.records if "prefix" in r.extra and r.fixture_id not in templated]
+    assert len({id(r.extra) for r in shared}) < len(shared)  # shared, not one each
+    for record in replayed.records:
+        assert ("templates" in record.extra) == (record.fixture_id in templated), record.fixture_id

@@ -191,7 +191,7 @@ def record(
         route_reason="test",
         route_score=score,
         route_label=label,
-        alternatives=RouteAlternatives(tokens, {"small": 1.0, "large": 10.0}, False),
+        alternatives=RouteAlternatives.of(tokens, {"small": 1.0, "large": 10.0}, False),
     )
 
 
@@ -489,3 +489,12 @@ def test_overhead_is_measured_when_the_model_is_loaded_and_stored_for_warm_runs(
     )  # type: ignore[arg-type]
     assert other is not None and other.source == "not_measured"
     assert "other conditions" in other.method
+
+
+def test_route_alternatives_share_their_tier_names() -> None:
+    a = RouteAlternatives.of(10, {"small": 1.0, "large": 2.0}, False)
+    b = RouteAlternatives.of(20, {"small": 3.0, "large": 4.0}, True)
+    assert a.tiers is b.tiers and a.tier_cost_usd == {"small": 1.0, "large": 2.0}
+    assert b.cost_on("large") == 4.0 and b.costs == (3.0, 4.0)
+    with pytest.raises(KeyError):
+        a.cost_on("medium")

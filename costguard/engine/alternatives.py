@@ -62,7 +62,13 @@ def route_alternatives(
                     or price.estimated
                 ):
                     estimated[i] = True
-    return {i: RouteAlternatives(batch[i].prompt_tokens, costs[i], estimated[i]) for i in wanted}
+    tiers = tuple(t.name for t in config.tiers)
+    return {
+        i: RouteAlternatives(
+            batch[i].prompt_tokens, tiers, tuple(costs[i][t] for t in tiers), estimated[i]
+        )
+        for i in wanted
+    }
 
 
 def project_offline(offline: OfflineBackend, calls: list[PlannedCall]) -> list[CallResult]:

@@ -142,14 +142,15 @@ class Pipeline:
         outcomes: dict[int, CacheOutcome],
         planned: list[PlannedCall],
         results: list[CallResult | None],
-        served: list[int],
+        served: Sequence[int],
     ) -> dict[int, dict[str, Any]]:
         """Admit every call that reaches a tier to that tier's instance, in arrival order.
 
         Results whose cached tokens the backend already knows (measured) are left alone.
         Requests answered by a result cache never reach a tier: their would-be call is priced
         with what the instance would have reused at that moment (a lookup that changes nothing).
-        Returns per fixture index what the record should say about its instance.
+        Returns per fixture index what the record should say about its instance, as the
+        record's `extra` ({"prefix": note}; shared by the records of one instance and kind).
 
         Tiers share no instance, so each tier's calls are simulated on their own: with two or
         more tiers to simulate and at least PREFIX_FORK_MIN prompt tokens, some tiers run in a
@@ -194,10 +195,11 @@ class Pipeline:
             result.cached_source = "simulated"
             if instance < 0:
                 continue
-            note = shared.get((instance, kind))
-            if note is None:  # records share one (read-only) note per instance and kind
-                note = shared[(instance, kind)] = {"instance": instance, "generated_blocks": kind}
-            notes[order[arrival]] = note
+            extra = shared.get((instance, kind))
+            if extra is None:  # records share one (read-only) `extra` per instance and kind
+                note = {"instance": instance, "generated_blocks": kind}
+                extra = shared[(instance, kind)] = {"prefix": note}
+            notes[order[arrival]] = extra
         return notes
 
     def _offline(self) -> OfflineBackend:
@@ -294,10 +296,10 @@ class Pipeline:
         clock = self._timed("serve", clock)
         # Arrivals (= positions in `planned` and `results`) of every call answered, and of those
         # of this shard
-        answered = [a for a in range(n) if results[a] is not None]
-        served = [a for a in arrivals if results[a] is not None]
+        answered = _with_results(range(n), results)
+        served = _with_results(arrivals, results)
 
-        prefix_notes: dict[int, dict[str, Any]] = {}
+        prefix_notes: dict[int, dict[str, Any]] = {}  # fixture index -> {"prefix": note}
         if self.prefix is not None:
             prefix_notes = self._prefix_caches(order, outcomes, planned, results, answered)
             clock = self._timed("prefix_cache", clock)
@@ -357,6 +359,7 @@ class Pipeline:
         del planned, cf_planned  # served: only the results are read from here on
 
         records: list[RequestRecord | None] = [None] * n
+        no_extra: dict[str, Any] = {}
         scored: list[tuple[RequestRecord, int, CacheOutcome]] = []
         # Each reply is let go once priced: the records take the place of the replies.
         for k, arrival in enumerate(served):
@@ -373,19 +376,22 @@ class Pipeline:
             if tally is not None and i in tally.confidences:
                 primary.confidence, primary.confidence_source = tally.confidences[i]
             cf = self._priced(largest.name, "counterfactual", cf_result)
-            extra: dict[str, Any] = {}
-            if i in pii:
-                extra["pii"] = pii[i]
-            if i in semantic_notes:
-                hit = semantic_notes[i]
-                extra["semantic"] = {
-                    "source": fixtures[hit.source].id,
-                    "similarity": hit.similarity,
-                    "answer_source": hit.answer_source,
-                    "correct": hit.correct,
-                }
-            if i in prefix_notes:
-                extra["prefix"] = prefix_notes[i]
+            # Most records' `extra` is one of a few shared dicts: nothing, or their prefix note.
+            extra = prefix_notes.get(i, no_extra)
+            if i in pii or i in semantic_notes:
+                extra = dict(extra)
+                if i in pii:
+                    extra["pii"] = pii[i]
+                if i in semantic_notes:
+                    hit = semantic_notes[i]
+                    extra["semantic"] = {
+                        "source": fixtures[hit.source].id,
+                        "similarity": hit.similarity,
+                        "answer_source": hit.answer_source,
+                        "correct": hit.correct,
+                    }
+                if "prefix" in extra:  # (the order the keys were always written in)
+                    extra["prefix"] = extra.pop("prefix")
             # Positional, in RequestRecord's field order (one per request of 100k-request runs;
             # matching 19 keywords cost more than building the record).
             record = records[i] = RequestRecord(
@@ -462,6 +468,14 @@ def _interleave(
     for a in range(n):
         out.append(shard_results[a - arrivals.start] if a in arrivals else next(rest))
     return out
+
+
+def _with_results(arrivals: range, results: Sequence[CallResult | None]) -> Sequence[int]:
+    """The arrivals that have a result: the range itself when none is missing (the usual case:
+    a list would hold a million ints)."""
+    if all(results[a] is not None for a in arrivals):
+        return arrivals
+    return [a for a in arrivals if results[a] is not None]
 
 
 def _answered(results: Sequence[CallResult | None], pos: int) -> CallResult:

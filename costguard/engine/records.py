@@ -87,11 +87,38 @@ class RouteAlternatives:
     """The request priced on every tier (no caches, no cascade): the routing baselines' input.
 
     Written with the record (`alternatives`) so merged shard reports recompute the baselines.
+    The costs are a tuple in the order of `tiers`, a tuple that the records of a run share (a
+    dict per record would be most of a record's memory in million-request runs).
     """
 
     prompt_tokens: int  # counted with the router's tokenizer tier: the length baseline's input
-    tier_cost_usd: dict[str, float]
+    tiers: tuple[str, ...]
+    costs: tuple[float, ...]  # the request's cost on each of `tiers`
     estimated: bool  # output tokens expected/prior, or GPU-time prices from declared throughput
+
+    @classmethod
+    def of(
+        cls, prompt_tokens: int, tier_cost_usd: dict[str, float], estimated: bool
+    ) -> RouteAlternatives:
+        """From each tier's cost, in the dict's order."""
+        tiers = tuple(tier_cost_usd)
+        return cls(
+            prompt_tokens, _TIERS.setdefault(tiers, tiers), tuple(tier_cost_usd.values()), estimated
+        )
+
+    @property
+    def tier_cost_usd(self) -> dict[str, float]:
+        return dict(zip(self.tiers, self.costs, strict=True))
+
+    def cost_on(self, tier: str) -> float:
+        """The request's cost on `tier` (KeyError: not priced on it)."""
+        try:
+            return self.costs[self.tiers.index(tier)]
+        except ValueError:
+            raise KeyError(tier) from None
+
+
+_TIERS: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct tier list
 
 
 @dataclass(slots=True)
@@ -115,6 +142,8 @@ class RequestRecord:
     calls: list[TierCall] = field(default_factory=list)  # what serving it on the stack costs
     counterfactual: TierCall | None = None  # the same request on the largest tier, no caches
     quality: dict[str, Any] | None = None
+    # What else there is to say (pii, semantic, prefix, templates). Records of a run may share
+    # one dict (a million records say the same few things): replace it, never change it.
     extra: dict[str, Any] = field(default_factory=dict)
     alternatives: RouteAlternatives | None = None
 
@@ -236,7 +265,7 @@ class RequestRecord:
             counterfactual=TierCall.from_dict(cf) if cf else None,
             quality=data.get("quality"),
             extra=data.get("extra") or {},
-            alternatives=RouteAlternatives(
+            alternatives=RouteAlternatives.of(
                 alt["prompt_tokens"], dict(alt["tier_cost_usd"]), bool(alt["estimated"])
             )
             if alt

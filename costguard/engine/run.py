@@ -293,7 +293,11 @@ def _note_templates(project: Project, records: Sequence[RequestRecord]) -> None:
     for record in records:
         used = templates.get(record.fixture_id)
         if used:
-            record.extra["templates"] = sorted({project._relative(Path(t)) for t in used})
+            # (a new dict: records may share their `extra`)
+            record.extra = {
+                **record.extra,
+                "templates": sorted({project._relative(Path(t)) for t in used}),
+            }
 
 
 def lap(stages: dict[str, float], stage: str, since: float) -> float:

@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 
 from costguard.errors import ConfigError
 from costguard.model.files import keep_cache_file, source_fingerprint
-from costguard.model.fixture_fast import shared_expect, shared_sampling
+from costguard.model.fixture_fast import empty_list, shared_expect, shared_sampling
 from costguard.model.fixture_record import Fixture
 
 FORMAT = 2
@@ -266,6 +266,7 @@ def _fixtures(
 ) -> Iterable[Fixture]:
     """The fixtures of one chunk's `rows`, whose messages start at `start` in the file."""
     empty = shared_expect(None, strings)
+    no_list = empty_list(strings)
     add = stored.add
     for (
         fid, suite, weight, size, index, expect, model, label, tags, skip, xfail, line,
@@ -289,10 +290,10 @@ def _fixtures(
             line,
             model,
             label,
-            tags,
+            tags or no_list,
             skip,
             xfail,
-            [],
+            no_list,  # templates
             None,
             None,
             content_hash,

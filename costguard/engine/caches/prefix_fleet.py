@@ -87,6 +87,11 @@ def kv_capacity(tier: TierConfig) -> KvCapacity:
     return KvCapacity(kv.block_size, blocks, "derived")
 
 
+# Requests simulated between two hand-backs of the token-id pages read (`release_pages`): a few
+# tens of MB of ids in memory at a time.
+RELEASE_PAGES_EVERY = 1 << 15
+
+
 def simulated_tiers(config: StackConfig, where: Callable[..., str] | None = None) -> list[str]:
     """Tiers whose prefix caching is simulated: the layer is on and vLLM's APC is not turned off.
 
@@ -266,13 +271,17 @@ class PrefixCacheFleet:
         token ids of the reply a later fixture of the conversation shows."""
         import numpy as np
 
+        from costguard.text.tokenization.id_snapshots import release_pages
+
         done: dict[int, tuple[int, int, str]] = {}
         for tier, arrivals in work.items():
             tier_replies = replies.get(tier, {})
-            for arrival in arrivals:
+            for k, arrival in enumerate(arrivals, 1):
                 i = order[arrival]
                 call, result = planned[arrival], results[arrival]
                 ids = call.prompt_ids
+                if not k % RELEASE_PAGES_EVERY:  # the ids' pages read so far: handed back
+                    release_pages(ids)
                 if outcomes[i].outcome in ("exact", "semantic"):
                     done[arrival] = (self.peek(tier, call.fixture, ids), -1, "")
                     continue

@@ -315,19 +315,23 @@ def comparison(
     length_tiers = _length_assignment(rs, order, shares)
 
     monthly = [r.monthly_requests for r in rs]
-    tier_costs = [_alternatives(r).tier_cost_usd for r in rs]
+    alternatives = [_alternatives(r) for r in rs]
+    # Each tier's cost of every request (lists of the records' own floats, one per tier).
+    tier_costs = {t: [alt.cost_on(t) for alt in alternatives] for t in order}
+    del alternatives
     routed = [r.route_tier for r in rs]
 
     def cost(tiers: Sequence[str]) -> float:
         """$/month with request i on tiers[i]."""
-        return sum(m * costs[t] for m, costs, t in zip(monthly, tier_costs, tiers, strict=True))
+        return sum(
+            m * tier_costs[t][k] for k, (m, t) in enumerate(zip(monthly, tiers, strict=True))
+        )
 
     def constant(tier: str) -> list[str]:
         return [tier] * len(rs)
 
     random_cost = sum(
-        m * sum(shares[t] * costs[t] for t in order)
-        for m, costs in zip(monthly, tier_costs, strict=True)
+        m * sum(shares[t] * tier_costs[t][k] for t in order) for k, m in enumerate(monthly)
     )
     rows: dict[str, dict[str, Any]] = {
         "router": {

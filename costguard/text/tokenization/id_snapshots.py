@@ -12,12 +12,17 @@ conversations D and of fixtures N, D+1 uint64 offsets into the ids, N uint32 ind
 fixture's conversation), then the uint32 ids. Read whole and checked (magic, key, sizes,
 offsets): a damaged or foreign file is a miss, never an error. The `KEEP` most recently used are
 kept in `<cache_dir>/token-ids/`.
+
+The file is mapped, not read: its pages come in as the prefix-cache simulation reads them, and
+`release_pages` lets the simulation hand back those it has read (a million prompts' ids are
+gigabytes), so they never all count towards the run's memory at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import mmap
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +44,20 @@ def snapshot_key(fingerprint: str, keys: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+def release_pages(ids: Any) -> None:
+    """Hand back the pages of the snapshot file that `ids` (a fixture's ids, as `load` gives
+    them) is a view of: they are read again from the file if asked for again. Nothing for ids
+    that are not from a snapshot."""
+    base = ids
+    while base is not None and not isinstance(base, mmap.mmap):  # array -> ... -> the mapping
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    if base is not None and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            base.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # closed, or not supported here: they stay
+            pass
+
+
 class IdSnapshots:
     """The token-id snapshots of one cache directory."""
 
@@ -54,8 +73,10 @@ class IdSnapshots:
 
         path = self._path(key)
         try:
-            data = path.read_bytes()
-            if len(data) < _HEADER or not data.startswith(MAGIC):
+            with path.open("rb") as fh:
+                # (the mapping outlives the file: a newer snapshot replaces it, never changes it)
+                data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            if len(data) < _HEADER or not data[: len(MAGIC)] == MAGIC:
                 return None
             at = len(MAGIC)
             if data[at : at + 64] != key.encode():
