@@ -28,14 +28,17 @@ def route_alternatives(
     fixtures: Sequence[Fixture],
     batch: Sequence[RouteInput],
     indices: set[int],
-) -> dict[int, RouteAlternatives]:
-    """Each served request priced on every tier, projected offline with no caches: what the
-    routing baselines (all-small, all-large, random, length) are computed from."""
+) -> list[RouteAlternatives | None]:
+    """Each served request (fixture index in `indices`) priced on every tier, projected offline
+    with no caches: what the routing baselines (all-small, all-large, random, length) are
+    computed from. By fixture index; None for the others."""
     # Its own backend: these projections are not calls of the run (recorded-response counts stay).
     offline = OfflineBackend(config, recordings)
     wanted = sorted(indices)
-    costs: dict[int, dict[str, float]] = {i: {} for i in wanted}
-    estimated = dict.fromkeys(wanted, False)
+    # Per tier, the cost of each wanted request (lists by position in `wanted`: a dict per
+    # request would hold a million dicts at once).
+    costs: list[list[float]] = []
+    estimated = [False] * len(wanted)
     if not offline.has_recordings:
         # Unrecorded: the same output estimate on every tier, each tier's own prompt count.
         outputs = [offline.projected_output(fixtures[i]) for i in wanted]
@@ -43,32 +46,36 @@ def route_alternatives(
             price = prices[tier.name]
             counts = tokens.counts[tier.name]
             approximate = tokens.sources[tier.name] == "approximate"
-            for i, (output, source) in zip(wanted, outputs, strict=True):
-                costs[i][tier.name] = price.cost(counts[i], 0, output)
+            on_tier = []
+            for k, (i, (output, source)) in enumerate(zip(wanted, outputs, strict=True)):
+                on_tier.append(price.cost(counts[i], 0, output))
                 if source in ESTIMATED_OUTPUT or approximate or price.estimated:
-                    estimated[i] = True
+                    estimated[k] = True
+            costs.append(on_tier)
     else:
         for tier in config.tiers:
             price = prices[tier.name]
             results = offline.execute(
                 [plan_call(tokens, i, fixtures[i], tier, "counterfactual") for i in wanted]
             )
-            for i, r in zip(wanted, results, strict=True):
+            on_tier = []
+            for k, r in enumerate(results):
                 assert r is not None  # the offline backend answers every call
-                costs[i][tier.name] = price.cost(r.input_tokens, 0, r.output_tokens)
+                on_tier.append(price.cost(r.input_tokens, 0, r.output_tokens))
                 if (
                     r.output_source in ESTIMATED_OUTPUT
                     or r.input_source == "approximate"
                     or price.estimated
                 ):
-                    estimated[i] = True
+                    estimated[k] = True
+            costs.append(on_tier)
     tiers = tuple(t.name for t in config.tiers)
-    return {
-        i: RouteAlternatives(
-            batch[i].prompt_tokens, tiers, tuple(costs[i][t] for t in tiers), estimated[i]
+    out: list[RouteAlternatives | None] = [None] * len(fixtures)
+    for k, i in enumerate(wanted):
+        out[i] = RouteAlternatives(
+            batch[i].prompt_tokens, tiers, tuple(c[k] for c in costs), estimated[k]
         )
-        for i in wanted
-    }
+    return out
 
 
 def project_offline(offline: OfflineBackend, calls: list[PlannedCall]) -> list[CallResult]:

@@ -32,6 +32,7 @@ from costguard.engine.forked import Forked, fork_usable
 from costguard.engine.pipeline_io import (  # noqa: F401 (re-exported)
     CacheSimulation,
     PromptTokens,
+    SharedCalls,
     plan_call,
     price_call,
 )
@@ -143,14 +144,15 @@ class Pipeline:
         planned: list[PlannedCall],
         results: list[CallResult | None],
         served: Sequence[int],
-    ) -> dict[int, dict[str, Any]]:
+    ) -> list[dict[str, Any] | None]:
         """Admit every call that reaches a tier to that tier's instance, in arrival order.
 
         Results whose cached tokens the backend already knows (measured) are left alone.
         Requests answered by a result cache never reach a tier: their would-be call is priced
         with what the instance would have reused at that moment (a lookup that changes nothing).
         Returns per fixture index what the record should say about its instance, as the
-        record's `extra` ({"prefix": note}; shared by the records of one instance and kind).
+        record's `extra` ({"prefix": note}, shared by the records of one instance and kind; None:
+        nothing to say).
 
         Tiers share no instance, so each tier's calls are simulated on their own: with two or
         more tiers to simulate and at least PREFIX_FORK_MIN prompt tokens, some tiers run in a
@@ -186,7 +188,7 @@ class Pipeline:
         # Every simulated tier, in the fleet's order (a tier with no calls: its empty counters).
         self.simulation.prefix = {**fleet.summary(), **summary, **summary_there}
 
-        notes: dict[int, dict[str, Any]] = {}
+        notes: list[dict[str, Any] | None] = [None] * len(order)  # by fixture index
         shared: dict[tuple[Any, str], dict[str, Any]] = {}
         for arrival, (cached, instance, kind) in done.items():
             result = results[arrival]
@@ -299,15 +301,16 @@ class Pipeline:
         answered = _with_results(range(n), results)
         served = _with_results(arrivals, results)
 
-        prefix_notes: dict[int, dict[str, Any]] = {}  # fixture index -> {"prefix": note}
+        # By fixture index: {"prefix": note}, or None
+        prefix_notes: list[dict[str, Any] | None] = [None] * n
         if self.prefix is not None:
             prefix_notes = self._prefix_caches(order, outcomes, planned, results, answered)
             clock = self._timed("prefix_cache", clock)
         # Prompt token ids feed the prefix caches only (4 bytes a token, the run's largest
-        # holding): let them go before the records are built.
+        # holding): let them go before the records are built, with the planned calls (only
+        # their results are read from here on).
         self.tokens = replace(self.tokens, ids={}, replies={})
-        for call in planned:
-            call.prompt_ids = None
+        del planned
         release_freed_memory()  # their many small buffers, before the records are built
 
         # Judge semantic hits now that recorded responses (if any) are known.
@@ -345,78 +348,87 @@ class Pipeline:
         )  # fmt: skip
         del batch
 
-        # The counterfactual: every request on the largest tier, no caches, no cascade.
+        # The counterfactual: every request on the largest tier, no caches, no cascade;
+        # projected a chunk of requests at a time, as their records are built (in the order
+        # the requests were served, as one batch would be).
         largest = self.config.largest
-        cf_planned = []
-        for arrival in served:
-            i = order[arrival]
-            call = plan_call(self.tokens, i, fixtures[i], largest, "counterfactual")
-            call.arrival_index = arrival
-            cf_planned.append(call)
-        cf_results: list[CallResult | None] = list(
-            counterfactual_results(self._offline(), cf_planned)
-        )
-        del planned, cf_planned  # served: only the results are read from here on
+        offline = self._offline()
 
         records: list[RequestRecord | None] = [None] * n
         no_extra: dict[str, Any] = {}
+        shared = SharedCalls()  # equal calls as one object (read-only once in a record)
+        prices, largest_price = self.prices, self.prices[largest.name]
         scored: list[tuple[RequestRecord, int, CacheOutcome]] = []
-        # Each reply is let go once priced: the records take the place of the replies.
-        for k, arrival in enumerate(served):
-            i = order[arrival]
-            fx = fixtures[i]
-            result, cf_result = results[arrival], cf_results[k]
-            results[arrival] = cf_results[k] = None
-            assert result is not None and cf_result is not None
-            decision = decisions[i]
-            if result.tier is not None:  # an external router chose when it served the request
-                decision = RouteDecision(result.tier, "external router (reply model)")
-            outcome = outcomes[i]
-            primary = self._priced(decision.tier, "primary", result)
-            if tally is not None and i in tally.confidences:
-                primary.confidence, primary.confidence_source = tally.confidences[i]
-            cf = self._priced(largest.name, "counterfactual", cf_result)
-            # Most records' `extra` is one of a few shared dicts: nothing, or their prefix note.
-            extra = prefix_notes.get(i, no_extra)
-            if i in pii or i in semantic_notes:
-                extra = dict(extra)
-                if i in pii:
-                    extra["pii"] = pii[i]
-                if i in semantic_notes:
-                    hit = semantic_notes[i]
-                    extra["semantic"] = {
-                        "source": fixtures[hit.source].id,
-                        "similarity": hit.similarity,
-                        "answer_source": hit.answer_source,
-                        "correct": hit.correct,
-                    }
-                if "prefix" in extra:  # (the order the keys were always written in)
-                    extra["prefix"] = extra.pop("prefix")
-            # Positional, in RequestRecord's field order (one per request of 100k-request runs;
-            # matching 19 keywords cost more than building the record).
-            record = records[i] = RequestRecord(
-                fx.id,  # fixture_id
-                fx.suite,
-                fx.location,
-                fx.content_hash,
-                fx.weight,
-                monthly[i],  # monthly_requests
-                arrival,  # arrival_index
-                decision.tier,  # route_tier
-                decision.reason,  # route_reason
-                decision.score,  # route_score
-                fx.label,  # route_label
-                round(times[arrival], 3),  # arrival_s
-                outcome.outcome,  # cache
-                outcome.detail,  # cache_detail
-                [primary, escalations[i][0]] if i in escalations else [primary],  # calls
-                cf,  # counterfactual
-                None,  # quality
-                extra,
-                alternatives.get(i),
-            )
-            if self.quality is not None:
-                scored.append((record, i, outcome))
+        for start in range(0, len(served), RECORD_CHUNK):
+            chunk = served[start : start + RECORD_CHUNK]
+            cf_planned = []
+            for arrival in chunk:
+                i = order[arrival]
+                call = plan_call(self.tokens, i, fixtures[i], largest, "counterfactual")
+                call.arrival_index = arrival
+                cf_planned.append(call)
+            cf_results = counterfactual_results(offline, cf_planned)
+            del cf_planned
+            # Each reply is let go once priced: the records take the place of the replies.
+            for k, arrival in enumerate(chunk):
+                i = order[arrival]
+                fx = fixtures[i]
+                result, cf_result = results[arrival], cf_results[k]
+                results[arrival] = None
+                assert result is not None
+                decision = decisions[i]
+                if result.tier is not None:  # an external router chose when it served the request
+                    decision = RouteDecision(result.tier, "external router (reply model)")
+                outcome = outcomes[i]
+                if tally is not None and i in tally.confidences:
+                    primary = self._priced(decision.tier, "primary", result)
+                    primary.confidence, primary.confidence_source = tally.confidences[i]
+                else:
+                    primary = shared.priced(prices[decision.tier], decision.tier, "primary", result)
+                cf = shared.priced(largest_price, largest.name, "counterfactual", cf_result)
+                # Most records' `extra` is one of a few shared dicts: nothing, or their prefix note.
+                extra = prefix_notes[i] or no_extra
+                if i in pii or i in semantic_notes:
+                    extra = dict(extra)
+                    if i in pii:
+                        extra["pii"] = pii[i]
+                    if i in semantic_notes:
+                        hit = semantic_notes[i]
+                        extra["semantic"] = {
+                            "source": fixtures[hit.source].id,
+                            "similarity": hit.similarity,
+                            "answer_source": hit.answer_source,
+                            "correct": hit.correct,
+                        }
+                    if "prefix" in extra:  # (the order the keys were always written in)
+                        extra["prefix"] = extra.pop("prefix")
+                # Positional, in RequestRecord's field order (one per request of 100k-request runs;
+                # matching 19 keywords cost more than building the record).
+                record = records[i] = RequestRecord(
+                    fx.id,  # fixture_id
+                    fx.suite,
+                    fx.location,
+                    fx.content_hash,
+                    fx.weight,
+                    monthly[i],  # monthly_requests
+                    arrival,  # arrival_index
+                    decision.tier,  # route_tier
+                    decision.reason,  # route_reason
+                    decision.score,  # route_score
+                    fx.label,  # route_label
+                    round(times[arrival], 3),  # arrival_s
+                    outcome.outcome,  # cache
+                    outcome.detail,  # cache_detail
+                    [primary, escalations[i][0]]
+                    if i in escalations
+                    else shared.alone(primary),  # calls
+                    cf,  # counterfactual
+                    None,  # quality
+                    extra,
+                    alternatives[i],
+                )
+                if self.quality is not None:
+                    scored.append((record, i, outcome))
         clock = self._timed("records", clock)
         if self.quality is not None:
             score_answers(
@@ -433,6 +445,10 @@ class Pipeline:
         )
         return [r for r in records if r is not None]
 
+
+# Requests whose counterfactual is projected at a time (their planned calls and results are
+# held only while their records are built).
+RECORD_CHUNK = 1 << 16
 
 # Fewer prompt tokens to simulate than this run in this process alone: a fork pays for itself
 # only when the simulation takes longer than starting one and sending its outcomes back.

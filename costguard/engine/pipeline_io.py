@@ -48,6 +48,54 @@ def price_call(price: TierPrice, tier: str, stage: str, result: CallResult) -> T
     )
 
 
+class SharedCalls:
+    """Calls priced once per distinct call, and each shared call's one-call list as one list: a
+    million requests projected offline make a few thousand distinct calls, and a record's
+    calls are never changed once it is built, so records share them.
+
+    A call is the same when its tier, stage and result's token counts and sources are (the
+    price of a tier is the run's one price). Results with anything measured (latency, a
+    confidence, a recorded reply) are priced each on their own; and once distinct calls
+    outnumber half the calls seen (past the first `FREE`), no new ones are kept: the table
+    would cost more than it saves.
+    """
+
+    FREE = 4096
+
+    def __init__(self) -> None:
+        self._calls: dict[tuple[Any, ...], TierCall] = {}
+        self._lists: dict[int, list[TierCall]] = {}  # id of a kept call -> [that call]
+        self._seen = 0
+
+    def priced(self, price: TierPrice, tier: str, stage: str, result: CallResult) -> TierCall:
+        """`price_call(price, tier, stage, result)`, or the equal call priced earlier."""
+        self._seen += 1
+        if (
+            result.latency_s is not None
+            or result.latency_source is not None
+            or result.confidence is not None
+            or result.response_ref is not None
+        ):
+            return price_call(price, tier, stage, result)
+        key = (
+            tier, stage, result.input_tokens, result.cached_tokens, result.output_tokens,
+            result.input_source, result.cached_source, result.output_source,
+        )  # fmt: skip
+        known = self._calls.get(key)
+        if known is not None:
+            return known
+        call = price_call(price, tier, stage, result)
+        if len(self._calls) < self.FREE or 2 * len(self._calls) < self._seen:
+            self._calls[key] = call
+            self._lists[id(call)] = [call]
+        return call
+
+    def alone(self, call: TierCall) -> list[TierCall]:
+        """[call]: one list for every record whose only call is the kept `call`."""
+        kept = self._lists.get(id(call))
+        return kept if kept is not None and kept[0] is call else [call]
+
+
 @dataclass
 class PromptTokens:
     """Prompt token counts (and ids where a stage needs them) per tier for every fixture."""

@@ -139,7 +139,9 @@ class RequestRecord:
     arrival_s: float | None = None  # simulated arrival time (traffic model), seconds from the start
     cache: str = "miss"  # "miss" | "exact" | "semantic" | "bypass"
     cache_detail: str | None = None
-    calls: list[TierCall] = field(default_factory=list)  # what serving it on the stack costs
+    # What serving it on the stack costs. Records of a run may share calls and call lists
+    # (`pipeline_io.SharedCalls`): read them, never change them.
+    calls: list[TierCall] = field(default_factory=list)
     counterfactual: TierCall | None = None  # the same request on the largest tier, no caches
     quality: dict[str, Any] | None = None
     # What else there is to say (pii, semantic, prefix, templates). Records of a run may share

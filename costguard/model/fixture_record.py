@@ -78,6 +78,8 @@ class Fixture:
         """sha256 of the conversation's canonical JSON (sorted keys, compact; with its tools when
         it has any): the token-count cache key, `tokenization.messages_key(messages, tools)`."""
         if self._messages_digest is None:
+            if self._stored is not None:
+                return str(self._stored.digest(self._at))
             self._derive_keys()
         assert self._messages_digest is not None
         return self._messages_digest

@@ -41,7 +41,7 @@ from costguard.model.files import keep_cache_file, source_fingerprint
 from costguard.model.fixture_fast import empty_list, shared_expect, shared_sampling
 from costguard.model.fixture_record import Fixture
 
-FORMAT = 2
+FORMAT = 3
 KEEP = 8  # snapshots kept (most recently used): a base and a head of a few fixture files
 CHUNK = 20_000  # fixtures per marshal record (bounded memory while reading or writing)
 SUFFIX = ".fixtures"
@@ -49,7 +49,7 @@ _READ = 1 << 20
 
 # A row: (id, suite as written, weight, size of its messages' marshal data, sampling index,
 # expect as written or None, model, label, tags, skip, xfail, line, content_hash,
-# messages_digest, whether an assistant message follows the first message).
+# messages_digest as its 32 bytes, whether an assistant message follows the first message).
 # A chunk: a record of rows, then one of their messages' marshal data, one after the other.
 Row = tuple[Any, ...]
 _NOT_HELD: Any = None  # a stored fixture's `messages` slot
@@ -148,7 +148,7 @@ class SnapshotStore:
                 index = samplings[written] = len(sampling_raws)
                 sampling_raws.append(sampling)
             try:
-                keys = (fx.content_hash, fx.messages_digest)
+                keys = (fx.content_hash, bytes.fromhex(fx.messages_digest))
             except UnicodeEncodeError:  # a lone surrogate: the run says so, not the cache
                 return
             data = marshal.dumps(fx.messages)
@@ -203,11 +203,16 @@ class StoredMessages:
         self._offsets = array("Q")  # each fixture's messages: where they start in the file
         self._sizes = array("Q")  # ... and how many bytes they take
         self._replies: set[int] = set()  # fixtures whose conversation shows an assistant reply
+        self._digests = bytearray()  # each fixture's messages digest (32 bytes each)
         self._end = 0
 
-    def add(self, start: int, size: int, replies: bool) -> int:
-        """Keep where the next fixture's messages are; returns the fixture's position."""
+    def add(self, start: int, size: int, replies: bool, digest: bytes) -> int:
+        """Keep where the next fixture's messages are, and their digest; returns the
+        fixture's position."""
+        if type(digest) is not bytes or len(digest) != 32:
+            raise ValueError("a damaged row")
         at = len(self._offsets)
+        self._digests += digest
         self._offsets.append(start)
         self._sizes.append(size)
         if replies:
@@ -240,18 +245,30 @@ class StoredMessages:
             )
         return messages
 
+    def digest(self, at: int) -> str:
+        """`Fixture.messages_digest` of the fixture at `at` (kept as bytes: 113 bytes a fixture
+        as a string)."""
+        return self._digests[32 * at : 32 * at + 32].hex()
+
     def may_show_replies(self, at: int) -> bool:
         return at in self._replies
 
     def __reduce__(self) -> tuple[Any, ...]:  # a copy opens the same file again
-        return (_reopened, (self.path, self._offsets, self._sizes, self._replies, self._end))
+        state = (self._offsets, self._sizes, self._replies, self._digests, self._end)
+        return (_reopened, (self.path, *state))
 
 
 def _reopened(
-    path: Path, offsets: array[int], sizes: array[int], replies: set[int], end: int
+    path: Path,
+    offsets: array[int],
+    sizes: array[int],
+    replies: set[int],
+    digests: bytearray,
+    end: int,
 ) -> StoredMessages:
     stored = StoredMessages(path)
-    stored._offsets, stored._sizes, stored._replies, stored._end = offsets, sizes, replies, end
+    stored._offsets, stored._sizes, stored._replies = offsets, sizes, replies
+    stored._digests, stored._end = digests, end
     return stored
 
 
@@ -297,10 +314,10 @@ def _fixtures(
             None,
             None,
             content_hash,
-            digest,
+            None,  # messages_digest: from `stored`
             sampling_json,
             stored,
-            add(start, size, replies),
+            add(start, size, replies, digest),
         )
         start += size
 
