@@ -101,6 +101,7 @@ class Pipeline:
         self.stage_seconds: dict[str, float] = {}
         self.routing: RoutingRun | None = None  # set by run(): overhead, cascade method
         self._offline_backend: OfflineBackend | None = None
+        self._ran = False  # a pipeline runs once: it lets go of token ids and caches as it goes
 
     # -- stages -------------------------------------------------------------------------
     def _route(self, batch: Sequence[RouteInput]) -> list[RouteDecision]:
@@ -187,6 +188,7 @@ class Pipeline:
         done.update(done_there)
         # Every simulated tier, in the fleet's order (a tier with no calls: its empty counters).
         self.simulation.prefix = {**fleet.summary(), **summary, **summary_there}
+        self.prefix = None  # what the simulators hold is not read again
 
         notes: list[dict[str, Any] | None] = [None] * len(order)  # by fixture index
         shared: dict[tuple[Any, str], dict[str, Any]] = {}
@@ -240,6 +242,9 @@ class Pipeline:
         `result_caches`: the result-cache pass over these fixtures, already started
         (`result_caches.start_pass`); else it runs here, after routing.
         """
+        if self._ran:
+            raise RuntimeError("a Pipeline runs once (it lets go of what it ran on as it goes)")
+        self._ran = True
         n = len(fixtures)
         clock = time.perf_counter()
         monthly = monthly_requests(fixtures, self.config)

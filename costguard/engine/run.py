@@ -258,7 +258,8 @@ def _replay(
             progress=progress,
             quality=quality_scorer(project, tier_backend),
         )
-        del tokens  # the pipeline's now: it lets the token ids go once the prefix caches ran
+        # The pipeline's now: it lets the token ids and the prefix caches go once they ran.
+        del tokens, fleet
         clock = lap(stages, "setup", clock)
         records = pipeline.run(project.fixtures, shard=shard, result_caches=result_caches)
         clock = time.perf_counter()
