@@ -76,3 +76,29 @@ def test_a_table_of_mostly_distinct_calls_stops_growing(monkeypatch: pytest.Monk
         )
         assert call.input_tokens == n
     assert len(shared._calls) <= 500
+
+
+def test_a_pipeline_runs_once() -> None:
+    """It lets go of its token ids and prefix simulators as it runs: a second run would not
+    be the first one's, so it is refused."""
+    from costguard.engine.backends.offline import OfflineBackend
+    from costguard.engine.pipeline import Pipeline
+    from costguard.engine.routing.factory import build_router
+    from costguard.engine.run import build_prefix_fleet, build_semantic_embedder
+
+    project = api.load_project(REPO / "costguard.yaml")
+    config = project.config
+    fleet = build_prefix_fleet(project)
+    pipe = Pipeline(
+        config,
+        router=build_router(config, project=project),
+        backend=OfflineBackend(config, None),
+        prices=project.prices(),
+        tokens=api.count_prompt_tokens(project, keep_ids=list(fleet.instances)),
+        prefix=fleet,
+        embed=build_semantic_embedder(project),
+    )
+    assert len(pipe.run(project.fixtures)) == len(project.fixtures)
+    assert pipe.prefix is None and pipe.simulation.prefix  # simulated, then let go
+    with pytest.raises(RuntimeError, match="runs once"):
+        pipe.run(project.fixtures)
