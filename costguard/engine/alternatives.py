@@ -5,11 +5,11 @@ counterfactual (everything on the largest tier, no caches)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from costguard.engine.backends import CallResult, PlannedCall
 from costguard.engine.backends.offline import OfflineBackend
-from costguard.engine.pipeline_io import PromptTokens, SharedCalls, plan_call
+from costguard.engine.pipeline_io import Kept, PromptTokens, SharedCalls, plan_call
 from costguard.engine.records import ESTIMATED_OUTPUT, RouteAlternatives
 from costguard.engine.routing.router import RouteInput
 from costguard.model.config import StackConfig
@@ -71,16 +71,14 @@ def route_alternatives(
             costs.append(on_tier)
     tiers = tuple(t.name for t in config.tiers)
     out: list[RouteAlternatives | None] = [None] * len(fixtures)
-    # Equal alternatives as one object (never changed once made), kept as SharedCalls keeps
-    # calls: a million requests make a few thousand distinct ones.
-    shared: dict[tuple[Any, ...], RouteAlternatives] = {}
+    # Equal alternatives as one object: a million requests make a few thousand distinct ones.
+    shared: Kept[RouteAlternatives] = Kept(SharedCalls.FREE)
     for k, i in enumerate(wanted):
         key = (batch[i].prompt_tokens, tuple(c[k] for c in costs), estimated[k])
-        alternatives = shared.get(key)
+        alternatives = shared.find(key)
         if alternatives is None:
             alternatives = RouteAlternatives(key[0], tiers, key[1], key[2])
-            if len(shared) < SharedCalls.FREE or 2 * len(shared) <= k:
-                shared[key] = alternatives
+            shared.keep(key, alternatives)
         out[i] = alternatives
     return out
 

@@ -13,7 +13,7 @@ priced calls) is `pipeline_io`; its names are importable from here.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +33,11 @@ from costguard.engine.pipeline_io import (  # noqa: F401 (re-exported)
     CacheSimulation,
     PromptTokens,
     SharedCalls,
+    interleave,
     plan_call,
     price_call,
+    reply_at,
+    with_results,
 )
 from costguard.engine.quality.assess import QualityScorer
 from costguard.engine.records import RequestRecord, TierCall
@@ -217,6 +220,22 @@ class Pipeline:
             )
         return self._offline_backend
 
+    def _counterfactuals(
+        self, served: Sequence[int], order: Sequence[int], fixtures: Sequence[Fixture]
+    ) -> Iterator[CallResult]:
+        """Each served request on the largest tier, no caches, no cascade, in the order served:
+        projected a chunk of requests at a time (as one batch would be), so that only a
+        chunk's planned calls and results are held while their records are built."""
+        largest, offline = self.config.largest, self._offline()
+        for start in range(0, len(served), RECORD_CHUNK):
+            calls = []
+            for arrival in served[start : start + RECORD_CHUNK]:
+                i = order[arrival]
+                call = plan_call(self.tokens, i, fixtures[i], largest, "counterfactual")
+                call.arrival_index = arrival
+                calls.append(call)
+            yield from counterfactual_results(offline, calls)
+
     def _priced(self, tier: str, stage: str, result: CallResult) -> TierCall:
         return price_call(self.prices[tier], tier, stage, result)
 
@@ -297,14 +316,14 @@ class Pipeline:
             project_offline(self._offline(), [planned[a] for a in range(n) if a not in arrivals])
         )
         shard_results = self.backend.execute([planned[a] for a in arrivals])
-        results = _interleave(n, arrivals, shard_results, results)
+        results = interleave(n, arrivals, shard_results, results)
         self.incomplete_reason = getattr(self.backend, "incomplete_reason", None)
         self.progress("serve", len(arrivals), len(arrivals))
         clock = self._timed("serve", clock)
         # Arrivals (= positions in `planned` and `results`) of every call answered, and of those
         # of this shard
-        answered = _with_results(range(n), results)
-        served = _with_results(arrivals, results)
+        answered = with_results(range(n), results)
+        served = with_results(arrivals, results)
 
         # By fixture index: {"prefix": note}, or None
         prefix_notes: list[dict[str, Any] | None] = [None] * n
@@ -323,7 +342,7 @@ class Pipeline:
         if self.semantic is not None:
             responses: list[str | None] = [None] * n
             for arrival in answered:
-                responses[order[arrival]] = _answered(results, arrival).text
+                responses[order[arrival]] = reply_at(results, arrival).text
             judged = {t: [judge(h, fixtures, responses) for h in hits] for t, hits in sweep.items()}
             self.simulation.semantic_threshold = self.semantic.threshold
             self.simulation.semantic_sweep = judged
@@ -335,7 +354,7 @@ class Pipeline:
         replies: dict[int, tuple[str, CallResult]] = {}
         if self.quality is not None:
             for arrival in answered:
-                reply = _answered(results, arrival)
+                reply = reply_at(results, arrival)
                 replies[order[arrival]] = (reply.tier or decisions[order[arrival]].tier, reply)
 
         escalations, tally = escalate(
@@ -353,87 +372,70 @@ class Pipeline:
         )  # fmt: skip
         del batch
 
-        # The counterfactual: every request on the largest tier, no caches, no cascade;
-        # projected a chunk of requests at a time, as their records are built (in the order
-        # the requests were served, as one batch would be).
         largest = self.config.largest
-        offline = self._offline()
-
         records: list[RequestRecord | None] = [None] * n
         no_extra: dict[str, Any] = {}
         shared = SharedCalls()  # equal calls as one object (read-only once in a record)
         prices, largest_price = self.prices, self.prices[largest.name]
         scored: list[tuple[RequestRecord, int, CacheOutcome]] = []
-        for start in range(0, len(served), RECORD_CHUNK):
-            chunk = served[start : start + RECORD_CHUNK]
-            cf_planned = []
-            for arrival in chunk:
-                i = order[arrival]
-                call = plan_call(self.tokens, i, fixtures[i], largest, "counterfactual")
-                call.arrival_index = arrival
-                cf_planned.append(call)
-            cf_results = counterfactual_results(offline, cf_planned)
-            del cf_planned
-            # Each reply is let go once priced: the records take the place of the replies.
-            for k, arrival in enumerate(chunk):
-                i = order[arrival]
-                fx = fixtures[i]
-                result, cf_result = results[arrival], cf_results[k]
-                results[arrival] = None
-                assert result is not None
-                decision = decisions[i]
-                if result.tier is not None:  # an external router chose when it served the request
-                    decision = RouteDecision(result.tier, "external router (reply model)")
-                outcome = outcomes[i]
-                if tally is not None and i in tally.confidences:
-                    primary = self._priced(decision.tier, "primary", result)
-                    primary.confidence, primary.confidence_source = tally.confidences[i]
-                else:
-                    primary = shared.priced(prices[decision.tier], decision.tier, "primary", result)
-                cf = shared.priced(largest_price, largest.name, "counterfactual", cf_result)
-                # Most records' `extra` is one of a few shared dicts: nothing, or their prefix note.
-                extra = prefix_notes[i] or no_extra
-                if i in pii or i in semantic_notes:
-                    extra = dict(extra)
-                    if i in pii:
-                        extra["pii"] = pii[i]
-                    if i in semantic_notes:
-                        hit = semantic_notes[i]
-                        extra["semantic"] = {
-                            "source": fixtures[hit.source].id,
-                            "similarity": hit.similarity,
-                            "answer_source": hit.answer_source,
-                            "correct": hit.correct,
-                        }
-                    if "prefix" in extra:  # (the order the keys were always written in)
-                        extra["prefix"] = extra.pop("prefix")
-                # Positional, in RequestRecord's field order (one per request of 100k-request runs;
-                # matching 19 keywords cost more than building the record).
-                record = records[i] = RequestRecord(
-                    fx.id,  # fixture_id
-                    fx.suite,
-                    fx.location,
-                    fx.content_hash,
-                    fx.weight,
-                    monthly[i],  # monthly_requests
-                    arrival,  # arrival_index
-                    decision.tier,  # route_tier
-                    decision.reason,  # route_reason
-                    decision.score,  # route_score
-                    fx.label,  # route_label
-                    round(times[arrival], 3),  # arrival_s
-                    outcome.outcome,  # cache
-                    outcome.detail,  # cache_detail
-                    [primary, escalations[i][0]]
-                    if i in escalations
-                    else shared.alone(primary),  # calls
-                    cf,  # counterfactual
-                    None,  # quality
-                    extra,
-                    alternatives[i],
-                )
-                if self.quality is not None:
-                    scored.append((record, i, outcome))
+        counterfactuals = self._counterfactuals(served, order, fixtures)
+        # Each reply is let go once priced: the records take the place of the replies.
+        for arrival, cf_result in zip(served, counterfactuals, strict=True):
+            i = order[arrival]
+            fx = fixtures[i]
+            result = results[arrival]
+            results[arrival] = None
+            assert result is not None
+            decision = decisions[i]
+            if result.tier is not None:  # an external router chose when it served the request
+                decision = RouteDecision(result.tier, "external router (reply model)")
+            outcome = outcomes[i]
+            if tally is not None and i in tally.confidences:
+                primary = self._priced(decision.tier, "primary", result)
+                primary.confidence, primary.confidence_source = tally.confidences[i]
+            else:
+                primary = shared.priced(prices[decision.tier], decision.tier, "primary", result)
+            cf = shared.priced(largest_price, largest.name, "counterfactual", cf_result)
+            # Most records' `extra` is one of a few shared dicts: nothing, or their prefix note.
+            extra = prefix_notes[i] or no_extra
+            if i in pii or i in semantic_notes:
+                own: dict[str, Any] = {}
+                if i in pii:
+                    own["pii"] = pii[i]
+                if i in semantic_notes:
+                    hit = semantic_notes[i]
+                    own["semantic"] = {
+                        "source": fixtures[hit.source].id,
+                        "similarity": hit.similarity,
+                        "answer_source": hit.answer_source,
+                        "correct": hit.correct,
+                    }
+                extra = {**own, **extra}  # (the prefix note last, as it was always written)
+            # Positional, in RequestRecord's field order (one per request of 100k-request runs;
+            # matching 19 keywords cost more than building the record).
+            record = records[i] = RequestRecord(
+                fx.id,  # fixture_id
+                fx.suite,
+                fx.location,
+                fx.content_hash,
+                fx.weight,
+                monthly[i],  # monthly_requests
+                arrival,  # arrival_index
+                decision.tier,  # route_tier
+                decision.reason,  # route_reason
+                decision.score,  # route_score
+                fx.label,  # route_label
+                round(times[arrival], 3),  # arrival_s
+                outcome.outcome,  # cache
+                outcome.detail,  # cache_detail
+                [primary, escalations[i][0]] if i in escalations else shared.alone(primary),
+                cf,  # counterfactual
+                None,  # quality
+                extra,
+                alternatives[i],
+            )
+            if self.quality is not None:
+                scored.append((record, i, outcome))
         clock = self._timed("records", clock)
         if self.quality is not None:
             score_answers(
@@ -475,32 +477,3 @@ def prefix_split(work: dict[str, int]) -> tuple[list[str], list[str]]:
         (here if side == 0 else there).append(tier)
         load[side] += work[tier]
     return here, there
-
-
-def _interleave(
-    n: int,
-    arrivals: range,
-    shard_results: Sequence[CallResult | None],
-    others: Sequence[CallResult | None],
-) -> list[CallResult | None]:
-    """One result per arrival: the shard's from the backend, the rest (in order) from `others`."""
-    out: list[CallResult | None] = []
-    rest = iter(others)
-    for a in range(n):
-        out.append(shard_results[a - arrivals.start] if a in arrivals else next(rest))
-    return out
-
-
-def _with_results(arrivals: range, results: Sequence[CallResult | None]) -> Sequence[int]:
-    """The arrivals that have a result: the range itself when none is missing (the usual case:
-    a list would hold a million ints)."""
-    if all(results[a] is not None for a in arrivals):
-        return arrivals
-    return [a for a in arrivals if results[a] is not None]
-
-
-def _answered(results: Sequence[CallResult | None], pos: int) -> CallResult:
-    """The reply at `pos`, which the caller knows was answered (no None)."""
-    result = results[pos]
-    assert result is not None
-    return result

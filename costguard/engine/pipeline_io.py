@@ -1,11 +1,12 @@
 """What the pipeline takes and gives beside its records: prompt token counts per tier, what the
-cache layers did, planning a call, and the one function that prices a served call."""
+cache layers did, planning a call, the one function that prices a served call (and the table
+that prices equal calls once), and helpers over results in arrival order."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from costguard.engine.backends import CallResult, PlannedCall
 from costguard.engine.caches.semantic import SemanticHit
@@ -48,6 +49,35 @@ def price_call(price: TierPrice, tier: str, stage: str, result: CallResult) -> T
     )
 
 
+T = TypeVar("T")
+
+
+class Kept(Generic[T]):
+    """Equal values of a run as one object (values never changed once made), by a key that
+    says they are equal. Once distinct values outnumber half the values asked for (past the
+    first `free`), no new ones are kept: the table would cost more than it saves."""
+
+    def __init__(self, free: int) -> None:
+        self._values: dict[Any, T] = {}
+        self._asked = 0
+        self._free = free
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def find(self, key: Any) -> T | None:
+        """The value kept for `key` (one asked for), or None."""
+        self._asked += 1
+        return self._values.get(key)
+
+    def keep(self, key: Any, value: T) -> bool:
+        """Keep `value` for `key` when there is room; whether it was kept."""
+        if len(self._values) < self._free or 2 * len(self._values) < self._asked:
+            self._values[key] = value
+            return True
+        return False
+
+
 class SharedCalls:
     """Calls priced once per distinct call, and each shared call's one-call list as one list: a
     million requests projected offline make a few thousand distinct calls, and a record's
@@ -55,21 +85,17 @@ class SharedCalls:
 
     A call is the same when its tier, stage and result's token counts and sources are (the
     price of a tier is the run's one price). Results with anything measured (latency, a
-    confidence, a recorded reply) are priced each on their own; and once distinct calls
-    outnumber half the calls seen (past the first `FREE`), no new ones are kept: the table
-    would cost more than it saves.
+    confidence, a recorded reply) are priced each on their own; the table is bounded (`Kept`).
     """
 
     FREE = 4096
 
     def __init__(self) -> None:
-        self._calls: dict[tuple[Any, ...], TierCall] = {}
+        self._calls: Kept[TierCall] = Kept(self.FREE)
         self._lists: dict[int, list[TierCall]] = {}  # id of a kept call -> [that call]
-        self._seen = 0
 
     def priced(self, price: TierPrice, tier: str, stage: str, result: CallResult) -> TierCall:
         """`price_call(price, tier, stage, result)`, or the equal call priced earlier."""
-        self._seen += 1
         if (
             result.latency_s is not None
             or result.latency_source is not None
@@ -81,12 +107,11 @@ class SharedCalls:
             tier, stage, result.input_tokens, result.cached_tokens, result.output_tokens,
             result.input_source, result.cached_source, result.output_source,
         )  # fmt: skip
-        known = self._calls.get(key)
+        known = self._calls.find(key)
         if known is not None:
             return known
         call = price_call(price, tier, stage, result)
-        if len(self._calls) < self.FREE or 2 * len(self._calls) < self._seen:
-            self._calls[key] = call
+        if self._calls.keep(key, call):
             self._lists[id(call)] = [call]
         return call
 
@@ -168,3 +193,32 @@ def plan_call(
         tokens.sources[tier.name],
         ids[index] if ids is not None else None,
     )
+
+
+def interleave(
+    n: int,
+    arrivals: range,
+    shard_results: Sequence[CallResult | None],
+    others: Sequence[CallResult | None],
+) -> list[CallResult | None]:
+    """One result per arrival: the shard's from the backend, the rest (in order) from `others`."""
+    out: list[CallResult | None] = []
+    rest = iter(others)
+    for a in range(n):
+        out.append(shard_results[a - arrivals.start] if a in arrivals else next(rest))
+    return out
+
+
+def with_results(arrivals: range, results: Sequence[CallResult | None]) -> Sequence[int]:
+    """The arrivals that have a result: the range itself when none is missing (the usual case:
+    a list would hold a million ints)."""
+    if all(results[a] is not None for a in arrivals):
+        return arrivals
+    return [a for a in arrivals if results[a] is not None]
+
+
+def reply_at(results: Sequence[CallResult | None], pos: int) -> CallResult:
+    """The reply at `pos`, which the caller knows was answered (no None)."""
+    result = results[pos]
+    assert result is not None
+    return result

@@ -4,12 +4,12 @@ file.
 The token cache (SQLite, one row per conversation) serves any mix of old and new prompts; reading
 100k rows back costs about a second. When a run asks for exactly the conversations an earlier run
 asked for (same messages digests in the same order, same tokenizer fingerprint), this file
-answers instead: one read of the distinct conversations' ids as one uint32 array, each fixture a
+answers instead: the distinct conversations' ids as one uint32 array in the file, each fixture a
 zero-copy view of it (identical conversations share one view, as the cache's arrays do).
 
 Layout (little-endian): magic, the key (64 hex characters), the number of distinct
 conversations D and of fixtures N, D+1 uint64 offsets into the ids, N uint32 indices (each
-fixture's conversation), then the uint32 ids. Read whole and checked (magic, key, sizes,
+fixture's conversation), then the uint32 ids. Checked when loaded (magic, key, sizes,
 offsets): a damaged or foreign file is a miss, never an error. The `KEEP` most recently used are
 kept in `<cache_dir>/token-ids/`.
 
@@ -76,7 +76,7 @@ class IdSnapshots:
             with path.open("rb") as fh:
                 # (the mapping outlives the file: a newer snapshot replaces it, never changes it)
                 data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            if len(data) < _HEADER or not data[: len(MAGIC)] == MAGIC:
+            if len(data) < _HEADER or data[: len(MAGIC)] != MAGIC:
                 return None
             at = len(MAGIC)
             if data[at : at + 64] != key.encode():
